@@ -1,0 +1,95 @@
+//! Async framing helpers over any `AsyncRead`/`AsyncWrite` (quinn's streams among them).
+//!
+//! The length prefix is read and checked against the limit before the body buffer is allocated.
+
+use crate::frame::{DecodeError, EncodeError, HEADER_LEN, decode_body, peek_len};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream failed (connection lost, reset by the peer).
+    #[error("stream error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The bytes arrived but do not form a valid message.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The message could not be encoded within the limit.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended inside a frame")]
+    Truncated,
+}
+
+/// Reads one frame. `Ok(None)` when the stream ends cleanly at a frame boundary.
+///
+/// Not cancel-safe: a frame half-read when the future is dropped is lost, so callers that `select!`
+/// on it must close the stream afterwards.
+pub async fn read_frame<T, R>(reader: &mut R, max: usize) -> Result<Option<T>, FrameError>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
+    let mut header = [0u8; HEADER_LEN];
+    let mut filled = 0;
+    while filled < HEADER_LEN {
+        let n = reader.read(&mut header[filled..]).await?;
+        if n == 0 {
+            return if filled == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+        }
+        filled += n;
+    }
+    let len = peek_len(&header, max)?.unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof { FrameError::Truncated } else { FrameError::Io(e) }
+    })?;
+    Ok(Some(decode_body(&body)?))
+}
+
+/// Writes one frame (prefix and body in one write call, so small frames go out in one packet).
+pub async fn write_frame<T, W>(writer: &mut W, msg: &T, max: usize) -> Result<(), FrameError>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = bytes::BytesMut::new();
+    crate::encode(msg, &mut buf, max)?;
+    writer.write_all(&buf).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::StreamOpen;
+
+    #[tokio::test]
+    async fn reads_back_what_was_written_then_clean_eof() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        write_frame(&mut a, &StreamOpen::Metrics, 16).await.expect("write");
+        write_frame(&mut a, &StreamOpen::Events, 16).await.expect("write");
+        drop(a);
+        assert_eq!(read_frame::<StreamOpen, _>(&mut b, 16).await.expect("read"), Some(StreamOpen::Metrics));
+        assert_eq!(read_frame::<StreamOpen, _>(&mut b, 16).await.expect("read"), Some(StreamOpen::Events));
+        assert_eq!(read_frame::<StreamOpen, _>(&mut b, 16).await.expect("eof"), None);
+    }
+
+    #[tokio::test]
+    async fn oversized_header_refused_without_reading_body() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+        let err = read_frame::<StreamOpen, _>(&mut b, 1024).await.expect_err("too long");
+        assert!(matches!(err, FrameError::Decode(DecodeError::TooLong { len, max: 1024 }) if len == u32::MAX as usize));
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_an_error() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0, 0, 0, 5, 1]).await.expect("write");
+        drop(a);
+        assert!(matches!(read_frame::<StreamOpen, _>(&mut b, 1024).await, Err(FrameError::Truncated)));
+    }
+}
