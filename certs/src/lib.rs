@@ -1,1 +1,27 @@
-//! placeholder
+//! All of Flotilla's X.509 and enrolment: the fleet CA, role-bearing certificates, CSRs, join tokens
+//! that pin the CA, the rustls configurations both ends use, and private key files written 0600.
+//!
+//! Nothing else in the workspace mints or parses a certificate. Main types: [`Ca`] (signs), [`JoinToken`]
+//! (what a new machine is handed), [`Identity`] (a key and certificate on disk), and the TLS builders
+//! in [`tls`].
+
+mod ca;
+mod error;
+mod fingerprint;
+mod identity;
+mod keyfile;
+mod token;
+pub mod tls;
+
+pub use ca::{Ca, HubCert, generate_key_and_csr};
+pub use error::CertError;
+pub use fingerprint::{Fingerprint, fingerprint};
+pub use identity::{Identity, PeerIdentity, peer_identity};
+pub use keyfile::{read_private, write_private};
+pub use token::{JoinToken, TokenError, TokenSecret, hash_secret, random_bytes, secrets_match};
+
+/// Installs ring as the process-wide rustls crypto provider. Call first thing in every `main` and test;
+/// a second call is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

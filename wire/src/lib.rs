@@ -11,6 +11,7 @@ pub mod ids;
 pub mod io;
 pub mod limits;
 pub mod msg;
+pub mod token;
 
 pub use codes::ErrorCode;
 pub use frame::{DecodeError, EncodeError, decode, decode_body, encode};
