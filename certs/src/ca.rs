@@ -3,8 +3,9 @@
 use crate::{CertError, fingerprint, keyfile};
 use flotilla_wire::{HUB_SERVER_NAME, IdentityId, Role};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType,
 };
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 use std::path::Path;
@@ -93,15 +94,22 @@ impl Ca {
         let cert = params.self_signed(&key).map_err(build_err)?;
         keyfile::write_private(&dir.join(CA_KEY_FILE), key.serialize_pem().as_bytes())?;
         std::fs::write(&cert_path, cert.pem()).map_err(|e| CertError::io(&cert_path, e))?;
-        Ok(Self { cert_der: cert.der().clone(), key })
+        Ok(Self {
+            cert_der: cert.der().clone(),
+            key,
+        })
     }
 
     /// Loads the CA from `dir`.
     pub fn load(dir: &Path) -> Result<Self, CertError> {
         let key_path = dir.join(CA_KEY_FILE);
         let key_pem = keyfile::read_private(&key_path)?;
-        let key_pem = String::from_utf8(key_pem).map_err(|_| CertError::EmptyPem { path: key_path.clone(), what: "key" })?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| CertError::BadCert(format!("{}: {e}", key_path.display())))?;
+        let key_pem = String::from_utf8(key_pem).map_err(|_| CertError::EmptyPem {
+            path: key_path.clone(),
+            what: "key",
+        })?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| CertError::BadCert(format!("{}: {e}", key_path.display())))?;
         let cert_der = crate::identity::read_cert_pem(&dir.join(CA_CERT_FILE))?;
         Ok(Self { cert_der, key })
     }
@@ -127,11 +135,15 @@ impl Ca {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, HUB_SERVER_NAME);
         params.distinguished_name = dn;
-        let mut sans = vec![SanType::DnsName(HUB_SERVER_NAME.try_into().map_err(build_err)?)];
+        let mut sans = vec![SanType::DnsName(
+            HUB_SERVER_NAME.try_into().map_err(build_err)?,
+        )];
         for name in names {
             match name.parse::<std::net::IpAddr>() {
                 Ok(ip) => sans.push(SanType::IpAddress(ip)),
-                Err(_) => sans.push(SanType::DnsName(name.as_str().try_into().map_err(build_err)?)),
+                Err(_) => sans.push(SanType::DnsName(
+                    name.as_str().try_into().map_err(build_err)?,
+                )),
             }
         }
         params.subject_alt_names = sans;
@@ -139,16 +151,27 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         validity(&mut params, LEAF_VALIDITY);
         let cert = params.signed_by(&key, &self.issuer()?).map_err(build_err)?;
-        Ok(HubCert { cert_der: cert.der().to_vec(), key_der: key.serialize_der() })
+        Ok(HubCert {
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        })
     }
 
     /// Signs a CSR for `id` with `role`. Only the public key is taken from the request: subject,
     /// usages, validity and identity come from the hub (the join token), never from the requester.
-    pub fn sign_csr(&self, csr_der: &[u8], id: &IdentityId, role: Role) -> Result<Vec<u8>, CertError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
-            .map_err(|e| CertError::BadCsr(e.to_string()))?;
+    pub fn sign_csr(
+        &self,
+        csr_der: &[u8],
+        id: &IdentityId,
+        role: Role,
+    ) -> Result<Vec<u8>, CertError> {
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| CertError::BadCsr(e.to_string()))?;
         let params = leaf_params(id, role)?;
-        let cert = params.signed_by(&csr.public_key, &self.issuer()?).map_err(build_err)?;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer()?)
+            .map_err(build_err)?;
         Ok(cert.der().to_vec())
     }
 
@@ -156,8 +179,13 @@ impl Ca {
     /// leaves in the hub's data directory so the hub's own CLI can manage a running hub.
     pub fn issue_local_identity(&self, id: &IdentityId, role: Role) -> Result<HubCert, CertError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(build_err)?;
-        let cert = leaf_params(id, role)?.signed_by(&key, &self.issuer()?).map_err(build_err)?;
-        Ok(HubCert { cert_der: cert.der().to_vec(), key_der: key.serialize_der() })
+        let cert = leaf_params(id, role)?
+            .signed_by(&key, &self.issuer()?)
+            .map_err(build_err)?;
+        Ok(HubCert {
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        })
     }
 }
 
@@ -170,7 +198,11 @@ mod tests {
     fn create_refuses_overwrite_and_loads_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::create(dir.path()).expect("create");
-        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE)).expect("meta").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let err = Ca::create(dir.path()).err().expect("second create refused");
         assert!(matches!(err, CertError::AlreadyExists { .. }), "{err}");

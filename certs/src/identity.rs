@@ -22,7 +22,9 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("key_der", &"***").finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("key_der", &"***")
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,7 +39,8 @@ pub struct PeerIdentity {
 
 /// Reads the identity from a certificate the TLS layer already verified against our CA.
 pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, CertError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::BadCert(e.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| CertError::BadCert(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| CertError::BadCert(e.to_string()))?
@@ -47,12 +50,16 @@ pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, CertError> {
             && let Some(rest) = uri.strip_prefix("flotilla:")
             && let Some((role, id)) = rest.split_once(':')
         {
-            let role = Role::parse(role).ok_or_else(|| CertError::BadCert(format!("unknown role {role:?}")))?;
-            let id = IdentityId::parse(id).ok_or_else(|| CertError::BadCert(format!("malformed identity {id:?}")))?;
+            let role = Role::parse(role)
+                .ok_or_else(|| CertError::BadCert(format!("unknown role {role:?}")))?;
+            let id = IdentityId::parse(id)
+                .ok_or_else(|| CertError::BadCert(format!("malformed identity {id:?}")))?;
             return Ok(PeerIdentity { id, role });
         }
     }
-    Err(CertError::BadCert("no flotilla identity in certificate".into()))
+    Err(CertError::BadCert(
+        "no flotilla identity in certificate".into(),
+    ))
 }
 
 pub(crate) fn to_pem(label: &str, der: &[u8]) -> String {
@@ -68,7 +75,10 @@ pub(crate) fn to_pem(label: &str, der: &[u8]) -> String {
 
 pub(crate) fn read_cert_pem(path: &Path) -> Result<CertificateDer<'static>, CertError> {
     let bytes = std::fs::read(path).map_err(|e| CertError::io(path, e))?;
-    CertificateDer::from_pem_slice(&bytes).map_err(|_| CertError::EmptyPem { path: path.to_owned(), what: "certificate" })
+    CertificateDer::from_pem_slice(&bytes).map_err(|_| CertError::EmptyPem {
+        path: path.to_owned(),
+        what: "certificate",
+    })
 }
 
 /// Writes a certificate as PEM (not secret: default permissions).
@@ -78,7 +88,11 @@ pub(crate) fn write_cert_pem(path: &Path, der: &[u8]) -> Result<(), CertError> {
 
 impl Identity {
     fn paths(dir: &Path, stem: &str) -> (PathBuf, PathBuf, PathBuf) {
-        (dir.join(format!("{stem}.key")), dir.join(format!("{stem}.pem")), dir.join(crate::ca::CA_CERT_FILE))
+        (
+            dir.join(format!("{stem}.key")),
+            dir.join(format!("{stem}.pem")),
+            dir.join(crate::ca::CA_CERT_FILE),
+        )
     }
 
     /// Whether an identity named `stem` exists in `dir`.
@@ -104,9 +118,18 @@ impl Identity {
         let key_pem = keyfile::read_private(&key)?;
         let key_der = match PrivateKeyDer::from_pem_slice(&key_pem) {
             Ok(PrivateKeyDer::Pkcs8(k)) => k.secret_pkcs8_der().to_vec(),
-            _ => return Err(CertError::EmptyPem { path: key, what: "PKCS#8 private key" }),
+            _ => {
+                return Err(CertError::EmptyPem {
+                    path: key,
+                    what: "PKCS#8 private key",
+                });
+            }
         };
-        Ok(Self { key_der, cert_der: read_cert_pem(&cert)?.to_vec(), ca_der: read_cert_pem(&ca)?.to_vec() })
+        Ok(Self {
+            key_der,
+            cert_der: read_cert_pem(&cert)?.to_vec(),
+            ca_der: read_cert_pem(&ca)?.to_vec(),
+        })
     }
 
     /// The identity in the certificate.
@@ -130,13 +153,23 @@ mod tests {
         let ca = Ca::create(dir.path()).expect("ca");
         let id = IdentityId::from_random(Role::Admin, [9; 8]);
         let minted = ca.issue_local_identity(&id, Role::Admin).expect("mint");
-        let ident = Identity { key_der: minted.key_der, cert_der: minted.cert_der, ca_der: ca.cert_der().to_vec() };
+        let ident = Identity {
+            key_der: minted.key_der,
+            cert_der: minted.cert_der,
+            ca_der: ca.cert_der().to_vec(),
+        };
         let sub = dir.path().join("admin");
         std::fs::create_dir(&sub).expect("mkdir");
         ident.save(&sub, "admin").expect("save");
         let back = Identity::load(&sub, "admin").expect("load");
-        assert_eq!(back.peer().expect("peer"), PeerIdentity { id, role: Role::Admin });
+        assert_eq!(
+            back.peer().expect("peer"),
+            PeerIdentity {
+                id,
+                role: Role::Admin
+            }
+        );
         assert_eq!(back.key_der, ident.key_der);
-        assert_eq!(format!("{back:?}").contains("***"), true);
+        assert!(format!("{back:?}").contains("***"));
     }
 }

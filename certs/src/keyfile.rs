@@ -27,7 +27,10 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, CertError> {
     let meta = fs::metadata(path).map_err(|e| CertError::io(path, e))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(CertError::LooseMode { path: path.to_owned(), mode });
+        return Err(CertError::LooseMode {
+            path: path.to_owned(),
+            mode,
+        });
     }
     fs::read(path).map_err(|e| CertError::io(path, e))
 }
@@ -46,7 +49,10 @@ mod tests {
         assert_eq!(read_private(&path).expect("read"), b"secret");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = read_private(&path).expect_err("loose");
-        assert!(matches!(err, CertError::LooseMode { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, CertError::LooseMode { mode: 0o644, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod 600"));
     }
 }

@@ -10,8 +10,8 @@ mod error;
 mod fingerprint;
 mod identity;
 mod keyfile;
-mod token;
 pub mod tls;
+mod token;
 
 pub use ca::{Ca, HubCert, generate_key_and_csr};
 pub use error::CertError;

@@ -22,19 +22,28 @@ fn tls_err(e: impl std::fmt::Display) -> CertError {
 
 fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, CertError> {
     let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from(ca_der.to_vec())).map_err(tls_err)?;
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .map_err(tls_err)?;
     Ok(Arc::new(roots))
 }
 
 /// The hub's TLS: presents `hub_cert` with the CA in its chain (enrolling clients pin the CA from it),
 /// verifies client certificates against the CA, and lets certificate-less clients in so they can enrol;
 /// the hub then allows them nothing but an enrolment request.
-pub fn server_config(ca_der: &[u8], hub_cert_der: &[u8], hub_key_der: &[u8]) -> Result<Arc<QuicServerConfig>, CertError> {
+pub fn server_config(
+    ca_der: &[u8],
+    hub_cert_der: &[u8],
+    hub_key_der: &[u8],
+) -> Result<Arc<QuicServerConfig>, CertError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_der)?, provider())
         .allow_unauthenticated()
         .build()
         .map_err(tls_err)?;
-    let chain = vec![CertificateDer::from(hub_cert_der.to_vec()), CertificateDer::from(ca_der.to_vec())];
+    let chain = vec![
+        CertificateDer::from(hub_cert_der.to_vec()),
+        CertificateDer::from(ca_der.to_vec()),
+    ];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(hub_key_der.to_vec()));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -52,7 +61,10 @@ pub fn client_config(identity: &Identity) -> Result<Arc<QuicClientConfig>, CertE
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_root_certificates(roots(&identity.ca_der)?)
-        .with_client_auth_cert(vec![CertificateDer::from(identity.cert_der.clone())], identity.private_key())
+        .with_client_auth_cert(
+            vec![CertificateDer::from(identity.cert_der.clone())],
+            identity.private_key(),
+        )
         .map_err(tls_err)?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(QuicClientConfig::try_from(cfg).map_err(tls_err)?))
@@ -77,9 +89,14 @@ impl PinOutcome {
 
 /// The enrolment client: no certificate of its own, and trusts the hub only if the hub's chain holds a
 /// CA whose SHA-256 equals the token's and the hub certificate verifies against that CA.
-pub fn enrol_client_config(pin: Fingerprint) -> Result<(Arc<QuicClientConfig>, PinOutcome), CertError> {
+pub fn enrol_client_config(
+    pin: Fingerprint,
+) -> Result<(Arc<QuicClientConfig>, PinOutcome), CertError> {
     let outcome = PinOutcome::default();
-    let verifier = Arc::new(PinnedCaVerifier { pin, outcome: outcome.clone() });
+    let verifier = Arc::new(PinnedCaVerifier {
+        pin,
+        outcome: outcome.clone(),
+    });
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
@@ -87,7 +104,10 @@ pub fn enrol_client_config(pin: Fingerprint) -> Result<(Arc<QuicClientConfig>, P
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![ALPN.to_vec()];
-    Ok((Arc::new(QuicClientConfig::try_from(cfg).map_err(tls_err)?), outcome))
+    Ok((
+        Arc::new(QuicClientConfig::try_from(cfg).map_err(tls_err)?),
+        outcome,
+    ))
 }
 
 #[derive(Debug)]
@@ -112,8 +132,14 @@ impl ServerCertVerifier for PinnedCaVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let Some(ca) = intermediates.iter().find(|c| fingerprint(c) == self.pin) else {
-            let seen = intermediates.first().map(|c| fingerprint(c).short()).unwrap_or_else(|| "none".into());
-            let msg = format!("hub CA {seen} does not match token ({}): this is not the hub the token was made for", self.pin.short());
+            let seen = intermediates
+                .first()
+                .map(|c| fingerprint(c).short())
+                .unwrap_or_else(|| "none".into());
+            let msg = format!(
+                "hub CA {seen} does not match token ({}): this is not the hub the token was made for",
+                self.pin.short()
+            );
             self.outcome.record(msg.clone());
             return Err(rustls::Error::General(msg));
         };
@@ -132,7 +158,9 @@ impl ServerCertVerifier for PinnedCaVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -141,11 +169,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -67,7 +67,9 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// SHA-256 of a secret: what the hub stores instead of the secret.
 pub fn hash_secret(secret: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, secret).as_ref().to_vec()
+    ring::digest::digest(&ring::digest::SHA256, secret)
+        .as_ref()
+        .to_vec()
 }
 
 /// Compares two byte strings in time independent of where they differ.
@@ -81,8 +83,16 @@ pub fn secrets_match(a: &[u8], b: &[u8]) -> bool {
 impl JoinToken {
     /// A new token for `hubs` pinning `ca`, with a fresh id and secret.
     pub fn generate(hubs: Vec<String>, ca: Fingerprint) -> Self {
-        let id: String = random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
-        Self { hubs, ca_fingerprint: ca, id, secret: TokenSecret(random_bytes()) }
+        let id: String = random_bytes::<8>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self {
+            hubs,
+            ca_fingerprint: ca,
+            id,
+            secret: TokenSecret(random_bytes()),
+        }
     }
 
     /// The hash the hub stores.
@@ -104,7 +114,10 @@ impl JoinToken {
 
     /// Parses a token string (surrounding whitespace ignored).
     pub fn parse(text: &str) -> Result<Self, TokenError> {
-        let rest = text.trim().strip_prefix(TOKEN_PREFIX).ok_or(TokenError::Prefix)?;
+        let rest = text
+            .trim()
+            .strip_prefix(TOKEN_PREFIX)
+            .ok_or(TokenError::Prefix)?;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(rest)
             .map_err(|e| TokenError::Damaged(e.to_string()))?;
@@ -141,8 +154,14 @@ mod tests {
     fn damaged_tokens_are_refused_specifically() {
         let text = JoinToken::generate(vec!["h:1".into()], Fingerprint([0; 32])).encode();
         assert_eq!(JoinToken::parse("hello").err(), Some(TokenError::Prefix));
-        assert!(matches!(JoinToken::parse(&text[..text.len() - 10]), Err(TokenError::Damaged(_))));
-        assert!(matches!(JoinToken::parse(&format!("{text}!!")), Err(TokenError::Damaged(_))));
+        assert!(matches!(
+            JoinToken::parse(&text[..text.len() - 10]),
+            Err(TokenError::Damaged(_))
+        ));
+        assert!(matches!(
+            JoinToken::parse(&format!("{text}!!")),
+            Err(TokenError::Damaged(_))
+        ));
         let none = JoinToken::generate(vec![], Fingerprint([0; 32])).encode();
         assert_eq!(JoinToken::parse(&none).err(), Some(TokenError::NoHub));
     }

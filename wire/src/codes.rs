@@ -74,7 +74,9 @@ impl ErrorCode {
 
     /// Reads a QUIC application error code; unknown numbers (a newer peer) become `None`.
     pub fn from_u32(n: u64) -> Option<Self> {
-        usize::try_from(n).ok().and_then(|i| Self::ALL.get(i).copied())
+        usize::try_from(n)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// Words a sysadmin can act on.
@@ -116,7 +118,11 @@ mod tests {
         for c in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_u32(u64::from(c.as_u32())), Some(c));
         }
-        assert_eq!(ErrorCode::Revoked.as_u32(), 4, "close codes are on the wire: append only");
+        assert_eq!(
+            ErrorCode::Revoked.as_u32(),
+            4,
+            "close codes are on the wire: append only"
+        );
         assert_eq!(ErrorCode::from_u32(1000), None);
     }
 }

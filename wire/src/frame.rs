@@ -60,9 +60,14 @@ pub enum EncodeError {
 
 /// Appends `msg` as one frame to `dst`, refusing a body over `max` bytes.
 pub fn encode<T: Serialize>(msg: &T, dst: &mut BytesMut, max: usize) -> Result<(), EncodeError> {
-    let body = postcard::to_stdvec(msg).map_err(|e| EncodeError::Serialize { reason: e.to_string() })?;
+    let body = postcard::to_stdvec(msg).map_err(|e| EncodeError::Serialize {
+        reason: e.to_string(),
+    })?;
     if body.len() > max {
-        return Err(EncodeError::TooLong { len: body.len(), max });
+        return Err(EncodeError::TooLong {
+            len: body.len(),
+            max,
+        });
     }
     dst.reserve(HEADER_LEN + body.len());
     dst.put_u32(body.len() as u32);
@@ -83,7 +88,10 @@ pub fn peek_len(src: &[u8], max: usize) -> Result<Option<usize>, DecodeError> {
 }
 
 /// Takes one frame from the front of `src`. `Ok(None)` means more bytes are needed.
-pub fn decode<T: DeserializeOwned>(src: &mut BytesMut, max: usize) -> Result<Option<T>, DecodeError> {
+pub fn decode<T: DeserializeOwned>(
+    src: &mut BytesMut,
+    max: usize,
+) -> Result<Option<T>, DecodeError> {
     let Some(len) = peek_len(src, max)? else {
         return Ok(None);
     };
@@ -102,8 +110,12 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
         Ok((_, rest)) => Err(DecodeError::TrailingBytes { extra: rest.len() }),
         // serde's derive reports an out-of-range variant index through `custom`, which postcard
         // surfaces as `SerdeDeCustom`; our messages raise it for nothing else.
-        Err(postcard::Error::DeserializeBadEnum | postcard::Error::SerdeDeCustom) => Err(DecodeError::UnknownVariant),
-        Err(e) => Err(DecodeError::Malformed { reason: e.to_string() }),
+        Err(postcard::Error::DeserializeBadEnum | postcard::Error::SerdeDeCustom) => {
+            Err(DecodeError::UnknownVariant)
+        }
+        Err(e) => Err(DecodeError::Malformed {
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -129,7 +141,11 @@ mod tests {
         let full = buf.clone();
         for cut in 0..full.len() {
             let mut part = BytesMut::from(&full[..cut]);
-            assert_eq!(decode::<ClientOpen>(&mut part, 1024), Ok(None), "cut at {cut}");
+            assert_eq!(
+                decode::<ClientOpen>(&mut part, 1024),
+                Ok(None),
+                "cut at {cut}"
+            );
         }
         let mut all = full;
         assert_eq!(decode::<ClientOpen>(&mut all, 1024), Ok(Some(hello())));
@@ -142,10 +158,17 @@ mod tests {
         buf.put_u32(9_000_000);
         assert_eq!(
             decode::<ClientOpen>(&mut buf, 4_194_304),
-            Err(DecodeError::TooLong { len: 9_000_000, max: 4_194_304 })
+            Err(DecodeError::TooLong {
+                len: 9_000_000,
+                max: 4_194_304
+            })
         );
         assert_eq!(
-            DecodeError::TooLong { len: 9_000_000, max: 4_194_304 }.to_string(),
+            DecodeError::TooLong {
+                len: 9_000_000,
+                max: 4_194_304
+            }
+            .to_string(),
             "frame of 9000000 bytes exceeds limit 4194304"
         );
     }
@@ -162,12 +185,18 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut body = postcard::to_stdvec(&hello()).expect("encode");
         body.extend_from_slice(&[0, 0]);
-        assert_eq!(decode_body::<ClientOpen>(&body), Err(DecodeError::TrailingBytes { extra: 2 }));
+        assert_eq!(
+            decode_body::<ClientOpen>(&body),
+            Err(DecodeError::TrailingBytes { extra: 2 })
+        );
     }
 
     #[test]
     fn unknown_variant_is_typed() {
-        assert_eq!(decode_body::<ClientOpen>(&[7]), Err(DecodeError::UnknownVariant));
+        assert_eq!(
+            decode_body::<ClientOpen>(&[7]),
+            Err(DecodeError::UnknownVariant)
+        );
     }
 
     proptest! {

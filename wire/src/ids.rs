@@ -17,7 +17,10 @@ impl IdentityId {
     pub fn parse(s: &str) -> Option<Self> {
         let (prefix, hex) = s.split_at_checked(2)?;
         let ok_prefix = prefix == "a-" || prefix == "o-";
-        let ok_hex = hex.len() == ID_HEX_DIGITS && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let ok_hex = hex.len() == ID_HEX_DIGITS
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
         (ok_prefix && ok_hex).then(|| Self(s.to_owned()))
     }
 
@@ -111,7 +114,11 @@ mod tests {
         assert_eq!(IdentityId::parse("x-abababababababab"), None);
         assert_eq!(IdentityId::parse("a-abab"), None);
         assert_eq!(IdentityId::parse("a-../../etc/passwd00"), None);
-        assert!(IdentityId::from_random(Role::Viewer, [1; 8]).as_str().starts_with("o-"));
+        assert!(
+            IdentityId::from_random(Role::Viewer, [1; 8])
+                .as_str()
+                .starts_with("o-")
+        );
     }
 
     #[test]

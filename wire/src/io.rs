@@ -37,14 +37,22 @@ where
     while filled < HEADER_LEN {
         let n = reader.read(&mut header[filled..]).await?;
         if n == 0 {
-            return if filled == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
         }
         filled += n;
     }
     let len = peek_len(&header, max)?.unwrap_or(0);
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof { FrameError::Truncated } else { FrameError::Io(e) }
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FrameError::Truncated
+        } else {
+            FrameError::Io(e)
+        }
     })?;
     Ok(Some(decode_body(&body)?))
 }
@@ -69,20 +77,37 @@ mod tests {
     #[tokio::test]
     async fn reads_back_what_was_written_then_clean_eof() {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        write_frame(&mut a, &StreamOpen::Metrics, 16).await.expect("write");
-        write_frame(&mut a, &StreamOpen::Events, 16).await.expect("write");
+        write_frame(&mut a, &StreamOpen::Metrics, 16)
+            .await
+            .expect("write");
+        write_frame(&mut a, &StreamOpen::Events, 16)
+            .await
+            .expect("write");
         drop(a);
-        assert_eq!(read_frame::<StreamOpen, _>(&mut b, 16).await.expect("read"), Some(StreamOpen::Metrics));
-        assert_eq!(read_frame::<StreamOpen, _>(&mut b, 16).await.expect("read"), Some(StreamOpen::Events));
-        assert_eq!(read_frame::<StreamOpen, _>(&mut b, 16).await.expect("eof"), None);
+        assert_eq!(
+            read_frame::<StreamOpen, _>(&mut b, 16).await.expect("read"),
+            Some(StreamOpen::Metrics)
+        );
+        assert_eq!(
+            read_frame::<StreamOpen, _>(&mut b, 16).await.expect("read"),
+            Some(StreamOpen::Events)
+        );
+        assert_eq!(
+            read_frame::<StreamOpen, _>(&mut b, 16).await.expect("eof"),
+            None
+        );
     }
 
     #[tokio::test]
     async fn oversized_header_refused_without_reading_body() {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
-        let err = read_frame::<StreamOpen, _>(&mut b, 1024).await.expect_err("too long");
-        assert!(matches!(err, FrameError::Decode(DecodeError::TooLong { len, max: 1024 }) if len == u32::MAX as usize));
+        let err = read_frame::<StreamOpen, _>(&mut b, 1024)
+            .await
+            .expect_err("too long");
+        assert!(
+            matches!(err, FrameError::Decode(DecodeError::TooLong { len, max: 1024 }) if len == u32::MAX as usize)
+        );
     }
 
     #[tokio::test]
@@ -90,6 +115,9 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&[0, 0, 0, 5, 1]).await.expect("write");
         drop(a);
-        assert!(matches!(read_frame::<StreamOpen, _>(&mut b, 1024).await, Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_frame::<StreamOpen, _>(&mut b, 1024).await,
+            Err(FrameError::Truncated)
+        ));
     }
 }

@@ -5,6 +5,9 @@
 //! Operators open one bidirectional stream per request ([`StreamOpen::Request`], an [`OpRequest`], one
 //! [`OpResponse`]) or a subscription ([`StreamOpen::Events`], then [`FleetEvent`]s).
 
+// Messages live briefly on the way to or from a frame; boxing variants would only add allocations.
+#![allow(clippy::large_enum_variant)]
+
 use crate::{ErrorCode, IdentityId, Role};
 use serde::{Deserialize, Serialize};
 
@@ -411,14 +414,30 @@ mod tests {
             mem_total: 4 << 30,
             swap_used: 0,
             swap_total: 1 << 30,
-            disks: vec![DiskUsage { mount: "/".into(), used: 10, total: 100 }],
+            disks: vec![DiskUsage {
+                mount: "/".into(),
+                used: 10,
+                total: 100,
+            }],
             disk_read_bps: 1000,
             disk_write_bps: 2000,
-            nets: vec![NetRate { iface: "eth0".into(), rx_bps: 5, tx_bps: 6 }],
+            nets: vec![NetRate {
+                iface: "eth0".into(),
+                rx_bps: 5,
+                tx_bps: 6,
+            }],
             uptime_s: 3600,
             procs: 123,
-            temps: vec![Temperature { label: "cpu".into(), celsius: 45.0 }],
-            top_cpu: vec![ProcessInfo { pid: 1, name: "init".into(), cpu_pct: 0.5, rss: 4096 }],
+            temps: vec![Temperature {
+                label: "cpu".into(),
+                celsius: 45.0,
+            }],
+            top_cpu: vec![ProcessInfo {
+                pid: 1,
+                name: "init".into(),
+                cpu_pct: 0.5,
+                rss: 4096,
+            }],
             top_mem: vec![],
         }
     }
@@ -441,13 +460,23 @@ mod tests {
     }
 
     fn hello() -> Hello {
-        Hello { protocol_version: 1, software_version: "0.1.0".into(), hostname: "h".into(), os: "linux".into() }
+        Hello {
+            protocol_version: 1,
+            software_version: "0.1.0".into(),
+            hostname: "h".into(),
+            os: "linux".into(),
+        }
     }
 
-    fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(msg: &T, kind: StreamKind) {
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        msg: &T,
+        kind: StreamKind,
+    ) {
         let mut buf = bytes::BytesMut::new();
         crate::encode(msg, &mut buf, kind.max_frame()).expect("encode");
-        let back: T = crate::decode(&mut buf, kind.max_frame()).expect("decode").expect("complete");
+        let back: T = crate::decode(&mut buf, kind.max_frame())
+            .expect("decode")
+            .expect("complete");
         assert_eq!(&back, msg);
         assert!(buf.is_empty());
     }
@@ -491,23 +520,41 @@ mod tests {
             StreamKind::Control,
         );
         round_trip(
-            &ServerOpen::Refused(Refusal { code: ErrorCode::Revoked, message: "certificate revoked".into() }),
+            &ServerOpen::Refused(Refusal {
+                code: ErrorCode::Revoked,
+                message: "certificate revoked".into(),
+            }),
             StreamKind::Control,
         );
-        round_trip(&HubControl::SetMetricsInterval { interval_ms: 1000 }, StreamKind::Control);
+        round_trip(
+            &HubControl::SetMetricsInterval { interval_ms: 1000 },
+            StreamKind::Control,
+        );
         for open in [StreamOpen::Metrics, StreamOpen::Request, StreamOpen::Events] {
             round_trip(&open, StreamKind::Control);
         }
         round_trip(&MetricsFrame::Sample(sample()), StreamKind::Metrics);
-        round_trip(&MetricsFrame::Backfill(vec![sample(), sample()]), StreamKind::Metrics);
-        let spec = TokenSpec { role: Role::Viewer, ttl_s: 3600, uses: 3, labels: vec![] };
+        round_trip(
+            &MetricsFrame::Backfill(vec![sample(), sample()]),
+            StreamKind::Metrics,
+        );
+        let spec = TokenSpec {
+            role: Role::Viewer,
+            ttl_s: 3600,
+            uses: 3,
+            labels: vec![],
+        };
         for req in [
             OpRequest::ListAgents,
-            OpRequest::Agent { query: "web-1".into() },
+            OpRequest::Agent {
+                query: "web-1".into(),
+            },
             OpRequest::TokenCreate(spec),
             OpRequest::TokenList,
             OpRequest::TokenDelete { id: "t".into() },
-            OpRequest::Revoke { query: "web-1".into() },
+            OpRequest::Revoke {
+                query: "web-1".into(),
+            },
             OpRequest::ListOperators,
         ] {
             round_trip(&req, StreamKind::Request);
@@ -523,20 +570,33 @@ mod tests {
         for resp in [
             OpResponse::Agents(vec![info()]),
             OpResponse::Agent(info()),
-            OpResponse::TokenCreated(CreatedToken { info: token.clone(), token: "FLT1.x".into() }),
+            OpResponse::TokenCreated(CreatedToken {
+                info: token.clone(),
+                token: "FLT1.x".into(),
+            }),
             OpResponse::Tokens(vec![token]),
             OpResponse::Revoked(info()),
             OpResponse::Done,
-            OpResponse::Error(Refusal { code: ErrorCode::Forbidden, message: "no".into() }),
+            OpResponse::Error(Refusal {
+                code: ErrorCode::Forbidden,
+                message: "no".into(),
+            }),
         ] {
             round_trip(&resp, StreamKind::Request);
         }
         for ev in [
             FleetEvent::Snapshot(vec![info()]),
             FleetEvent::Online(info()),
-            FleetEvent::Offline { id: id(), at_ms: 3, reason: "idle timeout".into() },
+            FleetEvent::Offline {
+                id: id(),
+                at_ms: 3,
+                reason: "idle timeout".into(),
+            },
             FleetEvent::Revoked { id: id() },
-            FleetEvent::Metrics { id: id(), sample: sample() },
+            FleetEvent::Metrics {
+                id: id(),
+                sample: sample(),
+            },
             FleetEvent::Lagged { missed: 4 },
         ] {
             round_trip(&ev, StreamKind::Events);
@@ -547,31 +607,51 @@ mod tests {
     #[test]
     fn golden_bytes_are_pinned() {
         let hello = postcard::to_stdvec(&ClientOpen::Hello(hello())).expect("encode");
-        assert_eq!(hello, [0, 1, 5, b'0', b'.', b'1', b'.', b'0', 1, b'h', 5, b'l', b'i', b'n', b'u', b'x']);
+        assert_eq!(
+            hello,
+            [
+                0, 1, 5, b'0', b'.', b'1', b'.', b'0', 1, b'h', 5, b'l', b'i', b'n', b'u', b'x'
+            ]
+        );
         let refusal = postcard::to_stdvec(&ServerOpen::Refused(Refusal {
             code: ErrorCode::VersionMismatch,
             message: "v".into(),
         }))
         .expect("encode");
         assert_eq!(refusal, [2, 1, 1, b'v']);
-        assert_eq!(postcard::to_stdvec(&StreamOpen::Events).expect("encode"), [2]);
+        assert_eq!(
+            postcard::to_stdvec(&StreamOpen::Events).expect("encode"),
+            [2]
+        );
         assert_eq!(
             postcard::to_stdvec(&OpRequest::Agent { query: "a".into() }).expect("encode"),
             [1, 1, b'a']
         );
         assert_eq!(
-            postcard::to_stdvec(&HubControl::SetMetricsInterval { interval_ms: 1000 }).expect("encode"),
+            postcard::to_stdvec(&HubControl::SetMetricsInterval { interval_ms: 1000 })
+                .expect("encode"),
             [0, 0xe8, 0x07]
         );
-        let metrics = postcard::to_stdvec(&MetricsFrame::Sample(MetricsSample { at_ms: 1, ..Default::default() }))
-            .expect("encode");
-        assert_eq!(&metrics[..3], &[0, 1, 0], "variant, at_ms varint, cpu_pct f32 starts");
+        let metrics = postcard::to_stdvec(&MetricsFrame::Sample(MetricsSample {
+            at_ms: 1,
+            ..Default::default()
+        }))
+        .expect("encode");
+        assert_eq!(
+            &metrics[..3],
+            &[0, 1, 0],
+            "variant, at_ms varint, cpu_pct f32 starts"
+        );
     }
 
     #[test]
     fn version_is_readable_from_any_hello() {
         // The hub reads (variant, version) to name both versions even when the rest is unreadable.
-        let body = postcard::to_stdvec(&ClientOpen::Hello(Hello { protocol_version: 7, ..hello() })).expect("encode");
+        let body = postcard::to_stdvec(&ClientOpen::Hello(Hello {
+            protocol_version: 7,
+            ..hello()
+        }))
+        .expect("encode");
         assert_eq!(peek_client_version(&body), Some(7));
         assert_eq!(peek_client_version(&[0, 0xff, 0x01, 0xff]), Some(255));
         assert_eq!(peek_client_version(&[5]), None);
