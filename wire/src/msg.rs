@@ -394,6 +394,16 @@ pub enum FleetEvent {
     },
 }
 
+/// Reads the protocol version a client announced in a [`ClientOpen`] body, even when the rest of the
+/// body is of a layout this version cannot decode: both variants put the version first.
+pub fn peek_client_version(body: &[u8]) -> Option<u16> {
+    let (variant, rest) = body.split_first()?;
+    if *variant > 1 {
+        return None;
+    }
+    postcard::take_from_bytes::<u16>(rest).ok().map(|(v, _)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,14 +689,4 @@ mod tests {
             round_trip(&OpRequest::TokenCreate(TokenSpec { role: Role::Operator, ttl_s: ttl, uses, labels: vec![(k, val)] }), StreamKind::Request);
         }
     }
-}
-
-/// Reads the protocol version a client announced in a [`ClientOpen`] body, even when the rest of the
-/// body is of a layout this version cannot decode: both variants put the version first.
-pub fn peek_client_version(body: &[u8]) -> Option<u16> {
-    let (variant, rest) = body.split_first()?;
-    if *variant > 1 {
-        return None;
-    }
-    postcard::take_from_bytes::<u16>(rest).ok().map(|(v, _)| v)
 }
