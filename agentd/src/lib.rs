@@ -1,1 +1,103 @@
-//! placeholder
+//! agentd: the Flotilla agent. Enrols with a join token (its key never leaves the machine), then keeps
+//! a QUIC link to the hub with mutual TLS and streams metrics over it.
+//!
+//! Main entry points: [`enroll`] and [`start`].
+
+pub mod cli;
+pub mod config;
+mod error;
+pub mod link;
+pub mod metrics;
+
+pub use config::{AgentConfig, AgentPaths};
+pub use error::AgentError;
+pub use link::LinkState;
+
+use flotilla_certs::{IDENTITY_STEM, Identity};
+use flotilla_wire::PROTOCOL_VERSION;
+use flotilla_wire::msg::{Hello, Labels};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What this machine says about itself in hello.
+pub fn local_hello() -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        hostname: sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into()),
+        os: sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.into()),
+    }
+}
+
+/// Enrols this machine: see [`flotilla_certs::enrol::enrol`].
+pub async fn enroll(
+    paths: &AgentPaths,
+    token: &str,
+    name: Option<String>,
+    labels: Labels,
+) -> Result<flotilla_certs::enrol::Enrolment, flotilla_certs::enrol::EnrolError> {
+    create_private_dir(&paths.data_dir).map_err(flotilla_certs::enrol::EnrolError::Cert)?;
+    let hello = local_hello();
+    let name = name.unwrap_or_else(|| hello.hostname.clone());
+    flotilla_certs::enrol::enrol(token, &paths.data_dir, name, labels, hello).await
+}
+
+/// Creates `dir` (and parents) with mode 0700.
+pub fn create_private_dir(dir: &std::path::Path) -> Result<(), flotilla_certs::CertError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| flotilla_certs::CertError::Io {
+            path: dir.to_owned(),
+            source: e,
+        })
+}
+
+/// A running agent.
+pub struct RunningAgent {
+    /// Link state changes.
+    pub state: watch::Receiver<LinkState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAgent {
+    /// Waits for the agent to stop (after its cancel token fires).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Loads the identity and starts the link in the background.
+pub fn start(
+    paths: &AgentPaths,
+    config: AgentConfig,
+    cancel: CancellationToken,
+) -> Result<RunningAgent, AgentError> {
+    config.validate()?;
+    if !Identity::exists(&paths.data_dir, IDENTITY_STEM) {
+        return Err(AgentError::NotEnrolled(
+            paths.data_dir.display().to_string(),
+        ));
+    }
+    let identity = Identity::load(&paths.data_dir, IDENTITY_STEM)?;
+    let hubs = Identity::load_hubs(&paths.data_dir)?;
+    let client = flotilla_certs::dial::identity_config(&identity)?;
+    let (state_tx, state_rx) = watch::channel(LinkState::Disconnected("starting".into()));
+    let link = link::Link {
+        client,
+        hubs,
+        hello: local_hello(),
+        metrics_interval_ms: config.metrics_interval_ms,
+        state: state_tx,
+    };
+    let collector = Arc::new(Mutex::new(metrics::Collector::new()));
+    let task = tokio::spawn(link.run(collector, cancel));
+    Ok(RunningAgent {
+        state: state_rx,
+        task,
+    })
+}

@@ -9,6 +9,12 @@ use std::path::{Path, PathBuf};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// File beside an identity listing the hub addresses to dial.
+const HUBS_FILE: &str = "hubs";
+
+/// File stem of the identity every Flotilla directory holds (`identity.key`, `identity.pem`).
+pub const IDENTITY_STEM: &str = "identity";
+
 /// A key pair, its certificate and the CA that signed it, as an agent or operator keeps them.
 #[derive(Clone)]
 pub struct Identity {
@@ -130,6 +136,26 @@ impl Identity {
             cert_der: read_cert_pem(&cert)?.to_vec(),
             ca_der: read_cert_pem(&ca)?.to_vec(),
         })
+    }
+
+    /// Saves the hub addresses to try, one per line, beside the identity (file `hubs`).
+    pub fn save_hubs(dir: &Path, hubs: &[String]) -> Result<(), CertError> {
+        let path = dir.join(HUBS_FILE);
+        let mut text = hubs.join("\n");
+        text.push('\n');
+        std::fs::write(&path, text).map_err(|e| CertError::io(&path, e))
+    }
+
+    /// Loads the hub addresses saved by [`Identity::save_hubs`].
+    pub fn load_hubs(dir: &Path) -> Result<Vec<String>, CertError> {
+        let path = dir.join(HUBS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| CertError::io(&path, e))?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
     }
 
     /// The identity in the certificate.

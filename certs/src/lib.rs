@@ -6,6 +6,8 @@
 //! in [`tls`].
 
 mod ca;
+pub mod dial;
+pub mod enrol;
 mod error;
 mod fingerprint;
 mod identity;
@@ -16,7 +18,7 @@ mod token;
 pub use ca::{Ca, HubCert, generate_key_and_csr};
 pub use error::CertError;
 pub use fingerprint::{Fingerprint, fingerprint};
-pub use identity::{Identity, PeerIdentity, peer_identity};
+pub use identity::{IDENTITY_STEM, Identity, PeerIdentity, peer_identity};
 pub use keyfile::{read_private, write_private};
 pub use token::{JoinToken, TokenError, TokenSecret, hash_secret, random_bytes, secrets_match};
 

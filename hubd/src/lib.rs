@@ -1,1 +1,310 @@
-//! placeholder
+//! hubd: the Flotilla hub. Accepts agents and operators over QUIC with mutual TLS, enrols new
+//! identities from join tokens, keeps the registry and audit log in SQLite and live state in memory.
+//!
+//! Main entry points: [`init`] (create a hub's data directory), [`start`] (serve until cancelled),
+//! [`offline_request`] (run an admin request against a stopped hub's database).
+
+pub mod admin;
+mod admin_socket;
+pub mod cli;
+pub mod config;
+mod endpoint;
+mod error;
+mod registry;
+mod session;
+mod stats;
+pub mod store;
+
+pub use admin_socket::request as admin_request;
+pub use config::{HubConfig, HubPaths};
+pub use error::HubError;
+pub use registry::Registry;
+pub use stats::Stats;
+
+use flotilla_certs::{Ca, IDENTITY_STEM, Identity};
+use flotilla_wire::msg::{OpRequest, OpResponse};
+use flotilla_wire::{ErrorCode, IdentityId, Role};
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Time in-flight work gets to finish after shutdown starts, before it is cut off.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What every task of a running (or offline) hub shares.
+pub struct HubCtx {
+    /// The database.
+    pub store: store::Store,
+    /// Live state.
+    pub registry: Registry,
+    /// The fleet CA (signs enrolments).
+    pub ca: Arc<Ca>,
+    /// Settings.
+    pub config: HubConfig,
+    /// `host:port` addresses tokens carry.
+    pub advertised: Vec<String>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// What `hubd init` made.
+#[derive(Debug, serde::Serialize)]
+pub struct InitReport {
+    /// SHA-256 of the fleet CA.
+    pub ca_fingerprint: String,
+    /// The admin identity's id.
+    pub admin_id: IdentityId,
+    /// Where the admin identity lives (use with `flotilla --login-dir`).
+    pub admin_dir: String,
+    /// The data directory.
+    pub data_dir: String,
+}
+
+fn mkdir_private(path: &Path) -> Result<(), HubError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| HubError::io(format!("create {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| HubError::io(format!("chmod {}", path.display()), e))
+}
+
+/// Creates a hub in `paths.data_dir`: fleet CA, hub certificate, admin identity, database, config.
+/// Refuses to touch a directory that already holds a CA.
+pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, HubError> {
+    config.validate()?;
+    mkdir_private(&paths.data_dir)?;
+    let ca = Ca::create(&paths.data_dir)?;
+    let mut names = config.advertise.clone();
+    if !config.listen.ip().is_unspecified() {
+        names.push(config.listen.ip().to_string());
+    }
+    names.push("127.0.0.1".into());
+    names.push("localhost".into());
+    names.sort();
+    names.dedup();
+    let hub = ca.issue_hub_cert(&names)?;
+    flotilla_certs::write_private(&paths.hub_key(), &hub.key_der)?;
+    std::fs::write(paths.hub_cert(), &hub.cert_der)
+        .map_err(|e| HubError::io("write hub certificate", e))?;
+
+    let admin_id = IdentityId::from_random(Role::Admin, flotilla_certs::random_bytes());
+    let admin = ca.issue_local_identity(&admin_id, Role::Admin)?;
+    let admin_dir = paths.admin_dir();
+    mkdir_private(&admin_dir)?;
+    Identity {
+        key_der: admin.key_der,
+        cert_der: admin.cert_der,
+        ca_der: ca.cert_der().to_vec(),
+    }
+    .save(&admin_dir, IDENTITY_STEM)?;
+    Identity::save_hubs(&admin_dir, &config.advertised(config.listen.port()))?;
+
+    let (store, thread) = store::Store::open(&paths.db())?;
+    let now = store::now_ms();
+    let row = store::IdentityRow {
+        id: admin_id.clone(),
+        role: Role::Admin,
+        name: "admin".into(),
+        labels: Vec::new(),
+        token_id: "init".into(),
+        first_seen_ms: now,
+        last_seen_ms: now,
+        version: String::new(),
+        os: String::new(),
+        hostname: String::new(),
+        addr: String::new(),
+        revoked_ms: None,
+    };
+    store
+        .call(move |c| {
+            store::identities::insert(c, &row)?;
+            store::audit::append(c, now, "init", "init", row.id.as_str(), "")?;
+            Ok(())
+        })
+        .await?;
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    config.save(&paths.data_dir)?;
+    Ok(InitReport {
+        ca_fingerprint: ca.fingerprint().to_string(),
+        admin_id,
+        admin_dir: admin_dir.display().to_string(),
+        data_dir: paths.data_dir.display().to_string(),
+    })
+}
+
+/// A hub serving in the background.
+pub struct RunningHub {
+    /// The bound UDP address.
+    pub local_addr: SocketAddr,
+    /// Shared state (tests inspect it).
+    pub ctx: Arc<HubCtx>,
+    task: tokio::task::JoinHandle<Result<(), HubError>>,
+}
+
+impl RunningHub {
+    /// Waits until the hub has shut down (after its cancel token fires).
+    pub async fn wait(self) -> Result<(), HubError> {
+        self.task
+            .await
+            .map_err(|e| HubError::io("hub task", std::io::Error::other(e.to_string())))?
+    }
+}
+
+/// Holds an exclusive lock on the data directory for the life of the hub: two hubs on one database
+/// would fight over the admin socket and the registry.
+struct DirLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_data_dir(paths: &HubPaths) -> Result<DirLock, HubError> {
+    use std::os::fd::AsRawFd;
+    let path = paths.data_dir.join("hub.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| HubError::io(format!("open {}", path.display()), e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(HubError::Config(format!(
+            "another hubd is already running on {}",
+            paths.data_dir.display()
+        )));
+    }
+    Ok(DirLock(file))
+}
+
+fn open_ctx(
+    paths: &HubPaths,
+    config: HubConfig,
+    port: u16,
+) -> Result<(Arc<HubCtx>, std::thread::JoinHandle<()>), HubError> {
+    let ca = Ca::load(&paths.data_dir)?;
+    let (store, store_thread) = store::Store::open(&paths.db())?;
+    let advertised = config.advertised(port);
+    let ctx = HubCtx {
+        store,
+        registry: Registry::new(),
+        ca: Arc::new(ca),
+        config,
+        advertised,
+        stats: Stats::default(),
+    };
+    Ok((Arc::new(ctx), store_thread))
+}
+
+/// Starts serving: binds the endpoint and the admin socket and returns once both listen.
+pub async fn start(
+    paths: HubPaths,
+    config: HubConfig,
+    cancel: CancellationToken,
+) -> Result<RunningHub, HubError> {
+    config.validate()?;
+    let lock = lock_data_dir(&paths)?;
+    let hub_key = flotilla_certs::read_private(&paths.hub_key())?;
+    let hub_cert = std::fs::read(paths.hub_cert())
+        .map_err(|e| HubError::io(format!("read {}", paths.hub_cert().display()), e))?;
+    let ca = Ca::load(&paths.data_dir)?;
+    let crypto = flotilla_certs::tls::server_config(ca.cert_der(), &hub_cert, &hub_key)?;
+    let mut server = quinn::ServerConfig::with_crypto(crypto);
+    server.transport_config(endpoint::transport(config.idle_timeout_s));
+    let endpoint = endpoint::bind(config.listen, server)?;
+    let local_addr = endpoint
+        .local_addr()
+        .map_err(|e| HubError::io("local address", e))?;
+    let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port())?;
+    let admin_listener = admin_socket::bind(&paths.admin_socket())?;
+    std::fs::write(paths.addr_file(), format!("{local_addr}\n"))
+        .map_err(|e| HubError::io("write hub.addr", e))?;
+    if paths.admin_dir().is_dir() {
+        Identity::save_hubs(&paths.admin_dir(), &ctx.advertised)?;
+    }
+    tracing::info!(%local_addr, ca = %ctx.ca.fingerprint().short(), advertised = ?ctx.advertised, "hub listening");
+
+    let tracker = TaskTracker::new();
+    tracker.spawn(admin_socket::serve(
+        ctx.clone(),
+        admin_listener,
+        tracker.clone(),
+        cancel.clone(),
+    ));
+    let task_ctx = ctx.clone();
+    let task = tokio::spawn(async move {
+        let ctx = task_ctx;
+        let handshakes = Arc::new(Semaphore::new(ctx.config.max_handshakes));
+        loop {
+            let incoming = tokio::select! {
+                _ = cancel.cancelled() => break,
+                incoming = endpoint.accept() => match incoming {
+                    Some(i) => i,
+                    None => break,
+                },
+            };
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => break,
+                p = handshakes.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            tracker.spawn(session::serve(
+                ctx.clone(),
+                incoming,
+                permit,
+                cancel.child_token(),
+            ));
+        }
+        tracing::info!("shutting down");
+        ctx.registry.close_all(ErrorCode::ShuttingDown);
+        endpoint.close(
+            ErrorCode::ShuttingDown.as_u32().into(),
+            ErrorCode::ShuttingDown.describe().as_bytes(),
+        );
+        tracker.close();
+        if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("tasks still running at the drain deadline");
+        }
+        let _ = tokio::time::timeout(DRAIN_DEADLINE, endpoint.wait_idle()).await;
+        let _ = std::fs::remove_file(paths.admin_socket());
+        drop(ctx);
+        let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+        drop(lock);
+        tracing::info!("hub stopped");
+        Ok(())
+    });
+    Ok(RunningHub {
+        local_addr,
+        ctx,
+        task,
+    })
+}
+
+/// Runs an admin request: through the running hub's admin socket if one is serving this data
+/// directory, else directly against the database (revocations then take effect at the next start).
+pub async fn offline_request(paths: &HubPaths, req: OpRequest) -> Result<OpResponse, HubError> {
+    if let Some(resp) = admin_socket::request(&paths.admin_socket(), &req).await? {
+        return Ok(resp);
+    }
+    let config = HubConfig::load(&paths.data_dir)?;
+    let port = config.listen.port();
+    let (ctx, store_thread) = open_ctx(paths, config, port)?;
+    let actor = admin::Actor {
+        name: "local-admin".into(),
+        role: Role::Admin,
+    };
+    let resp = admin::handle(&ctx, &actor, req).await;
+    drop(ctx);
+    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    Ok(resp)
+}

@@ -8,6 +8,7 @@ use std::fmt;
 
 /// Why a request, stream or connection was refused. Append-only: the numbers are on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Clean close, no error.
     Ok,

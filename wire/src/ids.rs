@@ -6,7 +6,22 @@ use std::fmt;
 /// Stable id of an enrolled identity (agent or operator), minted by the hub at enrolment and carried in
 /// the certificate. Agents start with `a-`, operators with `o-`, so a log line says which it is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct IdentityId(String);
+
+impl TryFrom<String> for IdentityId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s).ok_or_else(|| format!("malformed identity id {s:?}"))
+    }
+}
+
+impl From<IdentityId> for String {
+    fn from(id: IdentityId) -> Self {
+        id.0
+    }
+}
 
 /// Number of random hex digits after the prefix: 64 bits make a collision in a 100,000-agent fleet
 /// vanishingly unlikely while keeping ids short enough to type.
@@ -49,6 +64,7 @@ impl fmt::Display for IdentityId {
 
 /// What an identity may do. Enforced by the hub on every request, never by the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// A machine running agentd: reports metrics, runs what it is asked within its own policy.
     Agent,

@@ -284,6 +284,7 @@ pub enum OpResponse {
 
 /// Whether an identity is connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Connected now.
     Online,

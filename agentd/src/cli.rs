@@ -1,0 +1,173 @@
+//! The `agentd` command line.
+
+use crate::{AgentConfig, AgentPaths};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Flotilla agent daemon.
+#[derive(Parser, Debug)]
+#[command(
+    name = "agentd",
+    version,
+    about = "Flotilla agent: enrols with a join token and reports to the hub"
+)]
+pub struct Cli {
+    /// Data directory (identity, config). Default: the user's data dir, or FLOTILLA_AGENT_DIR.
+    #[arg(long, global = true, env = "FLOTILLA_AGENT_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format: human or json.
+    #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// agentd subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Enrol this machine with a join token (makes the key here; only a CSR is sent).
+    Enroll {
+        /// The join token from `hubd token create`.
+        #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Name in the fleet (default: host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Label key=value (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect to the hub and serve until SIGTERM or SIGINT.
+    Run {
+        /// Metrics interval override, milliseconds (minimum 1000).
+        #[arg(long)]
+        metrics_interval_ms: Option<u32>,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("label {s:?} must be key=value"))
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
+        .map(|d| d.data_dir().join("agent"))
+        .context("no home directory for the agent's data: pass --data-dir")
+}
+
+/// Entry point of the `agentd` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    flotilla_certs::install_crypto_provider();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agentd: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("agentd: {err:#}");
+            let config = err
+                .downcast_ref::<crate::AgentError>()
+                .is_some_and(|e| matches!(e, crate::AgentError::Config(_)));
+            if config {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = match cli.data_dir {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    let paths = AgentPaths { data_dir };
+    match cli.command {
+        Command::Enroll {
+            token,
+            name,
+            labels,
+            json,
+        } => {
+            let done = crate::enroll(&paths, &token, name, labels)
+                .await
+                .context("enrolment failed")?;
+            let e = &done.enrolled;
+            if json {
+                let out = serde_json::json!({
+                    "id": e.identity, "name": e.name, "role": e.role, "labels": e.labels,
+                    "hubs": done.hubs, "data_dir": paths.data_dir,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "Enrolled as {} ({}) with {}; identity in {}",
+                    e.name,
+                    e.identity,
+                    done.hubs.join(", "),
+                    paths.data_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Run {
+            metrics_interval_ms,
+        } => {
+            let mut config = AgentConfig::load(&paths.data_dir)?;
+            if let Some(ms) = metrics_interval_ms {
+                config.metrics_interval_ms = ms;
+            }
+            let cancel = CancellationToken::new();
+            let agent = crate::start(&paths, config, cancel.clone())?;
+            wait_for_signal().await;
+            tracing::info!("signal received, shutting down");
+            cancel.cancel();
+            agent.wait().await;
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

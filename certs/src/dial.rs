@@ -1,0 +1,230 @@
+//! Dialling the hub: a client endpoint, trying each hub address in turn, and the opening exchange,
+//! with every failure turned into words a sysadmin can act on.
+//!
+//! Under TLS 1.3 the server's verdict on our certificate arrives after our side of the handshake, so
+//! `connect` can succeed for a revoked or foreign client; a client counts itself connected only when
+//! the hub's `Welcome` arrives.
+
+use flotilla_wire::io::{read_frame, write_frame};
+use flotilla_wire::limits::MAX_CONTROL_FRAME;
+use flotilla_wire::msg::{ClientOpen, Hello, Refusal, ServerOpen, Welcome};
+use flotilla_wire::{ErrorCode, HUB_SERVER_NAME};
+use quinn::{ClientConfig, Endpoint, IdleTimeout, TransportConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Idle timeout on the client side; matches the hub's default so both notice a dead link together.
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keep-alives every 5 s: three chances within the idle timeout before the hub calls us offline.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Time for one address's handshake and welcome.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the hub could not be reached or refused us.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// No address could be resolved or reached.
+    #[error("hub unreachable: {0}")]
+    Unreachable(String),
+    /// The hub refused at the application level (revoked, version, token…).
+    #[error("hub refused: {}", .0.message)]
+    Refused(Refusal),
+    /// TLS failed: the hub presented another CA, or refused our certificate.
+    #[error("{0}")]
+    Tls(String),
+    /// The hub broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A local failure (socket, TLS configuration).
+    #[error("local error: {0}")]
+    Local(String),
+}
+
+impl DialError {
+    /// The refusal code, if the hub refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Refused(r) => Some(r.code),
+            _ => None,
+        }
+    }
+}
+
+/// Transport settings of every client: keep-alives so the hub sees us, idle timeout to notice it die.
+pub fn client_transport() -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(IdleTimeout::try_from(CLIENT_IDLE_TIMEOUT).ok());
+    t.datagram_receive_buffer_size(None);
+    t.initial_rtt(Duration::from_millis(10));
+    Arc::new(t)
+}
+
+/// A client endpoint on an ephemeral port of the right address family.
+pub fn client_endpoint(ipv6: bool) -> Result<Endpoint, DialError> {
+    let bind: SocketAddr = if ipv6 { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .map_err(|_| DialError::Local("bind address".into()))?;
+    Endpoint::client(bind).map_err(|e| DialError::Local(format!("cannot open UDP socket: {e}")))
+}
+
+/// Turns a connection error into a dial error with advice.
+pub fn explain(err: &quinn::ConnectionError) -> DialError {
+    match err {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            let message = String::from_utf8_lossy(&close.reason).into_owned();
+            match ErrorCode::from_u32(close.error_code.into_inner()) {
+                Some(code) => DialError::Refused(Refusal {
+                    code,
+                    message: if message.is_empty() {
+                        code.describe().into()
+                    } else {
+                        message
+                    },
+                }),
+                None => DialError::Protocol(format!(
+                    "closed with unknown code {}: {message}",
+                    close.error_code
+                )),
+            }
+        }
+        quinn::ConnectionError::ConnectionClosed(close) => {
+            let code = close.error_code.to_string();
+            if code.contains("crypto") || code.contains("TLS") || code.contains("0x1") {
+                DialError::Tls(format!(
+                    "hub rejected the TLS handshake ({code}): our certificate is not from this hub's CA, or has expired"
+                ))
+            } else {
+                DialError::Protocol(format!("connection closed by hub: {close}"))
+            }
+        }
+        quinn::ConnectionError::TransportError(e) => {
+            DialError::Tls(format!("TLS handshake failed: {e}"))
+        }
+        quinn::ConnectionError::TimedOut => {
+            DialError::Unreachable("timed out (hub down, wrong address, or UDP blocked)".into())
+        }
+        other => DialError::Unreachable(other.to_string()),
+    }
+}
+
+/// Resolves `host:port`.
+async fn resolve(hub: &str) -> Result<Vec<SocketAddr>, DialError> {
+    tokio::net::lookup_host(hub)
+        .await
+        .map(|it| it.collect())
+        .map_err(|e| DialError::Unreachable(format!("cannot resolve {hub}: {e}")))
+}
+
+/// Connects to the first hub address that answers.
+pub async fn connect(
+    endpoint: &Endpoint,
+    hubs: &[String],
+    config: ClientConfig,
+) -> Result<quinn::Connection, DialError> {
+    let mut last = DialError::Unreachable("no hub address configured".into());
+    for hub in hubs {
+        let addrs = match resolve(hub).await {
+            Ok(a) => a,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        for addr in addrs {
+            let connecting = match endpoint.connect_with(config.clone(), addr, HUB_SERVER_NAME) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = DialError::Unreachable(format!("{addr}: {e}"));
+                    continue;
+                }
+            };
+            match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) => last = explain(&e),
+                Err(_) => {
+                    last = DialError::Unreachable(format!(
+                        "{addr}: no answer within {} s",
+                        DIAL_TIMEOUT.as_secs()
+                    ))
+                }
+            }
+            if matches!(last, DialError::Tls(_)) {
+                return Err(last);
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Sends `open` on a new control stream and reads the hub's answer.
+pub async fn open(
+    conn: &quinn::Connection,
+    open: &ClientOpen,
+) -> Result<(quinn::SendStream, quinn::RecvStream, ServerOpen), DialError> {
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| explain(&e))?;
+        write_frame(&mut send, open, MAX_CONTROL_FRAME)
+            .await
+            .map_err(|e| lost(conn, e))?;
+        match read_frame::<ServerOpen, _>(&mut recv, MAX_CONTROL_FRAME).await {
+            Ok(Some(ServerOpen::Refused(r))) => Err(DialError::Refused(r)),
+            Ok(Some(answer)) => Ok((send, recv, answer)),
+            Ok(None) => Err(conn
+                .close_reason()
+                .map(|e| explain(&e))
+                .unwrap_or_else(|| DialError::Protocol("hub closed the control stream".into()))),
+            Err(e) => Err(lost(conn, e)),
+        }
+    };
+    match tokio::time::timeout(DIAL_TIMEOUT, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(DialError::Unreachable(
+            "hub accepted the connection but did not answer in time".into(),
+        )),
+    }
+}
+
+fn lost(conn: &quinn::Connection, e: flotilla_wire::io::FrameError) -> DialError {
+    match conn.close_reason() {
+        Some(reason) => explain(&reason),
+        None => DialError::Protocol(e.to_string()),
+    }
+}
+
+/// Connects and says hello; returns the connection, the control stream and the welcome.
+pub async fn hello(
+    endpoint: &Endpoint,
+    hubs: &[String],
+    config: ClientConfig,
+    hello: Hello,
+) -> Result<
+    (
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+        Welcome,
+    ),
+    DialError,
+> {
+    let conn = connect(endpoint, hubs, config).await?;
+    match open(&conn, &ClientOpen::Hello(hello)).await? {
+        (send, recv, ServerOpen::Welcome(w)) => Ok((conn, send, recv, w)),
+        _ => Err(DialError::Protocol(
+            "hub answered hello with something other than welcome".into(),
+        )),
+    }
+}
+
+/// A quinn client configuration for an enrolled identity.
+pub fn identity_config(identity: &crate::Identity) -> Result<ClientConfig, crate::CertError> {
+    let mut cfg = ClientConfig::new(crate::tls::client_config(identity)?);
+    cfg.transport_config(client_transport());
+    Ok(cfg)
+}
+
+/// Whether any hub address is IPv6 (to bind the client socket in the right family).
+pub fn wants_ipv6(hubs: &[String]) -> bool {
+    hubs.first().is_some_and(|h| h.starts_with('['))
+}

@@ -1,0 +1,93 @@
+//! The local admin socket: `hubd token …`, `hubd revoke …` and `hubd agents` reach a running hub
+//! through `<data-dir>/admin.sock`. File mode 0600 in a 0700 directory is the authentication: only
+//! the hub's own user can connect, and it acts as admin.
+
+use crate::admin::{self, Actor};
+use crate::{HubCtx, HubError};
+use flotilla_wire::Role;
+use flotilla_wire::io::{read_frame, write_frame};
+use flotilla_wire::limits::MAX_REQUEST_FRAME;
+use flotilla_wire::msg::{OpRequest, OpResponse};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A local client that does not finish its request in this time is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds the socket (replacing a stale one: the data-dir lock proves no other hub owns it).
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, HubError> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .map_err(|e| HubError::io(format!("bind {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| HubError::io(format!("chmod {}", path.display()), e))?;
+    Ok(listener)
+}
+
+/// Accepts local admin clients until cancelled.
+pub(crate) async fn serve(
+    ctx: Arc<HubCtx>,
+    listener: UnixListener,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, serve_one(&ctx, stream)).await;
+        });
+    }
+}
+
+async fn serve_one(ctx: &HubCtx, mut stream: UnixStream) {
+    let actor = Actor {
+        name: "local-admin".into(),
+        role: Role::Admin,
+    };
+    match read_frame::<OpRequest, _>(&mut stream, MAX_REQUEST_FRAME).await {
+        Ok(Some(req)) => {
+            let resp = admin::handle(ctx, &actor, req).await;
+            let _ = write_frame(&mut stream, &resp, MAX_REQUEST_FRAME).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "bad request on admin socket"),
+    }
+}
+
+/// Sends one request to a running hub; `Ok(None)` if no hub listens on `path`.
+pub async fn request(path: &Path, req: &OpRequest) -> Result<Option<OpResponse>, HubError> {
+    let Ok(mut stream) = UnixStream::connect(path).await else {
+        return Ok(None);
+    };
+    let io = |e: flotilla_wire::io::FrameError| {
+        HubError::Config(format!("admin socket {}: {e}", path.display()))
+    };
+    write_frame(&mut stream, req, MAX_REQUEST_FRAME)
+        .await
+        .map_err(io)?;
+    match read_frame::<OpResponse, _>(&mut stream, MAX_REQUEST_FRAME)
+        .await
+        .map_err(io)?
+    {
+        Some(resp) => Ok(Some(resp)),
+        None => Err(HubError::Config(format!(
+            "admin socket {}: hub closed without answering",
+            path.display()
+        ))),
+    }
+}

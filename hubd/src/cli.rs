@@ -1,0 +1,384 @@
+//! The `hubd` command line: init, run, and admin commands that reach a running hub through its
+//! local socket (or the database when it is stopped). Every admin command has `--json`.
+
+use crate::{HubConfig, HubError, HubPaths};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use flotilla_wire::Role;
+use flotilla_wire::msg::{AgentInfo, OpRequest, OpResponse, TokenInfo, TokenSpec};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Flotilla hub daemon.
+#[derive(Parser, Debug)]
+#[command(
+    name = "hubd",
+    version,
+    about = "Flotilla hub: fleet registry, enrolment and operator API over QUIC"
+)]
+pub struct Cli {
+    /// Data directory (CA, keys, database). Default: the user's data dir, or FLOTILLA_DATA_DIR.
+    #[arg(long, global = true, env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format: human or json.
+    #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// hubd subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the fleet CA, hub certificate, admin identity and database.
+    Init {
+        /// UDP address to listen on.
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        listen: SocketAddr,
+        /// DNS name or IP agents use to reach the hub (repeatable); tokens carry these.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve until SIGTERM or SIGINT.
+    Run {
+        /// Override the configured listen address.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Revoke an agent or operator by id or name; its live connection closes at once.
+    Revoke {
+        /// Identity id or name.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List enrolled agents.
+    Agents {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List enrolled operators.
+    Operators {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `hubd token` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a join token and print it (the only time the secret is shown).
+    Create(TokenCreate),
+    /// List tokens (never their secrets).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a token by id.
+    Delete {
+        /// Token id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of `hubd token create`.
+#[derive(Args, Debug)]
+pub struct TokenCreate {
+    /// Role of identities enrolled with it: agent, viewer, operator or admin.
+    #[arg(long, value_parser = parse_role)]
+    pub role: Role,
+    /// Time to live: 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration_s)]
+    pub ttl: u64,
+    /// Number of enrolments allowed.
+    #[arg(long, default_value_t = 1)]
+    pub uses: u32,
+    /// Label given to enrolled identities, key=value (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s)
+        .ok_or_else(|| format!("unknown role {s:?}: use agent, viewer, operator or admin"))
+}
+
+/// Parses `key=value`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("label {s:?} must be key=value"))
+}
+
+/// Parses `90s`, `30m`, `1h`, `7d` (or bare seconds) into seconds.
+pub fn parse_duration_s(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a number then s, m, h or d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "duration {s:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
+        .map(|d| d.data_dir().join("hub"))
+        .context("no home directory to put the hub's data in: pass --data-dir")
+}
+
+/// Entry point of the `hubd` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    flotilla_certs::install_crypto_provider();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hubd: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("hubd: {err:#}");
+            let config_error = err
+                .downcast_ref::<HubError>()
+                .is_some_and(|e| matches!(e, HubError::Config(_)));
+            if config_error {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir = match cli.data_dir {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    let paths = HubPaths { data_dir };
+    match cli.command {
+        Command::Init {
+            listen,
+            names,
+            json,
+        } => {
+            let config = HubConfig {
+                listen,
+                advertise: names,
+                ..HubConfig::default()
+            };
+            let report = crate::init(&paths, &config)
+                .await
+                .with_context(|| format!("init {}", paths.data_dir.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("Initialised hub in {}", report.data_dir);
+                println!("CA fingerprint: {}", report.ca_fingerprint);
+                println!(
+                    "Admin identity: {} (use: flotilla --login-dir {})",
+                    report.admin_id, report.admin_dir
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { listen } => serve(paths, listen).await,
+        Command::Token(TokenCommand::Create(t)) => {
+            let spec = TokenSpec {
+                role: t.role,
+                ttl_s: t.ttl,
+                uses: t.uses,
+                labels: t.labels,
+            };
+            admin(&paths, OpRequest::TokenCreate(spec), t.json).await
+        }
+        Command::Token(TokenCommand::List { json }) => {
+            admin(&paths, OpRequest::TokenList, json).await
+        }
+        Command::Token(TokenCommand::Delete { id, json }) => {
+            admin(&paths, OpRequest::TokenDelete { id }, json).await
+        }
+        Command::Revoke { id, json } => admin(&paths, OpRequest::Revoke { query: id }, json).await,
+        Command::Agents { json } => admin(&paths, OpRequest::ListAgents, json).await,
+        Command::Operators { json } => admin(&paths, OpRequest::ListOperators, json).await,
+    }
+}
+
+async fn serve(paths: HubPaths, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    let mut config = HubConfig::load(&paths.data_dir)?;
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    let cancel = CancellationToken::new();
+    let hub = crate::start(paths, config, cancel.clone()).await?;
+    wait_for_signal().await;
+    tracing::info!("signal received, draining");
+    cancel.cancel();
+    hub.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn admin(paths: &HubPaths, req: OpRequest, json: bool) -> anyhow::Result<ExitCode> {
+    let resp = crate::offline_request(paths, req).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+    } else {
+        print_human(&resp);
+    }
+    Ok(match resp {
+        OpResponse::Error(r) => {
+            if !json {
+                eprintln!("hubd: {}", r.message);
+            }
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+fn print_human(resp: &OpResponse) {
+    match resp {
+        OpResponse::Agents(list) => {
+            println!(
+                "{:<20} {:<19} {:<8} {:<8} LABELS",
+                "NAME", "ID", "ROLE", "STATUS"
+            );
+            for a in list {
+                println!(
+                    "{:<20} {:<19} {:<8} {:<8} {}",
+                    a.name,
+                    a.id,
+                    a.role,
+                    a.status.as_str(),
+                    labels(a)
+                );
+            }
+        }
+        OpResponse::Agent(a) | OpResponse::Revoked(a) => {
+            println!("{} {} {} {}", a.name, a.id, a.role, a.status.as_str());
+        }
+        OpResponse::TokenCreated(t) => println!("{}", t.token),
+        OpResponse::Tokens(list) => {
+            println!(
+                "{:<17} {:<9} {:>5} {:<20}",
+                "ID", "ROLE", "USES", "EXPIRES (unix s)"
+            );
+            for t in list {
+                print_token(t);
+            }
+        }
+        OpResponse::Done => println!("done"),
+        OpResponse::Error(_) => {}
+    }
+}
+
+fn print_token(t: &TokenInfo) {
+    println!(
+        "{:<17} {:<9} {:>5} {:<20}",
+        t.id,
+        t.role,
+        t.uses_left,
+        t.expires_ms / 1000
+    );
+}
+
+fn labels(a: &AgentInfo) -> String {
+    a.labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_s("90s"), Ok(90));
+        assert_eq!(parse_duration_s("30m"), Ok(1800));
+        assert_eq!(parse_duration_s("1h"), Ok(3600));
+        assert_eq!(parse_duration_s("7d"), Ok(604_800));
+        assert_eq!(parse_duration_s("45"), Ok(45));
+        assert!(
+            parse_duration_s("1w")
+                .expect_err("unit")
+                .contains("unknown unit")
+        );
+        assert!(parse_duration_s("h").is_err());
+    }
+
+    #[test]
+    fn labels_parse() {
+        assert_eq!(parse_label("env=prod"), Ok(("env".into(), "prod".into())));
+        assert!(parse_label("env").is_err());
+    }
+}

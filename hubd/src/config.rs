@@ -1,0 +1,174 @@
+//! Hub configuration: `hub.toml` in the data directory, written by `hubd init`, overridden by flags.
+
+use crate::HubError;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Name of the config file inside the data directory.
+pub const CONFIG_FILE: &str = "hub.toml";
+
+/// The hub's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// UDP address to serve QUIC on.
+    pub listen: SocketAddr,
+    /// Host names or IPs agents use to reach this hub; join tokens carry them with the listen port.
+    pub advertise: Vec<String>,
+    /// Default metrics interval told to agents, milliseconds (minimum 1000).
+    pub metrics_interval_ms: u32,
+    /// Seconds without a packet before a peer counts as gone. Agents send keep-alives every
+    /// `idle_timeout_s / 3`, so a killed agent shows offline within this many seconds.
+    pub idle_timeout_s: u32,
+    /// Handshakes processed at once; more wait their turn. Bounds CPU and memory in a reconnect storm.
+    pub max_handshakes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], flotilla_wire::DEFAULT_PORT)),
+            advertise: Vec::new(),
+            metrics_interval_ms: 5000,
+            idle_timeout_s: 15,
+            max_handshakes: 256,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Reads `hub.toml` from `data_dir`.
+    pub fn load(data_dir: &Path) -> Result<Self, HubError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            HubError::io(
+                format!("read {} (run `hubd init` first?)", path.display()),
+                e,
+            )
+        })?;
+        let cfg: Self = toml::from_str(&text)
+            .map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Writes `hub.toml` into `data_dir`.
+    pub fn save(&self, data_dir: &Path) -> Result<(), HubError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = toml::to_string_pretty(self).map_err(|e| HubError::Config(e.to_string()))?;
+        std::fs::write(&path, text)
+            .map_err(|e| HubError::io(format!("write {}", path.display()), e))
+    }
+
+    /// Checks values a typo could break.
+    pub fn validate(&self) -> Result<(), HubError> {
+        if self.metrics_interval_ms < 1000 {
+            return Err(HubError::Config(format!(
+                "metrics_interval_ms = {} is below the 1000 ms minimum",
+                self.metrics_interval_ms
+            )));
+        }
+        if !(3..=600).contains(&self.idle_timeout_s) {
+            return Err(HubError::Config(format!(
+                "idle_timeout_s = {} must be between 3 and 600",
+                self.idle_timeout_s
+            )));
+        }
+        if self.max_handshakes == 0 {
+            return Err(HubError::Config("max_handshakes must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// `host:port` addresses to put in tokens, for a hub bound to `port`.
+    pub fn advertised(&self, port: u16) -> Vec<String> {
+        let mut hosts = self.advertise.clone();
+        if hosts.is_empty() {
+            hosts.push(if self.listen.ip().is_unspecified() {
+                "127.0.0.1".into()
+            } else {
+                self.listen.ip().to_string()
+            });
+        }
+        hosts
+            .iter()
+            .map(|h| {
+                if h.contains(':') && !h.starts_with('[') {
+                    format!("[{h}]:{port}")
+                } else {
+                    format!("{h}:{port}")
+                }
+            })
+            .collect()
+    }
+}
+
+/// Files inside the hub's data directory.
+#[derive(Clone, Debug)]
+pub struct HubPaths {
+    /// The data directory (0700).
+    pub data_dir: PathBuf,
+}
+
+impl HubPaths {
+    /// The SQLite database.
+    pub fn db(&self) -> PathBuf {
+        self.data_dir.join("hub.db")
+    }
+    /// The hub's server certificate.
+    pub fn hub_cert(&self) -> PathBuf {
+        self.data_dir.join("hub.pem")
+    }
+    /// The hub's server key (0600).
+    pub fn hub_key(&self) -> PathBuf {
+        self.data_dir.join("hub.key")
+    }
+    /// The admin identity made by `hubd init`, in the layout `flotilla --login-dir` reads.
+    pub fn admin_dir(&self) -> PathBuf {
+        self.data_dir.join("admin")
+    }
+    /// The local admin socket (0600) through which `hubd` subcommands reach a running hub.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.data_dir.join("admin.sock")
+    }
+    /// Written at start-up with the bound address, for scripts and tests.
+    pub fn addr_file(&self) -> PathBuf {
+        self.data_dir.join("hub.addr")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_and_rejects_unknown_fields() {
+        let cfg = HubConfig::default();
+        let text = toml::to_string_pretty(&cfg).expect("ser");
+        assert_eq!(toml::from_str::<HubConfig>(&text).expect("de"), cfg);
+        let err = toml::from_str::<HubConfig>("listen = \"0.0.0.0:1\"\nlisten_port = 3\n")
+            .expect_err("unknown");
+        assert!(err.to_string().contains("listen_port"), "{err}");
+        let bad = HubConfig {
+            metrics_interval_ms: 10,
+            ..HubConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .expect_err("too small")
+                .to_string()
+                .contains("1000 ms minimum")
+        );
+    }
+
+    #[test]
+    fn advertised_addresses_carry_the_port() {
+        let cfg = HubConfig {
+            advertise: vec!["hub.example".into(), "::1".into()],
+            ..HubConfig::default()
+        };
+        assert_eq!(cfg.advertised(4433), vec!["hub.example:4433", "[::1]:4433"]);
+        assert_eq!(HubConfig::default().advertised(9), vec!["127.0.0.1:9"]);
+    }
+}

@@ -1,0 +1,71 @@
+//! The hub's QUIC endpoint: a UDP socket with large buffers and the transport settings that decide
+//! how fast a dead peer is noticed and how much memory each connection may take.
+
+use crate::HubError;
+use quinn::{Endpoint, EndpointConfig, IdleTimeout, TransportConfig, VarInt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Kernel socket buffers: the default 208 KiB drops Initial packets in a reconnect burst of thousands
+/// of agents and stalls them on retransmission timers. 4 MiB is this kernel's cap.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// Per-stream receive window: enough for a metrics back-fill batch or exec output chunk in flight;
+/// memory is only taken when data actually waits, so idle agents cost nothing here.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Whole-connection receive window: bounds what one peer can make the hub buffer.
+const CONN_WINDOW: u32 = 1024 * 1024;
+/// Streams a peer may have open at once: one per exec and transfer plus the long-lived ones.
+const MAX_BIDI_STREAMS: u32 = 64;
+/// Unidirectional streams (metrics, snapshots) a peer may have open at once.
+const MAX_UNI_STREAMS: u32 = 8;
+
+/// Transport settings shared by every connection the hub accepts.
+pub fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(
+        idle_timeout_s * 1000,
+    ))));
+    t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(VarInt::from_u32(CONN_WINDOW));
+    t.send_window(u64::from(CONN_WINDOW));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS));
+    t.max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS));
+    t.datagram_receive_buffer_size(None);
+    // Clients send keep-alives; the hub only listens, so 20,000 idle agents cost it no timers' worth
+    // of packets of its own.
+    t.keep_alive_interval(None);
+    t.initial_rtt(Duration::from_millis(10));
+    Arc::new(t)
+}
+
+/// Binds the UDP socket and starts the endpoint.
+pub fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<Endpoint, HubError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let ctx = || format!("bind UDP {listen}");
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(|e| HubError::io(ctx(), e))?;
+    for (what, res) in [
+        ("SO_RCVBUF", socket.set_recv_buffer_size(SOCKET_BUFFER)),
+        ("SO_SNDBUF", socket.set_send_buffer_size(SOCKET_BUFFER)),
+    ] {
+        if let Err(e) = res {
+            tracing::warn!(option = what, error = %e, "could not enlarge UDP socket buffer; reconnect storms will be slower");
+        }
+    }
+    socket
+        .bind(&listen.into())
+        .map_err(|e| HubError::io(ctx(), e))?;
+    let std_socket: std::net::UdpSocket = socket.into();
+    Endpoint::new(
+        EndpointConfig::default(),
+        Some(server),
+        std_socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| HubError::io(ctx(), e))
+}

@@ -1,0 +1,114 @@
+//! An agent's session: welcome, registry entry, control messages out, metrics streams in, and the
+//! offline mark when the connection ends for whatever reason.
+
+use super::{describe_close, mark_offline, metrics};
+use crate::HubCtx;
+use crate::admin::info_of;
+use crate::store::{self, IdentityRow};
+use flotilla_wire::PROTOCOL_VERSION;
+use flotilla_wire::io::write_frame;
+use flotilla_wire::limits::MAX_CONTROL_FRAME;
+use flotilla_wire::msg::{FleetEvent, Hello, HubControl, ServerOpen, Welcome};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Control messages queued for one agent; more than this means it is not reading, and newer ones
+/// are dropped rather than buffered.
+const CONTROL_QUEUE: usize = 16;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    ctx: Arc<HubCtx>,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    row: IdentityRow,
+    hello: Hello,
+    remote: SocketAddr,
+    cancel: CancellationToken,
+) {
+    let id = row.id.clone();
+    let welcome = Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        hub_version: env!("CARGO_PKG_VERSION").into(),
+        identity: id.clone(),
+        role: row.role,
+        name: row.name.clone(),
+        metrics_interval_ms: ctx.config.metrics_interval_ms,
+    };
+    if let Err(e) = write_frame(&mut send, &ServerOpen::Welcome(welcome), MAX_CONTROL_FRAME).await {
+        tracing::debug!(error = %e, "agent left before welcome");
+        return;
+    }
+    let (control_tx, mut control_rx) = mpsc::channel::<HubControl>(CONTROL_QUEUE);
+    let conn_id = ctx.registry.connect(&id, conn.clone(), Some(control_tx));
+    let addr = remote.to_string();
+    let (sid, h) = (id.clone(), hello.clone());
+    let now = super::now();
+    if let Err(e) = ctx
+        .store
+        .call(move |c| {
+            Ok(store::identities::touch(
+                c,
+                &sid,
+                &h.software_version,
+                &h.os,
+                &h.hostname,
+                &addr,
+                now,
+            )?)
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "could not record hello");
+    }
+    let mut info = info_of(&ctx, &row);
+    info.version = hello.software_version.clone();
+    info.os = hello.os.clone();
+    info.hostname = hello.hostname.clone();
+    info.addr = remote.to_string();
+    info.last_seen_ms = now;
+    ctx.registry.publish(FleetEvent::Online(info));
+    tracing::info!(name = %row.name, version = %hello.software_version, "agent online");
+
+    let mut streams = JoinSet::new();
+    let mut control_buf = [0u8; 64];
+    let reason = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break "hub shutting down".to_string(),
+            err = conn.closed() => break describe_close(&err),
+            Some(msg) = control_rx.recv() => {
+                if let Err(e) = write_frame(&mut send, &msg, MAX_CONTROL_FRAME).await {
+                    tracing::debug!(error = %e, "control write failed");
+                }
+            }
+            // The agent sends nothing more on the control stream; reading notices if it closes it.
+            read = recv.read(&mut control_buf) => match read {
+                Ok(Some(_)) => {
+                    super::close(&conn, flotilla_wire::ErrorCode::Malformed, "unexpected data on control stream");
+                }
+                Ok(None) | Err(_) => {}
+            },
+            accepted = conn.accept_uni() => match accepted {
+                Ok(stream) => {
+                    let (ctx, id) = (ctx.clone(), id.clone());
+                    streams.spawn(async move { metrics::serve(ctx, id, stream).await });
+                }
+                Err(err) => break describe_close(&err),
+            },
+            Some(joined) = streams.join_next(), if !streams.is_empty() => {
+                if let Err(e) = joined && e.is_panic() {
+                    tracing::error!(error = %e, "stream task panicked");
+                }
+            }
+        }
+    };
+    streams.abort_all();
+    if ctx.registry.disconnect(&id, conn_id) {
+        tracing::info!(name = %row.name, %reason, "agent offline");
+        mark_offline(&ctx, &id, reason).await;
+    }
+}

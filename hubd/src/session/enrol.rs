@@ -1,0 +1,142 @@
+//! Enrolment: a certificate-less client presents a join token and a CSR; the hub checks the token,
+//! signs the public key with an identity and role it chooses, and records the new identity — all in
+//! one transaction, so a failed enrolment never consumes a token use.
+
+use super::{close, refuse};
+use crate::store::{self, IdentityRow, now_ms};
+use crate::{HubCtx, HubError};
+use flotilla_wire::io::write_frame;
+use flotilla_wire::limits::MAX_CONTROL_FRAME;
+use flotilla_wire::msg::{EnrollRequest, Enrolled, ServerOpen};
+use flotilla_wire::{ErrorCode, IdentityId, PROTOCOL_VERSION};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Longest name or label part: fits a table column and a host name.
+const MAX_NAME_LEN: usize = 64;
+
+fn valid_word(s: &str, extra: &[char]) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || extra.contains(&c)
+        })
+}
+
+/// Checks a display name: letters, digits, `-`, `_`, `.`; at most 64 characters.
+pub(crate) fn check_name(name: &str) -> Result<(), HubError> {
+    if valid_word(name, &[]) {
+        Ok(())
+    } else {
+        Err(HubError::refused(
+            ErrorCode::BadRequest,
+            format!(
+                "name {name:?} is invalid: use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+            ),
+        ))
+    }
+}
+
+/// Checks a label: key and value in the name alphabet (values may also hold `/` and `:`).
+pub(crate) fn check_label(key: &str, value: &str) -> Result<(), HubError> {
+    if valid_word(key, &[]) && (value.is_empty() || valid_word(value, &['/', ':'])) {
+        Ok(())
+    } else {
+        Err(HubError::refused(
+            ErrorCode::BadRequest,
+            format!("label {key}={value} is invalid"),
+        ))
+    }
+}
+
+async fn enrol(ctx: &HubCtx, req: EnrollRequest, remote: SocketAddr) -> Result<Enrolled, HubError> {
+    if req.protocol_version != PROTOCOL_VERSION {
+        return Err(HubError::refused(
+            ErrorCode::VersionMismatch,
+            format!(
+                "hub speaks protocol {PROTOCOL_VERSION}, client {}",
+                req.protocol_version
+            ),
+        ));
+    }
+    let name = if req.name.is_empty() {
+        req.hello.hostname.clone()
+    } else {
+        req.name.clone()
+    };
+    check_name(&name)?;
+    for (k, v) in &req.labels {
+        check_label(k, v)?;
+    }
+    let ca = ctx.ca.clone();
+    let ca_der = ca.cert_der().to_vec();
+    let addr = remote.to_string();
+    ctx.store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let now = now_ms();
+            let grant = store::tokens::redeem(&tx, &req.token_id, &req.secret, now)?;
+            if let Some(holder) = store::identities::holder_of_name(&tx, &name)? {
+                return Err(HubError::refused(
+                    ErrorCode::BadRequest,
+                    format!("name {name:?} is taken by {holder}: enrol with another --name, or revoke {holder} first"),
+                ));
+            }
+            let id = IdentityId::from_random(grant.role, flotilla_certs::random_bytes());
+            let cert_der = ca
+                .sign_csr(&req.csr_der, &id, grant.role)
+                .map_err(|e| HubError::refused(ErrorCode::BadRequest, e.to_string()))?;
+            // Token labels win over requested ones: the admin decides what a token grants.
+            let mut labels = req.labels.clone();
+            labels.retain(|(k, _)| !grant.labels.iter().any(|(gk, _)| gk == k));
+            labels.extend(grant.labels.iter().cloned());
+            labels.sort();
+            let row = IdentityRow {
+                id: id.clone(),
+                role: grant.role,
+                name: name.clone(),
+                labels: labels.clone(),
+                token_id: req.token_id.clone(),
+                first_seen_ms: now,
+                last_seen_ms: now,
+                version: req.hello.software_version.clone(),
+                os: req.hello.os.clone(),
+                hostname: req.hello.hostname.clone(),
+                addr,
+                revoked_ms: None,
+            };
+            store::identities::insert(&tx, &row)?;
+            store::audit::append(&tx, now, &format!("token:{}", req.token_id), "enrol", id.as_str(), &format!("name={name} role={}", grant.role))?;
+            tx.commit()?;
+            Ok(Enrolled { identity: id, role: grant.role, name, labels, cert_der, ca_der })
+        })
+        .await
+}
+
+/// Runs an enrolment on the control stream and closes the connection.
+pub(crate) async fn serve(
+    ctx: &HubCtx,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    req: EnrollRequest,
+    remote: SocketAddr,
+) {
+    let token_id = req.token_id.clone();
+    match enrol(ctx, req, remote).await {
+        Ok(enrolled) => {
+            tracing::info!(id = %enrolled.identity, name = %enrolled.name, role = %enrolled.role, %token_id, "enrolled");
+            let _ = write_frame(send, &ServerOpen::Enrolled(enrolled), MAX_CONTROL_FRAME).await;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            close(conn, ErrorCode::Ok, "enrolled");
+        }
+        Err(err) => {
+            if matches!(err, HubError::Refused { .. }) {
+                tracing::info!(%token_id, reason = %err, "enrolment refused");
+            } else {
+                tracing::error!(%token_id, error = %err, "enrolment failed");
+            }
+            refuse(conn, send, err.to_refusal()).await;
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! An operator's session: one stream per request, or a subscription to fleet events.
+
+use super::{describe_close, frame_error_code};
+use crate::HubCtx;
+use crate::admin::{self, Actor, info_of};
+use crate::store::{self, IdentityRow};
+use flotilla_wire::io::{read_frame, write_frame};
+use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EVENTS_FRAME, MAX_REQUEST_FRAME};
+use flotilla_wire::msg::{FleetEvent, Hello, OpRequest, ServerOpen, StreamOpen, Welcome};
+use flotilla_wire::{ErrorCode, PROTOCOL_VERSION};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    ctx: Arc<HubCtx>,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    _recv: quinn::RecvStream,
+    row: IdentityRow,
+    hello: Hello,
+    remote: SocketAddr,
+    cancel: CancellationToken,
+) {
+    let welcome = Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        hub_version: env!("CARGO_PKG_VERSION").into(),
+        identity: row.id.clone(),
+        role: row.role,
+        name: row.name.clone(),
+        metrics_interval_ms: ctx.config.metrics_interval_ms,
+    };
+    if write_frame(&mut send, &ServerOpen::Welcome(welcome), MAX_CONTROL_FRAME)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let conn_id = ctx.registry.connect(&row.id, conn.clone(), None);
+    let (sid, addr, now) = (row.id.clone(), remote.to_string(), super::now());
+    let _ = ctx
+        .store
+        .call(move |c| {
+            Ok(store::identities::touch(
+                c,
+                &sid,
+                &hello.software_version,
+                &hello.os,
+                &hello.hostname,
+                &addr,
+                now,
+            )?)
+        })
+        .await;
+    tracing::info!(name = %row.name, role = %row.role, "operator attached");
+    let actor = Actor {
+        name: row.id.to_string(),
+        role: row.role,
+    };
+    let mut streams = JoinSet::new();
+    let reason = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break "hub shutting down".to_string(),
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let (ctx, actor, cancel) = (ctx.clone(), actor.clone(), cancel.clone());
+                    streams.spawn(async move { serve_stream(ctx, actor, send, recv, cancel).await });
+                }
+                Err(err) => break describe_close(&err),
+            },
+            Some(joined) = streams.join_next(), if !streams.is_empty() => {
+                if let Err(e) = joined && e.is_panic() {
+                    tracing::error!(error = %e, "operator stream task panicked");
+                }
+            }
+        }
+    };
+    streams.abort_all();
+    ctx.registry.disconnect(&row.id, conn_id);
+    tracing::info!(name = %row.name, %reason, "operator detached");
+}
+
+async fn serve_stream(
+    ctx: Arc<HubCtx>,
+    actor: Actor,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    cancel: CancellationToken,
+) {
+    let refuse = |send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: ErrorCode| {
+        let _ = send.reset(code.as_u32().into());
+        let _ = recv.stop(code.as_u32().into());
+    };
+    let open = match read_frame::<StreamOpen, _>(&mut recv, MAX_CONTROL_FRAME).await {
+        Ok(Some(open)) => open,
+        Ok(None) => return,
+        Err(e) => return refuse(&mut send, &mut recv, frame_error_code(&e)),
+    };
+    match open {
+        StreamOpen::Request => {
+            let req = match read_frame::<OpRequest, _>(&mut recv, MAX_REQUEST_FRAME).await {
+                Ok(Some(req)) => req,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bad operator request");
+                    return refuse(&mut send, &mut recv, frame_error_code(&e));
+                }
+            };
+            tracing::debug!(?req, "operator request");
+            let resp = admin::handle(&ctx, &actor, req).await;
+            if let Err(e) = write_frame(&mut send, &resp, MAX_REQUEST_FRAME).await {
+                tracing::warn!(error = %e, "could not send operator response");
+                return refuse(&mut send, &mut recv, frame_error_code(&e));
+            }
+            let _ = send.finish();
+        }
+        StreamOpen::Events => serve_events(&ctx, &mut send, cancel).await,
+        StreamOpen::Metrics => refuse(&mut send, &mut recv, ErrorCode::Forbidden),
+    }
+}
+
+/// Pushes a snapshot, then every event, until the operator goes away or falls hopelessly behind.
+async fn serve_events(ctx: &HubCtx, send: &mut quinn::SendStream, cancel: CancellationToken) {
+    let mut rx = ctx.registry.subscribe();
+    let rows = match ctx
+        .store
+        .call(|c| Ok(store::identities::list(c, true)?))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list agents for a subscriber");
+            let _ = send.reset(ErrorCode::Internal.as_u32().into());
+            return;
+        }
+    };
+    let snapshot = FleetEvent::Snapshot(rows.iter().map(|r| info_of(ctx, r)).collect());
+    if write_frame(send, &snapshot, MAX_EVENTS_FRAME)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ev = rx.recv() => match ev {
+                Ok(ev) => ev,
+                Err(RecvError::Lagged(missed)) => FleetEvent::Lagged { missed },
+                Err(RecvError::Closed) => return,
+            },
+        };
+        if write_frame(send, &event, MAX_EVENTS_FRAME).await.is_err() {
+            return;
+        }
+    }
+}

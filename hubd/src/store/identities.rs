@@ -1,0 +1,196 @@
+//! The registry table: every enrolled identity, agents and operators alike.
+
+use flotilla_wire::msg::{AgentInfo, Labels, Status};
+use flotilla_wire::{IdentityId, Role};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+/// One row of the identities table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdentityRow {
+    /// Stable id.
+    pub id: IdentityId,
+    /// Role from the token.
+    pub role: Role,
+    /// Display name, unique among identities that are not revoked.
+    pub name: String,
+    /// Labels.
+    pub labels: Labels,
+    /// Token it enrolled with.
+    pub token_id: String,
+    /// Enrolment time.
+    pub first_seen_ms: u64,
+    /// Last time connected.
+    pub last_seen_ms: u64,
+    /// Software version from the last hello.
+    pub version: String,
+    /// OS from the last hello.
+    pub os: String,
+    /// Host name from the last hello.
+    pub hostname: String,
+    /// Remote address of the last connection.
+    pub addr: String,
+    /// When revoked, if it was.
+    pub revoked_ms: Option<u64>,
+}
+
+impl IdentityRow {
+    /// The registry view of this row; `online` comes from live state.
+    pub fn to_info(&self, online: bool) -> AgentInfo {
+        let status = match (self.revoked_ms, online) {
+            (Some(_), _) => Status::Revoked,
+            (None, true) => Status::Online,
+            (None, false) => Status::Offline,
+        };
+        AgentInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            labels: self.labels.clone(),
+            status,
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+            version: self.version.clone(),
+            os: self.os.clone(),
+            hostname: self.hostname.clone(),
+            addr: self.addr.clone(),
+            latest: None,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, role, name, labels, token_id, first_seen_ms, last_seen_ms, version, os, hostname, addr, revoked_ms";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<IdentityRow> {
+    let id: String = r.get(0)?;
+    let role: String = r.get(1)?;
+    let labels: String = r.get(3)?;
+    let bad = |what: &str| {
+        rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
+    };
+    Ok(IdentityRow {
+        id: IdentityId::parse(&id).ok_or_else(|| bad("id"))?,
+        role: Role::parse(&role).ok_or_else(|| bad("role"))?,
+        name: r.get(2)?,
+        labels: serde_json::from_str(&labels).map_err(|_| bad("labels"))?,
+        token_id: r.get(4)?,
+        first_seen_ms: r.get::<_, i64>(5)? as u64,
+        last_seen_ms: r.get::<_, i64>(6)? as u64,
+        version: r.get(7)?,
+        os: r.get(8)?,
+        hostname: r.get(9)?,
+        addr: r.get(10)?,
+        revoked_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+    })
+}
+
+/// Labels as stored: a JSON list of pairs.
+pub(crate) fn labels_json(labels: &Labels) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "[]".into())
+}
+
+/// The identity with this id.
+pub fn get(conn: &Connection, id: &IdentityId) -> rusqlite::Result<Option<IdentityRow>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM identities WHERE id = ?1"),
+        [id.as_str()],
+        from_row,
+    )
+    .optional()
+}
+
+/// The identity with this id, or else the non-revoked one with this name.
+pub fn find(conn: &Connection, query: &str) -> rusqlite::Result<Option<IdentityRow>> {
+    if let Some(id) = IdentityId::parse(query)
+        && let Some(row) = get(conn, &id)?
+    {
+        return Ok(Some(row));
+    }
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM identities WHERE name = ?1 ORDER BY revoked_ms IS NOT NULL, first_seen_ms DESC LIMIT 1"),
+        [query],
+        from_row,
+    )
+    .optional()
+}
+
+/// Identities that are agents (`agents = true`) or operators, by name.
+pub fn list(conn: &Connection, agents: bool) -> rusqlite::Result<Vec<IdentityRow>> {
+    let cond = if agents {
+        "role = 'agent'"
+    } else {
+        "role != 'agent'"
+    };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM identities WHERE {cond} ORDER BY name, id"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    rows.collect()
+}
+
+/// The non-revoked identity holding `name`, if any.
+pub fn holder_of_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<IdentityId>> {
+    conn.query_row(
+        "SELECT id FROM identities WHERE name = ?1 AND revoked_ms IS NULL LIMIT 1",
+        [name],
+        |r| r.get::<_, String>(0),
+    )
+    .optional()
+    .map(|o| o.and_then(|s| IdentityId::parse(&s)))
+}
+
+/// Inserts a new identity.
+pub fn insert(conn: &Connection, row: &IdentityRow) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!("INSERT INTO identities ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        params![
+            row.id.as_str(),
+            row.role.as_str(),
+            row.name,
+            labels_json(&row.labels),
+            row.token_id,
+            row.first_seen_ms as i64,
+            row.last_seen_ms as i64,
+            row.version,
+            row.os,
+            row.hostname,
+            row.addr,
+            row.revoked_ms.map(|v| v as i64),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Records a connection's hello facts.
+pub fn touch(
+    conn: &Connection,
+    id: &IdentityId,
+    version: &str,
+    os: &str,
+    hostname: &str,
+    addr: &str,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE identities SET version = ?2, os = ?3, hostname = ?4, addr = ?5, last_seen_ms = ?6 WHERE id = ?1",
+        params![id.as_str(), version, os, hostname, addr, now_ms as i64],
+    )?;
+    Ok(())
+}
+
+/// Records when an identity was last seen.
+pub fn set_last_seen(conn: &Connection, id: &IdentityId, now_ms: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE identities SET last_seen_ms = ?2 WHERE id = ?1",
+        params![id.as_str(), now_ms as i64],
+    )?;
+    Ok(())
+}
+
+/// Marks an identity revoked; false if it already was.
+pub fn revoke(conn: &Connection, id: &IdentityId, now_ms: u64) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "UPDATE identities SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+        params![id.as_str(), now_ms as i64],
+    )?;
+    Ok(n == 1)
+}
