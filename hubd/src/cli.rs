@@ -288,7 +288,7 @@ pub async fn wait_for_signal() {
 async fn admin(paths: &HubPaths, req: OpRequest, json: bool) -> anyhow::Result<ExitCode> {
     let resp = crate::offline_request(paths, req).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&resp)?);
+        println!("{}", serde_json::to_string_pretty(&json_of(&resp)?)?);
     } else {
         print_human(&resp);
     }
@@ -301,6 +301,18 @@ async fn admin(paths: &HubPaths, req: OpRequest, json: bool) -> anyhow::Result<E
         }
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// The JSON scripts get: the payload itself, or `{"error": {"code", "message"}}`.
+pub fn json_of(resp: &OpResponse) -> serde_json::Result<serde_json::Value> {
+    match resp {
+        OpResponse::Agents(list) => serde_json::to_value(list),
+        OpResponse::Agent(a) | OpResponse::Revoked(a) => serde_json::to_value(a),
+        OpResponse::TokenCreated(t) => serde_json::to_value(t),
+        OpResponse::Tokens(list) => serde_json::to_value(list),
+        OpResponse::Done => Ok(serde_json::json!({ "ok": true })),
+        OpResponse::Error(r) => Ok(serde_json::json!({ "error": { "code": r.code, "message": r.message } })),
+    }
 }
 
 fn print_human(resp: &OpResponse) {

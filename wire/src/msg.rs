@@ -14,6 +14,37 @@ use serde::{Deserialize, Serialize};
 /// Key/value label attached to an identity (`env=prod`). Kept as a sorted list: deterministic bytes.
 pub type Labels = Vec<(String, String)>;
 
+/// Serialises [`Labels`] as a map: the same postcard bytes as a list of pairs, and a JSON object
+/// (`{"env": "prod"}`) for scripts.
+pub mod labels_map {
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Writes the pairs as a map.
+    pub fn serialize<S: Serializer>(labels: &super::Labels, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(labels.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// Reads a map into pairs, keeping the order.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::Labels, D::Error> {
+        struct PairsVisitor;
+        impl<'de> Visitor<'de> for PairsVisitor {
+            type Value = super::Labels;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of labels")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    out.push((k, v));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(PairsVisitor)
+    }
+}
+
 /// First frame of every connection, on the control stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientOpen {
@@ -50,6 +81,7 @@ pub struct EnrollRequest {
     /// Display name wanted (defaults to the host name).
     pub name: String,
     /// Labels wanted, merged with the token's (the token's win).
+    #[serde(with = "labels_map")]
     pub labels: Labels,
     /// The same facts as a [`Hello`] carries.
     pub hello: Hello,
@@ -93,6 +125,7 @@ pub struct Enrolled {
     /// Display name registered.
     pub name: String,
     /// Labels registered.
+    #[serde(with = "labels_map")]
     pub labels: Labels,
     /// The signed certificate, DER.
     pub cert_der: Vec<u8>,
@@ -260,6 +293,7 @@ pub struct TokenSpec {
     /// How many enrolments it allows.
     pub uses: u32,
     /// Labels given to every identity enrolled with it.
+    #[serde(with = "labels_map")]
     pub labels: Labels,
 }
 
@@ -315,6 +349,7 @@ pub struct AgentInfo {
     /// Role.
     pub role: Role,
     /// Labels.
+    #[serde(with = "labels_map")]
     pub labels: Labels,
     /// Connected, offline or revoked.
     pub status: Status,
@@ -348,6 +383,7 @@ pub struct TokenInfo {
     /// Creation time, ms since the epoch.
     pub created_ms: u64,
     /// Labels granted.
+    #[serde(with = "labels_map")]
     pub labels: Labels,
 }
 
