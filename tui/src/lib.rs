@@ -1,1 +1,17 @@
-//! placeholder
+//! flotilla: the operator console (ratatui) and the scriptable CLI (`--json`) over the hub's
+//! operator API.
+//!
+//! Layout: `client` talks to the hub; `app` holds state and applies `event`s and `action`s; `ui`
+//! draws `&App`; `keymap` maps keys and generates hints; `cli` and `demo` are the subcommands.
+
+pub mod action;
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod console;
+pub mod demo;
+pub mod event;
+pub mod format;
+pub mod keymap;
+pub mod strings;
+pub mod ui;

@@ -1,0 +1,287 @@
+//! The scriptable side of `flotilla`: login, agents, agent, watch, demo. Every command has `--json`.
+
+use crate::client::{Client, ClientError, Login};
+use crate::format;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flotilla_wire::msg::{FleetEvent, OpRequest, OpResponse};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Flotilla operator console and CLI.
+#[derive(Parser, Debug)]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Flotilla fleet console: run with no command to open the console"
+)]
+pub struct Cli {
+    /// Hub address host:port (overrides the login's; env FLOTILLA_HUB).
+    #[arg(long, global = true, env = "FLOTILLA_HUB")]
+    pub hub: Option<String>,
+    /// Directory of the operator identity (env FLOTILLA_LOGIN_DIR; default: the user's config dir).
+    #[arg(long, global = true, env = "FLOTILLA_LOGIN_DIR")]
+    pub login_dir: Option<PathBuf>,
+    /// Config file (default: config.toml in the user's config dir).
+    #[arg(long, global = true, env = "FLOTILLA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// flotilla subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Enrol this user as an operator with a join token and store the identity.
+    Login {
+        /// Join token from `hubd token create --role operator|viewer|admin`.
+        #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Name to register (default: user@host).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List agents.
+    Agents {
+        /// Sort by: name, status, cpu, mem, disk, last-seen (offline agents always last).
+        #[arg(long, default_value = "name", value_parser = format::SORT_KEYS)]
+        sort: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one agent by name or id.
+    Agent {
+        /// Name or id.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print fleet events as they happen (NDJSON with --json).
+    Watch {
+        /// Also print every metrics sample.
+        #[arg(long)]
+        metrics: bool,
+        /// Print JSON (one object per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a local hub and agents in a temporary directory and attach to them.
+    Demo {
+        /// Number of agents.
+        #[arg(long, default_value_t = 3)]
+        agents: u32,
+        /// Do not open the console; print the fleet and its events instead.
+        #[arg(long)]
+        no_console: bool,
+    },
+}
+
+/// `config.toml` of the console.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Hub address.
+    pub hub: Option<String>,
+    /// Login directory.
+    pub login_dir: Option<PathBuf>,
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
+}
+
+impl Cli {
+    fn file_config(&self) -> anyhow::Result<ConsoleConfig> {
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None => match project_dirs() {
+                Some(d) => d.config_dir().join("config.toml"),
+                None => return Ok(ConsoleConfig::default()),
+            },
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("config {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.config.is_none() => {
+                Ok(ConsoleConfig::default())
+            }
+            Err(e) => Err(e).with_context(|| format!("read config {}", path.display())),
+        }
+    }
+
+    /// The login directory: flag or env, then config file, then the user's config dir.
+    pub fn login_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.login_dir {
+            return Ok(d.clone());
+        }
+        if let Some(d) = self.file_config()?.login_dir {
+            return Ok(d);
+        }
+        project_dirs()
+            .map(|d| d.config_dir().join("login"))
+            .context("no home directory: pass --login-dir")
+    }
+
+    /// The login with the hub override applied.
+    pub fn login(&self) -> anyhow::Result<Login> {
+        let hub = match &self.hub {
+            Some(h) => Some(h.clone()),
+            None => self.file_config()?.hub,
+        };
+        Ok(Login::load(&self.login_dir()?, hub)?)
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs a subcommand; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Some(command) = &cli.command else {
+        return crate::console::run_attached(cli.login()?).await;
+    };
+    match command {
+        Command::Login { token, name, json } => {
+            let dir = cli.login_dir()?;
+            create_private_dir(&dir)?;
+            let hello = crate::client::local_hello();
+            let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            let name = name
+                .clone()
+                .unwrap_or_else(|| format!("{user}-{}", hello.hostname));
+            let done = flotilla_certs::enrol::enrol(token, &dir, name, Vec::new(), hello)
+                .await
+                .context("login failed")?;
+            let e = &done.enrolled;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": e.identity, "name": e.name, "role": e.role, "hubs": done.hubs, "login_dir": dir })
+                );
+            } else {
+                println!(
+                    "Logged in as {} ({}, role {}); identity in {}",
+                    e.name,
+                    e.identity,
+                    e.role,
+                    dir.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agents { sort, json } => {
+            let client = Client::connect(&cli.login()?).await?;
+            let mut list = match client.request(&OpRequest::ListAgents).await? {
+                OpResponse::Agents(list) => list,
+                other => anyhow::bail!("unexpected reply {other:?}"),
+            };
+            format::sort_agents(&mut list, sort);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", format::agents_table(&list, now_ms()));
+            }
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent { name, json } => {
+            let client = Client::connect(&cli.login()?).await?;
+            let result = client
+                .request(&OpRequest::Agent {
+                    query: name.clone(),
+                })
+                .await;
+            client.close().await;
+            match result {
+                Ok(OpResponse::Agent(a)) => {
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&a)?);
+                    } else {
+                        print!("{}", format::agent_detail(&a, now_ms()));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(other) => anyhow::bail!("unexpected reply {other:?}"),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Watch { metrics, json } => {
+            let client = Client::connect(&cli.login()?).await?;
+            watch(&client, *metrics, *json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { agents, no_console } => crate::demo::run(*agents, *no_console).await,
+    }
+}
+
+/// Prints events until the hub closes the subscription or Ctrl-C.
+pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), ClientError> {
+    let mut events = client.subscribe().await?;
+    let mut names = std::collections::HashMap::new();
+    loop {
+        let ev = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            ev = events.next() => match ev? {
+                Some(ev) => ev,
+                None => return Ok(()),
+            },
+        };
+        if let FleetEvent::Snapshot(list) = &ev {
+            names.extend(list.iter().map(|a| (a.id.clone(), a.name.clone())));
+        }
+        if let FleetEvent::Online(a) = &ev {
+            names.insert(a.id.clone(), a.name.clone());
+        }
+        if matches!(ev, FleetEvent::Metrics { .. }) && !metrics {
+            continue;
+        }
+        if json {
+            println!("{}", format::event_json(&ev));
+            continue;
+        }
+        let name = |id: &flotilla_wire::IdentityId| {
+            names.get(id).cloned().unwrap_or_else(|| id.to_string())
+        };
+        match &ev {
+            FleetEvent::Snapshot(list) => print!("{}", format::agents_table(list, now_ms())),
+            FleetEvent::Online(a) => println!("online   {:<20} {} {}", a.name, a.addr, a.version),
+            FleetEvent::Offline { id, reason, .. } => {
+                println!("offline  {:<20} {reason}", name(id))
+            }
+            FleetEvent::Revoked { id } => println!("revoked  {:<20}", name(id)),
+            FleetEvent::Metrics { id, sample } => {
+                println!(
+                    "metrics  {:<20} cpu {:.0}% mem {}",
+                    name(id),
+                    sample.cpu_pct,
+                    format::bytes(sample.mem_used)
+                )
+            }
+            FleetEvent::Lagged { missed } => {
+                println!("(missed {missed} events: output fell behind)")
+            }
+        }
+    }
+}
+
+/// Creates a directory with mode 0700.
+pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", dir.display()))
+}

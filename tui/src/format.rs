@@ -1,0 +1,215 @@
+//! Text and JSON renderings shared by the scriptable subcommands.
+
+use flotilla_wire::msg::{AgentInfo, FleetEvent, Status};
+use serde_json::{Value, json};
+
+/// `3s ago`, `5m ago`, `2h ago`, `4d ago`; `never` for zero.
+pub fn ago(then_ms: u64, now_ms: u64) -> String {
+    if then_ms == 0 {
+        return "never".into();
+    }
+    let s = now_ms.saturating_sub(then_ms) / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// Bytes as `512B`, `1.5K`, `20.0M`, `3.2G`, `1.1T`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
+}
+
+/// `k=v,k2=v2`.
+pub fn labels(a: &AgentInfo) -> String {
+    a.labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// CPU percent of the latest sample, if any.
+pub fn cpu(a: &AgentInfo) -> Option<f32> {
+    a.latest.as_ref().map(|s| s.cpu_pct)
+}
+
+/// Memory use fraction (0-100) of the latest sample, if any.
+pub fn mem_pct(a: &AgentInfo) -> Option<f32> {
+    a.latest
+        .as_ref()
+        .filter(|s| s.mem_total > 0)
+        .map(|s| (s.mem_used as f64 * 100.0 / s.mem_total as f64) as f32)
+}
+
+/// Fullest disk's use percent.
+pub fn disk_pct(a: &AgentInfo) -> Option<f32> {
+    a.latest.as_ref().and_then(|s| {
+        s.disks
+            .iter()
+            .filter(|d| d.total > 0)
+            .map(|d| (d.used as f64 * 100.0 / d.total as f64) as f32)
+            .reduce(f32::max)
+    })
+}
+
+/// Total network rate, bytes per second (received + sent).
+pub fn net_bps(a: &AgentInfo) -> Option<u64> {
+    a.latest
+        .as_ref()
+        .map(|s| s.nets.iter().map(|n| n.rx_bps + n.tx_bps).sum())
+}
+
+/// Sort keys of `flotilla agents --sort`.
+pub const SORT_KEYS: [&str; 6] = ["name", "status", "cpu", "mem", "disk", "last-seen"];
+
+/// Sorts agents: offline and revoked always after online ones, then by `key`.
+pub fn sort_agents(list: &mut [AgentInfo], key: &str) {
+    let rank = |s: Status| match s {
+        Status::Online => 0,
+        Status::Offline => 1,
+        Status::Revoked => 2,
+    };
+    let f = |o: Option<f32>| o.unwrap_or(-1.0);
+    list.sort_by(|a, b| {
+        let by_key = match key {
+            "cpu" => f(cpu(b)).total_cmp(&f(cpu(a))),
+            "mem" => f(mem_pct(b)).total_cmp(&f(mem_pct(a))),
+            "disk" => f(disk_pct(b)).total_cmp(&f(disk_pct(a))),
+            "last-seen" => b.last_seen_ms.cmp(&a.last_seen_ms),
+            _ => std::cmp::Ordering::Equal,
+        };
+        rank(a.status)
+            .cmp(&rank(b.status))
+            .then(by_key)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+}
+
+/// The agents table.
+pub fn agents_table(list: &[AgentInfo], now_ms: u64) -> String {
+    let pct = |o: Option<f32>| o.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "{:<20} {:<8} {:>5} {:>5} {:>5} {:>8}  {:<10} {:<8} LABELS\n",
+        "NAME", "STATUS", "CPU", "MEM", "DISK", "NET/s", "LAST SEEN", "VERSION"
+    );
+    for a in list {
+        out.push_str(&format!(
+            "{:<20} {:<8} {:>5} {:>5} {:>5} {:>8}  {:<10} {:<8} {}\n",
+            a.name,
+            a.status.as_str(),
+            pct(cpu(a)),
+            pct(mem_pct(a)),
+            pct(disk_pct(a)),
+            net_bps(a).map(bytes).unwrap_or_else(|| "-".into()),
+            if a.status == Status::Online {
+                "now".into()
+            } else {
+                ago(a.last_seen_ms, now_ms)
+            },
+            a.version,
+            labels(a)
+        ));
+    }
+    out
+}
+
+/// Detail of one agent.
+pub fn agent_detail(a: &AgentInfo, now_ms: u64) -> String {
+    let mut out = format!(
+        "name:       {}\nid:         {}\nrole:       {}\nstatus:     {}\nlabels:     {}\nhostname:   {}\nos:         {}\nversion:    {}\naddress:    {}\nfirst seen: {}\nlast seen:  {}\n",
+        a.name,
+        a.id,
+        a.role,
+        a.status.as_str(),
+        labels(a),
+        a.hostname,
+        a.os,
+        a.version,
+        a.addr,
+        ago(a.first_seen_ms, now_ms),
+        if a.status == Status::Online {
+            "now".into()
+        } else {
+            ago(a.last_seen_ms, now_ms)
+        },
+    );
+    if let Some(s) = &a.latest {
+        out.push_str(&format!(
+            "cpu:        {:.1}% ({} cores)\nload:       {:.2} {:.2} {:.2}\nmemory:     {} / {}\nswap:       {} / {}\nuptime:     {}h\nprocesses:  {}\n",
+            s.cpu_pct,
+            s.per_core_pct.len(),
+            s.load[0],
+            s.load[1],
+            s.load[2],
+            bytes(s.mem_used),
+            bytes(s.mem_total),
+            bytes(s.swap_used),
+            bytes(s.swap_total),
+            s.uptime_s / 3600,
+            s.procs
+        ));
+        for d in &s.disks {
+            out.push_str(&format!(
+                "disk:       {} {} / {}\n",
+                d.mount,
+                bytes(d.used),
+                bytes(d.total)
+            ));
+        }
+        for p in &s.top_cpu {
+            out.push_str(&format!(
+                "top cpu:    {:>7} {:<20} {:>5.1}% {}\n",
+                p.pid,
+                p.name,
+                p.cpu_pct,
+                bytes(p.rss)
+            ));
+        }
+    }
+    out
+}
+
+/// An event as one NDJSON object with an `event` field.
+pub fn event_json(ev: &FleetEvent) -> Value {
+    match ev {
+        FleetEvent::Snapshot(list) => json!({ "event": "snapshot", "agents": list }),
+        FleetEvent::Online(a) => json!({ "event": "online", "agent": a }),
+        FleetEvent::Offline { id, at_ms, reason } => {
+            json!({ "event": "offline", "id": id, "at_ms": at_ms, "reason": reason })
+        }
+        FleetEvent::Revoked { id } => json!({ "event": "revoked", "id": id }),
+        FleetEvent::Metrics { id, sample } => {
+            json!({ "event": "metrics", "id": id, "sample": sample })
+        }
+        FleetEvent::Lagged { missed } => json!({ "event": "lagged", "missed": missed }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(ago(0, 5), "never");
+        assert_eq!(ago(1_000, 4_000), "3s ago");
+        assert_eq!(ago(0 + 1, 7_200_001), "2h ago");
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(1536), "1.5K");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0G");
+    }
+}
