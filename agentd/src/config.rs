@@ -8,19 +8,11 @@ use std::path::{Path, PathBuf};
 pub const CONFIG_FILE: &str = "agent.toml";
 
 /// The agent's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Metrics interval in milliseconds when nobody watches; 0 means "as the hub says".
     pub metrics_interval_ms: u32,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            metrics_interval_ms: 0,
-        }
-    }
 }
 
 impl AgentConfig {

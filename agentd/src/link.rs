@@ -220,13 +220,10 @@ async fn send_metrics(
     }
     loop {
         let c = collector.clone();
-        let sample = match tokio::task::spawn_blocking(move || {
-            c.lock().map(|mut c| c.sample()).ok()
-        })
-        .await
-        {
-            Ok(Some(s)) => s,
-            _ => return DialError::Local("metrics collector failed".into()),
+        let Ok(Some(sample)) =
+            tokio::task::spawn_blocking(move || c.lock().map(|mut c| c.sample()).ok()).await
+        else {
+            return DialError::Local("metrics collector failed".into());
         };
         if let Err(e) =
             write_frame(&mut send, &MetricsFrame::Sample(sample), MAX_METRICS_FRAME).await

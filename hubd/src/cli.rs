@@ -311,7 +311,9 @@ pub fn json_of(resp: &OpResponse) -> serde_json::Result<serde_json::Value> {
         OpResponse::TokenCreated(t) => serde_json::to_value(t),
         OpResponse::Tokens(list) => serde_json::to_value(list),
         OpResponse::Done => Ok(serde_json::json!({ "ok": true })),
-        OpResponse::Error(r) => Ok(serde_json::json!({ "error": { "code": r.code, "message": r.message } })),
+        OpResponse::Error(r) => {
+            Ok(serde_json::json!({ "error": { "code": r.code, "message": r.message } }))
+        }
     }
 }
 

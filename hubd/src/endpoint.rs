@@ -21,7 +21,7 @@ const MAX_BIDI_STREAMS: u32 = 64;
 const MAX_UNI_STREAMS: u32 = 8;
 
 /// Transport settings shared by every connection the hub accepts.
-pub fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
+pub(crate) fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(
         idle_timeout_s * 1000,
@@ -40,7 +40,7 @@ pub fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
 }
 
 /// Binds the UDP socket and starts the endpoint.
-pub fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<Endpoint, HubError> {
+pub(crate) fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<Endpoint, HubError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let ctx = || format!("bind UDP {listen}");
     let socket = Socket::new(

@@ -15,7 +15,6 @@ use flotilla_wire::msg::{ClientOpen, Refusal, ServerOpen, peek_client_version};
 use flotilla_wire::{DecodeError, ErrorCode, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;

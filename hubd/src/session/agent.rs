@@ -76,6 +76,7 @@ pub(super) async fn run(
 
     let mut streams = JoinSet::new();
     let mut control_buf = [0u8; 64];
+    let mut control_open = true;
     let reason = loop {
         tokio::select! {
             _ = cancel.cancelled() => break "hub shutting down".to_string(),
@@ -85,13 +86,14 @@ pub(super) async fn run(
                     tracing::debug!(error = %e, "control write failed");
                 }
             }
-            // The agent sends nothing more on the control stream; reading notices if it closes it.
-            read = recv.read(&mut control_buf) => match read {
-                Ok(Some(_)) => {
+            // The agent sends nothing more on the control stream; reading notices if it misbehaves.
+            // After its end the branch is disabled, or the finished stream would spin this loop.
+            read = recv.read(&mut control_buf), if control_open => {
+                if let Ok(Some(_)) = read {
                     super::close(&conn, flotilla_wire::ErrorCode::Malformed, "unexpected data on control stream");
                 }
-                Ok(None) | Err(_) => {}
-            },
+                control_open = matches!(read, Ok(Some(_)));
+            }
             accepted = conn.accept_uni() => match accepted {
                 Ok(stream) => {
                     let (ctx, id) = (ctx.clone(), id.clone());
