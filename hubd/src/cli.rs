@@ -314,6 +314,7 @@ pub fn json_of(resp: &OpResponse) -> serde_json::Result<serde_json::Value> {
         OpResponse::Error(r) => {
             Ok(serde_json::json!({ "error": { "code": r.code, "message": r.message } }))
         }
+        OpResponse::Series(s) => serde_json::to_value(s),
     }
 }
 
@@ -349,6 +350,12 @@ fn print_human(resp: &OpResponse) {
             }
         }
         OpResponse::Done => println!("done"),
+        OpResponse::Series(s) => println!(
+            "{} points at {} s for {}",
+            s.points.len(),
+            s.resolution_s,
+            s.name
+        ),
         OpResponse::Error(_) => {}
     }
 }

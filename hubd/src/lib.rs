@@ -10,7 +10,8 @@ pub mod cli;
 pub mod config;
 mod endpoint;
 mod error;
-mod registry;
+pub mod history;
+pub mod registry;
 mod session;
 mod stats;
 pub mod store;
@@ -50,6 +51,8 @@ pub struct HubCtx {
     pub advertised: Vec<String>,
     /// Counters.
     pub stats: Stats,
+    /// Metrics history writer.
+    pub history: history::History,
 }
 
 /// What `hubd init` made.
@@ -190,15 +193,36 @@ fn open_ctx(
     let ca = Ca::load(&paths.data_dir)?;
     let (store, store_thread) = store::Store::open(&paths.db())?;
     let advertised = config.advertised(port);
+    let retention = history::Retention {
+        minute_days: config.history_minute_days,
+        ten_minute_days: config.history_ten_minute_days,
+    };
+    let (history, _writer) =
+        history::History::spawn(store.clone(), retention, CancellationToken::new());
+    let registry = Registry::new(config.metrics_interval_ms);
     let ctx = HubCtx {
         store,
-        registry: Registry::new(),
+        registry,
         ca: Arc::new(ca),
         config,
         advertised,
         stats: Stats::default(),
+        history,
     };
     Ok((Arc::new(ctx), store_thread))
+}
+
+/// Waits for the store thread to write what is queued and close the database. Bounded: a task
+/// still holding a store handle must not keep the process from exiting.
+async fn join_store(thread: std::thread::JoinHandle<()>) {
+    let joined = tokio::time::timeout(
+        DRAIN_DEADLINE,
+        tokio::task::spawn_blocking(move || thread.join()),
+    )
+    .await;
+    if joined.is_err() {
+        tracing::warn!("store still busy at the drain deadline");
+    }
 }
 
 /// Starts serving: binds the endpoint and the admin socket and returns once both listen.
@@ -277,8 +301,9 @@ pub async fn start(
         }
         let _ = tokio::time::timeout(DRAIN_DEADLINE, endpoint.wait_idle()).await;
         let _ = std::fs::remove_file(paths.admin_socket());
+        ctx.history.flush_all().await;
         drop(ctx);
-        let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+        join_store(store_thread).await;
         drop(lock);
         tracing::info!("hub stopped");
         Ok(())
@@ -305,6 +330,6 @@ pub async fn offline_request(paths: &HubPaths, req: OpRequest) -> Result<OpRespo
     };
     let resp = admin::handle(&ctx, &actor, req).await;
     drop(ctx);
-    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    join_store(store_thread).await;
     Ok(resp)
 }

@@ -161,6 +161,11 @@ pub enum StreamOpen {
     Request,
     /// Operator to hub, bidirectional: the hub pushes [`FleetEvent`]s until either side closes.
     Events,
+    /// Operator to hub: while this stream is open the agent samples every second; nothing else flows.
+    WatchAgent {
+        /// Name or id of the agent watched.
+        query: String,
+    },
 }
 
 /// Frames on the metrics stream.
@@ -170,6 +175,41 @@ pub enum MetricsFrame {
     Sample(MetricsSample),
     /// Samples buffered while the hub was unreachable, oldest first.
     Backfill(Vec<MetricsSample>),
+    /// Per-minute aggregates buffered while the hub was unreachable, oldest first.
+    BackfillMinutes(Vec<MinuteAggregate>),
+}
+
+/// One minute (or ten) of one agent's metrics: what history stores and back-fill carries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MinuteAggregate {
+    /// Start of the bucket, ms since the epoch (a multiple of the bucket length).
+    pub start_ms: u64,
+    /// Samples folded in.
+    pub samples: u32,
+    /// Mean CPU percent.
+    pub cpu_avg: f32,
+    /// Peak CPU percent.
+    pub cpu_max: f32,
+    /// Mean memory used, bytes.
+    pub mem_avg: u64,
+    /// Peak memory used, bytes.
+    pub mem_max: u64,
+    /// Memory total, bytes (last seen).
+    pub mem_total: u64,
+    /// Mean 1-minute load average.
+    pub load1_avg: f32,
+    /// Peak use of the fullest disk, percent.
+    pub disk_pct_max: f32,
+    /// Mean received bytes per second, all interfaces.
+    pub net_rx_avg: u64,
+    /// Mean sent bytes per second, all interfaces.
+    pub net_tx_avg: u64,
+    /// Peak of received plus sent bytes per second.
+    pub net_max: u64,
+    /// Mean disk reads, bytes per second.
+    pub disk_read_avg: u64,
+    /// Mean disk writes, bytes per second.
+    pub disk_write_avg: u64,
 }
 
 /// One sample of a machine's health. Rates are computed on the agent from counter deltas.
@@ -281,6 +321,13 @@ pub enum OpRequest {
     },
     /// Lists enrolled operators (admin).
     ListOperators,
+    /// Metrics history of one agent (viewer and up).
+    Metrics {
+        /// Name or id.
+        query: String,
+        /// How far back, seconds.
+        since_s: u64,
+    },
 }
 
 /// What a new token allows.
@@ -314,6 +361,21 @@ pub enum OpResponse {
     Done,
     /// The request was refused.
     Error(Refusal),
+    /// Reply to [`OpRequest::Metrics`].
+    Series(MetricsSeries),
+}
+
+/// A metrics history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSeries {
+    /// Whose.
+    pub id: IdentityId,
+    /// Name at the time of the query.
+    pub name: String,
+    /// Bucket length, seconds: 60 or 600.
+    pub resolution_s: u32,
+    /// Buckets, oldest first.
+    pub points: Vec<MinuteAggregate>,
 }
 
 /// Whether an identity is connected.

@@ -73,6 +73,11 @@ pub(super) async fn run(
     info.last_seen_ms = now;
     ctx.registry.publish(FleetEvent::Online(info));
     tracing::info!(name = %row.name, version = %hello.software_version, "agent online");
+    if ctx.registry.is_watched(&id) {
+        let interval_ms = crate::registry::WATCHED_INTERVAL_MS;
+        ctx.registry
+            .send_control(&id, HubControl::SetMetricsInterval { interval_ms });
+    }
 
     let mut streams = JoinSet::new();
     let mut control_buf = [0u8; 64];
@@ -109,6 +114,7 @@ pub(super) async fn run(
         }
     };
     streams.abort_all();
+    ctx.history.flush_agent(&id).await;
     if ctx.registry.disconnect(&id, conn_id) {
         tracing::info!(name = %row.name, %reason, "agent offline");
         mark_offline(&ctx, &id, reason).await;

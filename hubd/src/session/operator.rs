@@ -118,6 +118,29 @@ async fn serve_stream(
             let _ = send.finish();
         }
         StreamOpen::Events => serve_events(&ctx, &mut send, cancel).await,
+        StreamOpen::WatchAgent { query } => {
+            let q = query.clone();
+            let row = match ctx
+                .store
+                .call(move |c| Ok(store::identities::find(c, &q)?))
+                .await
+            {
+                Ok(Some(row)) => row,
+                Ok(None) => return refuse(&mut send, &mut recv, ErrorCode::NotFound),
+                Err(e) => {
+                    tracing::error!(error = %e, "watch lookup failed");
+                    return refuse(&mut send, &mut recv, ErrorCode::Internal);
+                }
+            };
+            let _guard = ctx.registry.watch(&row.id);
+            tracing::debug!(agent = %row.name, "operator watching");
+            // Held until the operator closes the stream (or the connection goes).
+            let mut buf = [0u8; 16];
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = recv.read(&mut buf) => {}
+            }
+        }
         StreamOpen::Metrics => refuse(&mut send, &mut recv, ErrorCode::Forbidden),
     }
 }

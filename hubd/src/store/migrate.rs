@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema from version `index` to `index + 1`. Append only.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE identities (
     id            TEXT PRIMARY KEY,
     role          TEXT NOT NULL,
@@ -36,7 +37,48 @@ CREATE TABLE audit (
     target TEXT NOT NULL,
     detail TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE metrics_1m (
+    agent_id       TEXT NOT NULL,
+    start_ms       INTEGER NOT NULL,
+    samples        INTEGER NOT NULL,
+    cpu_avg        REAL NOT NULL,
+    cpu_max        REAL NOT NULL,
+    mem_avg        INTEGER NOT NULL,
+    mem_max        INTEGER NOT NULL,
+    mem_total      INTEGER NOT NULL,
+    load1_avg      REAL NOT NULL,
+    disk_pct_max   REAL NOT NULL,
+    net_rx_avg     INTEGER NOT NULL,
+    net_tx_avg     INTEGER NOT NULL,
+    net_max        INTEGER NOT NULL,
+    disk_read_avg  INTEGER NOT NULL,
+    disk_write_avg INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, start_ms)
+) WITHOUT ROWID;
+CREATE INDEX metrics_1m_start ON metrics_1m(start_ms);
+CREATE TABLE metrics_10m (
+    agent_id       TEXT NOT NULL,
+    start_ms       INTEGER NOT NULL,
+    samples        INTEGER NOT NULL,
+    cpu_avg        REAL NOT NULL,
+    cpu_max        REAL NOT NULL,
+    mem_avg        INTEGER NOT NULL,
+    mem_max        INTEGER NOT NULL,
+    mem_total      INTEGER NOT NULL,
+    load1_avg      REAL NOT NULL,
+    disk_pct_max   REAL NOT NULL,
+    net_rx_avg     INTEGER NOT NULL,
+    net_tx_avg     INTEGER NOT NULL,
+    net_max        INTEGER NOT NULL,
+    disk_read_avg  INTEGER NOT NULL,
+    disk_write_avg INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, start_ms)
+) WITHOUT ROWID;
+CREATE INDEX metrics_10m_start ON metrics_10m(start_ms);
+"#,
+];
 
 /// Brings the schema up to date in one transaction per step.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
