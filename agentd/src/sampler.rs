@@ -23,7 +23,7 @@ pub trait SampleSource: Send + 'static {
 
 impl SampleSource for Collector {
     fn sample(&mut self) -> MetricsSample {
-        Collector::sample(self)
+        Self::sample(self)
     }
     fn blocking(&self) -> bool {
         true

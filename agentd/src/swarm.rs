@@ -82,7 +82,7 @@ async fn enrol_all(opts: &SwarmOptions) -> Result<(), AgentError> {
     while let Some(r) = set.join_next().await {
         r.map_err(|e| AgentError::Config(format!("enrol task: {e}")))??;
         done += 1;
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             eprintln!("enrolled {done}/{}", missing.len());
         }
     }
@@ -167,7 +167,7 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
                 serde_json::json!({ "event": "lost", "connected": connected, "at_ms": now_ms() })
             );
         }
-        if connected != last_report && (connected % 1000 == 0 || connected == opts.count) {
+        if connected != last_report && (connected.is_multiple_of(1000) || connected == opts.count) {
             eprintln!("connected {connected}/{}", opts.count);
             last_report = connected;
         }

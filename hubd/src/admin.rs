@@ -55,6 +55,13 @@ pub(crate) fn info_of(ctx: &HubCtx, row: &IdentityRow) -> AgentInfo {
     info
 }
 
+/// Registry view for fleet-wide lists: the latest sample summarised (see `MetricsSample::summary`).
+pub(crate) fn summary_of(ctx: &HubCtx, row: &IdentityRow) -> AgentInfo {
+    let mut info = info_of(ctx, row);
+    info.latest = info.latest.map(|s| s.summary());
+    info
+}
+
 async fn find(ctx: &HubCtx, query: String) -> Result<IdentityRow, HubError> {
     let q = query.clone();
     ctx.store

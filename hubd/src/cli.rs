@@ -306,7 +306,7 @@ async fn admin(paths: &HubPaths, req: OpRequest, json: bool) -> anyhow::Result<E
 /// The JSON scripts get: the payload itself, or `{"error": {"code", "message"}}`.
 pub fn json_of(resp: &OpResponse) -> serde_json::Result<serde_json::Value> {
     match resp {
-        OpResponse::Agents(list) => serde_json::to_value(list),
+        OpResponse::Agents(list) | OpResponse::AgentsMore(list) => serde_json::to_value(list),
         OpResponse::Agent(a) | OpResponse::Revoked(a) => serde_json::to_value(a),
         OpResponse::TokenCreated(t) => serde_json::to_value(t),
         OpResponse::Tokens(list) => serde_json::to_value(list),
@@ -320,7 +320,7 @@ pub fn json_of(resp: &OpResponse) -> serde_json::Result<serde_json::Value> {
 
 fn print_human(resp: &OpResponse) {
     match resp {
-        OpResponse::Agents(list) => {
+        OpResponse::Agents(list) | OpResponse::AgentsMore(list) => {
             println!(
                 "{:<20} {:<19} {:<8} {:<8} LABELS",
                 "NAME", "ID", "ROLE", "STATUS"

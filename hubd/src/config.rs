@@ -18,8 +18,9 @@ pub struct HubConfig {
     pub advertise: Vec<String>,
     /// Default metrics interval told to agents, milliseconds (minimum 1000).
     pub metrics_interval_ms: u32,
-    /// Seconds without a packet before a peer counts as gone. Agents send keep-alives every
-    /// `idle_timeout_s / 3`, so a killed agent shows offline within this many seconds.
+    /// Seconds without a packet before a peer counts as gone, so a killed agent shows offline within
+    /// this many seconds. Clients send keep-alives every 5 s and give up after 15 s on their side, so
+    /// values below 10 would drop healthy idle agents and values above 15 only delay detection.
     pub idle_timeout_s: u32,
     /// Handshakes processed at once; more wait their turn. Bounds CPU and memory in a reconnect storm.
     pub max_handshakes: usize,

@@ -94,8 +94,7 @@ pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, Hu
     names.dedup();
     let hub = ca.issue_hub_cert(&names)?;
     flotilla_certs::write_private(&paths.hub_key(), &hub.key_der)?;
-    std::fs::write(paths.hub_cert(), &hub.cert_der)
-        .map_err(|e| HubError::io("write hub certificate", e))?;
+    flotilla_certs::write_cert_pem(&paths.hub_cert(), &hub.cert_der)?;
 
     let admin_id = IdentityId::from_random(Role::Admin, flotilla_certs::random_bytes());
     let admin = ca.issue_local_identity(&admin_id, Role::Admin)?;
@@ -155,8 +154,11 @@ pub struct RunningHub {
 impl RunningHub {
     /// Waits until the hub has shut down (after its cancel token fires).
     pub async fn wait(self) -> Result<(), HubError> {
-        self.task
-            .await
+        // The hub task ends by joining the store thread, which runs until every handle to the
+        // store is gone: this one must not be held while waiting for it.
+        let Self { task, ctx, .. } = self;
+        drop(ctx);
+        task.await
             .map_err(|e| HubError::io("hub task", std::io::Error::other(e.to_string())))?
     }
 }
@@ -234,8 +236,7 @@ pub async fn start(
     config.validate()?;
     let lock = lock_data_dir(&paths)?;
     let hub_key = flotilla_certs::read_private(&paths.hub_key())?;
-    let hub_cert = std::fs::read(paths.hub_cert())
-        .map_err(|e| HubError::io(format!("read {}", paths.hub_cert().display()), e))?;
+    let hub_cert = flotilla_certs::read_cert_pem(&paths.hub_cert())?;
     let ca = Ca::load(&paths.data_dir)?;
     let crypto = flotilla_certs::tls::server_config(ca.cert_der(), &hub_cert, &hub_key)?;
     let mut server = quinn::ServerConfig::with_crypto(crypto);
@@ -287,18 +288,20 @@ pub async fn start(
             ));
         }
         tracing::info!("shutting down");
-        ctx.registry.close_all(ErrorCode::ShuttingDown);
-        endpoint.close(
-            ErrorCode::ShuttingDown.as_u32().into(),
-            ErrorCode::ShuttingDown.describe().as_bytes(),
-        );
+        // Sessions see the cancel, close their connections with ShuttingDown and record the agents
+        // offline; what is still open at the deadline is closed here.
         tracker.close();
         if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!("tasks still running at the drain deadline");
+            tracing::warn!("sessions still running at the drain deadline");
         }
+        ctx.registry.close_all(ErrorCode::ShuttingDown);
+        endpoint.close(
+            ErrorCode::ShuttingDown.as_u32().into(),
+            ErrorCode::ShuttingDown.describe().as_bytes(),
+        );
         let _ = tokio::time::timeout(DRAIN_DEADLINE, endpoint.wait_idle()).await;
         let _ = std::fs::remove_file(paths.admin_socket());
         ctx.history.flush_all().await;

@@ -30,6 +30,9 @@ pub const WATCHED_INTERVAL_MS: u32 = 1000;
 #[derive(Clone)]
 pub struct Registry {
     live: Arc<Mutex<HashMap<IdentityId, Live>>>,
+    /// Operator connections: several per identity are normal (console plus scripts), so no
+    /// newest-wins here; kept only so a revocation can close them all.
+    operators: Arc<Mutex<HashMap<ConnId, (IdentityId, quinn::Connection)>>>,
     watchers: Arc<Mutex<HashMap<IdentityId, usize>>>,
     events: broadcast::Sender<FleetEvent>,
     next_conn: Arc<AtomicU64>,
@@ -72,6 +75,7 @@ impl Registry {
     pub fn new(default_interval_ms: u32) -> Self {
         Self {
             live: Arc::default(),
+            operators: Arc::default(),
             watchers: Arc::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -140,6 +144,24 @@ impl Registry {
             );
         }
         conn_id
+    }
+
+    /// Registers an operator connection (any number per identity).
+    pub fn connect_operator(&self, id: &IdentityId, conn: quinn::Connection) -> ConnId {
+        let conn_id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        self.operators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(conn_id, (id.clone(), conn));
+        conn_id
+    }
+
+    /// Forgets an operator connection.
+    pub fn disconnect_operator(&self, conn_id: ConnId) {
+        self.operators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&conn_id);
     }
 
     /// Removes `id` if its live connection is still `conn_id`. Returns whether it did.

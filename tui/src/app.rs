@@ -216,6 +216,14 @@ impl App {
                     }
                 }
             }
+            FleetEvent::SnapshotMore(list) => {
+                for a in list {
+                    if let Some(cpu) = a.latest.as_ref().map(|s| s.cpu_pct) {
+                        self.record_cpu(&a.id, cpu);
+                    }
+                    self.agents.insert(a.id.clone(), a);
+                }
+            }
             FleetEvent::Online(a) => {
                 self.agents.insert(a.id.clone(), a);
             }

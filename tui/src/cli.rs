@@ -38,7 +38,7 @@ pub enum Command {
         /// Join token from `hubd token create --role operator|viewer|admin`.
         #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
         token: String,
-        /// Name to register (default: user@host).
+        /// Name to register (default: <user>-<host>).
         #[arg(long)]
         name: Option<String>,
         /// Print JSON.
@@ -236,7 +236,7 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
                 None => return Ok(()),
             },
         };
-        if let FleetEvent::Snapshot(list) = &ev {
+        if let FleetEvent::Snapshot(list) | FleetEvent::SnapshotMore(list) = &ev {
             names.extend(list.iter().map(|a| (a.id.clone(), a.name.clone())));
         }
         if let FleetEvent::Online(a) = &ev {
@@ -254,6 +254,16 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
         };
         match &ev {
             FleetEvent::Snapshot(list) => print!("{}", format::agents_table(list, now_ms())),
+            FleetEvent::SnapshotMore(list) => {
+                let table = format::agents_table(list, now_ms());
+                print!(
+                    "{}",
+                    table
+                        .split_once('\n')
+                        .map(|(_, rows)| rows)
+                        .unwrap_or_default()
+                );
+            }
             FleetEvent::Online(a) => println!("online   {:<20} {} {}", a.name, a.addr, a.version),
             FleetEvent::Offline { id, reason, .. } => {
                 println!("offline  {:<20} {reason}", name(id))

@@ -131,7 +131,7 @@ impl Client {
             .await
             .map_err(|e| stream_err(&self.conn, e))?;
         let _ = send.finish();
-        match read_frame::<OpResponse, _>(&mut recv, MAX_REQUEST_FRAME).await {
+        match flotilla_wire::io::read_response(&mut recv).await {
             Ok(Some(OpResponse::Error(r))) => Err(ClientError::Refused(r)),
             Ok(Some(resp)) => Ok(resp),
             Ok(None) => Err(stream_err(

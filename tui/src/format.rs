@@ -187,6 +187,7 @@ pub fn agent_detail(a: &AgentInfo, now_ms: u64) -> String {
 pub fn event_json(ev: &FleetEvent) -> Value {
     match ev {
         FleetEvent::Snapshot(list) => json!({ "event": "snapshot", "agents": list }),
+        FleetEvent::SnapshotMore(list) => json!({ "event": "snapshot_more", "agents": list }),
         FleetEvent::Online(a) => json!({ "event": "online", "agent": a }),
         FleetEvent::Offline { id, at_ms, reason } => {
             json!({ "event": "offline", "id": id, "at_ms": at_ms, "reason": reason })

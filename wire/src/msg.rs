@@ -363,6 +363,9 @@ pub enum OpResponse {
     Error(Refusal),
     /// Reply to [`OpRequest::Metrics`].
     Series(MetricsSeries),
+    /// A leading part of a long [`OpResponse::Agents`] reply; more frames follow on the same stream,
+    /// the last one being `Agents`. Keeps every frame under the limit at any fleet size.
+    AgentsMore(Vec<AgentInfo>),
 }
 
 /// A metrics history.
@@ -491,6 +494,26 @@ pub enum FleetEvent {
         /// How many were dropped.
         missed: u64,
     },
+    /// More of the fleet, following a [`FleetEvent::Snapshot`] too large for one frame.
+    SnapshotMore(Vec<AgentInfo>),
+}
+
+/// Agents per frame in long lists: at about 500 bytes per summarised agent, 2,000 fit well under
+/// the 4 MiB frame limit.
+pub const AGENTS_PER_FRAME: usize = 2000;
+
+impl MetricsSample {
+    /// The sample without its per-process, per-core and sensor detail: what fleet-wide lists and
+    /// events carry (the agent view asks for the full sample).
+    pub fn summary(&self) -> Self {
+        Self {
+            per_core_pct: Vec::new(),
+            temps: Vec::new(),
+            top_cpu: Vec::new(),
+            top_mem: Vec::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Reads the protocol version a client announced in a [`ClientOpen`] body, even when the rest of the
@@ -707,6 +730,7 @@ mod tests {
                 sample: sample(),
             },
             FleetEvent::Lagged { missed: 4 },
+            FleetEvent::SnapshotMore(vec![info()]),
         ] {
             round_trip(&ev, StreamKind::Events);
         }

@@ -45,6 +45,10 @@ pub(super) async fn run(
     }
     let (control_tx, mut control_rx) = mpsc::channel::<HubControl>(CONTROL_QUEUE);
     let conn_id = ctx.registry.connect(&id, conn.clone(), Some(control_tx));
+    if !super::still_allowed(&ctx, &id).await {
+        ctx.registry.kick(&id, flotilla_wire::ErrorCode::Revoked);
+        return;
+    }
     let addr = remote.to_string();
     let (sid, h) = (id.clone(), hello.clone());
     let now = super::now();
@@ -84,7 +88,10 @@ pub(super) async fn run(
     let mut control_open = true;
     let reason = loop {
         tokio::select! {
-            _ = cancel.cancelled() => break "hub shutting down".to_string(),
+            _ = cancel.cancelled() => {
+                super::close(&conn, flotilla_wire::ErrorCode::ShuttingDown, "hub shutting down");
+                break "hub shutting down".to_string();
+            }
             err = conn.closed() => break describe_close(&err),
             Some(msg) = control_rx.recv() => {
                 if let Err(e) = write_frame(&mut send, &msg, MAX_CONTROL_FRAME).await {
