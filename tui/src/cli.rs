@@ -62,6 +62,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print an agent's metrics history.
+    Metrics {
+        /// Name or id.
+        name: String,
+        /// How far back: 90s, 30m, 1h, 7d (minute buckets up to 6h, ten-minute buckets beyond).
+        #[arg(long, default_value = "1h", value_parser = parse_duration_s)]
+        since: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print fleet events as they happen (NDJSON with --json).
     Watch {
         /// Also print every metrics sample.
@@ -135,6 +146,27 @@ impl Cli {
         };
         Ok(Login::load(&self.login_dir()?, hub)?)
     }
+}
+
+/// Parses `90s`, `30m`, `1h`, `7d` (or bare seconds) into seconds.
+pub fn parse_duration_s(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a number then s, m, h or d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "duration {s:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 /// Milliseconds since the epoch.
@@ -213,6 +245,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Ok(other) => anyhow::bail!("unexpected reply {other:?}"),
                 Err(e) => Err(e.into()),
+            }
+        }
+        Command::Metrics { name, since, json } => {
+            let client = Client::connect(&cli.login()?).await?;
+            let result = client
+                .request(&OpRequest::Metrics {
+                    query: name.clone(),
+                    since_s: *since,
+                })
+                .await;
+            client.close().await;
+            match result? {
+                OpResponse::Series(series) => {
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&series)?);
+                    } else {
+                        print!("{}", format::series_table(&series));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => anyhow::bail!("unexpected reply {other:?}"),
             }
         }
         Command::Watch { metrics, json } => {
