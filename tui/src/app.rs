@@ -4,7 +4,7 @@ use crate::action::Action;
 use crate::event::Event;
 use crate::keymap;
 use crossterm::event::{KeyCode, KeyEvent};
-use flotilla_wire::msg::{AgentInfo, FleetEvent, Status};
+use flotilla_wire::msg::{AgentInfo, FleetEvent, MetricsSeries, Status};
 use flotilla_wire::{IdentityId, Role};
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -68,6 +68,10 @@ pub struct App {
     /// Wall clock of the last tick, ms (relative times are computed against it, so renders are
     /// deterministic in tests).
     pub now_ms: u64,
+    /// Full detail of the agent in view, polled while its view is open.
+    pub detail: Option<AgentInfo>,
+    /// History of the agent in view.
+    pub history: Option<MetricsSeries>,
     /// Ids in display order, recomputed when agents, filter or sort change.
     visible: Vec<IdentityId>,
 }
@@ -94,6 +98,8 @@ impl App {
             help: false,
             quit: false,
             now_ms,
+            detail: None,
+            history: None,
             visible: Vec::new(),
         }
     }
@@ -113,6 +119,14 @@ impl App {
         self.visible
             .get(self.selected)
             .and_then(|id| self.agents.get(id))
+    }
+
+    /// The agent whose view is open: the network task watches it (1 s samples, detail, history).
+    pub fn focused(&self) -> Option<IdentityId> {
+        match &self.view {
+            View::Agent(id) => Some(id.clone()),
+            View::Fleet => None,
+        }
     }
 
     /// Online and total agent counts.
@@ -197,6 +211,20 @@ impl App {
                 true
             }
             Event::Fleet(ev) => self.apply_fleet(*ev),
+            Event::Detail(info) => {
+                let fresh = self.focused().as_ref() == Some(&info.id);
+                if fresh {
+                    self.detail = Some(*info);
+                }
+                fresh
+            }
+            Event::History(series) => {
+                let fresh = self.focused().as_ref() == Some(&series.id);
+                if fresh {
+                    self.history = Some(*series);
+                }
+                fresh
+            }
         }
     }
 
@@ -297,6 +325,8 @@ impl App {
             Action::OpenAgent => {
                 if let Some(a) = self.selected_agent() {
                     self.view = View::Agent(a.id.clone());
+                    self.detail = None;
+                    self.history = None;
                 }
             }
             Action::StartFilter => self.filtering = true,
