@@ -62,6 +62,8 @@ pub fn create_private_dir(dir: &std::path::Path) -> Result<(), flotilla_certs::C
 pub struct RunningAgent {
     /// Link state changes.
     pub state: watch::Receiver<LinkState>,
+    /// Samples buffered for back-fill so far (grows while the hub is unreachable).
+    pub buffered: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -98,14 +100,17 @@ pub fn start(
         metrics_interval_ms: config.metrics_interval_ms,
         state: state_tx,
     };
+    let (buffered_tx, buffered_rx) = watch::channel(0);
     let task = tokio::spawn(run_link(
         link,
         metrics::Collector::new(),
         config.metrics_interval_ms,
+        buffered_tx,
         cancel,
     ));
     Ok(RunningAgent {
         state: state_rx,
+        buffered: buffered_rx,
         task,
     })
 }
@@ -121,6 +126,7 @@ pub async fn run_link<S: sampler::SampleSource>(
     link: link::Link,
     source: S,
     interval_override_ms: u32,
+    buffered: watch::Sender<u64>,
     cancel: CancellationToken,
 ) {
     let start = if interval_override_ms > 0 {
@@ -135,6 +141,7 @@ pub async fn run_link<S: sampler::SampleSource>(
         samples: sample_rx,
         interval: interval_tx,
         backfill: sampler::BackfillBuffer::default(),
+        buffered,
     };
     link.run(outbox, cancel).await;
     let _ = sampler.await;

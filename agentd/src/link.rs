@@ -87,13 +87,21 @@ pub struct Outbox {
     pub interval: watch::Sender<u32>,
     /// Minutes kept during an outage.
     pub backfill: BackfillBuffer,
+    /// Count of samples ever buffered for back-fill (for tests and `agentd status`).
+    pub buffered: watch::Sender<u64>,
 }
 
 impl Outbox {
+    /// Keeps one sample for back-fill.
+    fn keep(&mut self, sample: &MetricsSample) {
+        self.backfill.push(sample);
+        self.buffered.send_modify(|n| *n += 1);
+    }
+
     /// Keeps the next sample for back-fill; cancel-safe.
     async fn buffer_next(&mut self) {
         if let Some(s) = self.samples.recv().await {
-            self.backfill.push(&s);
+            self.keep(&s);
         } else {
             std::future::pending::<()>().await;
         }
@@ -275,7 +283,7 @@ async fn send_metrics(conn: &quinn::Connection, outbox: &mut Outbox) -> DialErro
         )
         .await
         {
-            outbox.backfill.push(&sample);
+            outbox.keep(&sample);
             return lost(format!("metrics stream: {e}"));
         }
     }

@@ -132,6 +132,7 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
             link,
             SyntheticSource::new(i as u64),
             opts.metrics_interval_ms,
+            watch::channel(0).0,
             cancel.clone(),
         ));
     }

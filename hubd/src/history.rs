@@ -40,12 +40,14 @@ pub struct History {
 }
 
 impl History {
-    /// Starts the writer task; it ends once every `History` is dropped and its queue is written.
-    pub fn spawn(
+    /// Prunes what is past retention, then starts the writer task; it ends once every `History` is
+    /// dropped and its queue is written. Pruning first means no query ever sees expired buckets.
+    pub async fn start(
         store: Store,
         retention: Retention,
         cancel: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
+        prune(&store, retention).await;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let task = tokio::spawn(writer(rx, store, retention, cancel));
         (
@@ -145,7 +147,6 @@ async fn writer(
     retention: Retention,
     cancel: CancellationToken,
 ) {
-    prune(&store, retention).await;
     let mut prune_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     loop {

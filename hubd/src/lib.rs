@@ -187,7 +187,7 @@ fn lock_data_dir(paths: &HubPaths) -> Result<DirLock, HubError> {
     Ok(DirLock(file))
 }
 
-fn open_ctx(
+async fn open_ctx(
     paths: &HubPaths,
     config: HubConfig,
     port: u16,
@@ -200,7 +200,7 @@ fn open_ctx(
         ten_minute_days: config.history_ten_minute_days,
     };
     let (history, _writer) =
-        history::History::spawn(store.clone(), retention, CancellationToken::new());
+        history::History::start(store.clone(), retention, CancellationToken::new()).await;
     let registry = Registry::new(config.metrics_interval_ms);
     let ctx = HubCtx {
         store,
@@ -245,7 +245,7 @@ pub async fn start(
     let local_addr = endpoint
         .local_addr()
         .map_err(|e| HubError::io("local address", e))?;
-    let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port())?;
+    let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port()).await?;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     std::fs::write(paths.addr_file(), format!("{local_addr}\n"))
         .map_err(|e| HubError::io("write hub.addr", e))?;
@@ -255,6 +255,7 @@ pub async fn start(
     tracing::info!(%local_addr, ca = %ctx.ca.fingerprint().short(), advertised = ?ctx.advertised, "hub listening");
 
     let tracker = TaskTracker::new();
+    tracker.spawn(log_stats(ctx.clone(), cancel.clone()));
     tracker.spawn(admin_socket::serve(
         ctx.clone(),
         admin_listener,
@@ -318,6 +319,26 @@ pub async fn start(
     })
 }
 
+/// How often the hub logs its counters: often enough to graph from logs, rare enough not to spam.
+const STATS_EVERY: Duration = Duration::from_secs(60);
+
+async fn log_stats(ctx: Arc<HubCtx>, cancel: CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + STATS_EVERY, STATS_EVERY);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tracing::info!(
+            agents_online = ctx.registry.online_count(),
+            metrics_samples = ctx.stats.metrics_samples.load(Relaxed),
+            handshakes_failed = ctx.stats.handshakes_failed.load(Relaxed),
+            "stats"
+        );
+    }
+}
+
 /// Runs an admin request: through the running hub's admin socket if one is serving this data
 /// directory, else directly against the database (revocations then take effect at the next start).
 pub async fn offline_request(paths: &HubPaths, req: OpRequest) -> Result<OpResponse, HubError> {
@@ -326,7 +347,7 @@ pub async fn offline_request(paths: &HubPaths, req: OpRequest) -> Result<OpRespo
     }
     let config = HubConfig::load(&paths.data_dir)?;
     let port = config.listen.port();
-    let (ctx, store_thread) = open_ctx(paths, config, port)?;
+    let (ctx, store_thread) = open_ctx(paths, config, port).await?;
     let actor = admin::Actor {
         name: "local-admin".into(),
         role: Role::Admin,
