@@ -24,11 +24,16 @@ fn agent(i: usize) -> AgentInfo {
         labels: vec![
             (
                 "env".into(),
-                if i % 3 == 0 { "prod" } else { "staging" }.into(),
+                if i.is_multiple_of(3) {
+                    "prod"
+                } else {
+                    "staging"
+                }
+                .into(),
             ),
             ("rack".into(), format!("r{}", i % 40)),
         ],
-        status: if i % 10 == 0 {
+        status: if i.is_multiple_of(10) {
             Status::Offline
         } else {
             Status::Online
