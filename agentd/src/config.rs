@@ -16,6 +16,12 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// This configuration with another metrics interval (milliseconds; 0: as the hub says).
+    pub fn with_metrics_interval(mut self, ms: u32) -> Self {
+        self.metrics_interval_ms = ms;
+        self
+    }
+
     /// Reads `agent.toml` from `data_dir`, or the defaults when there is none.
     pub fn load(data_dir: &Path) -> Result<Self, AgentError> {
         let path = data_dir.join(CONFIG_FILE);

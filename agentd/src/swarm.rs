@@ -168,7 +168,9 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
                 serde_json::json!({ "event": "lost", "connected": connected, "at_ms": now_ms() })
             );
         }
-        if connected != last_report && (connected.is_multiple_of(1000) || connected == opts.count) {
+        if connected / 1000 != last_report / 1000
+            || (connected == opts.count && last_report != connected)
+        {
             eprintln!("connected {connected}/{}", opts.count);
             last_report = connected;
         }

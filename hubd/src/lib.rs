@@ -274,17 +274,11 @@ pub async fn start(
                     None => break,
                 },
             };
-            let permit = tokio::select! {
-                _ = cancel.cancelled() => break,
-                p = handshakes.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
+            // The accept loop only admits and spawns: the handshake slot is taken in the task.
             tracker.spawn(session::serve(
                 ctx.clone(),
                 incoming,
-                permit,
+                handshakes.clone(),
                 cancel.child_token(),
             ));
         }

@@ -15,13 +15,16 @@ use flotilla_wire::msg::{ClientOpen, Refusal, ServerOpen, peek_client_version};
 use flotilla_wire::{DecodeError, ErrorCode, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Time for the TLS handshake and the opening exchange: generous for a loaded hub, short enough that
 /// a peer that connects and says nothing cannot hold a handshake slot.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Part of the open timeout left for the hello once the handshake is done.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a handshake slot before the connection is refused (clients dial with 10 s).
+const PERMIT_WAIT: Duration = Duration::from_secs(3);
 /// How long a refused peer gets to read the refusal before the connection is closed under it.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
@@ -104,12 +107,19 @@ pub(crate) fn frame_error_code(err: &FrameError) -> ErrorCode {
 pub(crate) async fn serve(
     ctx: Arc<HubCtx>,
     incoming: quinn::Incoming,
-    permit: OwnedSemaphorePermit,
+    handshakes: Arc<tokio::sync::Semaphore>,
     cancel: CancellationToken,
 ) {
     let remote = incoming.remote_address();
     let span = tracing::info_span!("conn", %remote, id = tracing::field::Empty);
     async move {
+        // Waiting its turn longer than this means the client's own dial timeout would expire before
+        // we answer: refusing at once lets it back off instead of both sides wasting a handshake.
+        let Ok(Ok(permit)) = tokio::time::timeout(PERMIT_WAIT, handshakes.acquire_owned()).await else {
+            ctx.stats.handshake_refused();
+            incoming.refuse();
+            return;
+        };
         let opened = tokio::time::timeout(OPEN_TIMEOUT, open(&ctx, incoming)).await;
         drop(permit);
         let (conn, mut send, recv, open) = match opened {
@@ -194,11 +204,28 @@ async fn open(ctx: &HubCtx, incoming: quinn::Incoming) -> Result<Opened, String>
         ctx.stats.handshake_failed();
         format!("handshake: {e}")
     })?;
-    let (mut send, mut recv) = conn
-        .accept_bi()
-        .await
-        .map_err(|e| format!("control stream: {e}"))?;
-    match read_open(&mut recv).await {
+    ctx.stats.handshake_ok();
+    let first = tokio::time::timeout(HELLO_TIMEOUT, async {
+        let (send, mut recv) = conn
+            .accept_bi()
+            .await
+            .map_err(|e| format!("control stream: {e}"))?;
+        let open = read_open(&mut recv).await;
+        Ok::<_, String>((send, recv, open))
+    })
+    .await;
+    let (mut send, recv, open) = match first {
+        Ok(r) => r?,
+        Err(_) => {
+            close(
+                &conn,
+                ErrorCode::Timeout,
+                "no hello within the open timeout",
+            );
+            return Err("no hello in time".into());
+        }
+    };
+    match open {
         Ok(open) => Ok((conn, send, recv, open)),
         Err(refusal) => {
             tracing::info!(code = ?refusal.code, message = %refusal.message, "refused opening frame");

@@ -43,6 +43,11 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
                 ctx.history.record_backfill(&id, minutes).await;
             }
             Ok(None) => return,
+            // The connection went away: the session reports that; nothing to refuse.
+            Err(flotilla_wire::io::FrameError::Io(e)) => {
+                tracing::debug!(error = %e, "metrics stream ended");
+                return;
+            }
             Err(e) => {
                 let code = super::frame_error_code(&e);
                 tracing::warn!(error = %e, ?code, "metrics stream refused");
