@@ -161,6 +161,12 @@ pub enum StreamOpen {
     Request,
     /// Operator to hub, bidirectional: the hub pushes [`FleetEvent`]s until either side closes.
     Events,
+    /// Operator to hub, bidirectional: one [`crate::exec::ExecRequest`], then optional
+    /// [`crate::exec::ExecControl`]; the hub answers [`crate::exec::ExecEvent`]s.
+    Exec,
+    /// Operator to hub, bidirectional: one [`crate::exec::Query`]; the hub answers
+    /// [`crate::exec::QueryReply`] frames up to `End`.
+    Query,
 }
 
 /// Frames on the metrics stream.
