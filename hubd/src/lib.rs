@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 mod endpoint;
 mod error;
+pub mod exec;
 mod registry;
 mod session;
 mod stats;
@@ -50,6 +51,8 @@ pub struct HubCtx {
     pub advertised: Vec<String>,
     /// Counters.
     pub stats: Stats,
+    /// Running exec jobs.
+    pub jobs: exec::Jobs,
 }
 
 /// What `hubd init` made.
@@ -197,6 +200,7 @@ fn open_ctx(
         config,
         advertised,
         stats: Stats::default(),
+        jobs: exec::Jobs::default(),
     };
     Ok((Arc::new(ctx), store_thread))
 }
@@ -221,6 +225,7 @@ pub async fn start(
         .local_addr()
         .map_err(|e| HubError::io("local address", e))?;
     let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port())?;
+    exec::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     std::fs::write(paths.addr_file(), format!("{local_addr}\n"))
         .map_err(|e| HubError::io("write hub.addr", e))?;
@@ -275,6 +280,7 @@ pub async fn start(
         {
             tracing::warn!("tasks still running at the drain deadline");
         }
+        ctx.jobs.wait(DRAIN_DEADLINE).await;
         let _ = tokio::time::timeout(DRAIN_DEADLINE, endpoint.wait_idle()).await;
         let _ = std::fs::remove_file(paths.admin_socket());
         drop(ctx);
