@@ -48,6 +48,9 @@ pub enum Command {
         /// Metrics interval override, milliseconds (minimum 1000).
         #[arg(long)]
         metrics_interval_ms: Option<u32>,
+        /// Exec policy override: off, allowlist or any (agent.toml's `exec`; default off).
+        #[arg(long, value_parser = ["off", "allowlist", "any"])]
+        exec: Option<String>,
     },
 }
 
@@ -141,10 +144,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run {
             metrics_interval_ms,
+            exec,
         } => {
             let mut config = AgentConfig::load(&paths.data_dir)?;
             if let Some(ms) = metrics_interval_ms {
                 config.metrics_interval_ms = ms;
+            }
+            if let Some(mode) = exec.as_deref().and_then(crate::ExecMode::parse) {
+                config.exec = mode;
             }
             let cancel = CancellationToken::new();
             let agent = crate::start(&paths, config, cancel.clone())?;
