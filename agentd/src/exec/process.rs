@@ -346,7 +346,8 @@ mod tests {
         // SAFETY: the descriptor was just created and is owned here alone.
         let owned =
             unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-        let fd = tokio::io::unix::AsyncFd::new(owned).expect("register pidfd");
+        // SAFETY: `owned` is an open pidfd that the AsyncFd owns until it is dropped.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(owned) }.expect("register pidfd");
         tokio::time::timeout(Duration::from_secs(10), fd.readable())
             .await
             .is_ok()

@@ -23,7 +23,7 @@ use flotilla_wire::{ErrorCode, IdentityId};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -38,6 +38,9 @@ const CANCEL_CONFIRM: Duration = Duration::from_secs(60);
 /// How far past the job's timeout the hub waits for an agent that has not reported, before it
 /// calls the agent lost (the agent enforces the timeout itself; this only catches a hung agent).
 const TIMEOUT_SLACK: Duration = Duration::from_secs(60);
+
+/// Outcome message of agents a cancel reached before their turn.
+const BEFORE_TURN: &str = "job cancelled before this agent's turn";
 
 /// How the operator's half of the exec stream ended.
 enum ControlEnd {
@@ -294,7 +297,9 @@ async fn run_agent(
     let agent = plan.target.id.clone();
     let mut out = Tails::default();
     let mut started: Option<(u64, Instant)> = None;
-    let last = drive(
+    // The batch slot is held until the final event is forwarded, so that with `--batch 1` the
+    // operator sees one agent end before the next starts.
+    let (last, _slot) = drive(
         &ctx,
         &spec,
         &plan,
@@ -366,18 +371,35 @@ async fn drive(
     cancel: &CancellationToken,
     out: &mut Tails,
     started: &mut Option<(u64, Instant)>,
-) -> AgentEvent {
-    let before_turn = "job cancelled before this agent's turn";
+) -> (AgentEvent, Option<OwnedSemaphorePermit>) {
     if !plan.target.online {
-        return failed(FailureKind::Unreachable, offline_message(plan.last_seen_ms));
+        let last = failed(FailureKind::Unreachable, offline_message(plan.last_seen_ms));
+        return (last, None);
     }
-    let _permit = match permits {
+    let permit = match permits {
         Some(sem) => tokio::select! {
             p = sem.acquire_owned() => p.ok(),
-            _ = cancel.cancelled() => return failed(FailureKind::Cancelled, before_turn),
+            _ = cancel.cancelled() => return (failed(FailureKind::Cancelled, BEFORE_TURN), None),
         },
         None => None,
     };
+    (
+        execute(ctx, spec, plan, tx, cancel, out, started).await,
+        permit,
+    )
+}
+
+/// One execution on the agent, from opening its stream to its final event.
+async fn execute(
+    ctx: &HubCtx,
+    spec: &AgentSpec,
+    plan: &Planned,
+    tx: &mpsc::Sender<ExecEvent>,
+    cancel: &CancellationToken,
+    out: &mut Tails,
+    started: &mut Option<(u64, Instant)>,
+) -> AgentEvent {
+    let before_turn = BEFORE_TURN;
     if cancel.is_cancelled() {
         return failed(FailureKind::Cancelled, before_turn);
     }
