@@ -43,6 +43,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load generator: run COUNT agents in this process, each with its own key, certificate and
+    /// QUIC connection, sending synthetic metrics over the real protocol.
+    Swarm {
+        /// Join token with enough uses for the agents not yet enrolled.
+        #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Number of agents.
+        #[arg(long)]
+        count: usize,
+        /// Name prefix.
+        #[arg(long, default_value = "swarm")]
+        prefix: String,
+        /// Metrics interval, milliseconds (0: as the hub says).
+        #[arg(long, default_value_t = 0)]
+        metrics_interval_ms: u32,
+        /// Exec policy of every agent: off, allowlist or any.
+        #[arg(long, default_value = "off", value_parser = ["off", "allowlist", "any"])]
+        exec: String,
+    },
     /// Connect to the hub and serve until SIGTERM or SIGINT.
     Run {
         /// Metrics interval override, milliseconds (minimum 1000).
@@ -140,6 +159,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     paths.data_dir.display()
                 );
             }
+            Ok(())
+        }
+        Command::Swarm {
+            token,
+            count,
+            prefix,
+            metrics_interval_ms,
+            exec,
+        } => {
+            let opts = crate::swarm::SwarmOptions {
+                token,
+                count,
+                dir: paths.data_dir.join("swarm"),
+                prefix,
+                metrics_interval_ms,
+                exec: crate::ExecMode::parse(&exec).unwrap_or_default(),
+            };
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(crate::swarm::run(opts, cancel.clone()));
+            tokio::select! {
+                r = task => r.context("swarm task")??,
+                _ = wait_for_signal() => {}
+            }
+            cancel.cancel();
             Ok(())
         }
         Command::Run {

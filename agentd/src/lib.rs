@@ -10,6 +10,8 @@ mod error;
 pub mod exec;
 pub mod link;
 pub mod metrics;
+pub mod sampler;
+pub mod swarm;
 
 pub use config::{AgentConfig, AgentPaths, ExecMode};
 pub use error::AgentError;
@@ -18,7 +20,6 @@ pub use link::LinkState;
 use flotilla_certs::{IDENTITY_STEM, Identity};
 use flotilla_wire::PROTOCOL_VERSION;
 use flotilla_wire::msg::{Hello, Labels};
-use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +64,8 @@ pub fn create_private_dir(dir: &std::path::Path) -> Result<(), flotilla_certs::C
 pub struct RunningAgent {
     /// Link state changes.
     pub state: watch::Receiver<LinkState>,
+    /// Samples buffered for back-fill so far (grows while the hub is unreachable).
+    pub buffered: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -88,21 +91,63 @@ pub fn start(
     let identity = Identity::load(&paths.data_dir, IDENTITY_STEM)?;
     let hubs = Identity::load_hubs(&paths.data_dir)?;
     let client = flotilla_certs::dial::identity_config(&identity)?;
+    let endpoint = flotilla_certs::dial::client_endpoint(flotilla_certs::dial::wants_ipv6(&hubs))
+        .map_err(|e| AgentError::Config(e.to_string()))?;
     let (state_tx, state_rx) = watch::channel(LinkState::Disconnected("starting".into()));
     let link = link::Link {
+        endpoint,
         client,
         hubs,
         hello: local_hello(),
         metrics_interval_ms: config.metrics_interval_ms,
         state: state_tx,
-        exec: Arc::new(exec::ExecContext::new(exec::ExecPolicy::from_config(
+        exec: std::sync::Arc::new(exec::ExecContext::new(exec::ExecPolicy::from_config(
             &config,
         ))),
     };
-    let collector = Arc::new(Mutex::new(metrics::Collector::new()));
-    let task = tokio::spawn(link.run(collector, cancel));
+    let (buffered_tx, buffered_rx) = watch::channel(0);
+    let task = tokio::spawn(run_link(
+        link,
+        metrics::Collector::new(),
+        config.metrics_interval_ms,
+        buffered_tx,
+        cancel,
+    ));
     Ok(RunningAgent {
         state: state_rx,
+        buffered: buffered_rx,
         task,
     })
+}
+
+/// Default sampling interval before the hub says otherwise.
+const DEFAULT_INTERVAL_MS: u32 = 5000;
+/// Samples queued between the sampler and the link: the link drains them continuously, so a few
+/// suffice.
+const SAMPLE_QUEUE: usize = 16;
+
+/// Runs a sampler over `source` and a link, until cancelled.
+pub async fn run_link<S: sampler::SampleSource>(
+    link: link::Link,
+    source: S,
+    interval_override_ms: u32,
+    buffered: watch::Sender<u64>,
+    cancel: CancellationToken,
+) {
+    let start = if interval_override_ms > 0 {
+        interval_override_ms
+    } else {
+        DEFAULT_INTERVAL_MS
+    };
+    let (interval_tx, interval_rx) = watch::channel(start);
+    let (sample_tx, sample_rx) = tokio::sync::mpsc::channel(SAMPLE_QUEUE);
+    let sampler = tokio::spawn(sampler::run(source, sample_tx, interval_rx, cancel.clone()));
+    let outbox = link::Outbox {
+        samples: sample_rx,
+        interval: interval_tx,
+        backfill: sampler::BackfillBuffer::default(),
+        buffered,
+    };
+    link.run(outbox, cancel).await;
+    let _ = sampler.await;
 }

@@ -2,15 +2,14 @@
 //! waits with exponential back-off and full jitter (1 s to 60 s) so a hub restart with thousands of
 //! agents does not become a thundering herd.
 
-use crate::metrics::Collector;
+use crate::sampler::BackfillBuffer;
 use flotilla_certs::dial::{self, DialError};
 use flotilla_wire::io::{read_frame, write_frame};
-use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_METRICS_FRAME};
-use flotilla_wire::msg::{Hello, HubControl, MetricsFrame, StreamOpen};
+use flotilla_wire::limits::{MAX_BACKFILL_BATCH, MAX_CONTROL_FRAME, MAX_METRICS_FRAME};
+use flotilla_wire::msg::{Hello, HubControl, MetricsFrame, MetricsSample, StreamOpen};
 use flotilla_wire::{ErrorCode, IdentityId};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// First back-off ceiling.
@@ -66,6 +65,8 @@ impl Backoff {
 
 /// Everything a link needs.
 pub struct Link {
+    /// UDP endpoint to dial from (the swarm shares one among many agents).
+    pub endpoint: quinn::Endpoint,
     /// TLS client configuration with our identity.
     pub client: quinn::ClientConfig,
     /// Hub addresses.
@@ -77,7 +78,36 @@ pub struct Link {
     /// Where state changes are published.
     pub state: watch::Sender<LinkState>,
     /// Exec policy and slots for the streams the hub opens.
-    pub exec: Arc<crate::exec::ExecContext>,
+    pub exec: std::sync::Arc<crate::exec::ExecContext>,
+}
+
+/// Samples from the sampler, and what accumulates while no session can take them.
+pub struct Outbox {
+    /// Samples as they are taken.
+    pub samples: mpsc::Receiver<MetricsSample>,
+    /// Where the sampling interval is set (hub's default, 1 s while watched, or the override).
+    pub interval: watch::Sender<u32>,
+    /// Minutes kept during an outage.
+    pub backfill: BackfillBuffer,
+    /// Count of samples ever buffered for back-fill (for tests and `agentd status`).
+    pub buffered: watch::Sender<u64>,
+}
+
+impl Outbox {
+    /// Keeps one sample for back-fill.
+    fn keep(&mut self, sample: &MetricsSample) {
+        self.backfill.push(sample);
+        self.buffered.send_modify(|n| *n += 1);
+    }
+
+    /// Keeps the next sample for back-fill; cancel-safe.
+    async fn buffer_next(&mut self) {
+        if let Some(s) = self.samples.recv().await {
+            self.keep(&s);
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Words for a failure, with advice.
@@ -98,23 +128,15 @@ fn advise(err: &DialError) -> String {
 
 impl Link {
     /// Runs until cancelled.
-    pub async fn run(self, collector: Arc<Mutex<Collector>>, cancel: CancellationToken) {
-        let endpoint = match dial::client_endpoint(dial::wants_ipv6(&self.hubs)) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open a socket");
-                return;
-            }
-        };
+    pub async fn run(self, mut outbox: Outbox, cancel: CancellationToken) {
         let mut backoff = Backoff::default();
         loop {
             let started = Instant::now();
-            match self.session(&endpoint, &collector, &cancel).await {
+            match self.session(&mut outbox, &cancel).await {
                 Ok(()) => break,
                 Err(err) => {
                     let words = advise(&err);
-                    let lasting = started.elapsed() >= STABLE_AFTER;
-                    if lasting {
+                    if started.elapsed() >= STABLE_AFTER {
                         backoff.reset();
                     }
                     if matches!(
@@ -135,50 +157,62 @@ impl Link {
                 delay_ms = delay.as_millis() as u64,
                 "reconnecting after back-off"
             );
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = &mut sleep => break,
+                    _ = outbox.buffer_next() => {}
+                }
+            }
+            if cancel.is_cancelled() {
+                break;
             }
         }
         self.state
             .send_replace(LinkState::Disconnected("agent stopped".into()));
-        let _ = tokio::time::timeout(GOODBYE_FLUSH, endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(GOODBYE_FLUSH, self.endpoint.wait_idle()).await;
     }
 
     /// One connection's life. `Ok` only when cancelled.
     async fn session(
         &self,
-        endpoint: &quinn::Endpoint,
-        collector: &Arc<Mutex<Collector>>,
+        outbox: &mut Outbox,
         cancel: &CancellationToken,
     ) -> Result<(), DialError> {
-        let (conn, _send, mut recv, welcome) = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = dial::hello(endpoint, &self.hubs, self.client.clone(), self.hello.clone()) => r?,
+        let dial = dial::hello(
+            &self.endpoint,
+            &self.hubs,
+            self.client.clone(),
+            self.hello.clone(),
+        );
+        tokio::pin!(dial);
+        let (conn, _send, mut recv, welcome) = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = &mut dial => break r?,
+                _ = outbox.buffer_next() => {}
+            }
         };
         tracing::info!(id = %welcome.identity, name = %welcome.name, hub_version = %welcome.hub_version, "connected to hub");
         self.state.send_replace(LinkState::Connected {
             id: welcome.identity.clone(),
             name: welcome.name.clone(),
         });
-        let interval = if self.metrics_interval_ms > 0 {
+        let base = if self.metrics_interval_ms > 0 {
             self.metrics_interval_ms
         } else {
             welcome.metrics_interval_ms
         };
-        let (interval_tx, interval_rx) = watch::channel(interval);
-        let override_set = self.metrics_interval_ms > 0;
-        let metrics = send_metrics(conn.clone(), collector.clone(), interval_rx);
+        outbox.interval.send_replace(base);
+        let interval = outbox.interval.clone();
         let control = async {
             loop {
                 match read_frame::<HubControl, _>(&mut recv, MAX_CONTROL_FRAME).await {
+                    // Faster while watched; never slower than the local override asks.
                     Ok(Some(HubControl::SetMetricsInterval { interval_ms })) => {
-                        let ms = if override_set && interval_ms >= interval {
-                            interval
-                        } else {
-                            interval_ms.max(1000)
-                        };
-                        let _ = interval_tx.send(ms);
+                        interval.send_replace(interval_ms.clamp(1000, base.max(1000)));
                     }
                     Ok(None) => return DialError::Protocol("hub closed the control stream".into()),
                     Err(e) => {
@@ -190,6 +224,7 @@ impl Link {
                 }
             }
         };
+        let metrics = send_metrics(&conn, outbox);
         tokio::pin!(metrics, control);
         // Streams the hub opens (exec, ping). Dropping this set when the session ends aborts them,
         // which kills their commands' process groups.
@@ -219,13 +254,10 @@ impl Link {
     }
 }
 
-/// Samples and sends metrics at the current interval until the stream fails.
-async fn send_metrics(
-    conn: quinn::Connection,
-    collector: Arc<Mutex<Collector>>,
-    mut interval: watch::Receiver<u32>,
-) -> DialError {
-    let lost = |conn: &quinn::Connection, what: String| {
+/// Sends the back-fill, then every sample, until the stream fails (the sample in flight then goes
+/// back into the back-fill buffer).
+async fn send_metrics(conn: &quinn::Connection, outbox: &mut Outbox) -> DialError {
+    let lost = |what: String| {
         conn.close_reason()
             .map(|r| dial::explain(&r))
             .unwrap_or(DialError::Protocol(what))
@@ -235,24 +267,43 @@ async fn send_metrics(
         Err(e) => return dial::explain(&e),
     };
     if let Err(e) = write_frame(&mut send, &StreamOpen::Metrics, MAX_CONTROL_FRAME).await {
-        return lost(&conn, e.to_string());
+        return lost(e.to_string());
+    }
+    let minutes = outbox.backfill.drain();
+    if !minutes.is_empty() {
+        tracing::info!(
+            minutes = minutes.len(),
+            dropped = outbox.backfill.dropped(),
+            "back-filling the outage"
+        );
+    }
+    for chunk in minutes.chunks(MAX_BACKFILL_BATCH) {
+        if let Err(e) = write_frame(
+            &mut send,
+            &MetricsFrame::BackfillMinutes(chunk.to_vec()),
+            MAX_METRICS_FRAME,
+        )
+        .await
+        {
+            for m in minutes.iter().filter(|m| m.start_ms >= chunk[0].start_ms) {
+                outbox.backfill.restore(m.clone());
+            }
+            return lost(format!("metrics stream: {e}"));
+        }
     }
     loop {
-        let c = collector.clone();
-        let Ok(Some(sample)) =
-            tokio::task::spawn_blocking(move || c.lock().map(|mut c| c.sample()).ok()).await
-        else {
-            return DialError::Local("metrics collector failed".into());
+        let Some(sample) = outbox.samples.recv().await else {
+            return DialError::Local("sampler stopped".into());
         };
-        if let Err(e) =
-            write_frame(&mut send, &MetricsFrame::Sample(sample), MAX_METRICS_FRAME).await
+        if let Err(e) = write_frame(
+            &mut send,
+            &MetricsFrame::Sample(sample.clone()),
+            MAX_METRICS_FRAME,
+        )
+        .await
         {
-            return lost(&conn, format!("metrics stream: {e}"));
-        }
-        let period = Duration::from_millis(u64::from(*interval.borrow_and_update()));
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            changed = interval.changed() => if changed.is_err() { return DialError::Local("interval channel closed".into()) },
+            outbox.keep(&sample);
+            return lost(format!("metrics stream: {e}"));
         }
     }
 }

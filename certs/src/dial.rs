@@ -90,11 +90,10 @@ pub fn explain(err: &quinn::ConnectionError) -> DialError {
             }
         }
         quinn::ConnectionError::ConnectionClosed(close) => {
-            let code = close.error_code.to_string();
-            if code.contains("crypto") || code.contains("TLS") || code.contains("0x1") {
-                DialError::Tls(format!(
-                    "hub rejected the TLS handshake ({code}): our certificate is not from this hub's CA, or has expired"
-                ))
+            let code = u64::from(close.error_code);
+            // QUIC carries TLS alerts as 0x100 + alert number (RFC 9001 §4.8).
+            if (0x100..0x200).contains(&code) {
+                DialError::Tls(tls_alert_advice((code - 0x100) as u8))
             } else {
                 DialError::Protocol(format!("connection closed by hub: {close}"))
             }
@@ -107,6 +106,23 @@ pub fn explain(err: &quinn::ConnectionError) -> DialError {
         }
         other => DialError::Unreachable(other.to_string()),
     }
+}
+
+/// What a TLS alert from the hub means for us.
+fn tls_alert_advice(alert: u8) -> String {
+    let what = match alert {
+        42 | 46 | 48 => {
+            "the hub does not trust our certificate: it was issued by another fleet's CA"
+        }
+        44 => "the hub says our certificate is revoked",
+        45 => "our certificate has expired (or a clock is wrong)",
+        116 => "the hub wants a client certificate: enrol first",
+        120 => {
+            "the server does not speak the Flotilla protocol (ALPN mismatch): wrong address or port?"
+        }
+        _ => "the TLS handshake failed",
+    };
+    format!("{what} (TLS alert {alert})")
 }
 
 /// Resolves `host:port`.

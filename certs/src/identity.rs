@@ -79,7 +79,8 @@ pub(crate) fn to_pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-pub(crate) fn read_cert_pem(path: &Path) -> Result<CertificateDer<'static>, CertError> {
+/// Reads a PEM certificate file.
+pub fn read_cert_pem(path: &Path) -> Result<CertificateDer<'static>, CertError> {
     let bytes = std::fs::read(path).map_err(|e| CertError::io(path, e))?;
     CertificateDer::from_pem_slice(&bytes).map_err(|_| CertError::EmptyPem {
         path: path.to_owned(),
@@ -88,7 +89,7 @@ pub(crate) fn read_cert_pem(path: &Path) -> Result<CertificateDer<'static>, Cert
 }
 
 /// Writes a certificate as PEM (not secret: default permissions).
-pub(crate) fn write_cert_pem(path: &Path, der: &[u8]) -> Result<(), CertError> {
+pub fn write_cert_pem(path: &Path, der: &[u8]) -> Result<(), CertError> {
     std::fs::write(path, to_pem("CERTIFICATE", der)).map_err(|e| CertError::io(path, e))
 }
 
@@ -112,10 +113,8 @@ impl Identity {
         let (key, cert, ca) = Self::paths(dir, stem);
         keyfile::write_private(&key, to_pem("PRIVATE KEY", &self.key_der).as_bytes())?;
         write_cert_pem(&cert, &self.cert_der)?;
-        if !ca.exists() {
-            write_cert_pem(&ca, &self.ca_der)?;
-        }
-        Ok(())
+        // Always rewritten: a ca.pem left from another fleet would make every handshake fail.
+        write_cert_pem(&ca, &self.ca_der)
     }
 
     /// Loads `<stem>.key`, `<stem>.pem` and `ca.pem` from `dir`.

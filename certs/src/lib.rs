@@ -18,7 +18,9 @@ mod token;
 pub use ca::{Ca, HubCert, generate_key_and_csr};
 pub use error::CertError;
 pub use fingerprint::{Fingerprint, fingerprint};
-pub use identity::{IDENTITY_STEM, Identity, PeerIdentity, peer_identity};
+pub use identity::{
+    IDENTITY_STEM, Identity, PeerIdentity, peer_identity, read_cert_pem, write_cert_pem,
+};
 pub use keyfile::{read_private, write_private};
 pub use token::{JoinToken, TokenError, TokenSecret, hash_secret, random_bytes, secrets_match};
 

@@ -55,6 +55,13 @@ pub(crate) fn info_of(ctx: &HubCtx, row: &IdentityRow) -> AgentInfo {
     info
 }
 
+/// Registry view for fleet-wide lists: the latest sample summarised (see `MetricsSample::summary`).
+pub(crate) fn summary_of(ctx: &HubCtx, row: &IdentityRow) -> AgentInfo {
+    let mut info = info_of(ctx, row);
+    info.latest = info.latest.map(|s| s.summary());
+    info
+}
+
 async fn find(ctx: &HubCtx, query: String) -> Result<IdentityRow, HubError> {
     let q = query.clone();
     ctx.store
@@ -100,6 +107,28 @@ async fn answer(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> Result<OpRespons
             ))
         }
         OpRequest::Agent { query } => Ok(OpResponse::Agent(info_of(ctx, &find(ctx, query).await?))),
+        OpRequest::Metrics { query, since_s } => {
+            use crate::store::metrics::Resolution;
+            let row = find(ctx, query).await?;
+            // Up to six hours at minute resolution (360 points); beyond, ten-minute buckets.
+            let res = if since_s <= 6 * 3600 {
+                Resolution::Minute
+            } else {
+                Resolution::TenMinutes
+            };
+            let since_ms = now_ms().saturating_sub(since_s.saturating_mul(1000));
+            let id = row.id.clone();
+            let points = ctx
+                .store
+                .call(move |c| Ok(store::metrics::series(c, &id, res, since_ms)?))
+                .await?;
+            Ok(OpResponse::Series(flotilla_wire::msg::MetricsSeries {
+                id: row.id,
+                name: row.name,
+                resolution_s: res.seconds(),
+                points,
+            }))
+        }
         OpRequest::ListOperators => {
             require(actor, actor.role.can_admin(), "listing operators", "admin")?;
             let rows = ctx

@@ -62,7 +62,7 @@ async fn serve_one(ctx: &HubCtx, mut stream: UnixStream) {
     match read_frame::<OpRequest, _>(&mut stream, MAX_REQUEST_FRAME).await {
         Ok(Some(req)) => {
             let resp = admin::handle(ctx, &actor, req).await;
-            let _ = write_frame(&mut stream, &resp, MAX_REQUEST_FRAME).await;
+            let _ = flotilla_wire::io::write_response(&mut stream, resp).await;
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "bad request on admin socket"),

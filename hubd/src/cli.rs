@@ -306,7 +306,7 @@ async fn admin(paths: &HubPaths, req: OpRequest, json: bool) -> anyhow::Result<E
 /// The JSON scripts get: the payload itself, or `{"error": {"code", "message"}}`.
 pub fn json_of(resp: &OpResponse) -> serde_json::Result<serde_json::Value> {
     match resp {
-        OpResponse::Agents(list) => serde_json::to_value(list),
+        OpResponse::Agents(list) | OpResponse::AgentsMore(list) => serde_json::to_value(list),
         OpResponse::Agent(a) | OpResponse::Revoked(a) => serde_json::to_value(a),
         OpResponse::TokenCreated(t) => serde_json::to_value(t),
         OpResponse::Tokens(list) => serde_json::to_value(list),
@@ -314,12 +314,13 @@ pub fn json_of(resp: &OpResponse) -> serde_json::Result<serde_json::Value> {
         OpResponse::Error(r) => {
             Ok(serde_json::json!({ "error": { "code": r.code, "message": r.message } }))
         }
+        OpResponse::Series(s) => serde_json::to_value(s),
     }
 }
 
 fn print_human(resp: &OpResponse) {
     match resp {
-        OpResponse::Agents(list) => {
+        OpResponse::Agents(list) | OpResponse::AgentsMore(list) => {
             println!(
                 "{:<20} {:<19} {:<8} {:<8} LABELS",
                 "NAME", "ID", "ROLE", "STATUS"
@@ -349,6 +350,12 @@ fn print_human(resp: &OpResponse) {
             }
         }
         OpResponse::Done => println!("done"),
+        OpResponse::Series(s) => println!(
+            "{} points at {} s for {}",
+            s.points.len(),
+            s.resolution_s,
+            s.name
+        ),
         OpResponse::Error(_) => {}
     }
 }

@@ -18,11 +18,16 @@ pub struct HubConfig {
     pub advertise: Vec<String>,
     /// Default metrics interval told to agents, milliseconds (minimum 1000).
     pub metrics_interval_ms: u32,
-    /// Seconds without a packet before a peer counts as gone. Agents send keep-alives every
-    /// `idle_timeout_s / 3`, so a killed agent shows offline within this many seconds.
+    /// Seconds without a packet before a peer counts as gone, so a killed agent shows offline within
+    /// this many seconds. Clients send keep-alives every 5 s and give up after 15 s on their side, so
+    /// values below 10 would drop healthy idle agents and values above 15 only delay detection.
     pub idle_timeout_s: u32,
     /// Handshakes processed at once; more wait their turn. Bounds CPU and memory in a reconnect storm.
     pub max_handshakes: usize,
+    /// Days of 1-minute metrics history kept.
+    pub history_minute_days: u32,
+    /// Days of 10-minute metrics history kept.
+    pub history_ten_minute_days: u32,
 }
 
 impl Default for HubConfig {
@@ -33,6 +38,8 @@ impl Default for HubConfig {
             metrics_interval_ms: 5000,
             idle_timeout_s: 15,
             max_handshakes: 256,
+            history_minute_days: 30,
+            history_ten_minute_days: 365,
         }
     }
 }
@@ -73,6 +80,13 @@ impl HubConfig {
             return Err(HubError::Config(format!(
                 "idle_timeout_s = {} must be between 3 and 600",
                 self.idle_timeout_s
+            )));
+        }
+        if self.history_minute_days == 0 || self.history_ten_minute_days < self.history_minute_days
+        {
+            return Err(HubError::Config(format!(
+                "history_minute_days = {} and history_ten_minute_days = {}: both must be at least 1 and the 10-minute history at least as long",
+                self.history_minute_days, self.history_ten_minute_days
             )));
         }
         if self.max_handshakes == 0 {

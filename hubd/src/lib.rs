@@ -11,7 +11,8 @@ pub mod config;
 mod endpoint;
 mod error;
 pub mod exec;
-mod registry;
+pub mod history;
+pub mod registry;
 mod session;
 mod stats;
 pub mod store;
@@ -51,6 +52,8 @@ pub struct HubCtx {
     pub advertised: Vec<String>,
     /// Counters.
     pub stats: Stats,
+    /// Metrics history writer.
+    pub history: history::History,
     /// Running exec jobs.
     pub jobs: exec::Jobs,
 }
@@ -94,8 +97,7 @@ pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, Hu
     names.dedup();
     let hub = ca.issue_hub_cert(&names)?;
     flotilla_certs::write_private(&paths.hub_key(), &hub.key_der)?;
-    std::fs::write(paths.hub_cert(), &hub.cert_der)
-        .map_err(|e| HubError::io("write hub certificate", e))?;
+    flotilla_certs::write_cert_pem(&paths.hub_cert(), &hub.cert_der)?;
 
     let admin_id = IdentityId::from_random(Role::Admin, flotilla_certs::random_bytes());
     let admin = ca.issue_local_identity(&admin_id, Role::Admin)?;
@@ -155,8 +157,11 @@ pub struct RunningHub {
 impl RunningHub {
     /// Waits until the hub has shut down (after its cancel token fires).
     pub async fn wait(self) -> Result<(), HubError> {
-        self.task
-            .await
+        // The hub task ends by joining the store thread, which runs until every handle to the
+        // store is gone: this one must not be held while waiting for it.
+        let Self { task, ctx, .. } = self;
+        drop(ctx);
+        task.await
             .map_err(|e| HubError::io("hub task", std::io::Error::other(e.to_string())))?
     }
 }
@@ -185,7 +190,7 @@ fn lock_data_dir(paths: &HubPaths) -> Result<DirLock, HubError> {
     Ok(DirLock(file))
 }
 
-fn open_ctx(
+async fn open_ctx(
     paths: &HubPaths,
     config: HubConfig,
     port: u16,
@@ -193,16 +198,37 @@ fn open_ctx(
     let ca = Ca::load(&paths.data_dir)?;
     let (store, store_thread) = store::Store::open(&paths.db())?;
     let advertised = config.advertised(port);
+    let retention = history::Retention {
+        minute_days: config.history_minute_days,
+        ten_minute_days: config.history_ten_minute_days,
+    };
+    let (history, _writer) =
+        history::History::start(store.clone(), retention, CancellationToken::new()).await;
+    let registry = Registry::new(config.metrics_interval_ms);
     let ctx = HubCtx {
         store,
-        registry: Registry::new(),
+        registry,
         ca: Arc::new(ca),
         config,
         advertised,
         stats: Stats::default(),
+        history,
         jobs: exec::Jobs::default(),
     };
     Ok((Arc::new(ctx), store_thread))
+}
+
+/// Waits for the store thread to write what is queued and close the database. Bounded: a task
+/// still holding a store handle must not keep the process from exiting.
+async fn join_store(thread: std::thread::JoinHandle<()>) {
+    let joined = tokio::time::timeout(
+        DRAIN_DEADLINE,
+        tokio::task::spawn_blocking(move || thread.join()),
+    )
+    .await;
+    if joined.is_err() {
+        tracing::warn!("store still busy at the drain deadline");
+    }
 }
 
 /// Starts serving: binds the endpoint and the admin socket and returns once both listen.
@@ -214,8 +240,7 @@ pub async fn start(
     config.validate()?;
     let lock = lock_data_dir(&paths)?;
     let hub_key = flotilla_certs::read_private(&paths.hub_key())?;
-    let hub_cert = std::fs::read(paths.hub_cert())
-        .map_err(|e| HubError::io(format!("read {}", paths.hub_cert().display()), e))?;
+    let hub_cert = flotilla_certs::read_cert_pem(&paths.hub_cert())?;
     let ca = Ca::load(&paths.data_dir)?;
     let crypto = flotilla_certs::tls::server_config(ca.cert_der(), &hub_cert, &hub_key)?;
     let mut server = quinn::ServerConfig::with_crypto(crypto);
@@ -224,7 +249,7 @@ pub async fn start(
     let local_addr = endpoint
         .local_addr()
         .map_err(|e| HubError::io("local address", e))?;
-    let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port())?;
+    let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port()).await?;
     exec::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     std::fs::write(paths.addr_file(), format!("{local_addr}\n"))
@@ -235,6 +260,7 @@ pub async fn start(
     tracing::info!(%local_addr, ca = %ctx.ca.fingerprint().short(), advertised = ?ctx.advertised, "hub listening");
 
     let tracker = TaskTracker::new();
+    tracker.spawn(log_stats(ctx.clone(), cancel.clone()));
     tracker.spawn(admin_socket::serve(
         ctx.clone(),
         admin_listener,
@@ -268,23 +294,26 @@ pub async fn start(
             ));
         }
         tracing::info!("shutting down");
-        ctx.registry.close_all(ErrorCode::ShuttingDown);
-        endpoint.close(
-            ErrorCode::ShuttingDown.as_u32().into(),
-            ErrorCode::ShuttingDown.describe().as_bytes(),
-        );
+        // Sessions see the cancel, close their connections with ShuttingDown and record the agents
+        // offline; what is still open at the deadline is closed here.
         tracker.close();
         if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!("tasks still running at the drain deadline");
+            tracing::warn!("sessions still running at the drain deadline");
         }
         ctx.jobs.wait(DRAIN_DEADLINE).await;
+        ctx.registry.close_all(ErrorCode::ShuttingDown);
+        endpoint.close(
+            ErrorCode::ShuttingDown.as_u32().into(),
+            ErrorCode::ShuttingDown.describe().as_bytes(),
+        );
         let _ = tokio::time::timeout(DRAIN_DEADLINE, endpoint.wait_idle()).await;
         let _ = std::fs::remove_file(paths.admin_socket());
+        ctx.history.flush_all().await;
         drop(ctx);
-        let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+        join_store(store_thread).await;
         drop(lock);
         tracing::info!("hub stopped");
         Ok(())
@@ -296,6 +325,26 @@ pub async fn start(
     })
 }
 
+/// How often the hub logs its counters: often enough to graph from logs, rare enough not to spam.
+const STATS_EVERY: Duration = Duration::from_secs(60);
+
+async fn log_stats(ctx: Arc<HubCtx>, cancel: CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + STATS_EVERY, STATS_EVERY);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tracing::info!(
+            agents_online = ctx.registry.online_count(),
+            metrics_samples = ctx.stats.metrics_samples.load(Relaxed),
+            handshakes_failed = ctx.stats.handshakes_failed.load(Relaxed),
+            "stats"
+        );
+    }
+}
+
 /// Runs an admin request: through the running hub's admin socket if one is serving this data
 /// directory, else directly against the database (revocations then take effect at the next start).
 pub async fn offline_request(paths: &HubPaths, req: OpRequest) -> Result<OpResponse, HubError> {
@@ -304,13 +353,13 @@ pub async fn offline_request(paths: &HubPaths, req: OpRequest) -> Result<OpRespo
     }
     let config = HubConfig::load(&paths.data_dir)?;
     let port = config.listen.port();
-    let (ctx, store_thread) = open_ctx(paths, config, port)?;
+    let (ctx, store_thread) = open_ctx(paths, config, port).await?;
     let actor = admin::Actor {
         name: "local-admin".into(),
         role: Role::Admin,
     };
     let resp = admin::handle(&ctx, &actor, req).await;
     drop(ctx);
-    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    join_store(store_thread).await;
     Ok(resp)
 }

@@ -23,28 +23,94 @@ struct Live {
     control: Option<mpsc::Sender<HubControl>>,
 }
 
+/// Metrics interval while an operator watches an agent: live charts want one point a second.
+pub const WATCHED_INTERVAL_MS: u32 = 1000;
+
 /// Cloneable handle to the live registry.
 #[derive(Clone)]
 pub struct Registry {
     live: Arc<Mutex<HashMap<IdentityId, Live>>>,
+    /// Operator connections: several per identity are normal (console plus scripts), so no
+    /// newest-wins here; kept only so a revocation can close them all.
+    operators: Arc<Mutex<HashMap<ConnId, (IdentityId, quinn::Connection)>>>,
+    watchers: Arc<Mutex<HashMap<IdentityId, usize>>>,
     events: broadcast::Sender<FleetEvent>,
     next_conn: Arc<AtomicU64>,
+    default_interval_ms: u32,
 }
 
-impl Default for Registry {
-    fn default() -> Self {
-        Self::new()
+/// Counts one operator watching an agent; dropping it uncounts, and the last one leaving puts the
+/// agent back on its normal interval.
+pub struct WatchGuard {
+    registry: Registry,
+    id: IdentityId,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let last = {
+            let mut w = self
+                .registry
+                .watchers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = w.entry(self.id.clone()).or_insert(1);
+            *n -= 1;
+            let last = *n == 0;
+            if last {
+                w.remove(&self.id);
+            }
+            last
+        };
+        if last {
+            let interval_ms = self.registry.default_interval_ms;
+            self.registry
+                .send_control(&self.id, HubControl::SetMetricsInterval { interval_ms });
+        }
     }
 }
 
 impl Registry {
-    /// An empty registry.
-    pub fn new() -> Self {
+    /// An empty registry; agents nobody watches sample every `default_interval_ms`.
+    pub fn new(default_interval_ms: u32) -> Self {
         Self {
             live: Arc::default(),
+            operators: Arc::default(),
+            watchers: Arc::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
             next_conn: Arc::new(AtomicU64::new(1)),
+            default_interval_ms,
         }
+    }
+
+    /// Starts watching `id`: it samples every second until the guard is dropped.
+    pub fn watch(&self, id: &IdentityId) -> WatchGuard {
+        let first = {
+            let mut w = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+            let n = w.entry(id.clone()).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            self.send_control(
+                id,
+                HubControl::SetMetricsInterval {
+                    interval_ms: WATCHED_INTERVAL_MS,
+                },
+            );
+        }
+        WatchGuard {
+            registry: self.clone(),
+            id: id.clone(),
+        }
+    }
+
+    /// Whether an operator watches `id` now.
+    pub fn is_watched(&self, id: &IdentityId) -> bool {
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<IdentityId, Live>> {
@@ -78,6 +144,24 @@ impl Registry {
             );
         }
         conn_id
+    }
+
+    /// Registers an operator connection (any number per identity).
+    pub fn connect_operator(&self, id: &IdentityId, conn: quinn::Connection) -> ConnId {
+        let conn_id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        self.operators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(conn_id, (id.clone(), conn));
+        conn_id
+    }
+
+    /// Forgets an operator connection.
+    pub fn disconnect_operator(&self, conn_id: ConnId) {
+        self.operators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&conn_id);
     }
 
     /// Removes `id` if its live connection is still `conn_id`. Returns whether it did.

@@ -213,6 +213,24 @@ pub(crate) fn now() -> u64 {
     now_ms()
 }
 
+/// Whether `id` is still un-revoked, checked after registering a connection: a revocation that
+/// committed between the hello check and the registration would otherwise miss this connection.
+pub(crate) async fn still_allowed(ctx: &HubCtx, id: &flotilla_wire::IdentityId) -> bool {
+    let sid = id.clone();
+    match ctx
+        .store
+        .call(move |c| Ok(store::identities::get(c, &sid)?))
+        .await
+    {
+        Ok(Some(row)) => row.revoked_ms.is_none(),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "revocation re-check failed; keeping the connection");
+            true
+        }
+    }
+}
+
 /// Records a disconnect in the store and tells subscribers.
 pub(crate) async fn mark_offline(ctx: &HubCtx, id: &flotilla_wire::IdentityId, reason: String) {
     let at_ms = now();

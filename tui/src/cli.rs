@@ -38,7 +38,7 @@ pub enum Command {
         /// Join token from `hubd token create --role operator|viewer|admin`.
         #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
         token: String,
-        /// Name to register (default: user@host).
+        /// Name to register (default: <user>-<host>).
         #[arg(long)]
         name: Option<String>,
         /// Print JSON.
@@ -58,6 +58,17 @@ pub enum Command {
     Agent {
         /// Name or id.
         name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an agent's metrics history.
+    Metrics {
+        /// Name or id.
+        name: String,
+        /// How far back: 90s, 30m, 1h, 7d (minute buckets up to 6h, ten-minute buckets beyond).
+        #[arg(long, default_value = "1h", value_parser = parse_duration_s)]
+        since: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -184,6 +195,27 @@ impl Cli {
     }
 }
 
+/// Parses `90s`, `30m`, `1h`, `7d` (or bare seconds) into seconds.
+pub fn parse_duration_s(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a number then s, m, h or d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "duration {s:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -262,6 +294,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Metrics { name, since, json } => {
+            let client = Client::connect(&cli.login()?).await?;
+            let result = client
+                .request(&OpRequest::Metrics {
+                    query: name.clone(),
+                    since_s: *since,
+                })
+                .await;
+            client.close().await;
+            match result? {
+                OpResponse::Series(series) => {
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&series)?);
+                    } else {
+                        print!("{}", format::series_table(&series));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => anyhow::bail!("unexpected reply {other:?}"),
+            }
+        }
         Command::Watch { metrics, json } => {
             let client = Client::connect(&cli.login()?).await?;
             watch(&client, *metrics, *json).await?;
@@ -320,9 +373,7 @@ where
 {
     let client = std::sync::Arc::new(Client::connect(&cli.login()?).await?);
     let result = f(client.clone()).await;
-    if let Ok(client) = std::sync::Arc::try_unwrap(client) {
-        client.close().await;
-    }
+    client.close().await;
     Ok(ExitCode::from(result?))
 }
 
@@ -338,7 +389,7 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
                 None => return Ok(()),
             },
         };
-        if let FleetEvent::Snapshot(list) = &ev {
+        if let FleetEvent::Snapshot(list) | FleetEvent::SnapshotMore(list) = &ev {
             names.extend(list.iter().map(|a| (a.id.clone(), a.name.clone())));
         }
         if let FleetEvent::Online(a) = &ev {
@@ -356,6 +407,16 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
         };
         match &ev {
             FleetEvent::Snapshot(list) => print!("{}", format::agents_table(list, now_ms())),
+            FleetEvent::SnapshotMore(list) => {
+                let table = format::agents_table(list, now_ms());
+                print!(
+                    "{}",
+                    table
+                        .split_once('\n')
+                        .map(|(_, rows)| rows)
+                        .unwrap_or_default()
+                );
+            }
             FleetEvent::Online(a) => println!("online   {:<20} {} {}", a.name, a.addr, a.version),
             FleetEvent::Offline { id, reason, .. } => {
                 println!("offline  {:<20} {reason}", name(id))

@@ -131,7 +131,7 @@ impl Client {
             .await
             .map_err(|e| stream_err(&self.conn, e))?;
         let _ = send.finish();
-        match read_frame::<OpResponse, _>(&mut recv, MAX_REQUEST_FRAME).await {
+        match flotilla_wire::io::read_response(&mut recv).await {
             Ok(Some(OpResponse::Error(r))) => Err(ClientError::Refused(r)),
             Ok(Some(resp)) => Ok(resp),
             Ok(None) => Err(stream_err(
@@ -159,13 +159,29 @@ impl Client {
         })
     }
 
+    /// Starts watching an agent (1 s samples while the returned stream lives).
+    pub async fn watch(&self, query: &str) -> Result<quinn::SendStream, ClientError> {
+        let (mut send, _recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Dial(dial::explain(&e)))?;
+        let open = StreamOpen::WatchAgent {
+            query: query.to_string(),
+        };
+        write_frame(&mut send, &open, MAX_CONTROL_FRAME)
+            .await
+            .map_err(|e| stream_err(&self.conn, e))?;
+        Ok(send)
+    }
+
     /// The QUIC connection, for streams other modules open (exec, queries).
     pub fn connection(&self) -> &quinn::Connection {
         &self.conn
     }
 
     /// Closes the connection cleanly.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         self.conn.close(ErrorCode::Ok.as_u32().into(), b"bye");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle())
             .await;

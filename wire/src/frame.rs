@@ -22,8 +22,9 @@ pub enum DecodeError {
         /// Limit of the stream kind.
         max: usize,
     },
-    /// The body names an enum variant this version does not know (a newer peer).
-    #[error("unknown message variant (peer is newer or corrupt)")]
+    /// The body names an enum variant this version does not know (a newer peer), or a value outside
+    /// its type's domain (such as a malformed identity id): serde reports both the same way.
+    #[error("unknown message variant or invalid value (peer is newer or corrupt)")]
     UnknownVariant,
     /// The body decoded but left bytes over.
     #[error("{extra} trailing bytes after message")]
@@ -109,7 +110,7 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
         Ok((msg, [])) => Ok(msg),
         Ok((_, rest)) => Err(DecodeError::TrailingBytes { extra: rest.len() }),
         // serde's derive reports an out-of-range variant index through `custom`, which postcard
-        // surfaces as `SerdeDeCustom`; our messages raise it for nothing else.
+        // surfaces as `SerdeDeCustom`; so do our checked newtypes (`IdentityId`).
         Err(postcard::Error::DeserializeBadEnum | postcard::Error::SerdeDeCustom) => {
             Err(DecodeError::UnknownVariant)
         }

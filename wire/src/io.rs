@@ -69,6 +69,48 @@ where
     Ok(())
 }
 
+/// Writes an operator reply, splitting a long agent list into `AgentsMore` frames.
+pub async fn write_response<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    resp: crate::msg::OpResponse,
+) -> Result<(), FrameError> {
+    use crate::msg::{AGENTS_PER_FRAME, OpResponse};
+    let max = crate::limits::MAX_REQUEST_FRAME;
+    match resp {
+        OpResponse::Agents(mut list) if list.len() > AGENTS_PER_FRAME => {
+            let last = list.split_off((list.len() - 1) / AGENTS_PER_FRAME * AGENTS_PER_FRAME);
+            for chunk in list.chunks(AGENTS_PER_FRAME) {
+                write_frame(writer, &OpResponse::AgentsMore(chunk.to_vec()), max).await?;
+            }
+            write_frame(writer, &OpResponse::Agents(last), max).await
+        }
+        other => write_frame(writer, &other, max).await,
+    }
+}
+
+/// Reads an operator reply written by [`write_response`], joining `AgentsMore` parts.
+/// `Ok(None)` if the stream ended before any reply. Not cancel-safe.
+pub async fn read_response<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<crate::msg::OpResponse>, FrameError> {
+    use crate::msg::OpResponse;
+    let max = crate::limits::MAX_REQUEST_FRAME;
+    let mut parts = Vec::new();
+    loop {
+        match read_frame::<OpResponse, _>(reader, max).await? {
+            Some(OpResponse::AgentsMore(more)) => parts.extend(more),
+            Some(OpResponse::Agents(last)) => {
+                parts.extend(last);
+                return Ok(Some(OpResponse::Agents(parts)));
+            }
+            Some(other) if parts.is_empty() => return Ok(Some(other)),
+            Some(_) => return Err(FrameError::Truncated),
+            None if parts.is_empty() => return Ok(None),
+            None => return Err(FrameError::Truncated),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +150,55 @@ mod tests {
         assert!(
             matches!(err, FrameError::Decode(DecodeError::TooLong { len, max: 1024 }) if len == u32::MAX as usize)
         );
+    }
+
+    #[tokio::test]
+    async fn long_agent_lists_are_split_and_joined() {
+        use crate::msg::{AGENTS_PER_FRAME, AgentInfo, OpResponse, Status};
+        use crate::{IdentityId, Role};
+        let agent = |i: usize| AgentInfo {
+            id: IdentityId::from_random(Role::Agent, (i as u64).to_be_bytes()),
+            name: format!("a{i}"),
+            role: Role::Agent,
+            labels: vec![],
+            status: Status::Online,
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            version: String::new(),
+            os: String::new(),
+            hostname: String::new(),
+            addr: String::new(),
+            latest: None,
+        };
+        for n in [
+            0,
+            1,
+            AGENTS_PER_FRAME,
+            AGENTS_PER_FRAME + 1,
+            3 * AGENTS_PER_FRAME + 7,
+        ] {
+            let list: Vec<AgentInfo> = (0..n).map(agent).collect();
+            let (mut a, mut b) = tokio::io::duplex(1 << 20);
+            let writer = tokio::spawn(async move {
+                write_response(&mut a, OpResponse::Agents(list))
+                    .await
+                    .expect("write");
+            });
+            let back = read_response(&mut b).await.expect("read").expect("reply");
+            writer.await.expect("writer");
+            match back {
+                OpResponse::Agents(got) => {
+                    assert_eq!(got.len(), n);
+                    assert!(
+                        got.iter()
+                            .enumerate()
+                            .all(|(i, a)| a.name == format!("a{i}")),
+                        "order kept"
+                    );
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! console share one vocabulary, and golden-byte tests pin it. postcard encodes enum variants by index,
 //! so every enum here is append-only; a changed field means a new variant and a [`PROTOCOL_VERSION`] bump.
 
+pub mod aggregate;
 pub mod codes;
 pub mod exec;
 pub mod frame;

@@ -161,6 +161,11 @@ pub enum StreamOpen {
     Request,
     /// Operator to hub, bidirectional: the hub pushes [`FleetEvent`]s until either side closes.
     Events,
+    /// Operator to hub: while this stream is open the agent samples every second; nothing else flows.
+    WatchAgent {
+        /// Name or id of the agent watched.
+        query: String,
+    },
     /// Operator to hub, bidirectional: one [`crate::exec::ExecRequest`], then optional
     /// [`crate::exec::ExecControl`]; the hub answers [`crate::exec::ExecEvent`]s.
     Exec,
@@ -176,6 +181,41 @@ pub enum MetricsFrame {
     Sample(MetricsSample),
     /// Samples buffered while the hub was unreachable, oldest first.
     Backfill(Vec<MetricsSample>),
+    /// Per-minute aggregates buffered while the hub was unreachable, oldest first.
+    BackfillMinutes(Vec<MinuteAggregate>),
+}
+
+/// One minute (or ten) of one agent's metrics: what history stores and back-fill carries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MinuteAggregate {
+    /// Start of the bucket, ms since the epoch (a multiple of the bucket length).
+    pub start_ms: u64,
+    /// Samples folded in.
+    pub samples: u32,
+    /// Mean CPU percent.
+    pub cpu_avg: f32,
+    /// Peak CPU percent.
+    pub cpu_max: f32,
+    /// Mean memory used, bytes.
+    pub mem_avg: u64,
+    /// Peak memory used, bytes.
+    pub mem_max: u64,
+    /// Memory total, bytes (last seen).
+    pub mem_total: u64,
+    /// Mean 1-minute load average.
+    pub load1_avg: f32,
+    /// Peak use of the fullest disk, percent.
+    pub disk_pct_max: f32,
+    /// Mean received bytes per second, all interfaces.
+    pub net_rx_avg: u64,
+    /// Mean sent bytes per second, all interfaces.
+    pub net_tx_avg: u64,
+    /// Peak of received plus sent bytes per second.
+    pub net_max: u64,
+    /// Mean disk reads, bytes per second.
+    pub disk_read_avg: u64,
+    /// Mean disk writes, bytes per second.
+    pub disk_write_avg: u64,
 }
 
 /// One sample of a machine's health. Rates are computed on the agent from counter deltas.
@@ -287,6 +327,13 @@ pub enum OpRequest {
     },
     /// Lists enrolled operators (admin).
     ListOperators,
+    /// Metrics history of one agent (viewer and up).
+    Metrics {
+        /// Name or id.
+        query: String,
+        /// How far back, seconds.
+        since_s: u64,
+    },
 }
 
 /// What a new token allows.
@@ -320,6 +367,24 @@ pub enum OpResponse {
     Done,
     /// The request was refused.
     Error(Refusal),
+    /// Reply to [`OpRequest::Metrics`].
+    Series(MetricsSeries),
+    /// A leading part of a long [`OpResponse::Agents`] reply; more frames follow on the same stream,
+    /// the last one being `Agents`. Keeps every frame under the limit at any fleet size.
+    AgentsMore(Vec<AgentInfo>),
+}
+
+/// A metrics history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSeries {
+    /// Whose.
+    pub id: IdentityId,
+    /// Name at the time of the query.
+    pub name: String,
+    /// Bucket length, seconds: 60 or 600.
+    pub resolution_s: u32,
+    /// Buckets, oldest first.
+    pub points: Vec<MinuteAggregate>,
 }
 
 /// Whether an identity is connected.
@@ -435,6 +500,26 @@ pub enum FleetEvent {
         /// How many were dropped.
         missed: u64,
     },
+    /// More of the fleet, following a [`FleetEvent::Snapshot`] too large for one frame.
+    SnapshotMore(Vec<AgentInfo>),
+}
+
+/// Agents per frame in long lists: at about 500 bytes per summarised agent, 2,000 fit well under
+/// the 4 MiB frame limit.
+pub const AGENTS_PER_FRAME: usize = 2000;
+
+impl MetricsSample {
+    /// The sample without its per-process, per-core and sensor detail: what fleet-wide lists and
+    /// events carry (the agent view asks for the full sample).
+    pub fn summary(&self) -> Self {
+        Self {
+            per_core_pct: Vec::new(),
+            temps: Vec::new(),
+            top_cpu: Vec::new(),
+            top_mem: Vec::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Reads the protocol version a client announced in a [`ClientOpen`] body, even when the rest of the
@@ -651,6 +736,7 @@ mod tests {
                 sample: sample(),
             },
             FleetEvent::Lagged { missed: 4 },
+            FleetEvent::SnapshotMore(vec![info()]),
         ] {
             round_trip(&ev, StreamKind::Events);
         }

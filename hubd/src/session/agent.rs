@@ -45,6 +45,10 @@ pub(super) async fn run(
     }
     let (control_tx, mut control_rx) = mpsc::channel::<HubControl>(CONTROL_QUEUE);
     let conn_id = ctx.registry.connect(&id, conn.clone(), Some(control_tx));
+    if !super::still_allowed(&ctx, &id).await {
+        ctx.registry.kick(&id, flotilla_wire::ErrorCode::Revoked);
+        return;
+    }
     let addr = remote.to_string();
     let (sid, h) = (id.clone(), hello.clone());
     let now = super::now();
@@ -73,13 +77,21 @@ pub(super) async fn run(
     info.last_seen_ms = now;
     ctx.registry.publish(FleetEvent::Online(info));
     tracing::info!(name = %row.name, version = %hello.software_version, "agent online");
+    if ctx.registry.is_watched(&id) {
+        let interval_ms = crate::registry::WATCHED_INTERVAL_MS;
+        ctx.registry
+            .send_control(&id, HubControl::SetMetricsInterval { interval_ms });
+    }
 
     let mut streams = JoinSet::new();
     let mut control_buf = [0u8; 64];
     let mut control_open = true;
     let reason = loop {
         tokio::select! {
-            _ = cancel.cancelled() => break "hub shutting down".to_string(),
+            _ = cancel.cancelled() => {
+                super::close(&conn, flotilla_wire::ErrorCode::ShuttingDown, "hub shutting down");
+                break "hub shutting down".to_string();
+            }
             err = conn.closed() => break describe_close(&err),
             Some(msg) = control_rx.recv() => {
                 if let Err(e) = write_frame(&mut send, &msg, MAX_CONTROL_FRAME).await {
@@ -109,6 +121,7 @@ pub(super) async fn run(
         }
     };
     streams.abort_all();
+    ctx.history.flush_agent(&id).await;
     if ctx.registry.disconnect(&id, conn_id) {
         tracing::info!(name = %row.name, %reason, "agent offline");
         mark_offline(&ctx, &id, reason).await;

@@ -29,12 +29,18 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
         match read_frame::<MetricsFrame, _>(&mut recv, MAX_METRICS_FRAME).await {
             Ok(Some(MetricsFrame::Sample(sample))) => {
                 ctx.stats.metrics_sample();
+                ctx.history.record(&id, &sample).await;
                 ctx.registry.set_latest(&id, sample);
             }
             Ok(Some(MetricsFrame::Backfill(samples))) => {
-                if let Some(last) = samples.last() {
-                    ctx.registry.set_latest(&id, last.clone());
-                }
+                let mut folder = flotilla_wire::aggregate::MinuteFolder::default();
+                let mut minutes: Vec<_> = samples.iter().filter_map(|s| folder.push(s)).collect();
+                minutes.extend(folder.take());
+                ctx.history.record_backfill(&id, minutes).await;
+            }
+            Ok(Some(MetricsFrame::BackfillMinutes(minutes))) => {
+                tracing::debug!(minutes = minutes.len(), "back-fill received");
+                ctx.history.record_backfill(&id, minutes).await;
             }
             Ok(None) => return,
             Err(e) => {

@@ -2,7 +2,7 @@
 
 use super::{describe_close, frame_error_code};
 use crate::HubCtx;
-use crate::admin::{self, Actor, info_of};
+use crate::admin::{self, Actor};
 use crate::store::{self, IdentityRow};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EVENTS_FRAME, MAX_REQUEST_FRAME};
@@ -39,7 +39,11 @@ pub(super) async fn run(
     {
         return;
     }
-    let conn_id = ctx.registry.connect(&row.id, conn.clone(), None);
+    let conn_id = ctx.registry.connect_operator(&row.id, conn.clone());
+    if !super::still_allowed(&ctx, &row.id).await {
+        ctx.registry.kick(&row.id, ErrorCode::Revoked);
+        return;
+    }
     let (sid, addr, now) = (row.id.clone(), remote.to_string(), super::now());
     let _ = ctx
         .store
@@ -63,7 +67,10 @@ pub(super) async fn run(
     let mut streams = JoinSet::new();
     let reason = loop {
         tokio::select! {
-            _ = cancel.cancelled() => break "hub shutting down".to_string(),
+            _ = cancel.cancelled() => {
+                super::close(&conn, ErrorCode::ShuttingDown, "hub shutting down");
+                break "hub shutting down".to_string();
+            }
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     let (ctx, actor, cancel) = (ctx.clone(), actor.clone(), cancel.clone());
@@ -79,7 +86,7 @@ pub(super) async fn run(
         }
     };
     streams.abort_all();
-    ctx.registry.disconnect(&row.id, conn_id);
+    ctx.registry.disconnect_operator(conn_id);
     tracing::info!(name = %row.name, %reason, "operator detached");
 }
 
@@ -111,13 +118,36 @@ async fn serve_stream(
             };
             tracing::debug!(?req, "operator request");
             let resp = admin::handle(&ctx, &actor, req).await;
-            if let Err(e) = write_frame(&mut send, &resp, MAX_REQUEST_FRAME).await {
+            if let Err(e) = flotilla_wire::io::write_response(&mut send, resp).await {
                 tracing::warn!(error = %e, "could not send operator response");
                 return refuse(&mut send, &mut recv, frame_error_code(&e));
             }
             let _ = send.finish();
         }
         StreamOpen::Events => serve_events(&ctx, &mut send, cancel).await,
+        StreamOpen::WatchAgent { query } => {
+            let q = query.clone();
+            let row = match ctx
+                .store
+                .call(move |c| Ok(store::identities::find(c, &q)?))
+                .await
+            {
+                Ok(Some(row)) => row,
+                Ok(None) => return refuse(&mut send, &mut recv, ErrorCode::NotFound),
+                Err(e) => {
+                    tracing::error!(error = %e, "watch lookup failed");
+                    return refuse(&mut send, &mut recv, ErrorCode::Internal);
+                }
+            };
+            let _guard = ctx.registry.watch(&row.id);
+            tracing::debug!(agent = %row.name, "operator watching");
+            // Held until the operator closes the stream (or the connection goes).
+            let mut buf = [0u8; 16];
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = recv.read(&mut buf) => {}
+            }
+        }
         StreamOpen::Metrics => refuse(&mut send, &mut recv, ErrorCode::Forbidden),
         StreamOpen::Exec => crate::exec::serve_exec(ctx, actor, send, recv, cancel).await,
         StreamOpen::Query => crate::exec::serve_query(ctx, actor, send, recv, cancel).await,
@@ -139,12 +169,23 @@ async fn serve_events(ctx: &HubCtx, send: &mut quinn::SendStream, cancel: Cancel
             return;
         }
     };
-    let snapshot = FleetEvent::Snapshot(rows.iter().map(|r| info_of(ctx, r)).collect());
-    if write_frame(send, &snapshot, MAX_EVENTS_FRAME)
+    let fleet: Vec<_> = rows.iter().map(|r| admin::summary_of(ctx, r)).collect();
+    let mut chunks = fleet.chunks(flotilla_wire::msg::AGENTS_PER_FRAME);
+    let first = FleetEvent::Snapshot(chunks.next().map(<[_]>::to_vec).unwrap_or_default());
+    if write_frame(send, &first, MAX_EVENTS_FRAME).await.is_err() {
+        return;
+    }
+    for chunk in chunks {
+        if write_frame(
+            send,
+            &FleetEvent::SnapshotMore(chunk.to_vec()),
+            MAX_EVENTS_FRAME,
+        )
         .await
         .is_err()
-    {
-        return;
+        {
+            return;
+        }
     }
     loop {
         let event = tokio::select! {

@@ -38,7 +38,47 @@ CREATE TABLE audit (
     detail TEXT NOT NULL
 );
 "#,
-    // 2: exec jobs and their per-agent results (hubd/src/store/jobs.rs).
+    r#"
+CREATE TABLE metrics_1m (
+    agent_id       TEXT NOT NULL,
+    start_ms       INTEGER NOT NULL,
+    samples        INTEGER NOT NULL,
+    cpu_avg        REAL NOT NULL,
+    cpu_max        REAL NOT NULL,
+    mem_avg        INTEGER NOT NULL,
+    mem_max        INTEGER NOT NULL,
+    mem_total      INTEGER NOT NULL,
+    load1_avg      REAL NOT NULL,
+    disk_pct_max   REAL NOT NULL,
+    net_rx_avg     INTEGER NOT NULL,
+    net_tx_avg     INTEGER NOT NULL,
+    net_max        INTEGER NOT NULL,
+    disk_read_avg  INTEGER NOT NULL,
+    disk_write_avg INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, start_ms)
+) WITHOUT ROWID;
+CREATE INDEX metrics_1m_start ON metrics_1m(start_ms);
+CREATE TABLE metrics_10m (
+    agent_id       TEXT NOT NULL,
+    start_ms       INTEGER NOT NULL,
+    samples        INTEGER NOT NULL,
+    cpu_avg        REAL NOT NULL,
+    cpu_max        REAL NOT NULL,
+    mem_avg        INTEGER NOT NULL,
+    mem_max        INTEGER NOT NULL,
+    mem_total      INTEGER NOT NULL,
+    load1_avg      REAL NOT NULL,
+    disk_pct_max   REAL NOT NULL,
+    net_rx_avg     INTEGER NOT NULL,
+    net_tx_avg     INTEGER NOT NULL,
+    net_max        INTEGER NOT NULL,
+    disk_read_avg  INTEGER NOT NULL,
+    disk_write_avg INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, start_ms)
+) WITHOUT ROWID;
+CREATE INDEX metrics_10m_start ON metrics_10m(start_ms);
+"#,
+    // 3: exec jobs and their per-agent results (hubd/src/store/jobs.rs).
     r#"
 CREATE TABLE jobs (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,27 +1,45 @@
-//! One agent: facts, CPU per core, memory, disks and top processes from the latest sample.
+//! One agent: facts, an hour of history, CPU per core, memory, disks and top processes. Live values
+//! come from the detail the console polls every second while this view is open.
 
 use super::Theme;
 use crate::app::App;
 use crate::format;
 use flotilla_wire::IdentityId;
+use flotilla_wire::msg::{MetricsSample, Status};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table};
 
 fn bar(pct: f32, width: usize) -> String {
     let filled = ((pct.clamp(0.0, 100.0) / 100.0) * width as f32).round() as usize;
     format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
 }
 
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
 pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, id: &IdentityId) {
-    let Some(a) = app.agents.get(id) else {
+    let Some(listed) = app.agents.get(id) else {
         frame.render_widget(Paragraph::new("agent no longer listed"), area);
         return;
     };
-    let [facts_area, rest] =
-        Layout::vertical([Constraint::Length(4), Constraint::Min(4)]).areas(area);
-    let seen = if a.status == flotilla_wire::msg::Status::Online {
+    // The polled detail has the full sample; the list only a summary.
+    let a = app
+        .detail
+        .as_ref()
+        .filter(|d| d.id == *id)
+        .unwrap_or(listed);
+    let status = listed.status;
+    let history_h = if area.height >= 30 { 8 } else { 5 };
+    let [facts_area, history_area, rest] = Layout::vertical([
+        Constraint::Length(4),
+        Constraint::Length(history_h),
+        Constraint::Min(4),
+    ])
+    .areas(area);
+    let seen = if status == Status::Online {
         "now".into()
     } else {
         format::ago(a.last_seen_ms, app.now_ms)
@@ -29,7 +47,7 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect,
     let facts = vec![
         Line::from(vec![
             Span::styled(a.name.clone(), theme.heading()),
-            Span::raw(format!("  {}  {}  seen {seen}", a.id, a.status.as_str())),
+            Span::raw(format!("  {}  {}  seen {seen}", a.id, status.as_str())),
         ]),
         Line::from(format!("{} · {} · agentd {}", a.hostname, a.os, a.version)),
         Line::from(format!("labels {}", format::labels(a))),
@@ -46,86 +64,133 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect,
         }),
     ];
     frame.render_widget(Paragraph::new(facts), facts_area);
+    render_history(app, theme, frame, history_area);
     let Some(s) = &a.latest else { return };
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);
-    let bar_w = (left.width as usize).saturating_sub(16).clamp(4, 40);
-    let mem_pct = if s.mem_total > 0 {
-        s.mem_used as f32 * 100.0 / s.mem_total as f32
-    } else {
-        0.0
-    };
-    let swap_pct = if s.swap_total > 0 {
-        s.swap_used as f32 * 100.0 / s.swap_total as f32
-    } else {
-        0.0
-    };
-    let mut lines = vec![
-        Line::from(vec![
-            Span::raw("cpu  "),
-            Span::styled(bar(s.cpu_pct, bar_w), theme.level(s.cpu_pct)),
-            Span::raw(format!(" {:>3.0}%", s.cpu_pct)),
-        ]),
-        Line::from(vec![
-            Span::raw("mem  "),
-            Span::styled(bar(mem_pct, bar_w), theme.level(mem_pct)),
-            Span::raw(format!(" {:>3.0}%", mem_pct)),
-        ]),
-        Line::from(vec![
-            Span::raw("swap "),
-            Span::styled(bar(swap_pct, bar_w), theme.level(swap_pct)),
-            Span::raw(format!(" {:>3.0}%", swap_pct)),
-        ]),
-    ];
-    for (i, c) in s.per_core_pct.iter().enumerate() {
-        lines.push(Line::from(vec![
-            Span::raw(format!("c{i:<3} ")),
-            Span::styled(bar(*c, bar_w), theme.level(*c)),
-            Span::raw(format!(" {c:>3.0}%")),
-        ]));
-    }
-    for d in &s.disks {
-        let pct = if d.total > 0 {
-            d.used as f32 * 100.0 / d.total as f32
-        } else {
-            0.0
-        };
-        lines.push(Line::from(vec![
-            Span::styled(format!("{:<5}", truncate(&d.mount, 5)), theme.heading()),
-            Span::styled(bar(pct, bar_w), theme.level(pct)),
-            Span::raw(format!(" {pct:>3.0}%")),
-        ]));
-    }
-    frame.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title("usage")),
-        left,
-    );
-    let rows: Vec<Row<'_>> = s
-        .top_cpu
-        .iter()
-        .map(|p| {
-            Row::new(vec![
-                p.pid.to_string(),
-                truncate(&p.name, 18),
-                format!("{:.1}%", p.cpu_pct),
-                format::bytes(p.rss),
-            ])
-        })
-        .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(7),
-            Constraint::Min(8),
-            Constraint::Length(6),
-            Constraint::Length(7),
-        ],
-    )
-    .header(Row::new(vec!["PID", "TOP CPU", "CPU", "RSS"]).style(theme.heading()))
-    .block(Block::default().borders(Borders::TOP).title("processes"));
-    frame.render_widget(table, right);
+    render_usage(theme, frame, left, s);
+    render_processes(theme, frame, right, s);
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
+fn render_history(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
+    let cols = Layout::horizontal([Constraint::Ratio(1, 3); 3]).split(area);
+    let points = app
+        .history
+        .as_ref()
+        .map(|h| h.points.as_slice())
+        .unwrap_or(&[]);
+    let tail = |w: u16| points.len().saturating_sub(w.saturating_sub(2) as usize);
+    let series: [(&str, Vec<u64>); 3] = [
+        (
+            "cpu % 1h",
+            points.iter().map(|p| p.cpu_avg.round() as u64).collect(),
+        ),
+        (
+            "mem % 1h",
+            points
+                .iter()
+                .map(|p| (p.mem_avg * 100).checked_div(p.mem_total).unwrap_or(0))
+                .collect(),
+        ),
+        (
+            "net 1h",
+            points.iter().map(|p| p.net_rx_avg + p.net_tx_avg).collect(),
+        ),
+    ];
+    for (i, (title, data)) in series.iter().enumerate() {
+        let area = cols[i];
+        let last = data
+            .last()
+            .map(|v| {
+                if i == 2 {
+                    format::bytes(*v) + "/s"
+                } else {
+                    format!("{v}%")
+                }
+            })
+            .unwrap_or_default();
+        let block = Block::default()
+            .borders(Borders::TOP)
+            .title(Line::from(vec![
+                Span::styled(format!("{title} "), theme.heading()),
+                Span::raw(last),
+            ]));
+        let data = &data[tail(area.width).min(data.len())..];
+        let mut spark = Sparkline::default().block(block).data(data);
+        if i < 2 {
+            spark = spark.max(100);
+        }
+        frame.render_widget(spark.style(theme.ok()), area);
+    }
+}
+
+fn render_usage(theme: Theme, frame: &mut Frame<'_>, area: Rect, s: &MetricsSample) {
+    let bar_w = (area.width as usize).saturating_sub(12).clamp(4, 40);
+    let pct = |used: u64, total: u64| {
+        if total > 0 {
+            used as f32 * 100.0 / total as f32
+        } else {
+            0.0
+        }
+    };
+    let line = |label: String, p: f32| {
+        Line::from(vec![
+            Span::raw(format!("{label:<5}")),
+            Span::styled(bar(p, bar_w), theme.level(p)),
+            Span::raw(format!(" {p:>3.0}%")),
+        ])
+    };
+    let mut lines = vec![
+        line("cpu".into(), s.cpu_pct),
+        line("mem".into(), pct(s.mem_used, s.mem_total)),
+        line("swap".into(), pct(s.swap_used, s.swap_total)),
+    ];
+    lines.extend(
+        s.per_core_pct
+            .iter()
+            .enumerate()
+            .map(|(i, c)| line(format!("c{i}"), *c)),
+    );
+    lines.extend(
+        s.disks
+            .iter()
+            .map(|d| line(truncate(&d.mount, 5), pct(d.used, d.total))),
+    );
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title("usage")),
+        area,
+    );
+}
+
+fn render_processes(theme: Theme, frame: &mut Frame<'_>, area: Rect, s: &MetricsSample) {
+    let [top_cpu, top_mem] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    for (list, title, area) in [
+        (&s.top_cpu, "top by cpu", top_cpu),
+        (&s.top_mem, "top by memory", top_mem),
+    ] {
+        let rows: Vec<Row<'_>> = list
+            .iter()
+            .map(|p| {
+                Row::new(vec![
+                    p.pid.to_string(),
+                    truncate(&p.name, 18),
+                    format!("{:.1}%", p.cpu_pct),
+                    format::bytes(p.rss),
+                ])
+            })
+            .collect();
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Length(7),
+                Constraint::Min(8),
+                Constraint::Length(6),
+                Constraint::Length(7),
+            ],
+        )
+        .header(Row::new(vec!["PID", "NAME", "CPU", "RSS"]).style(theme.heading()))
+        .block(Block::default().borders(Borders::TOP).title(title));
+        frame.render_widget(table, area);
+    }
 }

@@ -1,0 +1,46 @@
+//! Metrics history ingest: how many per-minute rows per second the history writer stores (batched
+//! upserts plus ten-minute roll-ups into a real SQLite file), which bounds how many agents one hub
+//! can keep history for. Run: `cargo bench -p flotilla-hubd --bench history_ingest`.
+
+use flotilla_wire::msg::MinuteAggregate;
+use flotilla_wire::{IdentityId, Role};
+use hubd::history::{History, Retention};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Agents simulated: the largest fleet.
+const AGENTS: usize = 20_000;
+/// Minutes each agent reports: 3 minutes of a 20,000-agent fleet is 60,000 rows.
+const MINUTES: u64 = 3;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, thread) = hubd::store::Store::open(&dir.path().join("bench.db")).expect("store");
+        let retention = Retention { minute_days: 30, ten_minute_days: 365 };
+        let (history, writer) = History::start(store.clone(), retention, CancellationToken::new()).await;
+        let ids: Vec<IdentityId> = (0..AGENTS).map(|i| IdentityId::from_random(Role::Agent, (i as u64).to_be_bytes())).collect();
+        let base = 1_800_000_000_000u64; // a multiple of 10 minutes
+        let started = Instant::now();
+        for m in 0..MINUTES {
+            for id in &ids {
+                let minute = MinuteAggregate { start_ms: base + m * 60_000, samples: 12, cpu_avg: 12.5, cpu_max: 40.0, mem_avg: 1 << 30, mem_max: 1 << 31, mem_total: 8 << 30, ..Default::default() };
+                history.record_backfill(id, vec![minute]).await;
+            }
+        }
+        drop(history);
+        writer.await.expect("writer");
+        let elapsed = started.elapsed().as_secs_f64();
+        let rows = AGENTS as u64 * MINUTES;
+        let stored: i64 = store.call(|c| Ok(c.query_row("SELECT count(*) FROM metrics_1m", [], |r| r.get(0))?)).await.expect("count");
+        assert_eq!(stored as u64, rows, "every row stored");
+        drop(store);
+        let _ = thread.join();
+        println!("history_ingest: {rows} minute rows from {AGENTS} agents in {elapsed:.2} s = {:.0} rows/s", rows as f64 / elapsed);
+        println!("history_ingest: at one row per agent per minute that is history for {:.0} agents", rows as f64 / elapsed * 60.0);
+    });
+}

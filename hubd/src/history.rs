@@ -1,0 +1,172 @@
+//! Metrics history: folds live samples into minutes in memory and hands finished minutes (and
+//! back-filled ones) to one writer task that stores them in batched transactions, rolls them up into
+//! ten-minute buckets and prunes both tables by itself.
+
+use crate::store::{self, Store, now_ms};
+use flotilla_wire::IdentityId;
+use flotilla_wire::aggregate::{MinuteFolder, TEN_MINUTES_MS, bucket_start};
+use flotilla_wire::msg::{MetricsSample, MinuteAggregate};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Minute rows waiting for the writer. At 20,000 agents about 333 minutes close per second; this holds
+/// a minute of them, and a full queue makes metrics streams wait (back-pressure to the agents) instead
+/// of growing memory.
+const WRITE_QUEUE: usize = 20_000;
+/// Rows per transaction: big enough to amortise the commit, small enough to keep the store thread
+/// responsive to enrolments and operator queries.
+const MAX_BATCH: usize = 5_000;
+/// How often old buckets are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+type Row = (IdentityId, MinuteAggregate);
+
+/// Retention of the two resolutions.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Days of 1-minute buckets.
+    pub minute_days: u32,
+    /// Days of 10-minute buckets.
+    pub ten_minute_days: u32,
+}
+
+/// Front of the history writer.
+pub struct History {
+    tx: mpsc::Sender<Vec<Row>>,
+    folders: Mutex<HashMap<IdentityId, MinuteFolder>>,
+}
+
+impl History {
+    /// Prunes what is past retention, then starts the writer task; it ends once every `History` is
+    /// dropped and its queue is written. Pruning first means no query ever sees expired buckets.
+    pub async fn start(
+        store: Store,
+        retention: Retention,
+        cancel: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        prune(&store, retention).await;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let task = tokio::spawn(writer(rx, store, retention, cancel));
+        (
+            Self {
+                tx,
+                folders: Mutex::default(),
+            },
+            task,
+        )
+    }
+
+    fn folders(&self) -> std::sync::MutexGuard<'_, HashMap<IdentityId, MinuteFolder>> {
+        self.folders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn send(&self, rows: Vec<Row>) {
+        if !rows.is_empty() && self.tx.send(rows).await.is_err() {
+            tracing::warn!("history writer gone; minute dropped");
+        }
+    }
+
+    /// Folds a live sample; a finished minute goes to the writer.
+    pub async fn record(&self, id: &IdentityId, sample: &MetricsSample) {
+        let done = self.folders().entry(id.clone()).or_default().push(sample);
+        if let Some(minute) = done {
+            self.send(vec![(id.clone(), minute)]).await;
+        }
+    }
+
+    /// Stores minutes an agent buffered while the hub was unreachable.
+    pub async fn record_backfill(&self, id: &IdentityId, minutes: Vec<MinuteAggregate>) {
+        self.send(minutes.into_iter().map(|m| (id.clone(), m)).collect())
+            .await;
+    }
+
+    /// Writes the minute in progress of `id` (it disconnected; a reconnect in the same minute merges).
+    pub async fn flush_agent(&self, id: &IdentityId) {
+        let partial = self.folders().remove(id).and_then(|mut f| f.take());
+        if let Some(m) = partial {
+            self.send(vec![(id.clone(), m)]).await;
+        }
+    }
+
+    /// Writes every minute in progress (shutdown).
+    pub async fn flush_all(&self) {
+        let rows: Vec<Row> = self
+            .folders()
+            .drain()
+            .filter_map(|(id, mut f)| f.take().map(|m| (id, m)))
+            .collect();
+        self.send(rows).await;
+    }
+}
+
+async fn prune(store: &Store, retention: Retention) {
+    let day = 86_400_000u64;
+    let now = now_ms();
+    let minute_cut = now.saturating_sub(u64::from(retention.minute_days) * day);
+    let ten_cut = now.saturating_sub(u64::from(retention.ten_minute_days) * day);
+    match store
+        .call(move |c| Ok(store::metrics::prune(c, minute_cut, ten_cut)?))
+        .await
+    {
+        Ok((a, b)) if a + b > 0 => {
+            tracing::info!(minutes = a, ten_minutes = b, "pruned metrics history")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "pruning metrics history failed"),
+    }
+}
+
+async fn write_batch(store: &Store, batch: Vec<Row>) {
+    let n = batch.len();
+    let windows: BTreeSet<(IdentityId, u64)> = batch
+        .iter()
+        .map(|(id, m)| (id.clone(), bucket_start(m.start_ms, TEN_MINUTES_MS)))
+        .collect();
+    let res = store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            store::metrics::upsert_minutes(&tx, &batch)?;
+            for (id, start) in &windows {
+                store::metrics::rollup(&tx, id, *start)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::error!(rows = n, error = %e, "could not store metrics history");
+    }
+}
+
+async fn writer(
+    mut rx: mpsc::Receiver<Vec<Row>>,
+    store: Store,
+    retention: Retention,
+    cancel: CancellationToken,
+) {
+    let mut prune_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
+    loop {
+        let mut batch = tokio::select! {
+            biased;
+            rows = rx.recv() => match rows {
+                Some(rows) => rows,
+                None => return,
+            },
+            _ = prune_tick.tick(), if !cancel.is_cancelled() => {
+                prune(&store, retention).await;
+                continue;
+            }
+        };
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(rows) => batch.extend(rows),
+                Err(_) => break,
+            }
+        }
+        write_batch(&store, batch).await;
+    }
+}
