@@ -58,12 +58,18 @@ pub enum Command {
         /// Metrics interval, milliseconds (0: as the hub says).
         #[arg(long, default_value_t = 0)]
         metrics_interval_ms: u32,
+        /// Exec policy of every agent: off, allowlist or any.
+        #[arg(long, default_value = "off", value_parser = ["off", "allowlist", "any"])]
+        exec: String,
     },
     /// Connect to the hub and serve until SIGTERM or SIGINT.
     Run {
         /// Metrics interval override, milliseconds (minimum 1000).
         #[arg(long)]
         metrics_interval_ms: Option<u32>,
+        /// Exec policy override: off, allowlist or any (agent.toml's `exec`; default off).
+        #[arg(long, value_parser = ["off", "allowlist", "any"])]
+        exec: Option<String>,
     },
 }
 
@@ -160,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             count,
             prefix,
             metrics_interval_ms,
+            exec,
         } => {
             let opts = crate::swarm::SwarmOptions {
                 token,
@@ -167,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dir: paths.data_dir.join("swarm"),
                 prefix,
                 metrics_interval_ms,
+                exec: crate::ExecMode::parse(&exec).unwrap_or_default(),
             };
             let cancel = CancellationToken::new();
             let task = tokio::spawn(crate::swarm::run(opts, cancel.clone()));
@@ -179,10 +187,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run {
             metrics_interval_ms,
+            exec,
         } => {
             let mut config = AgentConfig::load(&paths.data_dir)?;
             if let Some(ms) = metrics_interval_ms {
                 config.metrics_interval_ms = ms;
+            }
+            if let Some(mode) = exec.as_deref().and_then(crate::ExecMode::parse) {
+                config.exec = mode;
             }
             let cancel = CancellationToken::new();
             let agent = crate::start(&paths, config, cancel.clone())?;

@@ -8,11 +8,71 @@ use std::path::{Path, PathBuf};
 pub const CONFIG_FILE: &str = "agent.toml";
 
 /// The agent's settings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Metrics interval in milliseconds when nobody watches; 0 means "as the hub says".
     pub metrics_interval_ms: u32,
+    /// What the hub may run here. The agent has the last word: the hub cannot raise it.
+    pub exec: ExecMode,
+    /// With `exec = "allowlist"`: exact absolute paths of programs that may run (a bare name also
+    /// matches the one entry with that file name).
+    pub allowlist: Vec<PathBuf>,
+    /// With `exec = "allowlist"`: a directory whose scripts may run by name (or a relative path
+    /// without `..`); symlinks leading out of it are refused.
+    pub scripts_dir: Option<PathBuf>,
+    /// Working directory of commands; `/` when unset.
+    pub workdir: Option<PathBuf>,
+    /// After SIGTERM on cancel or timeout, milliseconds before SIGKILL.
+    pub kill_grace_ms: u32,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            metrics_interval_ms: 0,
+            exec: ExecMode::Off,
+            allowlist: Vec::new(),
+            scripts_dir: None,
+            workdir: None,
+            kill_grace_ms: DEFAULT_KILL_GRACE_MS,
+        }
+    }
+}
+
+/// Default SIGTERM-to-SIGKILL grace: long enough for a service to flush and exit, short enough that
+/// Ctrl-C feels immediate when a command ignores SIGTERM.
+pub const DEFAULT_KILL_GRACE_MS: u32 = 5000;
+
+/// Exec policy of an agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecMode {
+    /// Nothing runs except built-in checks (the default on an installed agent).
+    #[default]
+    Off,
+    /// Only `allowlist` programs and `scripts_dir` scripts run; no shell.
+    Allowlist,
+    /// Anything runs, shell included, as agentd's user.
+    Any,
+}
+
+impl ExecMode {
+    /// The word used in agent.toml and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Allowlist => "allowlist",
+            Self::Any => "any",
+        }
+    }
+
+    /// Parses [`ExecMode::as_str`] output.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Off, Self::Allowlist, Self::Any]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
 }
 
 impl AgentConfig {
@@ -49,6 +109,51 @@ impl AgentConfig {
                 self.metrics_interval_ms
             )));
         }
+        let bad = |m: String| Err(AgentError::Config(m));
+        for entry in &self.allowlist {
+            if !entry.is_absolute() {
+                return bad(format!(
+                    "allowlist entry {} must be an absolute path",
+                    entry.display()
+                ));
+            }
+            if entry
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return bad(format!(
+                    "allowlist entry {} must not contain '..'",
+                    entry.display()
+                ));
+            }
+        }
+        for (key, dir) in [
+            ("scripts_dir", &self.scripts_dir),
+            ("workdir", &self.workdir),
+        ] {
+            if let Some(dir) = dir
+                && !dir.is_absolute()
+            {
+                return bad(format!(
+                    "{key} = {} must be an absolute path",
+                    dir.display()
+                ));
+            }
+        }
+        if self.exec == ExecMode::Allowlist
+            && self.allowlist.is_empty()
+            && self.scripts_dir.is_none()
+        {
+            return bad(
+                "exec = \"allowlist\" with an empty allowlist and no scripts_dir would refuse everything: add entries, or set exec = \"off\"".into(),
+            );
+        }
+        if !(100..=600_000).contains(&self.kill_grace_ms) {
+            return bad(format!(
+                "kill_grace_ms = {} must be between 100 and 600000",
+                self.kill_grace_ms
+            ));
+        }
         Ok(())
     }
 }
@@ -58,4 +163,50 @@ impl AgentConfig {
 pub struct AgentPaths {
     /// Data directory (identity, config).
     pub data_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, String> {
+        let cfg: AgentConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn exec_is_off_unless_configured() {
+        let cfg = parse("").expect("empty");
+        assert_eq!(cfg.exec, ExecMode::Off);
+        assert_eq!(cfg.kill_grace_ms, DEFAULT_KILL_GRACE_MS);
+        let cfg = parse(
+            "exec = \"allowlist\"\nallowlist = [\"/usr/bin/uptime\"]\nscripts_dir = \"/opt/flotilla/scripts\"\nworkdir = \"/tmp\"\n",
+        )
+        .expect("allowlist");
+        assert_eq!(cfg.exec, ExecMode::Allowlist);
+        assert_eq!(cfg.allowlist, [PathBuf::from("/usr/bin/uptime")]);
+        assert_eq!(parse("exec = \"any\"").expect("any").exec, ExecMode::Any);
+    }
+
+    #[test]
+    fn bad_exec_settings_are_named() {
+        let err = |t: &str| parse(t).expect_err(t);
+        assert!(err("exec = \"all\"").contains("unknown variant `all`"));
+        assert!(err("exec_mode = \"any\"").contains("unknown field `exec_mode`"));
+        assert_eq!(
+            err("exec = \"allowlist\"\nallowlist = [\"uptime\"]"),
+            "config: allowlist entry uptime must be an absolute path"
+        );
+        assert_eq!(
+            err("exec = \"allowlist\"\nallowlist = [\"/usr/bin/../bin/sh\"]"),
+            "config: allowlist entry /usr/bin/../bin/sh must not contain '..'"
+        );
+        assert!(err("exec = \"allowlist\"").contains("would refuse everything"));
+        assert_eq!(
+            err("workdir = \"tmp\""),
+            "config: workdir = tmp must be an absolute path"
+        );
+        assert!(err("kill_grace_ms = 5").contains("between 100 and 600000"));
+    }
 }

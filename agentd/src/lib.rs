@@ -1,17 +1,19 @@
 //! agentd: the Flotilla agent. Enrols with a join token (its key never leaves the machine), then keeps
-//! a QUIC link to the hub with mutual TLS and streams metrics over it.
+//! a QUIC link to the hub with mutual TLS, streams metrics over it, and runs the commands the hub
+//! sends within its own exec policy.
 //!
 //! Main entry points: [`enroll`] and [`start`].
 
 pub mod cli;
 pub mod config;
 mod error;
+pub mod exec;
 pub mod link;
 pub mod metrics;
 pub mod sampler;
 pub mod swarm;
 
-pub use config::{AgentConfig, AgentPaths};
+pub use config::{AgentConfig, AgentPaths, ExecMode};
 pub use error::AgentError;
 pub use link::LinkState;
 
@@ -99,6 +101,9 @@ pub fn start(
         hello: local_hello(),
         metrics_interval_ms: config.metrics_interval_ms,
         state: state_tx,
+        exec: std::sync::Arc::new(exec::ExecContext::new(exec::ExecPolicy::from_config(
+            &config,
+        ))),
     };
     let (buffered_tx, buffered_rx) = watch::channel(0);
     let task = tokio::spawn(run_link(

@@ -77,6 +77,8 @@ pub struct Link {
     pub metrics_interval_ms: u32,
     /// Where state changes are published.
     pub state: watch::Sender<LinkState>,
+    /// Exec policy and slots for the streams the hub opens.
+    pub exec: std::sync::Arc<crate::exec::ExecContext>,
 }
 
 /// Samples from the sampler, and what accumulates while no session can take them.
@@ -223,14 +225,34 @@ impl Link {
             }
         };
         let metrics = send_metrics(&conn, outbox);
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                conn.close(ErrorCode::Goodbye.as_u32().into(), b"agent shutting down");
-                Ok(())
+        tokio::pin!(metrics, control);
+        // Streams the hub opens (exec, ping). Dropping this set when the session ends aborts them,
+        // which kills their commands' process groups.
+        let mut streams = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                // Cancel first: the sampler stops on the same token, and a session ending on "sampler
+                // stopped" instead would drop the connection without the goodbye.
+                biased;
+                _ = cancel.cancelled() => {
+                    conn.close(ErrorCode::Goodbye.as_u32().into(), b"agent shutting down");
+                    return Ok(());
+                }
+                err = conn.closed() => return Err(dial::explain(&err)),
+                err = &mut metrics => return Err(err),
+                err = &mut control => return Err(err),
+                accepted = conn.accept_bi() => match accepted {
+                    Ok((send, recv)) => {
+                        streams.spawn(crate::exec::serve(self.exec.clone(), conn.clone(), send, recv));
+                    }
+                    Err(err) => return Err(dial::explain(&err)),
+                },
+                Some(joined) = streams.join_next(), if !streams.is_empty() => {
+                    if let Err(e) = joined && e.is_panic() {
+                        tracing::error!(error = %e, "hub stream task panicked");
+                    }
+                }
             }
-            err = conn.closed() => Err(dial::explain(&err)),
-            err = metrics => Err(err),
-            err = control => Err(err),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 mod endpoint;
 mod error;
+pub mod exec;
 pub mod history;
 pub mod registry;
 mod session;
@@ -53,6 +54,8 @@ pub struct HubCtx {
     pub stats: Stats,
     /// Metrics history writer.
     pub history: history::History,
+    /// Running exec jobs.
+    pub jobs: exec::Jobs,
 }
 
 /// What `hubd init` made.
@@ -210,6 +213,7 @@ async fn open_ctx(
         advertised,
         stats: Stats::default(),
         history,
+        jobs: exec::Jobs::default(),
     };
     Ok((Arc::new(ctx), store_thread))
 }
@@ -246,6 +250,7 @@ pub async fn start(
         .local_addr()
         .map_err(|e| HubError::io("local address", e))?;
     let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port()).await?;
+    exec::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     std::fs::write(paths.addr_file(), format!("{local_addr}\n"))
         .map_err(|e| HubError::io("write hub.addr", e))?;
@@ -292,6 +297,7 @@ pub async fn start(
         {
             tracing::warn!("sessions still running at the drain deadline");
         }
+        ctx.jobs.wait(DRAIN_DEADLINE).await;
         ctx.registry.close_all(ErrorCode::ShuttingDown);
         endpoint.close(
             ErrorCode::ShuttingDown.as_u32().into(),

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod identities;
+pub mod jobs;
 pub mod metrics;
 mod migrate;
 pub mod tokens;

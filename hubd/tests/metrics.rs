@@ -262,6 +262,7 @@ async fn a_swarm_of_200_agents_reports_to_a_real_hub() {
         dir: dir.path().join("swarm"),
         prefix: "sw".into(),
         metrics_interval_ms: 1000,
+        exec: agentd::ExecMode::Off,
     };
     let swarm = tokio::spawn(agentd::swarm::run(opts, cancel.clone()));
     let mut online: HashSet<IdentityId> = HashSet::new();

@@ -82,6 +82,53 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command on the selected agents: `flotilla exec 'web-*' --timeout 30s -- uptime`.
+    Exec(crate::exec::ExecArgs),
+    /// Health of the selected agents: healthy, degraded or unhealthy, with reasons.
+    Health {
+        /// Agents (same grammar as exec).
+        selector: String,
+        /// Give up on an agent after this long (500ms, 30s, 5m).
+        #[arg(long, value_parser = crate::exec::parse_timeout)]
+        timeout: Option<std::time::Duration>,
+        /// Print NDJSON events.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Round trip from the hub to each selected agent, and its clock offset.
+    Ping {
+        /// Agents (same grammar as exec).
+        selector: String,
+        /// Print JSON (one object per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past jobs, newest first.
+    Jobs {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: who ran what where, each agent's result and the end of its output.
+    Job {
+        /// Job id (from `flotilla jobs` or the exec summary).
+        id: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log: who did what, when, to which target.
+    Audit {
+        /// How many of the newest entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a local hub and agents in a temporary directory and attach to them.
     Demo {
         /// Number of agents.
@@ -274,7 +321,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { agents, no_console } => crate::demo::run(*agents, *no_console).await,
+        Command::Exec(args) => {
+            exec_like(&cli, |c| async move {
+                crate::exec::exec_command(&c, &args.request(), args.json).await
+            })
+            .await
+        }
+        Command::Health {
+            selector,
+            timeout,
+            json,
+        } => {
+            exec_like(&cli, |c| async move {
+                let req = crate::exec::health_request(selector, *timeout);
+                crate::exec::exec_command(&c, &req, *json).await
+            })
+            .await
+        }
+        Command::Ping { selector, json } => {
+            exec_like(&cli, |c| async move {
+                crate::exec::ping_command(&c, selector, *json).await
+            })
+            .await
+        }
+        Command::Jobs { limit, json } => {
+            exec_like(&cli, |c| async move {
+                crate::exec::jobs_command(&c, *limit, *json).await
+            })
+            .await
+        }
+        Command::Job { id, json } => {
+            exec_like(&cli, |c| async move {
+                crate::exec::job_command(&c, *id, *json).await
+            })
+            .await
+        }
+        Command::Audit { limit, json } => {
+            exec_like(&cli, |c| async move {
+                crate::exec::audit_command(&c, *limit, *json).await
+            })
+            .await
+        }
     }
+}
+
+/// Connects, runs `f`, closes; the exit status comes from `f`.
+async fn exec_like<F, Fut>(cli: &Cli, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(std::sync::Arc<Client>) -> Fut,
+    Fut: Future<Output = Result<u8, ClientError>>,
+{
+    let client = std::sync::Arc::new(Client::connect(&cli.login()?).await?);
+    let result = f(client.clone()).await;
+    client.close().await;
+    Ok(ExitCode::from(result?))
 }
 
 /// Prints events until the hub closes the subscription or Ctrl-C.

@@ -175,6 +175,11 @@ impl Client {
         Ok(send)
     }
 
+    /// The QUIC connection, for streams other modules open (exec, queries).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
     /// Closes the connection cleanly.
     pub async fn close(&self) {
         self.conn.close(ErrorCode::Ok.as_u32().into(), b"bye");

@@ -11,6 +11,7 @@ pub mod client;
 pub mod console;
 pub mod demo;
 pub mod event;
+pub mod exec;
 pub mod format;
 pub mod keymap;
 pub mod strings;

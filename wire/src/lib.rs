@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod codes;
+pub mod exec;
 pub mod frame;
 pub mod ids;
 #[cfg(feature = "io")]

@@ -166,6 +166,12 @@ pub enum StreamOpen {
         /// Name or id of the agent watched.
         query: String,
     },
+    /// Operator to hub, bidirectional: one [`crate::exec::ExecRequest`], then optional
+    /// [`crate::exec::ExecControl`]; the hub answers [`crate::exec::ExecEvent`]s.
+    Exec,
+    /// Operator to hub, bidirectional: one [`crate::exec::Query`]; the hub answers
+    /// [`crate::exec::QueryReply`] frames up to `End`.
+    Query,
 }
 
 /// Frames on the metrics stream.

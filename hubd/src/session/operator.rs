@@ -149,6 +149,8 @@ async fn serve_stream(
             }
         }
         StreamOpen::Metrics => refuse(&mut send, &mut recv, ErrorCode::Forbidden),
+        StreamOpen::Exec => crate::exec::serve_exec(ctx, actor, send, recv, cancel).await,
+        StreamOpen::Query => crate::exec::serve_query(ctx, actor, send, recv, cancel).await,
     }
 }
 
