@@ -5,6 +5,7 @@
 //! so every enum here is append-only; a changed field means a new variant and a [`PROTOCOL_VERSION`] bump.
 
 pub mod codes;
+pub mod files;
 pub mod frame;
 pub mod ids;
 #[cfg(feature = "io")]

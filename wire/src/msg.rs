@@ -161,6 +161,17 @@ pub enum StreamOpen {
     Request,
     /// Operator to hub, bidirectional: the hub pushes [`FleetEvent`]s until either side closes.
     Events,
+    /// Agent to hub, unidirectional: [`crate::files::SnapshotFrame`]s of its shared folder follow.
+    Snapshot,
+    /// Operator to hub, bidirectional: one [`crate::files::ListRequest`], then
+    /// [`crate::files::ListReply`]s.
+    FileList,
+    /// Operator to hub, bidirectional: one [`crate::files::WatchRequest`], then
+    /// [`crate::files::FileEvent`]s until either side closes.
+    FileWatch,
+    /// Operator to hub, bidirectional: one [`crate::files::CopyRequest`], then
+    /// [`crate::files::TransferFrame`]s both ways.
+    Copy,
 }
 
 /// Frames on the metrics stream.
@@ -577,7 +588,15 @@ mod tests {
             &HubControl::SetMetricsInterval { interval_ms: 1000 },
             StreamKind::Control,
         );
-        for open in [StreamOpen::Metrics, StreamOpen::Request, StreamOpen::Events] {
+        for open in [
+            StreamOpen::Metrics,
+            StreamOpen::Request,
+            StreamOpen::Events,
+            StreamOpen::Snapshot,
+            StreamOpen::FileList,
+            StreamOpen::FileWatch,
+            StreamOpen::Copy,
+        ] {
             round_trip(&open, StreamKind::Control);
         }
         round_trip(&MetricsFrame::Sample(sample()), StreamKind::Metrics);
@@ -669,6 +688,11 @@ mod tests {
         assert_eq!(
             postcard::to_stdvec(&StreamOpen::Events).expect("encode"),
             [2]
+        );
+        assert_eq!(
+            postcard::to_stdvec(&StreamOpen::Copy).expect("encode"),
+            [6],
+            "file streams are appended after the first three"
         );
         assert_eq!(
             postcard::to_stdvec(&OpRequest::Agent { query: "a".into() }).expect("encode"),
