@@ -48,6 +48,12 @@ pub enum Command {
         /// Metrics interval override, milliseconds (minimum 1000).
         #[arg(long)]
         metrics_interval_ms: Option<u32>,
+        /// Folder shared with the fleet (default: `shared` in the data directory).
+        #[arg(long, env = "FLOTILLA_SHARED_DIR")]
+        shared_dir: Option<PathBuf>,
+        /// Refuse transfers into the shared folder.
+        #[arg(long)]
+        read_only: bool,
     },
 }
 
@@ -79,6 +85,10 @@ pub fn main() -> ExitCode {
             .init();
     }
     flotilla_certs::install_crypto_provider();
+    // Under a file-size limit (`ulimit -f`) a write past it raises SIGXFSZ, whose default action
+    // kills the process; ignored, the write fails with EFBIG and the transfer reports no space.
+    // SAFETY: setting a signal disposition to SIG_IGN before any other thread starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,11 +151,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run {
             metrics_interval_ms,
+            shared_dir,
+            read_only,
         } => {
             let mut config = AgentConfig::load(&paths.data_dir)?;
             if let Some(ms) = metrics_interval_ms {
                 config.metrics_interval_ms = ms;
             }
+            if let Some(dir) = shared_dir {
+                config.shared_dir = Some(dir);
+            }
+            config.read_only |= read_only;
             let cancel = CancellationToken::new();
             let agent = crate::start(&paths, config, cancel.clone())?;
             wait_for_signal().await;

@@ -1,5 +1,6 @@
 //! agentd: the Flotilla agent. Enrols with a join token (its key never leaves the machine), then keeps
-//! a QUIC link to the hub with mutual TLS and streams metrics over it.
+//! a QUIC link to the hub with mutual TLS and streams metrics over it. It shares one folder with the
+//! fleet: [`watch`] keeps the hub's copy of its tree current and [`transfer`] serves reads and writes.
 //!
 //! Main entry points: [`enroll`] and [`start`].
 
@@ -8,6 +9,8 @@ pub mod config;
 mod error;
 pub mod link;
 pub mod metrics;
+pub mod transfer;
+mod watch;
 
 pub use config::{AgentConfig, AgentPaths};
 pub use error::AgentError;
@@ -17,7 +20,7 @@ use flotilla_certs::{IDENTITY_STEM, Identity};
 use flotilla_wire::PROTOCOL_VERSION;
 use flotilla_wire::msg::{Hello, Labels};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+
 use tokio_util::sync::CancellationToken;
 
 /// What this machine says about itself in hello.
@@ -60,7 +63,7 @@ pub fn create_private_dir(dir: &std::path::Path) -> Result<(), flotilla_certs::C
 /// A running agent.
 pub struct RunningAgent {
     /// Link state changes.
-    pub state: watch::Receiver<LinkState>,
+    pub state: tokio::sync::watch::Receiver<LinkState>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -86,13 +89,18 @@ pub fn start(
     let identity = Identity::load(&paths.data_dir, IDENTITY_STEM)?;
     let hubs = Identity::load_hubs(&paths.data_dir)?;
     let client = flotilla_certs::dial::identity_config(&identity)?;
-    let (state_tx, state_rx) = watch::channel(LinkState::Disconnected("starting".into()));
+    let files = Arc::new(transfer::SharedFolder::open(
+        &config.shared_dir(&paths.data_dir),
+        config.read_only,
+    )?);
+    let (state_tx, state_rx) = tokio::sync::watch::channel(LinkState::Disconnected("starting".into()));
     let link = link::Link {
         client,
         hubs,
         hello: local_hello(),
         metrics_interval_ms: config.metrics_interval_ms,
         state: state_tx,
+        files,
     };
     let collector = Arc::new(Mutex::new(metrics::Collector::new()));
     let task = tokio::spawn(link.run(collector, cancel));

@@ -76,6 +76,8 @@ pub struct Link {
     pub metrics_interval_ms: u32,
     /// Where state changes are published.
     pub state: watch::Sender<LinkState>,
+    /// The shared folder: snapshots to the hub, transfers from it.
+    pub files: Arc<crate::transfer::SharedFolder>,
 }
 
 /// Words for a failure, with advice.
@@ -188,6 +190,9 @@ impl Link {
                 }
             }
         };
+        let snapshots = crate::watch::run(conn.clone(), self.files.clone());
+        let transfers =
+            crate::transfer::serve(conn.clone(), self.files.clone(), welcome.name.clone());
         tokio::select! {
             _ = cancel.cancelled() => {
                 conn.close(ErrorCode::Goodbye.as_u32().into(), b"agent shutting down");
@@ -196,6 +201,8 @@ impl Link {
             err = conn.closed() => Err(dial::explain(&err)),
             err = metrics => Err(err),
             err = control => Err(err),
+            err = snapshots => Err(err),
+            err = transfers => Err(err),
         }
     }
 }
