@@ -1,5 +1,6 @@
 //! hubd: the Flotilla hub. Accepts agents and operators over QUIC with mutual TLS, enrols new
-//! identities from join tokens, keeps the registry and audit log in SQLite and live state in memory.
+//! identities from join tokens, keeps the registry and audit log in SQLite and live state in memory,
+//! keeps every agent's shared-folder tree and relays file transfers between agents and operators.
 //!
 //! Main entry points: [`init`] (create a hub's data directory), [`start`] (serve until cancelled),
 //! [`offline_request`] (run an admin request against a stopped hub's database).
@@ -11,6 +12,7 @@ pub mod config;
 mod endpoint;
 mod error;
 mod registry;
+mod relay;
 mod session;
 mod stats;
 pub mod store;
@@ -19,6 +21,7 @@ pub use admin_socket::request as admin_request;
 pub use config::{HubConfig, HubPaths};
 pub use error::HubError;
 pub use registry::Registry;
+pub use relay::Files;
 pub use stats::Stats;
 
 use flotilla_certs::{Ca, IDENTITY_STEM, Identity};
@@ -50,6 +53,8 @@ pub struct HubCtx {
     pub advertised: Vec<String>,
     /// Counters.
     pub stats: Stats,
+    /// Shared-folder trees, file events and transfers in flight.
+    pub files: Arc<Files>,
 }
 
 /// What `hubd init` made.
@@ -197,6 +202,7 @@ fn open_ctx(
         config,
         advertised,
         stats: Stats::default(),
+        files: Arc::new(Files::new()),
     };
     Ok((Arc::new(ctx), store_thread))
 }

@@ -679,6 +679,21 @@ pub fn normalize_rel_path(path: &str) -> Result<String, PathError> {
     Ok(p.to_owned())
 }
 
+/// postcard's index of [`TransferFrame::Chunk`]: pinned by a test, since the hub recognises chunk
+/// frames by it to forward them without decoding.
+pub const CHUNK_VARIANT: u8 = 5;
+
+/// If `body` (a frame body without its length prefix) is a [`TransferFrame::Chunk`], the length of
+/// its data. The hub relays chunks untouched and only needs to know that one is a chunk.
+pub fn chunk_data_len(body: &[u8]) -> Option<usize> {
+    let (&tag, rest) = body.split_first()?;
+    if tag != CHUNK_VARIANT {
+        return None;
+    }
+    let (len, data) = postcard::take_from_bytes::<u64>(rest).ok()?;
+    (usize::try_from(len).ok()? == data.len()).then_some(data.len())
+}
+
 /// Whether `name` (a final path component) is a destination's partial file, hidden from listings.
 pub fn is_partial_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX)
@@ -1017,6 +1032,20 @@ mod tests {
                 postcard::to_stdvec(self).expect("encode")
             }
         }
+    }
+
+    #[test]
+    fn chunk_frames_are_recognised_without_decoding() {
+        let body = postcard::to_stdvec(&TransferFrame::Chunk(Chunk(vec![3; 300]))).expect("encode");
+        assert_eq!(body[0], CHUNK_VARIANT);
+        assert_eq!(chunk_data_len(&body), Some(300));
+        assert_eq!(chunk_data_len(&body[..body.len() - 1]), None, "truncated");
+        let end = postcard::to_stdvec(&TransferFrame::End {
+            digest: Digest([0; 32]),
+        })
+        .expect("encode");
+        assert_eq!(chunk_data_len(&end), None);
+        assert_eq!(chunk_data_len(&[]), None);
     }
 
     #[test]

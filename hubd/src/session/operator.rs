@@ -118,7 +118,12 @@ async fn serve_stream(
             let _ = send.finish();
         }
         StreamOpen::Events => serve_events(&ctx, &mut send, cancel).await,
-        StreamOpen::Metrics => refuse(&mut send, &mut recv, ErrorCode::Forbidden),
+        StreamOpen::FileList => super::files::list(&ctx, &mut send, &mut recv).await,
+        StreamOpen::FileWatch => super::files::watch(&ctx, &mut send, &mut recv, cancel).await,
+        StreamOpen::Copy => crate::relay::copy(ctx, actor, send, recv, cancel).await,
+        StreamOpen::Metrics | StreamOpen::Snapshot => {
+            refuse(&mut send, &mut recv, ErrorCode::Forbidden)
+        }
     }
 }
 
