@@ -157,8 +157,11 @@ pub struct RunningHub {
 impl RunningHub {
     /// Waits until the hub has shut down (after its cancel token fires).
     pub async fn wait(self) -> Result<(), HubError> {
-        self.task
-            .await
+        // Our handle on the shared state must go first: the hub closes its store only once every
+        // holder has let go, and would otherwise wait for us forever.
+        let Self { task, ctx, .. } = self;
+        drop(ctx);
+        task.await
             .map_err(|e| HubError::io("hub task", std::io::Error::other(e.to_string())))?
     }
 }

@@ -75,6 +75,21 @@ impl Files {
         lock(&self.trees).get(id).cloned()
     }
 
+    /// Every tree that holds a complete snapshot: (agent, name, entries).
+    pub(crate) fn ready_trees(&self) -> Vec<(IdentityId, String, u64)> {
+        let trees: Vec<_> = lock(&self.trees)
+            .iter()
+            .map(|(id, t)| (id.clone(), t.clone()))
+            .collect();
+        trees
+            .into_iter()
+            .filter_map(|(id, t)| {
+                let t = lock(&t);
+                t.ready().then(|| (id, t.name.clone(), t.len() as u64))
+            })
+            .collect()
+    }
+
     /// Publishes an event to every watcher (none is fine).
     pub fn publish(&self, event: FileEvent) {
         if self.events.receiver_count() > 0 {

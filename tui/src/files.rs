@@ -523,8 +523,10 @@ async fn stat(client: &Client, agent: &str, path: &str) -> Result<Option<EntryKi
                 _ => Ok(Some(EntryKind::Dir)),
             }
         }
+        // Missing, or a path the hub refuses: the transfer itself then says why in its own words.
         Err(FilesError::Client(ClientError::Refused(r)))
-            if r.code == flotilla_wire::ErrorCode::NotFound && r.message.ends_with("not found") =>
+            if (r.code == flotilla_wire::ErrorCode::NotFound && r.message.ends_with("not found"))
+                || r.code == flotilla_wire::ErrorCode::BadRequest =>
         {
             Ok(None)
         }
@@ -800,9 +802,7 @@ async fn with_retries(
                     "both ends are local".into(),
                 ))),
             },
-            Err(e @ ClientError::Dial(flotilla_certs::dial::DialError::Unreachable(_))) => {
-                Err(retry(e))
-            }
+            Err(e) if reconnectable(&e) => Err(retry(e)),
             Err(e) => Err(Attempt::Fatal(e.into())),
         };
         match result {
@@ -851,6 +851,21 @@ async fn with_retries(
                 delay = (delay * 2).min(RETRY_MAX);
             }
         }
+    }
+}
+
+/// Whether dialling the hub again later may work: it is down, restarting or busy, not refusing us.
+fn reconnectable(e: &ClientError) -> bool {
+    use flotilla_certs::dial::DialError;
+    use flotilla_wire::ErrorCode;
+    match e {
+        ClientError::Dial(DialError::Unreachable(_) | DialError::Protocol(_))
+        | ClientError::Stream(_) => true,
+        ClientError::Dial(DialError::Refused(r)) => matches!(
+            r.code,
+            ErrorCode::ShuttingDown | ErrorCode::Timeout | ErrorCode::Internal | ErrorCode::Replaced
+        ),
+        _ => false,
     }
 }
 
@@ -1315,6 +1330,9 @@ async fn attempt_download(
             let _ = write_frame(&mut send, &TransferFrame::Cancel, MAX_TRANSFER_FRAME).await;
             let _ = send.finish();
             sink.discard();
+            // The hub ends the stream once the source is stopped and the cancel recorded.
+            let ended = async { while frames.next().await.is_ok() {} };
+            let _ = tokio::time::timeout(CANCEL_WAIT, ended).await;
             Err(Attempt::Cancelled)
         }
         Ok(TransferFrame::Failed(e)) => {

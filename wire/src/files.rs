@@ -228,6 +228,8 @@ pub enum SnapshotReason {
     Overflow,
     /// The hub asked, after it saw a gap in the sequence numbers.
     Requested,
+    /// Only in a [`FileEvent::Snapshot`]: the hub already held this tree when the watch started.
+    Held,
 }
 
 /// Frames on an agent's snapshot stream.
@@ -589,7 +591,8 @@ pub struct TransferEvent {
     pub at_ms: u64,
 }
 
-/// Hub to operator on a watch stream.
+/// Hub to operator on a watch stream. A watch opens with one [`FileEvent::Snapshot`] (reason
+/// [`SnapshotReason::Held`]) per agent whose tree the hub holds, then follows changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FileEvent {
     /// An agent sent a fresh snapshot of its folder.

@@ -187,7 +187,8 @@ enum Outcome {
     Cancel,
 }
 
-/// Facts about a transfer for its events and row.
+/// Facts about a transfer for its events and row. A final event is published after the row is
+/// written, so a watcher that sees it can read the record.
 struct Record {
     ctx: Arc<HubCtx>,
     transfer: TransferId,
@@ -875,8 +876,8 @@ async fn conclude(
             tracing::info!(bytes = done.size, resumed_from = done.resumed_from, blake3 = %done.digest, "copy verified");
             end_source(src_send, None);
             let _ = dst.send.finish();
-            rec.event(TransferState::Done);
             rec.finish(TransferOutcome::Done, "", done.digest.to_string()).await;
+            rec.event(TransferState::Done);
             if role != OpRole::Destination {
                 let _ = report.send(TransferFrame::Done(done)).await;
             }
@@ -885,8 +886,8 @@ async fn conclude(
             tracing::warn!(kind = ?err.kind, error = %err.message, "copy failed");
             end_source(src_send, Some(ErrorCode::Internal));
             let _ = dst.send.finish();
-            rec.event(TransferState::Failed(err.clone()));
             rec.finish(TransferOutcome::Failed, &err.message, String::new()).await;
+            rec.event(TransferState::Failed(err.clone()));
             let _ = report.send(TransferFrame::Failed(err)).await;
         }
         Outcome::DestFailed(err) | Outcome::SourceFailed(err) | Outcome::Interrupted(err) => {
@@ -894,19 +895,29 @@ async fn conclude(
             end_source(src_send, Some(ErrorCode::Internal));
             // A reset, not a frame: the data stream may be mid-frame.
             dst.reset(ErrorCode::Internal);
-            rec.event(TransferState::Failed(err.clone()));
             rec.finish(TransferOutcome::Interrupted, &err.message, String::new()).await;
+            rec.event(TransferState::Failed(err.clone()));
             let _ = report.send(TransferFrame::Failed(err)).await;
+        }
+        Outcome::Cancel if role == OpRole::Destination => {
+            // The operator is the destination and removes its own partial file; it waits for this
+            // reset, sent once the record is written, before it disconnects.
+            end_source(src_send, Some(ErrorCode::Cancelled));
+            tracing::info!("copy cancelled by the receiving console");
+            rec.finish(TransferOutcome::Cancelled, "cancelled by the operator", String::new())
+                .await;
+            rec.event(TransferState::Cancelled);
+            dst.reset(ErrorCode::Cancelled);
         }
         Outcome::Cancel => {
             end_source(src_send, Some(ErrorCode::Cancelled));
             let _ = dst.send.reset(ErrorCode::Cancelled.as_u32().into());
-            let clean = role == OpRole::Destination || confirmed(&mut dst.recv).await;
+            let clean = confirmed(&mut dst.recv).await;
             tracing::info!(confirmed = clean, "copy cancelled");
-            rec.event(TransferState::Cancelled);
             rec.finish(TransferOutcome::Cancelled, "cancelled by the operator", String::new())
                 .await;
-            if role != OpRole::Destination {
+            rec.event(TransferState::Cancelled);
+            {
                 let reply = if clean {
                     TransferFrame::Cancelled
                 } else {

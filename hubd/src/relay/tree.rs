@@ -154,7 +154,6 @@ impl AgentTree {
     }
 
     /// Entries listed.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

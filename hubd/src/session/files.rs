@@ -5,8 +5,8 @@ use crate::HubCtx;
 use crate::relay::tree::{AgentTree, Lookup};
 use crate::store;
 use flotilla_wire::files::{
-    FileEvent, ListEnd, ListReply, ListRequest, SNAPSHOT_CHUNK_ENTRIES, WatchRequest,
-    normalize_rel_path,
+    FileEvent, ListEnd, ListReply, ListRequest, SNAPSHOT_CHUNK_ENTRIES, SnapshotReason,
+    WatchRequest, normalize_rel_path,
 };
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EVENTS_FRAME, MAX_SNAPSHOT_FRAME};
@@ -169,6 +169,21 @@ pub(super) async fn watch(
         },
     };
     let mut rx = ctx.files.subscribe();
+    // What the hub holds now, so a console starts from a known state.
+    for (agent, name, entries) in ctx.files.ready_trees() {
+        if filter.as_ref().is_some_and(|(id, _)| *id != agent) {
+            continue;
+        }
+        let held = FileEvent::Snapshot {
+            agent,
+            name,
+            entries,
+            reason: SnapshotReason::Held,
+        };
+        if write_frame(send, &held, MAX_EVENTS_FRAME).await.is_err() {
+            return;
+        }
+    }
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => return,

@@ -14,6 +14,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Time an operator's streams get to wind up after its connection ends.
+const STREAM_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     ctx: Arc<HubCtx>,
@@ -78,6 +81,12 @@ pub(super) async fn run(
             }
         }
     };
+    // Streams notice the connection or the hub going and wind up on their own (a transfer records
+    // how it ended); stragglers are cut off after a short drain.
+    let _ = tokio::time::timeout(STREAM_DRAIN, async {
+        while streams.join_next().await.is_some() {}
+    })
+    .await;
     streams.abort_all();
     ctx.registry.disconnect(&row.id, conn_id);
     tracing::info!(name = %row.name, %reason, "operator detached");
