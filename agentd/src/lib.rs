@@ -93,7 +93,8 @@ pub fn start(
         &config.shared_dir(&paths.data_dir),
         config.read_only,
     )?);
-    let (state_tx, state_rx) = tokio::sync::watch::channel(LinkState::Disconnected("starting".into()));
+    let (state_tx, state_rx) =
+        tokio::sync::watch::channel(LinkState::Disconnected("starting".into()));
     let link = link::Link {
         client,
         hubs,

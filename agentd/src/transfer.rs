@@ -262,9 +262,8 @@ pub(crate) fn io_failed(e: &io::Error, what: &str, agent: &str) -> TransferError
 }
 
 fn checked_rel(path: &str, agent: &str) -> Result<String, TransferError> {
-    let rel = normalize_rel_path(path).map_err(|e| {
-        TransferError::new(TransferErrorKind::Escapes, format!("{e} (on {agent})"))
-    })?;
+    let rel = normalize_rel_path(path)
+        .map_err(|e| TransferError::new(TransferErrorKind::Escapes, format!("{e} (on {agent})")))?;
     if rel.is_empty() {
         return Err(TransferError::new(
             TransferErrorKind::WrongKind,
@@ -282,7 +281,11 @@ fn escapes(rel: &str, agent: &str) -> TransferError {
 }
 
 /// Resolves an existing path, following symlinks, and refuses it unless it stays inside `root`.
-pub(crate) fn resolve_existing(root: &Path, rel: &str, agent: &str) -> Result<PathBuf, TransferError> {
+pub(crate) fn resolve_existing(
+    root: &Path,
+    rel: &str,
+    agent: &str,
+) -> Result<PathBuf, TransferError> {
     let canon = fs::canonicalize(root.join(rel)).map_err(|e| io_failed(&e, rel, agent))?;
     if !canon.starts_with(root) {
         return Err(escapes(rel, agent));
@@ -365,7 +368,11 @@ fn open_for_read(root: &Path, rel: &str, agent: &str) -> Result<(File, FileMeta)
         .metadata()
         .map_err(|e| io_failed(&e, &format!("stat {rel}"), agent))?;
     if !md.is_file() {
-        let what = if md.is_dir() { "a directory" } else { "not a regular file" };
+        let what = if md.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
         return Err(TransferError::new(
             TransferErrorKind::WrongKind,
             format!("{rel} on {agent} is {what} (use cp -r for directories)"),
@@ -457,7 +464,9 @@ fn stream_file(
             return fail(changed(label));
         }
         hasher.update(&buf[..n]);
-        if !send(ReadMsg::Frame(TransferFrame::Chunk(Chunk(buf[..n].to_vec())))) {
+        if !send(ReadMsg::Frame(TransferFrame::Chunk(Chunk(
+            buf[..n].to_vec(),
+        )))) {
             return;
         }
     }
@@ -622,11 +631,7 @@ pub(crate) struct DiskWriter {
 
 impl DiskWriter {
     /// Opens the partial file at `start` (truncating it when starting over).
-    pub(crate) fn open(
-        plan: &WritePlan,
-        start: u64,
-        written: Arc<AtomicU64>,
-    ) -> io::Result<Self> {
+    pub(crate) fn open(plan: &WritePlan, start: u64, written: Arc<AtomicU64>) -> io::Result<Self> {
         let mut file = OpenOptions::new()
             .create(true)
             .write(true)
@@ -698,9 +703,7 @@ fn discard(partial: &Path) {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Stop> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Stop> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| protocol(format!("disk task: {e}")))
@@ -716,7 +719,9 @@ async fn write_side(
     if folder.read_only {
         return Err(Stop::Failed(TransferError::new(
             TransferErrorKind::ReadOnly,
-            format!("the shared folder of {agent} is read-only (read_only = true in its agent.toml)"),
+            format!(
+                "the shared folder of {agent} is read-only (read_only = true in its agent.toml)"
+            ),
         )));
     }
     let rel = checked_rel(&open.path, agent)?;
@@ -804,7 +809,9 @@ async fn write_side(
                 format!("more data than the {} bytes announced", meta.size),
             ))));
         }
-        let Some(sender) = tx.as_ref() else { break Ok(None) };
+        let Some(sender) = tx.as_ref() else {
+            break Ok(None);
+        };
         if sender.send(frame).await.is_err() {
             // The writer stopped: its error says why.
             tx = None;
@@ -813,7 +820,13 @@ async fn write_side(
         let now = written.load(Ordering::Acquire);
         if now - acked >= ACK_EVERY {
             acked = now;
-            if let Err(e) = write_frame(send, &TransferFrame::Ack { written: now }, MAX_TRANSFER_FRAME).await {
+            if let Err(e) = write_frame(
+                send,
+                &TransferFrame::Ack { written: now },
+                MAX_TRANSFER_FRAME,
+            )
+            .await
+            {
                 break Err(e);
             }
         }
@@ -855,7 +868,11 @@ async fn write_side(
                     discard(&plan.partial);
                     Stop::Failed(io_failed(&e, &label, agent))
                 })?;
-            tracing::info!(bytes = meta.size, resumed_from = start, "file received and verified");
+            tracing::info!(
+                bytes = meta.size,
+                resumed_from = start,
+                "file received and verified"
+            );
             let done = TransferDone {
                 size: meta.size,
                 digest: got,
@@ -925,11 +942,15 @@ mod tests {
             "out/secret on web-1 leads out of the shared folder through a symlink"
         );
         assert_eq!(
-            resolve_existing(&root, "s", "web-1").expect_err("escape").kind,
+            resolve_existing(&root, "s", "web-1")
+                .expect_err("escape")
+                .kind,
             TransferErrorKind::Escapes
         );
         assert_eq!(
-            ensure_dir(&root, "out/new", "web-1").expect_err("escape").kind,
+            ensure_dir(&root, "out/new", "web-1")
+                .expect_err("escape")
+                .kind,
             TransferErrorKind::Escapes
         );
         assert!(!outside.path().join("new").exists(), "nothing made outside");
@@ -983,7 +1004,11 @@ mod tests {
         let e = io::Error::from_raw_os_error(libc::ENOSPC);
         let t = io_failed(&e, "write big.iso", "web-2");
         assert_eq!(t.kind, TransferErrorKind::NoSpace);
-        assert!(t.message.starts_with("no space left on web-2"), "{}", t.message);
+        assert!(
+            t.message.starts_with("no space left on web-2"),
+            "{}",
+            t.message
+        );
         let e = io::Error::from_raw_os_error(libc::EFBIG);
         assert_eq!(io_failed(&e, "w", "a").kind, TransferErrorKind::NoSpace);
     }
@@ -991,7 +1016,9 @@ mod tests {
     #[test]
     fn the_source_resumes_only_after_a_matching_prefix() {
         let (_d, root) = folder();
-        let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 17)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
         fs::write(root.join("f"), &data).expect("write");
         let run = |offset: u64, prefix: Option<Digest>| {
             let (file, meta) = open_for_read(&root, "f", "web-1").expect("open");
@@ -1008,10 +1035,7 @@ mod tests {
         let frames = run(100, Some(good));
         assert_eq!(frames[0], TransferFrame::Begin { offset: 100 });
         let whole = Digest(*blake3::hash(&data).as_bytes());
-        assert_eq!(
-            frames.last(),
-            Some(&TransferFrame::End { digest: whole })
-        );
+        assert_eq!(frames.last(), Some(&TransferFrame::End { digest: whole }));
         let sent: usize = frames
             .iter()
             .map(|f| match f {
@@ -1021,7 +1045,11 @@ mod tests {
             .sum();
         assert_eq!(sent, data.len() - 100);
         let frames = run(100, Some(Digest([0; 32])));
-        assert_eq!(frames[0], TransferFrame::Begin { offset: 0 }, "bad prefix: start over");
+        assert_eq!(
+            frames[0],
+            TransferFrame::Begin { offset: 0 },
+            "bad prefix: start over"
+        );
         assert_eq!(frames.last(), Some(&TransferFrame::End { digest: whole }));
     }
 }

@@ -114,7 +114,13 @@ pub(crate) async fn run(conn: quinn::Connection, folder: Arc<SharedFolder>) -> D
         while rx.try_recv().is_ok() {}
         match send_snapshot(&mut send, &folder, epoch, reason).await {
             Ok((total, truncated)) => {
-                tracing::info!(epoch, entries = total, truncated, ?reason, "shared folder snapshot sent");
+                tracing::info!(
+                    epoch,
+                    entries = total,
+                    truncated,
+                    ?reason,
+                    "shared folder snapshot sent"
+                );
             }
             Err(e) => return lost(&conn, e),
         }
@@ -153,7 +159,12 @@ async fn send_snapshot(
     epoch: u64,
     reason: SnapshotReason,
 ) -> Result<(u64, bool), FrameError> {
-    write_frame(send, &SnapshotFrame::Begin { epoch, reason }, MAX_SNAPSHOT_FRAME).await?;
+    write_frame(
+        send,
+        &SnapshotFrame::Begin { epoch, reason },
+        MAX_SNAPSHOT_FRAME,
+    )
+    .await?;
     let (tx, mut rx) = mpsc::channel::<Vec<Entry>>(CHUNK_QUEUE);
     let root = folder.root().to_path_buf();
     let walker = tokio::task::spawn_blocking(move || {
@@ -308,12 +319,7 @@ fn join_rel(dir: &str, name: &str) -> String {
 /// below it to `emit` until `limit` entries or `emit` returns false. Returns (entries, truncated).
 /// Names that are not UTF-8 are skipped (they could not be named in a transfer either); stale
 /// partial files are removed.
-fn walk(
-    root: &Path,
-    start: &str,
-    limit: u64,
-    emit: &mut dyn FnMut(Entry) -> bool,
-) -> (u64, bool) {
+fn walk(root: &Path, start: &str, limit: u64, emit: &mut dyn FnMut(Entry) -> bool) -> (u64, bool) {
     let mut pending = vec![start.to_owned()];
     let mut count = 0u64;
     let mut skipped = 0u64;
@@ -346,7 +352,10 @@ fn walk(
         }
     }
     if skipped > 0 {
-        tracing::warn!(skipped, "names that are not UTF-8 are left out of the shared folder listing");
+        tracing::warn!(
+            skipped,
+            "names that are not UTF-8 are left out of the shared folder listing"
+        );
     }
     (count, false)
 }
@@ -455,10 +464,7 @@ mod tests {
             });
         }
         c.flush();
-        assert_eq!(
-            chunks,
-            [SNAPSHOT_CHUNK_ENTRIES, SNAPSHOT_CHUNK_ENTRIES, 5]
-        );
+        assert_eq!(chunks, [SNAPSHOT_CHUNK_ENTRIES, SNAPSHOT_CHUNK_ENTRIES, 5]);
     }
 
     #[test]

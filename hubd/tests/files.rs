@@ -66,7 +66,9 @@ async fn snapshot_then_deltas_reach_ls_and_watch() {
         },
         "a link is listed as a link"
     );
-    let docs = files::list(&client, "web-1", "docs", true).await.expect("ls -r");
+    let docs = files::list(&client, "web-1", "docs", true)
+        .await
+        .expect("ls -r");
     assert_eq!(paths(&docs), ["docs/a.txt", "docs/deep", "docs/deep/b"]);
     assert_eq!(docs.entries[0].size, 5);
     let err = files::list(&client, "web-1", "escape/secret", false)
@@ -76,7 +78,15 @@ async fn snapshot_then_deltas_reach_ls_and_watch() {
 
     let mut watch = FileWatch::open(&client, Some("web-1")).await;
     watch
-        .next_matching(|e| matches!(e, FileEvent::Snapshot { reason: SnapshotReason::Held, .. }))
+        .next_matching(|e| {
+            matches!(
+                e,
+                FileEvent::Snapshot {
+                    reason: SnapshotReason::Held,
+                    ..
+                }
+            )
+        })
         .await;
     std::fs::write(fleet.agents[0].shared.join("docs/new.txt"), b"0123456789").expect("write");
     watch
@@ -87,7 +97,9 @@ async fn snapshot_then_deltas_reach_ls_and_watch() {
             _ => false,
         })
         .await;
-    let docs = files::list(&client, "web-1", "docs", false).await.expect("ls");
+    let docs = files::list(&client, "web-1", "docs", false)
+        .await
+        .expect("ls");
     assert_eq!(paths(&docs), ["docs/a.txt", "docs/deep", "docs/new.txt"]);
 
     std::fs::remove_dir_all(fleet.agents[0].shared.join("docs/deep")).expect("rm");
@@ -99,7 +111,9 @@ async fn snapshot_then_deltas_reach_ls_and_watch() {
             _ => false,
         })
         .await;
-    let docs = files::list(&client, "web-1", "docs", true).await.expect("ls -r");
+    let docs = files::list(&client, "web-1", "docs", true)
+        .await
+        .expect("ls -r");
     assert_eq!(paths(&docs), ["docs/a.txt", "docs/new.txt"]);
     client.close().await;
 }
@@ -215,7 +229,14 @@ async fn a_gap_in_deltas_gets_a_fresh_snapshot() {
     }
     watch
         .next_matching(|e| {
-            matches!(e, FileEvent::Snapshot { reason: SnapshotReason::Requested, entries: 5, .. })
+            matches!(
+                e,
+                FileEvent::Snapshot {
+                    reason: SnapshotReason::Requested,
+                    entries: 5,
+                    ..
+                }
+            )
         })
         .await;
     let l = files::list(&client, "fake", "", false).await.expect("ls");
@@ -241,7 +262,9 @@ async fn a_ten_thousand_file_folder_is_listed_whole() {
     assert_eq!(all.entries.len(), 10_100);
     assert_eq!(all.end.total, 10_100);
     assert!(!all.end.truncated);
-    let one = files::list(&client, "big", "d042", false).await.expect("ls");
+    let one = files::list(&client, "big", "d042", false)
+        .await
+        .expect("ls");
     assert_eq!(one.entries.len(), 100);
     assert_eq!(one.entries[99].path, "d042/f099");
     client.close().await;
@@ -265,8 +288,18 @@ async fn upload_agent_to_agent_and_download_arrive_verified() {
     let md = std::fs::metadata(&landed).expect("stat");
     assert_eq!(md.permissions().mode() & 0o777, 0o640, "mode travels");
     assert_eq!(
-        md.modified().expect("mtime").duration_since(std::time::UNIX_EPOCH).expect("after epoch").as_millis(),
-        std::fs::metadata(&local).expect("stat").modified().expect("mtime").duration_since(std::time::UNIX_EPOCH).expect("after epoch").as_millis(),
+        md.modified()
+            .expect("mtime")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after epoch")
+            .as_millis(),
+        std::fs::metadata(&local)
+            .expect("stat")
+            .modified()
+            .expect("mtime")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after epoch")
+            .as_millis(),
         "mtime travels"
     );
 
@@ -321,7 +354,10 @@ async fn upload_agent_to_agent_and_download_arrive_verified() {
         .expect("store");
     for row in rows {
         let row = row.expect("a transfer row");
-        assert_eq!((row.state.as_str(), row.bytes, row.digest.as_str()), ("done", data.len() as u64, expected.as_str()));
+        assert_eq!(
+            (row.state.as_str(), row.bytes, row.digest.as_str()),
+            ("done", data.len() as u64, expected.as_str())
+        );
     }
     assert_eq!(
         audit.iter().filter(|a| a.action == "transfer.done").count(),
@@ -341,8 +377,11 @@ async fn interrupted_by_hub(
 ) {
     let data = random_bytes(size, 7);
     let d = data.clone();
-    let mut fleet =
-        Fleet::start_with(vec![spec("web-1").prepare(move |s| std::fs::write(s.join("big.bin"), &d).expect("write")), spec("web-2")]).await;
+    let mut fleet = Fleet::start_with(vec![
+        spec("web-1").prepare(move |s| std::fs::write(s.join("big.bin"), &d).expect("write")),
+        spec("web-2"),
+    ])
+    .await;
     let hub_cancel = fleet.hub_cancel.clone();
     let stopped = Arc::new(AtomicBool::new(false));
     let (task, mut rx) = spawn_cp(
@@ -360,7 +399,11 @@ async fn interrupted_by_hub(
             }
         },
     );
-    next_copy_event(&mut rx, |e| matches!(e, CopyEvent::Progress { written, .. } if *written >= 2 * MIB as u64)).await;
+    next_copy_event(
+        &mut rx,
+        |e| matches!(e, CopyEvent::Progress { written, .. } if *written >= 2 * MIB as u64),
+    )
+    .await;
     fleet.stop_hub().await;
     (fleet, data, task, rx)
 }
@@ -369,27 +412,38 @@ async fn interrupted_by_hub(
 async fn a_copy_resumes_after_the_hub_restarts_mid_transfer() {
     let (mut fleet, data, task, mut rx) = interrupted_by_hub(24 * MIB).await;
     let partial = partial_files(&fleet.agents[1].shared);
-    assert_eq!(partial.len(), 1, "the destination keeps its bytes: {partial:?}");
+    assert_eq!(
+        partial.len(),
+        1,
+        "the destination keeps its bytes: {partial:?}"
+    );
     let kept = std::fs::metadata(&partial[0]).expect("stat").len();
     assert!(kept > 0 && kept < data.len() as u64, "{kept}");
     fleet.start_hub().await;
-    let resumed = match tokio::time::timeout(DEADLINE, async {
+    let resumed = tokio::time::timeout(DEADLINE, async {
         loop {
             match rx.recv().await {
                 Some(e @ CopyEvent::Started { attempt, .. }) if attempt > 1 => return Some(e),
-                Some(e) => eprintln!("event {e:?}"),
+                Some(_) => {}
                 None => return None,
             }
         }
     })
     .await
-    .expect("a second attempt within the deadline")
-    {
-        Some(e) => e,
-        None => panic!("copy ended without resuming: {:?}", task.await),
+    .expect("a second attempt within the deadline");
+    let Some(resumed) = resumed else {
+        panic!("copy ended without resuming: {:?}", task.await);
     };
-    let CopyEvent::Started { offset, discarded, .. } = resumed else { unreachable!() };
-    assert!(offset > 0, "resumed from the bytes already there, not from 0");
+    let CopyEvent::Started {
+        offset, discarded, ..
+    } = resumed
+    else {
+        unreachable!()
+    };
+    assert!(
+        offset > 0,
+        "resumed from the bytes already there, not from 0"
+    );
     assert_eq!(discarded, 0);
     let report = tokio::time::timeout(DEADLINE * 2, task)
         .await
@@ -398,10 +452,20 @@ async fn a_copy_resumes_after_the_hub_restarts_mid_transfer() {
         .expect("copy succeeds");
     assert_eq!(report.bytes, data.len() as u64);
     let done = next_copy_event(&mut rx, |e| matches!(e, CopyEvent::Done { .. })).await;
-    let CopyEvent::Done { resumed_from, blake3, .. } = done else { unreachable!() };
+    let CopyEvent::Done {
+        resumed_from,
+        blake3,
+        ..
+    } = done
+    else {
+        unreachable!()
+    };
     assert_eq!(resumed_from, offset);
     assert_eq!(blake3, blake3_hex(&data));
-    assert_eq!(std::fs::read(fleet.agents[1].shared.join("big.bin")).expect("read"), data);
+    assert_eq!(
+        std::fs::read(fleet.agents[1].shared.join("big.bin")).expect("read"),
+        data
+    );
     assert!(partial_files(&fleet.agents[1].shared).is_empty());
 }
 
@@ -414,8 +478,17 @@ async fn a_corrupted_byte_in_the_partial_file_is_caught_and_the_copy_starts_over
     bytes[1000] ^= 0x40;
     std::fs::write(&partial[0], &bytes).expect("corrupt");
     fleet.start_hub().await;
-    let again = next_copy_event(&mut rx, |e| matches!(e, CopyEvent::Started { attempt, .. } if *attempt > 1)).await;
-    let CopyEvent::Started { offset, discarded, .. } = again else { unreachable!() };
+    let again = next_copy_event(
+        &mut rx,
+        |e| matches!(e, CopyEvent::Started { attempt, .. } if *attempt > 1),
+    )
+    .await;
+    let CopyEvent::Started {
+        offset, discarded, ..
+    } = again
+    else {
+        unreachable!()
+    };
     assert_eq!(offset, 0, "the source refused the corrupted prefix");
     assert_eq!(discarded, bytes.len() as u64);
     tokio::time::timeout(DEADLINE * 2, task)
@@ -423,7 +496,10 @@ async fn a_corrupted_byte_in_the_partial_file_is_caught_and_the_copy_starts_over
         .expect("copy finishes")
         .expect("task")
         .expect("copy succeeds");
-    assert_eq!(std::fs::read(fleet.agents[1].shared.join("big.bin")).expect("read"), data);
+    assert_eq!(
+        std::fs::read(fleet.agents[1].shared.join("big.bin")).expect("read"),
+        data
+    );
 }
 
 /// A console that lies: it sends a flipped byte with the digest of the original. The destination
@@ -451,26 +527,46 @@ async fn a_byte_corrupted_in_flight_is_caught_by_the_hash() {
         },
         kind: WriteKind::File,
     };
-    write_frame(&mut send, &req, MAX_CONTROL_FRAME).await.expect("request");
+    write_frame(&mut send, &req, MAX_CONTROL_FRAME)
+        .await
+        .expect("request");
     let first = read_frame::<TransferFrame, _>(&mut recv, MAX_TRANSFER_FRAME)
         .await
         .expect("read")
         .expect("frame");
-    assert_eq!(first, TransferFrame::ReadFrom { offset: 0, prefix: None });
-    write_frame(&mut send, &TransferFrame::Begin { offset: 0 }, MAX_TRANSFER_FRAME)
-        .await
-        .expect("begin");
+    assert_eq!(
+        first,
+        TransferFrame::ReadFrom {
+            offset: 0,
+            prefix: None
+        }
+    );
+    write_frame(
+        &mut send,
+        &TransferFrame::Begin { offset: 0 },
+        MAX_TRANSFER_FRAME,
+    )
+    .await
+    .expect("begin");
     let mut bad = data.clone();
     bad[MIB / 2] ^= 1;
     for c in bad.chunks(flotilla_wire::files::CHUNK_SIZE) {
-        write_frame(&mut send, &TransferFrame::Chunk(Chunk(c.to_vec())), MAX_TRANSFER_FRAME)
-            .await
-            .expect("chunk");
+        write_frame(
+            &mut send,
+            &TransferFrame::Chunk(Chunk(c.to_vec())),
+            MAX_TRANSFER_FRAME,
+        )
+        .await
+        .expect("chunk");
     }
     let digest = Digest(*blake3::hash(&data).as_bytes());
-    write_frame(&mut send, &TransferFrame::End { digest }, MAX_TRANSFER_FRAME)
-        .await
-        .expect("end");
+    write_frame(
+        &mut send,
+        &TransferFrame::End { digest },
+        MAX_TRANSFER_FRAME,
+    )
+    .await
+    .expect("end");
     let failure = tokio::time::timeout(DEADLINE, async {
         loop {
             match read_frame::<TransferFrame, _>(&mut recv, MAX_TRANSFER_FRAME).await {
@@ -484,7 +580,11 @@ async fn a_byte_corrupted_in_flight_is_caught_by_the_hash() {
     .await
     .expect("verdict within the deadline");
     assert_eq!(failure.kind, TransferErrorKind::HashMismatch);
-    assert!(failure.message.contains("does not match the source"), "{}", failure.message);
+    assert!(
+        failure.message.contains("does not match the source"),
+        "{}",
+        failure.message
+    );
     assert!(!fleet.agents[0].shared.join("t.bin").exists());
     assert!(partial_files(&fleet.agents[0].shared).is_empty());
     client.close().await;
@@ -512,23 +612,39 @@ async fn traversal_and_symlink_escapes_are_refused() {
 
     let e = transfer_error(fleet.cp(local, "web-1:../f.txt").await.0);
     assert_eq!(e.kind, TransferErrorKind::Escapes);
-    assert_eq!(e.message, "path \"../f.txt\" leaves the shared folder (`..`)");
+    assert_eq!(
+        e.message,
+        "path \"../f.txt\" leaves the shared folder (`..`)"
+    );
     let e = transfer_error(fleet.cp(local, "web-1:/etc/f.txt").await.0);
     assert_eq!(e.kind, TransferErrorKind::Escapes);
     assert!(e.message.contains("is absolute"), "{}", e.message);
     let e = transfer_error(fleet.cp("web-1:out/secret", got).await.0);
     assert_eq!(e.kind, TransferErrorKind::Escapes);
-    assert_eq!(e.message, "out/secret on web-1 leads out of the shared folder through a symlink");
+    assert_eq!(
+        e.message,
+        "out/secret on web-1 leads out of the shared folder through a symlink"
+    );
     let e = transfer_error(fleet.cp("web-1:s", "web-2:s").await.0);
     assert_eq!(e.kind, TransferErrorKind::Escapes);
     let e = transfer_error(fleet.cp(local, "web-1:out/planted.txt").await.0);
     assert_eq!(e.kind, TransferErrorKind::Escapes);
-    assert_eq!(e.message, "out on web-1 leads out of the shared folder through a symlink");
-    assert!(!outside.path().join("planted.txt").exists(), "nothing written outside");
+    assert_eq!(
+        e.message,
+        "out on web-1 leads out of the shared folder through a symlink"
+    );
+    assert!(
+        !outside.path().join("planted.txt").exists(),
+        "nothing written outside"
+    );
     assert!(!Path::new(got).exists());
     assert!(!fleet.agents[1].shared.join("s").exists());
     // The agent still serves what is inside.
-    fleet.cp("web-1:ok.txt", got).await.0.expect("inside is fine");
+    fleet
+        .cp("web-1:ok.txt", got)
+        .await
+        .0
+        .expect("inside is fine");
     assert_eq!(std::fs::read(got).expect("read"), b"fine");
 }
 
@@ -546,15 +662,27 @@ async fn a_read_only_folder_refuses_writes_but_serves_reads() {
     .await;
     let local = fleet.dir.path().join("up.txt");
     std::fs::write(&local, b"up").expect("write");
-    let e = transfer_error(fleet.cp(local.to_str().expect("utf-8"), "ro:up.txt").await.0);
+    let e = transfer_error(
+        fleet
+            .cp(local.to_str().expect("utf-8"), "ro:up.txt")
+            .await
+            .0,
+    );
     assert_eq!(e.kind, TransferErrorKind::ReadOnly);
     assert_eq!(
         e.message,
         "the shared folder of ro is read-only (read_only = true in its agent.toml)"
     );
     assert!(!fleet.agents[0].shared.join("up.txt").exists());
-    fleet.cp("ro:r.txt", "rw:r.txt").await.0.expect("reads are served");
-    assert_eq!(std::fs::read(fleet.agents[1].shared.join("r.txt")).expect("read"), b"readable");
+    fleet
+        .cp("ro:r.txt", "rw:r.txt")
+        .await
+        .0
+        .expect("reads are served");
+    assert_eq!(
+        std::fs::read(fleet.agents[1].shared.join("r.txt")).expect("read"),
+        b"readable"
+    );
     let e = transfer_error(fleet.cp("rw:r.txt", "ro:again.txt").await.0);
     assert_eq!(e.kind, TransferErrorKind::ReadOnly);
     let client = fleet.client().await;
@@ -571,12 +699,19 @@ async fn a_viewer_can_list_but_not_copy() {
     ])
     .await;
     let viewer = fleet.login_as(Role::Viewer, "watcher").await;
-    let client = flotilla::client::Client::connect(&viewer).await.expect("viewer connects");
-    let l = files::list(&client, "web-1", "", false).await.expect("viewers list");
+    let client = flotilla::client::Client::connect(&viewer)
+        .await
+        .expect("viewer connects");
+    let l = files::list(&client, "web-1", "", false)
+        .await
+        .expect("viewers list");
     assert_eq!(paths(&l), ["f"]);
     client.close().await;
     let got = fleet.dir.path().join("got");
-    for (src, dst) in [("web-1:f", "web-2:f"), ("web-1:f", got.to_str().expect("utf-8"))] {
+    for (src, dst) in [
+        ("web-1:f", "web-2:f"),
+        ("web-1:f", got.to_str().expect("utf-8")),
+    ] {
         let e = transfer_error(cp_as(&viewer, src, dst, &CopyOptions::default()).await.0);
         assert_eq!(e.kind, TransferErrorKind::Forbidden);
         assert_eq!(e.message, "copying needs the operator role; you are viewer");
@@ -594,7 +729,10 @@ async fn a_viewer_can_list_but_not_copy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelling_a_copy_cleans_both_ends() {
-    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
     let data = random_bytes(24 * MIB, 5);
     let d = data.clone();
     let fleet = Fleet::start_with(vec![
@@ -605,7 +743,9 @@ async fn cancelling_a_copy_cleans_both_ends() {
     let local = fleet.dir.path().join("down.bin");
     // A second identity: the hub keeps one connection per identity, and the copies use the admin's.
     let viewer = fleet.login_as(Role::Viewer, "watcher").await;
-    let client = flotilla::client::Client::connect(&viewer).await.expect("viewer connects");
+    let client = flotilla::client::Client::connect(&viewer)
+        .await
+        .expect("viewer connects");
     let mut watch = FileWatch::open(&client, None).await;
     for dst in ["web-2:big.bin".to_string(), local.display().to_string()] {
         let cancel = CancellationToken::new();
@@ -625,13 +765,14 @@ async fn cancelling_a_copy_cleans_both_ends() {
             },
         );
         let started = next_copy_event(&mut rx, |e| matches!(e, CopyEvent::Started { .. })).await;
-        let CopyEvent::Started { transfer, .. } = started else { unreachable!() };
+        let CopyEvent::Started { transfer, .. } = started else {
+            unreachable!()
+        };
         let r = tokio::time::timeout(DEADLINE, task)
             .await
             .expect("cancel ends the copy")
             .expect("task");
         assert!(matches!(r, Err(FilesError::Cancelled)), "{dst}: {r:?}");
-        eprintln!("CANCELLED {dst} {transfer}");
         // The hub publishes the end once its record is written.
         watch
             .next_matching(|e| {
@@ -639,7 +780,10 @@ async fn cancelling_a_copy_cleans_both_ends() {
                     if t.transfer.to_string() == transfer && t.state == TransferState::Cancelled)
             })
             .await;
-        assert!(partial_files(fleet.dir.path()).is_empty(), "{dst}: no partial file anywhere");
+        assert!(
+            partial_files(fleet.dir.path()).is_empty(),
+            "{dst}: no partial file anywhere"
+        );
         assert!(!fleet.agents[1].shared.join("big.bin").exists());
         assert!(!local.exists());
         assert_eq!(
@@ -683,20 +827,38 @@ async fn a_copy_resumes_after_the_destination_agent_restarts() {
             }
         },
     );
-    next_copy_event(&mut rx, |e| matches!(e, CopyEvent::Progress { written, .. } if *written >= 2 * MIB as u64)).await;
+    next_copy_event(
+        &mut rx,
+        |e| matches!(e, CopyEvent::Progress { written, .. } if *written >= 2 * MIB as u64),
+    )
+    .await;
     let agent = fleet.agent("web-2");
     agent.stop().await;
-    assert_eq!(partial_files(&agent.shared).len(), 1, "the partial file survives the agent");
+    assert_eq!(
+        partial_files(&agent.shared).len(),
+        1,
+        "the partial file survives the agent"
+    );
     agent.start();
     agent.wait_connected().await;
-    let resumed = next_copy_event(&mut rx, |e| matches!(e, CopyEvent::Started { attempt, .. } if *attempt > 1)).await;
-    assert!(matches!(resumed, CopyEvent::Started { offset, .. } if offset > 0), "{resumed:?}");
+    let resumed = next_copy_event(
+        &mut rx,
+        |e| matches!(e, CopyEvent::Started { attempt, .. } if *attempt > 1),
+    )
+    .await;
+    assert!(
+        matches!(resumed, CopyEvent::Started { offset, .. } if offset > 0),
+        "{resumed:?}"
+    );
     tokio::time::timeout(DEADLINE * 2, task)
         .await
         .expect("copy finishes")
         .expect("task")
         .expect("copy succeeds");
-    assert_eq!(std::fs::read(fleet.agents[1].shared.join("big.bin")).expect("read"), data);
+    assert_eq!(
+        std::fs::read(fleet.agents[1].shared.join("big.bin")).expect("read"),
+        data
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -717,13 +879,24 @@ async fn a_directory_tree_copies_with_minus_r() {
         ..CopyOptions::default()
     };
     let viewer = fleet.login_as(Role::Viewer, "watcher").await;
-    let client = flotilla::client::Client::connect(&viewer).await.expect("viewer connects");
+    let client = flotilla::client::Client::connect(&viewer)
+        .await
+        .expect("viewer connects");
     let mut watch = FileWatch::open(&client, Some("web-2")).await;
-    let report = cp_as(&fleet.admin, "web-1:site", "web-2:", &opts).await.0.expect("cp -r");
+    let report = cp_as(&fleet.admin, "web-1:site", "web-2:", &opts)
+        .await
+        .0
+        .expect("cp -r");
     assert_eq!((report.files, report.dirs, report.skipped), (2, 3, 1));
     let dst = fleet.agents[1].shared.join("site");
-    assert_eq!(std::fs::read(dst.join("index.html")).expect("read"), b"<html>");
-    assert_eq!(std::fs::read(dst.join("img/logo.png")).expect("read"), random_bytes(70_000, 2));
+    assert_eq!(
+        std::fs::read(dst.join("index.html")).expect("read"),
+        b"<html>"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("img/logo.png")).expect("read"),
+        random_bytes(70_000, 2)
+    );
     assert!(dst.join("empty").is_dir());
     assert!(!dst.join("link").exists(), "links are not copied");
     // The hub learns of the new files from web-2's watcher; listing (and so cp -r from web-2)
@@ -738,12 +911,24 @@ async fn a_directory_tree_copies_with_minus_r() {
         .await;
     client.close().await;
     let local = fleet.dir.path().join("mirror");
-    let report = cp_as(&fleet.admin, "web-2:site", local.to_str().expect("utf-8"), &opts)
+    let report = cp_as(
+        &fleet.admin,
+        "web-2:site",
+        local.to_str().expect("utf-8"),
+        &opts,
+    )
+    .await
+    .0
+    .expect("download -r");
+    assert_eq!(report.files, 2);
+    assert_eq!(
+        std::fs::read(local.join("img/logo.png")).expect("read"),
+        random_bytes(70_000, 2)
+    );
+    let e = fleet
+        .cp("web-1:site", "web-2:other")
         .await
         .0
-        .expect("download -r");
-    assert_eq!(report.files, 2);
-    assert_eq!(std::fs::read(local.join("img/logo.png")).expect("read"), random_bytes(70_000, 2));
-    let e = fleet.cp("web-1:site", "web-2:other").await.0.expect_err("a directory needs -r");
+        .expect_err("a directory needs -r");
     assert_eq!(e.to_string(), "web-1:site is a directory: use cp -r");
 }

@@ -351,7 +351,11 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
 }
 
 /// Prints file events until the hub closes the watch or Ctrl-C.
-pub async fn watch_files(client: &Client, agent: Option<String>, json: bool) -> Result<(), FilesError> {
+pub async fn watch_files(
+    client: &Client,
+    agent: Option<String>,
+    json: bool,
+) -> Result<(), FilesError> {
     let (_send, mut recv) = files::watch_stream(client, agent).await?;
     loop {
         let ev = tokio::select! {
@@ -386,13 +390,19 @@ async fn cp(
         }
     });
     let mut progress = files::progress::Progress::new(json);
-    let result = files::copy(login, &src, &dst, opts, &cancel, &mut |ev| progress.on_event(ev)).await;
+    let result = files::copy(login, &src, &dst, opts, &cancel, &mut |ev| {
+        progress.on_event(ev)
+    })
+    .await;
     signals.abort();
     progress.finish();
     match result {
         Ok(report) => {
             if json {
-                println!("{}", serde_json::json!({ "event": "summary", "report": report }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "event": "summary", "report": report })
+                );
             } else if report.files != 1 || report.dirs > 0 {
                 println!(
                     "{} files ({}), {} directories, {} skipped",

@@ -16,7 +16,9 @@ use flotilla_wire::files::{
     WriteKind,
 };
 use flotilla_wire::io::{FrameError, read_frame, write_frame};
-use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EVENTS_FRAME, MAX_SNAPSHOT_FRAME, MAX_TRANSFER_FRAME};
+use flotilla_wire::limits::{
+    MAX_CONTROL_FRAME, MAX_EVENTS_FRAME, MAX_SNAPSHOT_FRAME, MAX_TRANSFER_FRAME,
+};
 use flotilla_wire::msg::StreamOpen;
 use local::{LocalSink, LocalSource, meta_of};
 use serde::Serialize;
@@ -153,7 +155,13 @@ pub async fn list(
         path: path.to_owned(),
         recursive,
     };
-    let lost = |e: FrameError| FilesError::Client(client.closed_reason().unwrap_or(ClientError::Stream(e.to_string())));
+    let lost = |e: FrameError| {
+        FilesError::Client(
+            client
+                .closed_reason()
+                .unwrap_or(ClientError::Stream(e.to_string())),
+        )
+    };
     write_frame(&mut send, &req, MAX_CONTROL_FRAME)
         .await
         .map_err(lost)?;
@@ -169,7 +177,9 @@ pub async fn list(
                     entries,
                 });
             }
-            Ok(Some(ListReply::Error(r))) => return Err(FilesError::Client(ClientError::Refused(r))),
+            Ok(Some(ListReply::Error(r))) => {
+                return Err(FilesError::Client(ClientError::Refused(r)));
+            }
             Ok(None) => {
                 return Err(FilesError::Client(ClientError::Stream(
                     "hub ended the listing early".into(),
@@ -213,7 +223,11 @@ pub fn utc_minute(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// The listing as `ls -l` would show it, names relative to the listed path.
@@ -292,7 +306,11 @@ pub fn event_line(ev: &FileEvent) -> String {
             .iter()
             .map(|c| match c {
                 flotilla_wire::files::Change::Upsert(e) => {
-                    format!("changed  {name}:{} ({})", e.path, crate::format::bytes(e.size))
+                    format!(
+                        "changed  {name}:{} ({})",
+                        e.path,
+                        crate::format::bytes(e.size)
+                    )
                 }
                 flotilla_wire::files::Change::Remove { path } => format!("removed  {name}:{path}"),
             })
@@ -312,7 +330,9 @@ pub fn event_line(ev: &FileEvent) -> String {
                 crate::format::bytes(t.size)
             )
         }
-        FileEvent::Lagged { missed } => format!("(missed {missed} file events: output fell behind)"),
+        FileEvent::Lagged { missed } => {
+            format!("(missed {missed} file events: output fell behind)")
+        }
         FileEvent::Error(r) => format!("error: {}", r.message),
     }
 }
@@ -525,7 +545,8 @@ async fn stat(client: &Client, agent: &str, path: &str) -> Result<Option<EntryKi
         }
         // Missing, or a path the hub refuses: the transfer itself then says why in its own words.
         Err(FilesError::Client(ClientError::Refused(r)))
-            if (r.code == flotilla_wire::ErrorCode::NotFound && r.message.ends_with("not found"))
+            if (r.code == flotilla_wire::ErrorCode::NotFound
+                && r.message.ends_with("not found"))
                 || r.code == flotilla_wire::ErrorCode::BadRequest =>
         {
             Ok(None)
@@ -590,7 +611,9 @@ async fn copy_in(
                 let rel = if root.is_empty() {
                     rel
                 } else {
-                    rel.strip_prefix(&format!("{root}/")).unwrap_or(&rel).to_owned()
+                    rel.strip_prefix(&format!("{root}/"))
+                        .unwrap_or(&rel)
+                        .to_owned()
                 };
                 let from = src.join(&rel);
                 let to = target.join(&rel);
@@ -863,7 +886,10 @@ fn reconnectable(e: &ClientError) -> bool {
         | ClientError::Stream(_) => true,
         ClientError::Dial(DialError::Refused(r)) => matches!(
             r.code,
-            ErrorCode::ShuttingDown | ErrorCode::Timeout | ErrorCode::Internal | ErrorCode::Replaced
+            ErrorCode::ShuttingDown
+                | ErrorCode::Timeout
+                | ErrorCode::Internal
+                | ErrorCode::Replaced
         ),
         _ => false,
     }
@@ -913,8 +939,9 @@ impl Drop for Frames {
 /// Words for a broken transfer stream; a reset carries the hub's code.
 fn reset_words(e: &FrameError) -> String {
     if let FrameError::Io(io) = e
-        && let Some(quinn::ReadError::Reset(code)) =
-            io.get_ref().and_then(|i| i.downcast_ref::<quinn::ReadError>())
+        && let Some(quinn::ReadError::Reset(code)) = io
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<quinn::ReadError>())
         && let Some(code) = flotilla_wire::ErrorCode::from_u32(code.into_inner())
     {
         return format!("the hub stopped the transfer ({code})");
@@ -1024,7 +1051,8 @@ async fn attempt_upload(
     cancel: &CancellationToken,
     on_event: &mut (dyn FnMut(&CopyEvent) + Send),
 ) -> Result<TransferDone, Attempt> {
-    let local_err = |e: std::io::Error| Attempt::Fatal(FilesError::Local(format!("{}: {e}", path.display())));
+    let local_err =
+        |e: std::io::Error| Attempt::Fatal(FilesError::Local(format!("{}: {e}", path.display())));
     let abs = std::fs::canonicalize(path).map_err(local_err)?;
     let md = std::fs::metadata(&abs).map_err(local_err)?;
     if !md.is_file() {
@@ -1044,13 +1072,13 @@ async fn attempt_upload(
         kind: WriteKind::File,
     };
     let (mut send, mut frames) = open_copy(client, &req).await?;
-    let (offset, prefix) = loop {
+    let (offset, prefix) = {
         let frame = tokio::select! {
             _ = cancel.cancelled() => return Err(cancel_remote(&mut send, &mut frames).await),
             f = frames.next() => f.map_err(retry)?,
         };
         match frame {
-            TransferFrame::ReadFrom { offset, prefix } => break (offset, prefix),
+            TransferFrame::ReadFrom { offset, prefix } => (offset, prefix),
             TransferFrame::Failed(e) => return Err(e.into()),
             other => {
                 return Err(Attempt::Fatal(FilesError::Transfer(TransferError::new(
@@ -1066,9 +1094,13 @@ async fn attempt_upload(
         .map_err(|e| Attempt::Fatal(FilesError::Local(e.to_string())))?
         .map_err(local_err)?;
     let start = source.start;
-    write_frame(&mut send, &TransferFrame::Begin { offset: start }, MAX_TRANSFER_FRAME)
-        .await
-        .map_err(retry)?;
+    write_frame(
+        &mut send,
+        &TransferFrame::Begin { offset: start },
+        MAX_TRANSFER_FRAME,
+    )
+    .await
+    .map_err(retry)?;
     let (tx, mut data) = mpsc::channel::<Upload>(PIPELINE_DEPTH);
     let reader = tokio::task::spawn_blocking(move || {
         let mut source = source;
@@ -1145,7 +1177,10 @@ fn local_write_error(e: &std::io::Error, path: &Path) -> TransferError {
     match e.raw_os_error() {
         Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => TransferError::new(
             TransferErrorKind::NoSpace,
-            format!("no space left on this machine (writing {}: {e})", path.display()),
+            format!(
+                "no space left on this machine (writing {}: {e})",
+                path.display()
+            ),
         ),
         _ => TransferError::new(
             TransferErrorKind::Io,
@@ -1156,7 +1191,12 @@ fn local_write_error(e: &std::io::Error, path: &Path) -> TransferError {
 
 /// Tells the hub this end failed, and finishes the stream.
 async fn tell_failed(send: &mut quinn::SendStream, err: TransferError) -> TransferError {
-    let _ = write_frame(send, &TransferFrame::Failed(err.clone()), MAX_TRANSFER_FRAME).await;
+    let _ = write_frame(
+        send,
+        &TransferFrame::Failed(err.clone()),
+        MAX_TRANSFER_FRAME,
+    )
+    .await;
     let _ = send.finish();
     err
 }
@@ -1181,13 +1221,13 @@ async fn attempt_download(
         kind: WriteKind::File,
     };
     let (mut send, mut frames) = open_copy(client, &req).await?;
-    let (meta, key) = loop {
+    let (meta, key) = {
         let frame = tokio::select! {
             _ = cancel.cancelled() => return Err(cancel_remote(&mut send, &mut frames).await),
             f = frames.next() => f.map_err(retry)?,
         };
         match frame {
-            TransferFrame::Prepare { meta, resume_key } => break (meta, resume_key),
+            TransferFrame::Prepare { meta, resume_key } => (meta, resume_key),
             TransferFrame::Failed(e) => return Err(e.into()),
             other => {
                 return Err(Attempt::Fatal(FilesError::Transfer(TransferError::new(
@@ -1202,7 +1242,12 @@ async fn attempt_download(
         Ok(Ok(sink)) => sink,
         Ok(Err(e)) => {
             let err = local_write_error(&e, &dest);
-            let _ = write_frame(&mut send, &TransferFrame::Failed(err.clone()), MAX_TRANSFER_FRAME).await;
+            let _ = write_frame(
+                &mut send,
+                &TransferFrame::Failed(err.clone()),
+                MAX_TRANSFER_FRAME,
+            )
+            .await;
             return Err(Attempt::Fatal(FilesError::Transfer(err)));
         }
         Err(e) => return Err(Attempt::Fatal(FilesError::Local(e.to_string()))),
@@ -1215,7 +1260,7 @@ async fn attempt_download(
     write_frame(&mut send, &ready, MAX_TRANSFER_FRAME)
         .await
         .map_err(retry)?;
-    let start = loop {
+    let start = {
         let frame = tokio::select! {
             _ = cancel.cancelled() => {
                 let a = cancel_remote(&mut send, &mut frames).await;
@@ -1225,7 +1270,7 @@ async fn attempt_download(
             f = frames.next() => f.map_err(retry)?,
         };
         match frame {
-            TransferFrame::Begin { offset } if offset == 0 || offset == have => break offset,
+            TransferFrame::Begin { offset } if offset == 0 || offset == have => offset,
             TransferFrame::Failed(e) => {
                 if e.kind.retryable() {
                     sink.keep();
@@ -1278,7 +1323,12 @@ async fn attempt_download(
                 on_event(&job.progress(received, meta.size));
                 if received - acked >= ACK_EVERY {
                     acked = received;
-                    let _ = write_frame(&mut send, &TransferFrame::Ack { written: received }, MAX_TRANSFER_FRAME).await;
+                    let _ = write_frame(
+                        &mut send,
+                        &TransferFrame::Ack { written: received },
+                        MAX_TRANSFER_FRAME,
+                    )
+                    .await;
                 }
             }
             other => break other,
@@ -1321,7 +1371,12 @@ async fn attempt_download(
                 digest: got,
                 resumed_from: start,
             };
-            let _ = write_frame(&mut send, &TransferFrame::Done(done.clone()), MAX_TRANSFER_FRAME).await;
+            let _ = write_frame(
+                &mut send,
+                &TransferFrame::Done(done.clone()),
+                MAX_TRANSFER_FRAME,
+            )
+            .await;
             let _ = send.finish();
             let _ = tokio::time::timeout(CANCEL_WAIT, send.stopped()).await;
             Ok(done)
@@ -1384,10 +1439,7 @@ mod tests {
             Place::parse("web-1:dir/").basename(),
             Some("dir".to_string())
         );
-        assert_eq!(
-            Place::parse("web-1:").join("f"),
-            Place::parse("web-1:f")
-        );
+        assert_eq!(Place::parse("web-1:").join("f"), Place::parse("web-1:f"));
     }
 
     #[test]

@@ -152,7 +152,10 @@ impl<'de> Deserialize<'de> for Chunk {
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Chunk, E> {
                 Ok(Chunk(v))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Chunk, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Chunk, A::Error> {
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(CHUNK_SIZE));
                 while let Some(b) = seq.next_element::<u8>()? {
                     out.push(b);
@@ -791,7 +794,9 @@ mod tests {
                 seq: 7,
                 changes: vec![
                     Change::Upsert(entry()),
-                    Change::Remove { path: "gone".into() },
+                    Change::Remove {
+                        path: "gone".into(),
+                    },
                 ],
             },
         ] {
@@ -972,10 +977,7 @@ mod tests {
             })),
             [0, 1, 1, b'f']
         );
-        assert_eq!(
-            enc(&HubStreamOpen::Resync { reason: "".into() }),
-            [2, 0]
-        );
+        assert_eq!(enc(&HubStreamOpen::Resync { reason: "".into() }), [2, 0]);
         assert_eq!(
             enc(&TransferFrame::Chunk(Chunk(vec![9, 8, 7]))),
             [5, 3, 9, 8, 7],

@@ -148,7 +148,12 @@ async fn open_leg(
 
 /// Reads the next frame of a setup exchange under [`SETUP_TIMEOUT`].
 async fn setup_read(recv: &mut RecvStream, who: &str) -> Result<TransferFrame, TransferError> {
-    match tokio::time::timeout(SETUP_TIMEOUT, read_frame::<TransferFrame, _>(recv, MAX_TRANSFER_FRAME)).await {
+    match tokio::time::timeout(
+        SETUP_TIMEOUT,
+        read_frame::<TransferFrame, _>(recv, MAX_TRANSFER_FRAME),
+    )
+    .await
+    {
         Err(_) => Err(fail(
             TransferErrorKind::Interrupted,
             format!("{who} did not answer within {} s", SETUP_TIMEOUT.as_secs()),
@@ -162,15 +167,20 @@ async fn setup_read(recv: &mut RecvStream, who: &str) -> Result<TransferFrame, T
     }
 }
 
-async fn send_to(send: &mut SendStream, frame: &TransferFrame, who: &str) -> Result<(), TransferError> {
-    write_frame(send, frame, MAX_TRANSFER_FRAME).await.map_err(|_| {
-        fail(
-            TransferErrorKind::Interrupted,
-            format!("{who} dropped the transfer"),
-        )
-    })
+async fn send_to(
+    send: &mut SendStream,
+    frame: &TransferFrame,
+    who: &str,
+) -> Result<(), TransferError> {
+    write_frame(send, frame, MAX_TRANSFER_FRAME)
+        .await
+        .map_err(|_| {
+            fail(
+                TransferErrorKind::Interrupted,
+                format!("{who} dropped the transfer"),
+            )
+        })
 }
-
 
 /// How the data phase ended.
 enum Outcome {
@@ -325,7 +335,13 @@ pub(crate) async fn copy(
     run(ctx, actor, req, op, cancel).instrument(span).await
 }
 
-async fn run(ctx: Arc<HubCtx>, actor: Actor, req: CopyRequest, mut op: Leg, cancel: CancellationToken) {
+async fn run(
+    ctx: Arc<HubCtx>,
+    actor: Actor,
+    req: CopyRequest,
+    mut op: Leg,
+    cancel: CancellationToken,
+) {
     if !actor.role.can_act() {
         tracing::info!(role = %actor.role, "copy refused for this role");
         let err = fail(
@@ -384,9 +400,16 @@ async fn run(ctx: Arc<HubCtx>, actor: Actor, req: CopyRequest, mut op: Leg, canc
         last_event: Instant::now(),
     };
     if started.discarded > 0 {
-        tracing::warn!(discarded = offset, "the partial file did not match the source: starting over");
+        tracing::warn!(
+            discarded = offset,
+            "the partial file did not match the source: starting over"
+        );
     }
-    tracing::info!(size = started.size, resumed_from = started.offset, "data flowing");
+    tracing::info!(
+        size = started.size,
+        resumed_from = started.offset,
+        "data flowing"
+    );
     rec.begin(started.offset).await;
     rec.event(TransferState::Started);
     relay(legs, op, role, started, &mut rec, &active.token, &cancel).await;
@@ -395,14 +418,22 @@ async fn run(ctx: Arc<HubCtx>, actor: Actor, req: CopyRequest, mut op: Leg, canc
 /// Tells the operator why the copy cannot go ahead, and lets it read that before the stream goes.
 async fn refuse(mut op: Leg, err: TransferError) {
     tracing::info!(kind = ?err.kind, error = %err.message, "copy refused");
-    let _ = write_frame(&mut op.send, &TransferFrame::Failed(err), MAX_TRANSFER_FRAME).await;
+    let _ = write_frame(
+        &mut op.send,
+        &TransferFrame::Failed(err),
+        MAX_TRANSFER_FRAME,
+    )
+    .await;
     let _ = op.send.finish();
     let _ = tokio::time::timeout(CANCEL_TIMEOUT, op.send.stopped()).await;
 }
 
 /// `cp -r` of an empty directory: one write of kind `Dir`.
 async fn make_dir(req: CopyRequest, dst: &End, op: Leg) {
-    let End::Agent { conn, name, path, .. } = dst else {
+    let End::Agent {
+        conn, name, path, ..
+    } = dst
+    else {
         let err = fail(
             TransferErrorKind::BadRequest,
             "a local directory is made by the console, not through the hub",
@@ -479,7 +510,9 @@ impl Setup<'_> {
         let (who_src, who_dst) = (self.src.label(), self.dst.label());
         // The source: open it, learn its size.
         let meta = match self.src {
-            End::Agent { conn, name, path, .. } => {
+            End::Agent {
+                conn, name, path, ..
+            } => {
                 let open = HubStreamOpen::Read(ReadOpen {
                     transfer: self.transfer,
                     path: path.clone(),
@@ -505,7 +538,9 @@ impl Setup<'_> {
         let key = resume_key(self.src, &meta, self.dst, &self.actor.name);
         // The destination: what it holds already.
         let dst = match self.dst {
-            End::Agent { conn, name, path, .. } => {
+            End::Agent {
+                conn, name, path, ..
+            } => {
                 let open = HubStreamOpen::Write(WriteOpen {
                     transfer: self.transfer,
                     path: path.clone(),
@@ -539,10 +574,17 @@ impl Setup<'_> {
             Some(leg) => leg,
             None => &mut *op,
         };
-        send_to(&mut src.send, &TransferFrame::ReadFrom { offset, prefix }, &who_src).await?;
+        send_to(
+            &mut src.send,
+            &TransferFrame::ReadFrom { offset, prefix },
+            &who_src,
+        )
+        .await?;
         let start = match setup_read(&mut src.recv, &who_src).await {
             Ok(TransferFrame::Begin { offset: start }) if start == 0 || start == offset => start,
-            Ok(TransferFrame::Cancel) => return Err(fail(TransferErrorKind::Cancelled, "cancelled")),
+            Ok(TransferFrame::Cancel) => {
+                return Err(fail(TransferErrorKind::Cancelled, "cancelled"));
+            }
             Ok(other) => {
                 return Err(fail(
                     TransferErrorKind::Protocol,
@@ -556,7 +598,8 @@ impl Setup<'_> {
                         Some(leg) => leg,
                         None => &mut *op,
                     };
-                    let _ = send_to(&mut dst.send, &TransferFrame::Failed(e.clone()), &who_dst).await;
+                    let _ =
+                        send_to(&mut dst.send, &TransferFrame::Failed(e.clone()), &who_dst).await;
                     let _ = dst.send.finish();
                 }
                 return Err(e);
@@ -566,7 +609,12 @@ impl Setup<'_> {
             Some(leg) => leg,
             None => &mut *op,
         };
-        send_to(&mut dst.send, &TransferFrame::Begin { offset: start }, &who_dst).await?;
+        send_to(
+            &mut dst.send,
+            &TransferFrame::Begin { offset: start },
+            &who_dst,
+        )
+        .await?;
         let started = TransferStarted {
             size: meta.size,
             offset: start,
@@ -589,7 +637,10 @@ async fn report_writer(out: Option<&mut SendStream>, mut rx: mpsc::Receiver<Tran
     };
     while let Some(frame) = rx.recv().await {
         let write = write_frame(out, &frame, MAX_TRANSFER_FRAME);
-        if !matches!(tokio::time::timeout(REPORT_TIMEOUT, write).await, Ok(Ok(()))) {
+        if !matches!(
+            tokio::time::timeout(REPORT_TIMEOUT, write).await,
+            Ok(Ok(()))
+        ) {
             tracing::debug!("operator stopped reading its copy stream");
             while rx.recv().await.is_some() {}
             return;
@@ -623,7 +674,9 @@ async fn relay(
     };
     let (report_tx, report_rx) = mpsc::channel::<TransferFrame>(REPORT_QUEUE);
     let (op_out, op_in, src_send) = match (role, op.as_mut()) {
-        (OpRole::Watcher, Some(op)) => (Some(&mut op.send), Some(&mut op.recv), Some(&mut src.send)),
+        (OpRole::Watcher, Some(op)) => {
+            (Some(&mut op.send), Some(&mut op.recv), Some(&mut src.send))
+        }
         (OpRole::Source, _) => (Some(&mut src.send), None, None),
         (_, _) => (None, None, Some(&mut src.send)),
     };
@@ -702,7 +755,9 @@ async fn forward(
     let body: Vec<u8> = pieces[1..].iter().flat_map(|b| b.iter().copied()).collect();
     flotilla_wire::decode_body::<TransferFrame>(&body)
         .map(Some)
-        .map_err(|e| Outcome::SourceFailed(fail(TransferErrorKind::Protocol, format!("source: {e}"))))
+        .map_err(|e| {
+            Outcome::SourceFailed(fail(TransferErrorKind::Protocol, format!("source: {e}")))
+        })
 }
 
 /// Source to destination until `End`; Ok once it is forwarded.
@@ -723,7 +778,12 @@ async fn pump_data(src_recv: &mut RecvStream, dst_send: &mut SendStream) -> Resu
             }
             Some(TransferFrame::Failed(e)) => {
                 // Only whole frames went out, so the destination can read this one.
-                let _ = write_frame(dst_send, &TransferFrame::Failed(e.clone()), MAX_TRANSFER_FRAME).await;
+                let _ = write_frame(
+                    dst_send,
+                    &TransferFrame::Failed(e.clone()),
+                    MAX_TRANSFER_FRAME,
+                )
+                .await;
                 let _ = dst_send.finish();
                 return Err(Outcome::SourceFailed(e));
             }
@@ -876,7 +936,8 @@ async fn conclude(
             tracing::info!(bytes = done.size, resumed_from = done.resumed_from, blake3 = %done.digest, "copy verified");
             end_source(src_send, None);
             let _ = dst.send.finish();
-            rec.finish(TransferOutcome::Done, "", done.digest.to_string()).await;
+            rec.finish(TransferOutcome::Done, "", done.digest.to_string())
+                .await;
             rec.event(TransferState::Done);
             if role != OpRole::Destination {
                 let _ = report.send(TransferFrame::Done(done)).await;
@@ -886,7 +947,8 @@ async fn conclude(
             tracing::warn!(kind = ?err.kind, error = %err.message, "copy failed");
             end_source(src_send, Some(ErrorCode::Internal));
             let _ = dst.send.finish();
-            rec.finish(TransferOutcome::Failed, &err.message, String::new()).await;
+            rec.finish(TransferOutcome::Failed, &err.message, String::new())
+                .await;
             rec.event(TransferState::Failed(err.clone()));
             let _ = report.send(TransferFrame::Failed(err)).await;
         }
@@ -895,7 +957,8 @@ async fn conclude(
             end_source(src_send, Some(ErrorCode::Internal));
             // A reset, not a frame: the data stream may be mid-frame.
             dst.reset(ErrorCode::Internal);
-            rec.finish(TransferOutcome::Interrupted, &err.message, String::new()).await;
+            rec.finish(TransferOutcome::Interrupted, &err.message, String::new())
+                .await;
             rec.event(TransferState::Failed(err.clone()));
             let _ = report.send(TransferFrame::Failed(err)).await;
         }
@@ -904,8 +967,12 @@ async fn conclude(
             // reset, sent once the record is written, before it disconnects.
             end_source(src_send, Some(ErrorCode::Cancelled));
             tracing::info!("copy cancelled by the receiving console");
-            rec.finish(TransferOutcome::Cancelled, "cancelled by the operator", String::new())
-                .await;
+            rec.finish(
+                TransferOutcome::Cancelled,
+                "cancelled by the operator",
+                String::new(),
+            )
+            .await;
             rec.event(TransferState::Cancelled);
             dst.reset(ErrorCode::Cancelled);
         }
@@ -914,8 +981,12 @@ async fn conclude(
             let _ = dst.send.reset(ErrorCode::Cancelled.as_u32().into());
             let clean = confirmed(&mut dst.recv).await;
             tracing::info!(confirmed = clean, "copy cancelled");
-            rec.finish(TransferOutcome::Cancelled, "cancelled by the operator", String::new())
-                .await;
+            rec.finish(
+                TransferOutcome::Cancelled,
+                "cancelled by the operator",
+                String::new(),
+            )
+            .await;
             rec.event(TransferState::Cancelled);
             {
                 let reply = if clean {
@@ -923,7 +994,10 @@ async fn conclude(
                 } else {
                     TransferFrame::Failed(fail(
                         TransferErrorKind::Cancelled,
-                        format!("cancelled, but {} did not confirm removing its partial file", rec.dst),
+                        format!(
+                            "cancelled, but {} did not confirm removing its partial file",
+                            rec.dst
+                        ),
                     ))
                 };
                 let _ = report.send(reply).await;

@@ -159,7 +159,11 @@ impl AgentTree {
     }
 
     /// Applies one frame of the snapshot stream.
-    pub(crate) fn handle(&mut self, frame: SnapshotFrame, now_ms: u64) -> Result<Applied, TreeError> {
+    pub(crate) fn handle(
+        &mut self,
+        frame: SnapshotFrame,
+        now_ms: u64,
+    ) -> Result<Applied, TreeError> {
         match frame {
             SnapshotFrame::Begin { epoch, reason } => {
                 self.building = Some(Building {
@@ -333,7 +337,10 @@ mod tests {
             1,
         )
         .expect("begin");
-        assert_eq!(t.handle(SnapshotFrame::Entries(entries), 1), Ok(Applied::Nothing));
+        assert_eq!(
+            t.handle(SnapshotFrame::Entries(entries), 1),
+            Ok(Applied::Nothing)
+        );
         assert!(matches!(
             t.handle(
                 SnapshotFrame::End {
@@ -358,7 +365,14 @@ mod tests {
         snapshot(
             &mut t,
             1,
-            vec![file("a-b"), dir("a"), file("a/x"), dir("a/sub"), file("a/sub/y"), file("z")],
+            vec![
+                file("a-b"),
+                dir("a"),
+                file("a/x"),
+                dir("a/sub"),
+                file("a/sub/y"),
+                file("z"),
+            ],
         );
         assert!(t.ready());
         assert_eq!(names(&t.page("", false, None, 100)), ["a", "a-b", "z"]);
@@ -371,7 +385,9 @@ mod tests {
             epoch: 1,
             seq: 1,
             changes: vec![
-                Change::Remove { path: "a/sub".into() },
+                Change::Remove {
+                    path: "a/sub".into(),
+                },
                 Change::Upsert(file("a/new")),
             ],
         };
@@ -386,7 +402,11 @@ mod tests {
     #[test]
     fn pages_resume_after_the_last_path() {
         let mut t = AgentTree::new("n".into());
-        snapshot(&mut t, 1, (0..25).map(|i| file(&format!("f{i:02}"))).collect());
+        snapshot(
+            &mut t,
+            1,
+            (0..25).map(|i| file(&format!("f{i:02}"))).collect(),
+        );
         let p1 = t.page("", false, None, 10);
         assert_eq!(p1.entries.len(), 10);
         let p2 = t.page("", false, p1.next.as_deref(), 10);

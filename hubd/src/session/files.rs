@@ -72,8 +72,8 @@ async fn list_inner(
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
     let (id, name) = find_agent(ctx, &req.agent).await?;
-    let path = normalize_rel_path(&req.path)
-        .map_err(|e| refusal(ErrorCode::BadRequest, e.to_string()))?;
+    let path =
+        normalize_rel_path(&req.path).map_err(|e| refusal(ErrorCode::BadRequest, e.to_string()))?;
     let tree = ctx.files.tree(&id).ok_or_else(|| {
         refusal(
             ErrorCode::NotFound,
@@ -110,7 +110,12 @@ async fn list_inner(
             // Pages are taken one lock at a time, so a listing of 100,000 entries never holds
             // the tree (or a copy of it) for long.
             loop {
-                let page = lock(&tree).page(&path, req.recursive, after.as_deref(), SNAPSHOT_CHUNK_ENTRIES);
+                let page = lock(&tree).page(
+                    &path,
+                    req.recursive,
+                    after.as_deref(),
+                    SNAPSHOT_CHUNK_ENTRIES,
+                );
                 total += page.entries.len() as u64;
                 if !page.entries.is_empty() {
                     write_frame(send, &ListReply::Entries(page.entries), MAX_SNAPSHOT_FRAME)

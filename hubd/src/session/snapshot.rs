@@ -81,9 +81,13 @@ async fn request_resync(ctx: &HubCtx, id: &IdentityId, reason: String) {
     };
     let ask = async {
         let (mut send, _recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut send, &HubStreamOpen::Resync { reason }, MAX_CONTROL_FRAME)
-            .await
-            .map_err(|e| e.to_string())?;
+        write_frame(
+            &mut send,
+            &HubStreamOpen::Resync { reason },
+            MAX_CONTROL_FRAME,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let _ = send.finish();
         Ok::<_, String>(())
     };

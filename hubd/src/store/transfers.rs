@@ -78,11 +78,9 @@ pub fn begin(
              attempts = attempts + 1, updated_ms = ?7",
         params![id, actor, src, dst, size as i64, resumed_from as i64, now_ms as i64],
     )?;
-    conn.query_row(
-        "SELECT attempts FROM transfers WHERE id = ?1",
-        [id],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT attempts FROM transfers WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
 }
 
 /// Records how an attempt ended.
@@ -136,12 +134,30 @@ mod tests {
     fn attempts_count_up_and_outcomes_stick() {
         let mut conn = Connection::open_in_memory().expect("db");
         crate::store::migrate::migrate(&mut conn).expect("migrate");
-        assert_eq!(begin(&conn, "t-1", "o-1", "a:x", "b:y", 10, 0, 5).expect("begin"), 1);
-        finish(&conn, "t-1", TransferOutcome::Interrupted, 4, "hub restarted", "", 6).expect("finish");
-        assert_eq!(begin(&conn, "t-1", "o-1", "a:x", "b:y", 10, 4, 7).expect("begin"), 2);
+        assert_eq!(
+            begin(&conn, "t-1", "o-1", "a:x", "b:y", 10, 0, 5).expect("begin"),
+            1
+        );
+        finish(
+            &conn,
+            "t-1",
+            TransferOutcome::Interrupted,
+            4,
+            "hub restarted",
+            "",
+            6,
+        )
+        .expect("finish");
+        assert_eq!(
+            begin(&conn, "t-1", "o-1", "a:x", "b:y", 10, 4, 7).expect("begin"),
+            2
+        );
         finish(&conn, "t-1", TransferOutcome::Done, 10, "", "ab", 8).expect("finish");
         let row = get(&conn, "t-1").expect("get").expect("row");
-        assert_eq!((row.state.as_str(), row.bytes, row.attempts, row.started_ms), ("done", 10, 2, 5));
+        assert_eq!(
+            (row.state.as_str(), row.bytes, row.attempts, row.started_ms),
+            ("done", 10, 2, 5)
+        );
         assert_eq!(get(&conn, "t-2").expect("get"), None);
     }
 }

@@ -38,7 +38,9 @@ pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
-        let Ok(read) = std::fs::read_dir(&d) else { continue };
+        let Ok(read) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in read.flatten() {
             let p = e.path();
             if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -285,14 +287,24 @@ impl Fleet {
         let token = token(&self.hub_paths, role, 1).await;
         let dir = self.dir.path().join(format!("login-{name}"));
         flotilla::cli::create_private_dir(&dir).expect("login dir");
-        flotilla_certs::enrol::enrol(&token, &dir, name.into(), Vec::new(), flotilla::client::local_hello())
-            .await
-            .expect("login enrols");
+        flotilla_certs::enrol::enrol(
+            &token,
+            &dir,
+            name.into(),
+            Vec::new(),
+            flotilla::client::local_hello(),
+        )
+        .await
+        .expect("login enrols");
         Login::load(&dir, None).expect("login loads")
     }
 
     /// Copies with the admin identity and default options; collects the events.
-    pub async fn cp(&self, src: &str, dst: &str) -> (Result<files::CopyReport, FilesError>, Vec<CopyEvent>) {
+    pub async fn cp(
+        &self,
+        src: &str,
+        dst: &str,
+    ) -> (Result<files::CopyReport, FilesError>, Vec<CopyEvent>) {
         cp_as(&self.admin, src, dst, &CopyOptions::default()).await
     }
 }
@@ -308,9 +320,14 @@ pub async fn cp_as(
     let cancel = CancellationToken::new();
     let r = tokio::time::timeout(
         DEADLINE * 2,
-        files::copy(login, &Place::parse(src), &Place::parse(dst), opts, &cancel, &mut |e| {
-            events.push(e.clone())
-        }),
+        files::copy(
+            login,
+            &Place::parse(src),
+            &Place::parse(dst),
+            opts,
+            &cancel,
+            &mut |e| events.push(e.clone()),
+        ),
     )
     .await
     .expect("copy ends within the deadline");

@@ -284,7 +284,10 @@ mod tests {
         sink.keep();
         let mut sink = LocalSink::plan(&dest, ResumeKey(7), meta).expect("plan");
         assert_eq!(sink.have, 3);
-        assert_eq!(sink.prefix(), Some(Digest(*blake3::hash(b"abc").as_bytes())));
+        assert_eq!(
+            sink.prefix(),
+            Some(Digest(*blake3::hash(b"abc").as_bytes()))
+        );
         sink.begin(3).expect("begin");
         sink.write(b"def").expect("write");
         assert_eq!(sink.digest(), Digest(*blake3::hash(b"abcdef").as_bytes()));
@@ -317,6 +320,9 @@ mod tests {
             all.extend(c);
         }
         assert_eq!(all, b"hello world");
-        assert_eq!(src.digest(), Digest(*blake3::hash(b"hello world").as_bytes()));
+        assert_eq!(
+            src.digest(),
+            Digest(*blake3::hash(b"hello world").as_bytes())
+        );
     }
 }

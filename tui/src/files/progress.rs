@@ -243,7 +243,11 @@ impl Progress {
                 blake3,
             } => {
                 self.clear_bar();
-                let rate = self.meters.remove(transfer).map(|m| m.rate()).unwrap_or(0.0);
+                let rate = self
+                    .meters
+                    .remove(transfer)
+                    .map(|m| m.rate())
+                    .unwrap_or(0.0);
                 let resumed = if *resumed_from > 0 {
                     format!(", resumed from {}", bytes(*resumed_from))
                 } else {
@@ -277,10 +281,19 @@ mod tests {
     #[test]
     fn the_bar_shows_bytes_rate_and_eta() {
         assert_eq!(
-            bar_line("web-2:iso", 512 * 1024 * 1024, 1024 * 1024 * 1024, 100.0 * 1024.0 * 1024.0, Some(6)),
+            bar_line(
+                "web-2:iso",
+                512 * 1024 * 1024,
+                1024 * 1024 * 1024,
+                100.0 * 1024.0 * 1024.0,
+                Some(6)
+            ),
             "web-2:iso  50% [============            ] 512.0M/1.0G 100.0M/s ETA 0:06"
         );
         assert_eq!(clock(3725), "1:02:05");
-        assert_eq!(bar_line("x", 0, 0, 0.0, None), "x 100% [========================] 0B/0B 0B/s ETA -");
+        assert_eq!(
+            bar_line("x", 0, 0, 0.0, None),
+            "x 100% [========================] 0B/0B 0B/s ETA -"
+        );
     }
 }
