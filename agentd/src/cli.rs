@@ -70,6 +70,12 @@ pub enum Command {
         /// Exec policy override: off, allowlist or any (agent.toml's `exec`; default off).
         #[arg(long, value_parser = ["off", "allowlist", "any"])]
         exec: Option<String>,
+        /// Folder shared with the fleet (default: `shared` in the data directory).
+        #[arg(long, env = "FLOTILLA_SHARED_DIR")]
+        shared_dir: Option<PathBuf>,
+        /// Refuse transfers into the shared folder.
+        #[arg(long)]
+        read_only: bool,
     },
 }
 
@@ -101,6 +107,10 @@ pub fn main() -> ExitCode {
             .init();
     }
     flotilla_certs::install_crypto_provider();
+    // Under a file-size limit (`ulimit -f`) a write past it raises SIGXFSZ, whose default action
+    // kills the process; ignored, the write fails with EFBIG and the transfer reports no space.
+    // SAFETY: setting a signal disposition to SIG_IGN before any other thread starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -188,6 +198,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             metrics_interval_ms,
             exec,
+            shared_dir,
+            read_only,
         } => {
             let mut config = AgentConfig::load(&paths.data_dir)?;
             if let Some(ms) = metrics_interval_ms {
@@ -196,6 +208,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(mode) = exec.as_deref().and_then(crate::ExecMode::parse) {
                 config.exec = mode;
             }
+            if let Some(dir) = shared_dir {
+                config.shared_dir = Some(dir);
+            }
+            config.read_only |= read_only;
             let cancel = CancellationToken::new();
             let agent = crate::start(&paths, config, cancel.clone())?;
             wait_for_signal().await;

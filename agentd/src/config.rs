@@ -25,6 +25,11 @@ pub struct AgentConfig {
     pub workdir: Option<PathBuf>,
     /// After SIGTERM on cancel or timeout, milliseconds before SIGKILL.
     pub kill_grace_ms: u32,
+    /// The folder shared with the fleet; a relative path is taken from the data directory.
+    /// Default: `shared` in the data directory.
+    pub shared_dir: Option<PathBuf>,
+    /// Refuse every transfer into the shared folder (it can still be listed and read).
+    pub read_only: bool,
 }
 
 impl Default for AgentConfig {
@@ -36,6 +41,8 @@ impl Default for AgentConfig {
             scripts_dir: None,
             workdir: None,
             kill_grace_ms: DEFAULT_KILL_GRACE_MS,
+            shared_dir: None,
+            read_only: false,
         }
     }
 }
@@ -154,9 +161,31 @@ impl AgentConfig {
                 self.kill_grace_ms
             ));
         }
+        if self
+            .shared_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(AgentError::Config(
+                "shared_dir is empty: give a folder, or leave it out for `shared` in the data directory"
+                    .into(),
+            ));
+        }
         Ok(())
     }
+
+    /// The shared folder for an agent whose data directory is `data_dir`.
+    pub fn shared_dir(&self, data_dir: &Path) -> PathBuf {
+        match &self.shared_dir {
+            Some(d) => data_dir.join(d),
+            None => data_dir.join(DEFAULT_SHARED_DIR),
+        }
+    }
 }
+
+/// Default shared folder, inside the data directory: every agent shares something out of the box,
+/// and nothing outside its own directory unless configured.
+pub const DEFAULT_SHARED_DIR: &str = "shared";
 
 /// Where an agent keeps its identity and state.
 #[derive(Clone, Debug)]
@@ -208,5 +237,33 @@ mod tests {
             "config: workdir = tmp must be an absolute path"
         );
         assert!(err("kill_grace_ms = 5").contains("between 100 and 600000"));
+    }
+
+    #[test]
+    fn shared_dir_defaults_inside_the_data_dir_and_unknown_fields_fail() {
+        let cfg: AgentConfig = toml::from_str("read_only = true\n").expect("parse");
+        assert!(cfg.read_only);
+        assert_eq!(
+            cfg.shared_dir(Path::new("/var/lib/agent")),
+            Path::new("/var/lib/agent/shared")
+        );
+        let cfg: AgentConfig = toml::from_str("shared_dir = \"/srv/share\"\n").expect("parse");
+        assert_eq!(
+            cfg.shared_dir(Path::new("/var/lib/agent")),
+            Path::new("/srv/share")
+        );
+        let err = toml::from_str::<AgentConfig>("shared_folder = \"x\"\n").expect_err("unknown");
+        assert!(err.to_string().contains("shared_folder"), "{err}");
+        let empty = AgentConfig {
+            shared_dir: Some(PathBuf::new()),
+            ..AgentConfig::default()
+        };
+        assert!(
+            empty
+                .validate()
+                .expect_err("empty")
+                .to_string()
+                .contains("shared_dir is empty")
+        );
     }
 }

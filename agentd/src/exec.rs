@@ -18,10 +18,10 @@ use flotilla_wire::exec::{
     AgentEvent, Chunk, ExecFailure, ExecStart, ExitReport, FailureKind, HubStreamOpen,
     OutputStream, Pong,
 };
-use flotilla_wire::io::{read_frame, write_frame};
+use flotilla_wire::io::write_frame;
 use flotilla_wire::limits::MAX_EXEC_FRAME;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -29,8 +29,6 @@ use tracing::Instrument;
 /// Commands one agent runs at once. Each holds a hub stream (the hub's connection window is
 /// shared), two pipes and a process group; more than this is a runaway script, not a fleet job.
 pub const MAX_CONCURRENT_EXEC: usize = 32;
-/// Time the hub gets to send the opening frame of a stream it opened.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What exec streams share: the policy and the slots.
 pub struct ExecContext {
@@ -66,30 +64,14 @@ async fn fail(send: &mut quinn::SendStream, kind: FailureKind, message: String) 
     let _ = send.finish();
 }
 
-/// Serves one stream the hub opened: reads its opener and runs it to the end.
-pub async fn serve(
+/// Serves an exec or ping stream the hub opened, whose opener the link has read.
+pub async fn serve_open(
     ctx: Arc<ExecContext>,
     conn: quinn::Connection,
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
+    open: HubStreamOpen,
 ) {
-    let open = match tokio::time::timeout(
-        OPEN_TIMEOUT,
-        read_frame::<HubStreamOpen, _>(&mut recv, MAX_EXEC_FRAME),
-    )
-    .await
-    {
-        Ok(Ok(Some(open))) => open,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "bad stream opener from the hub");
-            let code = flotilla_wire::ErrorCode::Malformed.as_u32().into();
-            let _ = send.reset(code);
-            let _ = recv.stop(code);
-            return;
-        }
-        Err(_) => return,
-    };
     match open {
         HubStreamOpen::Ping { .. } => {
             let pong = Pong {
@@ -101,6 +83,10 @@ pub async fn serve(
         HubStreamOpen::Exec(start) => {
             let span = tracing::info_span!("exec", job = %start.job);
             run(ctx, conn, start, send, recv).instrument(span).await
+        }
+        other => {
+            tracing::warn!(?other, "not an exec stream");
+            let _ = send.reset(flotilla_wire::ErrorCode::BadRequest.as_u32().into());
         }
     }
 }

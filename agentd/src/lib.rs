@@ -1,6 +1,7 @@
 //! agentd: the Flotilla agent. Enrols with a join token (its key never leaves the machine), then keeps
-//! a QUIC link to the hub with mutual TLS, streams metrics over it, and runs the commands the hub
-//! sends within its own exec policy.
+//! a QUIC link to the hub with mutual TLS, streams metrics over it, runs the commands the hub sends
+//! within its own exec policy, and shares one folder with the fleet: [`watch`] keeps the hub's copy
+//! of its tree current and [`transfer`] serves reads and writes.
 //!
 //! Main entry points: [`enroll`] and [`start`].
 
@@ -12,6 +13,8 @@ pub mod link;
 pub mod metrics;
 pub mod sampler;
 pub mod swarm;
+pub mod transfer;
+mod watch;
 
 pub use config::{AgentConfig, AgentPaths, ExecMode};
 pub use error::AgentError;
@@ -20,7 +23,7 @@ pub use link::LinkState;
 use flotilla_certs::{IDENTITY_STEM, Identity};
 use flotilla_wire::PROTOCOL_VERSION;
 use flotilla_wire::msg::{Hello, Labels};
-use tokio::sync::watch;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// What this machine says about itself in hello.
@@ -63,9 +66,9 @@ pub fn create_private_dir(dir: &std::path::Path) -> Result<(), flotilla_certs::C
 /// A running agent.
 pub struct RunningAgent {
     /// Link state changes.
-    pub state: watch::Receiver<LinkState>,
+    pub state: tokio::sync::watch::Receiver<LinkState>,
     /// Samples buffered for back-fill so far (grows while the hub is unreachable).
-    pub buffered: watch::Receiver<u64>,
+    pub buffered: tokio::sync::watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -93,7 +96,12 @@ pub fn start(
     let client = flotilla_certs::dial::identity_config(&identity)?;
     let endpoint = flotilla_certs::dial::client_endpoint(flotilla_certs::dial::wants_ipv6(&hubs))
         .map_err(|e| AgentError::Config(e.to_string()))?;
-    let (state_tx, state_rx) = watch::channel(LinkState::Disconnected("starting".into()));
+    let files = Arc::new(transfer::SharedFolder::open(
+        &config.shared_dir(&paths.data_dir),
+        config.read_only,
+    )?);
+    let (state_tx, state_rx) =
+        tokio::sync::watch::channel(LinkState::Disconnected("starting".into()));
     let link = link::Link {
         endpoint,
         client,
@@ -101,11 +109,12 @@ pub fn start(
         hello: local_hello(),
         metrics_interval_ms: config.metrics_interval_ms,
         state: state_tx,
-        exec: std::sync::Arc::new(exec::ExecContext::new(exec::ExecPolicy::from_config(
+        exec: Arc::new(exec::ExecContext::new(exec::ExecPolicy::from_config(
             &config,
         ))),
+        files: Some(files),
     };
-    let (buffered_tx, buffered_rx) = watch::channel(0);
+    let (buffered_tx, buffered_rx) = tokio::sync::watch::channel(0);
     let task = tokio::spawn(run_link(
         link,
         metrics::Collector::new(),
@@ -131,7 +140,7 @@ pub async fn run_link<S: sampler::SampleSource>(
     link: link::Link,
     source: S,
     interval_override_ms: u32,
-    buffered: watch::Sender<u64>,
+    buffered: tokio::sync::watch::Sender<u64>,
     cancel: CancellationToken,
 ) {
     let start = if interval_override_ms > 0 {
@@ -139,7 +148,7 @@ pub async fn run_link<S: sampler::SampleSource>(
     } else {
         DEFAULT_INTERVAL_MS
     };
-    let (interval_tx, interval_rx) = watch::channel(start);
+    let (interval_tx, interval_rx) = tokio::sync::watch::channel(start);
     let (sample_tx, sample_rx) = tokio::sync::mpsc::channel(SAMPLE_QUEUE);
     let sampler = tokio::spawn(sampler::run(source, sample_tx, interval_rx, cancel.clone()));
     let outbox = link::Outbox {

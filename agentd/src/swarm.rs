@@ -135,6 +135,7 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
                     ..crate::AgentConfig::default()
                 }),
             )),
+            files: None,
         };
         set.spawn(crate::run_link(
             link,

@@ -1,5 +1,6 @@
 //! hubd: the Flotilla hub. Accepts agents and operators over QUIC with mutual TLS, enrols new
-//! identities from join tokens, keeps the registry and audit log in SQLite and live state in memory.
+//! identities from join tokens, keeps the registry and audit log in SQLite and live state in memory,
+//! keeps every agent's shared-folder tree and relays file transfers between agents and operators.
 //!
 //! Main entry points: [`init`] (create a hub's data directory), [`start`] (serve until cancelled),
 //! [`offline_request`] (run an admin request against a stopped hub's database).
@@ -13,6 +14,7 @@ mod error;
 pub mod exec;
 pub mod history;
 pub mod registry;
+mod relay;
 mod session;
 mod stats;
 pub mod store;
@@ -21,6 +23,7 @@ pub use admin_socket::request as admin_request;
 pub use config::{HubConfig, HubPaths};
 pub use error::HubError;
 pub use registry::Registry;
+pub use relay::Files;
 pub use stats::Stats;
 
 use flotilla_certs::{Ca, IDENTITY_STEM, Identity};
@@ -56,6 +59,8 @@ pub struct HubCtx {
     pub history: history::History,
     /// Running exec jobs.
     pub jobs: exec::Jobs,
+    /// Shared-folder trees, file events and transfers in flight.
+    pub files: Arc<Files>,
 }
 
 /// What `hubd init` made.
@@ -214,6 +219,7 @@ async fn open_ctx(
         stats: Stats::default(),
         history,
         jobs: exec::Jobs::default(),
+        files: Arc::new(Files::new()),
     };
     Ok((Arc::new(ctx), store_thread))
 }

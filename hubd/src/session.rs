@@ -3,8 +3,10 @@
 
 mod agent;
 pub(crate) mod enrol;
+mod files;
 mod metrics;
 mod operator;
+mod snapshot;
 
 use crate::store::{self, now_ms};
 use crate::{HubCtx, HubError};
@@ -292,6 +294,29 @@ pub(crate) fn describe_close(err: &quinn::ConnectionError) -> String {
         }
         quinn::ConnectionError::LocallyClosed => "closed by hub".into(),
         other => other.to_string(),
+    }
+}
+
+/// Reads the opening frame of an agent's unidirectional stream and serves it as its kind.
+pub(crate) async fn serve_agent_uni(
+    ctx: Arc<HubCtx>,
+    id: flotilla_wire::IdentityId,
+    name: String,
+    mut recv: quinn::RecvStream,
+) {
+    use flotilla_wire::msg::StreamOpen;
+    match flotilla_wire::io::read_frame::<StreamOpen, _>(&mut recv, MAX_CONTROL_FRAME).await {
+        Ok(Some(StreamOpen::Metrics)) => metrics::serve(ctx, id, recv).await,
+        Ok(Some(StreamOpen::Snapshot)) => snapshot::serve(ctx, id, name, recv).await,
+        Ok(Some(other)) => {
+            tracing::warn!(?other, "agent opened a stream kind it may not open");
+            let _ = recv.stop(ErrorCode::Forbidden.as_u32().into());
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "bad stream header");
+            let _ = recv.stop(frame_error_code(&e).as_u32().into());
+        }
     }
 }
 

@@ -425,17 +425,9 @@ impl Outcome {
     }
 }
 
-/// Hub to agent: first frame of every stream the hub opens on an agent's connection.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HubStreamOpen {
-    /// Run a command; [`AgentEvent`]s answer, [`ExecControl`] may follow.
-    Exec(ExecStart),
-    /// Answer one [`Pong`] at once.
-    Ping {
-        /// The hub's clock when sent, ms since the epoch.
-        hub_time_ms: u64,
-    },
-}
+/// Hub to agent: first frame of every stream the hub opens on an agent's connection (exec and ping
+/// here, file transfers in [`crate::files`]): one enum, so the agent reads one opener and dispatches.
+pub use crate::msg::HubStreamOpen;
 
 /// What the hub asks one agent to run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

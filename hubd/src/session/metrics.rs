@@ -2,29 +2,17 @@
 
 use crate::HubCtx;
 use flotilla_wire::io::read_frame;
-use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_METRICS_FRAME};
-use flotilla_wire::msg::{MetricsFrame, StreamOpen};
+use flotilla_wire::limits::MAX_METRICS_FRAME;
+use flotilla_wire::msg::MetricsFrame;
 use flotilla_wire::{ErrorCode, IdentityId};
 use std::sync::Arc;
 
-/// Reads one agent stream until it ends. A malformed or oversized frame stops this stream with a code
+/// Reads one agent's metrics stream (after its opening frame) until it ends. A malformed or oversized frame stops this stream with a code
 /// and leaves the connection and every other agent alone.
 pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::RecvStream) {
     let stop = |recv: &mut quinn::RecvStream, code: ErrorCode| {
         let _ = recv.stop(code.as_u32().into());
     };
-    match read_frame::<StreamOpen, _>(&mut recv, MAX_CONTROL_FRAME).await {
-        Ok(Some(StreamOpen::Metrics)) => {}
-        Ok(Some(other)) => {
-            tracing::warn!(?other, "agent opened a stream kind it may not open");
-            return stop(&mut recv, ErrorCode::Forbidden);
-        }
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(error = %e, "bad stream header");
-            return stop(&mut recv, super::frame_error_code(&e));
-        }
-    }
     loop {
         match read_frame::<MetricsFrame, _>(&mut recv, MAX_METRICS_FRAME).await {
             Ok(Some(MetricsFrame::Sample(sample))) => {

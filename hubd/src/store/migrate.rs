@@ -118,6 +118,24 @@ CREATE TABLE job_results (
 );
 CREATE INDEX job_results_agent ON job_results(agent_id, job_id);
 "#,
+    // 4: file transfers (issue 6).
+    r#"
+CREATE TABLE transfers (
+    id         TEXT PRIMARY KEY,
+    actor      TEXT NOT NULL,
+    src        TEXT NOT NULL,
+    dst        TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    bytes      INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    error      TEXT NOT NULL DEFAULT '',
+    digest     TEXT NOT NULL DEFAULT '',
+    attempts   INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX transfers_updated ON transfers(updated_ms);
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.
