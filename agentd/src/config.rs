@@ -13,6 +13,9 @@ pub const CONFIG_FILE: &str = "agent.toml";
 pub struct AgentConfig {
     /// Metrics interval in milliseconds when nobody watches; 0 means "as the hub says".
     pub metrics_interval_ms: u32,
+    /// Join token to enrol with while the data directory holds no identity (`agentd install`,
+    /// `enroll` and `run` use it); unused once enrolled. Prints as `***`.
+    pub token: Option<deploy::SecretString>,
 }
 
 impl AgentConfig {

@@ -9,6 +9,9 @@ mod error;
 pub mod link;
 pub mod metrics;
 pub mod sampler;
+pub mod service;
+pub mod settings;
+pub mod status;
 pub mod swarm;
 
 pub use config::{AgentConfig, AgentPaths};
@@ -92,6 +95,11 @@ pub fn start(
     let endpoint = flotilla_certs::dial::client_endpoint(flotilla_certs::dial::wants_ipv6(&hubs))
         .map_err(|e| AgentError::Config(e.to_string()))?;
     let (state_tx, state_rx) = watch::channel(LinkState::Disconnected("starting".into()));
+    let status = tokio::spawn(status::run(
+        paths.data_dir.join(status::STATUS_FILE),
+        hubs.clone(),
+        state_rx.clone(),
+    ));
     let link = link::Link {
         endpoint,
         client,
@@ -101,13 +109,18 @@ pub fn start(
         state: state_tx,
     };
     let (buffered_tx, buffered_rx) = watch::channel(0);
-    let task = tokio::spawn(run_link(
+    let run = run_link(
         link,
         metrics::Collector::new(),
         config.metrics_interval_ms,
         buffered_tx,
         cancel,
-    ));
+    );
+    let task = tokio::spawn(async move {
+        run.await;
+        // The link is gone with its state sender: the status writer records "stopped" and ends.
+        let _ = status.await;
+    });
     Ok(RunningAgent {
         state: state_rx,
         buffered: buffered_rx,

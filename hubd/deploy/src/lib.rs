@@ -8,6 +8,7 @@
 //! `systemctl`, `launchctl` or `sc.exe` depends on the machine, and that is decided at run time.
 
 pub mod files;
+pub mod install;
 pub mod launchd;
 pub mod layered;
 pub mod layout;
