@@ -193,7 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             labels,
             json,
         } => {
-            let token = match token {
+            let token = match token.filter(|t| !t.is_empty()) {
                 Some(t) => deploy::SecretString::new(t),
                 None => crate::settings::resolve(
                     &resolved.config_file,

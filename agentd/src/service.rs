@@ -1,9 +1,9 @@
 //! `agentd install`, `uninstall` and `status`: the agent as a service (systemd, launchd, Windows),
 //! enrolling first when the machine is not enrolled yet.
 
+use crate::AgentPaths;
 use crate::settings::{self, Flags};
 use crate::status::{self as status_file, AgentStatus};
-use crate::AgentPaths;
 use clap::Args;
 use deploy::install::{self, InstallError, Report};
 use deploy::{Daemon, Layout, Scope, SecretString, ServiceSpec};
@@ -199,7 +199,8 @@ async fn install_inner(
                 2,
             )
         })?),
-        None => args.token.clone(),
+        // An empty FLOTILLA_TOKEN is no token.
+        None => args.token.clone().filter(|t| !t.is_empty()),
     };
     if token.is_none() {
         let config_on_disk = layout.on_disk(&layout.config_file);
@@ -228,9 +229,14 @@ async fn install_inner(
             data_dir: data_on_disk.clone(),
         };
         let token = SecretString::new(token);
-        let done = crate::enroll(&paths, token.expose(), args.name.clone(), args.labels.clone())
-            .await
-            .map_err(|e| (anyhow::Error::new(e).context("enrolment failed"), 1))?;
+        let done = crate::enroll(
+            &paths,
+            token.expose(),
+            args.name.clone(),
+            args.labels.clone(),
+        )
+        .await
+        .map_err(|e| (anyhow::Error::new(e).context("enrolment failed"), 1))?;
         tracing::info!(id = %done.enrolled.identity, name = %done.enrolled.name, "enrolled");
         report.notes.push(format!(
             "enrolled as {} ({}) with {}",
@@ -269,7 +275,13 @@ pub fn uninstall(args: UninstallArgs, data_dir: Option<&Path>, config: Option<&P
         install::check_privileges(&layout)?;
         let mut report = Report::new(&layout);
         let spec = spec(&layout, PathBuf::from(Daemon::Agent.binary()), None);
-        install::unregister(&layout, &spec, args.purge, looks_like_agent_dir, &mut report)?;
+        install::unregister(
+            &layout,
+            &spec,
+            args.purge,
+            looks_like_agent_dir,
+            &mut report,
+        )?;
         Ok(report)
     };
     match run() {
@@ -406,7 +418,11 @@ pub fn status(args: StatusArgs, data_dir: Option<&Path>, config: Option<&Path>) 
     println!(
         "  data:      {} ({})",
         s.data_dir.display(),
-        if s.enrolled { "enrolled" } else { "not enrolled" }
+        if s.enrolled {
+            "enrolled"
+        } else {
+            "not enrolled"
+        }
     );
     if let Some(note) = &s.installed.manager_note {
         println!("  note:      service manager not asked: {note}");

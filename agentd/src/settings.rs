@@ -243,8 +243,13 @@ mod tests {
         .expect_err("too small");
         assert_eq!(bad.key.as_deref(), Some("metrics_interval_ms"));
         assert!(matches!(bad.error, AgentError::Config(_)));
-        let missing = resolve(&dir.path().join("none.toml"), true, env(&[]), &Flags::default())
-            .expect_err("explicit file must exist");
+        let missing = resolve(
+            &dir.path().join("none.toml"),
+            true,
+            env(&[]),
+            &Flags::default(),
+        )
+        .expect_err("explicit file must exist");
         assert!(matches!(missing.error, AgentError::Io { .. }));
     }
 }

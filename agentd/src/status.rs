@@ -80,10 +80,9 @@ async fn write(path: PathBuf, status: AgentStatus) {
     let Ok(bytes) = serde_json::to_vec_pretty(&status) else {
         return;
     };
-    let res = tokio::task::spawn_blocking(move || {
-        deploy::files::write_atomic(&path, &bytes, 0o600)
-    })
-    .await;
+    let res =
+        tokio::task::spawn_blocking(move || deploy::files::write_atomic(&path, &bytes, 0o600))
+            .await;
     match res {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "could not write the status file"),

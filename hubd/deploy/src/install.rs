@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     /// A system-wide install by someone other than root.
-    #[error("installing a system service needs root: run with sudo, or use --user, or --root DIR to write the files elsewhere")]
+    #[error(
+        "installing a system service needs root: run with sudo, or use --user, or --root DIR to write the files elsewhere"
+    )]
     NeedsRoot,
     /// No layout for this scope.
     #[error(transparent)]
@@ -195,7 +197,11 @@ pub fn program(
 
 /// The account the service runs as: [`SERVICE_USER`] for Linux system services unless `run_as`
 /// says otherwise (`root` for none); user services run as their user.
-pub fn service_user(layout: &Layout, run_as: Option<String>, report: &mut Report) -> Option<String> {
+pub fn service_user(
+    layout: &Layout,
+    run_as: Option<String>,
+    report: &mut Report,
+) -> Option<String> {
     match (layout.scope, layout.os) {
         (Scope::User, _) => {
             if run_as.is_some() {
@@ -302,7 +308,11 @@ pub fn hand_over_data_dir(
 }
 
 /// The service file's text for this platform.
-pub fn service_text(layout: &Layout, spec: &ServiceSpec, start: bool) -> Result<String, InstallError> {
+pub fn service_text(
+    layout: &Layout,
+    spec: &ServiceSpec,
+    start: bool,
+) -> Result<String, InstallError> {
     Ok(match layout.os {
         Os::Linux => crate::systemd::unit(spec)?,
         Os::MacOs => crate::launchd::plist(spec),
@@ -438,10 +448,22 @@ mod tests {
         ensure_account(&layout, user.as_deref(), &mut report).expect("account");
         let data = create_data_dir(&layout, &layout.data_dir).expect("data");
         assert!(data.starts_with(dir.path()));
-        write_config(&layout, &layout.config_file, "# hi\n", user.as_deref(), &mut report)
-            .expect("config");
-        write_config(&layout, &layout.config_file, "# other\n", user.as_deref(), &mut report)
-            .expect("kept");
+        write_config(
+            &layout,
+            &layout.config_file,
+            "# hi\n",
+            user.as_deref(),
+            &mut report,
+        )
+        .expect("config");
+        write_config(
+            &layout,
+            &layout.config_file,
+            "# other\n",
+            user.as_deref(),
+            &mut report,
+        )
+        .expect("kept");
         let spec = ServiceSpec {
             daemon: Daemon::Agent,
             scope: Scope::System,
@@ -454,15 +476,29 @@ mod tests {
             low_port: false,
         };
         register(&layout, &spec, true, &mut report).expect("register");
-        assert!(dir.path().join("etc/systemd/system/flotilla-agent.service").is_file());
+        assert!(
+            dir.path()
+                .join("etc/systemd/system/flotilla-agent.service")
+                .is_file()
+        );
         assert!(dir.path().join("etc/sysusers.d/flotilla.conf").is_file());
         assert_eq!(
             std::fs::read_to_string(dir.path().join("etc/flotilla/agent.toml")).expect("cfg"),
             "# hi\n",
             "an existing config is never overwritten"
         );
-        assert!(report.pending.contains(&"systemctl enable flotilla-agent".to_string()));
-        assert!(report.pending_reason.as_deref().unwrap_or("").contains("--root"));
+        assert!(
+            report
+                .pending
+                .contains(&"systemctl enable flotilla-agent".to_string())
+        );
+        assert!(
+            report
+                .pending_reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("--root")
+        );
         assert!(installed(&layout).installed);
 
         std::fs::write(data.join("unrelated"), "x").expect("write");
@@ -482,6 +518,10 @@ mod tests {
         assert_eq!(status_code(true, true, false), 1);
         assert_eq!(status_code(true, false, false), 3);
         assert_eq!(status_code(false, false, false), 4);
-        assert_eq!(status_code(false, true, true), 0, "a hand-started daemon is healthy too");
+        assert_eq!(
+            status_code(false, true, true),
+            0,
+            "a hand-started daemon is healthy too"
+        );
     }
 }
