@@ -87,7 +87,7 @@ pub fn resolve(
     let config: AgentConfig = layers.build().map_err(layer_error)?;
     if let Err(error) = config.validate() {
         let key = match &error {
-            AgentError::Config(m) => m.split(" = ").next().map(str::to_string),
+            AgentError::Config(m) => deploy::layered::key_in_message(m),
             _ => None,
         };
         return Err(Invalid { key, error });

@@ -6,6 +6,7 @@ pub(crate) mod enrol;
 mod metrics;
 mod operator;
 
+use crate::stats::StreamKind;
 use crate::store::{self, now_ms};
 use crate::{HubCtx, HubError};
 use flotilla_certs::tls::peer_certificate;
@@ -47,7 +48,11 @@ async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, refusal:
 }
 
 /// Reads the opening frame, naming both versions when the client speaks another protocol.
-async fn read_open(recv: &mut quinn::RecvStream) -> Result<ClientOpen, Refusal> {
+async fn read_open<R>(recv: &mut R) -> Result<ClientOpen, Refusal>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
     let malformed = |m: String| Refusal {
         code: ErrorCode::Malformed,
         message: m,
@@ -109,6 +114,7 @@ pub(crate) async fn serve(
 ) {
     let remote = incoming.remote_address();
     let span = tracing::info_span!("conn", %remote, id = tracing::field::Empty);
+    ctx.stats.connection_accepted();
     async move {
         let opened = tokio::time::timeout(OPEN_TIMEOUT, open(&ctx, incoming)).await;
         drop(permit);
@@ -194,11 +200,13 @@ async fn open(ctx: &HubCtx, incoming: quinn::Incoming) -> Result<Opened, String>
         ctx.stats.handshake_failed();
         format!("handshake: {e}")
     })?;
+    ctx.stats.handshake_ok();
     let (mut send, mut recv) = conn
         .accept_bi()
         .await
         .map_err(|e| format!("control stream: {e}"))?;
-    match read_open(&mut recv).await {
+    let opened = read_open(&mut ctx.stats.reader(StreamKind::Control, &mut recv)).await;
+    match opened {
         Ok(open) => Ok((conn, send, recv, open)),
         Err(refusal) => {
             tracing::info!(code = ?refusal.code, message = %refusal.message, "refused opening frame");

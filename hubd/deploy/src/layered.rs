@@ -234,6 +234,14 @@ impl Layered {
     }
 }
 
+/// The key a validation message starts with (`metrics_interval_ms = 10 is below…`), if it does.
+pub fn key_in_message(message: &str) -> Option<String> {
+    let word = message.split_whitespace().next()?;
+    word.chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        .then(|| word.to_string())
+}
+
 /// An effective configuration for printing: every key (secrets masked by their own `Serialize`)
 /// with its origin, as TOML with the origin in a comment, or as JSON.
 pub fn describe<T: Serialize>(config: &T, layers: &Layered) -> Result<Described, String> {

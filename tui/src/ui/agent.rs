@@ -89,13 +89,7 @@ fn render_history(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
             "mem % 1h",
             points
                 .iter()
-                .map(|p| {
-                    if p.mem_total > 0 {
-                        p.mem_avg * 100 / p.mem_total
-                    } else {
-                        0
-                    }
-                })
+                .map(|p| (p.mem_avg * 100).checked_div(p.mem_total).unwrap_or(0))
                 .collect(),
         ),
         (
