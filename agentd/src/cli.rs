@@ -18,6 +18,10 @@ pub struct Cli {
     /// Data directory (identity, config). Default: the user's data dir, or FLOTILLA_AGENT_DIR.
     #[arg(long, global = true, env = "FLOTILLA_AGENT_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Configuration file. Default: `agent.toml` in --data-dir if given, else /etc/flotilla/agent.toml
+    /// for root and the user's config dir for others.
+    #[arg(long, global = true, env = "FLOTILLA_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Log format: human or json.
     #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
     pub log_format: String,
@@ -30,9 +34,10 @@ pub struct Cli {
 pub enum Command {
     /// Enrol this machine with a join token (makes the key here; only a CSR is sent).
     Enroll {
-        /// The join token from `hubd token create`.
+        /// The join token from `hubd token create` (default: `token` in agent.toml or
+        /// FLOTILLA_AGENT_TOKEN).
         #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
         /// Name in the fleet (default: host name).
         #[arg(long)]
         name: Option<String>,
@@ -62,6 +67,16 @@ pub enum Command {
         #[arg(long, default_value = "off", value_parser = ["off", "allowlist", "any"])]
         exec: String,
     },
+    /// Enrol if needed and install agentd as a service (systemd, launchd, Windows).
+    Install(crate::service::InstallArgs),
+    /// Stop and remove the service (--purge: also keys, data and configuration).
+    Uninstall(crate::service::UninstallArgs),
+    /// Whether the service is installed, running and connected (exit 0 connected, 1 running but
+    /// not connected, 3 not running, 4 not installed).
+    Status(crate::service::StatusArgs),
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Connect to the hub and serve until SIGTERM or SIGINT.
     Run {
         /// Metrics interval override, milliseconds (minimum 1000).
@@ -79,16 +94,25 @@ pub enum Command {
     },
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+/// `agentd config` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate and print the effective configuration (file < FLOTILLA_AGENT_* < flags), secrets
+    /// hidden; exit 2 naming the bad key if invalid.
+    Check {
+        /// Metrics interval override, as `run` takes it.
+        #[arg(long)]
+        metrics_interval_ms: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("label {s:?} must be key=value"))
-}
-
-fn default_data_dir() -> anyhow::Result<PathBuf> {
-    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
-        .map(|d| d.data_dir().join("agent"))
-        .context("no home directory for the agent's data: pass --data-dir")
 }
 
 /// Entry point of the `agentd` binary.
@@ -122,7 +146,7 @@ pub fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("agentd: {err:#}");
             let config = err
@@ -137,20 +161,73 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let data_dir = match cli.data_dir {
-        Some(d) => d,
-        None => default_data_dir()?,
-    };
-    let paths = AgentPaths { data_dir };
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let (data_flag, config_flag) = (cli.data_dir.as_deref(), cli.config.as_deref());
     match cli.command {
+        Command::Install(args) => {
+            return Ok(crate::service::install(args, data_flag, config_flag, env).await);
+        }
+        Command::Uninstall(args) => {
+            return Ok(crate::service::uninstall(args, data_flag, config_flag));
+        }
+        Command::Status(args) => return Ok(crate::service::status(args, data_flag, config_flag)),
+        _ => {}
+    }
+    let resolved = deploy::layout::resolve(
+        deploy::Daemon::Agent,
+        cli.data_dir.clone(),
+        cli.config.clone(),
+        deploy::is_root(),
+    )
+    .map_err(|e| crate::AgentError::Config(e.to_string()))?;
+    let explicit_config = cli.config.is_some();
+    let paths = AgentPaths {
+        data_dir: resolved.data_dir,
+    };
+    match cli.command {
+        Command::Install(_) | Command::Uninstall(_) | Command::Status(_) => Ok(ExitCode::SUCCESS),
+        Command::Config(ConfigCommand::Check {
+            metrics_interval_ms,
+            json,
+        }) => {
+            let flags = crate::settings::Flags {
+                metrics_interval_ms,
+                token: None,
+            };
+            Ok(crate::settings::check(
+                &resolved.config_file,
+                explicit_config,
+                env,
+                &flags,
+                json,
+            ))
+        }
         Command::Enroll {
             token,
             name,
             labels,
             json,
         } => {
-            let done = crate::enroll(&paths, &token, name, labels)
+            let token = match token.filter(|t| !t.is_empty()) {
+                Some(t) => deploy::SecretString::new(t),
+                None => crate::settings::resolve(
+                    &resolved.config_file,
+                    explicit_config,
+                    env,
+                    &crate::settings::Flags::default(),
+                )
+                .map_err(crate::AgentError::from)?
+                .config
+                .token
+                .ok_or_else(|| {
+                    crate::AgentError::Config(
+                        "no join token: pass --token, or set FLOTILLA_TOKEN or token in agent.toml"
+                            .into(),
+                    )
+                })?,
+            };
+            let done = crate::enroll(&paths, token.expose(), name, labels)
                 .await
                 .context("enrolment failed")?;
             let e = &done.enrolled;
@@ -169,7 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     paths.data_dir.display()
                 );
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Swarm {
             token,
@@ -193,7 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ = wait_for_signal() => {}
             }
             cancel.cancel();
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run {
             metrics_interval_ms,
@@ -201,10 +278,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shared_dir,
             read_only,
         } => {
-            let mut config = AgentConfig::load(&paths.data_dir)?;
-            if let Some(ms) = metrics_interval_ms {
-                config.metrics_interval_ms = ms;
+            let flags = crate::settings::Flags {
+                metrics_interval_ms,
+                token: None,
+            };
+            let effective =
+                crate::settings::resolve(&resolved.config_file, explicit_config, env, &flags)
+                    .map_err(crate::AgentError::from)?;
+            for warning in &effective.warnings {
+                tracing::warn!("{warning}");
             }
+            let mut config: AgentConfig = effective.config;
             if let Some(mode) = exec.as_deref().and_then(crate::ExecMode::parse) {
                 config.exec = mode;
             }
@@ -212,13 +296,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.shared_dir = Some(dir);
             }
             config.read_only |= read_only;
+            if !flotilla_certs::Identity::exists(&paths.data_dir, flotilla_certs::IDENTITY_STEM)
+                && let Some(token) = &config.token
+            {
+                // First start of a machine provisioned with a token in its configuration.
+                let done = crate::enroll(&paths, token.expose(), None, Vec::new())
+                    .await
+                    .context("enrolment with the configured token failed")?;
+                tracing::info!(id = %done.enrolled.identity, name = %done.enrolled.name, "enrolled");
+            }
+            let notifier = deploy::notify::Notifier::new(std::env::var_os("NOTIFY_SOCKET"));
             let cancel = CancellationToken::new();
             let agent = crate::start(&paths, config, cancel.clone())?;
+            let _ = notifier.ready("link started");
             wait_for_signal().await;
             tracing::info!("signal received, shutting down");
+            let _ = notifier.stopping();
             cancel.cancel();
             agent.wait().await;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

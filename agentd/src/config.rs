@@ -30,6 +30,9 @@ pub struct AgentConfig {
     pub shared_dir: Option<PathBuf>,
     /// Refuse every transfer into the shared folder (it can still be listed and read).
     pub read_only: bool,
+    /// Join token to enrol with while the data directory holds no identity (`agentd install`,
+    /// `enroll` and `run` use it); unused once enrolled. Prints as `***`.
+    pub token: Option<deploy::SecretString>,
 }
 
 impl Default for AgentConfig {
@@ -43,6 +46,7 @@ impl Default for AgentConfig {
             kill_grace_ms: DEFAULT_KILL_GRACE_MS,
             shared_dir: None,
             read_only: false,
+            token: None,
         }
     }
 }

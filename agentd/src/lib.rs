@@ -12,6 +12,9 @@ pub mod exec;
 pub mod link;
 pub mod metrics;
 pub mod sampler;
+pub mod service;
+pub mod settings;
+pub mod status;
 pub mod swarm;
 pub mod transfer;
 mod watch;
@@ -102,6 +105,11 @@ pub fn start(
     )?);
     let (state_tx, state_rx) =
         tokio::sync::watch::channel(LinkState::Disconnected("starting".into()));
+    let status = tokio::spawn(status::run(
+        paths.data_dir.join(status::STATUS_FILE),
+        hubs.clone(),
+        state_rx.clone(),
+    ));
     let link = link::Link {
         endpoint,
         client,
@@ -115,13 +123,18 @@ pub fn start(
         files: Some(files),
     };
     let (buffered_tx, buffered_rx) = tokio::sync::watch::channel(0);
-    let task = tokio::spawn(run_link(
+    let run = run_link(
         link,
         metrics::Collector::new(),
         config.metrics_interval_ms,
         buffered_tx,
         cancel,
-    ));
+    );
+    let task = tokio::spawn(async move {
+        run.await;
+        // The link is gone with its state sender: the status writer records "stopped" and ends.
+        let _ = status.await;
+    });
     Ok(RunningAgent {
         state: state_rx,
         buffered: buffered_rx,

@@ -9,7 +9,6 @@ use flotilla_wire::msg::{AgentInfo, OpRequest, OpResponse, TokenInfo, TokenSpec}
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 /// Flotilla hub daemon.
 #[derive(Parser, Debug)]
@@ -22,6 +21,10 @@ pub struct Cli {
     /// Data directory (CA, keys, database). Default: the user's data dir, or FLOTILLA_DATA_DIR.
     #[arg(long, global = true, env = "FLOTILLA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Configuration file. Default: `hub.toml` in --data-dir if given, else /etc/flotilla/hub.toml
+    /// for root and the user's config dir for others.
+    #[arg(long, global = true, env = "FLOTILLA_HUB_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Log format: human or json.
     #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
     pub log_format: String,
@@ -44,11 +47,46 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve until SIGTERM or SIGINT.
+    /// Serve until SIGTERM or SIGINT (both drain); SIGHUP reloads the configuration.
     Run {
         /// Override the configured listen address.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Serve Prometheus metrics on this TCP address (e.g. 127.0.0.1:9464).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Initialise if needed and install hubd as a service (systemd, launchd, Windows).
+    Install(crate::service::InstallArgs),
+    /// Stop and remove the service (--purge: also the CA, keys, database and configuration).
+    Uninstall(crate::service::UninstallArgs),
+    /// Whether the service is installed and serving (exit 0 serving, 1 running but not
+    /// answering, 3 not running, 4 not installed).
+    Status(crate::service::StatusArgs),
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Write a consistent copy of the database to FILE (while serving, or stopped).
+    Backup {
+        /// Where to write it (mode 0600).
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the database of the stopped hub with a backup (the old one is kept as hub.db.bak).
+    Restore {
+        /// A file made by `hubd backup`.
+        file: PathBuf,
+        /// Restore even if the backup does not hold this hub's admin identity.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage join tokens.
     #[command(subcommand)]
@@ -69,6 +107,24 @@ pub enum Command {
     },
     /// List enrolled operators.
     Operators {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `hubd config` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate and print the effective configuration (file < FLOTILLA_HUB_* < flags) with the
+    /// origin of each key; exit 2 naming the bad key if invalid.
+    Check {
+        /// As `run --listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// As `run --metrics-listen`.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -149,16 +205,10 @@ pub fn parse_duration_s(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
-fn default_data_dir() -> anyhow::Result<PathBuf> {
-    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
-        .map(|d| d.data_dir().join("hub"))
-        .context("no home directory to put the hub's data in: pass --data-dir")
-}
-
 /// Entry point of the `hubd` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format);
+    let log = init_tracing(&cli.log_format);
     flotilla_certs::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -170,7 +220,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, log)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("hubd: {err:#}");
@@ -186,28 +236,73 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+fn init_tracing(format: &str) -> crate::reload::LogControl {
+    use tracing_subscriber::prelude::*;
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let env_set = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| "info".into());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     if format == "json" {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        registry
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
             .init();
     }
+    crate::reload::LogControl::new(handle, env_set)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let data_dir = match cli.data_dir {
-        Some(d) => d,
-        None => default_data_dir()?,
-    };
-    let paths = HubPaths { data_dir };
+async fn run(cli: Cli, log: crate::reload::LogControl) -> anyhow::Result<ExitCode> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let (data_flag, config_flag) = (cli.data_dir.as_deref(), cli.config.as_deref());
     match cli.command {
+        Command::Install(args) => {
+            return Ok(crate::service::install(args, data_flag, config_flag, env).await);
+        }
+        Command::Uninstall(args) => {
+            return Ok(crate::service::uninstall(args, data_flag, config_flag));
+        }
+        Command::Status(args) => {
+            return Ok(crate::service::status(args, data_flag, config_flag).await);
+        }
+        _ => {}
+    }
+    let resolved = deploy::layout::resolve(
+        deploy::Daemon::Hub,
+        cli.data_dir.clone(),
+        cli.config.clone(),
+        deploy::is_root(),
+    )
+    .map_err(|e| HubError::Config(e.to_string()))?;
+    let paths = HubPaths {
+        data_dir: resolved.data_dir,
+    };
+    let source = |flags: crate::settings::Flags| crate::settings::Source {
+        file: resolved.config_file.clone(),
+        env: env.clone(),
+        flags,
+    };
+    match cli.command {
+        Command::Install(_) | Command::Uninstall(_) | Command::Status(_) => Ok(ExitCode::SUCCESS),
+        Command::Config(ConfigCommand::Check {
+            listen,
+            metrics_listen,
+            json,
+        }) => {
+            let flags = crate::settings::Flags {
+                listen,
+                metrics_listen,
+            };
+            Ok(crate::settings::check(&source(flags), json))
+        }
+        Command::Backup { file, force, json } => {
+            Ok(crate::backup::command(&paths, &file, force, json).await)
+        }
+        Command::Restore { file, force, json } => {
+            Ok(crate::backup::restore_command(&paths, &file, force, json))
+        }
         Command::Init {
             listen,
             names,
@@ -221,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = crate::init(&paths, &config)
                 .await
                 .with_context(|| format!("init {}", paths.data_dir.display()))?;
+            crate::settings::settle_config_file(&paths.data_dir, &resolved.config_file)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -233,7 +329,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { listen } => serve(paths, listen).await,
+        Command::Run {
+            listen,
+            metrics_listen,
+        } => {
+            let flags = crate::settings::Flags {
+                listen,
+                metrics_listen,
+            };
+            crate::reload::serve(paths, source(flags), log).await
+        }
         Command::Token(TokenCommand::Create(t)) => {
             let spec = TokenSpec {
                 role: t.role,
@@ -241,32 +346,60 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 uses: t.uses,
                 labels: t.labels,
             };
-            admin(&paths, OpRequest::TokenCreate(spec), t.json).await
+            admin(
+                &paths,
+                &source(Default::default()),
+                OpRequest::TokenCreate(spec),
+                t.json,
+            )
+            .await
         }
         Command::Token(TokenCommand::List { json }) => {
-            admin(&paths, OpRequest::TokenList, json).await
+            admin(
+                &paths,
+                &source(Default::default()),
+                OpRequest::TokenList,
+                json,
+            )
+            .await
         }
         Command::Token(TokenCommand::Delete { id, json }) => {
-            admin(&paths, OpRequest::TokenDelete { id }, json).await
+            admin(
+                &paths,
+                &source(Default::default()),
+                OpRequest::TokenDelete { id },
+                json,
+            )
+            .await
         }
-        Command::Revoke { id, json } => admin(&paths, OpRequest::Revoke { query: id }, json).await,
-        Command::Agents { json } => admin(&paths, OpRequest::ListAgents, json).await,
-        Command::Operators { json } => admin(&paths, OpRequest::ListOperators, json).await,
+        Command::Revoke { id, json } => {
+            admin(
+                &paths,
+                &source(Default::default()),
+                OpRequest::Revoke { query: id },
+                json,
+            )
+            .await
+        }
+        Command::Agents { json } => {
+            admin(
+                &paths,
+                &source(Default::default()),
+                OpRequest::ListAgents,
+                json,
+            )
+            .await
+        }
+        Command::Operators { json } => {
+            admin(
+                &paths,
+                &source(Default::default()),
+                OpRequest::ListOperators,
+                json,
+            )
+            .await
+        }
     }
-}
-
-async fn serve(paths: HubPaths, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
-    let mut config = HubConfig::load(&paths.data_dir)?;
-    if let Some(listen) = listen {
-        config.listen = listen;
-    }
-    let cancel = CancellationToken::new();
-    let hub = crate::start(paths, config, cancel.clone()).await?;
-    wait_for_signal().await;
-    tracing::info!("signal received, draining");
-    cancel.cancel();
-    hub.wait().await?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Waits for SIGTERM or SIGINT.
@@ -285,8 +418,14 @@ pub async fn wait_for_signal() {
     }
 }
 
-async fn admin(paths: &HubPaths, req: OpRequest, json: bool) -> anyhow::Result<ExitCode> {
-    let resp = crate::offline_request(paths, req).await?;
+async fn admin(
+    paths: &HubPaths,
+    source: &crate::settings::Source,
+    req: OpRequest,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = || source.resolve().map(|e| e.config).map_err(HubError::from);
+    let resp = crate::offline_request_with(paths, config, req).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&json_of(&resp)?)?);
     } else {

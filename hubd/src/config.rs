@@ -28,6 +28,12 @@ pub struct HubConfig {
     pub history_minute_days: u32,
     /// Days of 10-minute metrics history kept.
     pub history_ten_minute_days: u32,
+    /// TCP address of the Prometheus endpoint (`GET /metrics`); none by default. It has no
+    /// authentication: keep it on loopback or a management network.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log filter (`info`, `debug`, `hubd=debug,quinn=warn`…) when `RUST_LOG` is not set; SIGHUP
+    /// applies a change.
+    pub log_level: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -40,6 +46,8 @@ impl Default for HubConfig {
             max_handshakes: 256,
             history_minute_days: 30,
             history_ten_minute_days: 365,
+            metrics_listen: None,
+            log_level: None,
         }
     }
 }
@@ -91,6 +99,13 @@ impl HubConfig {
         }
         if self.max_handshakes == 0 {
             return Err(HubError::Config("max_handshakes must be at least 1".into()));
+        }
+        if let Some(level) = &self.log_level
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
+        {
+            return Err(HubError::Config(format!(
+                "log_level = {level:?} is not a log filter ({e}): use e.g. info, debug or hubd=debug,quinn=warn"
+            )));
         }
         Ok(())
     }

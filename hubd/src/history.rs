@@ -9,7 +9,7 @@ use flotilla_wire::msg::{MetricsSample, MinuteAggregate};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Minute rows waiting for the writer. At 20,000 agents about 333 minutes close per second; this holds
@@ -25,7 +25,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 type Row = (IdentityId, MinuteAggregate);
 
 /// Retention of the two resolutions.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
     /// Days of 1-minute buckets.
     pub minute_days: u32,
@@ -37,6 +37,8 @@ pub struct Retention {
 pub struct History {
     tx: mpsc::Sender<Vec<Row>>,
     folders: Mutex<HashMap<IdentityId, MinuteFolder>>,
+    /// Read by the writer at each prune, so a reload takes effect at the next one.
+    retention: watch::Sender<Retention>,
 }
 
 impl History {
@@ -49,14 +51,26 @@ impl History {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         prune(&store, retention).await;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let task = tokio::spawn(writer(rx, store, retention, cancel));
+        let (retention, retention_rx) = watch::channel(retention);
+        let task = tokio::spawn(writer(rx, store, retention_rx, cancel));
         (
             Self {
                 tx,
                 folders: Mutex::default(),
+                retention,
             },
             task,
         )
+    }
+
+    /// Changes retention from the next prune on (SIGHUP).
+    pub fn set_retention(&self, retention: Retention) {
+        self.retention.send_replace(retention);
+    }
+
+    /// Retention now.
+    pub fn retention(&self) -> Retention {
+        *self.retention.borrow()
     }
 
     fn folders(&self) -> std::sync::MutexGuard<'_, HashMap<IdentityId, MinuteFolder>> {
@@ -144,7 +158,7 @@ async fn write_batch(store: &Store, batch: Vec<Row>) {
 async fn writer(
     mut rx: mpsc::Receiver<Vec<Row>>,
     store: Store,
-    retention: Retention,
+    retention: watch::Receiver<Retention>,
     cancel: CancellationToken,
 ) {
     let mut prune_tick =
@@ -157,7 +171,8 @@ async fn writer(
                 None => return,
             },
             _ = prune_tick.tick(), if !cancel.is_cancelled() => {
-                prune(&store, retention).await;
+                let now = *retention.borrow();
+                prune(&store, now).await;
                 continue;
             }
         };

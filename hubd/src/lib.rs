@@ -7,16 +7,22 @@
 
 pub mod admin;
 mod admin_socket;
+pub mod backup;
 pub mod cli;
 pub mod config;
 mod endpoint;
 mod error;
 pub mod exec;
 pub mod history;
+pub mod maint;
+mod prometheus;
 pub mod registry;
 mod relay;
+pub mod reload;
+pub mod service;
 mod session;
-mod stats;
+pub mod settings;
+pub mod stats;
 pub mod store;
 
 pub use admin_socket::request as admin_request;
@@ -154,6 +160,8 @@ pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, Hu
 pub struct RunningHub {
     /// The bound UDP address.
     pub local_addr: SocketAddr,
+    /// The bound Prometheus endpoint, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// Shared state (tests inspect it).
     pub ctx: Arc<HubCtx>,
     task: tokio::task::JoinHandle<Result<(), HubError>>,
@@ -173,9 +181,9 @@ impl RunningHub {
 
 /// Holds an exclusive lock on the data directory for the life of the hub: two hubs on one database
 /// would fight over the admin socket and the registry.
-struct DirLock(#[allow(dead_code)] std::fs::File);
+pub(crate) struct DirLock(#[allow(dead_code)] std::fs::File);
 
-fn lock_data_dir(paths: &HubPaths) -> Result<DirLock, HubError> {
+pub(crate) fn lock_data_dir(paths: &HubPaths) -> Result<DirLock, HubError> {
     use std::os::fd::AsRawFd;
     let path = paths.data_dir.join("hub.lock");
     let file = std::fs::OpenOptions::new()
@@ -258,14 +266,56 @@ pub async fn start(
     let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port()).await?;
     exec::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
+    let maint_listener = maint::bind(&paths.data_dir.join(maint::SOCKET))?;
+    let metrics_listener = match ctx.config.metrics_listen {
+        Some(addr) => Some(prometheus::bind(addr).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|e| HubError::io("metrics endpoint address", e))?,
+        ),
+        None => None,
+    };
     std::fs::write(paths.addr_file(), format!("{local_addr}\n"))
         .map_err(|e| HubError::io("write hub.addr", e))?;
+    let metrics_addr_file = paths.data_dir.join("metrics.addr");
+    match metrics_addr {
+        Some(addr) => std::fs::write(&metrics_addr_file, format!("{addr}\n"))
+            .map_err(|e| HubError::io("write metrics.addr", e))?,
+        None => {
+            let _ = std::fs::remove_file(&metrics_addr_file);
+        }
+    }
     if paths.admin_dir().is_dir() {
         Identity::save_hubs(&paths.admin_dir(), &ctx.advertised)?;
     }
-    tracing::info!(%local_addr, ca = %ctx.ca.fingerprint().short(), advertised = ?ctx.advertised, "hub listening");
+    tracing::info!(%local_addr, ca = %ctx.ca.fingerprint().short(), advertised = ?ctx.advertised, metrics = ?metrics_addr, "hub listening");
 
+    let started_ms = store::now_ms();
     let tracker = TaskTracker::new();
+    tracker.spawn(maint::serve(
+        ctx.clone(),
+        maint::Facts {
+            paths: paths.clone(),
+            listen: local_addr,
+            metrics_listen: metrics_addr,
+            started_ms,
+        },
+        maint_listener,
+        tracker.clone(),
+        cancel.clone(),
+    ));
+    if let Some(listener) = metrics_listener {
+        tracker.spawn(prometheus::serve(
+            ctx.clone(),
+            listener,
+            started_ms,
+            tracker.clone(),
+            cancel.clone(),
+        ));
+    }
     tracker.spawn(log_stats(ctx.clone(), cancel.clone()));
     tracker.spawn(admin_socket::serve(
         ctx.clone(),
@@ -311,6 +361,7 @@ pub async fn start(
         );
         let _ = tokio::time::timeout(DRAIN_DEADLINE, endpoint.wait_idle()).await;
         let _ = std::fs::remove_file(paths.admin_socket());
+        let _ = std::fs::remove_file(paths.data_dir.join(maint::SOCKET));
         ctx.history.flush_all().await;
         drop(ctx);
         join_store(store_thread).await;
@@ -320,6 +371,7 @@ pub async fn start(
     });
     Ok(RunningHub {
         local_addr,
+        metrics_addr,
         ctx,
         task,
     })
@@ -338,8 +390,11 @@ async fn log_stats(ctx: Arc<HubCtx>, cancel: CancellationToken) {
         }
         tracing::info!(
             agents_online = ctx.registry.online_count(),
+            operators_online = ctx.registry.operator_count(),
             metrics_samples = ctx.stats.metrics_samples.load(Relaxed),
+            handshakes_ok = ctx.stats.handshakes_ok.load(Relaxed),
             handshakes_failed = ctx.stats.handshakes_failed.load(Relaxed),
+            enrolments = ctx.stats.enrolments_ok.load(Relaxed),
             "stats"
         );
     }
@@ -348,10 +403,20 @@ async fn log_stats(ctx: Arc<HubCtx>, cancel: CancellationToken) {
 /// Runs an admin request: through the running hub's admin socket if one is serving this data
 /// directory, else directly against the database (revocations then take effect at the next start).
 pub async fn offline_request(paths: &HubPaths, req: OpRequest) -> Result<OpResponse, HubError> {
+    offline_request_with(paths, || HubConfig::load(&paths.data_dir), req).await
+}
+
+/// [`offline_request`] with the configuration from `config` (only called when the hub is
+/// stopped): for a hub whose configuration lives outside its data directory.
+pub async fn offline_request_with(
+    paths: &HubPaths,
+    config: impl FnOnce() -> Result<HubConfig, HubError>,
+    req: OpRequest,
+) -> Result<OpResponse, HubError> {
     if let Some(resp) = admin_socket::request(&paths.admin_socket(), &req).await? {
         return Ok(resp);
     }
-    let config = HubConfig::load(&paths.data_dir)?;
+    let config = config()?;
     let port = config.listen.port();
     let (ctx, store_thread) = open_ctx(paths, config, port).await?;
     let actor = admin::Actor {

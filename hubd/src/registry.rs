@@ -4,7 +4,7 @@
 use flotilla_wire::msg::{FleetEvent, HubControl, MetricsSample};
 use flotilla_wire::{ErrorCode, IdentityId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, mpsc};
 
@@ -36,7 +36,8 @@ pub struct Registry {
     watchers: Arc<Mutex<HashMap<IdentityId, usize>>>,
     events: broadcast::Sender<FleetEvent>,
     next_conn: Arc<AtomicU64>,
-    default_interval_ms: u32,
+    /// The hub's metrics interval; SIGHUP may change it (see `reload`).
+    default_interval_ms: Arc<AtomicU32>,
 }
 
 /// Counts one operator watching an agent; dropping it uncounts, and the last one leaving puts the
@@ -63,7 +64,7 @@ impl Drop for WatchGuard {
             last
         };
         if last {
-            let interval_ms = self.registry.default_interval_ms;
+            let interval_ms = self.registry.default_interval_ms();
             self.registry
                 .send_control(&self.id, HubControl::SetMetricsInterval { interval_ms });
         }
@@ -79,8 +80,35 @@ impl Registry {
             watchers: Arc::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
             next_conn: Arc::new(AtomicU64::new(1)),
-            default_interval_ms,
+            default_interval_ms: Arc::new(AtomicU32::new(default_interval_ms)),
         }
+    }
+
+    /// The metrics interval agents are told when nobody watches them.
+    pub fn default_interval_ms(&self) -> u32 {
+        self.default_interval_ms.load(Ordering::Relaxed)
+    }
+
+    /// Changes the default metrics interval and tells connected agents nobody watches. Agents take
+    /// a shorter interval at once; a longer one from their next connection (they never sample
+    /// slower than the interval their welcome gave).
+    pub fn set_default_interval_ms(&self, interval_ms: u32) {
+        self.default_interval_ms
+            .store(interval_ms, Ordering::Relaxed);
+        let ids: Vec<IdentityId> = self.lock().keys().cloned().collect();
+        for id in ids {
+            if !self.is_watched(&id) {
+                self.send_control(&id, HubControl::SetMetricsInterval { interval_ms });
+            }
+        }
+    }
+
+    /// Number of operator connections.
+    pub fn operator_count(&self) -> usize {
+        self.operators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Starts watching `id`: it samples every second until the guard is dropped.

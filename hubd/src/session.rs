@@ -8,6 +8,7 @@ mod metrics;
 mod operator;
 mod snapshot;
 
+use crate::stats::StreamKind;
 use crate::store::{self, now_ms};
 use crate::{HubCtx, HubError};
 use flotilla_certs::tls::peer_certificate;
@@ -52,7 +53,11 @@ async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, refusal:
 }
 
 /// Reads the opening frame, naming both versions when the client speaks another protocol.
-async fn read_open(recv: &mut quinn::RecvStream) -> Result<ClientOpen, Refusal> {
+async fn read_open<R>(recv: &mut R) -> Result<ClientOpen, Refusal>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
     let malformed = |m: String| Refusal {
         code: ErrorCode::Malformed,
         message: m,
@@ -114,6 +119,7 @@ pub(crate) async fn serve(
 ) {
     let remote = incoming.remote_address();
     let span = tracing::info_span!("conn", %remote, id = tracing::field::Empty);
+    ctx.stats.connection_accepted();
     async move {
         // Waiting its turn longer than this means the client's own dial timeout would expire before
         // we answer: refusing at once lets it back off instead of both sides wasting a handshake.
@@ -212,7 +218,7 @@ async fn open(ctx: &HubCtx, incoming: quinn::Incoming) -> Result<Opened, String>
             .accept_bi()
             .await
             .map_err(|e| format!("control stream: {e}"))?;
-        let open = read_open(&mut recv).await;
+        let open = read_open(&mut ctx.stats.reader(StreamKind::Control, &mut recv)).await;
         Ok::<_, String>((send, recv, open))
     })
     .await;

@@ -28,6 +28,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Job>,
+    /// Time from queueing a job to its result (queue wait included): what callers feel.
+    latency: std::sync::Arc<crate::stats::Histogram>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -60,7 +62,13 @@ impl Store {
                 let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
             })
             .map_err(|e| HubError::io("spawn store thread", e))?;
-        Ok((Self { tx }, handle))
+        Ok((
+            Self {
+                tx,
+                latency: std::sync::Arc::default(),
+            },
+            handle,
+        ))
     }
 
     /// Runs `f` on the store thread and returns its result.
@@ -69,11 +77,19 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, HubError> + Send + 'static,
     {
+        let started = std::time::Instant::now();
         let (reply_tx, reply_rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let _ = reply_tx.send(f(conn));
         });
         self.tx.send(job).await.map_err(|_| HubError::StoreClosed)?;
-        reply_rx.await.map_err(|_| HubError::StoreClosed)?
+        let result = reply_rx.await.map_err(|_| HubError::StoreClosed)?;
+        self.latency.observe(started.elapsed());
+        result
+    }
+
+    /// Latency of [`Store::call`], queue wait included.
+    pub fn latency(&self) -> &crate::stats::Histogram {
+        &self.latency
     }
 }

@@ -4,6 +4,7 @@
 use super::{describe_close, mark_offline};
 use crate::HubCtx;
 use crate::admin::info_of;
+use crate::stats::StreamKind;
 use crate::store::{self, IdentityRow};
 use flotilla_wire::PROTOCOL_VERSION;
 use flotilla_wire::io::write_frame;
@@ -37,9 +38,12 @@ pub(super) async fn run(
         identity: id.clone(),
         role: row.role,
         name: row.name.clone(),
-        metrics_interval_ms: ctx.config.metrics_interval_ms,
+        metrics_interval_ms: ctx.registry.default_interval_ms(),
     };
-    if let Err(e) = write_frame(&mut send, &ServerOpen::Welcome(welcome), MAX_CONTROL_FRAME).await {
+    let mut out = ctx.stats.writer(StreamKind::Control, &mut send);
+    let welcomed = write_frame(&mut out, &ServerOpen::Welcome(welcome), MAX_CONTROL_FRAME).await;
+    drop(out);
+    if let Err(e) = welcomed {
         tracing::debug!(error = %e, "agent left before welcome");
         return;
     }
@@ -94,7 +98,8 @@ pub(super) async fn run(
             }
             err = conn.closed() => break describe_close(&err),
             Some(msg) = control_rx.recv() => {
-                if let Err(e) = write_frame(&mut send, &msg, MAX_CONTROL_FRAME).await {
+                let mut out = ctx.stats.writer(StreamKind::Control, &mut send);
+                if let Err(e) = write_frame(&mut out, &msg, MAX_CONTROL_FRAME).await {
                     tracing::debug!(error = %e, "control write failed");
                 }
             }

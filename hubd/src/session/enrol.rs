@@ -3,6 +3,7 @@
 //! one transaction, so a failed enrolment never consumes a token use.
 
 use super::{close, refuse};
+use crate::stats::StreamKind;
 use crate::store::{self, IdentityRow, now_ms};
 use crate::{HubCtx, HubError};
 use flotilla_wire::io::write_frame;
@@ -125,12 +126,16 @@ pub(crate) async fn serve(
     match enrol(ctx, req, remote).await {
         Ok(enrolled) => {
             tracing::info!(id = %enrolled.identity, name = %enrolled.name, role = %enrolled.role, %token_id, "enrolled");
-            let _ = write_frame(send, &ServerOpen::Enrolled(enrolled), MAX_CONTROL_FRAME).await;
+            ctx.stats.enrolment(true);
+            let mut out = ctx.stats.writer(StreamKind::Control, send);
+            let _ = write_frame(&mut out, &ServerOpen::Enrolled(enrolled), MAX_CONTROL_FRAME).await;
+            drop(out);
             let _ = send.finish();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
             close(conn, ErrorCode::Ok, "enrolled");
         }
         Err(err) => {
+            ctx.stats.enrolment(false);
             if matches!(err, HubError::Refused { .. }) {
                 tracing::info!(%token_id, reason = %err, "enrolment refused");
             } else {

@@ -1,6 +1,7 @@
 //! The metrics stream: samples in, latest kept in memory and pushed to subscribers.
 
 use crate::HubCtx;
+use crate::stats::StreamKind;
 use flotilla_wire::io::read_frame;
 use flotilla_wire::limits::MAX_METRICS_FRAME;
 use flotilla_wire::msg::MetricsFrame;
@@ -14,7 +15,12 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
         let _ = recv.stop(code.as_u32().into());
     };
     loop {
-        match read_frame::<MetricsFrame, _>(&mut recv, MAX_METRICS_FRAME).await {
+        let frame = read_frame::<MetricsFrame, _>(
+            &mut ctx.stats.reader(StreamKind::Metrics, &mut recv),
+            MAX_METRICS_FRAME,
+        )
+        .await;
+        match frame {
             Ok(Some(MetricsFrame::Sample(sample))) => {
                 ctx.stats.metrics_sample();
                 ctx.history.record(&id, &sample).await;

@@ -3,6 +3,7 @@
 use super::{describe_close, frame_error_code};
 use crate::HubCtx;
 use crate::admin::{self, Actor};
+use crate::stats::StreamKind;
 use crate::store::{self, IdentityRow};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EVENTS_FRAME, MAX_REQUEST_FRAME};
@@ -34,12 +35,15 @@ pub(super) async fn run(
         identity: row.id.clone(),
         role: row.role,
         name: row.name.clone(),
-        metrics_interval_ms: ctx.config.metrics_interval_ms,
+        metrics_interval_ms: ctx.registry.default_interval_ms(),
     };
-    if write_frame(&mut send, &ServerOpen::Welcome(welcome), MAX_CONTROL_FRAME)
-        .await
-        .is_err()
-    {
+    let welcomed = write_frame(
+        &mut ctx.stats.writer(StreamKind::Control, &mut send),
+        &ServerOpen::Welcome(welcome),
+        MAX_CONTROL_FRAME,
+    )
+    .await;
+    if welcomed.is_err() {
         return;
     }
     let conn_id = ctx.registry.connect_operator(&row.id, conn.clone());
@@ -117,7 +121,12 @@ async fn serve_stream(
     };
     match open {
         StreamOpen::Request => {
-            let req = match read_frame::<OpRequest, _>(&mut recv, MAX_REQUEST_FRAME).await {
+            let read = read_frame::<OpRequest, _>(
+                &mut ctx.stats.reader(StreamKind::Request, &mut recv),
+                MAX_REQUEST_FRAME,
+            )
+            .await;
+            let req = match read {
                 Ok(Some(req)) => req,
                 Ok(None) => return,
                 Err(e) => {
@@ -127,7 +136,12 @@ async fn serve_stream(
             };
             tracing::debug!(?req, "operator request");
             let resp = admin::handle(&ctx, &actor, req).await;
-            if let Err(e) = flotilla_wire::io::write_response(&mut send, resp).await {
+            let written = flotilla_wire::io::write_response(
+                &mut ctx.stats.writer(StreamKind::Request, &mut send),
+                resp,
+            )
+            .await;
+            if let Err(e) = written {
                 tracing::warn!(error = %e, "could not send operator response");
                 return refuse(&mut send, &mut recv, frame_error_code(&e));
             }
@@ -186,12 +200,19 @@ async fn serve_events(ctx: &HubCtx, send: &mut quinn::SendStream, cancel: Cancel
     let fleet: Vec<_> = rows.iter().map(|r| admin::summary_of(ctx, r)).collect();
     let mut chunks = fleet.chunks(flotilla_wire::msg::AGENTS_PER_FRAME);
     let first = FleetEvent::Snapshot(chunks.next().map(<[_]>::to_vec).unwrap_or_default());
-    if write_frame(send, &first, MAX_EVENTS_FRAME).await.is_err() {
+    if write_frame(
+        &mut ctx.stats.writer(StreamKind::Events, send),
+        &first,
+        MAX_EVENTS_FRAME,
+    )
+    .await
+    .is_err()
+    {
         return;
     }
     for chunk in chunks {
         if write_frame(
-            send,
+            &mut ctx.stats.writer(StreamKind::Events, send),
             &FleetEvent::SnapshotMore(chunk.to_vec()),
             MAX_EVENTS_FRAME,
         )
@@ -210,7 +231,11 @@ async fn serve_events(ctx: &HubCtx, send: &mut quinn::SendStream, cancel: Cancel
                 Err(RecvError::Closed) => return,
             },
         };
-        if write_frame(send, &event, MAX_EVENTS_FRAME).await.is_err() {
+        let mut out = ctx.stats.writer(StreamKind::Events, send);
+        if write_frame(&mut out, &event, MAX_EVENTS_FRAME)
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -194,3 +194,13 @@ pub fn revoke(conn: &Connection, id: &IdentityId, now_ms: u64) -> rusqlite::Resu
     )?;
     Ok(n == 1)
 }
+
+/// Agents enrolled and not revoked, and agents revoked.
+pub fn count_agents(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    conn.query_row(
+        "SELECT count(*) FILTER (WHERE revoked_ms IS NULL), count(*) FILTER (WHERE revoked_ms IS NOT NULL)
+         FROM identities WHERE role = 'agent'",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
+    )
+}

@@ -153,3 +153,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+/// The schema version this build migrates to: a database newer than this came from a newer hubd.
+pub(crate) fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}

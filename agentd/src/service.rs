@@ -1,0 +1,431 @@
+//! `agentd install`, `uninstall` and `status`: the agent as a service (systemd, launchd, Windows),
+//! enrolling first when the machine is not enrolled yet.
+
+use crate::AgentPaths;
+use crate::settings::{self, Flags};
+use crate::status::{self as status_file, AgentStatus};
+use clap::Args;
+use deploy::install::{self, InstallError, Report};
+use deploy::{Daemon, Layout, Scope, SecretString, ServiceSpec};
+use flotilla_certs::{IDENTITY_STEM, Identity};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Where: `--system` or `--user`, and `--root`.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// System service (at boot, as the `flotilla` account). The default for root.
+    #[arg(long, conflicts_with = "user")]
+    pub system: bool,
+    /// User service (systemctl --user, or a LaunchAgent). The default for everyone else.
+    #[arg(long)]
+    pub user: bool,
+    /// Write every file under DIR instead of /, and call no service manager (for images and tests).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+impl Target {
+    /// The scope asked for, or the invoker's default.
+    pub fn scope(&self) -> Scope {
+        if self.system {
+            Scope::System
+        } else if self.user || !deploy::is_root() {
+            Scope::User
+        } else {
+            Scope::System
+        }
+    }
+
+    /// The layout, with `--data-dir`/`--config` (given globally) replacing its paths.
+    pub fn layout(
+        &self,
+        data_dir: Option<&Path>,
+        config: Option<&Path>,
+    ) -> Result<Layout, InstallError> {
+        let mut layout = Layout::for_scope(Daemon::Agent, self.scope(), self.root.clone())?;
+        if let Some(d) = data_dir {
+            layout.data_dir = d.to_path_buf();
+        }
+        if let Some(c) = config {
+            layout.config_file = c.to_path_buf();
+        }
+        Ok(layout)
+    }
+}
+
+/// `agentd install`.
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// Where to install.
+    #[command(flatten)]
+    pub target: Target,
+    /// Join token, if this machine is not enrolled yet. Prefer the variable or --token-file: a
+    /// command line is visible to every local user while it runs.
+    #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the join token from FILE (`-` for stdin).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Name in the fleet when enrolling (default: host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Label key=value when enrolling (repeatable).
+    #[arg(long = "label", value_parser = crate::cli::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Account the system service runs as (default `flotilla` on Linux; `root` for none).
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Binary the service runs (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// Register the service but do not start it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `agentd uninstall`.
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    /// Where it was installed.
+    #[command(flatten)]
+    pub target: Target,
+    /// Also delete the identity (keys), data and configuration: the hub will need a new token.
+    #[arg(long)]
+    pub purge: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `agentd status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Where it was installed.
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn spec(layout: &Layout, program: PathBuf, user: Option<String>) -> ServiceSpec {
+    ServiceSpec {
+        daemon: Daemon::Agent,
+        scope: layout.scope,
+        program,
+        args: vec![
+            "--config".into(),
+            layout.config_file.display().to_string(),
+            "--data-dir".into(),
+            layout.data_dir.display().to_string(),
+            "run".into(),
+        ],
+        user,
+        data_dir: layout.data_dir.clone(),
+        config_file: layout.config_file.clone(),
+        log_file: layout.log_file.clone(),
+        low_port: false,
+    }
+}
+
+fn fail(err: &dyn std::fmt::Display, code: u8, json: bool) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "error": { "message": format!("{err:#}") } })
+        );
+    }
+    eprintln!("agentd: {err:#}");
+    ExitCode::from(code)
+}
+
+fn read_token_file(path: &Path) -> std::io::Result<String> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path)?
+    };
+    Ok(text.trim().to_string())
+}
+
+/// Runs `agentd install`.
+pub async fn install(
+    args: InstallArgs,
+    data_dir: Option<&Path>,
+    config: Option<&Path>,
+    env: Vec<(String, String)>,
+) -> ExitCode {
+    let json = args.json;
+    match install_inner(args, data_dir, config, env).await {
+        Ok(report) => {
+            report.print(json, "installed");
+            ExitCode::SUCCESS
+        }
+        Err((err, code)) => fail(&err, code, json),
+    }
+}
+
+type Failure = (anyhow::Error, u8);
+
+fn failure(e: InstallError) -> Failure {
+    let code = e.exit_code();
+    (e.into(), code)
+}
+
+async fn install_inner(
+    args: InstallArgs,
+    data_dir: Option<&Path>,
+    config: Option<&Path>,
+    env: Vec<(String, String)>,
+) -> Result<Report, Failure> {
+    let layout = args.target.layout(data_dir, config).map_err(failure)?;
+    install::check_privileges(&layout).map_err(failure)?;
+    let mut report = Report::new(&layout);
+    let program = install::program(args.binary.clone(), &layout, &mut report).map_err(failure)?;
+    let user = install::service_user(&layout, args.run_as.clone(), &mut report);
+    install::ensure_account(&layout, user.as_deref(), &mut report).map_err(failure)?;
+    let data_on_disk = install::create_data_dir(&layout, &layout.data_dir).map_err(failure)?;
+
+    // The token: --token-file, --token (or FLOTILLA_TOKEN), else the configuration's.
+    let mut token = match &args.token_file {
+        Some(path) => Some(read_token_file(path).map_err(|e| {
+            (
+                anyhow::anyhow!("read token file {}: {e}", path.display()),
+                2,
+            )
+        })?),
+        // An empty FLOTILLA_TOKEN is no token.
+        None => args.token.clone().filter(|t| !t.is_empty()),
+    };
+    if token.is_none() {
+        let config_on_disk = layout.on_disk(&layout.config_file);
+        let effective = settings::resolve(&config_on_disk, false, env, &Flags::default())
+            .map_err(|i| (anyhow::Error::from(crate::AgentError::from(i)), 2))?;
+        token = effective.config.token.map(|t| t.expose().to_string());
+    }
+    if Identity::exists(&data_on_disk, IDENTITY_STEM) {
+        if token.is_some() {
+            report.notes.push(format!(
+                "{} is already enrolled; the token was not used",
+                data_on_disk.display()
+            ));
+        }
+    } else {
+        let Some(token) = token else {
+            return Err((
+                anyhow::anyhow!(
+                    "{} is not enrolled: pass --token (or FLOTILLA_TOKEN, or --token-file)",
+                    data_on_disk.display()
+                ),
+                2,
+            ));
+        };
+        let paths = AgentPaths {
+            data_dir: data_on_disk.clone(),
+        };
+        let token = SecretString::new(token);
+        let done = crate::enroll(
+            &paths,
+            token.expose(),
+            args.name.clone(),
+            args.labels.clone(),
+        )
+        .await
+        .map_err(|e| (anyhow::Error::new(e).context("enrolment failed"), 1))?;
+        tracing::info!(id = %done.enrolled.identity, name = %done.enrolled.name, "enrolled");
+        report.notes.push(format!(
+            "enrolled as {} ({}) with {}",
+            done.enrolled.name,
+            done.enrolled.identity,
+            done.hubs.join(", ")
+        ));
+        report.written.push(data_on_disk.clone());
+    }
+    install::write_config(
+        &layout,
+        &layout.config_file,
+        &settings::template(),
+        user.as_deref(),
+        &mut report,
+    )
+    .map_err(failure)?;
+    install::hand_over_data_dir(&layout, &layout.data_dir, user.as_deref()).map_err(failure)?;
+    let spec = spec(&layout, program, user);
+    install::register(&layout, &spec, !args.no_start, &mut report).map_err(failure)?;
+    Ok(report)
+}
+
+/// Whether `dir` holds an agent's files (so `--purge` may delete it).
+fn looks_like_agent_dir(dir: &Path) -> bool {
+    Identity::exists(dir, IDENTITY_STEM)
+        || dir.join(status_file::STATUS_FILE).exists()
+        || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// Runs `agentd uninstall`.
+pub fn uninstall(args: UninstallArgs, data_dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
+    let json = args.json;
+    let run = || -> Result<Report, InstallError> {
+        let layout = args.target.layout(data_dir, config)?;
+        install::check_privileges(&layout)?;
+        let mut report = Report::new(&layout);
+        let spec = spec(&layout, PathBuf::from(Daemon::Agent.binary()), None);
+        install::unregister(
+            &layout,
+            &spec,
+            args.purge,
+            looks_like_agent_dir,
+            &mut report,
+        )?;
+        Ok(report)
+    };
+    match run() {
+        Ok(report) => {
+            report.print(json, "uninstalled");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            fail(&e, code, json)
+        }
+    }
+}
+
+/// What `agentd status` reports.
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    /// `flotilla-agent`.
+    pub service: String,
+    /// `system` or `user`.
+    pub scope: String,
+    /// Service file and manager view.
+    #[serde(flatten)]
+    pub installed: install::Installed,
+    /// The data directory (on disk).
+    pub data_dir: PathBuf,
+    /// An identity is there.
+    pub enrolled: bool,
+    /// The agent process runs.
+    pub running: bool,
+    /// Its process id.
+    pub pid: Option<u32>,
+    /// Its link to the hub is up.
+    pub connected: bool,
+    /// The status file, as last written.
+    pub link: Option<AgentStatus>,
+}
+
+/// Works out the status of the agent in `layout`.
+pub fn status_of(layout: &Layout) -> ServiceStatus {
+    let installed = install::installed(layout);
+    let data_dir = layout.on_disk(&layout.data_dir);
+    let link = status_file::read(&data_dir).ok().flatten();
+    let manager_running = installed.manager.as_ref().map(|m| m.running());
+    let file_alive = link
+        .as_ref()
+        .is_some_and(|l| l.state != "stopped" && deploy::pid_alive(l.pid));
+    let (running, pid) = match (&installed.manager, manager_running) {
+        (Some(m), Some(true)) => (true, m.main_pid),
+        // Not under the manager (or no manager): a hand-started agent still counts.
+        _ if file_alive => (true, link.as_ref().map(|l| l.pid)),
+        _ => (false, None),
+    };
+    let connected = running
+        && link
+            .as_ref()
+            .is_some_and(|l| l.connected() && pid.is_none_or(|p| p == l.pid));
+    ServiceStatus {
+        service: layout.daemon.service_name().into(),
+        scope: layout.scope.as_str().into(),
+        installed,
+        enrolled: Identity::exists(&data_dir, IDENTITY_STEM),
+        data_dir,
+        running,
+        pid,
+        connected,
+        link,
+    }
+}
+
+fn ago(ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..120 => format!("{s}s ago"),
+        120..7200 => format!("{}m ago", s / 60),
+        _ => format!("{}h ago", s / 3600),
+    }
+}
+
+/// Runs `agentd status`.
+pub fn status(args: StatusArgs, data_dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
+    let layout = match args.target.layout(data_dir, config) {
+        Ok(l) => l,
+        Err(e) => {
+            let code = e.exit_code();
+            return fail(&e, code, args.json);
+        }
+    };
+    let s = status_of(&layout);
+    let code = install::status_code(s.installed.installed, s.running, s.connected);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).unwrap_or_else(|_| "{}".into())
+        );
+        return ExitCode::from(code);
+    }
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!("{} ({})", s.service, s.scope);
+    let enabled = s
+        .installed
+        .manager
+        .as_ref()
+        .and_then(|m| m.enabled.clone())
+        .map(|e| format!(", {e}"))
+        .unwrap_or_default();
+    println!(
+        "  installed: {} ({}{enabled})",
+        yes(s.installed.installed),
+        s.installed.service_file.display()
+    );
+    match s.pid {
+        Some(pid) if s.running => println!("  running:   yes, pid {pid}"),
+        _ => println!("  running:   {}", yes(s.running)),
+    }
+    match &s.link {
+        Some(l) if s.connected => println!(
+            "  connected: yes, to {} as {} since {}",
+            l.hubs.join(", "),
+            l.name.as_deref().unwrap_or("?"),
+            ago(l.since_ms)
+        ),
+        Some(l) if s.running => println!(
+            "  connected: no, since {}: {}",
+            ago(l.since_ms),
+            l.reason.as_deref().unwrap_or("unknown")
+        ),
+        _ => println!("  connected: no"),
+    }
+    println!(
+        "  data:      {} ({})",
+        s.data_dir.display(),
+        if s.enrolled {
+            "enrolled"
+        } else {
+            "not enrolled"
+        }
+    );
+    if let Some(note) = &s.installed.manager_note {
+        println!("  note:      service manager not asked: {note}");
+    }
+    ExitCode::from(code)
+}

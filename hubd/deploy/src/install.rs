@@ -1,0 +1,527 @@
+//! The steps `agentd install` and `hubd install` share, around each daemon's own step (enrolment or
+//! `init`): privilege and binary checks, the service account, the configuration file, the service
+//! file, and the service manager, whose commands are printed instead of run where it cannot be used.
+
+use crate::files::{self, FileError};
+use crate::layout::SERVICE_USER;
+use crate::manager::{self, ManagerState, Step, StepError};
+use crate::{Layout, LayoutError, Os, Scope, ServiceSpec};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Why installing or uninstalling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// A system-wide install by someone other than root.
+    #[error(
+        "installing a system service needs root: run with sudo, or use --user, or --root DIR to write the files elsewhere"
+    )]
+    NeedsRoot,
+    /// No layout for this scope.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The unit cannot hold these paths.
+    #[error(transparent)]
+    Unit(#[from] crate::systemd::UnitError),
+    /// The service could not run this binary.
+    #[error("{0}")]
+    Program(String),
+    /// Refusing to delete something that does not look like ours.
+    #[error("refusing to purge {}: it holds no Flotilla {what} files (remove it by hand if you mean it)", path.display())]
+    NotOurs {
+        /// The directory.
+        path: PathBuf,
+        /// `agent` or `hub`.
+        what: &'static str,
+    },
+    /// A file could not be written or removed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A service manager command failed.
+    #[error(transparent)]
+    Step(#[from] StepError),
+}
+
+impl InstallError {
+    /// Exit status: 2 for what the invocation must change, 1 for failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::NeedsRoot
+            | Self::Layout(_)
+            | Self::Unit(_)
+            | Self::Program(_)
+            | Self::NotOurs { .. } => 2,
+            Self::File(_) | Self::Step(_) => 1,
+        }
+    }
+}
+
+/// What install or uninstall did, for humans and `--json`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// `flotilla-agent` or `flotilla-hub`.
+    pub service: String,
+    /// `system` or `user`.
+    pub scope: String,
+    /// Files written (as on disk, under `--root` if given).
+    pub written: Vec<PathBuf>,
+    /// Files left as they were (an existing configuration is the admin's).
+    pub kept: Vec<PathBuf>,
+    /// Files and directories removed.
+    pub removed: Vec<PathBuf>,
+    /// Commands run.
+    pub ran: Vec<String>,
+    /// Commands the admin must run, and why they were not run here.
+    pub pending: Vec<String>,
+    /// Why `pending` is not empty.
+    pub pending_reason: Option<String>,
+    /// Anything else worth saying.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// An empty report for `layout`.
+    pub fn new(layout: &Layout) -> Self {
+        Self {
+            service: layout.daemon.service_name().into(),
+            scope: layout.scope.as_str().into(),
+            ..Self::default()
+        }
+    }
+
+    /// Prints to stdout: JSON, or lines for a person (pending commands prominently).
+    pub fn print(&self, json: bool, verb: &str) {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into())
+            );
+            return;
+        }
+        println!("{verb} {} ({})", self.service, self.scope);
+        for p in &self.written {
+            println!("  wrote   {}", p.display());
+        }
+        for p in &self.kept {
+            println!("  kept    {}", p.display());
+        }
+        for p in &self.removed {
+            println!("  removed {}", p.display());
+        }
+        for c in &self.ran {
+            println!("  ran     {c}");
+        }
+        for n in &self.notes {
+            println!("  note: {n}");
+        }
+        if !self.pending.is_empty() {
+            println!();
+            println!(
+                "NOT DONE: {}.",
+                self.pending_reason.as_deref().unwrap_or("not run")
+            );
+            println!("Run these commands (as root for a system service) to finish:");
+            for c in &self.pending {
+                println!("  {c}");
+            }
+        }
+    }
+
+    fn run_or_defer(&mut self, layout: &Layout, steps: Vec<Step>) -> Result<(), InstallError> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        match manager::unavailable(layout) {
+            Some(reason) => {
+                self.pending_reason.get_or_insert(reason);
+                self.pending.extend(steps.iter().map(Step::shell));
+            }
+            None => {
+                manager::run(&steps)?;
+                self.ran.extend(steps.iter().map(Step::shell));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a real system install by a non-root user.
+pub fn check_privileges(layout: &Layout) -> Result<(), InstallError> {
+    if layout.scope == Scope::System && layout.root.is_none() && !crate::is_root() {
+        return Err(InstallError::NeedsRoot);
+    }
+    Ok(())
+}
+
+/// Directories a system service cannot see (`ProtectHome=yes`, `PrivateTmp=yes`).
+const HIDDEN_FROM_SYSTEM_SERVICES: &[&str] = &["/home", "/root", "/run/user", "/tmp", "/var/tmp"];
+
+/// The binary the service will run: `binary`, else this very executable. A system service cannot
+/// run one from a home directory or /tmp (the sandbox hides them): refused, or with `--root`
+/// (files for another machine) only noted.
+pub fn program(
+    binary: Option<PathBuf>,
+    layout: &Layout,
+    report: &mut Report,
+) -> Result<PathBuf, InstallError> {
+    let path = match binary {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .map_err(|e| InstallError::Program(format!("cannot find this executable: {e}")))?,
+    };
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    if !path.is_absolute() {
+        return Err(InstallError::Program(format!(
+            "binary {} is not an absolute path",
+            path.display()
+        )));
+    }
+    if layout.scope == Scope::System
+        && layout.os == Os::Linux
+        && let Some(dir) = HIDDEN_FROM_SYSTEM_SERVICES
+            .iter()
+            .find(|d| path.starts_with(d))
+    {
+        let msg = format!(
+            "{} is under {dir}, which the service's sandbox hides: install the binary first (install -m 0755 {} /usr/local/bin/) and run that copy, or pass --binary",
+            path.display(),
+            path.display()
+        );
+        if layout.root.is_none() {
+            return Err(InstallError::Program(msg));
+        }
+        report.notes.push(msg);
+    }
+    Ok(path)
+}
+
+/// The account the service runs as: [`SERVICE_USER`] for Linux system services unless `run_as`
+/// says otherwise (`root` for none); user services run as their user.
+pub fn service_user(
+    layout: &Layout,
+    run_as: Option<String>,
+    report: &mut Report,
+) -> Option<String> {
+    match (layout.scope, layout.os) {
+        (Scope::User, _) => {
+            if run_as.is_some() {
+                report
+                    .notes
+                    .push("--run-as ignored: a user service runs as its user".into());
+            }
+            None
+        }
+        (Scope::System, Os::Linux) => match run_as.as_deref() {
+            Some("root") => None,
+            Some(u) => Some(u.to_string()),
+            None => Some(SERVICE_USER.into()),
+        },
+        (Scope::System, _) => run_as.filter(|u| u != "root"),
+    }
+}
+
+/// Creates the data directory (0700) where the service will find it.
+pub fn create_data_dir(layout: &Layout, data_dir: &Path) -> Result<PathBuf, InstallError> {
+    let on_disk = layout.on_disk(data_dir);
+    files::create_private_dir(&on_disk)?;
+    Ok(on_disk)
+}
+
+/// Makes sure the service account exists: the sysusers entry is written, and where we are root on
+/// the real system, the account created now (the data directory must belong to it before start).
+pub fn ensure_account(
+    layout: &Layout,
+    user: Option<&str>,
+    report: &mut Report,
+) -> Result<(), InstallError> {
+    let Some(user) = user else { return Ok(()) };
+    if layout.os != Os::Linux || layout.scope != Scope::System {
+        return Ok(());
+    }
+    if user == SERVICE_USER
+        && let Some(file) = &layout.sysusers_file
+    {
+        let on_disk = layout.on_disk(file);
+        files::write_atomic(&on_disk, files::sysusers_entry().as_bytes(), 0o644)?;
+        report.written.push(on_disk);
+    }
+    if layout.root.is_none() && files::lookup_user(user).is_some() {
+        return Ok(());
+    }
+    let steps = if user == SERVICE_USER {
+        manager::account_steps(layout, user)
+    } else {
+        report.notes.push(format!(
+            "account {user} must exist before the service starts (it is not created for you)"
+        ));
+        Vec::new()
+    };
+    if layout.root.is_some() {
+        report
+            .pending_reason
+            .get_or_insert_with(|| "--root: files only".into());
+        report.pending.extend(steps.iter().map(Step::shell));
+    } else {
+        manager::run(&steps)?;
+        report.ran.extend(steps.iter().map(Step::shell));
+    }
+    Ok(())
+}
+
+/// Writes the configuration file from `template` unless one exists (then it is the admin's and
+/// kept). Mode 0640, group of the service account: it may hold a join token.
+pub fn write_config(
+    layout: &Layout,
+    config_file: &Path,
+    template: &str,
+    user: Option<&str>,
+    report: &mut Report,
+) -> Result<(), InstallError> {
+    let on_disk = layout.on_disk(config_file);
+    if on_disk.exists() {
+        report.kept.push(on_disk);
+        return Ok(());
+    }
+    files::write_atomic(&on_disk, template.as_bytes(), 0o640)?;
+    if layout.root.is_none()
+        && let Some((_, gid)) = user.and_then(files::lookup_user)
+    {
+        files::chown_tree(&on_disk, 0, gid)?;
+    }
+    report.written.push(on_disk);
+    Ok(())
+}
+
+/// Gives the data directory to the service account (after enrolment or init wrote keys as root).
+pub fn hand_over_data_dir(
+    layout: &Layout,
+    data_dir: &Path,
+    user: Option<&str>,
+) -> Result<(), InstallError> {
+    if layout.root.is_some() || !crate::is_root() {
+        return Ok(());
+    }
+    if let Some((uid, gid)) = user.and_then(files::lookup_user) {
+        files::chown_tree(&layout.on_disk(data_dir), uid, gid)?;
+    }
+    Ok(())
+}
+
+/// The service file's text for this platform.
+pub fn service_text(
+    layout: &Layout,
+    spec: &ServiceSpec,
+    start: bool,
+) -> Result<String, InstallError> {
+    Ok(match layout.os {
+        Os::Linux => crate::systemd::unit(spec)?,
+        Os::MacOs => crate::launchd::plist(spec),
+        Os::Windows => crate::windows::script(&crate::windows::install_commands(spec, start)),
+    })
+}
+
+/// Writes the service file and registers it with the service manager (or says how to).
+pub fn register(
+    layout: &Layout,
+    spec: &ServiceSpec,
+    start: bool,
+    report: &mut Report,
+) -> Result<(), InstallError> {
+    let text = service_text(layout, spec, start)?;
+    let on_disk = layout.on_disk(&layout.service_file);
+    files::write_atomic(&on_disk, text.as_bytes(), 0o644)?;
+    report.written.push(on_disk);
+    if let Some(log) = &layout.log_file
+        && let Some(dir) = log.parent()
+    {
+        std::fs::create_dir_all(layout.on_disk(dir)).map_err(|e| FileError {
+            op: "create",
+            path: layout.on_disk(dir),
+            source: e,
+        })?;
+    }
+    report.run_or_defer(layout, manager::install_steps(layout, spec, start))
+}
+
+/// Stops and unregisters the service and removes its file; with `purge`, also the data directory
+/// (only if `ours` recognises it) and the configuration file.
+pub fn unregister(
+    layout: &Layout,
+    spec: &ServiceSpec,
+    purge: bool,
+    ours: impl Fn(&Path) -> bool,
+    report: &mut Report,
+) -> Result<(), InstallError> {
+    let data_dir = layout.on_disk(&spec.data_dir);
+    if purge && data_dir.exists() && !ours(&data_dir) {
+        return Err(InstallError::NotOurs {
+            path: data_dir,
+            what: layout.daemon.short(),
+        });
+    }
+    report.run_or_defer(layout, manager::uninstall_steps(layout, spec))?;
+    let service_file = layout.on_disk(&layout.service_file);
+    if files::remove_file(&service_file)? {
+        report.removed.push(service_file);
+    }
+    report.run_or_defer(layout, manager::after_uninstall_steps(layout))?;
+    if purge {
+        if files::remove_dir_all(&data_dir)? {
+            report.removed.push(data_dir);
+        }
+        let config = layout.on_disk(&spec.config_file);
+        if files::remove_file(&config)? {
+            report.removed.push(config);
+        }
+        if let Some(log) = &layout.log_file {
+            let log = layout.on_disk(log);
+            if files::remove_file(&log)? {
+                report.removed.push(log);
+            }
+        }
+        if layout.os == Os::Linux && layout.scope == Scope::System {
+            report.notes.push(format!(
+                "the {SERVICE_USER} account is kept (the other daemon may use it): userdel {SERVICE_USER} to remove it"
+            ));
+        }
+    } else {
+        report.notes.push(format!(
+            "keys, data and configuration kept in {} and {} (uninstall --purge removes them)",
+            data_dir.display(),
+            layout.on_disk(&spec.config_file).display()
+        ));
+    }
+    Ok(())
+}
+
+/// What the manager and the file system say about an installed service.
+#[derive(Clone, Debug, Serialize)]
+pub struct Installed {
+    /// The service file exists.
+    pub installed: bool,
+    /// Where it is (on disk).
+    pub service_file: PathBuf,
+    /// The manager's view, when it can be asked.
+    pub manager: Option<ManagerState>,
+    /// Why the manager was not asked.
+    pub manager_note: Option<String>,
+}
+
+/// Looks at the service file and asks the manager.
+pub fn installed(layout: &Layout) -> Installed {
+    let service_file = layout.on_disk(&layout.service_file);
+    Installed {
+        installed: service_file.exists(),
+        service_file,
+        manager: manager::query(layout),
+        manager_note: manager::unavailable(layout),
+    }
+}
+
+/// Exit status of `status`: 0 healthy, 1 running but degraded, 3 not running, 4 not installed
+/// and not running (the LSB init-script convention that `systemctl status` follows).
+pub fn status_code(installed: bool, running: bool, healthy: bool) -> u8 {
+    match (installed, running, healthy) {
+        (_, true, true) => 0,
+        (_, true, false) => 1,
+        (true, false, _) => 3,
+        (false, false, _) => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Daemon;
+
+    #[test]
+    fn rooted_install_writes_files_and_defers_commands() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout {
+            root: Some(dir.path().to_path_buf()),
+            ..Layout::system(Daemon::Agent, Os::Linux, "")
+        };
+        let mut report = Report::new(&layout);
+        check_privileges(&layout).expect("a root dir needs no privileges");
+        let user = service_user(&layout, None, &mut report);
+        assert_eq!(user.as_deref(), Some(SERVICE_USER));
+        ensure_account(&layout, user.as_deref(), &mut report).expect("account");
+        let data = create_data_dir(&layout, &layout.data_dir).expect("data");
+        assert!(data.starts_with(dir.path()));
+        write_config(
+            &layout,
+            &layout.config_file,
+            "# hi\n",
+            user.as_deref(),
+            &mut report,
+        )
+        .expect("config");
+        write_config(
+            &layout,
+            &layout.config_file,
+            "# other\n",
+            user.as_deref(),
+            &mut report,
+        )
+        .expect("kept");
+        let spec = ServiceSpec {
+            daemon: Daemon::Agent,
+            scope: Scope::System,
+            program: "/usr/local/bin/agentd".into(),
+            args: vec!["run".into()],
+            user,
+            data_dir: layout.data_dir.clone(),
+            config_file: layout.config_file.clone(),
+            log_file: None,
+            low_port: false,
+        };
+        register(&layout, &spec, true, &mut report).expect("register");
+        assert!(
+            dir.path()
+                .join("etc/systemd/system/flotilla-agent.service")
+                .is_file()
+        );
+        assert!(dir.path().join("etc/sysusers.d/flotilla.conf").is_file());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/flotilla/agent.toml")).expect("cfg"),
+            "# hi\n",
+            "an existing config is never overwritten"
+        );
+        assert!(
+            report
+                .pending
+                .contains(&"systemctl enable flotilla-agent".to_string())
+        );
+        assert!(
+            report
+                .pending_reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("--root")
+        );
+        assert!(installed(&layout).installed);
+
+        std::fs::write(data.join("unrelated"), "x").expect("write");
+        let err = unregister(&layout, &spec, true, |_| false, &mut Report::new(&layout))
+            .expect_err("not ours");
+        assert_eq!(err.exit_code(), 2);
+        assert!(data.exists(), "nothing removed after a refusal");
+        let mut down = Report::new(&layout);
+        unregister(&layout, &spec, true, |_| true, &mut down).expect("purge");
+        assert!(!data.exists() && !installed(&layout).installed);
+        assert!(!dir.path().join("etc/flotilla/agent.toml").exists());
+    }
+
+    #[test]
+    fn status_codes_follow_lsb() {
+        assert_eq!(status_code(true, true, true), 0);
+        assert_eq!(status_code(true, true, false), 1);
+        assert_eq!(status_code(true, false, false), 3);
+        assert_eq!(status_code(false, false, false), 4);
+        assert_eq!(
+            status_code(false, true, true),
+            0,
+            "a hand-started daemon is healthy too"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! SIGHUP: the configuration is read again and what can change under a running hub is applied —
+//! the metrics interval, history retention and the log filter. Everything else (addresses,
+//! timeouts, limits, any key added later) needs a restart and is reported as such: a key is
+//! live only if this module says so.
+
+use crate::{HubConfig, HubCtx, history};
+use serde::Serialize;
+
+/// Keys applied while serving.
+pub const LIVE_KEYS: &[&str] = &[
+    "metrics_interval_ms",
+    "history_minute_days",
+    "history_ten_minute_days",
+    "log_level",
+];
+
+/// What a reload did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    /// `key: old -> new` for each key applied.
+    pub applied: Vec<String>,
+    /// Keys that changed in the file but need a restart.
+    pub needs_restart: Vec<String>,
+    /// The log filter changed (the caller owns the subscriber and applies it).
+    pub log_level_changed: bool,
+}
+
+fn table(config: &HubConfig) -> toml::Table {
+    match toml::Value::try_from(config) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+fn show(v: Option<&toml::Value>) -> String {
+    v.map_or_else(|| "(unset)".to_string(), ToString::to_string)
+}
+
+/// Applies the live keys of `new` that differ from `running` and lists the others. Returns the
+/// report and the configuration now in force (`running` with the live keys of `new`).
+pub fn apply(ctx: &HubCtx, running: &HubConfig, new: &HubConfig) -> (ReloadReport, HubConfig) {
+    let (old_t, new_t) = (table(running), table(new));
+    let mut keys: Vec<&String> = old_t.keys().chain(new_t.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut report = ReloadReport::default();
+    let mut effective = running.clone();
+    for key in keys {
+        let (a, b) = (old_t.get(key), new_t.get(key));
+        if a == b {
+            continue;
+        }
+        if LIVE_KEYS.contains(&key.as_str()) {
+            report
+                .applied
+                .push(format!("{key}: {} -> {}", show(a), show(b)));
+        } else {
+            report.needs_restart.push(key.clone());
+        }
+    }
+    if effective.metrics_interval_ms != new.metrics_interval_ms {
+        effective.metrics_interval_ms = new.metrics_interval_ms;
+        ctx.registry
+            .set_default_interval_ms(new.metrics_interval_ms);
+    }
+    if (
+        effective.history_minute_days,
+        effective.history_ten_minute_days,
+    ) != (new.history_minute_days, new.history_ten_minute_days)
+    {
+        effective.history_minute_days = new.history_minute_days;
+        effective.history_ten_minute_days = new.history_ten_minute_days;
+        ctx.history.set_retention(history::Retention {
+            minute_days: new.history_minute_days,
+            ten_minute_days: new.history_ten_minute_days,
+        });
+    }
+    if effective.log_level != new.log_level {
+        effective.log_level = new.log_level.clone();
+        report.log_level_changed = true;
+    }
+    (report, effective)
+}
+
+/// The log filter of the running binary, which SIGHUP may change (`log_level`) unless `RUST_LOG`
+/// set it: the variable is an operator's explicit, temporary override and wins.
+pub struct LogControl {
+    handle: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+    from_env: bool,
+}
+
+impl LogControl {
+    /// Wraps the reload handle of the installed subscriber; `from_env`: `RUST_LOG` chose the filter.
+    pub fn new(
+        handle: tracing_subscriber::reload::Handle<
+            tracing_subscriber::EnvFilter,
+            tracing_subscriber::Registry,
+        >,
+        from_env: bool,
+    ) -> Self {
+        Self { handle, from_env }
+    }
+
+    /// Sets the filter from `log_level` (`info` when unset). Returns what happened, in words.
+    pub fn apply(&self, log_level: Option<&str>) -> String {
+        if self.from_env {
+            return "RUST_LOG is set and wins over log_level".into();
+        }
+        let level = log_level.unwrap_or("info");
+        match tracing_subscriber::EnvFilter::try_new(level) {
+            Ok(filter) => match self.handle.reload(filter) {
+                Ok(()) => format!("log filter is now {level:?}"),
+                Err(e) => format!("log filter unchanged: {e}"),
+            },
+            Err(e) => format!("log filter unchanged: {level:?}: {e}"),
+        }
+    }
+}
+
+/// `hubd run`: serves until SIGTERM or SIGINT (a drain, then exit 0); SIGHUP reloads.
+pub async fn serve(
+    paths: crate::HubPaths,
+    source: crate::settings::Source,
+    log: LogControl,
+) -> anyhow::Result<std::process::ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let resolved = {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || source.resolve()).await?
+    };
+    let mut running = resolved.map_err(crate::HubError::from)?.config;
+    if running.log_level.is_some() {
+        let said = log.apply(running.log_level.as_deref());
+        tracing::info!(%said, "log filter from the configuration");
+    }
+    let notifier = deploy::notify::Notifier::new(std::env::var_os("NOTIFY_SOCKET"));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let hub = crate::start(paths, running.clone(), cancel.clone()).await?;
+    let serving = format!("serving on {}", hub.local_addr);
+    if let Err(e) = notifier.ready(&serving) {
+        tracing::warn!(error = %e, "could not notify the service manager");
+    }
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let _ = notifier.reloading();
+                let again = {
+                    let source = source.clone();
+                    tokio::task::spawn_blocking(move || source.resolve()).await?
+                };
+                match again {
+                    Ok(effective) => {
+                        let (report, now) = apply(&hub.ctx, &running, &effective.config);
+                        let log_said = report
+                            .log_level_changed
+                            .then(|| log.apply(now.log_level.as_deref()));
+                        running = now;
+                        tracing::info!(
+                            applied = ?report.applied,
+                            needs_restart = ?report.needs_restart,
+                            log = ?log_said,
+                            "configuration reloaded"
+                        );
+                        if !report.needs_restart.is_empty() {
+                            tracing::warn!(
+                                keys = ?report.needs_restart,
+                                "changed keys take effect at the next restart (systemctl restart flotilla-hub)"
+                            );
+                        }
+                    }
+                    Err(invalid) => tracing::error!(
+                        error = %invalid.error,
+                        "configuration reload failed; the running configuration is kept"
+                    ),
+                }
+                let _ = notifier.ready(&serving);
+            }
+        }
+    }
+    tracing::info!("signal received, draining");
+    let _ = notifier.stopping();
+    cancel.cancel();
+    hub.wait().await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}

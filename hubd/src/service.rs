@@ -1,0 +1,402 @@
+//! `hubd install`, `uninstall` and `status`: the hub as a service (systemd, launchd, Windows),
+//! initialised first (CA, hub certificate, admin identity, database) when its data directory is
+//! new.
+
+use crate::maint::{self, HubStatus, MaintRequest, MaintResponse};
+use crate::settings::{Flags, Source};
+use crate::{HubConfig, HubPaths};
+use clap::Args;
+use deploy::install::{self, InstallError, Report};
+use deploy::{Daemon, Layout, Scope, ServiceSpec};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Where: `--system` or `--user`, and `--root`.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// System service (at boot, as the `flotilla` account). The default for root.
+    #[arg(long, conflicts_with = "user")]
+    pub system: bool,
+    /// User service (systemctl --user, or a LaunchAgent). The default for everyone else.
+    #[arg(long)]
+    pub user: bool,
+    /// Write every file under DIR instead of /, and call no service manager (for images and tests).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+impl Target {
+    fn scope(&self) -> Scope {
+        if self.system {
+            Scope::System
+        } else if self.user || !deploy::is_root() {
+            Scope::User
+        } else {
+            Scope::System
+        }
+    }
+
+    /// The layout, with `--data-dir`/`--config` (given globally) replacing its paths.
+    pub fn layout(
+        &self,
+        data_dir: Option<&Path>,
+        config: Option<&Path>,
+    ) -> Result<Layout, InstallError> {
+        let mut layout = Layout::for_scope(Daemon::Hub, self.scope(), self.root.clone())?;
+        if let Some(d) = data_dir {
+            layout.data_dir = d.to_path_buf();
+        }
+        if let Some(c) = config {
+            layout.config_file = c.to_path_buf();
+        }
+        Ok(layout)
+    }
+}
+
+/// `hubd install`.
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// Where to install.
+    #[command(flatten)]
+    pub target: Target,
+    /// UDP address to serve QUIC on (new hubs only: an existing configuration is kept).
+    #[arg(long, default_value = "0.0.0.0:4433")]
+    pub listen: SocketAddr,
+    /// DNS name or IP agents use to reach the hub (repeatable; new hubs only).
+    #[arg(long = "name")]
+    pub names: Vec<String>,
+    /// Prometheus endpoint address, e.g. 127.0.0.1:9464 (new hubs only).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Account the system service runs as (default `flotilla` on Linux; `root` for none).
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Binary the service runs (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// Register the service but do not start it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hubd uninstall`.
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    /// Where it was installed.
+    #[command(flatten)]
+    pub target: Target,
+    /// Also delete the CA, keys, database and configuration: the fleet must be enrolled anew.
+    #[arg(long)]
+    pub purge: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hubd status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Where it was installed.
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn spec(layout: &Layout, program: PathBuf, user: Option<String>, low_port: bool) -> ServiceSpec {
+    ServiceSpec {
+        daemon: Daemon::Hub,
+        scope: layout.scope,
+        program,
+        args: vec![
+            "--config".into(),
+            layout.config_file.display().to_string(),
+            "--data-dir".into(),
+            layout.data_dir.display().to_string(),
+            "run".into(),
+        ],
+        user,
+        data_dir: layout.data_dir.clone(),
+        config_file: layout.config_file.clone(),
+        log_file: layout.log_file.clone(),
+        low_port,
+    }
+}
+
+fn fail(err: &dyn std::fmt::Display, code: u8, json: bool) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "error": { "message": err.to_string() } })
+        );
+    }
+    eprintln!("hubd: {err}");
+    ExitCode::from(code)
+}
+
+type Failure = (String, u8);
+
+fn failure(e: InstallError) -> Failure {
+    let code = e.exit_code();
+    (e.to_string(), code)
+}
+
+fn hub_failure(e: crate::HubError) -> Failure {
+    let code = if matches!(e, crate::HubError::Config(_)) {
+        2
+    } else {
+        1
+    };
+    (e.to_string(), code)
+}
+
+/// Runs `hubd install`.
+pub async fn install(
+    args: InstallArgs,
+    data_dir: Option<&Path>,
+    config: Option<&Path>,
+    env: Vec<(String, String)>,
+) -> ExitCode {
+    let json = args.json;
+    match install_inner(args, data_dir, config, env).await {
+        Ok(report) => {
+            report.print(json, "installed");
+            ExitCode::SUCCESS
+        }
+        Err((msg, code)) => fail(&msg, code, json),
+    }
+}
+
+async fn install_inner(
+    args: InstallArgs,
+    data_dir: Option<&Path>,
+    config: Option<&Path>,
+    env: Vec<(String, String)>,
+) -> Result<Report, Failure> {
+    let layout = args.target.layout(data_dir, config).map_err(failure)?;
+    install::check_privileges(&layout).map_err(failure)?;
+    let mut report = Report::new(&layout);
+    let program = install::program(args.binary.clone(), &layout, &mut report).map_err(failure)?;
+    let user = install::service_user(&layout, args.run_as.clone(), &mut report);
+    install::ensure_account(&layout, user.as_deref(), &mut report).map_err(failure)?;
+    let data_on_disk = install::create_data_dir(&layout, &layout.data_dir).map_err(failure)?;
+    let config_on_disk = layout.on_disk(&layout.config_file);
+    let paths = HubPaths {
+        data_dir: data_on_disk.clone(),
+    };
+    let config_exists = config_on_disk.exists();
+    let hub_config = if config_exists {
+        if !args.names.is_empty() || args.metrics_listen.is_some() {
+            report.notes.push(format!(
+                "{} exists and is kept: --listen, --name and --metrics-listen were not applied (edit the file)",
+                config_on_disk.display()
+            ));
+        }
+        Source {
+            file: config_on_disk.clone(),
+            env,
+            flags: Flags::default(),
+        }
+        .resolve()
+        .map_err(|i| hub_failure(i.into()))?
+        .config
+    } else {
+        HubConfig {
+            listen: args.listen,
+            advertise: args.names.clone(),
+            metrics_listen: args.metrics_listen,
+            ..HubConfig::default()
+        }
+    };
+    if paths.hub_cert().exists() {
+        report.notes.push(format!(
+            "{} already holds a hub; kept as it is",
+            data_on_disk.display()
+        ));
+    } else {
+        let done = crate::init(&paths, &hub_config)
+            .await
+            .map_err(hub_failure)?;
+        report.written.push(data_on_disk.clone());
+        report.notes.push(format!(
+            "new hub: CA {}; admin identity in {} (flotilla --login-dir {})",
+            done.ca_fingerprint, done.admin_dir, done.admin_dir
+        ));
+    }
+    // `init` writes hub.toml into the data directory; the layout keeps it in the config dir.
+    let in_data = data_on_disk.join(crate::config::CONFIG_FILE);
+    if in_data != config_on_disk {
+        let text = match std::fs::read_to_string(&in_data) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err((format!("read {}: {e}", in_data.display()), 1)),
+        };
+        if let Some(text) = text {
+            install::write_config(
+                &layout,
+                &layout.config_file,
+                &text,
+                user.as_deref(),
+                &mut report,
+            )
+            .map_err(failure)?;
+            deploy::files::remove_file(&in_data).map_err(|e| (e.to_string(), 1))?;
+        }
+    }
+    install::hand_over_data_dir(&layout, &layout.data_dir, user.as_deref()).map_err(failure)?;
+    let low_port = hub_config.listen.port() < 1024
+        || hub_config.metrics_listen.is_some_and(|m| m.port() < 1024);
+    let spec = spec(&layout, program, user, low_port);
+    install::register(&layout, &spec, !args.no_start, &mut report).map_err(failure)?;
+    Ok(report)
+}
+
+/// Whether `dir` holds a hub's files (so `--purge` may delete it).
+fn looks_like_hub_dir(dir: &Path) -> bool {
+    let paths = HubPaths {
+        data_dir: dir.to_path_buf(),
+    };
+    paths.db().exists()
+        || paths.hub_cert().exists()
+        || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// Runs `hubd uninstall`.
+pub fn uninstall(args: UninstallArgs, data_dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
+    let json = args.json;
+    let run = || -> Result<Report, InstallError> {
+        let layout = args.target.layout(data_dir, config)?;
+        install::check_privileges(&layout)?;
+        let mut report = Report::new(&layout);
+        let spec = spec(&layout, PathBuf::from(Daemon::Hub.binary()), None, false);
+        install::unregister(&layout, &spec, args.purge, looks_like_hub_dir, &mut report)?;
+        Ok(report)
+    };
+    match run() {
+        Ok(report) => {
+            report.print(json, "uninstalled");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            fail(&e, code, json)
+        }
+    }
+}
+
+/// What `hubd status` reports.
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    /// `flotilla-hub`.
+    pub service: String,
+    /// `system` or `user`.
+    pub scope: String,
+    /// Service file and manager view.
+    #[serde(flatten)]
+    pub installed: install::Installed,
+    /// The data directory (on disk).
+    pub data_dir: PathBuf,
+    /// The hub process runs.
+    pub running: bool,
+    /// It answers on its maintenance socket (serving).
+    pub serving: bool,
+    /// What it says about itself.
+    pub hub: Option<HubStatus>,
+}
+
+/// Works out the status of the hub in `layout`.
+pub async fn status_of(layout: &Layout) -> ServiceStatus {
+    let installed = install::installed(layout);
+    let data_dir = layout.on_disk(&layout.data_dir);
+    let hub = match maint::request(&data_dir, &MaintRequest::Status).await {
+        Ok(Some(MaintResponse::Status(s))) => Some(s),
+        _ => None,
+    };
+    let running = hub.is_some() || installed.manager.as_ref().is_some_and(|m| m.running());
+    ServiceStatus {
+        service: layout.daemon.service_name().into(),
+        scope: layout.scope.as_str().into(),
+        installed,
+        data_dir,
+        running,
+        serving: hub.is_some(),
+        hub,
+    }
+}
+
+fn uptime(started_ms: u64) -> String {
+    let s = crate::store::now_ms().saturating_sub(started_ms) / 1000;
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// Runs `hubd status`.
+pub async fn status(args: StatusArgs, data_dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
+    let layout = match args.target.layout(data_dir, config) {
+        Ok(l) => l,
+        Err(e) => {
+            let code = e.exit_code();
+            return fail(&e, code, args.json);
+        }
+    };
+    let s = status_of(&layout).await;
+    let code = install::status_code(s.installed.installed, s.running, s.serving);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).unwrap_or_else(|_| "{}".into())
+        );
+        return ExitCode::from(code);
+    }
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!("{} ({})", s.service, s.scope);
+    let enabled = s
+        .installed
+        .manager
+        .as_ref()
+        .and_then(|m| m.enabled.clone())
+        .map(|e| format!(", {e}"))
+        .unwrap_or_default();
+    println!(
+        "  installed: {} ({}{enabled})",
+        yes(s.installed.installed),
+        s.installed.service_file.display()
+    );
+    match &s.hub {
+        Some(h) => {
+            let metrics = h
+                .metrics_listen
+                .map(|m| format!(", metrics on {m}"))
+                .unwrap_or_default();
+            println!(
+                "  running:   yes, pid {}, up {}, listening on {}{metrics}",
+                h.pid,
+                uptime(h.started_ms),
+                h.listen
+            );
+            println!(
+                "  fleet:     {} agents online, {} operators",
+                h.agents_online, h.operators_online
+            );
+        }
+        None if s.running => {
+            println!("  running:   yes, but not answering on its maintenance socket")
+        }
+        None => println!("  running:   no"),
+    }
+    println!("  data:      {}", s.data_dir.display());
+    if let Some(note) = &s.installed.manager_note {
+        println!("  note:      service manager not asked: {note}");
+    }
+    ExitCode::from(code)
+}
