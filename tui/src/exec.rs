@@ -34,6 +34,8 @@ pub const SUMMARY_ALL_UP_TO: usize = 50;
 const READ_AHEAD: usize = 16;
 /// Exit status after Ctrl-C, as shells report a SIGINT death.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit status when our standard output was closed (`| head`), as shells report a SIGPIPE death.
+pub const EXIT_BROKEN_PIPE: u8 = 141;
 /// Exit status for a request the hub refused as malformed or naming unknown agents.
 pub const EXIT_USAGE: u8 = 2;
 
@@ -269,6 +271,8 @@ impl Renderer {
                 writeln!(out, "{} {text}", self.prefix(i, self.opts.colour_out))
             }
             OutputStream::Stderr => {
+                // Keep the order lines arrived in when both streams share a terminal.
+                out.flush()?;
                 writeln!(err, "{} {text}", self.prefix(i, self.opts.colour_err))
             }
         }
@@ -336,6 +340,7 @@ impl Renderer {
                 if self.opts.json {
                     writeln!(out, "{}", self.summary_json())?;
                 } else {
+                    out.flush()?;
                     write!(err, "{}", self.summary_text())?;
                 }
             }
@@ -372,13 +377,19 @@ impl Renderer {
                 let mut buf = std::mem::take(&mut self.agents[i].partial[slot]);
                 buf.extend_from_slice(&data.0);
                 let mut start = 0;
-                while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
-                    self.line(i, stream, &buf[start..start + nl], false, out, err)?;
-                    start += nl + 1;
-                }
-                while buf.len() - start >= MAX_LINE {
-                    self.line(i, stream, &buf[start..start + MAX_LINE], true, out, err)?;
-                    start += MAX_LINE;
+                loop {
+                    let rest = &buf[start..];
+                    match rest.iter().position(|b| *b == b'\n') {
+                        Some(nl) if nl <= MAX_LINE => {
+                            self.line(i, stream, &rest[..nl], false, out, err)?;
+                            start += nl + 1;
+                        }
+                        _ if rest.len() >= MAX_LINE => {
+                            self.line(i, stream, &rest[..MAX_LINE], true, out, err)?;
+                            start += MAX_LINE;
+                        }
+                        _ => break,
+                    }
                 }
                 buf.drain(..start);
                 self.agents[i].partial[slot] = buf;
@@ -390,6 +401,7 @@ impl Renderer {
                 } else {
                     let ok = matches!(&last, AgentEvent::Exited(r) if r.code == Some(0) && !r.cancelled && !r.timed_out);
                     if !ok {
+                        out.flush()?;
                         let prefix = self.prefix(i, self.opts.colour_err);
                         writeln!(err, "{prefix} ! {}", describe(&last))?;
                     }
@@ -633,17 +645,19 @@ pub async fn run_exec(
                     return Ok(status);
                 }
                 let done = matches!(ev, ExecEvent::Done(_));
-                if let Err(e) = r.handle(ev, out, err) {
-                    // Our output is gone (a closed pipe): nobody reads the rest, stop the job.
+                let idle = session.events.is_empty();
+                let written = r.handle(ev, out, err).and_then(|()| if done || idle { out.flush() } else { Ok(()) });
+                if let Err(e) = written {
+                    // Our output is gone: nobody reads the rest, stop the job. A closed pipe
+                    // (`| head`) ends quietly, as SIGPIPE would.
                     session.cancel().await;
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        return Ok(EXIT_BROKEN_PIPE);
+                    }
                     return Err(io_err(e));
                 }
                 if done {
-                    out.flush().map_err(io_err)?;
                     return Ok(if interrupted { EXIT_INTERRUPTED } else { r.exit_status() });
-                }
-                if session.events.is_empty() {
-                    out.flush().map_err(io_err)?;
                 }
             }
             Some(()) = interrupts.recv() => {
@@ -1178,6 +1192,19 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].len(), "web-1 | ".len() + MAX_LINE);
         assert_eq!(lines[1], "web-1 | xxxxxxxxxx");
+
+        // A long line whose newline arrives in a later chunk is cut too.
+        let half = "y".repeat(MAX_LINE / 2 + 1);
+        let (out, _, _) = render(
+            RenderOptions::default(),
+            job_events(vec![
+                output(1, OutputStream::Stdout, &half),
+                output(1, OutputStream::Stdout, &half),
+                output(1, OutputStream::Stdout, &format!("{half}\nend\n")),
+            ]),
+        );
+        let lens: Vec<usize> = out.lines().map(|l| l.len() - "web-1 | ".len()).collect();
+        assert_eq!(lens, [MAX_LINE, 3 * (MAX_LINE / 2 + 1) - MAX_LINE, 3]);
     }
 
     #[test]

@@ -104,8 +104,16 @@ async fn run_inner(
     }
     let mut cancelled_by: Option<&'static str> = None;
     if !operator_alive {
-        cancelled_by = Some("disconnect");
-        job_cancel.cancel();
+        let actor = p.actor.name.as_str();
+        note_cancel(
+            &ctx,
+            job,
+            actor,
+            "disconnect",
+            &mut cancelled_by,
+            &job_cancel,
+        )
+        .await;
     }
 
     let online = p.targets.iter().filter(|t| t.target.online).count();
@@ -161,25 +169,9 @@ async fn run_inner(
                 None => break,
             },
         };
-        if let Some(reason) = reason
-            && cancelled_by.is_none()
-        {
-            cancelled_by = Some(reason);
-            job_cancel.cancel();
-            tracing::info!(reason, "job cancelled");
-            let actor = if reason == "shutdown" {
-                "hub"
-            } else {
-                p.actor.name.as_str()
-            };
-            audit(
-                &ctx,
-                actor,
-                "exec.cancel",
-                format!("job:{job}"),
-                format!("reason={reason}"),
-            )
-            .await;
+        if let Some(reason) = reason {
+            let actor = p.actor.name.as_str();
+            note_cancel(&ctx, job, actor, reason, &mut cancelled_by, &job_cancel).await;
         }
     }
 
@@ -233,6 +225,36 @@ async fn run_inner(
     {
         let _ = send.finish();
     }
+}
+
+/// Cancels the job for `reason` unless it already was, and audits it once.
+async fn note_cancel(
+    ctx: &HubCtx,
+    job: JobId,
+    operator: &str,
+    reason: &'static str,
+    cancelled_by: &mut Option<&'static str>,
+    token: &CancellationToken,
+) {
+    if cancelled_by.is_some() {
+        return;
+    }
+    *cancelled_by = Some(reason);
+    token.cancel();
+    tracing::info!(reason, "job cancelled");
+    let actor = if reason == "shutdown" {
+        "hub"
+    } else {
+        operator
+    };
+    audit(
+        ctx,
+        actor,
+        "exec.cancel",
+        format!("job:{job}"),
+        format!("reason={reason}"),
+    )
+    .await;
 }
 
 /// What every agent of a job is asked.
