@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn example_configs_in_docs_parse() {
         let doc = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/exec.md"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/exec.md"),
         )
         .expect("docs/exec.md");
         let mut found = 0;
