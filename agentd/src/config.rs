@@ -185,10 +185,9 @@ mod tests {
 
     #[test]
     fn example_configs_in_docs_parse() {
-        let doc = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/exec.md"),
-        )
-        .expect("docs/exec.md");
+        let doc =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/exec.md"))
+                .expect("docs/exec.md");
         let mut found = 0;
         for block in doc.split("```toml\n").skip(1) {
             let text = block.split("```").next().unwrap_or_default();
