@@ -373,26 +373,7 @@ impl Renderer {
                 }
             }
             AgentEvent::Output { stream, data } => {
-                let slot = usize::from(stream == OutputStream::Stderr);
-                let mut buf = std::mem::take(&mut self.agents[i].partial[slot]);
-                buf.extend_from_slice(&data.0);
-                let mut start = 0;
-                loop {
-                    let rest = &buf[start..];
-                    match rest.iter().position(|b| *b == b'\n') {
-                        Some(nl) if nl <= MAX_LINE => {
-                            self.line(i, stream, &rest[..nl], false, out, err)?;
-                            start += nl + 1;
-                        }
-                        _ if rest.len() >= MAX_LINE => {
-                            self.line(i, stream, &rest[..MAX_LINE], true, out, err)?;
-                            start += MAX_LINE;
-                        }
-                        _ => break,
-                    }
-                }
-                buf.drain(..start);
-                self.agents[i].partial[slot] = buf;
+                self.split_lines(i, stream, &data.0, out, err)?
             }
             last @ (AgentEvent::Exited(_) | AgentEvent::Failed(_)) => {
                 self.flush_partial(i, out, err)?;
@@ -409,6 +390,42 @@ impl Renderer {
                 self.agents[i].last = Some(last);
             }
         }
+        Ok(())
+    }
+
+    /// Emits every complete line of `data` (after what was pending for this agent and stream), cuts
+    /// lines at [`MAX_LINE`], and keeps the unterminated rest. Bytes are copied only into that rest.
+    fn split_lines(
+        &mut self,
+        i: usize,
+        stream: OutputStream,
+        mut data: &[u8],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> io::Result<()> {
+        let slot = usize::from(stream == OutputStream::Stderr);
+        let mut pending = std::mem::take(&mut self.agents[i].partial[slot]);
+        while !data.is_empty() {
+            let room = MAX_LINE - pending.len();
+            let window = &data[..data.len().min(room + 1)];
+            let (take, skip, partial) = match memchr::memchr(b'\n', window) {
+                Some(nl) => (nl, 1, false),
+                None if data.len() > room => (room, 0, true),
+                None => {
+                    pending.extend_from_slice(data);
+                    break;
+                }
+            };
+            if pending.is_empty() {
+                self.line(i, stream, &data[..take], partial, out, err)?;
+            } else {
+                pending.extend_from_slice(&data[..take]);
+                self.line(i, stream, &pending, partial, out, err)?;
+                pending.clear();
+            }
+            data = &data[take + skip..];
+        }
+        self.agents[i].partial[slot] = pending;
         Ok(())
     }
 

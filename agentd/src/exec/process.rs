@@ -6,9 +6,10 @@
 //! Generic over the stream halves so unit tests drive it through in-memory pipes.
 
 use super::policy::ExecPolicy;
+use bytes::{Bytes, BytesMut};
 use flotilla_wire::exec::{
-    AgentEvent, Chunk, ExecControl, ExecFailure, ExecStart, ExitReport, FailureKind, MAX_CHUNK,
-    OutputStream,
+    AgentEvent, ExecControl, ExecFailure, ExecStart, ExitReport, FailureKind, MAX_CHUNK,
+    OutputStream, encode_output,
 };
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::MAX_EXEC_FRAME;
@@ -129,8 +130,8 @@ pub(super) async fn run<W, R>(
         armed: true,
     };
     tracing::debug!(pid, "started");
-    let (tx, rx) = mpsc::channel::<AgentEvent>(OUTPUT_QUEUE);
-    let _ = tx.try_send(AgentEvent::Started { pid });
+    let (tx, rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
+    let _ = tx.try_send(frame(&AgentEvent::Started { pid }));
     let (exited_tx, exited_rx) = watch::channel(false);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -148,7 +149,7 @@ pub(super) async fn run<W, R>(
             pump(stderr, OutputStream::Stderr, tx.clone(), exited_rx),
         );
         tracing::debug!(?report, "exited");
-        let _ = tx.send(AgentEvent::Exited(report)).await;
+        let _ = tx.send(frame(&AgentEvent::Exited(report))).await;
     };
     tokio::join!(work, write_events(&mut send, rx));
     let _ = send.shutdown().await;
@@ -173,10 +174,20 @@ fn spawn_failed(message: String) -> AgentEvent {
     })
 }
 
-/// Writes events until every sender is gone or the hub stream fails.
-async fn write_events<W: AsyncWrite + Unpin>(send: &mut W, mut rx: mpsc::Receiver<AgentEvent>) {
-    while let Some(ev) = rx.recv().await {
-        if let Err(e) = write_frame(send, &ev, MAX_EXEC_FRAME).await {
+/// One event, framed. Ours are small and always encode; an impossible failure yields an empty
+/// frame that the writer skips.
+fn frame(ev: &AgentEvent) -> Bytes {
+    let mut buf = BytesMut::new();
+    if let Err(e) = flotilla_wire::encode(ev, &mut buf, MAX_EXEC_FRAME) {
+        tracing::error!(error = %e, "cannot encode an exec event");
+    }
+    buf.freeze()
+}
+
+/// Writes framed events until every sender is gone or the hub stream fails.
+async fn write_events<W: AsyncWrite + Unpin>(send: &mut W, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = rx.recv().await {
+        if let Err(e) = send.write_all(&frame).await {
             tracing::debug!(error = %e, "hub stream failed");
             return;
         }
@@ -188,7 +199,7 @@ async fn write_events<W: AsyncWrite + Unpin>(send: &mut W, mut rx: mpsc::Receive
 async fn pump<P: AsyncRead + Unpin>(
     pipe: Option<P>,
     stream: OutputStream,
-    tx: mpsc::Sender<AgentEvent>,
+    tx: mpsc::Sender<Bytes>,
     mut exited: watch::Receiver<bool>,
 ) {
     let Some(mut pipe) = pipe else { return };
@@ -206,8 +217,10 @@ async fn pump<P: AsyncRead + Unpin>(
             },
             _ = silent_after_exit => return,
         };
-        let data = Chunk(buf[..n].to_vec());
-        if tx.send(AgentEvent::Output { stream, data }).await.is_err() {
+        // Framed straight from the read buffer: one copy per byte on its way to QUIC.
+        let mut frame = BytesMut::with_capacity(n + 16);
+        encode_output(stream, &buf[..n], &mut frame);
+        if tx.send(frame.freeze()).await.is_err() {
             return;
         }
     }

@@ -12,14 +12,17 @@ use super::{Planned, Prepared, audit};
 use crate::HubCtx;
 use crate::session::describe_close;
 use crate::store::{self, now_ms};
+use bytes::{Bytes, BytesMut};
 use flotilla_wire::exec::{
     AgentEvent, AgentResult, Chunk, ExecCommand, ExecControl, ExecEvent, ExecFailure, ExecStart,
     FailureKind, HubStreamOpen, JobCounts, JobId, JobSummary, OUTPUT_TAIL, Outcome, OutputStream,
     TARGETS_PER_FRAME,
 };
-use flotilla_wire::io::{read_frame, write_frame};
+use flotilla_wire::exec::{MAX_CHUNK, encode_forward, peek_output};
+use flotilla_wire::io::{read_frame, read_frame_body, write_frame};
 use flotilla_wire::limits::MAX_EXEC_FRAME;
 use flotilla_wire::{ErrorCode, IdentityId};
+use flotilla_wire::{decode_body, encode};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,7 +122,7 @@ async fn run_inner(
     let online = p.targets.iter().filter(|t| t.target.online).count();
     let permits = (p.req.batch > 0 && (p.req.batch as usize) < online)
         .then(|| Arc::new(Semaphore::new(p.req.batch as usize)));
-    let (tx, mut rx) = mpsc::channel::<ExecEvent>(EVENT_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(EVENT_QUEUE);
     let mut agents = JoinSet::new();
     for plan in p.targets {
         let spec = AgentSpec {
@@ -157,9 +160,9 @@ async fn run_inner(
                 }
             }
             _ = cancel.cancelled(), if cancelled_by.is_none() => Some("shutdown"),
-            ev = rx.recv() => match ev {
-                Some(ev) => {
-                    if operator_alive && write_frame(&mut send, &ev, MAX_EXEC_FRAME).await.is_err() {
+            frame = rx.recv() => match frame {
+                Some(frame) => {
+                    if operator_alive && send.write_all(&frame).await.is_err() {
                         operator_alive = false;
                         Some("disconnect")
                     } else {
@@ -257,6 +260,33 @@ async fn note_cancel(
     .await;
 }
 
+/// Agent frames may be this large: the envelope of `ExecEvent::Agent` must still fit the operator's
+/// limit when the hub wraps one.
+const MAX_AGENT_FRAME: usize = MAX_EXEC_FRAME - 256;
+
+/// One agent event for the operator, encoded. An event too large to encode (a failure message of
+/// 100 KiB) is replaced by a short failure rather than dropped.
+fn frame_of(agent: IdentityId, event: AgentEvent) -> Bytes {
+    let mut buf = BytesMut::new();
+    let ev = ExecEvent::Agent { agent, event };
+    if let Err(e) = encode(&ev, &mut buf, MAX_EXEC_FRAME) {
+        tracing::warn!(error = %e, "agent event too large to forward");
+        let ExecEvent::Agent { agent, .. } = ev else {
+            return buf.freeze();
+        };
+        let short = ExecEvent::Agent {
+            agent,
+            event: failed(
+                FailureKind::Internal,
+                "agent reported an event too large to forward",
+            ),
+        };
+        buf.clear();
+        let _ = encode(&short, &mut buf, MAX_EXEC_FRAME);
+    }
+    buf.freeze()
+}
+
 /// What every agent of a job is asked.
 struct AgentSpec {
     job: JobId,
@@ -312,7 +342,7 @@ async fn run_agent(
     ctx: Arc<HubCtx>,
     spec: AgentSpec,
     plan: Planned,
-    tx: mpsc::Sender<ExecEvent>,
+    tx: mpsc::Sender<Bytes>,
     permits: Option<Arc<Semaphore>>,
     cancel: CancellationToken,
 ) -> (Outcome, Option<i32>) {
@@ -371,7 +401,7 @@ async fn run_agent(
     {
         tracing::error!(error = %e, "could not store the result");
     }
-    let _ = tx.send(ExecEvent::Agent { agent, event: last }).await;
+    let _ = tx.send(frame_of(agent, last)).await;
     (outcome, code)
 }
 
@@ -388,7 +418,7 @@ async fn drive(
     ctx: &HubCtx,
     spec: &AgentSpec,
     plan: &Planned,
-    tx: &mpsc::Sender<ExecEvent>,
+    tx: &mpsc::Sender<Bytes>,
     permits: Option<Arc<Semaphore>>,
     cancel: &CancellationToken,
     out: &mut Tails,
@@ -416,7 +446,7 @@ async fn execute(
     ctx: &HubCtx,
     spec: &AgentSpec,
     plan: &Planned,
-    tx: &mpsc::Sender<ExecEvent>,
+    tx: &mpsc::Sender<Bytes>,
     cancel: &CancellationToken,
     out: &mut Tails,
     started: &mut Option<(u64, Instant)>,
@@ -512,7 +542,7 @@ async fn forward(
     conn: &quinn::Connection,
     recv: &mut quinn::RecvStream,
     agent: &IdentityId,
-    tx: &mpsc::Sender<ExecEvent>,
+    tx: &mpsc::Sender<Bytes>,
     out: &mut Tails,
 ) -> AgentEvent {
     let gone = |detail: String| match conn.close_reason() {
@@ -526,25 +556,45 @@ async fn forward(
         ),
     };
     loop {
-        let ev = match read_frame::<AgentEvent, _>(recv, MAX_EXEC_FRAME).await {
-            Ok(Some(ev)) => ev,
+        let body = match read_frame_body(recv, MAX_AGENT_FRAME).await {
+            Ok(Some(body)) => body,
             Ok(None) => return gone("agent ended the stream without a result".into()),
             Err(e) => return gone(e.to_string()),
         };
-        if Outcome::of_event(&ev).is_some() {
-            return ev;
-        }
-        if let AgentEvent::Output { stream, data } = &ev {
-            match stream {
-                OutputStream::Stdout => out.stdout.push(&data.0),
-                OutputStream::Stderr => out.stderr.push(&data.0),
+        // Output, nearly all the traffic, is forwarded as the agent encoded it.
+        let frame = if let Some((stream, data)) = peek_output(&body) {
+            if data.len() > MAX_CHUNK {
+                let message = format!(
+                    "agent sent an output chunk of {} bytes, over the {MAX_CHUNK}-byte limit",
+                    data.len()
+                );
+                tracing::warn!(%message, "agent broke the exec protocol");
+                return failed(FailureKind::Internal, message);
             }
-        }
-        let forwarded = ExecEvent::Agent {
-            agent: agent.clone(),
-            event: ev,
+            match stream {
+                OutputStream::Stdout => out.stdout.push(data),
+                OutputStream::Stderr => out.stderr.push(data),
+            }
+            let mut frame = BytesMut::new();
+            encode_forward(agent, &body, &mut frame);
+            frame.freeze()
+        } else {
+            let ev = match decode_body::<AgentEvent>(&body) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent sent a malformed exec event");
+                    return failed(
+                        FailureKind::Internal,
+                        format!("agent sent a malformed event: {e}"),
+                    );
+                }
+            };
+            if Outcome::of_event(&ev).is_some() {
+                return ev;
+            }
+            frame_of(agent.clone(), ev)
         };
-        if tx.send(forwarded).await.is_err() {
+        if tx.send(frame).await.is_err() {
             return failed(FailureKind::Internal, "job ended");
         }
     }
