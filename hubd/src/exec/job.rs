@@ -123,6 +123,11 @@ async fn run_inner(
     let permits = (p.req.batch > 0 && (p.req.batch as usize) < online)
         .then(|| Arc::new(Semaphore::new(p.req.batch as usize)));
     let (tx, mut rx) = mpsc::channel::<Bytes>(EVENT_QUEUE);
+    let (records, records_rx) = mpsc::channel::<Record>(RECORD_QUEUE);
+    let recorder = ctx
+        .jobs
+        .tracker
+        .spawn(record_results(ctx.clone(), job, records_rx));
     let mut agents = JoinSet::new();
     for plan in p.targets {
         let spec = AgentSpec {
@@ -130,6 +135,7 @@ async fn run_inner(
             command: p.req.command.clone(),
             timeout_ms: p.req.timeout_ms,
             actor_name: p.actor_name.clone(),
+            records: records.clone(),
         };
         let span = tracing::info_span!("exec", agent = %plan.target.name);
         agents.spawn(
@@ -145,6 +151,7 @@ async fn run_inner(
         );
     }
     drop(tx);
+    drop(records);
 
     let control = read_control(&mut recv);
     tokio::pin!(control);
@@ -187,6 +194,9 @@ async fn run_inner(
                 counts.failed += 1;
             }
         }
+    }
+    if let Err(e) = recorder.await {
+        tracing::error!(error = %e, "result recorder failed");
     }
     let ended = now_ms();
     let stored_counts = counts;
@@ -293,6 +303,53 @@ struct AgentSpec {
     command: ExecCommand,
     timeout_ms: u64,
     actor_name: String,
+    records: mpsc::Sender<Record>,
+}
+
+/// A change to one agent's row of the job.
+enum Record {
+    /// Its command started.
+    Running { agent: IdentityId, at_ms: u64 },
+    /// Its final result.
+    Done(Box<AgentResult>),
+}
+
+/// Row changes waiting for the recorder; agents wait when it falls this far behind.
+const RECORD_QUEUE: usize = 1024;
+/// Row changes written per transaction: one commit for a burst of a fan-out instead of one each.
+const RECORD_BATCH: usize = 512;
+
+/// Writes the job's row changes in batches, one transaction each, until every agent is done.
+async fn record_results(ctx: Arc<HubCtx>, job: JobId, mut rx: mpsc::Receiver<Record>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RECORD_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let written = ctx
+            .store
+            .call(move |c| {
+                let tx = c.transaction()?;
+                for r in &batch {
+                    match r {
+                        Record::Running { agent, at_ms } => {
+                            store::jobs::set_running(&tx, job, agent, *at_ms)?
+                        }
+                        Record::Done(result) => store::jobs::record(&tx, job, result)?,
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, rows = n, "could not store results");
+        }
+    }
 }
 
 /// The last [`OUTPUT_TAIL`] bytes of one output stream, and its total size.
@@ -393,14 +450,7 @@ async fn run_agent(
         stdout_bytes: out.stdout.total,
         stderr_bytes: out.stderr.total,
     };
-    let job = spec.job;
-    if let Err(e) = ctx
-        .store
-        .call(move |c| Ok(store::jobs::record(c, job, &result)?))
-        .await
-    {
-        tracing::error!(error = %e, "could not store the result");
-    }
+    let _ = spec.records.send(Record::Done(Box::new(result))).await;
     let _ = tx.send(frame_of(agent, last)).await;
     (outcome, code)
 }
@@ -499,14 +549,11 @@ async fn execute(
     };
     let started_ms = now_ms();
     *started = Some((started_ms, Instant::now()));
-    let (job, agent) = (spec.job, plan.target.id.clone());
-    if let Err(e) = ctx
-        .store
-        .call(move |c| Ok(store::jobs::set_running(c, job, &agent, started_ms)?))
-        .await
-    {
-        tracing::warn!(error = %e, "could not mark the execution running");
-    }
+    let running = Record::Running {
+        agent: plan.target.id.clone(),
+        at_ms: started_ms,
+    };
+    let _ = spec.records.send(running).await;
 
     // The canceller owns the send half for the life of the execution: dropping it would finish the
     // stream, which the agent takes as a cancel.
