@@ -223,6 +223,21 @@ mod tests {
     }
 
     #[test]
+    fn example_configs_in_docs_parse() {
+        let doc =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/exec.md"))
+                .expect("docs/exec.md");
+        let mut found = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            let cfg = parse(text).unwrap_or_else(|e| panic!("docs/exec.md example: {e}"));
+            assert_eq!(cfg.exec, ExecMode::Allowlist);
+            found += 1;
+        }
+        assert!(found > 0, "no agent.toml example found in docs/exec.md");
+    }
+
+    #[test]
     fn bad_exec_settings_are_named() {
         let err = |t: &str| parse(t).expect_err(t);
         assert!(err("exec = \"all\"").contains("unknown variant `all`"));

@@ -449,7 +449,11 @@ where
 {
     let client = std::sync::Arc::new(Client::connect(&cli.login()?).await?);
     let result = f(client.clone()).await;
-    client.close().await;
+    // Long enough for the close to be sent (the hub then ends the session at once), short enough
+    // not to add QUIC's draining period to every `flotilla exec`.
+    client
+        .close_within(std::time::Duration::from_millis(5))
+        .await;
     Ok(ExitCode::from(result?))
 }
 

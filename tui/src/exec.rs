@@ -34,6 +34,8 @@ pub const SUMMARY_ALL_UP_TO: usize = 50;
 const READ_AHEAD: usize = 16;
 /// Exit status after Ctrl-C, as shells report a SIGINT death.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit status when our standard output was closed (`| head`), as shells report a SIGPIPE death.
+pub const EXIT_BROKEN_PIPE: u8 = 141;
 /// Exit status for a request the hub refused as malformed or naming unknown agents.
 pub const EXIT_USAGE: u8 = 2;
 
@@ -269,6 +271,8 @@ impl Renderer {
                 writeln!(out, "{} {text}", self.prefix(i, self.opts.colour_out))
             }
             OutputStream::Stderr => {
+                // Keep the order lines arrived in when both streams share a terminal.
+                out.flush()?;
                 writeln!(err, "{} {text}", self.prefix(i, self.opts.colour_err))
             }
         }
@@ -336,6 +340,7 @@ impl Renderer {
                 if self.opts.json {
                     writeln!(out, "{}", self.summary_json())?;
                 } else {
+                    out.flush()?;
                     write!(err, "{}", self.summary_text())?;
                 }
             }
@@ -368,20 +373,7 @@ impl Renderer {
                 }
             }
             AgentEvent::Output { stream, data } => {
-                let slot = usize::from(stream == OutputStream::Stderr);
-                let mut buf = std::mem::take(&mut self.agents[i].partial[slot]);
-                buf.extend_from_slice(&data.0);
-                let mut start = 0;
-                while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
-                    self.line(i, stream, &buf[start..start + nl], false, out, err)?;
-                    start += nl + 1;
-                }
-                while buf.len() - start >= MAX_LINE {
-                    self.line(i, stream, &buf[start..start + MAX_LINE], true, out, err)?;
-                    start += MAX_LINE;
-                }
-                buf.drain(..start);
-                self.agents[i].partial[slot] = buf;
+                self.split_lines(i, stream, &data.0, out, err)?
             }
             last @ (AgentEvent::Exited(_) | AgentEvent::Failed(_)) => {
                 self.flush_partial(i, out, err)?;
@@ -390,6 +382,7 @@ impl Renderer {
                 } else {
                     let ok = matches!(&last, AgentEvent::Exited(r) if r.code == Some(0) && !r.cancelled && !r.timed_out);
                     if !ok {
+                        out.flush()?;
                         let prefix = self.prefix(i, self.opts.colour_err);
                         writeln!(err, "{prefix} ! {}", describe(&last))?;
                     }
@@ -397,6 +390,42 @@ impl Renderer {
                 self.agents[i].last = Some(last);
             }
         }
+        Ok(())
+    }
+
+    /// Emits every complete line of `data` (after what was pending for this agent and stream), cuts
+    /// lines at [`MAX_LINE`], and keeps the unterminated rest. Bytes are copied only into that rest.
+    fn split_lines(
+        &mut self,
+        i: usize,
+        stream: OutputStream,
+        mut data: &[u8],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> io::Result<()> {
+        let slot = usize::from(stream == OutputStream::Stderr);
+        let mut pending = std::mem::take(&mut self.agents[i].partial[slot]);
+        while !data.is_empty() {
+            let room = MAX_LINE - pending.len();
+            let window = &data[..data.len().min(room + 1)];
+            let (take, skip, partial) = match memchr::memchr(b'\n', window) {
+                Some(nl) => (nl, 1, false),
+                None if data.len() > room => (room, 0, true),
+                None => {
+                    pending.extend_from_slice(data);
+                    break;
+                }
+            };
+            if pending.is_empty() {
+                self.line(i, stream, &data[..take], partial, out, err)?;
+            } else {
+                pending.extend_from_slice(&data[..take]);
+                self.line(i, stream, &pending, partial, out, err)?;
+                pending.clear();
+            }
+            data = &data[take + skip..];
+        }
+        self.agents[i].partial[slot] = pending;
         Ok(())
     }
 
@@ -633,17 +662,19 @@ pub async fn run_exec(
                     return Ok(status);
                 }
                 let done = matches!(ev, ExecEvent::Done(_));
-                if let Err(e) = r.handle(ev, out, err) {
-                    // Our output is gone (a closed pipe): nobody reads the rest, stop the job.
+                let idle = session.events.is_empty();
+                let written = r.handle(ev, out, err).and_then(|()| if done || idle { out.flush() } else { Ok(()) });
+                if let Err(e) = written {
+                    // Our output is gone: nobody reads the rest, stop the job. A closed pipe
+                    // (`| head`) ends quietly, as SIGPIPE would.
                     session.cancel().await;
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        return Ok(EXIT_BROKEN_PIPE);
+                    }
                     return Err(io_err(e));
                 }
                 if done {
-                    out.flush().map_err(io_err)?;
                     return Ok(if interrupted { EXIT_INTERRUPTED } else { r.exit_status() });
-                }
-                if session.events.is_empty() {
-                    out.flush().map_err(io_err)?;
                 }
             }
             Some(()) = interrupts.recv() => {
@@ -1178,6 +1209,19 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].len(), "web-1 | ".len() + MAX_LINE);
         assert_eq!(lines[1], "web-1 | xxxxxxxxxx");
+
+        // A long line whose newline arrives in a later chunk is cut too.
+        let half = "y".repeat(MAX_LINE / 2 + 1);
+        let (out, _, _) = render(
+            RenderOptions::default(),
+            job_events(vec![
+                output(1, OutputStream::Stdout, &half),
+                output(1, OutputStream::Stdout, &half),
+                output(1, OutputStream::Stdout, &format!("{half}\nend\n")),
+            ]),
+        );
+        let lens: Vec<usize> = out.lines().map(|l| l.len() - "web-1 | ".len()).collect();
+        assert_eq!(lens, [MAX_LINE, 3 * (MAX_LINE / 2 + 1) - MAX_LINE, 3]);
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 use crate::IdentityId;
 use crate::msg::Refusal;
+use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -586,6 +587,91 @@ pub struct PingResult {
     pub error: String,
 }
 
+/// postcard's index of [`AgentEvent::Output`] (pinned by the golden test).
+const OUTPUT_VARIANT: u8 = 1;
+/// postcard's index of [`ExecEvent::Agent`] (pinned by the golden test).
+const AGENT_VARIANT: u8 = 2;
+
+fn varint_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// postcard's varint: seven bits at a time, low first, high bit set on all but the last byte.
+fn put_varint(dst: &mut BytesMut, mut n: u64) {
+    while n >= 0x80 {
+        dst.put_u8((n as u8) | 0x80);
+        n >>= 7;
+    }
+    dst.put_u8(n as u8);
+}
+
+fn take_varint(src: &[u8]) -> Option<(u64, &[u8])> {
+    let mut n = 0u64;
+    for (i, b) in src.iter().enumerate().take(10) {
+        n |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((n, &src[i + 1..]));
+        }
+    }
+    None
+}
+
+fn stream_index(stream: OutputStream) -> u8 {
+    match stream {
+        OutputStream::Stdout => 0,
+        OutputStream::Stderr => 1,
+    }
+}
+
+/// Appends one frame holding `AgentEvent::Output { stream, data }` to `dst` — the very bytes
+/// [`crate::encode`] produces — copying `data` once instead of three times. For the agent's output
+/// path; `data` is at most [`MAX_CHUNK`].
+pub fn encode_output(stream: OutputStream, data: &[u8], dst: &mut BytesMut) {
+    let body = 2 + varint_len(data.len() as u64) + data.len();
+    dst.reserve(crate::frame::HEADER_LEN + body);
+    dst.put_u32(body as u32);
+    dst.put_u8(OUTPUT_VARIANT);
+    dst.put_u8(stream_index(stream));
+    put_varint(dst, data.len() as u64);
+    dst.put_slice(data);
+}
+
+/// Appends one frame holding `ExecEvent::Agent { agent, event }` to `dst`, where `event_body` is
+/// the postcard body of an [`AgentEvent`] exactly as the agent sent it: the hub forwards output
+/// without decoding and re-encoding it. The result equals what [`crate::encode`] produces.
+pub fn encode_forward(agent: &IdentityId, event_body: &[u8], dst: &mut BytesMut) {
+    let id = agent.as_str().as_bytes();
+    let body = 1 + varint_len(id.len() as u64) + id.len() + event_body.len();
+    dst.reserve(crate::frame::HEADER_LEN + body);
+    dst.put_u32(body as u32);
+    dst.put_u8(AGENT_VARIANT);
+    put_varint(dst, id.len() as u64);
+    dst.put_slice(id);
+    dst.put_slice(event_body);
+}
+
+/// The stream and bytes of an [`AgentEvent::Output`] body, borrowed from it; `None` for any other
+/// event or a malformed body (decode it with [`crate::decode_body`] to learn which).
+pub fn peek_output(body: &[u8]) -> Option<(OutputStream, &[u8])> {
+    let (&variant, rest) = body.split_first()?;
+    if variant != OUTPUT_VARIANT {
+        return None;
+    }
+    let (&stream, rest) = rest.split_first()?;
+    let stream = match stream {
+        0 => OutputStream::Stdout,
+        1 => OutputStream::Stderr,
+        _ => return None,
+    };
+    let (len, data) = take_varint(rest)?;
+    (data.len() as u64 == len).then_some((stream, data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,7 +688,7 @@ mod tests {
         msg: &T,
         kind: StreamKind,
     ) {
-        let mut buf = bytes::BytesMut::new();
+        let mut buf = BytesMut::new();
         crate::encode(msg, &mut buf, kind.max_frame()).expect("encode");
         let back: T = crate::decode(&mut buf, kind.max_frame())
             .expect("decode")
@@ -883,6 +969,39 @@ mod tests {
     }
 
     #[test]
+    fn fast_paths_encode_exactly_like_the_generic_encoder() {
+        for len in [0, 1, 127, 128, 300, 16_383, 16_384, MAX_CHUNK] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+                let event = AgentEvent::Output {
+                    stream,
+                    data: Chunk(data.clone()),
+                };
+                let mut generic = BytesMut::new();
+                crate::encode(&event, &mut generic, StreamKind::Exec.max_frame()).expect("encode");
+                let mut fast = BytesMut::new();
+                encode_output(stream, &data, &mut fast);
+                assert_eq!(fast, generic, "output of {len} bytes");
+
+                let body = &generic[crate::frame::HEADER_LEN..];
+                assert_eq!(peek_output(body), Some((stream, &data[..])));
+                let mut generic = BytesMut::new();
+                let wrapped = ExecEvent::Agent { agent: id(), event };
+                crate::encode(&wrapped, &mut generic, StreamKind::Exec.max_frame())
+                    .expect("encode");
+                let mut fast = BytesMut::new();
+                encode_forward(&id(), body, &mut fast);
+                assert_eq!(fast, generic, "forward of {len} bytes");
+            }
+        }
+        let started = postcard::to_stdvec(&AgentEvent::Started { pid: 1 }).expect("encode");
+        assert_eq!(peek_output(&started), None);
+        assert_eq!(peek_output(&[1, 0, 5, 1, 2]), None, "short body");
+        assert_eq!(peek_output(&[1, 2, 0]), None, "unknown stream");
+        assert_eq!(peek_output(&[]), None);
+    }
+
+    #[test]
     fn outcomes_count_once_and_parse_back() {
         let mut c = JobCounts::default();
         c.add(Outcome::Exited, Some(0));
@@ -940,7 +1059,19 @@ mod tests {
         #[test]
         fn output_round_trips(data in proptest::collection::vec(any::<u8>(), 0..4096), err in any::<bool>()) {
             let stream = if err { OutputStream::Stderr } else { OutputStream::Stdout };
+            let mut fast = BytesMut::new();
+            encode_output(stream, &data, &mut fast);
+            let back: AgentEvent = crate::decode(&mut fast, MAX_CHUNK * 2).expect("decode").expect("whole");
+            prop_assert_eq!(&back, &AgentEvent::Output { stream, data: Chunk(data.clone()) });
             round_trip(&AgentEvent::Output { stream, data: Chunk(data) }, StreamKind::Exec);
+        }
+
+        #[test]
+        fn peeking_random_bodies_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Some((stream, data)) = peek_output(&bytes) {
+                let back: AgentEvent = crate::decode_body(&bytes).expect("a peeked body decodes");
+                prop_assert_eq!(back, AgentEvent::Output { stream, data: Chunk(data.to_vec()) });
+            }
         }
 
         #[test]

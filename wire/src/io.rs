@@ -57,6 +57,37 @@ where
     Ok(Some(decode_body(&body)?))
 }
 
+/// Reads one frame's body without decoding it, for a relay that forwards it as it came. `Ok(None)`
+/// when the stream ends cleanly at a frame boundary. Not cancel-safe, like [`read_frame`].
+pub async fn read_frame_body<R>(reader: &mut R, max: usize) -> Result<Option<Vec<u8>>, FrameError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut header = [0u8; HEADER_LEN];
+    let mut filled = 0;
+    while filled < HEADER_LEN {
+        let n = reader.read(&mut header[filled..]).await?;
+        if n == 0 {
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
+        }
+        filled += n;
+    }
+    let len = peek_len(&header, max)?.unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FrameError::Truncated
+        } else {
+            FrameError::Io(e)
+        }
+    })?;
+    Ok(Some(body))
+}
+
 /// Writes one frame (prefix and body in one write call, so small frames go out in one packet).
 pub async fn write_frame<T, W>(writer: &mut W, msg: &T, max: usize) -> Result<(), FrameError>
 where

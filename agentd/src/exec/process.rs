@@ -6,9 +6,10 @@
 //! Generic over the stream halves so unit tests drive it through in-memory pipes.
 
 use super::policy::ExecPolicy;
+use bytes::{Bytes, BytesMut};
 use flotilla_wire::exec::{
-    AgentEvent, Chunk, ExecControl, ExecFailure, ExecStart, ExitReport, FailureKind, MAX_CHUNK,
-    OutputStream,
+    AgentEvent, ExecControl, ExecFailure, ExecStart, ExitReport, FailureKind, MAX_CHUNK,
+    OutputStream, encode_output,
 };
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::MAX_EXEC_FRAME;
@@ -80,6 +81,30 @@ pub(super) async fn run<W, R>(
         );
         return send_one(&mut send, spawn_failed(message)).await;
     }
+    // A bare name is looked up here, in the commands' clean PATH: handing the C library a path lets
+    // it spawn without copying agentd's address space (posix_spawn instead of fork), which is what
+    // keeps a fan-out to a thousand agents in one swarm process cheap.
+    let resolved;
+    let program = if program.components().count() == 1 && !program.is_absolute() {
+        let path = policy
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        match search_path(program, path) {
+            Some(p) => {
+                resolved = p;
+                resolved.as_path()
+            }
+            None => {
+                let message = format!("cannot run {}: not found in PATH {path}", program.display());
+                return send_one(&mut send, spawn_failed(message)).await;
+            }
+        }
+    } else {
+        program
+    };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -105,8 +130,8 @@ pub(super) async fn run<W, R>(
         armed: true,
     };
     tracing::debug!(pid, "started");
-    let (tx, rx) = mpsc::channel::<AgentEvent>(OUTPUT_QUEUE);
-    let _ = tx.try_send(AgentEvent::Started { pid });
+    let (tx, rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
+    let _ = tx.try_send(frame(&AgentEvent::Started { pid }));
     let (exited_tx, exited_rx) = watch::channel(false);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -124,10 +149,22 @@ pub(super) async fn run<W, R>(
             pump(stderr, OutputStream::Stderr, tx.clone(), exited_rx),
         );
         tracing::debug!(?report, "exited");
-        let _ = tx.send(AgentEvent::Exited(report)).await;
+        let _ = tx.send(frame(&AgentEvent::Exited(report))).await;
     };
     tokio::join!(work, write_events(&mut send, rx));
     let _ = send.shutdown().await;
+}
+
+/// The first executable file called `name` in the `:`-separated `path`.
+fn search_path(name: &Path, path: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 fn spawn_failed(message: String) -> AgentEvent {
@@ -137,10 +174,20 @@ fn spawn_failed(message: String) -> AgentEvent {
     })
 }
 
-/// Writes events until every sender is gone or the hub stream fails.
-async fn write_events<W: AsyncWrite + Unpin>(send: &mut W, mut rx: mpsc::Receiver<AgentEvent>) {
-    while let Some(ev) = rx.recv().await {
-        if let Err(e) = write_frame(send, &ev, MAX_EXEC_FRAME).await {
+/// One event, framed. Ours are small and always encode; an impossible failure yields an empty
+/// frame that the writer skips.
+fn frame(ev: &AgentEvent) -> Bytes {
+    let mut buf = BytesMut::new();
+    if let Err(e) = flotilla_wire::encode(ev, &mut buf, MAX_EXEC_FRAME) {
+        tracing::error!(error = %e, "cannot encode an exec event");
+    }
+    buf.freeze()
+}
+
+/// Writes framed events until every sender is gone or the hub stream fails.
+async fn write_events<W: AsyncWrite + Unpin>(send: &mut W, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = rx.recv().await {
+        if let Err(e) = send.write_all(&frame).await {
             tracing::debug!(error = %e, "hub stream failed");
             return;
         }
@@ -152,7 +199,7 @@ async fn write_events<W: AsyncWrite + Unpin>(send: &mut W, mut rx: mpsc::Receive
 async fn pump<P: AsyncRead + Unpin>(
     pipe: Option<P>,
     stream: OutputStream,
-    tx: mpsc::Sender<AgentEvent>,
+    tx: mpsc::Sender<Bytes>,
     mut exited: watch::Receiver<bool>,
 ) {
     let Some(mut pipe) = pipe else { return };
@@ -170,8 +217,10 @@ async fn pump<P: AsyncRead + Unpin>(
             },
             _ = silent_after_exit => return,
         };
-        let data = Chunk(buf[..n].to_vec());
-        if tx.send(AgentEvent::Output { stream, data }).await.is_err() {
+        // Framed straight from the read buffer: one copy per byte on its way to QUIC.
+        let mut frame = BytesMut::with_capacity(n + 16);
+        encode_output(stream, &buf[..n], &mut frame);
+        if tx.send(frame.freeze()).await.is_err() {
             return;
         }
     }
@@ -436,8 +485,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn bare_names_are_found_in_the_clean_path() {
+        let path = "/nonexistent:/bin:/usr/bin";
+        let sh = search_path(Path::new("sh"), path).expect("sh");
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        assert_eq!(search_path(Path::new("no-such-program-here"), path), None);
+        assert_eq!(search_path(Path::new("sh"), ""), None);
+    }
+
     #[tokio::test]
     async fn missing_program_and_workdir_are_spawn_failures() {
+        let (send, mut hub) = tokio::io::duplex(4096);
+        let (_keep, recv) = tokio::io::duplex(64);
+        run(
+            Path::new("no-such-prog"),
+            &[],
+            &policy(),
+            &start(0),
+            send,
+            recv,
+        )
+        .await;
+        match read_frame::<AgentEvent, _>(&mut hub, MAX_EXEC_FRAME).await {
+            Ok(Some(AgentEvent::Failed(f))) => assert_eq!(
+                f.message,
+                "cannot run no-such-prog: not found in PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ),
+            other => panic!("{other:?}"),
+        }
         let (send, mut hub) = tokio::io::duplex(4096);
         let (_keep, recv) = tokio::io::duplex(64);
         run(

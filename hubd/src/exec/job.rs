@@ -12,14 +12,17 @@ use super::{Planned, Prepared, audit};
 use crate::HubCtx;
 use crate::session::describe_close;
 use crate::store::{self, now_ms};
+use bytes::{Bytes, BytesMut};
 use flotilla_wire::exec::{
     AgentEvent, AgentResult, Chunk, ExecCommand, ExecControl, ExecEvent, ExecFailure, ExecStart,
     FailureKind, HubStreamOpen, JobCounts, JobId, JobSummary, OUTPUT_TAIL, Outcome, OutputStream,
     TARGETS_PER_FRAME,
 };
-use flotilla_wire::io::{read_frame, write_frame};
+use flotilla_wire::exec::{MAX_CHUNK, encode_forward, peek_output};
+use flotilla_wire::io::{read_frame, read_frame_body, write_frame};
 use flotilla_wire::limits::MAX_EXEC_FRAME;
 use flotilla_wire::{ErrorCode, IdentityId};
+use flotilla_wire::{decode_body, encode};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,14 +107,27 @@ async fn run_inner(
     }
     let mut cancelled_by: Option<&'static str> = None;
     if !operator_alive {
-        cancelled_by = Some("disconnect");
-        job_cancel.cancel();
+        let actor = p.actor.name.as_str();
+        note_cancel(
+            &ctx,
+            job,
+            actor,
+            "disconnect",
+            &mut cancelled_by,
+            &job_cancel,
+        )
+        .await;
     }
 
     let online = p.targets.iter().filter(|t| t.target.online).count();
     let permits = (p.req.batch > 0 && (p.req.batch as usize) < online)
         .then(|| Arc::new(Semaphore::new(p.req.batch as usize)));
-    let (tx, mut rx) = mpsc::channel::<ExecEvent>(EVENT_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(EVENT_QUEUE);
+    let (records, records_rx) = mpsc::channel::<Record>(RECORD_QUEUE);
+    let recorder = ctx
+        .jobs
+        .tracker
+        .spawn(record_results(ctx.clone(), job, records_rx));
     let mut agents = JoinSet::new();
     for plan in p.targets {
         let spec = AgentSpec {
@@ -119,6 +135,7 @@ async fn run_inner(
             command: p.req.command.clone(),
             timeout_ms: p.req.timeout_ms,
             actor_name: p.actor_name.clone(),
+            records: records.clone(),
         };
         let span = tracing::info_span!("exec", agent = %plan.target.name);
         agents.spawn(
@@ -134,6 +151,7 @@ async fn run_inner(
         );
     }
     drop(tx);
+    drop(records);
 
     let control = read_control(&mut recv);
     tokio::pin!(control);
@@ -149,9 +167,9 @@ async fn run_inner(
                 }
             }
             _ = cancel.cancelled(), if cancelled_by.is_none() => Some("shutdown"),
-            ev = rx.recv() => match ev {
-                Some(ev) => {
-                    if operator_alive && write_frame(&mut send, &ev, MAX_EXEC_FRAME).await.is_err() {
+            frame = rx.recv() => match frame {
+                Some(frame) => {
+                    if operator_alive && send.write_all(&frame).await.is_err() {
                         operator_alive = false;
                         Some("disconnect")
                     } else {
@@ -161,25 +179,9 @@ async fn run_inner(
                 None => break,
             },
         };
-        if let Some(reason) = reason
-            && cancelled_by.is_none()
-        {
-            cancelled_by = Some(reason);
-            job_cancel.cancel();
-            tracing::info!(reason, "job cancelled");
-            let actor = if reason == "shutdown" {
-                "hub"
-            } else {
-                p.actor.name.as_str()
-            };
-            audit(
-                &ctx,
-                actor,
-                "exec.cancel",
-                format!("job:{job}"),
-                format!("reason={reason}"),
-            )
-            .await;
+        if let Some(reason) = reason {
+            let actor = p.actor.name.as_str();
+            note_cancel(&ctx, job, actor, reason, &mut cancelled_by, &job_cancel).await;
         }
     }
 
@@ -192,6 +194,9 @@ async fn run_inner(
                 counts.failed += 1;
             }
         }
+    }
+    if let Err(e) = recorder.await {
+        tracing::error!(error = %e, "result recorder failed");
     }
     let ended = now_ms();
     let stored_counts = counts;
@@ -235,12 +240,116 @@ async fn run_inner(
     }
 }
 
+/// Cancels the job for `reason` unless it already was, and audits it once.
+async fn note_cancel(
+    ctx: &HubCtx,
+    job: JobId,
+    operator: &str,
+    reason: &'static str,
+    cancelled_by: &mut Option<&'static str>,
+    token: &CancellationToken,
+) {
+    if cancelled_by.is_some() {
+        return;
+    }
+    *cancelled_by = Some(reason);
+    token.cancel();
+    tracing::info!(reason, "job cancelled");
+    let actor = if reason == "shutdown" {
+        "hub"
+    } else {
+        operator
+    };
+    audit(
+        ctx,
+        actor,
+        "exec.cancel",
+        format!("job:{job}"),
+        format!("reason={reason}"),
+    )
+    .await;
+}
+
+/// Agent frames may be this large: the envelope of `ExecEvent::Agent` must still fit the operator's
+/// limit when the hub wraps one.
+const MAX_AGENT_FRAME: usize = MAX_EXEC_FRAME - 256;
+
+/// One agent event for the operator, encoded. An event too large to encode (a failure message of
+/// 100 KiB) is replaced by a short failure rather than dropped.
+fn frame_of(agent: IdentityId, event: AgentEvent) -> Bytes {
+    let mut buf = BytesMut::new();
+    let ev = ExecEvent::Agent { agent, event };
+    if let Err(e) = encode(&ev, &mut buf, MAX_EXEC_FRAME) {
+        tracing::warn!(error = %e, "agent event too large to forward");
+        let ExecEvent::Agent { agent, .. } = ev else {
+            return buf.freeze();
+        };
+        let short = ExecEvent::Agent {
+            agent,
+            event: failed(
+                FailureKind::Internal,
+                "agent reported an event too large to forward",
+            ),
+        };
+        buf.clear();
+        let _ = encode(&short, &mut buf, MAX_EXEC_FRAME);
+    }
+    buf.freeze()
+}
+
 /// What every agent of a job is asked.
 struct AgentSpec {
     job: JobId,
     command: ExecCommand,
     timeout_ms: u64,
     actor_name: String,
+    records: mpsc::Sender<Record>,
+}
+
+/// A change to one agent's row of the job.
+enum Record {
+    /// Its command started.
+    Running { agent: IdentityId, at_ms: u64 },
+    /// Its final result.
+    Done(Box<AgentResult>),
+}
+
+/// Row changes waiting for the recorder; agents wait when it falls this far behind.
+const RECORD_QUEUE: usize = 1024;
+/// Row changes written per transaction: one commit for a burst of a fan-out instead of one each.
+const RECORD_BATCH: usize = 512;
+
+/// Writes the job's row changes in batches, one transaction each, until every agent is done.
+async fn record_results(ctx: Arc<HubCtx>, job: JobId, mut rx: mpsc::Receiver<Record>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RECORD_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let written = ctx
+            .store
+            .call(move |c| {
+                let tx = c.transaction()?;
+                for r in &batch {
+                    match r {
+                        Record::Running { agent, at_ms } => {
+                            store::jobs::set_running(&tx, job, agent, *at_ms)?
+                        }
+                        Record::Done(result) => store::jobs::record(&tx, job, result)?,
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, rows = n, "could not store results");
+        }
+    }
 }
 
 /// The last [`OUTPUT_TAIL`] bytes of one output stream, and its total size.
@@ -290,7 +399,7 @@ async fn run_agent(
     ctx: Arc<HubCtx>,
     spec: AgentSpec,
     plan: Planned,
-    tx: mpsc::Sender<ExecEvent>,
+    tx: mpsc::Sender<Bytes>,
     permits: Option<Arc<Semaphore>>,
     cancel: CancellationToken,
 ) -> (Outcome, Option<i32>) {
@@ -341,15 +450,8 @@ async fn run_agent(
         stdout_bytes: out.stdout.total,
         stderr_bytes: out.stderr.total,
     };
-    let job = spec.job;
-    if let Err(e) = ctx
-        .store
-        .call(move |c| Ok(store::jobs::record(c, job, &result)?))
-        .await
-    {
-        tracing::error!(error = %e, "could not store the result");
-    }
-    let _ = tx.send(ExecEvent::Agent { agent, event: last }).await;
+    let _ = spec.records.send(Record::Done(Box::new(result))).await;
+    let _ = tx.send(frame_of(agent, last)).await;
     (outcome, code)
 }
 
@@ -366,7 +468,7 @@ async fn drive(
     ctx: &HubCtx,
     spec: &AgentSpec,
     plan: &Planned,
-    tx: &mpsc::Sender<ExecEvent>,
+    tx: &mpsc::Sender<Bytes>,
     permits: Option<Arc<Semaphore>>,
     cancel: &CancellationToken,
     out: &mut Tails,
@@ -394,7 +496,7 @@ async fn execute(
     ctx: &HubCtx,
     spec: &AgentSpec,
     plan: &Planned,
-    tx: &mpsc::Sender<ExecEvent>,
+    tx: &mpsc::Sender<Bytes>,
     cancel: &CancellationToken,
     out: &mut Tails,
     started: &mut Option<(u64, Instant)>,
@@ -447,14 +549,11 @@ async fn execute(
     };
     let started_ms = now_ms();
     *started = Some((started_ms, Instant::now()));
-    let (job, agent) = (spec.job, plan.target.id.clone());
-    if let Err(e) = ctx
-        .store
-        .call(move |c| Ok(store::jobs::set_running(c, job, &agent, started_ms)?))
-        .await
-    {
-        tracing::warn!(error = %e, "could not mark the execution running");
-    }
+    let running = Record::Running {
+        agent: plan.target.id.clone(),
+        at_ms: started_ms,
+    };
+    let _ = spec.records.send(running).await;
 
     // The canceller owns the send half for the life of the execution: dropping it would finish the
     // stream, which the agent takes as a cancel.
@@ -490,7 +589,7 @@ async fn forward(
     conn: &quinn::Connection,
     recv: &mut quinn::RecvStream,
     agent: &IdentityId,
-    tx: &mpsc::Sender<ExecEvent>,
+    tx: &mpsc::Sender<Bytes>,
     out: &mut Tails,
 ) -> AgentEvent {
     let gone = |detail: String| match conn.close_reason() {
@@ -504,25 +603,45 @@ async fn forward(
         ),
     };
     loop {
-        let ev = match read_frame::<AgentEvent, _>(recv, MAX_EXEC_FRAME).await {
-            Ok(Some(ev)) => ev,
+        let body = match read_frame_body(recv, MAX_AGENT_FRAME).await {
+            Ok(Some(body)) => body,
             Ok(None) => return gone("agent ended the stream without a result".into()),
             Err(e) => return gone(e.to_string()),
         };
-        if Outcome::of_event(&ev).is_some() {
-            return ev;
-        }
-        if let AgentEvent::Output { stream, data } = &ev {
-            match stream {
-                OutputStream::Stdout => out.stdout.push(&data.0),
-                OutputStream::Stderr => out.stderr.push(&data.0),
+        // Output, nearly all the traffic, is forwarded as the agent encoded it.
+        let frame = if let Some((stream, data)) = peek_output(&body) {
+            if data.len() > MAX_CHUNK {
+                let message = format!(
+                    "agent sent an output chunk of {} bytes, over the {MAX_CHUNK}-byte limit",
+                    data.len()
+                );
+                tracing::warn!(%message, "agent broke the exec protocol");
+                return failed(FailureKind::Internal, message);
             }
-        }
-        let forwarded = ExecEvent::Agent {
-            agent: agent.clone(),
-            event: ev,
+            match stream {
+                OutputStream::Stdout => out.stdout.push(data),
+                OutputStream::Stderr => out.stderr.push(data),
+            }
+            let mut frame = BytesMut::new();
+            encode_forward(agent, &body, &mut frame);
+            frame.freeze()
+        } else {
+            let ev = match decode_body::<AgentEvent>(&body) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent sent a malformed exec event");
+                    return failed(
+                        FailureKind::Internal,
+                        format!("agent sent a malformed event: {e}"),
+                    );
+                }
+            };
+            if Outcome::of_event(&ev).is_some() {
+                return ev;
+            }
+            frame_of(agent.clone(), ev)
         };
-        if tx.send(forwarded).await.is_err() {
+        if tx.send(frame).await.is_err() {
             return failed(FailureKind::Internal, "job ended");
         }
     }
