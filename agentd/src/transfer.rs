@@ -8,11 +8,13 @@
 //! [`flotilla_wire::files::normalize_rel_path`], then on disk, where a symlink leading out of the
 //! shared folder is refused.
 
+use bytes::Bytes;
 use flotilla_wire::files::{
     CHUNK_SIZE, Chunk, Digest, FileMeta, HubStreamOpen, ReadOpen, ResumeKey, TransferDone,
-    TransferError, TransferErrorKind, TransferFrame, WriteKind, WriteOpen, normalize_rel_path,
-    partial_name,
+    TransferError, TransferErrorKind, TransferFrame, WriteKind, WriteOpen, chunk_data_range,
+    chunk_frame_prefix, normalize_rel_path, partial_name,
 };
+use flotilla_wire::frame::{HEADER_LEN, peek_len};
 use flotilla_wire::io::{FrameError, read_frame, write_frame};
 use flotilla_wire::limits::MAX_TRANSFER_FRAME;
 use std::collections::HashSet;
@@ -358,7 +360,11 @@ fn open_for_read(root: &Path, rel: &str, agent: &str) -> Result<(File, FileMeta)
 
 /// What the blocking reader hands the network side.
 enum ReadMsg {
+    /// A frame other than data.
     Frame(TransferFrame),
+    /// The next bytes of the file, as read (sent without being copied into a frame).
+    Data(Vec<u8>),
+    /// Reading failed.
     Failed(TransferError),
 }
 
@@ -418,23 +424,25 @@ fn stream_file(
     if !send(ReadMsg::Frame(TransferFrame::Begin { offset: start })) {
         return;
     }
+    drop(buf);
     let mut total = start;
     loop {
-        let n = match read_full(&mut file, &mut buf) {
+        // A fresh buffer per chunk: it goes to the stream as it is, without a copy.
+        let mut chunk = vec![0u8; CHUNK_SIZE];
+        let n = match read_full(&mut file, &mut chunk) {
             Ok(n) => n,
             Err(e) => return fail(io_failed(&e, &format!("read {label}"), "the source")),
         };
         if n == 0 {
             break;
         }
+        chunk.truncate(n);
         total += n as u64;
         if total > meta.size {
             return fail(changed(label));
         }
-        hasher.update(&buf[..n]);
-        if !send(ReadMsg::Frame(TransferFrame::Chunk(Chunk(
-            buf[..n].to_vec(),
-        )))) {
+        hasher.update(&chunk);
+        if !send(ReadMsg::Data(chunk)) {
             return;
         }
     }
@@ -494,6 +502,16 @@ async fn read_side(
                     }
                     if end {
                         break Ok(());
+                    }
+                }
+                Some(ReadMsg::Data(data)) => {
+                    let prefix = match chunk_frame_prefix(data.len(), MAX_TRANSFER_FRAME) {
+                        Ok(p) => p,
+                        Err(e) => break Err(protocol(e.to_string())),
+                    };
+                    let mut pieces = [Bytes::from(prefix), Bytes::from(data)];
+                    if let Err(e) = send.write_all_chunks(&mut pieces).await {
+                        break Err(Stop::Lost(e.to_string()));
                     }
                 }
                 Some(ReadMsg::Failed(e)) => break Err(Stop::Failed(e)),
@@ -623,7 +641,7 @@ impl DiskWriter {
     }
 
     /// Writes chunks until the channel closes.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Vec<u8>>) -> io::Result<Self> {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Bytes>) -> io::Result<Self> {
         while let Some(chunk) = rx.blocking_recv() {
             self.file.write_all(&chunk)?;
             self.hasher.update(&chunk);
@@ -660,6 +678,43 @@ impl DiskWriter {
     pub(crate) fn keep(self) {
         let _ = self.file.sync_data();
     }
+}
+
+/// A frame from the hub during data: file bytes kept where they landed, or any other frame.
+enum Incoming {
+    Data(Bytes),
+    Frame(TransferFrame),
+}
+
+/// Reads one transfer frame; a chunk's data is sliced out of the frame, not decoded into a copy.
+/// `Ok(None)` at a clean end between frames. Not cancel-safe.
+async fn read_incoming(recv: &mut quinn::RecvStream) -> Result<Option<Incoming>, FrameError> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; HEADER_LEN];
+    let mut filled = 0;
+    while filled < HEADER_LEN {
+        let n = AsyncReadExt::read(recv, &mut header[filled..]).await?;
+        if n == 0 {
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
+        }
+        filled += n;
+    }
+    let len = peek_len(&header, MAX_TRANSFER_FRAME)?.unwrap_or(0);
+    let mut body = vec![0u8; len];
+    AsyncReadExt::read_exact(recv, &mut body)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+            _ => FrameError::Io(e),
+        })?;
+    if let Some(range) = chunk_data_range(&body) {
+        return Ok(Some(Incoming::Data(Bytes::from(body).slice(range))));
+    }
+    Ok(Some(Incoming::Frame(flotilla_wire::decode_body(&body)?)))
 }
 
 /// Removes a partial file; missing is fine.
@@ -758,16 +813,18 @@ async fn write_side(
     let writer = blocking(move || DiskWriter::open(&p, start, w))
         .await?
         .map_err(|e| Stop::Failed(io_failed(&e, &label, agent)))?;
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(PIPELINE_DEPTH);
+    let (tx, rx) = mpsc::channel::<Bytes>(PIPELINE_DEPTH);
     let mut disk = tokio::task::spawn_blocking(move || writer.run(rx));
     let mut tx = Some(tx);
     let mut received = start;
     let mut acked = start;
     // What the hub said last, once it said something other than a chunk.
     let ending = loop {
-        let frame = match read_frame::<TransferFrame, _>(recv, MAX_TRANSFER_FRAME).await {
-            Ok(Some(TransferFrame::Chunk(Chunk(data)))) => data,
-            Ok(other) => break Ok(other),
+        let frame = match read_incoming(recv).await {
+            Ok(Some(Incoming::Data(data))) => data,
+            Ok(Some(Incoming::Frame(TransferFrame::Chunk(Chunk(data))))) => Bytes::from(data),
+            Ok(Some(Incoming::Frame(other))) => break Ok(Some(other)),
+            Ok(None) => break Ok(None),
             Err(e) => break Err(e),
         };
         received += frame.len() as u64;
@@ -945,8 +1002,8 @@ mod tests {
         let written = Arc::new(AtomicU64::new(0));
         let w = DiskWriter::open(&plan, 0, written.clone()).expect("open");
         let (tx, rx) = mpsc::channel(2);
-        tx.try_send(b"abc".to_vec()).expect("send");
-        tx.try_send(b"def".to_vec()).expect("send");
+        tx.try_send(Bytes::from_static(b"abc")).expect("send");
+        tx.try_send(Bytes::from_static(b"def")).expect("send");
         drop(tx);
         let w = w.run(rx).expect("run");
         assert_eq!(written.load(Ordering::Acquire), 6);
@@ -994,8 +1051,13 @@ mod tests {
             stream_file(file, meta, offset, prefix, "f", &tx);
             drop(tx);
             let mut frames = Vec::new();
-            while let Some(ReadMsg::Frame(f)) = rx.blocking_recv() {
-                frames.push(f);
+            loop {
+                match rx.blocking_recv() {
+                    Some(ReadMsg::Frame(f)) => frames.push(f),
+                    Some(ReadMsg::Data(d)) => frames.push(TransferFrame::Chunk(Chunk(d))),
+                    Some(ReadMsg::Failed(e)) => panic!("{e}"),
+                    None => break,
+                }
             }
             frames
         };

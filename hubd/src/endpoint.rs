@@ -36,6 +36,7 @@ pub(crate) fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
     // of packets of its own.
     t.keep_alive_interval(None);
     t.initial_rtt(Duration::from_millis(10));
+    t.mtu_discovery_config(Some(flotilla_certs::dial::mtu_discovery()));
     Arc::new(t)
 }
 

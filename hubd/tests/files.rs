@@ -868,6 +868,7 @@ async fn a_directory_tree_copies_with_minus_r() {
             std::fs::create_dir_all(s.join("site/img")).expect("mkdir");
             std::fs::create_dir_all(s.join("site/empty")).expect("mkdir");
             std::fs::write(s.join("site/index.html"), b"<html>").expect("write");
+            std::fs::write(s.join("site/empty.txt"), b"").expect("write");
             std::fs::write(s.join("site/img/logo.png"), random_bytes(70_000, 2)).expect("write");
             std::os::unix::fs::symlink("index.html", s.join("site/link")).expect("link");
         }),
@@ -887,7 +888,13 @@ async fn a_directory_tree_copies_with_minus_r() {
         .await
         .0
         .expect("cp -r");
-    assert_eq!((report.files, report.dirs, report.skipped), (2, 3, 1));
+    assert_eq!((report.files, report.dirs, report.skipped), (3, 3, 1));
+    assert_eq!(
+        std::fs::metadata(fleet.agents[1].shared.join("site/empty.txt"))
+            .expect("stat")
+            .len(),
+        0
+    );
     let dst = fleet.agents[1].shared.join("site");
     assert_eq!(
         std::fs::read(dst.join("index.html")).expect("read"),
@@ -920,7 +927,8 @@ async fn a_directory_tree_copies_with_minus_r() {
     .await
     .0
     .expect("download -r");
-    assert_eq!(report.files, 2);
+    assert_eq!(report.files, 3);
+    assert!(local.join("empty.txt").is_file());
     assert_eq!(
         std::fs::read(local.join("img/logo.png")).expect("read"),
         random_bytes(70_000, 2)

@@ -678,15 +678,39 @@ pub fn normalize_rel_path(path: &str) -> Result<String, PathError> {
 /// frames by it to forward them without decoding.
 pub const CHUNK_VARIANT: u8 = 5;
 
-/// If `body` (a frame body without its length prefix) is a [`TransferFrame::Chunk`], the length of
-/// its data. The hub relays chunks untouched and only needs to know that one is a chunk.
-pub fn chunk_data_len(body: &[u8]) -> Option<usize> {
+/// If `body` (a frame body without its length prefix) is a [`TransferFrame::Chunk`], where its data
+/// lies in `body`. Lets a receiver keep the data where it landed instead of decoding a copy.
+pub fn chunk_data_range(body: &[u8]) -> Option<std::ops::Range<usize>> {
     let (&tag, rest) = body.split_first()?;
     if tag != CHUNK_VARIANT {
         return None;
     }
     let (len, data) = postcard::take_from_bytes::<u64>(rest).ok()?;
-    (usize::try_from(len).ok()? == data.len()).then_some(data.len())
+    if usize::try_from(len).ok()? != data.len() {
+        return None;
+    }
+    Some(body.len() - data.len()..body.len())
+}
+
+/// The bytes that go before `len` bytes of data to make a whole [`TransferFrame::Chunk`] frame
+/// (length prefix, variant, data length), so a sender can hand the data to the stream as it was
+/// read instead of encoding a copy. Fails like [`crate::encode`] past `max`.
+pub fn chunk_frame_prefix(len: usize, max: usize) -> Result<Vec<u8>, crate::EncodeError> {
+    let mut varint = [0u8; 10];
+    let used = postcard::to_slice(&(len as u64), &mut varint)
+        .map_err(|e| crate::EncodeError::Serialize {
+            reason: e.to_string(),
+        })?
+        .len();
+    let body_len = 1 + used + len;
+    if body_len > max {
+        return Err(crate::EncodeError::TooLong { len: body_len, max });
+    }
+    let mut out = Vec::with_capacity(crate::frame::HEADER_LEN + 1 + used);
+    out.extend_from_slice(&(body_len as u32).to_be_bytes());
+    out.push(CHUNK_VARIANT);
+    out.extend_from_slice(&varint[..used]);
+    Ok(out)
 }
 
 /// Whether `name` (a final path component) is a destination's partial file, hidden from listings.
@@ -1029,17 +1053,33 @@ mod tests {
     }
 
     #[test]
-    fn chunk_frames_are_recognised_without_decoding() {
-        let body = postcard::to_stdvec(&TransferFrame::Chunk(Chunk(vec![3; 300]))).expect("encode");
+    fn chunk_frames_are_built_and_recognised_without_copying_the_data() {
+        let data = vec![3u8; 300];
+        let body = postcard::to_stdvec(&TransferFrame::Chunk(Chunk(data.clone()))).expect("encode");
         assert_eq!(body[0], CHUNK_VARIANT);
-        assert_eq!(chunk_data_len(&body), Some(300));
-        assert_eq!(chunk_data_len(&body[..body.len() - 1]), None, "truncated");
+        let range = chunk_data_range(&body).expect("a chunk");
+        assert_eq!(&body[range], &data[..]);
+        assert_eq!(chunk_data_range(&body[..body.len() - 1]), None, "truncated");
         let end = postcard::to_stdvec(&TransferFrame::End {
             digest: Digest([0; 32]),
         })
         .expect("encode");
-        assert_eq!(chunk_data_len(&end), None);
-        assert_eq!(chunk_data_len(&[]), None);
+        assert_eq!(chunk_data_range(&end), None);
+        assert_eq!(chunk_data_range(&[]), None);
+        for len in [0, 1, 127, 128, CHUNK_SIZE] {
+            let data = vec![7u8; len];
+            let mut whole = bytes::BytesMut::new();
+            crate::encode(
+                &TransferFrame::Chunk(Chunk(data.clone())),
+                &mut whole,
+                1 << 20,
+            )
+            .expect("encode");
+            let mut built = chunk_frame_prefix(len, 1 << 20).expect("prefix");
+            built.extend_from_slice(&data);
+            assert_eq!(&whole[..], &built[..], "len {len}");
+        }
+        assert!(chunk_frame_prefix(CHUNK_SIZE, 100).is_err());
     }
 
     #[test]

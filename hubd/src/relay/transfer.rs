@@ -413,6 +413,13 @@ async fn run(
     rec.begin(started.offset).await;
     rec.event(TransferState::Started);
     relay(legs, op, role, started, &mut rec, &active.token, &cancel).await;
+    for end in [&src, &dst] {
+        if let End::Agent { conn, name, .. } = end {
+            let path = conn.stats().path;
+            tracing::debug!(agent = %name, rtt_us = path.rtt.as_micros() as u64, cwnd = path.cwnd,
+                lost_packets = path.lost_packets, sent_packets = path.sent_packets, "link after the transfer");
+        }
+    }
 }
 
 /// Tells the operator why the copy cannot go ahead, and lets it read that before the stream goes.
