@@ -63,6 +63,9 @@ pub enum Command {
         /// Metrics interval, milliseconds (0: as the hub says).
         #[arg(long, default_value_t = 0)]
         metrics_interval_ms: u32,
+        /// Exec policy of every agent: off, allowlist or any.
+        #[arg(long, default_value = "off", value_parser = ["off", "allowlist", "any"])]
+        exec: String,
     },
     /// Enrol if needed and install agentd as a service (systemd, launchd, Windows).
     Install(crate::service::InstallArgs),
@@ -79,6 +82,15 @@ pub enum Command {
         /// Metrics interval override, milliseconds (minimum 1000).
         #[arg(long)]
         metrics_interval_ms: Option<u32>,
+        /// Exec policy override: off, allowlist or any (agent.toml's `exec`; default off).
+        #[arg(long, value_parser = ["off", "allowlist", "any"])]
+        exec: Option<String>,
+        /// Folder shared with the fleet (default: `shared` in the data directory).
+        #[arg(long, env = "FLOTILLA_SHARED_DIR")]
+        shared_dir: Option<PathBuf>,
+        /// Refuse transfers into the shared folder.
+        #[arg(long)]
+        read_only: bool,
     },
 }
 
@@ -119,6 +131,10 @@ pub fn main() -> ExitCode {
             .init();
     }
     flotilla_certs::install_crypto_provider();
+    // Under a file-size limit (`ulimit -f`) a write past it raises SIGXFSZ, whose default action
+    // kills the process; ignored, the write fails with EFBIG and the transfer reports no space.
+    // SAFETY: setting a signal disposition to SIG_IGN before any other thread starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -237,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             count,
             prefix,
             metrics_interval_ms,
+            exec,
         } => {
             let opts = crate::swarm::SwarmOptions {
                 token,
@@ -244,6 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 dir: paths.data_dir.join("swarm"),
                 prefix,
                 metrics_interval_ms,
+                exec: crate::ExecMode::parse(&exec).unwrap_or_default(),
             };
             let cancel = CancellationToken::new();
             let task = tokio::spawn(crate::swarm::run(opts, cancel.clone()));
@@ -256,6 +274,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run {
             metrics_interval_ms,
+            exec,
+            shared_dir,
+            read_only,
         } => {
             let flags = crate::settings::Flags {
                 metrics_interval_ms,
@@ -267,7 +288,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for warning in &effective.warnings {
                 tracing::warn!("{warning}");
             }
-            let config: AgentConfig = effective.config;
+            let mut config: AgentConfig = effective.config;
+            if let Some(mode) = exec.as_deref().and_then(crate::ExecMode::parse) {
+                config.exec = mode;
+            }
+            if let Some(dir) = shared_dir {
+                config.shared_dir = Some(dir);
+            }
+            config.read_only |= read_only;
             if !flotilla_certs::Identity::exists(&paths.data_dir, flotilla_certs::IDENTITY_STEM)
                 && let Some(token) = &config.token
             {

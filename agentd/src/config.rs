@@ -8,17 +8,91 @@ use std::path::{Path, PathBuf};
 pub const CONFIG_FILE: &str = "agent.toml";
 
 /// The agent's settings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Metrics interval in milliseconds when nobody watches; 0 means "as the hub says".
     pub metrics_interval_ms: u32,
+    /// What the hub may run here. The agent has the last word: the hub cannot raise it.
+    pub exec: ExecMode,
+    /// With `exec = "allowlist"`: exact absolute paths of programs that may run (a bare name also
+    /// matches the one entry with that file name).
+    pub allowlist: Vec<PathBuf>,
+    /// With `exec = "allowlist"`: a directory whose scripts may run by name (or a relative path
+    /// without `..`); symlinks leading out of it are refused.
+    pub scripts_dir: Option<PathBuf>,
+    /// Working directory of commands; `/` when unset.
+    pub workdir: Option<PathBuf>,
+    /// After SIGTERM on cancel or timeout, milliseconds before SIGKILL.
+    pub kill_grace_ms: u32,
+    /// The folder shared with the fleet; a relative path is taken from the data directory.
+    /// Default: `shared` in the data directory.
+    pub shared_dir: Option<PathBuf>,
+    /// Refuse every transfer into the shared folder (it can still be listed and read).
+    pub read_only: bool,
     /// Join token to enrol with while the data directory holds no identity (`agentd install`,
     /// `enroll` and `run` use it); unused once enrolled. Prints as `***`.
     pub token: Option<deploy::SecretString>,
 }
 
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            metrics_interval_ms: 0,
+            exec: ExecMode::Off,
+            allowlist: Vec::new(),
+            scripts_dir: None,
+            workdir: None,
+            kill_grace_ms: DEFAULT_KILL_GRACE_MS,
+            shared_dir: None,
+            read_only: false,
+            token: None,
+        }
+    }
+}
+
+/// Default SIGTERM-to-SIGKILL grace: long enough for a service to flush and exit, short enough that
+/// Ctrl-C feels immediate when a command ignores SIGTERM.
+pub const DEFAULT_KILL_GRACE_MS: u32 = 5000;
+
+/// Exec policy of an agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecMode {
+    /// Nothing runs except built-in checks (the default on an installed agent).
+    #[default]
+    Off,
+    /// Only `allowlist` programs and `scripts_dir` scripts run; no shell.
+    Allowlist,
+    /// Anything runs, shell included, as agentd's user.
+    Any,
+}
+
+impl ExecMode {
+    /// The word used in agent.toml and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Allowlist => "allowlist",
+            Self::Any => "any",
+        }
+    }
+
+    /// Parses [`ExecMode::as_str`] output.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Off, Self::Allowlist, Self::Any]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
 impl AgentConfig {
+    /// This configuration with another metrics interval (milliseconds; 0: as the hub says).
+    pub fn with_metrics_interval(mut self, ms: u32) -> Self {
+        self.metrics_interval_ms = ms;
+        self
+    }
+
     /// Reads `agent.toml` from `data_dir`, or the defaults when there is none.
     pub fn load(data_dir: &Path) -> Result<Self, AgentError> {
         let path = data_dir.join(CONFIG_FILE);
@@ -46,13 +120,154 @@ impl AgentConfig {
                 self.metrics_interval_ms
             )));
         }
+        let bad = |m: String| Err(AgentError::Config(m));
+        for entry in &self.allowlist {
+            if !entry.is_absolute() {
+                return bad(format!(
+                    "allowlist entry {} must be an absolute path",
+                    entry.display()
+                ));
+            }
+            if entry
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return bad(format!(
+                    "allowlist entry {} must not contain '..'",
+                    entry.display()
+                ));
+            }
+        }
+        for (key, dir) in [
+            ("scripts_dir", &self.scripts_dir),
+            ("workdir", &self.workdir),
+        ] {
+            if let Some(dir) = dir
+                && !dir.is_absolute()
+            {
+                return bad(format!(
+                    "{key} = {} must be an absolute path",
+                    dir.display()
+                ));
+            }
+        }
+        if self.exec == ExecMode::Allowlist
+            && self.allowlist.is_empty()
+            && self.scripts_dir.is_none()
+        {
+            return bad(
+                "exec = \"allowlist\" with an empty allowlist and no scripts_dir would refuse everything: add entries, or set exec = \"off\"".into(),
+            );
+        }
+        if !(100..=600_000).contains(&self.kill_grace_ms) {
+            return bad(format!(
+                "kill_grace_ms = {} must be between 100 and 600000",
+                self.kill_grace_ms
+            ));
+        }
+        if self
+            .shared_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(AgentError::Config(
+                "shared_dir is empty: give a folder, or leave it out for `shared` in the data directory"
+                    .into(),
+            ));
+        }
         Ok(())
     }
+
+    /// The shared folder for an agent whose data directory is `data_dir`.
+    pub fn shared_dir(&self, data_dir: &Path) -> PathBuf {
+        match &self.shared_dir {
+            Some(d) => data_dir.join(d),
+            None => data_dir.join(DEFAULT_SHARED_DIR),
+        }
+    }
 }
+
+/// Default shared folder, inside the data directory: every agent shares something out of the box,
+/// and nothing outside its own directory unless configured.
+pub const DEFAULT_SHARED_DIR: &str = "shared";
 
 /// Where an agent keeps its identity and state.
 #[derive(Clone, Debug)]
 pub struct AgentPaths {
     /// Data directory (identity, config).
     pub data_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, String> {
+        let cfg: AgentConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn exec_is_off_unless_configured() {
+        let cfg = parse("").expect("empty");
+        assert_eq!(cfg.exec, ExecMode::Off);
+        assert_eq!(cfg.kill_grace_ms, DEFAULT_KILL_GRACE_MS);
+        let cfg = parse(
+            "exec = \"allowlist\"\nallowlist = [\"/usr/bin/uptime\"]\nscripts_dir = \"/opt/flotilla/scripts\"\nworkdir = \"/tmp\"\n",
+        )
+        .expect("allowlist");
+        assert_eq!(cfg.exec, ExecMode::Allowlist);
+        assert_eq!(cfg.allowlist, [PathBuf::from("/usr/bin/uptime")]);
+        assert_eq!(parse("exec = \"any\"").expect("any").exec, ExecMode::Any);
+    }
+
+    #[test]
+    fn bad_exec_settings_are_named() {
+        let err = |t: &str| parse(t).expect_err(t);
+        assert!(err("exec = \"all\"").contains("unknown variant `all`"));
+        assert!(err("exec_mode = \"any\"").contains("unknown field `exec_mode`"));
+        assert_eq!(
+            err("exec = \"allowlist\"\nallowlist = [\"uptime\"]"),
+            "config: allowlist entry uptime must be an absolute path"
+        );
+        assert_eq!(
+            err("exec = \"allowlist\"\nallowlist = [\"/usr/bin/../bin/sh\"]"),
+            "config: allowlist entry /usr/bin/../bin/sh must not contain '..'"
+        );
+        assert!(err("exec = \"allowlist\"").contains("would refuse everything"));
+        assert_eq!(
+            err("workdir = \"tmp\""),
+            "config: workdir = tmp must be an absolute path"
+        );
+        assert!(err("kill_grace_ms = 5").contains("between 100 and 600000"));
+    }
+
+    #[test]
+    fn shared_dir_defaults_inside_the_data_dir_and_unknown_fields_fail() {
+        let cfg: AgentConfig = toml::from_str("read_only = true\n").expect("parse");
+        assert!(cfg.read_only);
+        assert_eq!(
+            cfg.shared_dir(Path::new("/var/lib/agent")),
+            Path::new("/var/lib/agent/shared")
+        );
+        let cfg: AgentConfig = toml::from_str("shared_dir = \"/srv/share\"\n").expect("parse");
+        assert_eq!(
+            cfg.shared_dir(Path::new("/var/lib/agent")),
+            Path::new("/srv/share")
+        );
+        let err = toml::from_str::<AgentConfig>("shared_folder = \"x\"\n").expect_err("unknown");
+        assert!(err.to_string().contains("shared_folder"), "{err}");
+        let empty = AgentConfig {
+            shared_dir: Some(PathBuf::new()),
+            ..AgentConfig::default()
+        };
+        assert!(
+            empty
+                .validate()
+                .expect_err("empty")
+                .to_string()
+                .contains("shared_dir is empty")
+        );
+    }
 }

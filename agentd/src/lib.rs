@@ -1,11 +1,14 @@
 //! agentd: the Flotilla agent. Enrols with a join token (its key never leaves the machine), then keeps
-//! a QUIC link to the hub with mutual TLS and streams metrics over it.
+//! a QUIC link to the hub with mutual TLS, streams metrics over it, runs the commands the hub sends
+//! within its own exec policy, and shares one folder with the fleet: [`watch`] keeps the hub's copy
+//! of its tree current and [`transfer`] serves reads and writes.
 //!
 //! Main entry points: [`enroll`] and [`start`].
 
 pub mod cli;
 pub mod config;
 mod error;
+pub mod exec;
 pub mod link;
 pub mod metrics;
 pub mod sampler;
@@ -13,15 +16,17 @@ pub mod service;
 pub mod settings;
 pub mod status;
 pub mod swarm;
+pub mod transfer;
+mod watch;
 
-pub use config::{AgentConfig, AgentPaths};
+pub use config::{AgentConfig, AgentPaths, ExecMode};
 pub use error::AgentError;
 pub use link::LinkState;
 
 use flotilla_certs::{IDENTITY_STEM, Identity};
 use flotilla_wire::PROTOCOL_VERSION;
 use flotilla_wire::msg::{Hello, Labels};
-use tokio::sync::watch;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// What this machine says about itself in hello.
@@ -64,9 +69,9 @@ pub fn create_private_dir(dir: &std::path::Path) -> Result<(), flotilla_certs::C
 /// A running agent.
 pub struct RunningAgent {
     /// Link state changes.
-    pub state: watch::Receiver<LinkState>,
+    pub state: tokio::sync::watch::Receiver<LinkState>,
     /// Samples buffered for back-fill so far (grows while the hub is unreachable).
-    pub buffered: watch::Receiver<u64>,
+    pub buffered: tokio::sync::watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -94,7 +99,12 @@ pub fn start(
     let client = flotilla_certs::dial::identity_config(&identity)?;
     let endpoint = flotilla_certs::dial::client_endpoint(flotilla_certs::dial::wants_ipv6(&hubs))
         .map_err(|e| AgentError::Config(e.to_string()))?;
-    let (state_tx, state_rx) = watch::channel(LinkState::Disconnected("starting".into()));
+    let files = Arc::new(transfer::SharedFolder::open(
+        &config.shared_dir(&paths.data_dir),
+        config.read_only,
+    )?);
+    let (state_tx, state_rx) =
+        tokio::sync::watch::channel(LinkState::Disconnected("starting".into()));
     let status = tokio::spawn(status::run(
         paths.data_dir.join(status::STATUS_FILE),
         hubs.clone(),
@@ -107,8 +117,12 @@ pub fn start(
         hello: local_hello(),
         metrics_interval_ms: config.metrics_interval_ms,
         state: state_tx,
+        exec: Arc::new(exec::ExecContext::new(exec::ExecPolicy::from_config(
+            &config,
+        ))),
+        files: Some(files),
     };
-    let (buffered_tx, buffered_rx) = watch::channel(0);
+    let (buffered_tx, buffered_rx) = tokio::sync::watch::channel(0);
     let run = run_link(
         link,
         metrics::Collector::new(),
@@ -139,7 +153,7 @@ pub async fn run_link<S: sampler::SampleSource>(
     link: link::Link,
     source: S,
     interval_override_ms: u32,
-    buffered: watch::Sender<u64>,
+    buffered: tokio::sync::watch::Sender<u64>,
     cancel: CancellationToken,
 ) {
     let start = if interval_override_ms > 0 {
@@ -147,7 +161,7 @@ pub async fn run_link<S: sampler::SampleSource>(
     } else {
         DEFAULT_INTERVAL_MS
     };
-    let (interval_tx, interval_rx) = watch::channel(start);
+    let (interval_tx, interval_rx) = tokio::sync::watch::channel(start);
     let (sample_tx, sample_rx) = tokio::sync::mpsc::channel(SAMPLE_QUEUE);
     let sampler = tokio::spawn(sampler::run(source, sample_tx, interval_rx, cancel.clone()));
     let outbox = link::Outbox {

@@ -8,6 +8,7 @@ use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_BACKFILL_BATCH, MAX_CONTROL_FRAME, MAX_METRICS_FRAME};
 use flotilla_wire::msg::{Hello, HubControl, MetricsFrame, MetricsSample, StreamOpen};
 use flotilla_wire::{ErrorCode, IdentityId};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -77,6 +78,11 @@ pub struct Link {
     pub metrics_interval_ms: u32,
     /// Where state changes are published.
     pub state: watch::Sender<LinkState>,
+    /// Exec policy and slots for the streams the hub opens.
+    pub exec: Arc<crate::exec::ExecContext>,
+    /// The shared folder: snapshots to the hub, transfers from it (`None` for swarm agents, which
+    /// would otherwise need one inotify instance each).
+    pub files: Option<Arc<crate::transfer::SharedFolder>>,
 }
 
 /// Samples from the sampler, and what accumulates while no session can take them.
@@ -223,14 +229,84 @@ impl Link {
             }
         };
         let metrics = send_metrics(&conn, outbox);
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                conn.close(ErrorCode::Goodbye.as_u32().into(), b"agent shutting down");
-                Ok(())
+        let snapshots = async {
+            match &self.files {
+                Some(files) => crate::watch::run(conn.clone(), files.clone()).await,
+                None => std::future::pending().await,
             }
-            err = conn.closed() => Err(dial::explain(&err)),
-            err = metrics => Err(err),
-            err = control => Err(err),
+        };
+        tokio::pin!(metrics, control, snapshots);
+        // Streams the hub opens (exec, ping, transfers, resync). Dropping this set when the session
+        // ends aborts them, which kills their commands' process groups.
+        let mut streams = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                // Cancel first: the sampler stops on the same token, and a session ending on "sampler
+                // stopped" instead would drop the connection without the goodbye.
+                biased;
+                _ = cancel.cancelled() => {
+                    conn.close(ErrorCode::Goodbye.as_u32().into(), b"agent shutting down");
+                    return Ok(());
+                }
+                err = conn.closed() => return Err(dial::explain(&err)),
+                err = &mut metrics => return Err(err),
+                err = &mut control => return Err(err),
+                err = &mut snapshots => return Err(err),
+                accepted = conn.accept_bi() => match accepted {
+                    Ok((send, recv)) => {
+                        let (exec, files, name) = (self.exec.clone(), self.files.clone(), welcome.name.clone());
+                        streams.spawn(serve_hub_stream(exec, files, name, conn.clone(), send, recv));
+                    }
+                    Err(err) => return Err(dial::explain(&err)),
+                },
+                Some(joined) = streams.join_next(), if !streams.is_empty() => {
+                    if let Err(e) = joined && e.is_panic() {
+                        tracing::error!(error = %e, "hub stream task panicked");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Longest wait for the first frame of a stream the hub opened.
+const HUB_STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the opener of a stream the hub opened and hands it to exec or the shared folder.
+async fn serve_hub_stream(
+    exec: Arc<crate::exec::ExecContext>,
+    files: Option<Arc<crate::transfer::SharedFolder>>,
+    agent_name: String,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    use flotilla_wire::msg::HubStreamOpen;
+    let read = read_frame::<HubStreamOpen, _>(&mut recv, flotilla_wire::limits::MAX_EXEC_FRAME);
+    let open = match tokio::time::timeout(HUB_STREAM_OPEN_TIMEOUT, read).await {
+        Ok(Ok(Some(open))) => open,
+        Ok(Ok(None)) | Err(_) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "bad stream opener from the hub");
+            let code = ErrorCode::Malformed.as_u32().into();
+            let _ = send.reset(code);
+            let _ = recv.stop(code);
+            return;
+        }
+    };
+    match open {
+        HubStreamOpen::Exec(_) | HubStreamOpen::Ping { .. } => {
+            crate::exec::serve_open(exec, conn, send, recv, open).await
+        }
+        HubStreamOpen::Read(_) | HubStreamOpen::Write(_) | HubStreamOpen::Resync { .. } => {
+            match files {
+                Some(files) => {
+                    crate::transfer::serve_open(files, agent_name, send, recv, open).await
+                }
+                None => {
+                    let _ = send.reset(ErrorCode::Forbidden.as_u32().into());
+                }
+            }
         }
     }
 }

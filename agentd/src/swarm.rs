@@ -31,6 +31,8 @@ pub struct SwarmOptions {
     pub prefix: String,
     /// Metrics interval, milliseconds (0: as the hub says).
     pub metrics_interval_ms: u32,
+    /// Exec policy of every agent (`any` for fan-out benchmarks: real processes run).
+    pub exec: crate::ExecMode,
 }
 
 fn now_ms() -> u64 {
@@ -127,6 +129,13 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
             hello,
             metrics_interval_ms: opts.metrics_interval_ms,
             state: state_tx,
+            exec: Arc::new(crate::exec::ExecContext::new(
+                crate::exec::ExecPolicy::from_config(&crate::AgentConfig {
+                    exec: opts.exec,
+                    ..crate::AgentConfig::default()
+                }),
+            )),
+            files: None,
         };
         set.spawn(crate::run_link(
             link,
@@ -168,7 +177,9 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
                 serde_json::json!({ "event": "lost", "connected": connected, "at_ms": now_ms() })
             );
         }
-        if connected != last_report && (connected.is_multiple_of(1000) || connected == opts.count) {
+        if connected / 1000 != last_report / 1000
+            || (connected == opts.count && last_report != connected)
+        {
             eprintln!("connected {connected}/{}", opts.count);
             last_report = connected;
         }

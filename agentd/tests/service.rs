@@ -60,6 +60,8 @@ fn pre_enrol(data_dir: &Path, hub: &str) {
     Identity::save_hubs(data_dir, &[hub.to_string()]).expect("hubs");
 }
 
+/// Polls `ok` under the deadline. What it waits on is a file another process writes (status.json,
+/// the unit files): there is no event to wait on, so the short sleep between looks is the wait.
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
@@ -91,6 +93,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
             start.elapsed() < DEADLINE,
             "agentd did not exit after SIGTERM"
         );
+        // std's Child has no wait with a timeout: the sleep between try_wait calls is the wait.
         std::thread::sleep(Duration::from_millis(20));
     }
 }

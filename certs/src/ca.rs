@@ -86,7 +86,13 @@ impl Ca {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(build_err)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Flotilla fleet CA");
+        // A name unique to this fleet: a certificate from another fleet then fails as "unknown CA"
+        // rather than as a bad signature under a same-named CA, and `openssl x509` tells fleets apart.
+        let tag: String = crate::random_bytes::<4>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        dn.push(DnType::CommonName, format!("Flotilla fleet CA {tag}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];

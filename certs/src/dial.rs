@@ -75,6 +75,10 @@ pub fn explain(err: &quinn::ConnectionError) -> DialError {
         quinn::ConnectionError::ApplicationClosed(close) => {
             let message = String::from_utf8_lossy(&close.reason).into_owned();
             match ErrorCode::from_u32(close.error_code.into_inner()) {
+                // Code 0 without a reason: the hub dropped the connection (it timed out on us).
+                Some(ErrorCode::Ok) if message.is_empty() => {
+                    DialError::Unreachable("hub dropped the connection".into())
+                }
                 Some(code) => DialError::Refused(Refusal {
                     code,
                     message: if message.is_empty() {
@@ -94,6 +98,8 @@ pub fn explain(err: &quinn::ConnectionError) -> DialError {
             // QUIC carries TLS alerts as 0x100 + alert number (RFC 9001 §4.8).
             if (0x100..0x200).contains(&code) {
                 DialError::Tls(tls_alert_advice((code - 0x100) as u8))
+            } else if code == 0x2 {
+                DialError::Unreachable("hub busy (reconnect storm): it refused the connection; retrying after back-off".into())
             } else {
                 DialError::Protocol(format!("connection closed by hub: {close}"))
             }
@@ -111,7 +117,9 @@ pub fn explain(err: &quinn::ConnectionError) -> DialError {
 /// What a TLS alert from the hub means for us.
 fn tls_alert_advice(alert: u8) -> String {
     let what = match alert {
-        42 | 46 | 48 => {
+        // Every fleet CA has the same subject, so a certificate from another fleet finds an issuer
+        // by name and fails its signature check: decrypt_error (51) rather than unknown_ca (48).
+        42 | 46 | 48 | 51 => {
             "the hub does not trust our certificate: it was issued by another fleet's CA"
         }
         44 => "the hub says our certificate is revoked",

@@ -24,7 +24,8 @@ fn main() {
         let retention = Retention { minute_days: 30, ten_minute_days: 365 };
         let (history, writer) = History::start(store.clone(), retention, CancellationToken::new()).await;
         let ids: Vec<IdentityId> = (0..AGENTS).map(|i| IdentityId::from_random(Role::Agent, (i as u64).to_be_bytes())).collect();
-        let base = 1_800_000_000_000u64; // on a ten-minute boundary (a multiple of 600_000)
+        // A round ten-minute boundary, so every agent fills whole buckets.
+        let base = 1_800_000_000_000u64;
         let started = Instant::now();
         for m in 0..MINUTES {
             for id in &ids {

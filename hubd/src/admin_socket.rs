@@ -80,7 +80,7 @@ pub async fn request(path: &Path, req: &OpRequest) -> Result<Option<OpResponse>,
     write_frame(&mut stream, req, MAX_REQUEST_FRAME)
         .await
         .map_err(io)?;
-    match read_frame::<OpResponse, _>(&mut stream, MAX_REQUEST_FRAME)
+    match flotilla_wire::io::read_response(&mut stream)
         .await
         .map_err(io)?
     {

@@ -1,5 +1,6 @@
 //! hubd: the Flotilla hub. Accepts agents and operators over QUIC with mutual TLS, enrols new
-//! identities from join tokens, keeps the registry and audit log in SQLite and live state in memory.
+//! identities from join tokens, keeps the registry and audit log in SQLite and live state in memory,
+//! keeps every agent's shared-folder tree and relays file transfers between agents and operators.
 //!
 //! Main entry points: [`init`] (create a hub's data directory), [`start`] (serve until cancelled),
 //! [`offline_request`] (run an admin request against a stopped hub's database).
@@ -11,10 +12,12 @@ pub mod cli;
 pub mod config;
 mod endpoint;
 mod error;
+pub mod exec;
 pub mod history;
 pub mod maint;
 mod prometheus;
 pub mod registry;
+mod relay;
 pub mod reload;
 pub mod service;
 mod session;
@@ -26,6 +29,7 @@ pub use admin_socket::request as admin_request;
 pub use config::{HubConfig, HubPaths};
 pub use error::HubError;
 pub use registry::Registry;
+pub use relay::Files;
 pub use stats::Stats;
 
 use flotilla_certs::{Ca, IDENTITY_STEM, Identity};
@@ -59,6 +63,10 @@ pub struct HubCtx {
     pub stats: Stats,
     /// Metrics history writer.
     pub history: history::History,
+    /// Running exec jobs.
+    pub jobs: exec::Jobs,
+    /// Shared-folder trees, file events and transfers in flight.
+    pub files: Arc<Files>,
 }
 
 /// What `hubd init` made.
@@ -218,6 +226,8 @@ async fn open_ctx(
         advertised,
         stats: Stats::default(),
         history,
+        jobs: exec::Jobs::default(),
+        files: Arc::new(Files::new()),
     };
     Ok((Arc::new(ctx), store_thread))
 }
@@ -254,6 +264,7 @@ pub async fn start(
         .local_addr()
         .map_err(|e| HubError::io("local address", e))?;
     let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port()).await?;
+    exec::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     let maint_listener = maint::bind(&paths.data_dir.join(maint::SOCKET))?;
     let metrics_listener = match ctx.config.metrics_listen {
@@ -324,17 +335,11 @@ pub async fn start(
                     None => break,
                 },
             };
-            let permit = tokio::select! {
-                _ = cancel.cancelled() => break,
-                p = handshakes.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
+            // The accept loop only admits and spawns: the handshake slot is taken in the task.
             tracker.spawn(session::serve(
                 ctx.clone(),
                 incoming,
-                permit,
+                handshakes.clone(),
                 cancel.child_token(),
             ));
         }
@@ -348,6 +353,7 @@ pub async fn start(
         {
             tracing::warn!("sessions still running at the drain deadline");
         }
+        ctx.jobs.wait(DRAIN_DEADLINE).await;
         ctx.registry.close_all(ErrorCode::ShuttingDown);
         endpoint.close(
             ErrorCode::ShuttingDown.as_u32().into(),

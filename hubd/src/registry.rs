@@ -208,6 +208,11 @@ impl Registry {
         self.lock().contains_key(id)
     }
 
+    /// The live connection of `id`, to open streams on (exec, ping); `None` when offline.
+    pub fn connection(&self, id: &IdentityId) -> Option<quinn::Connection> {
+        self.lock().get(id).map(|l| l.conn.clone())
+    }
+
     /// Number of live connections.
     pub fn online_count(&self) -> usize {
         self.lock().len()

@@ -3,8 +3,10 @@
 
 mod agent;
 pub(crate) mod enrol;
+mod files;
 mod metrics;
 mod operator;
+mod snapshot;
 
 use crate::stats::StreamKind;
 use crate::store::{self, now_ms};
@@ -16,13 +18,16 @@ use flotilla_wire::msg::{ClientOpen, Refusal, ServerOpen, peek_client_version};
 use flotilla_wire::{DecodeError, ErrorCode, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Time for the TLS handshake and the opening exchange: generous for a loaded hub, short enough that
 /// a peer that connects and says nothing cannot hold a handshake slot.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Part of the open timeout left for the hello once the handshake is done.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a handshake slot before the connection is refused (clients dial with 10 s).
+const PERMIT_WAIT: Duration = Duration::from_secs(3);
 /// How long a refused peer gets to read the refusal before the connection is closed under it.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
@@ -109,13 +114,20 @@ pub(crate) fn frame_error_code(err: &FrameError) -> ErrorCode {
 pub(crate) async fn serve(
     ctx: Arc<HubCtx>,
     incoming: quinn::Incoming,
-    permit: OwnedSemaphorePermit,
+    handshakes: Arc<tokio::sync::Semaphore>,
     cancel: CancellationToken,
 ) {
     let remote = incoming.remote_address();
     let span = tracing::info_span!("conn", %remote, id = tracing::field::Empty);
     ctx.stats.connection_accepted();
     async move {
+        // Waiting its turn longer than this means the client's own dial timeout would expire before
+        // we answer: refusing at once lets it back off instead of both sides wasting a handshake.
+        let Ok(Ok(permit)) = tokio::time::timeout(PERMIT_WAIT, handshakes.acquire_owned()).await else {
+            ctx.stats.handshake_refused();
+            incoming.refuse();
+            return;
+        };
         let opened = tokio::time::timeout(OPEN_TIMEOUT, open(&ctx, incoming)).await;
         drop(permit);
         let (conn, mut send, recv, open) = match opened {
@@ -201,12 +213,27 @@ async fn open(ctx: &HubCtx, incoming: quinn::Incoming) -> Result<Opened, String>
         format!("handshake: {e}")
     })?;
     ctx.stats.handshake_ok();
-    let (mut send, mut recv) = conn
-        .accept_bi()
-        .await
-        .map_err(|e| format!("control stream: {e}"))?;
-    let opened = read_open(&mut ctx.stats.reader(StreamKind::Control, &mut recv)).await;
-    match opened {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, async {
+        let (send, mut recv) = conn
+            .accept_bi()
+            .await
+            .map_err(|e| format!("control stream: {e}"))?;
+        let open = read_open(&mut ctx.stats.reader(StreamKind::Control, &mut recv)).await;
+        Ok::<_, String>((send, recv, open))
+    })
+    .await;
+    let (mut send, recv, open) = match first {
+        Ok(r) => r?,
+        Err(_) => {
+            close(
+                &conn,
+                ErrorCode::Timeout,
+                "no hello within the open timeout",
+            );
+            return Err("no hello in time".into());
+        }
+    };
+    match open {
         Ok(open) => Ok((conn, send, recv, open)),
         Err(refusal) => {
             tracing::info!(code = ?refusal.code, message = %refusal.message, "refused opening frame");
@@ -273,6 +300,29 @@ pub(crate) fn describe_close(err: &quinn::ConnectionError) -> String {
         }
         quinn::ConnectionError::LocallyClosed => "closed by hub".into(),
         other => other.to_string(),
+    }
+}
+
+/// Reads the opening frame of an agent's unidirectional stream and serves it as its kind.
+pub(crate) async fn serve_agent_uni(
+    ctx: Arc<HubCtx>,
+    id: flotilla_wire::IdentityId,
+    name: String,
+    mut recv: quinn::RecvStream,
+) {
+    use flotilla_wire::msg::StreamOpen;
+    match flotilla_wire::io::read_frame::<StreamOpen, _>(&mut recv, MAX_CONTROL_FRAME).await {
+        Ok(Some(StreamOpen::Metrics)) => metrics::serve(ctx, id, recv).await,
+        Ok(Some(StreamOpen::Snapshot)) => snapshot::serve(ctx, id, name, recv).await,
+        Ok(Some(other)) => {
+            tracing::warn!(?other, "agent opened a stream kind it may not open");
+            let _ = recv.stop(ErrorCode::Forbidden.as_u32().into());
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "bad stream header");
+            let _ = recv.stop(frame_error_code(&e).as_u32().into());
+        }
     }
 }
 

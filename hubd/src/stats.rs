@@ -166,6 +166,8 @@ pub struct Stats {
     pub connections_accepted: AtomicU64,
     /// Metrics samples received.
     pub metrics_samples: AtomicU64,
+    /// Connections refused because every handshake slot stayed busy (a reconnect storm).
+    pub handshakes_refused: AtomicU64,
     /// Enrolments that issued a certificate.
     pub enrolments_ok: AtomicU64,
     /// Enrolments refused (bad or used token, taken name…).
@@ -197,6 +199,10 @@ impl Stats {
 
     pub(crate) fn connection_accepted(&self) {
         self.connections_accepted.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn handshake_refused(&self) {
+        self.handshakes_refused.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn metrics_sample(&self) {

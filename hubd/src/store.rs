@@ -3,13 +3,16 @@
 
 pub mod audit;
 pub mod identities;
+pub mod jobs;
 pub mod metrics;
 pub(crate) mod migrate;
 pub mod tokens;
+pub mod transfers;
 
 pub use audit::AuditRecord;
 pub use identities::IdentityRow;
 pub use tokens::{EnrolGrant, TokenRow};
+pub use transfers::{TransferOutcome, TransferRow};
 
 use crate::HubError;
 use rusqlite::Connection;

@@ -1,6 +1,7 @@
 //! The scriptable side of `flotilla`: login, agents, agent, watch, demo. Every command has `--json`.
 
 use crate::client::{Client, ClientError, Login};
+use crate::files::{self, FilesError, Place};
 use crate::format;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -78,7 +79,87 @@ pub enum Command {
         /// Also print every metrics sample.
         #[arg(long)]
         metrics: bool,
+        /// Print shared-folder changes and transfers instead of fleet events.
+        #[arg(long)]
+        files: bool,
+        /// With --files: only this agent's folder and transfers.
+        #[arg(long, requires = "files")]
+        agent: Option<String>,
         /// Print JSON (one object per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command on the selected agents: `flotilla exec 'web-*' --timeout 30s -- uptime`.
+    Exec(crate::exec::ExecArgs),
+    /// Health of the selected agents: healthy, degraded or unhealthy, with reasons.
+    Health {
+        /// Agents (same grammar as exec).
+        selector: String,
+        /// Give up on an agent after this long (500ms, 30s, 5m).
+        #[arg(long, value_parser = crate::exec::parse_timeout)]
+        timeout: Option<std::time::Duration>,
+        /// Print NDJSON events.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Round trip from the hub to each selected agent, and its clock offset.
+    Ping {
+        /// Agents (same grammar as exec).
+        selector: String,
+        /// Print JSON (one object per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past jobs, newest first.
+    Jobs {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: who ran what where, each agent's result and the end of its output.
+    Job {
+        /// Job id (from `flotilla jobs` or the exec summary).
+        id: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log: who did what, when, to which target.
+    Audit {
+        /// How many of the newest entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List an agent's shared folder (AGENT or AGENT:PATH), as the hub last heard of it.
+    Ls {
+        /// AGENT[:PATH].
+        target: String,
+        /// Everything below the path, not only its direct children.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy files: each side is AGENT:PATH or a local path (upload, download, agent to agent).
+    Cp {
+        /// Source: AGENT:PATH or a local path.
+        src: String,
+        /// Destination: AGENT:PATH or a local path; an existing directory receives the source by name.
+        dst: String,
+        /// Copy directory trees.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Seconds to keep retrying an interrupted transfer (it resumes where it stopped).
+        #[arg(long, default_value_t = 300)]
+        retry_for: u64,
+        /// Print NDJSON events (started, progress with rate and ETA, done) instead of a bar.
         #[arg(long)]
         json: bool,
     },
@@ -268,13 +349,108 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 other => anyhow::bail!("unexpected reply {other:?}"),
             }
         }
-        Command::Watch { metrics, json } => {
+        Command::Watch {
+            metrics,
+            files,
+            agent,
+            json,
+        } => {
             let client = Client::connect(&cli.login()?).await?;
-            watch(&client, *metrics, *json).await?;
+            if *files {
+                watch_files(&client, agent.clone(), *json).await?;
+            } else {
+                watch(&client, *metrics, *json).await?;
+            }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ls {
+            target,
+            recursive,
+            json,
+        } => {
+            let (agent, path) = match Place::parse(target) {
+                Place::Agent { agent, path } => (agent, path),
+                Place::Local(_) => (target.clone(), String::new()),
+            };
+            let client = Client::connect(&cli.login()?).await?;
+            let listing = files::list(&client, &agent, &path, *recursive).await;
+            client.close().await;
+            let listing = listing?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&listing)?);
+            } else {
+                print!("{}", files::listing_table(&listing));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cp {
+            src,
+            dst,
+            recursive,
+            retry_for,
+            json,
+        } => {
+            let opts = files::CopyOptions {
+                recursive: *recursive,
+                retry_for: std::time::Duration::from_secs(*retry_for),
+            };
+            cp(&cli.login()?, src, dst, &opts, *json).await
+        }
         Command::Demo { agents, no_console } => crate::demo::run(*agents, *no_console).await,
+        Command::Exec(args) => {
+            exec_like(&cli, |c| async move {
+                crate::exec::exec_command(&c, &args.request(), args.json).await
+            })
+            .await
+        }
+        Command::Health {
+            selector,
+            timeout,
+            json,
+        } => {
+            exec_like(&cli, |c| async move {
+                let req = crate::exec::health_request(selector, *timeout);
+                crate::exec::exec_command(&c, &req, *json).await
+            })
+            .await
+        }
+        Command::Ping { selector, json } => {
+            exec_like(&cli, |c| async move {
+                crate::exec::ping_command(&c, selector, *json).await
+            })
+            .await
+        }
+        Command::Jobs { limit, json } => {
+            exec_like(&cli, |c| async move {
+                crate::exec::jobs_command(&c, *limit, *json).await
+            })
+            .await
+        }
+        Command::Job { id, json } => {
+            exec_like(&cli, |c| async move {
+                crate::exec::job_command(&c, *id, *json).await
+            })
+            .await
+        }
+        Command::Audit { limit, json } => {
+            exec_like(&cli, |c| async move {
+                crate::exec::audit_command(&c, *limit, *json).await
+            })
+            .await
+        }
     }
+}
+
+/// Connects, runs `f`, closes; the exit status comes from `f`.
+async fn exec_like<F, Fut>(cli: &Cli, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(std::sync::Arc<Client>) -> Fut,
+    Fut: Future<Output = Result<u8, ClientError>>,
+{
+    let client = std::sync::Arc::new(Client::connect(&cli.login()?).await?);
+    let result = f(client.clone()).await;
+    client.close().await;
+    Ok(ExitCode::from(result?))
 }
 
 /// Prints events until the hub closes the subscription or Ctrl-C.
@@ -334,6 +510,82 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
                 println!("(missed {missed} events: output fell behind)")
             }
         }
+    }
+}
+
+/// Prints file events until the hub closes the watch or Ctrl-C.
+pub async fn watch_files(
+    client: &Client,
+    agent: Option<String>,
+    json: bool,
+) -> Result<(), FilesError> {
+    let (_send, mut recv) = files::watch_stream(client, agent).await?;
+    loop {
+        let ev = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            ev = files::next_event(&mut recv) => match ev? {
+                Some(ev) => ev,
+                None => return Ok(()),
+            },
+        };
+        if json {
+            println!("{}", serde_json::to_string(&ev).unwrap_or_default());
+        } else {
+            println!("{}", files::event_line(&ev));
+        }
+    }
+}
+
+/// `flotilla cp`: Ctrl-C cancels on both ends; exit 2 for usage errors, 130 when cancelled.
+async fn cp(
+    login: &Login,
+    src: &str,
+    dst: &str,
+    opts: &files::CopyOptions,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (src, dst) = (Place::parse(src), Place::parse(dst));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_signal = cancel.clone();
+    let signals = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    let mut progress = files::progress::Progress::new(json);
+    let result = files::copy(login, &src, &dst, opts, &cancel, &mut |ev| {
+        progress.on_event(ev)
+    })
+    .await;
+    signals.abort();
+    progress.finish();
+    match result {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "event": "summary", "report": report })
+                );
+            } else if report.files != 1 || report.dirs > 0 {
+                println!(
+                    "{} files ({}), {} directories, {} skipped",
+                    report.files,
+                    format::bytes(report.bytes),
+                    report.dirs,
+                    report.skipped
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(FilesError::Cancelled) => {
+            eprintln!("flotilla: copy cancelled; partial files removed on both ends");
+            Ok(ExitCode::from(130))
+        }
+        Err(FilesError::Usage(m)) => {
+            eprintln!("flotilla: {m}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

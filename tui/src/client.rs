@@ -142,6 +142,30 @@ impl Client {
         }
     }
 
+    /// Opens a stream of `kind` with its opening frame sent; the caller speaks that kind's protocol
+    /// (file listings, watches and copies).
+    pub async fn open_stream(
+        &self,
+        kind: &StreamOpen,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let (mut send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Dial(dial::explain(&e)))?;
+        write_frame(&mut send, kind, MAX_CONTROL_FRAME)
+            .await
+            .map_err(|e| stream_err(&self.conn, e))?;
+        Ok((send, recv))
+    }
+
+    /// Why the connection to the hub ended, if it did.
+    pub fn closed_reason(&self) -> Option<ClientError> {
+        self.conn
+            .close_reason()
+            .map(|r| ClientError::Dial(dial::explain(&r)))
+    }
+
     /// Opens a subscription to fleet events; the first event is a snapshot of the fleet.
     pub async fn subscribe(&self) -> Result<Events, ClientError> {
         let (mut send, recv) = self
@@ -173,6 +197,11 @@ impl Client {
             .await
             .map_err(|e| stream_err(&self.conn, e))?;
         Ok(send)
+    }
+
+    /// The QUIC connection, for streams other modules open (exec, queries).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
     }
 
     /// Closes the connection cleanly.

@@ -174,6 +174,7 @@ pub async fn run_loop<B: Backend>(
             changed
         });
         if dirty && !app.quit {
+            app.prepare();
             terminal.draw(|f| ui::render(app, theme, f))?;
         }
     }

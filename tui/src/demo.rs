@@ -165,7 +165,7 @@ async fn run_in(
         let child = Command::new(&agentd)
             .arg("--data-dir")
             .arg(&agent_dir)
-            .arg("run")
+            .args(["run", "--exec", "any"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file(dir, &format!("{name}.log"))?)

@@ -2,7 +2,8 @@
 //! operator API.
 //!
 //! Layout: `client` talks to the hub; `app` holds state and applies `event`s and `action`s; `ui`
-//! draws `&App`; `keymap` maps keys and generates hints; `cli` and `demo` are the subcommands.
+//! draws `&App`; `keymap` maps keys and generates hints; `cli` and `demo` are the subcommands;
+//! `files` lists shared folders and copies files.
 
 pub mod action;
 pub mod app;
@@ -11,6 +12,8 @@ pub mod client;
 pub mod console;
 pub mod demo;
 pub mod event;
+pub mod exec;
+pub mod files;
 pub mod format;
 pub mod keymap;
 pub mod strings;

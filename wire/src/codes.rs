@@ -44,11 +44,13 @@ pub enum ErrorCode {
     Internal,
     /// The agent is shutting down cleanly.
     Goodbye,
+    /// The operator cancelled the work this stream carried (a transfer); clean up, do not retry.
+    Cancelled,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::Ok,
         Self::VersionMismatch,
         Self::Malformed,
@@ -66,6 +68,7 @@ impl ErrorCode {
         Self::Timeout,
         Self::Internal,
         Self::Goodbye,
+        Self::Cancelled,
     ];
 
     /// The QUIC application error code for this error.
@@ -100,6 +103,7 @@ impl ErrorCode {
             Self::Timeout => "timed out",
             Self::Internal => "internal hub error (see the hub's log)",
             Self::Goodbye => "clean shutdown",
+            Self::Cancelled => "cancelled by the operator",
         }
     }
 }

@@ -4,10 +4,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Stable id of an enrolled identity (agent or operator), minted by the hub at enrolment and carried in
-/// the certificate. Agents start with `a-`, operators with `o-`, so a log line says which it is.
+/// the certificate. Shared text (`Arc<str>`): the hub and the console copy ids into maps and sorted
+/// views thousands of times a second, and a clone is then a reference count, not an allocation. Agents start with `a-`, operators with `o-`, so a log line says which it is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct IdentityId(String);
+pub struct IdentityId(std::sync::Arc<str>);
 
 impl TryFrom<String> for IdentityId {
     type Error = String;
@@ -19,7 +20,7 @@ impl TryFrom<String> for IdentityId {
 
 impl From<IdentityId> for String {
     fn from(id: IdentityId) -> Self {
-        id.0
+        id.0.to_string()
     }
 }
 
@@ -36,7 +37,7 @@ impl IdentityId {
             && hex
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-        (ok_prefix && ok_hex).then(|| Self(s.to_owned()))
+        (ok_prefix && ok_hex).then(|| Self(s.into()))
     }
 
     /// Builds an id for `role` from 8 random bytes supplied by the caller (wire owns no randomness).
@@ -47,7 +48,7 @@ impl IdentityId {
         for b in bytes {
             s.push_str(&format!("{b:02x}"));
         }
-        Self(s)
+        Self(s.into())
     }
 
     /// The id as text.

@@ -6,6 +6,8 @@
 
 pub mod aggregate;
 pub mod codes;
+pub mod exec;
+pub mod files;
 pub mod frame;
 pub mod ids;
 #[cfg(feature = "io")]

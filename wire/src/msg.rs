@@ -152,6 +152,27 @@ pub enum HubControl {
     },
 }
 
+/// Hub to agent: first frame of every stream the hub opens on an agent's connection. Append-only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HubStreamOpen {
+    /// Run a command; [`crate::exec::AgentEvent`]s answer, [`crate::exec::ExecControl`] may follow.
+    Exec(crate::exec::ExecStart),
+    /// Answer one [`crate::exec::Pong`] at once.
+    Ping {
+        /// The hub's clock when sent, ms since the epoch.
+        hub_time_ms: u64,
+    },
+    /// Serve a file: the agent answers `TransferFrame::Offer` or `TransferFrame::Failed`.
+    Read(crate::files::ReadOpen),
+    /// Receive a file: the agent answers `TransferFrame::Ready` or `TransferFrame::Failed`.
+    Write(crate::files::WriteOpen),
+    /// Send a fresh snapshot on the snapshot stream (the hub saw a gap); nothing else follows.
+    Resync {
+        /// Why, for the agent's log.
+        reason: String,
+    },
+}
+
 /// Typed first frame of every stream but the control stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StreamOpen {
@@ -166,6 +187,23 @@ pub enum StreamOpen {
         /// Name or id of the agent watched.
         query: String,
     },
+    /// Operator to hub, bidirectional: one [`crate::exec::ExecRequest`], then optional
+    /// [`crate::exec::ExecControl`]; the hub answers [`crate::exec::ExecEvent`]s.
+    Exec,
+    /// Operator to hub, bidirectional: one [`crate::exec::Query`]; the hub answers
+    /// [`crate::exec::QueryReply`] frames up to `End`.
+    Query,
+    /// Agent to hub, unidirectional: [`crate::files::SnapshotFrame`]s of its shared folder follow.
+    Snapshot,
+    /// Operator to hub, bidirectional: one [`crate::files::ListRequest`], then
+    /// [`crate::files::ListReply`]s.
+    FileList,
+    /// Operator to hub, bidirectional: one [`crate::files::WatchRequest`], then
+    /// [`crate::files::FileEvent`]s until either side closes.
+    FileWatch,
+    /// Operator to hub, bidirectional: one [`crate::files::CopyRequest`], then
+    /// [`crate::files::TransferFrame`]s both ways.
+    Copy,
 }
 
 /// Frames on the metrics stream.
@@ -662,7 +700,15 @@ mod tests {
             &HubControl::SetMetricsInterval { interval_ms: 1000 },
             StreamKind::Control,
         );
-        for open in [StreamOpen::Metrics, StreamOpen::Request, StreamOpen::Events] {
+        for open in [
+            StreamOpen::Metrics,
+            StreamOpen::Request,
+            StreamOpen::Events,
+            StreamOpen::Snapshot,
+            StreamOpen::FileList,
+            StreamOpen::FileWatch,
+            StreamOpen::Copy,
+        ] {
             round_trip(&open, StreamKind::Control);
         }
         round_trip(&MetricsFrame::Sample(sample()), StreamKind::Metrics);
@@ -755,6 +801,11 @@ mod tests {
         assert_eq!(
             postcard::to_stdvec(&StreamOpen::Events).expect("encode"),
             [2]
+        );
+        assert_eq!(
+            postcard::to_stdvec(&StreamOpen::Copy).expect("encode"),
+            [9],
+            "file streams come after events, watch, exec and query"
         );
         assert_eq!(
             postcard::to_stdvec(&OpRequest::Agent { query: "a".into() }).expect("encode"),

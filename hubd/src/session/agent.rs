@@ -1,7 +1,7 @@
 //! An agent's session: welcome, registry entry, control messages out, metrics streams in, and the
 //! offline mark when the connection ends for whatever reason.
 
-use super::{describe_close, mark_offline, metrics};
+use super::{describe_close, mark_offline};
 use crate::HubCtx;
 use crate::admin::info_of;
 use crate::stats::StreamKind;
@@ -113,8 +113,8 @@ pub(super) async fn run(
             }
             accepted = conn.accept_uni() => match accepted {
                 Ok(stream) => {
-                    let (ctx, id) = (ctx.clone(), id.clone());
-                    streams.spawn(async move { metrics::serve(ctx, id, stream).await });
+                    let (ctx, id, name) = (ctx.clone(), id.clone(), row.name.clone());
+                    streams.spawn(super::serve_agent_uni(ctx, id, name, stream));
                 }
                 Err(err) => break describe_close(&err),
             },

@@ -3,29 +3,17 @@
 use crate::HubCtx;
 use crate::stats::StreamKind;
 use flotilla_wire::io::read_frame;
-use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_METRICS_FRAME};
-use flotilla_wire::msg::{MetricsFrame, StreamOpen};
+use flotilla_wire::limits::MAX_METRICS_FRAME;
+use flotilla_wire::msg::MetricsFrame;
 use flotilla_wire::{ErrorCode, IdentityId};
 use std::sync::Arc;
 
-/// Reads one agent stream until it ends. A malformed or oversized frame stops this stream with a code
+/// Reads one agent's metrics stream (after its opening frame) until it ends. A malformed or oversized frame stops this stream with a code
 /// and leaves the connection and every other agent alone.
 pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::RecvStream) {
     let stop = |recv: &mut quinn::RecvStream, code: ErrorCode| {
         let _ = recv.stop(code.as_u32().into());
     };
-    match read_frame::<StreamOpen, _>(&mut recv, MAX_CONTROL_FRAME).await {
-        Ok(Some(StreamOpen::Metrics)) => {}
-        Ok(Some(other)) => {
-            tracing::warn!(?other, "agent opened a stream kind it may not open");
-            return stop(&mut recv, ErrorCode::Forbidden);
-        }
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(error = %e, "bad stream header");
-            return stop(&mut recv, super::frame_error_code(&e));
-        }
-    }
     loop {
         let frame = read_frame::<MetricsFrame, _>(
             &mut ctx.stats.reader(StreamKind::Metrics, &mut recv),
@@ -49,6 +37,11 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
                 ctx.history.record_backfill(&id, minutes).await;
             }
             Ok(None) => return,
+            // The connection went away: the session reports that; nothing to refuse.
+            Err(flotilla_wire::io::FrameError::Io(e)) => {
+                tracing::debug!(error = %e, "metrics stream ended");
+                return;
+            }
             Err(e) => {
                 let code = super::frame_error_code(&e);
                 tracing::warn!(error = %e, ?code, "metrics stream refused");

@@ -15,6 +15,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Time an operator's streams get to wind up after its connection ends.
+const STREAM_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     ctx: Arc<HubCtx>,
@@ -89,6 +92,12 @@ pub(super) async fn run(
             }
         }
     };
+    // Streams notice the connection or the hub going and wind up on their own (a transfer records
+    // how it ended); stragglers are cut off after a short drain.
+    let _ = tokio::time::timeout(STREAM_DRAIN, async {
+        while streams.join_next().await.is_some() {}
+    })
+    .await;
     streams.abort_all();
     ctx.registry.disconnect_operator(conn_id);
     tracing::info!(name = %row.name, %reason, "operator detached");
@@ -162,7 +171,14 @@ async fn serve_stream(
                 _ = recv.read(&mut buf) => {}
             }
         }
-        StreamOpen::Metrics => refuse(&mut send, &mut recv, ErrorCode::Forbidden),
+        StreamOpen::Exec => crate::exec::serve_exec(ctx, actor, send, recv, cancel).await,
+        StreamOpen::Query => crate::exec::serve_query(ctx, actor, send, recv, cancel).await,
+        StreamOpen::FileList => super::files::list(&ctx, &mut send, &mut recv).await,
+        StreamOpen::FileWatch => super::files::watch(&ctx, &mut send, &mut recv, cancel).await,
+        StreamOpen::Copy => crate::relay::copy(ctx, actor, send, recv, cancel).await,
+        StreamOpen::Metrics | StreamOpen::Snapshot => {
+            refuse(&mut send, &mut recv, ErrorCode::Forbidden)
+        }
     }
 }
 

@@ -78,6 +78,64 @@ CREATE TABLE metrics_10m (
 ) WITHOUT ROWID;
 CREATE INDEX metrics_10m_start ON metrics_10m(start_ms);
 "#,
+    // 3: exec jobs and their per-agent results (hubd/src/store/jobs.rs).
+    r#"
+CREATE TABLE jobs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    actor        TEXT NOT NULL,
+    actor_name   TEXT NOT NULL,
+    selector     TEXT NOT NULL,
+    command      TEXT NOT NULL,
+    timeout_ms   INTEGER NOT NULL,
+    batch        INTEGER NOT NULL,
+    started_ms   INTEGER NOT NULL,
+    ended_ms     INTEGER,
+    targets      INTEGER NOT NULL,
+    succeeded    INTEGER NOT NULL DEFAULT 0,
+    failed       INTEGER NOT NULL DEFAULT 0,
+    timed_out    INTEGER NOT NULL DEFAULT 0,
+    cancelled    INTEGER NOT NULL DEFAULT 0,
+    refused      INTEGER NOT NULL DEFAULT 0,
+    unreachable  INTEGER NOT NULL DEFAULT 0,
+    cancelled_by TEXT,
+    interrupted  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE job_results (
+    job_id       INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    agent_id     TEXT NOT NULL,
+    agent_name   TEXT NOT NULL,
+    outcome      TEXT NOT NULL,
+    exit_code    INTEGER,
+    signal       INTEGER,
+    started_ms   INTEGER,
+    duration_ms  INTEGER,
+    message      TEXT NOT NULL DEFAULT '',
+    stdout_tail  BLOB NOT NULL DEFAULT x'',
+    stderr_tail  BLOB NOT NULL DEFAULT x'',
+    stdout_bytes INTEGER NOT NULL DEFAULT 0,
+    stderr_bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, agent_id)
+);
+CREATE INDEX job_results_agent ON job_results(agent_id, job_id);
+"#,
+    // 4: file transfers (issue 6).
+    r#"
+CREATE TABLE transfers (
+    id         TEXT PRIMARY KEY,
+    actor      TEXT NOT NULL,
+    src        TEXT NOT NULL,
+    dst        TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    bytes      INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    error      TEXT NOT NULL DEFAULT '',
+    digest     TEXT NOT NULL DEFAULT '',
+    attempts   INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX transfers_updated ON transfers(updated_ms);
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.

@@ -1,0 +1,149 @@
+//! Exec on the agent: streams the hub opens on our connection, one per command or ping.
+//!
+//! - `policy`: what may run here (the agent's config decides; the hub cannot raise it).
+//! - `process`: running one command in its own process group, output under back-pressure, cancel
+//!   and timeout killing the whole group.
+//! - `health`: the `health` built-in.
+//!
+//! Commands are killed when the link to the hub drops: nobody would see their output, and a
+//! reconnecting hub has already reported them lost.
+
+pub mod health;
+pub mod policy;
+mod process;
+
+pub use policy::{ExecPolicy, PolicyError, Runnable};
+
+use flotilla_wire::exec::{
+    AgentEvent, Chunk, ExecFailure, ExecStart, ExitReport, FailureKind, HubStreamOpen,
+    OutputStream, Pong,
+};
+use flotilla_wire::io::write_frame;
+use flotilla_wire::limits::MAX_EXEC_FRAME;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// Commands one agent runs at once. Each holds a hub stream (the hub's connection window is
+/// shared), two pipes and a process group; more than this is a runaway script, not a fleet job.
+pub const MAX_CONCURRENT_EXEC: usize = 32;
+
+/// What exec streams share: the policy and the slots.
+pub struct ExecContext {
+    /// Policy and process settings.
+    pub policy: ExecPolicy,
+    slots: Arc<Semaphore>,
+}
+
+impl ExecContext {
+    /// A context with all slots free.
+    pub fn new(policy: ExecPolicy) -> Self {
+        Self {
+            policy,
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXEC)),
+        }
+    }
+
+    fn slots_in_use(&self) -> usize {
+        MAX_CONCURRENT_EXEC - self.slots.available_permits()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn fail(send: &mut quinn::SendStream, kind: FailureKind, message: String) {
+    let ev = AgentEvent::Failed(ExecFailure { kind, message });
+    let _ = write_frame(send, &ev, MAX_EXEC_FRAME).await;
+    let _ = send.finish();
+}
+
+/// Serves an exec or ping stream the hub opened, whose opener the link has read.
+pub async fn serve_open(
+    ctx: Arc<ExecContext>,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    open: HubStreamOpen,
+) {
+    match open {
+        HubStreamOpen::Ping { .. } => {
+            let pong = Pong {
+                agent_time_ms: now_ms(),
+            };
+            let _ = write_frame(&mut send, &pong, MAX_EXEC_FRAME).await;
+            let _ = send.finish();
+        }
+        HubStreamOpen::Exec(start) => {
+            let span = tracing::info_span!("exec", job = %start.job);
+            run(ctx, conn, start, send, recv).instrument(span).await
+        }
+        other => {
+            tracing::warn!(?other, "not an exec stream");
+            let _ = send.reset(flotilla_wire::ErrorCode::BadRequest.as_u32().into());
+        }
+    }
+}
+
+async fn run(
+    ctx: Arc<ExecContext>,
+    conn: quinn::Connection,
+    start: ExecStart,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let Ok(_slot) = ctx.slots.clone().try_acquire_owned() else {
+        let message =
+            format!("agent is already running {MAX_CONCURRENT_EXEC} commands; try again later");
+        tracing::warn!(actor = %start.actor, "{message}");
+        return fail(&mut send, FailureKind::Busy, message).await;
+    };
+    let runnable = match ctx.policy.check(&start.command) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(actor = %start.actor, command = %start.command.display(), reason = %e, "exec refused");
+            return fail(&mut send, FailureKind::Refused, e.to_string()).await;
+        }
+    };
+    tracing::info!(actor = %start.actor, command = %start.command.display(), timeout_ms = start.timeout_ms, "exec");
+    match runnable {
+        Runnable::Program { program, args } => {
+            process::run(&program, &args, &ctx.policy, &start, send, recv).await
+        }
+        Runnable::Builtin(flotilla_wire::exec::Builtin::Health) => {
+            let began = Instant::now();
+            let facts = health::gather(
+                Some(&conn),
+                start.hub_time_ms,
+                (ctx.slots_in_use(), MAX_CONCURRENT_EXEC),
+            )
+            .await;
+            let (text, level) = health::report(&health::evaluate(&facts));
+            let events = [
+                AgentEvent::Output {
+                    stream: OutputStream::Stdout,
+                    data: Chunk(text.into_bytes()),
+                },
+                AgentEvent::Exited(ExitReport {
+                    code: Some(level.code()),
+                    signal: None,
+                    duration_ms: began.elapsed().as_millis() as u64,
+                    timed_out: false,
+                    cancelled: false,
+                }),
+            ];
+            for ev in events {
+                if write_frame(&mut send, &ev, MAX_EXEC_FRAME).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.shutdown().await;
+        }
+    }
+}

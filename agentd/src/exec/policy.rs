@@ -1,0 +1,372 @@
+//! The agent's exec policy: what may run here, decided here. The hub sends a command; this module
+//! turns it into a program path and arguments, or a refusal that names the policy.
+
+use crate::config::{AgentConfig, ExecMode};
+use flotilla_wire::exec::{Builtin, ExecCommand};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// Search path of commands: a clean environment still needs to find `uptime` under `exec = "any"`.
+const CLEAN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why a command may not run here. Every message says it was the policy and which setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// `exec = "off"`.
+    #[error(
+        "refused by this agent's exec policy (exec = \"off\"): enable it with exec = \"allowlist\" or \"any\" in agent.toml, or agentd run --exec"
+    )]
+    Off,
+    /// `--shell` under `exec = "allowlist"`.
+    #[error(
+        "refused by this agent's exec policy (exec = \"allowlist\"): shell commands need exec = \"any\""
+    )]
+    Shell,
+    /// A program that is neither allowlisted nor a script.
+    #[error(
+        "refused by this agent's exec policy (exec = \"allowlist\"): {program} is not in the allowlist or the scripts directory"
+    )]
+    NotAllowed {
+        /// The program as asked.
+        program: String,
+    },
+    /// A relative program path with `.` or `..` in it.
+    #[error(
+        "refused by this agent's exec policy (exec = \"allowlist\"): {program} is not a plain path inside the scripts directory ('.' and '..' are refused)"
+    )]
+    Traversal {
+        /// The program as asked.
+        program: String,
+    },
+    /// A script that is a symlink (or under a symlinked directory) leading out of the scripts dir.
+    #[error(
+        "refused by this agent's exec policy (exec = \"allowlist\"): script {program} resolves to {target}, outside the scripts directory"
+    )]
+    Escapes {
+        /// The program as asked.
+        program: String,
+        /// Where it leads.
+        target: String,
+    },
+}
+
+/// What the policy decided to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Runnable {
+    /// A program with its arguments.
+    Program {
+        /// Path or bare name (looked up in the clean `PATH`, under `exec = "any"` only).
+        program: PathBuf,
+        /// Arguments after the program.
+        args: Vec<String>,
+    },
+    /// A built-in check.
+    Builtin(Builtin),
+}
+
+/// The policy and the process settings resolved once at start.
+#[derive(Clone, Debug)]
+pub struct ExecPolicy {
+    /// Mode.
+    pub mode: ExecMode,
+    /// Allowlisted absolute paths.
+    pub allowlist: Vec<PathBuf>,
+    /// Scripts directory.
+    pub scripts_dir: Option<PathBuf>,
+    /// Working directory of commands.
+    pub workdir: PathBuf,
+    /// SIGTERM to SIGKILL.
+    pub kill_grace: Duration,
+    /// The whole environment of a command (plus `FLOTILLA_JOB`).
+    pub env: Vec<(String, String)>,
+}
+
+impl ExecPolicy {
+    /// Builds the policy from the config; `HOME`, `USER` and `LOGNAME` are taken from agentd's own
+    /// environment here, once, so commands see who they run as and nothing else.
+    pub fn from_config(cfg: &AgentConfig) -> Self {
+        let mut env = vec![
+            ("PATH".to_string(), CLEAN_PATH.to_string()),
+            ("LANG".to_string(), "C.UTF-8".to_string()),
+        ];
+        for key in ["HOME", "USER", "LOGNAME"] {
+            if let Ok(v) = std::env::var(key) {
+                env.push((key.to_string(), v));
+            }
+        }
+        Self {
+            mode: cfg.exec,
+            allowlist: cfg.allowlist.clone(),
+            scripts_dir: cfg.scripts_dir.clone(),
+            workdir: cfg.workdir.clone().unwrap_or_else(|| PathBuf::from("/")),
+            kill_grace: Duration::from_millis(u64::from(cfg.kill_grace_ms)),
+            env,
+        }
+    }
+
+    /// Decides whether `command` may run and what exactly runs. Touches the file system only to
+    /// resolve scripts (blocking, but a few `stat`s).
+    pub fn check(&self, command: &ExecCommand) -> Result<Runnable, PolicyError> {
+        let (argv, shell) = match command {
+            ExecCommand::Builtin(b) => return Ok(Runnable::Builtin(*b)),
+            ExecCommand::Argv { argv, shell } => (argv, *shell),
+        };
+        let Some((program, args)) = argv.split_first() else {
+            return Err(PolicyError::NotAllowed {
+                program: String::new(),
+            });
+        };
+        match self.mode {
+            ExecMode::Off => Err(PolicyError::Off),
+            ExecMode::Any if shell => Ok(Runnable::Program {
+                program: PathBuf::from("/bin/sh"),
+                args: vec!["-c".into(), argv.join(" ")],
+            }),
+            ExecMode::Any => Ok(Runnable::Program {
+                program: PathBuf::from(program),
+                args: args.to_vec(),
+            }),
+            ExecMode::Allowlist if shell => Err(PolicyError::Shell),
+            ExecMode::Allowlist => Ok(Runnable::Program {
+                program: self.allowed_program(program)?,
+                args: args.to_vec(),
+            }),
+        }
+    }
+
+    fn allowed_program(&self, program: &str) -> Result<PathBuf, PolicyError> {
+        let path = Path::new(program);
+        let not_allowed = || PolicyError::NotAllowed {
+            program: program.to_string(),
+        };
+        if path.is_absolute() {
+            // Exact string equality: `/usr/bin/../bin/sh` is not `/bin/sh`.
+            return self
+                .allowlist
+                .iter()
+                .find(|a| a.as_os_str() == path.as_os_str())
+                .cloned()
+                .ok_or_else(not_allowed);
+        }
+        if path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(PolicyError::Traversal {
+                program: program.to_string(),
+            });
+        }
+        if let Some(dir) = &self.scripts_dir
+            && let Some(script) = script_in(dir, path, program)?
+        {
+            return Ok(script);
+        }
+        if !program.contains('/') {
+            let mut matches = self
+                .allowlist
+                .iter()
+                .filter(|a| a.file_name().is_some_and(|n| n == path.as_os_str()));
+            if let (Some(only), None) = (matches.next(), matches.next()) {
+                return Ok(only.clone());
+            }
+        }
+        Err(not_allowed())
+    }
+}
+
+/// The script `rel` inside `dir`, resolved through symlinks; `Ok(None)` when there is no such file.
+fn script_in(dir: &Path, rel: &Path, program: &str) -> Result<Option<PathBuf>, PolicyError> {
+    let Ok(root) = dir.canonicalize() else {
+        return Ok(None);
+    };
+    let Ok(resolved) = root.join(rel).canonicalize() else {
+        return Ok(None);
+    };
+    if !resolved.starts_with(&root) {
+        return Err(PolicyError::Escapes {
+            program: program.to_string(),
+            target: resolved.display().to_string(),
+        });
+    }
+    Ok(resolved.is_file().then_some(resolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> ExecCommand {
+        ExecCommand::Argv {
+            argv: words.iter().map(|s| s.to_string()).collect(),
+            shell: false,
+        }
+    }
+
+    fn policy(mode: ExecMode, scripts: Option<&Path>) -> ExecPolicy {
+        ExecPolicy::from_config(&AgentConfig {
+            exec: mode,
+            allowlist: vec!["/usr/bin/uptime".into(), "/bin/echo".into()],
+            scripts_dir: scripts.map(Path::to_path_buf),
+            ..AgentConfig::default()
+        })
+    }
+
+    #[test]
+    fn off_refuses_everything_but_builtins() {
+        let p = policy(ExecMode::Off, None);
+        assert_eq!(p.check(&argv(&["/usr/bin/uptime"])), Err(PolicyError::Off));
+        assert!(
+            PolicyError::Off
+                .to_string()
+                .starts_with("refused by this agent's exec policy (exec = \"off\")")
+        );
+        assert_eq!(
+            p.check(&ExecCommand::Builtin(Builtin::Health)),
+            Ok(Runnable::Builtin(Builtin::Health))
+        );
+    }
+
+    #[test]
+    fn any_runs_as_asked_and_shell_joins_words() {
+        let p = policy(ExecMode::Any, None);
+        assert_eq!(
+            p.check(&argv(&["ls", "-l"])),
+            Ok(Runnable::Program {
+                program: "ls".into(),
+                args: vec!["-l".into()]
+            })
+        );
+        let shell = ExecCommand::Argv {
+            argv: vec!["echo a".into(), "&&".into(), "echo b".into()],
+            shell: true,
+        };
+        assert_eq!(
+            p.check(&shell),
+            Ok(Runnable::Program {
+                program: "/bin/sh".into(),
+                args: vec!["-c".into(), "echo a && echo b".into()]
+            })
+        );
+        assert!(p.env.iter().any(|(k, v)| k == "PATH" && v == CLEAN_PATH));
+    }
+
+    #[test]
+    fn allowlist_matches_exact_paths_and_unique_names() {
+        let p = policy(ExecMode::Allowlist, None);
+        let ok = |prog: &str, path: &str| {
+            assert_eq!(
+                p.check(&argv(&[prog, "x"])),
+                Ok(Runnable::Program {
+                    program: path.into(),
+                    args: vec!["x".into()]
+                })
+            );
+        };
+        ok("/usr/bin/uptime", "/usr/bin/uptime");
+        ok("uptime", "/usr/bin/uptime");
+        ok("echo", "/bin/echo");
+        let refused = |prog: &str| p.check(&argv(&[prog])).expect_err(prog);
+        assert_eq!(
+            refused("/bin/sh"),
+            PolicyError::NotAllowed {
+                program: "/bin/sh".into()
+            }
+        );
+        assert_eq!(
+            refused("/usr/bin/../bin/uptime"),
+            PolicyError::NotAllowed {
+                program: "/usr/bin/../bin/uptime".into()
+            }
+        );
+        assert_eq!(
+            refused("../uptime"),
+            PolicyError::Traversal {
+                program: "../uptime".into()
+            }
+        );
+        assert_eq!(
+            refused("./uptime"),
+            PolicyError::Traversal {
+                program: "./uptime".into()
+            }
+        );
+        assert_eq!(
+            p.check(&ExecCommand::Argv {
+                argv: vec!["/usr/bin/uptime".into()],
+                shell: true
+            }),
+            Err(PolicyError::Shell)
+        );
+        assert_eq!(
+            refused("sh").to_string(),
+            "refused by this agent's exec policy (exec = \"allowlist\"): sh is not in the allowlist or the scripts directory"
+        );
+    }
+
+    #[test]
+    fn scripts_run_by_name_and_never_escape() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let scripts = tmp.path().join("scripts");
+        std::fs::create_dir_all(scripts.join("sub")).expect("mkdir");
+        std::fs::write(scripts.join("deploy.sh"), "#!/bin/sh\n").expect("write");
+        std::fs::write(scripts.join("sub/inner.sh"), "#!/bin/sh\n").expect("write");
+        std::fs::write(tmp.path().join("secret.sh"), "#!/bin/sh\n").expect("write");
+        std::os::unix::fs::symlink(tmp.path().join("secret.sh"), scripts.join("evil.sh"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(tmp.path(), scripts.join("up")).expect("dir symlink");
+        std::os::unix::fs::symlink(scripts.join("deploy.sh"), scripts.join("alias.sh"))
+            .expect("inner symlink");
+        let p = policy(ExecMode::Allowlist, Some(&scripts));
+        let root = scripts.canonicalize().expect("canon");
+        let runs = |prog: &str| match p.check(&argv(&[prog])) {
+            Ok(Runnable::Program { program, .. }) => program,
+            other => panic!("{prog}: {other:?}"),
+        };
+        assert_eq!(runs("deploy.sh"), root.join("deploy.sh"));
+        assert_eq!(runs("sub/inner.sh"), root.join("sub/inner.sh"));
+        assert_eq!(
+            runs("alias.sh"),
+            root.join("deploy.sh"),
+            "symlink inside is fine"
+        );
+        let refused = |prog: &str| p.check(&argv(&[prog])).expect_err(prog);
+        assert_eq!(
+            refused("../secret.sh"),
+            PolicyError::Traversal {
+                program: "../secret.sh".into()
+            }
+        );
+        assert_eq!(
+            refused("sub/../../secret.sh"),
+            PolicyError::Traversal {
+                program: "sub/../../secret.sh".into()
+            }
+        );
+        assert!(matches!(refused("evil.sh"), PolicyError::Escapes { .. }));
+        assert!(matches!(
+            refused("up/secret.sh"),
+            PolicyError::Escapes { .. }
+        ));
+        assert_eq!(
+            refused("missing.sh"),
+            PolicyError::NotAllowed {
+                program: "missing.sh".into()
+            }
+        );
+        assert_eq!(
+            refused("sub"),
+            PolicyError::NotAllowed {
+                program: "sub".into()
+            },
+            "a directory is not a script"
+        );
+        let abs = root.join("deploy.sh").display().to_string();
+        assert_eq!(
+            refused(&abs),
+            PolicyError::NotAllowed {
+                program: abs.clone()
+            },
+            "scripts run by name, not by absolute path"
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! The shared folder's watcher: on every connection a full snapshot on a snapshot stream, then
+//! numbered deltas from notify (debounced ~200 ms).
+//!
+//! Memory stays bounded whatever the folder holds: the walk streams entries in chunks through a
+//! channel of two, directories waiting to be read are the only thing that grows, and the agent keeps
+//! no copy of the tree (the hub does). Watcher events queue in a bounded channel; when it is full, or
+//! the kernel reports lost events, the agent sends a fresh snapshot instead of guessing. Symlinks are
+//! listed as links and never followed; partial files of transfers in progress are hidden.
+
+use crate::transfer::{SharedFolder, mtime_ms};
+use flotilla_certs::dial::{self, DialError};
+use flotilla_wire::files::{
+    Change, Entry, EntryKind, MAX_SHARED_ENTRIES, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_CHUNK_ENTRIES,
+    SnapshotFrame, SnapshotReason, is_partial_name,
+};
+use flotilla_wire::io::{FrameError, write_frame};
+use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_SNAPSHOT_FRAME};
+use flotilla_wire::msg::StreamOpen;
+use notify_debouncer_full::notify::{EventKind, RecursiveMode, event::ModifyKind};
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+/// Debounce window: an editor's save (truncate, write, rename) or a copy in progress becomes one
+/// change instead of dozens.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Debounced batches waiting to be sent; beyond this the agent stops queueing and re-snapshots.
+const WATCH_QUEUE: usize = 64;
+/// Chunks of entries between the walking thread and the stream: two keep the stream busy.
+const CHUNK_QUEUE: usize = 2;
+/// A partial file untouched this long belongs to a transfer nobody resumed; the walk removes it.
+const STALE_PARTIAL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Paths a debounced batch touched, and whether events were lost.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Absolute paths, with whether to list everything below (a directory created or moved in).
+    paths: Vec<(PathBuf, bool)>,
+    /// The kernel dropped events: only a fresh snapshot is right.
+    rescan: bool,
+}
+
+fn batch_of(result: DebounceEventResult) -> Batch {
+    let mut batch = Batch::default();
+    match result {
+        Ok(events) => {
+            for ev in events {
+                if ev.need_rescan() {
+                    batch.rescan = true;
+                }
+                let walk = matches!(
+                    ev.kind,
+                    EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+                );
+                for p in &ev.paths {
+                    batch.paths.push((p.clone(), walk));
+                }
+            }
+        }
+        Err(errors) => {
+            for e in errors {
+                tracing::warn!(error = %e, "shared folder watcher error");
+            }
+        }
+    }
+    batch
+}
+
+/// Runs the snapshot stream for one connection; returns why it stopped.
+pub(crate) async fn run(conn: quinn::Connection, folder: Arc<SharedFolder>) -> DialError {
+    let lost = |conn: &quinn::Connection, e: FrameError| {
+        conn.close_reason()
+            .map(|r| dial::explain(&r))
+            .unwrap_or_else(|| DialError::Protocol(format!("snapshot stream: {e}")))
+    };
+    let mut send = match conn.open_uni().await {
+        Ok(s) => s,
+        Err(e) => return dial::explain(&e),
+    };
+    if let Err(e) = write_frame(&mut send, &StreamOpen::Snapshot, MAX_CONTROL_FRAME).await {
+        return lost(&conn, e);
+    }
+    let (tx, mut rx) = mpsc::channel::<Batch>(WATCH_QUEUE);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let flag = overflow.clone();
+    let debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        if tx.try_send(batch_of(result)).is_err() {
+            flag.store(true, Ordering::Release);
+        }
+    })
+    .and_then(|mut d| {
+        d.watch(folder.root(), RecursiveMode::Recursive)?;
+        Ok(d)
+    });
+    let _debouncer = match debouncer {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!(error = %e, folder = %folder.root().display(),
+                "cannot watch the shared folder (raise fs.inotify.max_user_watches?): only snapshots will be sent");
+            None
+        }
+    };
+    let mut epoch = 0u64;
+    let mut reason = SnapshotReason::Connect;
+    'snapshot: loop {
+        epoch += 1;
+        // The walk below sees everything queued so far.
+        overflow.store(false, Ordering::Release);
+        while rx.try_recv().is_ok() {}
+        match send_snapshot(&mut send, &folder, epoch, reason).await {
+            Ok((total, truncated)) => {
+                tracing::info!(
+                    epoch,
+                    entries = total,
+                    truncated,
+                    ?reason,
+                    "shared folder snapshot sent"
+                );
+            }
+            Err(e) => return lost(&conn, e),
+        }
+        let mut seq = 0u64;
+        loop {
+            tokio::select! {
+                _ = folder.resync.notified() => {
+                    reason = SnapshotReason::Requested;
+                    continue 'snapshot;
+                }
+                batch = rx.recv() => {
+                    let Some(batch) = batch else {
+                        // The watcher never started: nothing will come but resync requests.
+                        folder.resync.notified().await;
+                        reason = SnapshotReason::Requested;
+                        continue 'snapshot;
+                    };
+                    if overflow.swap(false, Ordering::AcqRel) || batch.rescan {
+                        tracing::warn!("shared folder watcher lost events: sending a fresh snapshot");
+                        reason = SnapshotReason::Overflow;
+                        continue 'snapshot;
+                    }
+                    if let Err(e) = send_changes(&mut send, &folder, epoch, &mut seq, batch).await {
+                        return lost(&conn, e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends `Begin`, the entries in chunks, and `End`. Not cancel-safe (the stream would be mid-snapshot).
+async fn send_snapshot(
+    send: &mut quinn::SendStream,
+    folder: &SharedFolder,
+    epoch: u64,
+    reason: SnapshotReason,
+) -> Result<(u64, bool), FrameError> {
+    write_frame(
+        send,
+        &SnapshotFrame::Begin { epoch, reason },
+        MAX_SNAPSHOT_FRAME,
+    )
+    .await?;
+    let (tx, mut rx) = mpsc::channel::<Vec<Entry>>(CHUNK_QUEUE);
+    let root = folder.root().to_path_buf();
+    let walker = tokio::task::spawn_blocking(move || {
+        let mut chunker = Chunker::new(|chunk| tx.blocking_send(chunk).is_ok());
+        let total = walk(&root, "", MAX_SHARED_ENTRIES, &mut |e| chunker.push(e));
+        chunker.flush();
+        total
+    });
+    while let Some(chunk) = rx.recv().await {
+        write_frame(send, &SnapshotFrame::Entries(chunk), MAX_SNAPSHOT_FRAME).await?;
+    }
+    let (total, truncated) = walker
+        .await
+        .map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())))?;
+    write_frame(
+        send,
+        &SnapshotFrame::End {
+            epoch,
+            total,
+            truncated,
+        },
+        MAX_SNAPSHOT_FRAME,
+    )
+    .await?;
+    Ok((total, truncated))
+}
+
+/// Looks at every path of a batch on disk and sends what changed as numbered deltas.
+async fn send_changes(
+    send: &mut quinn::SendStream,
+    folder: &SharedFolder,
+    epoch: u64,
+    seq: &mut u64,
+    batch: Batch,
+) -> Result<(), FrameError> {
+    let (tx, mut rx) = mpsc::channel::<Vec<Change>>(CHUNK_QUEUE);
+    let root = folder.root().to_path_buf();
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut chunker = Chunker::new(|chunk| tx.blocking_send(chunk).is_ok());
+        changes_of(&root, batch, &mut chunker);
+        chunker.flush();
+    });
+    while let Some(changes) = rx.recv().await {
+        *seq += 1;
+        let delta = SnapshotFrame::Delta {
+            epoch,
+            seq: *seq,
+            changes,
+        };
+        write_frame(send, &delta, MAX_SNAPSHOT_FRAME).await?;
+    }
+    let _ = worker.await;
+    Ok(())
+}
+
+/// Groups items into frames of at most [`SNAPSHOT_CHUNK_ENTRIES`] and about
+/// [`SNAPSHOT_CHUNK_BYTES`] of paths, handing each full group to `out`.
+struct Chunker<T, F> {
+    items: Vec<T>,
+    bytes: usize,
+    out: F,
+    open: bool,
+}
+
+/// Something with a path, to size chunks.
+trait PathLen {
+    fn path_len(&self) -> usize;
+}
+
+impl PathLen for Entry {
+    fn path_len(&self) -> usize {
+        self.path.len()
+            + match &self.kind {
+                EntryKind::Symlink { target } => target.len(),
+                _ => 0,
+            }
+    }
+}
+
+impl PathLen for Change {
+    fn path_len(&self) -> usize {
+        match self {
+            Self::Upsert(e) => e.path_len(),
+            Self::Remove { path } => path.len(),
+        }
+    }
+}
+
+impl<T: PathLen, F: FnMut(Vec<T>) -> bool> Chunker<T, F> {
+    fn new(out: F) -> Self {
+        Self {
+            items: Vec::new(),
+            bytes: 0,
+            out,
+            open: true,
+        }
+    }
+
+    /// Adds one item; false once the receiver is gone (stop walking).
+    fn push(&mut self, item: T) -> bool {
+        self.bytes += item.path_len() + 32;
+        self.items.push(item);
+        if self.items.len() >= SNAPSHOT_CHUNK_ENTRIES || self.bytes >= SNAPSHOT_CHUNK_BYTES {
+            self.flush();
+        }
+        self.open
+    }
+
+    fn flush(&mut self) {
+        if !self.items.is_empty() && self.open {
+            self.open = (self.out)(std::mem::take(&mut self.items));
+        }
+        self.items.clear();
+        self.bytes = 0;
+    }
+}
+
+/// The listing entry for `abs` (relative path `rel`), from metadata that does not follow links.
+fn entry_of(rel: String, abs: &Path, md: &fs::Metadata) -> Entry {
+    let ft = md.file_type();
+    let kind = if ft.is_symlink() {
+        EntryKind::Symlink {
+            target: fs::read_link(abs)
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    };
+    Entry {
+        path: rel,
+        kind,
+        size: md.len(),
+        mtime_ms: mtime_ms(md),
+        mode: md.mode() & 0o7777,
+    }
+}
+
+fn join_rel(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Walks `start` (relative to `root`) depth-first without following symlinks, handing each entry
+/// below it to `emit` until `limit` entries or `emit` returns false. Returns (entries, truncated).
+/// Names that are not UTF-8 are skipped (they could not be named in a transfer either); stale
+/// partial files are removed.
+fn walk(root: &Path, start: &str, limit: u64, emit: &mut dyn FnMut(Entry) -> bool) -> (u64, bool) {
+    let mut pending = vec![start.to_owned()];
+    let mut count = 0u64;
+    let mut skipped = 0u64;
+    while let Some(dir) = pending.pop() {
+        let abs_dir = root.join(&dir);
+        let Ok(read) = fs::read_dir(&abs_dir) else {
+            continue;
+        };
+        for dirent in read.flatten() {
+            let Some(name) = dirent.file_name().to_str().map(str::to_owned) else {
+                skipped += 1;
+                continue;
+            };
+            let Ok(md) = dirent.metadata() else { continue };
+            if is_partial_name(&name) {
+                remove_if_stale(&dirent.path(), &md);
+                continue;
+            }
+            if count >= limit {
+                return (count, true);
+            }
+            let rel = join_rel(&dir, &name);
+            if md.is_dir() {
+                pending.push(rel.clone());
+            }
+            count += 1;
+            if !emit(entry_of(rel, &dirent.path(), &md)) {
+                return (count, false);
+            }
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "names that are not UTF-8 are left out of the shared folder listing"
+        );
+    }
+    (count, false)
+}
+
+fn remove_if_stale(path: &Path, md: &fs::Metadata) {
+    let stale = md
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age > STALE_PARTIAL);
+    if stale && fs::remove_file(path).is_ok() {
+        tracing::info!(path = %path.display(), "removed a partial file nobody resumed for a week");
+    }
+}
+
+/// Turns a batch of touched paths into changes: what exists now is upserted (with everything below
+/// a directory that appeared), what is gone is removed. Each path is looked at once, as it is now.
+fn changes_of<F: FnMut(Vec<Change>) -> bool>(
+    root: &Path,
+    batch: Batch,
+    out: &mut Chunker<Change, F>,
+) {
+    let mut seen = std::collections::HashMap::<PathBuf, bool>::new();
+    let mut order = Vec::new();
+    for (path, walk) in batch.paths {
+        match seen.get_mut(&path) {
+            Some(w) => *w |= walk,
+            None => {
+                seen.insert(path.clone(), walk);
+                order.push(path);
+            }
+        }
+    }
+    for path in order {
+        let walk_below = seen.get(&path).copied().unwrap_or(false);
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
+        let Some(rel) = rel.to_str().map(str::to_owned) else {
+            continue;
+        };
+        if rel.is_empty() || rel.rsplit('/').next().is_some_and(is_partial_name) {
+            continue;
+        }
+        let open = match fs::symlink_metadata(&path) {
+            Ok(md) => {
+                let is_dir = md.is_dir();
+                let mut open = out.push(Change::Upsert(entry_of(rel.clone(), &path, &md)));
+                if open && is_dir && walk_below {
+                    let mut emit = |e: Entry| out.push(Change::Upsert(e));
+                    walk(root, &rel, MAX_SHARED_ENTRIES, &mut emit);
+                    open = out.open;
+                }
+                open
+            }
+            Err(_) => out.push(Change::Remove { path: rel }),
+        };
+        if !open {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_lists_links_as_links_hides_partials_and_stops_at_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = fs::canonicalize(dir.path()).expect("canon");
+        fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        fs::write(root.join("a/b/f"), b"hello").expect("write");
+        fs::write(root.join(".f.0000000000000001.flotilla-part"), b"x").expect("write");
+        std::os::unix::fs::symlink("/etc", root.join("etc")).expect("link");
+        let mut got = Vec::new();
+        let (n, truncated) = walk(&root, "", 100, &mut |e| {
+            got.push(e);
+            true
+        });
+        got.sort_by(|a, b| a.path.cmp(&b.path));
+        let paths: Vec<_> = got.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "a/b", "a/b/f", "etc"]);
+        assert_eq!((n, truncated), (4, false));
+        assert_eq!(
+            got[3].kind,
+            EntryKind::Symlink {
+                target: "/etc".into()
+            }
+        );
+        assert_eq!(got[2].size, 5);
+        let (n, truncated) = walk(&root, "", 2, &mut |_| true);
+        assert_eq!((n, truncated), (2, true));
+    }
+
+    #[test]
+    fn chunks_stay_small() {
+        let mut chunks = Vec::new();
+        let mut c = Chunker::new(|chunk: Vec<Change>| {
+            chunks.push(chunk.len());
+            true
+        });
+        for i in 0..(SNAPSHOT_CHUNK_ENTRIES * 2 + 5) {
+            c.push(Change::Remove {
+                path: format!("f{i}"),
+            });
+        }
+        c.flush();
+        assert_eq!(chunks, [SNAPSHOT_CHUNK_ENTRIES, SNAPSHOT_CHUNK_ENTRIES, 5]);
+    }
+
+    #[test]
+    fn batches_become_upserts_and_removes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = fs::canonicalize(dir.path()).expect("canon");
+        fs::create_dir_all(root.join("new/sub")).expect("mkdir");
+        fs::write(root.join("new/sub/x"), b"1").expect("write");
+        let batch = Batch {
+            paths: vec![
+                (root.join("new"), true),
+                (root.join("gone"), false),
+                (root.join("new"), false),
+            ],
+            rescan: false,
+        };
+        let mut out = Vec::new();
+        let mut c = Chunker::new(|chunk: Vec<Change>| {
+            out.extend(chunk);
+            true
+        });
+        changes_of(&root, batch, &mut c);
+        c.flush();
+        let mut paths: Vec<_> = out.iter().map(|c| c.path().to_owned()).collect();
+        paths.sort();
+        assert_eq!(paths, ["gone", "new", "new/sub", "new/sub/x"]);
+        assert!(out.contains(&Change::Remove {
+            path: "gone".into()
+        }));
+    }
+}

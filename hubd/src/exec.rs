@@ -1,0 +1,363 @@
+//! Exec fan-out: an operator's [`ExecRequest`] becomes a job with one stream per target agent, whose
+//! output flows back to the operator under QUIC flow control end to end; plus the job, audit and
+//! ping queries.
+//!
+//! - [`selector`]: the selector grammar and its resolution against the registry.
+//! - `job`: running one job (batching, cancel, lost agents, results into the store).
+//! - `query`: `jobs`, `job ID`, `audit` and `ping`.
+//!
+//! Roles: viewers may ping; running commands and reading jobs and the audit log needs the operator
+//! role. The agent's own policy has the last word on what runs; the hub cannot raise it.
+
+mod job;
+mod query;
+pub mod selector;
+
+pub use selector::{Selector, SelectorError};
+
+use crate::admin::Actor;
+use crate::session::frame_error_code;
+use crate::store::{self, jobs::NewJob, now_ms};
+use crate::{HubCtx, HubError};
+use flotilla_wire::exec::{
+    ExecCommand, ExecEvent, ExecRequest, MAX_COMMAND_BYTES, MAX_TIMEOUT_MS, Target,
+};
+use flotilla_wire::io::{read_frame, write_frame};
+use flotilla_wire::limits::MAX_EXEC_FRAME;
+use flotilla_wire::msg::Refusal;
+use flotilla_wire::{ErrorCode, IdentityId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub(crate) use query::serve_query;
+
+/// Time an operator gets to send its request after opening the stream.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Running jobs. A job runs in this tracker rather than in the operator's stream task so that it
+/// completes — agents cancelled, results stored — even when the operator's session is torn down.
+#[derive(Default)]
+pub struct Jobs {
+    tracker: TaskTracker,
+}
+
+impl Jobs {
+    /// Number of jobs running now.
+    pub fn running(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Stops taking jobs and waits up to `deadline` for running ones to store their results.
+    pub async fn wait(&self, deadline: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.tracker.len(),
+                "jobs still running at the drain deadline"
+            );
+        }
+    }
+}
+
+/// Marks jobs a previous hub process left unfinished as interrupted (call once at start).
+pub(crate) async fn recover(ctx: &HubCtx) {
+    match ctx
+        .store
+        .call(|c| Ok(store::jobs::mark_interrupted(c, now_ms())?))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            jobs = n,
+            "jobs interrupted by the previous hub stop marked as such"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not mark interrupted jobs"),
+    }
+}
+
+/// A job ready to run: stored, audited, targets resolved.
+pub(crate) struct Prepared {
+    job: flotilla_wire::exec::JobId,
+    req: ExecRequest,
+    targets: Vec<Planned>,
+    actor: Actor,
+    actor_name: String,
+    accepted_at: Instant,
+}
+
+/// One target with what the hub knew of it at acceptance.
+#[derive(Clone)]
+struct Planned {
+    target: Target,
+    last_seen_ms: u64,
+}
+
+fn bad(message: String) -> HubError {
+    HubError::refused(ErrorCode::BadRequest, message)
+}
+
+/// Checks what the hub can check about a request before resolving anything.
+pub fn validate(req: &ExecRequest) -> Result<(), HubError> {
+    if let ExecCommand::Argv { argv, .. } = &req.command {
+        match argv.first() {
+            None => return Err(bad("empty command: give a program after --".into())),
+            Some(p) if p.is_empty() => return Err(bad("empty program name".into())),
+            Some(_) => {}
+        }
+        if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
+            return Err(bad(format!("argument {i} contains a NUL byte")));
+        }
+        let bytes: usize = argv.iter().map(|a| a.len() + 1).sum::<usize>() + req.selector.len();
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(bad(format!(
+                "command line of {bytes} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit: ship a script instead"
+            )));
+        }
+    }
+    if req.timeout_ms > MAX_TIMEOUT_MS {
+        return Err(bad(format!(
+            "timeout of {} s exceeds the {} s limit",
+            req.timeout_ms / 1000,
+            MAX_TIMEOUT_MS / 1000
+        )));
+    }
+    Ok(())
+}
+
+/// The non-revoked agents a selector picks, with whether each is online now.
+pub(crate) async fn resolve(ctx: &HubCtx, selector: &str) -> Result<Vec<(Target, u64)>, HubError> {
+    let sel = Selector::parse(selector).map_err(|e| bad(e.to_string()))?;
+    let rows = ctx
+        .store
+        .call(|c| Ok(store::identities::list(c, true)?))
+        .await?;
+    let live: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.revoked_ms.is_none())
+        .collect();
+    let chosen = sel.resolve(&live).map_err(|e| {
+        let code = match e {
+            SelectorError::UnknownName { .. }
+            | SelectorError::UnknownId { .. }
+            | SelectorError::NoMatch { .. } => ErrorCode::NotFound,
+            _ => ErrorCode::BadRequest,
+        };
+        HubError::refused(code, e.to_string())
+    })?;
+    Ok(chosen
+        .into_iter()
+        .map(|r| {
+            (
+                Target {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    online: ctx.registry.is_online(&r.id),
+                },
+                r.last_seen_ms,
+            )
+        })
+        .collect())
+}
+
+async fn audit(ctx: &HubCtx, actor: &str, action: &'static str, target: String, detail: String) {
+    let actor = actor.to_string();
+    if let Err(e) = ctx
+        .store
+        .call(move |c| {
+            Ok(store::audit::append(
+                c,
+                now_ms(),
+                &actor,
+                action,
+                &target,
+                &detail,
+            )?)
+        })
+        .await
+    {
+        tracing::error!(error = %e, action, "could not write audit record");
+    }
+}
+
+/// Checks role and request, resolves targets, stores the job and its audit record.
+async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepared, HubError> {
+    if !actor.role.can_act() {
+        audit(
+            ctx,
+            &actor.name,
+            "exec.denied",
+            format!("selector:{}", req.selector),
+            format!("role={} command={}", actor.role, req.command.display()),
+        )
+        .await;
+        return Err(HubError::refused(
+            ErrorCode::Forbidden,
+            format!("exec needs the operator role; you are {}", actor.role),
+        ));
+    }
+    validate(&req)?;
+    let targets = resolve(ctx, &req.selector).await?;
+    let actor_name = match IdentityId::parse(&actor.name) {
+        Some(id) => ctx
+            .store
+            .call(move |c| Ok(store::identities::get(c, &id)?))
+            .await?
+            .map(|r| r.name)
+            .unwrap_or_else(|| actor.name.clone()),
+        None => actor.name.clone(),
+    };
+    let new = NewJob {
+        actor: actor.name.clone(),
+        actor_name: actor_name.clone(),
+        selector: req.selector.clone(),
+        command: req.command.clone(),
+        timeout_ms: req.timeout_ms,
+        batch: req.batch,
+        started_ms: now_ms(),
+    };
+    let list: Vec<Target> = targets.iter().map(|(t, _)| t.clone()).collect();
+    let online = list.iter().filter(|t| t.online).count();
+    let detail = format!(
+        "selector={} agents={} online={online} timeout_ms={} batch={} command={}",
+        req.selector,
+        list.len(),
+        req.timeout_ms,
+        req.batch,
+        req.command.display()
+    );
+    let job = ctx
+        .store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let job = store::jobs::insert(&tx, &new, &list)?;
+            store::audit::append(
+                &tx,
+                new.started_ms,
+                &new.actor,
+                "exec",
+                &format!("job:{job}"),
+                &detail,
+            )?;
+            tx.commit()?;
+            Ok(job)
+        })
+        .await?;
+    Ok(Prepared {
+        job,
+        req,
+        targets: targets
+            .into_iter()
+            .map(|(target, last_seen_ms)| Planned {
+                target,
+                last_seen_ms,
+            })
+            .collect(),
+        actor: actor.clone(),
+        actor_name,
+        accepted_at: Instant::now(),
+    })
+}
+
+/// Serves one operator exec stream: reads the request, refuses it or runs the job to its end.
+pub(crate) async fn serve_exec(
+    ctx: Arc<HubCtx>,
+    actor: Actor,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    cancel: CancellationToken,
+) {
+    let req = match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_frame::<ExecRequest, _>(&mut recv, MAX_EXEC_FRAME),
+    )
+    .await
+    {
+        Ok(Ok(Some(req))) => req,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "bad exec request");
+            let code = frame_error_code(&e);
+            let _ = send.reset(code.as_u32().into());
+            let _ = recv.stop(code.as_u32().into());
+            return;
+        }
+        Err(_) => {
+            let _ = send.reset(ErrorCode::Timeout.as_u32().into());
+            return;
+        }
+    };
+    let prepared = match prepare(&ctx, &actor, req).await {
+        Ok(p) => p,
+        Err(err) => {
+            if !matches!(err, HubError::Refused { .. }) {
+                tracing::error!(actor = %actor.name, error = %err, "exec request failed");
+            } else {
+                tracing::info!(actor = %actor.name, reason = %err, "exec refused");
+            }
+            let refusal: Refusal = err.to_refusal();
+            let _ = write_frame(&mut send, &ExecEvent::Refused(refusal), MAX_EXEC_FRAME).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let handle = ctx
+        .jobs
+        .tracker
+        .spawn(job::run(ctx.clone(), prepared, send, recv, cancel));
+    if let Err(e) = handle.await
+        && e.is_panic()
+    {
+        tracing::error!(error = %e, "job task panicked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(argv: &[&str]) -> ExecRequest {
+        ExecRequest {
+            selector: "all".into(),
+            command: ExecCommand::Argv {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                shell: false,
+            },
+            timeout_ms: 0,
+            batch: 0,
+        }
+    }
+
+    fn message(r: Result<(), HubError>) -> String {
+        match r {
+            Err(HubError::Refused { code, message }) => {
+                assert_eq!(code, ErrorCode::BadRequest);
+                message
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_are_checked_before_anything_runs() {
+        assert!(validate(&req(&["true"])).is_ok());
+        assert_eq!(
+            message(validate(&req(&[]))),
+            "empty command: give a program after --"
+        );
+        assert_eq!(message(validate(&req(&[""]))), "empty program name");
+        assert_eq!(
+            message(validate(&req(&["echo", "a\0b"]))),
+            "argument 1 contains a NUL byte"
+        );
+        let big = "x".repeat(MAX_COMMAND_BYTES);
+        assert!(message(validate(&req(&["echo", &big]))).contains("exceeds the 65536-byte limit"));
+        let mut long = req(&["sleep", "1"]);
+        long.timeout_ms = MAX_TIMEOUT_MS + 1;
+        assert!(message(validate(&long)).contains("exceeds the 604800 s limit"));
+    }
+}

@@ -1,0 +1,561 @@
+//! Running one job: a task per target, at most `batch` of them talking to agents at once, all
+//! forwarding into one bounded queue that a single writer drains onto the operator's stream.
+//!
+//! Back-pressure: when the operator reads slowly the queue fills, the agent tasks wait to enqueue,
+//! stop reading their agent streams, and QUIC flow control stops the agents, whose pipes then fill
+//! and block the commands. Nothing in the hub grows with a command's output.
+//!
+//! Cancel: Ctrl-C (an [`ExecControl::Cancel`] from the operator), the operator disconnecting, or the
+//! hub shutting down cancels the job: running agents are sent a cancel, waiting ones never start.
+
+use super::{Planned, Prepared, audit};
+use crate::HubCtx;
+use crate::session::describe_close;
+use crate::store::{self, now_ms};
+use flotilla_wire::exec::{
+    AgentEvent, AgentResult, Chunk, ExecCommand, ExecControl, ExecEvent, ExecFailure, ExecStart,
+    FailureKind, HubStreamOpen, JobCounts, JobId, JobSummary, OUTPUT_TAIL, Outcome, OutputStream,
+    TARGETS_PER_FRAME,
+};
+use flotilla_wire::io::{read_frame, write_frame};
+use flotilla_wire::limits::MAX_EXEC_FRAME;
+use flotilla_wire::{ErrorCode, IdentityId};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Operator-bound events queued per job. With chunks of at most 64 KiB this holds at most 2 MiB per
+/// job, and is deep enough that small events from many agents do not wait on one another.
+const EVENT_QUEUE: usize = 32;
+/// Time to open a stream on an agent's connection and send the opener.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a cancel, how long an agent gets to report the kill: its SIGTERM grace is seconds.
+const CANCEL_CONFIRM: Duration = Duration::from_secs(60);
+/// How far past the job's timeout the hub waits for an agent that has not reported, before it
+/// calls the agent lost (the agent enforces the timeout itself; this only catches a hung agent).
+const TIMEOUT_SLACK: Duration = Duration::from_secs(60);
+
+/// Outcome message of agents a cancel reached before their turn.
+const BEFORE_TURN: &str = "job cancelled before this agent's turn";
+
+/// How the operator's half of the exec stream ended.
+enum ControlEnd {
+    /// Ctrl-C.
+    Cancel,
+    /// The operator finished its side: no more controls, keep going.
+    Eof,
+    /// Reset, malformed, or the connection went away.
+    Gone,
+}
+
+/// Not cancel-safe; it is pinned for the life of the job and dropped only at its end.
+async fn read_control(recv: &mut quinn::RecvStream) -> ControlEnd {
+    match read_frame::<ExecControl, _>(recv, MAX_EXEC_FRAME).await {
+        Ok(Some(ExecControl::Cancel)) => ControlEnd::Cancel,
+        Ok(None) => ControlEnd::Eof,
+        Err(_) => ControlEnd::Gone,
+    }
+}
+
+/// Runs a prepared job to its end: every target gets an outcome, stored and sent to the operator.
+pub(super) async fn run(
+    ctx: Arc<HubCtx>,
+    p: Prepared,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    cancel: CancellationToken,
+) {
+    let span = tracing::info_span!("job", job = %p.job, actor = %p.actor_name);
+    run_inner(ctx, p, send, recv, cancel).instrument(span).await
+}
+
+async fn run_inner(
+    ctx: Arc<HubCtx>,
+    p: Prepared,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    cancel: CancellationToken,
+) {
+    let job = p.job;
+    let job_cancel = cancel.child_token();
+    let total = p.targets.len() as u32;
+    tracing::info!(targets = total, selector = %p.req.selector, command = %p.req.command.display(), "job started");
+    let mut operator_alive = write_frame(
+        &mut send,
+        &ExecEvent::Accepted {
+            job,
+            targets: total,
+        },
+        MAX_EXEC_FRAME,
+    )
+    .await
+    .is_ok();
+    for chunk in p.targets.chunks(TARGETS_PER_FRAME) {
+        if operator_alive {
+            let targets = chunk.iter().map(|t| t.target.clone()).collect();
+            operator_alive = write_frame(&mut send, &ExecEvent::Targets(targets), MAX_EXEC_FRAME)
+                .await
+                .is_ok();
+        }
+    }
+    let mut cancelled_by: Option<&'static str> = None;
+    if !operator_alive {
+        cancelled_by = Some("disconnect");
+        job_cancel.cancel();
+    }
+
+    let online = p.targets.iter().filter(|t| t.target.online).count();
+    let permits = (p.req.batch > 0 && (p.req.batch as usize) < online)
+        .then(|| Arc::new(Semaphore::new(p.req.batch as usize)));
+    let (tx, mut rx) = mpsc::channel::<ExecEvent>(EVENT_QUEUE);
+    let mut agents = JoinSet::new();
+    for plan in p.targets {
+        let spec = AgentSpec {
+            job,
+            command: p.req.command.clone(),
+            timeout_ms: p.req.timeout_ms,
+            actor_name: p.actor_name.clone(),
+        };
+        let span = tracing::info_span!("exec", agent = %plan.target.name);
+        agents.spawn(
+            run_agent(
+                ctx.clone(),
+                spec,
+                plan,
+                tx.clone(),
+                permits.clone(),
+                job_cancel.clone(),
+            )
+            .instrument(span),
+        );
+    }
+    drop(tx);
+
+    let control = read_control(&mut recv);
+    tokio::pin!(control);
+    let mut control_done = false;
+    loop {
+        let reason = tokio::select! {
+            end = &mut control, if !control_done => {
+                control_done = true;
+                match end {
+                    ControlEnd::Cancel => Some("operator"),
+                    ControlEnd::Eof => None,
+                    ControlEnd::Gone => Some("disconnect"),
+                }
+            }
+            _ = cancel.cancelled(), if cancelled_by.is_none() => Some("shutdown"),
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    if operator_alive && write_frame(&mut send, &ev, MAX_EXEC_FRAME).await.is_err() {
+                        operator_alive = false;
+                        Some("disconnect")
+                    } else {
+                        None
+                    }
+                }
+                None => break,
+            },
+        };
+        if let Some(reason) = reason
+            && cancelled_by.is_none()
+        {
+            cancelled_by = Some(reason);
+            job_cancel.cancel();
+            tracing::info!(reason, "job cancelled");
+            let actor = if reason == "shutdown" {
+                "hub"
+            } else {
+                p.actor.name.as_str()
+            };
+            audit(
+                &ctx,
+                actor,
+                "exec.cancel",
+                format!("job:{job}"),
+                format!("reason={reason}"),
+            )
+            .await;
+        }
+    }
+
+    let mut counts = JobCounts::default();
+    while let Some(joined) = agents.join_next().await {
+        match joined {
+            Ok((outcome, code)) => counts.add(outcome, code),
+            Err(e) => {
+                tracing::error!(error = %e, "agent task failed");
+                counts.failed += 1;
+            }
+        }
+    }
+    let ended = now_ms();
+    let stored_counts = counts;
+    if let Err(e) = ctx
+        .store
+        .call(move |c| {
+            Ok(store::jobs::finish(
+                c,
+                job,
+                ended,
+                &stored_counts,
+                cancelled_by,
+            )?)
+        })
+        .await
+    {
+        tracing::error!(error = %e, "could not store the job's end");
+    }
+    let summary = JobSummary {
+        job,
+        targets: total,
+        counts,
+        duration_ms: p.accepted_at.elapsed().as_millis() as u64,
+    };
+    tracing::info!(
+        succeeded = counts.succeeded,
+        failed = counts.failed,
+        timed_out = counts.timed_out,
+        cancelled = counts.cancelled,
+        refused = counts.refused,
+        unreachable = counts.unreachable,
+        duration_ms = summary.duration_ms,
+        "job done"
+    );
+    if operator_alive
+        && write_frame(&mut send, &ExecEvent::Done(summary), MAX_EXEC_FRAME)
+            .await
+            .is_ok()
+    {
+        let _ = send.finish();
+    }
+}
+
+/// What every agent of a job is asked.
+struct AgentSpec {
+    job: JobId,
+    command: ExecCommand,
+    timeout_ms: u64,
+    actor_name: String,
+}
+
+/// The last [`OUTPUT_TAIL`] bytes of one output stream, and its total size.
+#[derive(Default)]
+struct Tail {
+    bytes: VecDeque<u8>,
+    total: u64,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        self.total += data.len() as u64;
+        let keep = &data[data.len().saturating_sub(OUTPUT_TAIL)..];
+        let overflow = (self.bytes.len() + keep.len()).saturating_sub(OUTPUT_TAIL);
+        self.bytes.drain(..overflow.min(self.bytes.len()));
+        self.bytes.extend(keep);
+    }
+
+    fn chunk(&self) -> Chunk {
+        Chunk(self.bytes.iter().copied().collect())
+    }
+}
+
+fn failed(kind: FailureKind, message: impl Into<String>) -> AgentEvent {
+    AgentEvent::Failed(ExecFailure {
+        kind,
+        message: message.into(),
+    })
+}
+
+fn offline_message(last_seen_ms: u64) -> String {
+    if last_seen_ms == 0 {
+        return "offline: never connected".into();
+    }
+    let s = now_ms().saturating_sub(last_seen_ms) / 1000;
+    let ago = match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    };
+    format!("offline (last seen {ago} ago)")
+}
+
+/// Runs one target to its outcome, stores the result, forwards the final event.
+async fn run_agent(
+    ctx: Arc<HubCtx>,
+    spec: AgentSpec,
+    plan: Planned,
+    tx: mpsc::Sender<ExecEvent>,
+    permits: Option<Arc<Semaphore>>,
+    cancel: CancellationToken,
+) -> (Outcome, Option<i32>) {
+    let agent = plan.target.id.clone();
+    let mut out = Tails::default();
+    let mut started: Option<(u64, Instant)> = None;
+    // The batch slot is held until the final event is forwarded, so that with `--batch 1` the
+    // operator sees one agent end before the next starts.
+    let (last, _slot) = drive(
+        &ctx,
+        &spec,
+        &plan,
+        &tx,
+        permits,
+        &cancel,
+        &mut out,
+        &mut started,
+    )
+    .await;
+    let outcome = Outcome::of_event(&last).unwrap_or(Outcome::Failed);
+    let (code, signal, duration_ms, message) = match &last {
+        AgentEvent::Exited(r) => (r.code, r.signal, Some(r.duration_ms), String::new()),
+        AgentEvent::Failed(f) => (
+            None,
+            None,
+            started.map(|(_, at)| at.elapsed().as_millis() as u64),
+            f.message.clone(),
+        ),
+        _ => (None, None, None, String::new()),
+    };
+    match &last {
+        AgentEvent::Failed(f) => {
+            tracing::info!(outcome = outcome.as_str(), reason = %f.message, "agent done")
+        }
+        _ => tracing::debug!(outcome = outcome.as_str(), ?code, ?signal, "agent done"),
+    }
+    let result = AgentResult {
+        agent: agent.clone(),
+        name: plan.target.name.clone(),
+        outcome,
+        code,
+        signal,
+        started_ms: started.map(|(ms, _)| ms),
+        duration_ms,
+        message,
+        stdout_tail: out.stdout.chunk(),
+        stderr_tail: out.stderr.chunk(),
+        stdout_bytes: out.stdout.total,
+        stderr_bytes: out.stderr.total,
+    };
+    let job = spec.job;
+    if let Err(e) = ctx
+        .store
+        .call(move |c| Ok(store::jobs::record(c, job, &result)?))
+        .await
+    {
+        tracing::error!(error = %e, "could not store the result");
+    }
+    let _ = tx.send(ExecEvent::Agent { agent, event: last }).await;
+    (outcome, code)
+}
+
+#[derive(Default)]
+struct Tails {
+    stdout: Tail,
+    stderr: Tail,
+}
+
+/// Everything between "this agent's turn" and its final event. Events before the final one are
+/// forwarded from here; the final one is returned.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    ctx: &HubCtx,
+    spec: &AgentSpec,
+    plan: &Planned,
+    tx: &mpsc::Sender<ExecEvent>,
+    permits: Option<Arc<Semaphore>>,
+    cancel: &CancellationToken,
+    out: &mut Tails,
+    started: &mut Option<(u64, Instant)>,
+) -> (AgentEvent, Option<OwnedSemaphorePermit>) {
+    if !plan.target.online {
+        let last = failed(FailureKind::Unreachable, offline_message(plan.last_seen_ms));
+        return (last, None);
+    }
+    let permit = match permits {
+        Some(sem) => tokio::select! {
+            p = sem.acquire_owned() => p.ok(),
+            _ = cancel.cancelled() => return (failed(FailureKind::Cancelled, BEFORE_TURN), None),
+        },
+        None => None,
+    };
+    (
+        execute(ctx, spec, plan, tx, cancel, out, started).await,
+        permit,
+    )
+}
+
+/// One execution on the agent, from opening its stream to its final event.
+async fn execute(
+    ctx: &HubCtx,
+    spec: &AgentSpec,
+    plan: &Planned,
+    tx: &mpsc::Sender<ExecEvent>,
+    cancel: &CancellationToken,
+    out: &mut Tails,
+    started: &mut Option<(u64, Instant)>,
+) -> AgentEvent {
+    let before_turn = BEFORE_TURN;
+    if cancel.is_cancelled() {
+        return failed(FailureKind::Cancelled, before_turn);
+    }
+    let Some(conn) = ctx.registry.connection(&plan.target.id) else {
+        return failed(
+            FailureKind::Unreachable,
+            "went offline before its turn came",
+        );
+    };
+    let start = HubStreamOpen::Exec(ExecStart {
+        job: spec.job,
+        command: spec.command.clone(),
+        timeout_ms: spec.timeout_ms,
+        hub_time_ms: now_ms(),
+        actor: spec.actor_name.clone(),
+    });
+    let open = async {
+        let (mut s, r) = conn.open_bi().await.map_err(|e| describe_close(&e))?;
+        write_frame(&mut s, &start, MAX_EXEC_FRAME)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((s, r))
+    };
+    let opened = tokio::select! {
+        r = tokio::time::timeout(OPEN_TIMEOUT, open) => r,
+        _ = cancel.cancelled() => return failed(FailureKind::Cancelled, before_turn),
+    };
+    let (mut agent_send, mut agent_recv) = match opened {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            return failed(
+                FailureKind::Unreachable,
+                format!("could not reach the agent: {e}"),
+            );
+        }
+        Err(_) => {
+            return failed(
+                FailureKind::Unreachable,
+                format!(
+                    "agent did not take the command within {} s",
+                    OPEN_TIMEOUT.as_secs()
+                ),
+            );
+        }
+    };
+    let started_ms = now_ms();
+    *started = Some((started_ms, Instant::now()));
+    let (job, agent) = (spec.job, plan.target.id.clone());
+    if let Err(e) = ctx
+        .store
+        .call(move |c| Ok(store::jobs::set_running(c, job, &agent, started_ms)?))
+        .await
+    {
+        tracing::warn!(error = %e, "could not mark the execution running");
+    }
+
+    // The canceller owns the send half for the life of the execution: dropping it would finish the
+    // stream, which the agent takes as a cancel.
+    let canceller = async {
+        cancel.cancelled().await;
+        let _ = write_frame(&mut agent_send, &ExecControl::Cancel, MAX_EXEC_FRAME).await;
+        tokio::time::sleep(CANCEL_CONFIRM).await;
+    };
+    let backstop = async {
+        if spec.timeout_ms == 0 {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_millis(spec.timeout_ms) + TIMEOUT_SLACK).await;
+    };
+    let last = tokio::select! {
+        last = forward(&conn, &mut agent_recv, &plan.target.id, tx, out) => return last,
+        _ = canceller => failed(
+            FailureKind::Lost,
+            format!("agent did not confirm the cancel within {} s", CANCEL_CONFIRM.as_secs()),
+        ),
+        _ = backstop => failed(
+            FailureKind::Lost,
+            format!("agent did not report within {} s of the timeout", TIMEOUT_SLACK.as_secs()),
+        ),
+    };
+    let _ = agent_recv.stop(ErrorCode::Timeout.as_u32().into());
+    last
+}
+
+/// Reads one agent stream, forwarding every event before the final one. Not cancel-safe (a frame
+/// half-read is lost); `drive` drops it only when giving up on the agent.
+async fn forward(
+    conn: &quinn::Connection,
+    recv: &mut quinn::RecvStream,
+    agent: &IdentityId,
+    tx: &mpsc::Sender<ExecEvent>,
+    out: &mut Tails,
+) -> AgentEvent {
+    let gone = |detail: String| match conn.close_reason() {
+        Some(reason) => failed(
+            FailureKind::Lost,
+            format!("connection lost mid-run: {}", describe_close(&reason)),
+        ),
+        None => failed(
+            FailureKind::Internal,
+            format!("agent stream failed: {detail}"),
+        ),
+    };
+    loop {
+        let ev = match read_frame::<AgentEvent, _>(recv, MAX_EXEC_FRAME).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return gone("agent ended the stream without a result".into()),
+            Err(e) => return gone(e.to_string()),
+        };
+        if Outcome::of_event(&ev).is_some() {
+            return ev;
+        }
+        if let AgentEvent::Output { stream, data } = &ev {
+            match stream {
+                OutputStream::Stdout => out.stdout.push(&data.0),
+                OutputStream::Stderr => out.stderr.push(&data.0),
+            }
+        }
+        let forwarded = ExecEvent::Agent {
+            agent: agent.clone(),
+            event: ev,
+        };
+        if tx.send(forwarded).await.is_err() {
+            return failed(FailureKind::Internal, "job ended");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_keep_the_last_bytes_only() {
+        let mut t = Tail::default();
+        t.push(b"hello ");
+        t.push(b"world");
+        assert_eq!(t.chunk().0, b"hello world");
+        t.push(&vec![b'x'; OUTPUT_TAIL - 3]);
+        let c = t.chunk().0;
+        assert_eq!(c.len(), OUTPUT_TAIL);
+        assert_eq!(&c[..3], b"rld");
+        t.push(&vec![b'y'; OUTPUT_TAIL * 2]);
+        assert_eq!(t.chunk().0, vec![b'y'; OUTPUT_TAIL]);
+        assert_eq!(
+            t.total,
+            11 + (OUTPUT_TAIL as u64 - 3) + OUTPUT_TAIL as u64 * 2
+        );
+    }
+
+    #[test]
+    fn offline_agents_say_when_they_were_last_seen() {
+        assert_eq!(offline_message(0), "offline: never connected");
+        assert_eq!(
+            offline_message(now_ms() - 125_000),
+            "offline (last seen 2m ago)"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Queries around exec: past jobs, one job with its per-agent results, the audit log, and ping.
+
+use super::resolve;
+use crate::admin::Actor;
+use crate::session::{describe_close, frame_error_code};
+use crate::store::{self, now_ms};
+use crate::{HubCtx, HubError};
+use flotilla_wire::ErrorCode;
+use flotilla_wire::exec::{AuditEntry, HubStreamOpen, PingResult, Pong, Query, QueryReply, Target};
+use flotilla_wire::io::{FrameError, read_frame, write_frame};
+use flotilla_wire::limits::{MAX_EXEC_FRAME, MAX_REQUEST_FRAME};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Most jobs or audit entries one query returns; more would be a report, not a glance.
+const MAX_LIST: u32 = 10_000;
+/// A ping not answered within this time is reported as timed out.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time an operator gets to send its query after opening the stream.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn forbidden(actor: &Actor, what: &str) -> HubError {
+    HubError::refused(
+        ErrorCode::Forbidden,
+        format!("{what} needs the operator role; you are {}", actor.role),
+    )
+}
+
+/// Serves one query stream.
+pub(crate) async fn serve_query(
+    ctx: Arc<HubCtx>,
+    actor: Actor,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    cancel: CancellationToken,
+) {
+    let query = match tokio::time::timeout(
+        QUERY_TIMEOUT,
+        read_frame::<Query, _>(&mut recv, MAX_REQUEST_FRAME),
+    )
+    .await
+    {
+        Ok(Ok(Some(q))) => q,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            let code = frame_error_code(&e);
+            let _ = send.reset(code.as_u32().into());
+            let _ = recv.stop(code.as_u32().into());
+            return;
+        }
+        Err(_) => {
+            let _ = send.reset(ErrorCode::Timeout.as_u32().into());
+            return;
+        }
+    };
+    tracing::debug!(?query, "query");
+    let result = tokio::select! {
+        r = answer(&ctx, &actor, query, &mut send) => r,
+        _ = cancel.cancelled() => return,
+    };
+    let last = match result {
+        Ok(()) => QueryReply::End,
+        Err(Answer::Hub(err)) => {
+            if !matches!(err, HubError::Refused { .. }) {
+                tracing::error!(actor = %actor.name, error = %err, "query failed");
+            }
+            QueryReply::Error(err.to_refusal())
+        }
+        Err(Answer::Gone(e)) => {
+            tracing::debug!(error = %e, "operator left during a query");
+            return;
+        }
+    };
+    if write_frame(&mut send, &last, MAX_REQUEST_FRAME)
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+    }
+}
+
+enum Answer {
+    Hub(HubError),
+    Gone(FrameError),
+}
+
+impl From<HubError> for Answer {
+    fn from(e: HubError) -> Self {
+        Self::Hub(e)
+    }
+}
+
+async fn reply(send: &mut quinn::SendStream, r: &QueryReply) -> Result<(), Answer> {
+    write_frame(send, r, MAX_REQUEST_FRAME)
+        .await
+        .map_err(Answer::Gone)
+}
+
+async fn answer(
+    ctx: &HubCtx,
+    actor: &Actor,
+    query: Query,
+    send: &mut quinn::SendStream,
+) -> Result<(), Answer> {
+    match query {
+        Query::Jobs { limit } => {
+            if !actor.role.can_act() {
+                return Err(forbidden(actor, "listing jobs").into());
+            }
+            let limit = limit.clamp(1, MAX_LIST);
+            let jobs = ctx
+                .store
+                .call(move |c| Ok(store::jobs::list(c, limit)?))
+                .await?;
+            for j in jobs {
+                reply(send, &QueryReply::Job(j)).await?;
+            }
+            Ok(())
+        }
+        Query::Job { job } => {
+            if !actor.role.can_act() {
+                return Err(forbidden(actor, "reading jobs").into());
+            }
+            let found = ctx
+                .store
+                .call(move |c| {
+                    Ok(match store::jobs::get(c, job)? {
+                        Some(info) => Some((info, store::jobs::results(c, job)?)),
+                        None => None,
+                    })
+                })
+                .await?;
+            let Some((info, results)) = found else {
+                return Err(HubError::refused(ErrorCode::NotFound, format!("no job {job}")).into());
+            };
+            reply(send, &QueryReply::Job(info)).await?;
+            for r in results {
+                reply(send, &QueryReply::Result(r)).await?;
+            }
+            Ok(())
+        }
+        Query::Audit { limit } => {
+            if !actor.role.can_act() {
+                return Err(forbidden(actor, "reading the audit log").into());
+            }
+            let limit = limit.clamp(1, MAX_LIST);
+            let entries = ctx
+                .store
+                .call(move |c| Ok(store::audit::recent(c, limit)?))
+                .await?;
+            for e in entries {
+                let entry = AuditEntry {
+                    seq: e.seq,
+                    at_ms: e.at_ms,
+                    actor: e.actor,
+                    action: e.action,
+                    target: e.target,
+                    detail: e.detail,
+                };
+                reply(send, &QueryReply::Audit(entry)).await?;
+            }
+            Ok(())
+        }
+        Query::Ping { selector } => {
+            let targets = resolve(ctx, &selector).await?;
+            let mut pings = JoinSet::new();
+            for (target, _) in targets {
+                let conn = ctx.registry.connection(&target.id);
+                pings.spawn(ping(target, conn));
+            }
+            while let Some(joined) = pings.join_next().await {
+                match joined {
+                    Ok(result) => reply(send, &QueryReply::Ping(result)).await?,
+                    Err(e) => tracing::error!(error = %e, "ping task failed"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One round trip over a new stream: what an exec pays before its command starts.
+async fn ping(target: Target, conn: Option<quinn::Connection>) -> PingResult {
+    let mut result = PingResult {
+        agent: target.id,
+        name: target.name,
+        rtt_us: None,
+        clock_offset_ms: None,
+        error: String::new(),
+    };
+    let Some(conn) = conn else {
+        result.error = "offline".into();
+        return result;
+    };
+    let sent_ms = now_ms();
+    let t0 = Instant::now();
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| describe_close(&e))?;
+        write_frame(
+            &mut send,
+            &HubStreamOpen::Ping {
+                hub_time_ms: sent_ms,
+            },
+            MAX_EXEC_FRAME,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        match read_frame::<Pong, _>(&mut recv, MAX_EXEC_FRAME).await {
+            Ok(Some(pong)) => Ok(pong),
+            Ok(None) => Err("agent closed the stream without answering".to_string()),
+            Err(e) => Err(conn
+                .close_reason()
+                .map(|r| describe_close(&r))
+                .unwrap_or_else(|| e.to_string())),
+        }
+    };
+    match tokio::time::timeout(PING_TIMEOUT, exchange).await {
+        Ok(Ok(pong)) => {
+            let rtt = t0.elapsed();
+            result.rtt_us = Some(rtt.as_micros() as u64);
+            let midpoint = sent_ms as i64 + (rtt.as_millis() as i64) / 2;
+            result.clock_offset_ms = Some(pong.agent_time_ms as i64 - midpoint);
+        }
+        Ok(Err(e)) => result.error = e,
+        Err(_) => result.error = format!("no answer within {} s", PING_TIMEOUT.as_secs()),
+    }
+    result
+}
