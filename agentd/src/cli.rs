@@ -306,10 +306,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!(id = %done.enrolled.identity, name = %done.enrolled.name, "enrolled");
             }
             let notifier = deploy::notify::Notifier::new(std::env::var_os("NOTIFY_SOCKET"));
+            let stop = wait_for_signal();
             let cancel = CancellationToken::new();
             let agent = crate::start(&paths, config, cancel.clone())?;
             let _ = notifier.ready("link started");
-            wait_for_signal().await;
+            stop.await;
             tracing::info!("signal received, shutting down");
             let _ = notifier.stopping();
             cancel.cancel();
@@ -319,17 +320,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn wait_for_signal() {
+/// Registers for SIGTERM and SIGINT now (a signal arriving before the returned future is awaited
+/// is not lost to the default action) and resolves when one arrives.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -80,6 +80,10 @@ pub struct InstallArgs {
     /// Binary the service runs (default: this one).
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+    /// Do not enrol now: the service enrols at its first start with the token, which is written
+    /// into a new configuration file (for images, or machines that cannot reach the hub yet).
+    #[arg(long)]
+    pub enrol_at_start: bool,
     /// Register the service but do not start it.
     #[arg(long)]
     pub no_start: bool,
@@ -192,7 +196,7 @@ async fn install_inner(
     let data_on_disk = install::create_data_dir(&layout, &layout.data_dir).map_err(failure)?;
 
     // The token: --token-file, --token (or FLOTILLA_TOKEN), else the configuration's.
-    let mut token = match &args.token_file {
+    let given = match &args.token_file {
         Some(path) => Some(read_token_file(path).map_err(|e| {
             (
                 anyhow::anyhow!("read token file {}: {e}", path.display()),
@@ -202,12 +206,15 @@ async fn install_inner(
         // An empty FLOTILLA_TOKEN is no token.
         None => args.token.clone().filter(|t| !t.is_empty()),
     };
-    if token.is_none() {
-        let config_on_disk = layout.on_disk(&layout.config_file);
-        let effective = settings::resolve(&config_on_disk, false, env, &Flags::default())
-            .map_err(|i| (anyhow::Error::from(crate::AgentError::from(i)), 2))?;
-        token = effective.config.token.map(|t| t.expose().to_string());
-    }
+    let config_on_disk = layout.on_disk(&layout.config_file);
+    let configured = settings::resolve(&config_on_disk, false, env, &Flags::default())
+        .map_err(|i| (anyhow::Error::from(crate::AgentError::from(i)), 2))?
+        .config
+        .token;
+    let token = given
+        .clone()
+        .or_else(|| configured.as_ref().map(|t| t.expose().to_string()));
+    let mut config_text = settings::template();
     if Identity::exists(&data_on_disk, IDENTITY_STEM) {
         if token.is_some() {
             report.notes.push(format!(
@@ -215,11 +222,43 @@ async fn install_inner(
                 data_on_disk.display()
             ));
         }
+    } else if args.enrol_at_start {
+        let Some(token) = token else {
+            return Err((
+                anyhow::anyhow!(
+                    "--enrol-at-start needs a token: --token, FLOTILLA_TOKEN, --token-file, or token in {}",
+                    config_on_disk.display()
+                ),
+                2,
+            ));
+        };
+        flotilla_certs::JoinToken::parse(&token).map_err(|e| (anyhow::Error::new(e), 2))?;
+        if given.is_some() {
+            if config_on_disk.exists() && configured.is_none() {
+                return Err((
+                    anyhow::anyhow!(
+                        "{} exists without a token: add `token = \"…\"` to it for --enrol-at-start",
+                        config_on_disk.display()
+                    ),
+                    2,
+                ));
+            }
+            config_text = settings::template_with_token(&token);
+        }
+        if args.name.is_some() || !args.labels.is_empty() {
+            report.notes.push(
+                "--name and --label are not used by --enrol-at-start: the agent enrols under its host name with the token's labels".into(),
+            );
+        }
+        report.notes.push(format!(
+            "not enrolled yet: the service enrols at its first start with the token in {} (remove it from there once enrolled)",
+            layout.config_file.display()
+        ));
     } else {
         let Some(token) = token else {
             return Err((
                 anyhow::anyhow!(
-                    "{} is not enrolled: pass --token (or FLOTILLA_TOKEN, or --token-file)",
+                    "{} is not enrolled: pass --token (or FLOTILLA_TOKEN, or --token-file), or --enrol-at-start with a token in the configuration",
                     data_on_disk.display()
                 ),
                 2,
@@ -249,7 +288,7 @@ async fn install_inner(
     install::write_config(
         &layout,
         &layout.config_file,
-        &settings::template(),
+        &config_text,
         user.as_deref(),
         &mut report,
     )

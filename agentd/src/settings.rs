@@ -104,6 +104,12 @@ pub fn resolve(
     })
 }
 
+/// [`template`] with `token` set, for `agentd install --enrol-at-start`.
+pub fn template_with_token(token: &str) -> String {
+    let quoted = toml::Value::String(token.to_string()).to_string();
+    format!("{}token = {quoted}\n", template())
+}
+
 #[cfg(unix)]
 fn loose_mode_warning(file: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
@@ -211,6 +217,12 @@ mod tests {
         std::fs::write(&file, template()).expect("write");
         let e = resolve(&file, true, env(&[]), &Flags::default()).expect("template");
         assert_eq!(e.config, AgentConfig::default());
+        std::fs::write(&file, template_with_token("flt1_a\"b")).expect("write");
+        let e = resolve(&file, true, env(&[]), &Flags::default()).expect("with token");
+        assert_eq!(
+            e.config.token.as_ref().map(|t| t.expose()),
+            Some("flt1_a\"b")
+        );
         std::fs::write(&file, "metrics_interval_ms = 2000\n").expect("write");
         let e = resolve(
             &file,

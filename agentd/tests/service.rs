@@ -399,3 +399,67 @@ fn config_check_layers_file_env_and_flags_and_hides_the_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("metrics_interval_ms"), "{stderr}");
 }
+
+#[test]
+fn enrol_at_start_leaves_the_token_to_the_service() {
+    flotilla_certs::install_crypto_provider();
+    let root = tempfile::tempdir().expect("root");
+    let r = root.path();
+    let ca_dir = tempfile::tempdir().expect("ca");
+    let ca = Ca::create(ca_dir.path()).expect("ca");
+    let token =
+        flotilla_certs::JoinToken::generate(vec!["127.0.0.1:9".into()], ca.fingerprint()).encode();
+    let out = run(agentd()
+        .args([
+            "install",
+            "--system",
+            "--enrol-at-start",
+            "--json",
+            "--root",
+        ])
+        .arg(r)
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_agentd"))
+        .env("FLOTILLA_TOKEN", &token));
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(&token), "the token is not printed: {all}");
+    assert!(
+        json(&out)["notes"]
+            .to_string()
+            .contains("enrols at its first start")
+    );
+    let config = r.join("etc/flotilla/agent.toml");
+    #[cfg(unix)]
+    assert_eq!(mode(&config), 0o640);
+    assert!(
+        std::fs::read_to_string(&config)
+            .expect("config")
+            .contains(&token)
+    );
+    assert!(
+        !r.join("var/lib/flotilla/agent/identity.pem").exists(),
+        "not enrolled yet"
+    );
+    assert!(
+        r.join("etc/systemd/system/flotilla-agent.service")
+            .is_file()
+    );
+    let (c, s) = status_json(r);
+    assert_eq!((c, &s["enrolled"]), (3, &Value::from(false)), "{s:#}");
+
+    let out = run(agentd()
+        .args(["install", "--system", "--enrol-at-start", "--root"])
+        .arg(r)
+        .args(["--token", "garbage", "--binary"])
+        .arg(env!("CARGO_BIN_EXE_agentd")));
+    assert_eq!(
+        code(&out),
+        2,
+        "a token that cannot work is refused at install"
+    );
+}

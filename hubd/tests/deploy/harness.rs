@@ -1,0 +1,332 @@
+//! A hub as a sysadmin runs it: the real `hubd` binary in a temporary data directory on
+//! `127.0.0.1:0`, its CLI for admin commands, and real agents (in this process, through the agentd
+//! library, or the `agentd` binary) over QUIC with mutual TLS. Every wait has a deadline and ends
+//! as soon as what it waits for happens.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+/// Generous for a loaded 2-core CI machine; waits end as soon as their event happens.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
+/// Poll interval while waiting for a file or a state another process changes.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The `hubd` binary under test.
+pub(crate) fn hubd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hubd"))
+}
+
+/// The `agentd` binary next to it (built when the agentd package is in the build, as with
+/// `cargo nextest run --workspace` or `-p flotilla-hubd -p flotilla-agentd`).
+pub(crate) fn agentd_bin() -> PathBuf {
+    let path = hubd_bin().with_file_name("agentd");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it too (cargo nextest run -p flotilla-hubd -p flotilla-agentd)",
+        path.display()
+    );
+    path
+}
+
+/// A command with none of the caller's FLOTILLA_*, RUST_LOG or NOTIFY_SOCKET variables.
+pub(crate) fn command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FLOTILLA_") || k == "RUST_LOG" || k == "NOTIFY_SOCKET" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// `hubd` with a data directory.
+pub(crate) fn hubd(data_dir: &Path) -> Command {
+    let mut cmd = command(&hubd_bin());
+    cmd.arg("--data-dir").arg(data_dir);
+    cmd
+}
+
+/// Runs a command to its end.
+pub(crate) async fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run command")
+}
+
+/// Exit code.
+pub(crate) fn code(out: &Output) -> i32 {
+    out.status.code().expect("exit code")
+}
+
+/// Stdout as JSON (panics with both streams when it is not).
+pub(crate) fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Stderr as text.
+pub(crate) fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits until `ok` holds.
+pub(crate) async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !ok().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-HUP`) to a process.
+pub(crate) async fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Waits for `child` to exit.
+pub(crate) async fn exited(child: &mut Child) -> ExitStatus {
+    tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("process did not exit within the deadline")
+        .expect("wait")
+}
+
+/// A hub data directory and, while running, its process.
+pub(crate) struct Hub {
+    /// Keeps the directory alive.
+    pub(crate) dir: tempfile::TempDir,
+    /// The data directory.
+    pub(crate) data: PathBuf,
+    /// Arguments placed before `run` (e.g. `--config FILE`).
+    pub(crate) global_args: Vec<String>,
+    /// Extra `run` arguments.
+    pub(crate) run_args: Vec<String>,
+    /// Extra environment for `run`.
+    pub(crate) env: Vec<(String, String)>,
+    /// The serving process.
+    pub(crate) child: Option<Child>,
+    /// Its stderr, appended across restarts.
+    pub(crate) log: PathBuf,
+}
+
+impl Hub {
+    /// `hubd init` in a fresh directory, listening on a free loopback port.
+    pub(crate) async fn init() -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let data = dir.path().join("hub");
+        let out = run(hubd(&data).args([
+            "init",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "127.0.0.1",
+            "--json",
+        ]))
+        .await;
+        assert_eq!(code(&out), 0, "init: {}", stderr(&out));
+        let log = dir.path().join("hub.log");
+        Self {
+            dir,
+            data,
+            global_args: Vec::new(),
+            run_args: Vec::new(),
+            env: Vec::new(),
+            child: None,
+            log,
+        }
+    }
+
+    /// Starts `hubd run` and waits until it answers on its maintenance socket.
+    pub(crate) async fn start(&mut self) {
+        let _ = std::fs::remove_file(self.data.join("hub.addr"));
+        let _ = std::fs::remove_file(self.data.join("metrics.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let mut cmd = hubd(&self.data);
+        cmd.args(&self.global_args)
+            .arg("run")
+            .args(&self.run_args)
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn hubd run"));
+        let data = self.data.clone();
+        wait_for("the hub to serve", async || status(&data).await.is_some()).await;
+        self.pin_port();
+    }
+
+    /// Keeps the port a first start on `127.0.0.1:0` got, so agents and tokens find the hub after
+    /// a restart (as a real hub's fixed port does).
+    fn pin_port(&self) {
+        let file = self.data.join("hub.toml");
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            return;
+        };
+        let addr = std::fs::read_to_string(self.data.join("hub.addr")).expect("hub.addr");
+        let pinned = text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", addr.trim()),
+        );
+        if pinned != text {
+            std::fs::write(&file, pinned).expect("pin the port");
+        }
+    }
+
+    /// The process id of the running hub.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("hub running")
+    }
+
+    /// SIGTERM and the exit status.
+    pub(crate) async fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("hub running");
+        signal(child.id().expect("pid"), "-TERM").await;
+        exited(&mut child).await
+    }
+
+    /// The log so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `hubd ARGS --json` against this hub; exit code and JSON.
+    pub(crate) async fn admin(&self, args: &[&str]) -> (i32, Value) {
+        let out = run(hubd(&self.data).args(args).arg("--json")).await;
+        (code(&out), json(&out))
+    }
+
+    /// A fresh join token.
+    pub(crate) async fn token(&self, role: &str, uses: u32) -> String {
+        let (c, v) = self
+            .admin(&[
+                "token",
+                "create",
+                "--role",
+                role,
+                "--uses",
+                &uses.to_string(),
+            ])
+            .await;
+        assert_eq!(c, 0, "{v}");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// The metrics endpoint's address.
+    pub(crate) fn metrics_addr(&self) -> std::net::SocketAddr {
+        std::fs::read_to_string(self.data.join("metrics.addr"))
+            .expect("metrics.addr")
+            .trim()
+            .parse()
+            .expect("address")
+    }
+}
+
+/// The hub's own status from its maintenance socket, if it serves.
+pub(crate) async fn status(data: &Path) -> Option<hubd::maint::HubStatus> {
+    match hubd::maint::request(data, &hubd::maint::MaintRequest::Status).await {
+        Ok(Some(hubd::maint::MaintResponse::Status(s))) => Some(s),
+        _ => None,
+    }
+}
+
+/// An agent in this process, through the agentd library.
+pub(crate) struct Agent {
+    /// Its data directory.
+    pub(crate) paths: agentd::AgentPaths,
+    /// Link state.
+    pub(crate) state: tokio::sync::watch::Receiver<agentd::LinkState>,
+    running: Option<agentd::RunningAgent>,
+    cancel: CancellationToken,
+}
+
+impl Agent {
+    /// Starts the agent enrolled in `paths`.
+    pub(crate) fn start(paths: &agentd::AgentPaths) -> Self {
+        let cancel = CancellationToken::new();
+        let running = agentd::start(paths, agentd::AgentConfig::default(), cancel.clone())
+            .expect("start agent");
+        Self {
+            paths: paths.clone(),
+            state: running.state.clone(),
+            running: Some(running),
+            cancel,
+        }
+    }
+
+    /// Waits for the hub's welcome.
+    pub(crate) async fn connected(&mut self) {
+        let name = self.paths.data_dir.display().to_string();
+        tokio::time::timeout(
+            DEADLINE,
+            self.state
+                .wait_for(|s| matches!(s, agentd::LinkState::Connected { .. })),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("agent {name} did not connect"))
+        .expect("agent state");
+    }
+
+    /// Waits for the link to go down and returns why.
+    pub(crate) async fn disconnected(&mut self) -> String {
+        let state = tokio::time::timeout(
+            DEADLINE,
+            self.state
+                .wait_for(|s| matches!(s, agentd::LinkState::Disconnected(_))),
+        )
+        .await
+        .expect("agent did not notice the disconnection")
+        .expect("agent state")
+        .clone();
+        match state {
+            agentd::LinkState::Disconnected(reason) => reason,
+            agentd::LinkState::Connected { .. } => unreachable!(),
+        }
+    }
+
+    /// Stops it and waits.
+    pub(crate) async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(r) = self.running.take() {
+            tokio::time::timeout(DEADLINE, r.wait())
+                .await
+                .expect("agent did not stop");
+        }
+    }
+}
+
+/// Enrols an agent named `name` with `token` into a directory under `dir`.
+pub(crate) async fn enrol(dir: &Path, name: &str, token: &str) -> agentd::AgentPaths {
+    flotilla_certs::install_crypto_provider();
+    let paths = agentd::AgentPaths {
+        data_dir: dir.join(name),
+    };
+    agentd::enroll(&paths, token, Some(name.into()), Vec::new())
+        .await
+        .expect("enrol");
+    paths
+}
