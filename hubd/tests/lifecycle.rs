@@ -155,10 +155,9 @@ async fn terminated_agent_says_goodbye_and_shows_offline_at_once() {
     events.online(&id).await;
 
     agent.sigterm();
-    assert_eq!(
-        events.offline(&id, Duration::from_secs(5)).await,
-        "agent shut down"
-    );
+    // The reason proves the goodbye path (a killed agent reads "no packets within the idle
+    // timeout"); the deadline only has to absorb a loaded CI machine.
+    assert_eq!(events.offline(&id, DEADLINE).await, "agent shut down");
     let status = agent.wait_exit(DEADLINE).await;
     assert_eq!(status.code(), Some(0), "agentd log:\n{}", agent.log_text());
 }
