@@ -1,0 +1,44 @@
+//! The `flotilla` binary as a script sees it before any hub exists: exit statuses and the words of
+//! its errors. (Being an integration test of this package also makes cargo build the binary before
+//! the test run, which hubd's console tests start.)
+
+use std::process::Command;
+
+fn flotilla() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+}
+
+#[test]
+fn version_names_the_package_version() {
+    let out = flotilla().arg("--version").output().expect("run flotilla");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(env!("CARGO_PKG_VERSION")),
+        "--version printed {text:?}"
+    );
+}
+
+#[test]
+fn a_command_without_a_login_says_how_to_get_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = flotilla()
+        .args(["agents", "--json", "--login-dir"])
+        .arg(dir.path().join("nowhere"))
+        .env_remove("FLOTILLA_HUB")
+        .output()
+        .expect("run flotilla");
+    assert!(!out.status.success(), "no login must fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no login in") && err.contains("flotilla login --token"),
+        "stderr: {err}"
+    );
+}
+
+#[test]
+fn an_unknown_subcommand_is_a_usage_error() {
+    let out = flotilla().arg("frobnicate").output().expect("run flotilla");
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
+}
