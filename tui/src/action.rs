@@ -1,12 +1,16 @@
 //! What a key asks the console to do.
 
+use crate::app::View;
+
 /// An intent, produced by the keymap and applied by `App::apply`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Move the selection by this many rows (clamped).
+    /// Move the cursor (or scroll) by this many rows (clamped).
     Move(i32),
-    /// Open the selected agent's view.
-    OpenAgent,
+    /// Open what is under the cursor: an agent, a directory, a job.
+    Open,
+    /// Collapse the directory under the cursor, or go to its parent.
+    Collapse,
     /// Start typing a filter.
     StartFilter,
     /// Cycle the sort column.
@@ -15,6 +19,24 @@ pub enum Action {
     ToggleMark,
     /// Mark every agent the filter shows.
     MarkAllFiltered,
+    /// Unmark every agent.
+    ClearMarks,
+    /// Open the `:` prompt to run a command on the marked agents (or the selected one).
+    ExecPrompt,
+    /// Show the selected agent's shared folder.
+    OpenFiles,
+    /// Copy the file or directory under the cursor to another agent.
+    Copy,
+    /// Cancel the running job (output view) or the selected transfer.
+    Cancel,
+    /// Switch the output view between merged and one agent at a time.
+    ToggleMerged,
+    /// Show the next (+1) or previous (-1) agent's output.
+    Pane(i32),
+    /// Fetch the view's data again.
+    Refresh,
+    /// Go to a view.
+    Show(View),
     /// Show the keys of this view.
     Help,
     /// Leave the current view or overlay.

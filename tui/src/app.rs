@@ -1,18 +1,37 @@
-//! Console state and how events change it. Rendering reads `&App` only (see `ui`).
+//! Console state and how events change it. Rendering reads `&App` only (see `ui`); network work is
+//! queued as [`Command`]s that the console's network task picks up (see [`App::take_commands`]).
+
+pub mod output;
+pub mod tree;
 
 use crate::action::Action;
-use crate::event::Event;
+use crate::command::Command;
+use crate::event::{CopyUpdate, Event, ExecUpdate};
+use crate::files::Place;
 use crate::keymap;
-use crossterm::event::{KeyCode, KeyEvent};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use flotilla_wire::exec::{AgentResult, AuditEntry, ExecRequest, JobInfo};
+use flotilla_wire::files::EntryKind;
 use flotilla_wire::msg::{AgentInfo, FleetEvent, MetricsSeries, Status};
 use flotilla_wire::{IdentityId, Role};
+use output::ExecRun;
 use std::collections::{HashMap, HashSet, VecDeque};
+use tree::{FolderTree, Transfer, TransferState};
 
 /// CPU points kept per agent for the fleet sparkline: a minute at 1 s, or several at 5 s.
 pub const SPARK_POINTS: usize = 12;
 
 /// Sort columns, in the order `s` cycles through them.
 pub const SORTS: [&str; 5] = ["name", "cpu", "mem", "disk", "last-seen"];
+
+/// Commands typed at the `:` prompt that Up and Down recall.
+pub const HISTORY_LEN: usize = 100;
+/// Jobs and audit entries fetched per refresh.
+pub const RECORDS_LIMIT: u32 = 200;
+/// Open jobs, audit and files views refresh this often, in ticks (seconds).
+const REFRESH_TICKS: u64 = 5;
+/// Views remembered for `Esc`.
+const BACK_DEPTH: usize = 8;
 
 /// The hub connection as the header shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +58,109 @@ pub enum View {
     Fleet,
     /// One agent.
     Agent(IdentityId),
+    /// Output of the last command run from the console.
+    Output,
+    /// One agent's shared folder (see [`App::tree`]).
+    Files,
+    /// Transfers started from the console.
+    Transfers,
+    /// Past jobs, and one job's results.
+    Jobs,
+    /// The audit log.
+    Audit,
+}
+
+impl View {
+    /// Title in the header's view list.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::Fleet => "fleet",
+            Self::Agent(_) => "agent",
+            Self::Output => "output",
+            Self::Files => "files",
+            Self::Transfers => "transfers",
+            Self::Jobs => "jobs",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+/// What the one-line prompt at the bottom is asking for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PromptKind {
+    /// A command to run on `selector`.
+    Exec {
+        /// Agents, as sent to the hub.
+        selector: String,
+        /// Who, in words (`web-1`, `3 marked agents`).
+        who: String,
+    },
+    /// The destination path of a copy to `agent`.
+    CopyTo {
+        /// Source agent id.
+        src_agent: String,
+        /// Source agent name.
+        src_name: String,
+        /// Source path.
+        src_path: String,
+        /// Copy a directory tree.
+        recursive: bool,
+        /// Destination agent id.
+        agent: String,
+        /// Destination agent name.
+        name: String,
+    },
+}
+
+/// The line being typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompt {
+    /// What for.
+    pub kind: PromptKind,
+    /// The text so far.
+    pub text: String,
+    /// Position in the history while recalling (Up/Down).
+    recall: Option<usize>,
+}
+
+/// A list to pick a copy's destination agent from, filtered as you type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Picker {
+    /// Source agent id.
+    pub src_agent: String,
+    /// Source agent name.
+    pub src_name: String,
+    /// Source path.
+    pub src_path: String,
+    /// Copy a directory tree.
+    pub recursive: bool,
+    /// Filter text.
+    pub filter: String,
+    /// Index into [`Picker::items`] after filtering.
+    pub selected: usize,
+    /// Online agents other than the source: id and name, by name.
+    pub agents: Vec<(IdentityId, String)>,
+}
+
+impl Picker {
+    /// Agents matching the filter.
+    pub fn items(&self) -> impl Iterator<Item = &(IdentityId, String)> {
+        self.agents
+            .iter()
+            .filter(|(_, name)| name.contains(self.filter.trim()))
+    }
+}
+
+/// A list fetched from the hub: not yet, the rows, or why not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Fetched<T> {
+    /// Asked for, no answer yet.
+    #[default]
+    Loading,
+    /// The answer.
+    Ready(T),
+    /// Why there is none (a viewer may not read jobs, say).
+    Failed(String),
 }
 
 /// Everything the console shows.
@@ -72,11 +194,50 @@ pub struct App {
     pub detail: Option<AgentInfo>,
     /// History of the agent in view.
     pub history: Option<MetricsSeries>,
+    /// The prompt being typed, if any.
+    pub prompt: Option<Prompt>,
+    /// The destination picker of a copy, if open.
+    pub picker: Option<Picker>,
+    /// Commands run from the prompt, oldest first.
+    pub exec_history: Vec<String>,
+    /// The last command run from the console.
+    pub run: Option<ExecRun>,
+    /// Output view: every agent's lines together (true) or one agent at a time.
+    pub merged: bool,
+    /// Output view: the agent shown when not merged.
+    pub pane: usize,
+    /// Output view: lines scrolled up from the newest (0 follows the output).
+    pub scroll: usize,
+    /// The shared folder in the files view.
+    pub tree: Option<FolderTree>,
+    /// Transfers started here, oldest first.
+    pub transfers: Vec<Transfer>,
+    /// Index into [`App::transfers`].
+    pub transfer_selected: usize,
+    /// The newest jobs.
+    pub jobs: Fetched<Vec<JobInfo>>,
+    /// Index into the jobs.
+    pub job_selected: usize,
+    /// The job opened from the jobs view, with its results.
+    pub job_detail: Option<Fetched<(JobInfo, Vec<AgentResult>)>>,
+    /// The newest audit entries, oldest first.
+    pub audit: Fetched<Vec<AuditEntry>>,
+    /// Audit view: entries scrolled up from the newest.
+    pub audit_scroll: usize,
+    /// A one-line message for the footer (a refused key, a bad command line).
+    pub notice: Option<String>,
     /// Ids in display order, recomputed when agents, filter or sort change.
     visible: Vec<IdentityId>,
     /// Metrics changed the order of a metric sort; re-sorted once before the next frame rather than
     /// once per event (20,000 agents send 4,000 samples a second).
     order_stale: bool,
+    /// Views to return to with `Esc`.
+    back: Vec<View>,
+    /// Commands for the network task.
+    commands: Vec<Command>,
+    next_run: u64,
+    next_transfer: u64,
+    ticks: u64,
 }
 
 impl Default for App {
@@ -103,8 +264,29 @@ impl App {
             now_ms,
             detail: None,
             history: None,
+            prompt: None,
+            picker: None,
+            exec_history: Vec::new(),
+            run: None,
+            merged: true,
+            pane: 0,
+            scroll: 0,
+            tree: None,
+            transfers: Vec::new(),
+            transfer_selected: 0,
+            jobs: Fetched::Loading,
+            job_selected: 0,
+            job_detail: None,
+            audit: Fetched::Loading,
+            audit_scroll: 0,
+            notice: None,
             visible: Vec::new(),
             order_stale: false,
+            back: Vec::new(),
+            commands: Vec::new(),
+            next_run: 1,
+            next_transfer: 1,
+            ticks: 0,
         }
     }
 
@@ -125,6 +307,19 @@ impl App {
             .and_then(|id| self.agents.get(id))
     }
 
+    /// Our role, once attached.
+    pub fn role(&self) -> Option<Role> {
+        match &self.conn {
+            Conn::Connected { role, .. } => Some(*role),
+            _ => None,
+        }
+    }
+
+    /// Whether we may run commands and copy files: operators and admins; viewers only look.
+    pub fn can_act(&self) -> bool {
+        matches!(self.role(), Some(Role::Operator | Role::Admin))
+    }
+
     /// Brings derived state up to date before a frame is drawn.
     pub fn prepare(&mut self) {
         if self.order_stale {
@@ -132,11 +327,16 @@ impl App {
         }
     }
 
+    /// Commands queued since the last call, for the network task.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
     /// The agent whose view is open: the network task watches it (1 s samples, detail, history).
     pub fn focused(&self) -> Option<IdentityId> {
         match &self.view {
             View::Agent(id) => Some(id.clone()),
-            View::Fleet => None,
+            _ => None,
         }
     }
 
@@ -189,6 +389,13 @@ impl App {
         h.push_back(cpu);
     }
 
+    fn name_of(&self, id: &IdentityId) -> String {
+        self.agents
+            .get(id)
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
     /// Applies one event. Returns whether the screen needs redrawing.
     pub fn update(&mut self, event: Event) -> bool {
         match event {
@@ -199,6 +406,10 @@ impl App {
             Event::Resize => true,
             Event::Tick => {
                 self.now_ms = crate::cli::now_ms();
+                self.ticks += 1;
+                if self.ticks.is_multiple_of(REFRESH_TICKS) {
+                    self.refresh_view();
+                }
                 true
             }
             Event::Connected(w) => {
@@ -232,6 +443,53 @@ impl App {
                     self.history = Some(*series);
                 }
                 fresh
+            }
+            Event::Exec { run, update } => {
+                let Some(current) = self.run.as_mut().filter(|r| r.run == run) else {
+                    return false;
+                };
+                match update {
+                    ExecUpdate::Event(ev) => current.apply(*ev),
+                    ExecUpdate::Failed(reason) => current.fail(reason),
+                }
+                self.view == View::Output
+            }
+            Event::Listing { agent, result } => {
+                let Some(tree) = self.tree.as_mut().filter(|t| t.agent.as_str() == agent) else {
+                    return false;
+                };
+                match result {
+                    Ok(listing) => tree.set_listing(listing.entries, listing.end.truncated),
+                    Err(e) => tree.set_error(e),
+                }
+                self.view == View::Files
+            }
+            Event::Copy { id, at_ms, update } => {
+                let Some(t) = self.transfers.iter_mut().find(|t| t.id == id) else {
+                    return false;
+                };
+                match update {
+                    CopyUpdate::Event(ev) => t.apply(&ev, at_ms),
+                    CopyUpdate::Finished(result) => t.finish(result),
+                }
+                self.view == View::Transfers
+            }
+            Event::Jobs(result) => {
+                self.jobs = fetched(result);
+                if let Fetched::Ready(jobs) = &self.jobs {
+                    self.job_selected = self.job_selected.min(jobs.len().saturating_sub(1));
+                }
+                self.view == View::Jobs
+            }
+            Event::Job(result) => {
+                if self.job_detail.is_some() {
+                    self.job_detail = Some(fetched(result.map(|b| *b)));
+                }
+                self.view == View::Jobs
+            }
+            Event::Audit(result) => {
+                self.audit = fetched(result);
+                self.view == View::Audit
             }
         }
     }
@@ -292,8 +550,17 @@ impl App {
     }
 
     fn handle_key(&mut self, key: KeyEvent) {
+        self.notice = None;
         if self.help {
             self.help = false;
+            return;
+        }
+        if self.picker.is_some() {
+            self.picker_key(key);
+            return;
+        }
+        if self.prompt.is_some() {
+            self.prompt_key(key);
             return;
         }
         if self.filtering {
@@ -313,27 +580,297 @@ impl App {
             self.refresh_visible();
             return;
         }
-        let action = match self.view {
-            View::Fleet => keymap::fleet_key(key),
-            View::Agent(_) => keymap::agent_key(key),
-        };
-        if let Some(action) = action {
+        if let Some(action) = keymap::action(&self.view, key, self.can_act()) {
             self.apply(action);
         }
+    }
+
+    fn prompt_key(&mut self, key: KeyEvent) {
+        let Some(prompt) = self.prompt.as_mut() else {
+            return;
+        };
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        match key.code {
+            KeyCode::Esc => self.prompt = None,
+            KeyCode::Char('c') if ctrl => self.prompt = None,
+            KeyCode::Char('u') if ctrl => prompt.text.clear(),
+            KeyCode::Enter => {
+                if let Some(prompt) = self.prompt.take() {
+                    self.submit(prompt);
+                }
+            }
+            KeyCode::Backspace => {
+                prompt.text.pop();
+            }
+            KeyCode::Up if matches!(prompt.kind, PromptKind::Exec { .. }) => {
+                let pos = match prompt.recall {
+                    Some(p) => p.saturating_sub(1),
+                    None => self.exec_history.len().saturating_sub(1),
+                };
+                if let Some(line) = self.exec_history.get(pos) {
+                    prompt.text = line.clone();
+                    prompt.recall = Some(pos);
+                }
+            }
+            KeyCode::Down if matches!(prompt.kind, PromptKind::Exec { .. }) => {
+                if let Some(p) = prompt.recall {
+                    if let Some(line) = self.exec_history.get(p + 1) {
+                        prompt.text = line.clone();
+                        prompt.recall = Some(p + 1);
+                    } else {
+                        prompt.text.clear();
+                        prompt.recall = None;
+                    }
+                }
+            }
+            KeyCode::Char(c) if !ctrl => prompt.text.push(c),
+            _ => {}
+        }
+    }
+
+    fn picker_key(&mut self, key: KeyEvent) {
+        let Some(picker) = self.picker.as_mut() else {
+            return;
+        };
+        let count = picker.items().count();
+        match key.code {
+            KeyCode::Esc => self.picker = None,
+            KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                self.picker = None;
+            }
+            KeyCode::Up => picker.selected = picker.selected.saturating_sub(1),
+            KeyCode::Down => picker.selected = (picker.selected + 1).min(count.saturating_sub(1)),
+            KeyCode::Backspace => {
+                picker.filter.pop();
+                picker.selected = 0;
+            }
+            KeyCode::Char(c) => {
+                picker.filter.push(c);
+                picker.selected = 0;
+            }
+            KeyCode::Enter => {
+                let Some(picker) = self.picker.take() else {
+                    return;
+                };
+                let Some((id, name)) = picker.items().nth(picker.selected).cloned() else {
+                    self.notice = Some("no agent matches".into());
+                    self.picker = Some(picker);
+                    return;
+                };
+                // The same path on the destination: the common case, edited when not.
+                self.prompt = Some(Prompt {
+                    text: picker.src_path.clone(),
+                    kind: PromptKind::CopyTo {
+                        src_agent: picker.src_agent,
+                        src_name: picker.src_name,
+                        src_path: picker.src_path,
+                        recursive: picker.recursive,
+                        agent: id.to_string(),
+                        name,
+                    },
+                    recall: None,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn submit(&mut self, prompt: Prompt) {
+        match prompt.kind {
+            PromptKind::Exec { selector, .. } => {
+                let line = prompt.text.trim().to_owned();
+                let command = match output::parse_command(&line) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.notice = Some(e);
+                        return;
+                    }
+                };
+                if self.exec_history.last() != Some(&line) {
+                    self.exec_history.push(line.clone());
+                    if self.exec_history.len() > HISTORY_LEN {
+                        self.exec_history.remove(0);
+                    }
+                }
+                let run = self.next_run;
+                self.next_run += 1;
+                self.run = Some(ExecRun::new(run, line, selector.clone()));
+                self.commands.push(Command::Exec {
+                    run,
+                    request: ExecRequest {
+                        selector,
+                        command,
+                        timeout_ms: 0,
+                        batch: 0,
+                    },
+                });
+                self.pane = 0;
+                self.scroll = 0;
+                self.open(View::Output);
+            }
+            PromptKind::CopyTo {
+                src_agent,
+                src_name,
+                src_path,
+                recursive,
+                agent,
+                name,
+            } => {
+                let path = prompt.text.trim().to_owned();
+                let id = self.next_transfer;
+                self.next_transfer += 1;
+                self.transfers.push(Transfer::new(
+                    id,
+                    format!("{src_name}:{src_path}"),
+                    format!("{name}:{path}"),
+                ));
+                self.transfer_selected = self.transfers.len() - 1;
+                self.commands.push(Command::Copy {
+                    id,
+                    src: Place::Agent {
+                        agent: src_agent,
+                        path: src_path,
+                    },
+                    dst: Place::Agent { agent, path },
+                    recursive,
+                });
+                self.open(View::Transfers);
+            }
+        }
+    }
+
+    /// Opens `view`, remembering where we were for `Esc`.
+    fn open(&mut self, view: View) {
+        if self.view == view {
+            return;
+        }
+        let from = std::mem::replace(&mut self.view, view);
+        self.back.push(from);
+        if self.back.len() > BACK_DEPTH {
+            self.back.remove(0);
+        }
+        self.refresh_view();
+    }
+
+    /// Asks for what the current view shows.
+    fn refresh_view(&mut self) {
+        match &self.view {
+            View::Jobs => {
+                self.commands.push(Command::Jobs);
+                if let Some(Fetched::Ready((info, _))) = &self.job_detail {
+                    self.commands.push(Command::Job(info.job));
+                }
+            }
+            View::Audit => self.commands.push(Command::Audit),
+            View::Files => {
+                if let Some(t) = &self.tree {
+                    self.commands.push(Command::List {
+                        agent: t.agent.to_string(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Who a command would run on: the marked agents, else the one in view or under the cursor.
+    fn exec_targets(&self) -> Option<(String, String)> {
+        if !self.marks.is_empty() {
+            if self.marks.len() == self.agents.len() {
+                return Some(("all".into(), format!("all {} agents", self.marks.len())));
+            }
+            let mut ids: Vec<&IdentityId> = self.marks.iter().collect();
+            ids.sort();
+            let selector = ids
+                .iter()
+                .map(|id| id.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            let who = if ids.len() == 1 {
+                self.name_of(ids[0])
+            } else {
+                format!("{} marked agents", ids.len())
+            };
+            return Some((selector, who));
+        }
+        let id = match &self.view {
+            View::Agent(id) => id.clone(),
+            _ => self.selected_agent()?.id.clone(),
+        };
+        Some((id.to_string(), self.name_of(&id)))
     }
 
     /// Applies an action.
     pub fn apply(&mut self, action: Action) {
         match action {
-            Action::Move(delta) => {
-                let max = self.visible.len().saturating_sub(1) as i64;
-                self.selected = (self.selected as i64 + i64::from(delta)).clamp(0, max) as usize;
-            }
-            Action::OpenAgent => {
-                if let Some(a) = self.selected_agent() {
-                    self.view = View::Agent(a.id.clone());
-                    self.detail = None;
-                    self.history = None;
+            Action::Move(delta) => match &self.view {
+                View::Fleet => {
+                    let max = self.visible.len().saturating_sub(1) as i64;
+                    self.selected =
+                        (self.selected as i64 + i64::from(delta)).clamp(0, max) as usize;
+                }
+                View::Output => {
+                    // Up scrolls back; down returns toward the newest line.
+                    let lines = self.output_len() as i64;
+                    self.scroll = (self.scroll as i64 - i64::from(delta)).clamp(0, lines) as usize;
+                }
+                View::Files => {
+                    if let Some(t) = self.tree.as_mut() {
+                        t.move_by(delta);
+                    }
+                }
+                View::Transfers => {
+                    let max = self.transfers.len().saturating_sub(1) as i64;
+                    self.transfer_selected =
+                        (self.transfer_selected as i64 + i64::from(delta)).clamp(0, max) as usize;
+                }
+                View::Jobs => {
+                    let len = match &self.jobs {
+                        Fetched::Ready(j) => j.len(),
+                        _ => 0,
+                    };
+                    let max = len.saturating_sub(1) as i64;
+                    self.job_selected =
+                        (self.job_selected as i64 + i64::from(delta)).clamp(0, max) as usize;
+                }
+                View::Audit => {
+                    let len = match &self.audit {
+                        Fetched::Ready(a) => a.len(),
+                        _ => 0,
+                    } as i64;
+                    self.audit_scroll =
+                        (self.audit_scroll as i64 - i64::from(delta)).clamp(0, len) as usize;
+                }
+                View::Agent(_) => {}
+            },
+            Action::Open => match &self.view {
+                View::Fleet => {
+                    if let Some(a) = self.selected_agent() {
+                        let id = a.id.clone();
+                        self.detail = None;
+                        self.history = None;
+                        self.open(View::Agent(id));
+                    }
+                }
+                View::Files => {
+                    if let Some(t) = self.tree.as_mut() {
+                        t.toggle();
+                    }
+                }
+                View::Jobs => {
+                    if let Fetched::Ready(jobs) = &self.jobs
+                        && let Some(job) = jobs.get(self.job_selected)
+                    {
+                        let id = job.job;
+                        self.job_detail = Some(Fetched::Loading);
+                        self.commands.push(Command::Job(id));
+                    }
+                }
+                _ => {}
+            },
+            Action::Collapse => {
+                if let Some(t) = self.tree.as_mut() {
+                    t.collapse();
                 }
             }
             Action::StartFilter => self.filtering = true,
@@ -350,10 +887,89 @@ impl App {
                 self.apply(Action::Move(1));
             }
             Action::MarkAllFiltered => self.marks.extend(self.visible.iter().cloned()),
+            Action::ClearMarks => self.marks.clear(),
+            Action::ExecPrompt => {
+                let target = if self.view == View::Output {
+                    self.run
+                        .as_ref()
+                        .map(|r| (r.selector.clone(), "the same agents".to_string()))
+                } else {
+                    self.exec_targets()
+                };
+                match target {
+                    Some((selector, who)) => {
+                        self.prompt = Some(Prompt {
+                            kind: PromptKind::Exec { selector, who },
+                            text: String::new(),
+                            recall: None,
+                        });
+                    }
+                    None => self.notice = Some("no agent selected".into()),
+                }
+            }
+            Action::OpenFiles => {
+                let id = match &self.view {
+                    View::Agent(id) => Some(id.clone()),
+                    _ => self.selected_agent().map(|a| a.id.clone()),
+                };
+                let Some(id) = id else {
+                    self.notice = Some("no agent selected".into());
+                    return;
+                };
+                if self.tree.as_ref().is_none_or(|t| t.agent != id) {
+                    self.tree = Some(FolderTree::new(id.clone(), self.name_of(&id)));
+                }
+                if self.view == View::Files {
+                    self.refresh_view();
+                } else {
+                    self.open(View::Files);
+                }
+            }
+            Action::Copy => self.start_copy(),
+            Action::Cancel => match &self.view {
+                View::Output => {
+                    if let Some(run) = self.run.as_mut().filter(|r| r.running()) {
+                        run.cancelling = true;
+                        self.commands.push(Command::CancelExec { run: run.run });
+                    }
+                }
+                View::Transfers => {
+                    if let Some(t) = self
+                        .transfers
+                        .get_mut(self.transfer_selected)
+                        .filter(|t| !t.state.is_final())
+                    {
+                        t.state = TransferState::Cancelling;
+                        self.commands.push(Command::CancelCopy { id: t.id });
+                    }
+                }
+                _ => {}
+            },
+            Action::ToggleMerged => {
+                self.merged = !self.merged;
+                self.scroll = 0;
+            }
+            Action::Pane(delta) => {
+                let n = self.run.as_ref().map_or(0, |r| r.panes.len());
+                if n > 0 {
+                    self.pane = (self.pane as i64 + i64::from(delta)).rem_euclid(n as i64) as usize;
+                    self.scroll = 0;
+                }
+            }
+            Action::Refresh => self.refresh_view(),
+            Action::Show(view) => {
+                if view == View::Jobs {
+                    self.job_detail = None;
+                }
+                self.open(view);
+            }
             Action::Help => self.help = true,
             Action::Back => {
-                if self.view != View::Fleet {
-                    self.view = View::Fleet;
+                if self.view == View::Jobs && self.job_detail.is_some() {
+                    self.job_detail = None;
+                } else if self.view != View::Fleet {
+                    self.view = self.back.pop().unwrap_or(View::Fleet);
+                    self.refresh_view();
                 } else if !self.filter.is_empty() {
                     self.filter.clear();
                     self.refresh_visible();
@@ -361,6 +977,58 @@ impl App {
             }
             Action::Quit => self.quit = true,
         }
+    }
+
+    /// Lines in the output view as shown now (merged or the current pane).
+    pub fn output_len(&self) -> usize {
+        match &self.run {
+            Some(r) if self.merged => r.merged.len(),
+            Some(r) => r.panes.get(self.pane).map_or(0, |p| p.lines.len()),
+            None => 0,
+        }
+    }
+
+    fn start_copy(&mut self) {
+        let Some(tree) = &self.tree else { return };
+        let Some(entry) = tree.selected_entry() else {
+            self.notice = Some("nothing to copy: the folder is empty".into());
+            return;
+        };
+        let recursive = match entry.kind {
+            EntryKind::File => false,
+            EntryKind::Dir => true,
+            _ => {
+                self.notice = Some(format!("{} is not a file or directory", entry.path));
+                return;
+            }
+        };
+        let mut agents: Vec<(IdentityId, String)> = self
+            .agents
+            .values()
+            .filter(|a| a.status == Status::Online && a.id != tree.agent)
+            .map(|a| (a.id.clone(), a.name.clone()))
+            .collect();
+        if agents.is_empty() {
+            self.notice = Some("no other agent is online to copy to".into());
+            return;
+        }
+        agents.sort_by(|a, b| a.1.cmp(&b.1));
+        self.picker = Some(Picker {
+            src_agent: tree.agent.to_string(),
+            src_name: tree.name.clone(),
+            src_path: entry.path.clone(),
+            recursive,
+            filter: String::new(),
+            selected: 0,
+            agents,
+        });
+    }
+}
+
+fn fetched<T>(r: Result<T, String>) -> Fetched<T> {
+    match r {
+        Ok(v) => Fetched::Ready(v),
+        Err(e) => Fetched::Failed(e),
     }
 }
 
@@ -557,5 +1225,197 @@ mod tests {
         app.update(key(KeyCode::Char('g')));
         assert_eq!(app.selected, 0);
         assert_eq!(app.selected_agent().map(|a| a.name.as_str()), Some("db-1"));
+    }
+
+    fn connected(app: &mut App, role: Role) {
+        app.update(Event::Connected(Box::new(flotilla_wire::msg::Welcome {
+            protocol_version: flotilla_wire::PROTOCOL_VERSION,
+            hub_version: "0.1.0".into(),
+            identity: IdentityId::from_random(Role::Operator, [9; 8]),
+            role,
+            name: "ops".into(),
+            metrics_interval_ms: 5000,
+        })));
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        for c in text.chars() {
+            app.update(key(KeyCode::Char(c)));
+        }
+    }
+
+    #[test]
+    fn colon_runs_a_command_on_the_marked_agents_and_remembers_it() {
+        let mut app = app();
+        connected(&mut app, Role::Operator);
+        app.update(key(KeyCode::Char(' ')));
+        app.update(key(KeyCode::Char(' ')));
+        app.update(key(KeyCode::Char(':')));
+        let Some(Prompt {
+            kind: PromptKind::Exec { who, selector },
+            ..
+        }) = &app.prompt
+        else {
+            panic!("exec prompt expected")
+        };
+        assert_eq!(who, "2 marked agents");
+        assert_eq!(selector.split(',').count(), 2);
+        typed(&mut app, "uptime");
+        app.update(key(KeyCode::Enter));
+        assert_eq!(app.view, View::Output);
+        let cmds = app.take_commands();
+        let [Command::Exec { run, request }] = cmds.as_slice() else {
+            panic!("one exec command expected, got {cmds:?}")
+        };
+        assert_eq!(*run, 1);
+        assert_eq!(
+            request.command,
+            flotilla_wire::exec::ExecCommand::Argv {
+                argv: vec!["uptime".into()],
+                shell: false
+            }
+        );
+        // Ctrl-C in the pane cancels that job, and does not quit.
+        app.update(Event::Key(KeyEvent::new(
+            KeyCode::Char('c'),
+            KeyModifiers::CONTROL,
+        )));
+        assert!(!app.quit);
+        assert_eq!(app.take_commands(), [Command::CancelExec { run: 1 }]);
+        // Up recalls the last command; the same agents again from the output view.
+        app.update(key(KeyCode::Char(':')));
+        app.update(key(KeyCode::Up));
+        assert_eq!(app.prompt.as_ref().map(|p| p.text.as_str()), Some("uptime"));
+        app.update(key(KeyCode::Down));
+        assert_eq!(app.prompt.as_ref().map(|p| p.text.as_str()), Some(""));
+        app.update(key(KeyCode::Esc));
+        assert!(app.prompt.is_none());
+        assert!(app.take_commands().is_empty(), "esc runs nothing");
+    }
+
+    #[test]
+    fn a_viewer_gets_no_prompt_and_no_copy() {
+        let mut app = app();
+        connected(&mut app, Role::Viewer);
+        app.update(key(KeyCode::Char(':')));
+        assert!(app.prompt.is_none());
+        app.update(key(KeyCode::Char('f')));
+        assert_eq!(app.view, View::Files);
+        app.update(Event::Listing {
+            agent: app
+                .tree
+                .as_ref()
+                .map(|t| t.agent.to_string())
+                .unwrap_or_default(),
+            result: Ok(Box::new(crate::files::Listing {
+                end: flotilla_wire::files::ListEnd {
+                    agent: IdentityId::from_random(Role::Agent, [2; 8]),
+                    name: "db-1".into(),
+                    online: true,
+                    as_of_ms: 0,
+                    total: 1,
+                    truncated: false,
+                },
+                path: String::new(),
+                entries: vec![flotilla_wire::files::Entry {
+                    path: "notes.txt".into(),
+                    kind: EntryKind::File,
+                    size: 3,
+                    mtime_ms: 0,
+                    mode: 0o644,
+                }],
+            })),
+        });
+        app.update(key(KeyCode::Char('c')));
+        assert!(app.picker.is_none(), "a viewer cannot copy");
+    }
+
+    #[test]
+    fn copy_picks_an_online_agent_then_a_path_and_opens_transfers() {
+        let mut app = app();
+        connected(&mut app, Role::Admin);
+        // db-1 is selected (sorted first); its folder has one file.
+        app.update(key(KeyCode::Char('f')));
+        let cmds = app.take_commands();
+        assert!(
+            matches!(cmds.as_slice(), [Command::List { .. }]),
+            "{cmds:?}"
+        );
+        let agent = app.tree.as_ref().map(|t| t.agent.clone()).expect("tree");
+        let mut tree = FolderTree::new(agent.clone(), "db-1".into());
+        tree.set_listing(
+            vec![flotilla_wire::files::Entry {
+                path: "dump.sql".into(),
+                kind: EntryKind::File,
+                size: 3,
+                mtime_ms: 0,
+                mode: 0o644,
+            }],
+            false,
+        );
+        app.tree = Some(tree);
+        app.update(key(KeyCode::Char('c')));
+        let picker = app.picker.as_ref().expect("picker");
+        let names: Vec<_> = picker.items().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["web-1"], "online agents other than the source");
+        app.update(key(KeyCode::Enter));
+        assert_eq!(
+            app.prompt.as_ref().map(|p| p.text.as_str()),
+            Some("dump.sql"),
+            "the same path by default"
+        );
+        app.update(key(KeyCode::Backspace));
+        app.update(key(KeyCode::Backspace));
+        app.update(key(KeyCode::Backspace));
+        typed(&mut app, "bak");
+        app.update(key(KeyCode::Enter));
+        assert_eq!(app.view, View::Transfers);
+        let cmds = app.take_commands();
+        let [
+            Command::Copy {
+                id,
+                src,
+                dst,
+                recursive,
+            },
+        ] = cmds.as_slice()
+        else {
+            panic!("one copy expected, got {cmds:?}")
+        };
+        assert!(!recursive);
+        assert_eq!(
+            *src,
+            Place::Agent {
+                agent: agent.to_string(),
+                path: "dump.sql".into()
+            }
+        );
+        assert!(matches!(dst, Place::Agent { path, .. } if path == "dump.bak"));
+        assert_eq!(app.transfers[0].dst, "web-1:dump.bak");
+        app.update(key(KeyCode::Char('x')));
+        assert_eq!(app.take_commands(), [Command::CancelCopy { id: *id }]);
+        assert_eq!(app.transfers[0].state, TransferState::Cancelling);
+        app.update(key(KeyCode::Esc));
+        assert_eq!(app.view, View::Files, "esc goes back where we came from");
+    }
+
+    #[test]
+    fn jobs_and_audit_views_ask_the_hub_and_show_refusals() {
+        let mut app = app();
+        connected(&mut app, Role::Viewer);
+        app.update(key(KeyCode::Char('4')));
+        assert_eq!(app.view, View::Jobs);
+        assert_eq!(app.take_commands(), [Command::Jobs]);
+        app.update(Event::Jobs(Err("viewers may not read jobs".into())));
+        assert_eq!(
+            app.jobs,
+            Fetched::Failed("viewers may not read jobs".into())
+        );
+        app.update(key(KeyCode::Char('5')));
+        assert_eq!(app.take_commands(), [Command::Audit]);
+        app.update(key(KeyCode::Esc));
+        assert_eq!(app.view, View::Jobs);
+        app.update(key(KeyCode::Esc));
+        assert_eq!(app.view, View::Fleet);
     }
 }

@@ -1,14 +1,19 @@
 //! The interactive console: a network task feeding hub events, an input thread feeding keys, a tick,
 //! and one loop that applies events to the `App` and redraws only when something changed.
 
-use crate::app::App;
+use crate::app::{App, RECORDS_LIMIT};
 use crate::client::{Client, Login};
-use crate::event::Event;
+use crate::command::Command;
+use crate::event::{CopyUpdate, Event, ExecUpdate};
+use crate::exec::{ExecSession, query, split_job};
+use crate::files::{CopyEvent, CopyOptions};
 use crate::ui::{self, Theme};
 use flotilla_wire::IdentityId;
+use flotilla_wire::exec::{ExecEvent, Query, QueryReply};
 use flotilla_wire::msg::{OpRequest, OpResponse};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,19 +33,271 @@ const DETAIL_EVERY: Duration = Duration::from_secs(1);
 const HISTORY_EVERY: Duration = Duration::from_secs(30);
 /// History shown in the agent view.
 const HISTORY_SPAN_S: u64 = 3600;
+/// Progress reports of one transfer passed to the screen at most this often.
+const PROGRESS_EVERY_MS: u64 = 250;
+/// What a command that needs the hub answers while it is away.
+const NOT_CONNECTED: &str = "not connected to the hub (reconnecting)";
+
+/// Transfers in flight: they dial on their own (and retry across hub restarts), so they outlive
+/// the console's own sessions.
+struct Copies {
+    login: Login,
+    tx: mpsc::Sender<Event>,
+    cancels: HashMap<u64, CancellationToken>,
+}
+
+impl Copies {
+    fn start(
+        &mut self,
+        id: u64,
+        src: crate::files::Place,
+        dst: crate::files::Place,
+        recursive: bool,
+    ) {
+        self.cancels.retain(|_, t| !t.is_cancelled());
+        let cancel = CancellationToken::new();
+        self.cancels.insert(id, cancel.clone());
+        let login = self.login.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<(u64, CopyEvent)>();
+            let forward_tx = tx.clone();
+            // Forwards in order; the copy's callback cannot wait on the bounded UI queue.
+            let forwarder = tokio::spawn(async move {
+                while let Some((at_ms, ev)) = progress_rx.recv().await {
+                    let update = CopyUpdate::Event(ev);
+                    if forward_tx
+                        .send(Event::Copy { id, at_ms, update })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let opts = CopyOptions {
+                recursive,
+                ..CopyOptions::default()
+            };
+            let mut last_progress = 0u64;
+            // Owns the sender, so the forwarder ends when the copy (and this closure) is done.
+            let mut on_event = move |ev: &CopyEvent| {
+                let now = crate::cli::now_ms();
+                if matches!(ev, CopyEvent::Progress { written, size, .. } if written < size)
+                    && now.saturating_sub(last_progress) < PROGRESS_EVERY_MS
+                {
+                    return;
+                }
+                last_progress = now;
+                let _ = progress_tx.send((now, ev.clone()));
+            };
+            let result = {
+                let on_event = &mut on_event;
+                crate::files::copy(&login, &src, &dst, &opts, &cancel, on_event).await
+            };
+            drop(on_event);
+            let _ = forwarder.await;
+            cancel.cancel();
+            let update = CopyUpdate::Finished(result.map_err(|e| e.to_string()));
+            let _ = tx
+                .send(Event::Copy {
+                    id,
+                    at_ms: crate::cli::now_ms(),
+                    update,
+                })
+                .await;
+        });
+    }
+
+    fn cancel(&mut self, id: u64) {
+        if let Some(t) = self.cancels.remove(&id) {
+            t.cancel();
+        }
+    }
+}
+
+/// Answers a command that needs a live session while there is none.
+async fn refuse(cmd: Command, tx: &mpsc::Sender<Event>) {
+    let reason = || NOT_CONNECTED.to_string();
+    let ev = match cmd {
+        Command::Exec { run, .. } => Event::Exec {
+            run,
+            update: ExecUpdate::Failed(reason()),
+        },
+        Command::List { agent } => Event::Listing {
+            agent,
+            result: Err(reason()),
+        },
+        Command::Jobs => Event::Jobs(Err(reason())),
+        Command::Job(_) => Event::Job(Err(reason())),
+        Command::Audit => Event::Audit(Err(reason())),
+        Command::CancelExec { .. } | Command::Copy { .. } | Command::CancelCopy { .. } => return,
+    };
+    let _ = tx.send(ev).await;
+}
+
+/// Runs one job, forwarding its events, until its summary; cancels it when `cancel` fires.
+async fn run_exec(
+    client: Arc<Client>,
+    run: u64,
+    request: flotilla_wire::exec::ExecRequest,
+    tx: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) {
+    let failed = |reason: String| Event::Exec {
+        run,
+        update: ExecUpdate::Failed(reason),
+    };
+    let mut session = match ExecSession::open(&client, &request).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(failed(e.to_string())).await;
+            return;
+        }
+    };
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            ev = session.next() => {
+                let ev = match ev {
+                    Some(Ok(ev)) => ev,
+                    Some(Err(e)) => {
+                        let _ = tx.send(failed(e.to_string())).await;
+                        return;
+                    }
+                    None => {
+                        let _ = tx.send(failed("hub ended the job stream before its summary".into())).await;
+                        return;
+                    }
+                };
+                let last = matches!(ev, ExecEvent::Done(_) | ExecEvent::Refused(_));
+                let update = ExecUpdate::Event(Box::new(ev));
+                if tx.send(Event::Exec { run, update }).await.is_err() || last {
+                    return;
+                }
+            }
+            _ = cancel.cancelled(), if !cancelled => {
+                cancelled = true;
+                session.cancel().await;
+            }
+        }
+    }
+}
+
+/// Starts the work of one command on its own task (the session loop never waits on it).
+fn handle(
+    cmd: Command,
+    client: &Arc<Client>,
+    tx: &mpsc::Sender<Event>,
+    jobs: &mut HashMap<u64, CancellationToken>,
+    copies: &mut Copies,
+) {
+    let client = client.clone();
+    let tx = tx.clone();
+    match cmd {
+        Command::Exec { run, request } => {
+            jobs.retain(|_, t| !t.is_cancelled());
+            let cancel = CancellationToken::new();
+            jobs.insert(run, cancel.clone());
+            tokio::spawn(run_exec(client, run, request, tx, cancel));
+        }
+        Command::CancelExec { run } => {
+            if let Some(t) = jobs.get(&run) {
+                t.cancel();
+            }
+        }
+        Command::Copy {
+            id,
+            src,
+            dst,
+            recursive,
+        } => copies.start(id, src, dst, recursive),
+        Command::CancelCopy { id } => copies.cancel(id),
+        Command::List { agent } => {
+            tokio::spawn(async move {
+                let result = crate::files::list(&client, &agent, "", true)
+                    .await
+                    .map(Box::new)
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(Event::Listing { agent, result }).await;
+            });
+        }
+        Command::Jobs => {
+            tokio::spawn(async move {
+                let result = query(
+                    &client,
+                    &Query::Jobs {
+                        limit: RECORDS_LIMIT,
+                    },
+                )
+                .await
+                .map(|replies| {
+                    replies
+                        .into_iter()
+                        .filter_map(|r| match r {
+                            QueryReply::Job(j) => Some(j),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
+                let _ = tx.send(Event::Jobs(result)).await;
+            });
+        }
+        Command::Job(job) => {
+            tokio::spawn(async move {
+                let result = match query(&client, &Query::Job { job }).await {
+                    Ok(replies) => split_job(replies)
+                        .map(Box::new)
+                        .ok_or_else(|| format!("hub has no job {job}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = tx.send(Event::Job(result)).await;
+            });
+        }
+        Command::Audit => {
+            tokio::spawn(async move {
+                let result = query(
+                    &client,
+                    &Query::Audit {
+                        limit: RECORDS_LIMIT,
+                    },
+                )
+                .await
+                .map(|replies| {
+                    replies
+                        .into_iter()
+                        .filter_map(|r| match r {
+                            QueryReply::Audit(e) => Some(e),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
+                let _ = tx.send(Event::Audit(result)).await;
+            });
+        }
+    }
+}
 
 /// Feeds hub events to the UI, reconnecting by itself.
 async fn network(
     login: Login,
     tx: mpsc::Sender<Event>,
     focus: watch::Receiver<Option<IdentityId>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     cancel: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(500);
+    let mut copies = Copies {
+        login: login.clone(),
+        tx: tx.clone(),
+        cancels: HashMap::new(),
+    };
     loop {
         let reason = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = session(&login, &tx, focus.clone()) => match r {
+            r = session(&login, &tx, focus.clone(), &mut commands, &mut copies) => match r {
                 Ok(()) => return,
                 Err(reason) => reason,
             },
@@ -48,9 +305,19 @@ async fn network(
         if tx.send(Event::Disconnected(reason)).await.is_err() {
             return;
         }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        let retry = tokio::time::sleep(delay);
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = &mut retry => break,
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Copy { id, src, dst, recursive }) => copies.start(id, src, dst, recursive),
+                    Some(Command::CancelCopy { id }) => copies.cancel(id),
+                    Some(cmd) => refuse(cmd, &tx).await,
+                    None => return,
+                },
+            }
         }
         delay = (delay * 2).min(RECONNECT_MAX);
     }
@@ -61,6 +328,8 @@ async fn session(
     login: &Login,
     tx: &mpsc::Sender<Event>,
     mut focus: watch::Receiver<Option<IdentityId>>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    copies: &mut Copies,
 ) -> Result<(), String> {
     let client = Arc::new(Client::connect(login).await.map_err(|e| e.to_string())?);
     if tx
@@ -89,9 +358,14 @@ async fn session(
     let mut detail_tick = tokio::time::interval(DETAIL_EVERY);
     let mut history_due = tokio::time::Instant::now();
     let mut watching: Option<(IdentityId, quinn::SendStream)> = None;
+    let mut jobs = HashMap::new();
     let result = loop {
         tokio::select! {
             r = &mut reader => break r.unwrap_or_else(|e| Err(e.to_string())),
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => handle(cmd, &client, tx, &mut jobs, copies),
+                None => break Ok(()),
+            },
             changed = focus.changed() => {
                 if changed.is_err() {
                     break Ok(());
@@ -156,6 +430,7 @@ pub async fn run_loop<B: Backend>(
     theme: Theme,
     rx: &mut mpsc::Receiver<Event>,
     focus: &watch::Sender<Option<IdentityId>>,
+    commands: &mpsc::UnboundedSender<Command>,
 ) -> Result<(), B::Error> {
     terminal.draw(|f| ui::render(app, theme, f))?;
     while !app.quit {
@@ -166,6 +441,9 @@ pub async fn run_loop<B: Backend>(
                 Ok(ev) => dirty |= app.update(ev),
                 Err(_) => break,
             }
+        }
+        for cmd in app.take_commands() {
+            let _ = commands.send(cmd);
         }
         focus.send_if_modified(|f| {
             let now = app.focused();
@@ -186,7 +464,8 @@ pub async fn run_attached(login: Login) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let (focus_tx, focus_rx) = watch::channel(None);
-    tokio::spawn(network(login, tx.clone(), focus_rx, cancel.clone()));
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    tokio::spawn(network(login, tx.clone(), focus_rx, cmd_rx, cancel.clone()));
     let tick_tx = tx.clone();
     let tick_cancel = cancel.clone();
     tokio::spawn(async move {
@@ -211,6 +490,7 @@ pub async fn run_attached(login: Login) -> anyhow::Result<ExitCode> {
         Theme::from_env(),
         &mut rx,
         &focus_tx,
+        &cmd_tx,
     )
     .await;
     ratatui::restore();

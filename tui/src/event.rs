@@ -1,7 +1,27 @@
-//! What the console reacts to: keys, hub news, and the clock.
+//! What the console reacts to: keys, hub news, the clock, and answers to its own commands.
 
+use crate::files::{CopyEvent, CopyReport, Listing};
 use crossterm::event::KeyEvent;
+use flotilla_wire::exec::{AgentResult, AuditEntry, ExecEvent, JobInfo};
 use flotilla_wire::msg::{AgentInfo, FleetEvent, MetricsSeries, Welcome};
+
+/// News of a job started from the console.
+#[derive(Debug)]
+pub enum ExecUpdate {
+    /// An event from the hub.
+    Event(Box<ExecEvent>),
+    /// The job could not start or its stream broke; nothing more comes.
+    Failed(String),
+}
+
+/// News of a transfer started from the console.
+#[derive(Debug)]
+pub enum CopyUpdate {
+    /// Progress.
+    Event(CopyEvent),
+    /// The copy returned.
+    Finished(Result<CopyReport, String>),
+}
 
 /// Something happened.
 #[derive(Debug)]
@@ -22,4 +42,33 @@ pub enum Event {
     Detail(Box<AgentInfo>),
     /// History of the agent in view.
     History(Box<MetricsSeries>),
+    /// A job started from the console moved on.
+    Exec {
+        /// The console's number for the run.
+        run: u64,
+        /// What happened.
+        update: ExecUpdate,
+    },
+    /// A shared folder's listing, or why there is none.
+    Listing {
+        /// Agent id as asked.
+        agent: String,
+        /// The listing.
+        result: Result<Box<Listing>, String>,
+    },
+    /// A transfer moved on.
+    Copy {
+        /// The console's number for it.
+        id: u64,
+        /// When, ms since the epoch (rates are computed from these, so tests are deterministic).
+        at_ms: u64,
+        /// What happened.
+        update: CopyUpdate,
+    },
+    /// The newest jobs.
+    Jobs(Result<Vec<JobInfo>, String>),
+    /// One job with its results.
+    Job(Result<Box<(JobInfo, Vec<AgentResult>)>, String>),
+    /// The newest audit entries.
+    Audit(Result<Vec<AuditEntry>, String>),
 }

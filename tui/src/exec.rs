@@ -754,7 +754,8 @@ fn counts_cell(c: &JobCounts) -> String {
     )
 }
 
-fn state(j: &JobInfo) -> &'static str {
+/// A job's state in one word: running, interrupted, cancelled, ok or failed.
+pub fn job_state(j: &JobInfo) -> &'static str {
     match (j.ended_ms, j.interrupted, &j.cancelled_by) {
         (None, _, _) => "running",
         (_, true, _) => "interrupted",
@@ -778,7 +779,7 @@ pub fn jobs_table(jobs: &[JobInfo]) -> String {
             j.actor_name,
             j.targets,
             counts_cell(&j.counts),
-            state(j),
+            job_state(j),
             j.selector,
             j.command.display()
         ));
@@ -818,7 +819,7 @@ pub fn job_detail(info: &JobInfo, results: &[AgentResult]) -> String {
         info.command.display(),
         utc(info.started_ms),
         info.ended_ms.map(utc).unwrap_or_else(|| "-".into()),
-        state(info),
+        job_state(info),
         info.targets,
         info.counts.succeeded,
         info.counts.failed,

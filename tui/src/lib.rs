@@ -9,6 +9,7 @@ pub mod action;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod command;
 pub mod console;
 pub mod demo;
 pub mod event;

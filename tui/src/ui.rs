@@ -1,9 +1,12 @@
 //! Drawing: a pure function of `&App` into a ratatui frame, at any size from 80x24 up.
 
 mod agent;
+mod files;
 mod fleet;
+mod output;
+mod records;
 
-use crate::app::{App, Conn, View};
+use crate::app::{App, Conn, PromptKind, View};
 use crate::{keymap, strings};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -92,23 +95,104 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame<'_>) {
     match &app.view {
         View::Fleet => fleet::render(app, theme, frame, body),
         View::Agent(id) => agent::render(app, theme, frame, body, id),
+        View::Output => output::render(app, theme, frame, body),
+        View::Files => files::render_tree(app, theme, frame, body),
+        View::Transfers => files::render_transfers(app, theme, frame, body),
+        View::Jobs => records::render_jobs(app, theme, frame, body),
+        View::Audit => records::render_audit(app, theme, frame, body),
     }
-    let bindings = match app.view {
-        View::Fleet => keymap::FLEET,
-        View::Agent(_) => keymap::AGENT,
-    };
-    let hint = if app.filtering {
-        "type to filter  enter keep  esc clear".to_string()
-    } else {
-        keymap::footer(bindings)
-    };
-    frame.render_widget(
-        Paragraph::new(Line::from(Span::styled(hint, theme.dim()))),
-        footer,
-    );
+    render_footer(app, theme, frame, footer);
+    if app.picker.is_some() {
+        render_picker(app, theme, frame);
+    }
     if app.help {
-        render_help(theme, frame, bindings);
+        render_help(theme, frame, &keymap::help(&app.view, app.can_act()));
     }
+}
+
+/// The bottom line: the prompt being typed, else a notice, else the view's keys.
+fn render_footer(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
+    let line = if let Some(prompt) = &app.prompt {
+        let label = match &prompt.kind {
+            PromptKind::Exec { who, .. } => format!("run on {who}: "),
+            PromptKind::CopyTo { name, .. } => format!("copy to {name}:"),
+        };
+        // Keep the end of a long line in view, as a shell does.
+        let room = (area.width as usize).saturating_sub(label.chars().count() + 1);
+        let count = prompt.text.chars().count();
+        let text: String = prompt
+            .text
+            .chars()
+            .skip(count.saturating_sub(room))
+            .collect();
+        Line::from(vec![
+            Span::styled(label, theme.heading()),
+            Span::raw(text),
+            Span::raw("▏"),
+        ])
+    } else if let Some(notice) = &app.notice {
+        Line::from(Span::styled(notice.clone(), theme.warn()))
+    } else if app.filtering {
+        Line::from(Span::styled(
+            "type to filter  enter keep  esc clear",
+            theme.dim(),
+        ))
+    } else {
+        Line::from(Span::styled(
+            keymap::footer(&app.view, app.can_act()),
+            theme.dim(),
+        ))
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// The destination picker of a copy.
+fn render_picker(app: &App, theme: Theme, frame: &mut Frame<'_>) {
+    let Some(picker) = &app.picker else { return };
+    let area = frame.area();
+    let items: Vec<_> = picker.items().collect();
+    let height = (items.len() as u16 + 3).clamp(5, area.height.saturating_sub(2).max(5));
+    let width = 50.min(area.width);
+    let popup = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height.saturating_sub(height)) / 2,
+        width,
+        height: height.min(area.height),
+    };
+    let rows_fit = popup.height.saturating_sub(3) as usize;
+    let first = picker.selected.saturating_sub(rows_fit.saturating_sub(1));
+    let mut lines = vec![Line::from(vec![
+        Span::styled("to: ", theme.heading()),
+        Span::raw(picker.filter.clone()),
+        Span::raw("▏"),
+    ])];
+    lines.extend(
+        items
+            .iter()
+            .enumerate()
+            .skip(first)
+            .take(rows_fit)
+            .map(|(i, (_, name))| {
+                let line = Line::from(format!(" {name}"));
+                if i == picker.selected {
+                    line.style(theme.selected())
+                } else {
+                    line
+                }
+            }),
+    );
+    if items.is_empty() {
+        lines.push(Line::from(Span::styled(" no agent matches", theme.dim())));
+    }
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!("copy {}:{} to", picker.src_name, picker.src_path)),
+        ),
+        popup,
+    );
 }
 
 fn render_header(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
@@ -124,18 +208,29 @@ fn render_header(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
             Span::styled(format!("{}: {reason}", strings::RECONNECTING), theme.bad())
         }
     };
-    let line = Line::from(vec![
-        Span::styled(format!("{} ", strings::TITLE), theme.heading()),
+    let mut title = strings::TITLE.to_string();
+    if app.view != View::Fleet {
+        title = format!("{title} {}", app.view.title());
+    }
+    let mut spans = vec![
+        Span::styled(format!("{title} "), theme.heading()),
         Span::raw(format!("{online}/{total} online · ")),
-        conn,
-    ]);
+    ];
+    if !app.marks.is_empty() {
+        spans.push(Span::styled(
+            format!("{} marked · ", app.marks.len()),
+            theme.warn(),
+        ));
+    }
+    spans.push(conn);
+    let line = Line::from(spans);
     frame.render_widget(Paragraph::new(line), area);
 }
 
-fn render_help(theme: Theme, frame: &mut Frame<'_>, bindings: &[keymap::Binding]) {
+fn render_help(theme: Theme, frame: &mut Frame<'_>, bindings: &[&keymap::Binding]) {
     let area = frame.area();
     let height = (bindings.len() as u16 + 2).min(area.height);
-    let width = 40.min(area.width);
+    let width = 48.min(area.width);
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,

@@ -1,0 +1,49 @@
+//! What the console asks its network task to do. `App` only queues these (see `App::take_commands`),
+//! so key handling never waits on the network and tests can read what a key asked for.
+
+use crate::files::Place;
+use flotilla_wire::exec::{ExecRequest, JobId};
+
+/// A request from the UI to the network task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Start a job; its events come back as `Event::Exec` tagged with `run`.
+    Exec {
+        /// The console's number for this run.
+        run: u64,
+        /// What to run where.
+        request: ExecRequest,
+    },
+    /// Cancel the job of run `run` (agents kill the process group).
+    CancelExec {
+        /// Which run.
+        run: u64,
+    },
+    /// List an agent's whole shared folder (the hub's copy of its tree).
+    List {
+        /// Agent id.
+        agent: String,
+    },
+    /// Copy between agents; progress comes back as `Event::Copy` tagged with `id`.
+    Copy {
+        /// The console's number for this transfer.
+        id: u64,
+        /// Source.
+        src: Place,
+        /// Destination.
+        dst: Place,
+        /// Copy a directory tree.
+        recursive: bool,
+    },
+    /// Cancel transfer `id` on both ends.
+    CancelCopy {
+        /// Which transfer.
+        id: u64,
+    },
+    /// The newest jobs.
+    Jobs,
+    /// One job with its per-agent results.
+    Job(JobId),
+    /// The newest audit entries.
+    Audit,
+}
