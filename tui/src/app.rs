@@ -220,6 +220,8 @@ pub struct App {
     pub job_selected: usize,
     /// The job opened from the jobs view, with its results.
     pub job_detail: Option<Fetched<(JobInfo, Vec<AgentResult>)>>,
+    /// Job detail: lines scrolled down from the top.
+    pub detail_scroll: usize,
     /// The newest audit entries, oldest first.
     pub audit: Fetched<Vec<AuditEntry>>,
     /// Audit view: entries scrolled up from the newest.
@@ -277,6 +279,7 @@ impl App {
             jobs: Fetched::Loading,
             job_selected: 0,
             job_detail: None,
+            detail_scroll: 0,
             audit: Fetched::Loading,
             audit_scroll: 0,
             notice: None,
@@ -779,8 +782,9 @@ impl App {
             if self.marks.len() == self.agents.len() {
                 return Some(("all".into(), format!("all {} agents", self.marks.len())));
             }
+            // By name, so the selector (and the jobs view) reads in fleet order.
             let mut ids: Vec<&IdentityId> = self.marks.iter().collect();
-            ids.sort();
+            ids.sort_by_cached_key(|id| (self.name_of(id), (*id).clone()));
             let selector = ids
                 .iter()
                 .map(|id| id.as_str())
@@ -824,6 +828,10 @@ impl App {
                     self.transfer_selected =
                         (self.transfer_selected as i64 + i64::from(delta)).clamp(0, max) as usize;
                 }
+                View::Jobs if self.job_detail.is_some() => {
+                    self.detail_scroll =
+                        (self.detail_scroll as i64 + i64::from(delta)).clamp(0, 100_000) as usize;
+                }
                 View::Jobs => {
                     let len = match &self.jobs {
                         Fetched::Ready(j) => j.len(),
@@ -863,6 +871,7 @@ impl App {
                     {
                         let id = job.job;
                         self.job_detail = Some(Fetched::Loading);
+                        self.detail_scroll = 0;
                         self.commands.push(Command::Job(id));
                     }
                 }

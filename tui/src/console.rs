@@ -423,50 +423,118 @@ fn spawn_input(tx: mpsc::Sender<Event>, cancel: CancellationToken) {
     });
 }
 
-/// Applies events and redraws until the user quits. Generic over the backend so tests can drive it.
-pub async fn run_loop<B: Backend>(
-    terminal: &mut Terminal<B>,
-    app: &mut App,
-    theme: Theme,
-    rx: &mut mpsc::Receiver<Event>,
-    focus: &watch::Sender<Option<IdentityId>>,
-    commands: &mpsc::UnboundedSender<Command>,
-) -> Result<(), B::Error> {
-    terminal.draw(|f| ui::render(app, theme, f))?;
-    while !app.quit {
-        let Some(ev) = rx.recv().await else { break };
-        let mut dirty = app.update(ev);
+/// The console without its terminal: the network task, the event queue and the state. The
+/// terminal loop and the tests drive the same thing, so a test sees what a user would.
+pub struct Console {
+    /// The state drawn on screen.
+    pub app: App,
+    events: mpsc::Receiver<Event>,
+    sender: mpsc::Sender<Event>,
+    commands: mpsc::UnboundedSender<Command>,
+    focus: watch::Sender<Option<IdentityId>>,
+    cancel: CancellationToken,
+}
+
+impl Console {
+    /// Starts the network task for `login` (it dials, and redials, by itself).
+    pub fn attach(login: Login, now_ms: u64) -> Self {
+        let cancel = CancellationToken::new();
+        let (sender, events) = mpsc::channel(EVENT_QUEUE);
+        let (focus, focus_rx) = watch::channel(None);
+        let (commands, cmd_rx) = mpsc::unbounded_channel();
+        tokio::spawn(network(
+            login,
+            sender.clone(),
+            focus_rx,
+            cmd_rx,
+            cancel.clone(),
+        ));
+        Self {
+            app: App::new(now_ms),
+            events,
+            sender,
+            commands,
+            focus,
+            cancel,
+        }
+    }
+
+    /// Where keys and ticks go in.
+    pub fn sender(&self) -> mpsc::Sender<Event> {
+        self.sender.clone()
+    }
+
+    /// Cancelled when the console closes; the input thread and the tick stop on it.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Applies an event (a key, say) at once, as if it had come through the queue.
+    pub fn apply(&mut self, ev: Event) -> bool {
+        let dirty = self.app.update(ev);
+        self.pass_on();
+        dirty
+    }
+
+    /// Waits for the next event, applies it and whatever queued behind it (up to a batch), and
+    /// passes on what they asked for. Returns whether to redraw; `None` once nothing can come.
+    pub async fn step(&mut self) -> Option<bool> {
+        let ev = self.events.recv().await?;
+        let mut dirty = self.app.update(ev);
         for _ in 0..MAX_BATCH {
-            match rx.try_recv() {
-                Ok(ev) => dirty |= app.update(ev),
+            match self.events.try_recv() {
+                Ok(ev) => dirty |= self.app.update(ev),
                 Err(_) => break,
             }
         }
-        for cmd in app.take_commands() {
-            let _ = commands.send(cmd);
+        self.pass_on();
+        Some(dirty)
+    }
+
+    fn pass_on(&mut self) {
+        for cmd in self.app.take_commands() {
+            let _ = self.commands.send(cmd);
         }
-        focus.send_if_modified(|f| {
+        let app = &self.app;
+        self.focus.send_if_modified(|f| {
             let now = app.focused();
             let changed = *f != now;
             *f = now;
             changed
         });
-        if dirty && !app.quit {
-            app.prepare();
-            terminal.draw(|f| ui::render(app, theme, f))?;
-        }
     }
-    Ok(())
+
+    /// Applies events and redraws until the user quits.
+    pub async fn run<B: Backend>(
+        &mut self,
+        terminal: &mut Terminal<B>,
+        theme: Theme,
+    ) -> Result<(), B::Error> {
+        terminal.draw(|f| ui::render(&self.app, theme, f))?;
+        while !self.app.quit {
+            let Some(dirty) = self.step().await else {
+                break;
+            };
+            if dirty && !self.app.quit {
+                self.app.prepare();
+                terminal.draw(|f| ui::render(&self.app, theme, f))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 /// Opens the console attached to the hub of `login`.
 pub async fn run_attached(login: Login) -> anyhow::Result<ExitCode> {
-    let cancel = CancellationToken::new();
-    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-    let (focus_tx, focus_rx) = watch::channel(None);
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    tokio::spawn(network(login, tx.clone(), focus_rx, cmd_rx, cancel.clone()));
-    let tick_tx = tx.clone();
+    let mut console = Console::attach(login, crate::cli::now_ms());
+    let cancel = console.cancel_token();
+    let tick_tx = console.sender();
     let tick_cancel = cancel.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -482,17 +550,8 @@ pub async fn run_attached(login: Login) -> anyhow::Result<ExitCode> {
         }
     });
     let mut terminal = ratatui::init();
-    spawn_input(tx, cancel.clone());
-    let mut app = App::new(crate::cli::now_ms());
-    let result = run_loop(
-        &mut terminal,
-        &mut app,
-        Theme::from_env(),
-        &mut rx,
-        &focus_tx,
-        &cmd_tx,
-    )
-    .await;
+    spawn_input(console.sender(), cancel.clone());
+    let result = console.run(&mut terminal, Theme::from_env()).await;
     ratatui::restore();
     cancel.cancel();
     result?;

@@ -56,7 +56,7 @@ impl FolderTree {
     /// Takes a listing, keeping the selection on the same path if it still exists.
     pub fn set_listing(&mut self, mut entries: Vec<Entry>, truncated: bool) {
         let keep = self.selected_entry().map(|e| e.path.clone());
-        entries.sort_by(|a, b| tree_order(&a.path, &b.path));
+        entries.sort_by_cached_key(tree_key);
         self.entries = Some(entries);
         self.error = None;
         self.truncated = truncated;
@@ -174,10 +174,17 @@ impl FolderTree {
     }
 }
 
-/// Orders paths so that a directory's children follow it directly (`a`, `a/b`, `a-b`), which a
-/// plain string sort does not do (`-` sorts before `/`).
-fn tree_order(a: &str, b: &str) -> std::cmp::Ordering {
-    a.split('/').cmp(b.split('/'))
+/// Sort key that puts a directory's children right after it (`a`, `a/b`, `a-b`, which a plain
+/// string sort does not: `-` sorts before `/`) and directories before files at each level, as file
+/// managers do.
+fn tree_key(e: &Entry) -> Vec<(bool, String)> {
+    let parts: Vec<&str> = e.path.split('/').collect();
+    let last = parts.len() - 1;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i == last && e.kind != EntryKind::Dir, (*p).to_owned()))
+        .collect()
 }
 
 /// Where a transfer stands.
@@ -353,7 +360,11 @@ mod tests {
             ],
             false,
         );
-        assert_eq!(labels(&t), ["a", "a-b"], "only the top level at first");
+        assert_eq!(
+            labels(&t),
+            ["a", "a-b"],
+            "only the top level at first, directories first"
+        );
         t.toggle();
         assert_eq!(labels(&t), ["a", "  x", "  y", "a-b"]);
         t.move_by(1);

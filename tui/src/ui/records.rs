@@ -3,10 +3,11 @@
 use super::Theme;
 use crate::app::{App, Fetched};
 use crate::exec::{job_detail, job_state, utc};
+use flotilla_wire::IdentityId;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, Row, Table};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 
 /// Wide terminals add the selector and timing columns.
 const WIDE: u16 = 120;
@@ -38,7 +39,12 @@ pub(super) fn render_jobs(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
                     }
                 })
                 .collect();
-            frame.render_widget(Paragraph::new(lines), area);
+            frame.render_widget(
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .scroll((app.detail_scroll.min(u16::MAX as usize) as u16, 0)),
+                area,
+            );
         }
         return;
     }
@@ -88,7 +94,8 @@ pub(super) fn render_jobs(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
                 Cell::from(state).style(style),
             ];
             if wide {
-                cells.push(Cell::from(j.selector.clone()));
+                let who: Vec<String> = j.selector.split(',').map(|t| name_or_id(app, t)).collect();
+                cells.push(Cell::from(who.join(",")));
             }
             cells.push(Cell::from(j.command.display()));
             let row = Row::new(cells);
@@ -119,6 +126,14 @@ pub(super) fn render_jobs(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
             .column_spacing(1),
         area,
     );
+}
+
+/// An agent's name where the console knows the id (ids are unreadable in a narrow column).
+fn name_or_id(app: &App, s: &str) -> String {
+    IdentityId::parse(s)
+        .and_then(|id| app.agents.get(&id))
+        .map(|a| a.name.clone())
+        .unwrap_or_else(|| s.to_owned())
 }
 
 pub(super) fn render_audit(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
@@ -156,9 +171,9 @@ pub(super) fn render_audit(app: &App, theme: Theme, frame: &mut Frame<'_>, area:
             };
             Row::new(vec![
                 Cell::from(at),
-                Cell::from(e.actor.clone()),
+                Cell::from(name_or_id(app, &e.actor)),
                 Cell::from(e.action.clone()).style(style),
-                Cell::from(e.target.clone()),
+                Cell::from(name_or_id(app, &e.target)),
                 Cell::from(e.detail.clone()),
             ])
         })
@@ -166,7 +181,7 @@ pub(super) fn render_audit(app: &App, theme: Theme, frame: &mut Frame<'_>, area:
     let widths = [
         Constraint::Length(if wide { 20 } else { 9 }),
         Constraint::Length(if wide { 20 } else { 14 }),
-        Constraint::Length(12),
+        Constraint::Length(15),
         Constraint::Length(if wide { 22 } else { 12 }),
         Constraint::Min(10),
     ];
