@@ -540,8 +540,12 @@ impl App {
                 let Some(a) = self.agents.get_mut(&id) else {
                     return false;
                 };
+                // The subscription's snapshot may already carry this sample: count it once.
+                let repeat = a.latest.as_ref().is_some_and(|l| l.at_ms == sample.at_ms);
                 a.latest = Some(sample);
-                self.record_cpu(&id, cpu);
+                if !repeat {
+                    self.record_cpu(&id, cpu);
+                }
                 // Metrics change values, not order, unless sorted by a metric.
                 self.order_stale |= SORTS[self.sort] != "name";
                 return true;
@@ -1207,6 +1211,7 @@ mod tests {
         assert_eq!(app.agents[&web1].status, Status::Offline);
         assert_eq!(names(&app), ["db-1", "web-1", "web-2"]);
         let sample = MetricsSample {
+            at_ms: 1,
             cpu_pct: 42.0,
             ..Default::default()
         };
@@ -1215,6 +1220,16 @@ mod tests {
             sample,
         })));
         assert_eq!(app.cpu_history[&web1].back(), Some(&42.0));
+        let len = app.cpu_history[&web1].len();
+        app.update(Event::Fleet(Box::new(FleetEvent::Metrics {
+            id: web1.clone(),
+            sample: app.agents[&web1].latest.clone().expect("sample"),
+        })));
+        assert_eq!(
+            app.cpu_history[&web1].len(),
+            len,
+            "a sample seen twice (snapshot, then event) is one point"
+        );
         app.update(Event::Disconnected("hub gone".into()));
         assert_eq!(app.conn, Conn::Reconnecting("hub gone".into()));
         assert_eq!(
