@@ -1,10 +1,11 @@
-//! The real `flotilla` console in tmux at 80x24 against a real hub with three agents: what a
-//! sysadmin does over SSH. Keys go in with `send-keys`, the screen comes back with `capture-pane`.
-//! `.ci/run` installs tmux; without it this test fails and says so.
+//! The real `flotilla` console in tmux at 80x24 against a real hub with three real agents: what a
+//! sysadmin does over SSH: filter, open an agent, run a command on marked agents, copy a file from
+//! one agent's shared folder to another. Keys go in with `send-keys`, the screen comes back with
+//! `capture-pane`. `.ci/run` installs tmux; without it this test fails and says so.
 
-mod common;
+mod exec_support;
 
-use common::TestFleet;
+use exec_support::{AgentSpec, Fleet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -39,6 +40,15 @@ impl Tmux {
         let status = Command::new("tmux")
             .args(["send-keys", "-t", &self.session])
             .args(keys)
+            .status()
+            .expect("send-keys");
+        assert!(status.success());
+    }
+
+    /// Types `text` literally (no key names).
+    fn text(&self, text: &str) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.session, "-l", text])
             .status()
             .expect("send-keys");
         assert!(status.success());
@@ -90,11 +100,16 @@ fn flotilla_bin() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn console_filters_opens_an_agent_and_quits_at_80x24() {
-    let fleet = TestFleet::new().await;
-    let _web1 = fleet.agent("web-1").await;
-    let _web2 = fleet.agent("web-2").await;
-    let _db1 = fleet.agent("db-1").await;
+async fn console_filters_opens_an_agent_runs_a_command_and_copies_a_file_at_80x24() {
+    let fleet = Fleet::start(vec![
+        AgentSpec::any("web-1"),
+        AgentSpec::any("web-2"),
+        AgentSpec::any("db-1"),
+    ])
+    .await;
+    let db_shared = fleet.agent("db-1").dir.join("shared");
+    std::fs::create_dir_all(&db_shared).expect("shared dir");
+    std::fs::write(db_shared.join("report.txt"), b"all systems nominal\n").expect("write");
     let command = format!(
         "NO_COLOR=1 FLOTILLA_LOGIN_DIR={} {}",
         fleet.paths.admin_dir().display(),
@@ -136,10 +151,7 @@ async fn console_filters_opens_an_agent_and_quits_at_80x24() {
             s.contains("top by cpu") && s.contains("web-1  a-")
         })
         .await;
-    assert!(
-        screen.contains("test-os") || screen.contains("labels"),
-        "agent facts shown:\n{screen}"
-    );
+    assert!(screen.contains("labels"), "agent facts shown:\n{screen}");
 
     tmux.keys(&["?"]);
     tmux.wait_for("the help overlay", |s| {
@@ -156,6 +168,57 @@ async fn console_filters_opens_an_agent_and_quits_at_80x24() {
     })
     .await;
 
+    // Run a command on both web agents (marked through the filter that is still on).
+    tmux.keys(&["*"]);
+    tmux.wait_for("two agents marked", |s| s.contains("2 marked"))
+        .await;
+    tmux.keys(&[":"]);
+    tmux.wait_for("the run prompt", |s| s.contains("run on 2 marked agents:"))
+        .await;
+    tmux.text("echo hi-from-tmux");
+    tmux.keys(&["Enter"]);
+    let screen = tmux
+        .wait_for("both agents' output and the summary", |s| {
+            s.matches("hi-from-tmux").count() >= 3 && s.contains("done: 2 ok")
+        })
+        .await;
+    assert!(
+        screen.contains("web-1 │ hi-from-tmux") && screen.contains("web-2 │ hi-from-tmux"),
+        "output prefixed by agent:\n{screen}"
+    );
+
+    // Copy db-1's report to web-1: back to the fleet, clear the filter, db-1 is first by name.
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the fleet view", |s| s.contains("NAME"))
+        .await;
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the filter cleared", |s| s.contains("db-1"))
+        .await;
+    tmux.keys(&["u", "g", "f"]);
+    tmux.wait_for("db-1's shared folder", |s| {
+        s.contains("db-1:/") && s.contains("report.txt")
+    })
+    .await;
+    tmux.keys(&["c"]);
+    tmux.wait_for("the destination picker", |s| {
+        s.contains("copy db-1:report.txt to") && s.contains("web-1")
+    })
+    .await;
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the destination path prompt", |s| {
+        s.contains("copy to web-1:report.txt")
+    })
+    .await;
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the transfer done", |s| s.contains("done: 1 file(s)"))
+        .await;
+    let landed = fleet.agent("web-1").dir.join("shared/report.txt");
+    assert_eq!(
+        std::fs::read(&landed).expect("copied file"),
+        b"all systems nominal\n",
+        "the same bytes on web-1"
+    );
+
     tmux.keys(&["q"]);
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -166,4 +229,5 @@ async fn console_filters_opens_an_agent_and_quits_at_80x24() {
             "q did not quit the console"
         );
     }
+    fleet.shutdown().await;
 }
