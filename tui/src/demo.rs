@@ -162,6 +162,19 @@ async fn run_in(
             "agentd enroll",
         )
         .await?;
+        // Something to browse and copy in the console (files view, `c`).
+        let shared = agent_dir.join("shared");
+        std::fs::create_dir_all(shared.join("logs")).context("demo shared folder")?;
+        std::fs::write(
+            shared.join("welcome.txt"),
+            format!("Hello from {name}. Copy me to another agent: select me and press c.\n"),
+        )
+        .context("demo file")?;
+        std::fs::write(
+            shared.join("logs").join(format!("{role}.log")),
+            format!("{name}: service started\n"),
+        )
+        .context("demo file")?;
         let child = Command::new(&agentd)
             .arg("--data-dir")
             .arg(&agent_dir)

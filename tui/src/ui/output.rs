@@ -129,7 +129,10 @@ fn status_lines(run: &ExecRun, theme: Theme) -> Vec<Line<'_>> {
         .unwrap_or_else(|| "job …".into());
     let first = Line::from(vec![
         Span::styled(job, theme.heading()),
-        Span::raw(format!(" · {} agents · ", run.panes.len())),
+        Span::raw(match run.panes.len() {
+            1 => " · 1 agent · ".to_string(),
+            n => format!(" · {n} agents · "),
+        }),
         Span::styled(format!("$ {}", run.command), theme.heading()),
     ]);
     let (done, ok) = run.progress();
