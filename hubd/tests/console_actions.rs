@@ -267,7 +267,9 @@ async fn console_runs_commands_copies_files_and_shows_jobs_and_audit() {
         |_| {},
     )
     .await;
-    snapshot("job_detail_80x24", &render(&console.app, 80, 24));
+    for (w, h) in [(80, 24), (160, 48)] {
+        snapshot(&format!("job_detail_{w}x{h}"), &render(&console.app, w, h));
+    }
     keys(&mut console, "5");
     until(
         &mut console,
