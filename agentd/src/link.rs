@@ -231,6 +231,9 @@ impl Link {
         let mut streams = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
+                // Cancel first: stopping also ends the sampler, and the metrics branch failing
+                // first would drop the connection without the goodbye.
+                biased;
                 _ = cancel.cancelled() => {
                     conn.close(ErrorCode::Goodbye.as_u32().into(), b"agent shutting down");
                     return Ok(());
