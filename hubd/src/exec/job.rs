@@ -583,6 +583,18 @@ async fn execute(
     last
 }
 
+/// Why an agent's connection ended, in words; a plain close (code 0) is the agent going away.
+fn lost_reason(err: &quinn::ConnectionError) -> String {
+    match err {
+        quinn::ConnectionError::ApplicationClosed(close)
+            if ErrorCode::from_u32(close.error_code.into_inner()) == Some(ErrorCode::Ok) =>
+        {
+            "the agent closed its connection".into()
+        }
+        other => describe_close(other),
+    }
+}
+
 /// Reads one agent stream, forwarding every event before the final one. Not cancel-safe (a frame
 /// half-read is lost); `drive` drops it only when giving up on the agent.
 async fn forward(
@@ -595,7 +607,7 @@ async fn forward(
     let gone = |detail: String| match conn.close_reason() {
         Some(reason) => failed(
             FailureKind::Lost,
-            format!("connection lost mid-run: {}", describe_close(&reason)),
+            format!("connection lost mid-run: {}", lost_reason(&reason)),
         ),
         None => failed(
             FailureKind::Internal,
