@@ -2,7 +2,7 @@
 //! how fast a dead peer is noticed and how much memory each connection may take.
 
 use crate::HubError;
-use quinn::{Endpoint, EndpointConfig, IdleTimeout, TransportConfig, VarInt};
+use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +63,7 @@ pub(crate) fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<En
         .map_err(|e| HubError::io(ctx(), e))?;
     let std_socket: std::net::UdpSocket = socket.into();
     Endpoint::new(
-        EndpointConfig::default(),
+        flotilla_certs::dial::endpoint_config(),
         Some(server),
         std_socket,
         Arc::new(quinn::TokioRuntime),

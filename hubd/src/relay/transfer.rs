@@ -417,7 +417,9 @@ async fn run(
         if let End::Agent { conn, name, .. } = end {
             let path = conn.stats().path;
             tracing::debug!(agent = %name, rtt_us = path.rtt.as_micros() as u64, cwnd = path.cwnd,
-                lost_packets = path.lost_packets, sent_packets = path.sent_packets, "link after the transfer");
+                mtu = path.current_mtu, lost_packets = path.lost_packets,
+                sent_packets = path.sent_packets, black_holes = path.black_holes_detected,
+                "link after the transfer");
         }
     }
 }
