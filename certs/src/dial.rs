@@ -59,6 +59,7 @@ pub fn client_transport() -> Arc<TransportConfig> {
     t.datagram_receive_buffer_size(None);
     t.initial_rtt(Duration::from_millis(10));
     t.mtu_discovery_config(Some(mtu_discovery()));
+    t.congestion_controller_factory(congestion_control());
     Arc::new(t)
 }
 
@@ -78,6 +79,25 @@ pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
     mtu.upper_bound(MAX_UDP_PAYLOAD)
         .black_hole_cooldown(BLACK_HOLE_COOLDOWN);
     mtu
+}
+
+/// Initial congestion window: RFC 9002's ten packets, counted at [`MAX_UDP_PAYLOAD`] instead of
+/// quinn's 1200-byte start (12,000 bytes). In that smaller window one path-MTU probe in flight and
+/// one full packet leave no room, and quinn-proto 0.11.19 holds a CONNECTION_CLOSE back while the
+/// window is full, for good, since a closed connection processes no more acks (quinn-rs/quinn#2785,
+/// fixed upstream by #2787, not yet released): a hub stopping just after an agent connected never
+/// told it, and the agent held the dead link until its 15 s idle timeout. A close while a bulk
+/// transfer fills the window can still be held back until quinn ships that fix.
+pub const INITIAL_WINDOW: u64 = 10 * MAX_UDP_PAYLOAD as u64;
+
+// A probe of the largest size in flight, plus one full packet and the one being built, must fit.
+const _: () = assert!(INITIAL_WINDOW > 3 * MAX_UDP_PAYLOAD as u64);
+
+/// Congestion control of hub and clients alike: quinn's CUBIC with [`INITIAL_WINDOW`].
+pub fn congestion_control() -> Arc<quinn::congestion::CubicConfig> {
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(INITIAL_WINDOW);
+    Arc::new(cubic)
 }
 
 /// A client endpoint on an ephemeral port of the right address family.

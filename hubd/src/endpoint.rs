@@ -37,6 +37,7 @@ pub(crate) fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
     t.keep_alive_interval(None);
     t.initial_rtt(Duration::from_millis(10));
     t.mtu_discovery_config(Some(flotilla_certs::dial::mtu_discovery()));
+    t.congestion_controller_factory(flotilla_certs::dial::congestion_control());
     Arc::new(t)
 }
 
