@@ -322,7 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Registers for SIGTERM and SIGINT now (a signal arriving before the returned future is awaited
 /// is not lost to the default action) and resolves when one arrives.
-fn wait_for_signal() -> impl std::future::Future<Output = ()> {
+fn wait_for_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let handlers = (
         signal(SignalKind::terminate()),

@@ -11,6 +11,7 @@
 use super::{Planned, Prepared, audit};
 use crate::HubCtx;
 use crate::session::describe_close;
+use crate::stats::{Stats, StreamKind};
 use crate::store::{self, now_ms};
 use flotilla_wire::exec::{
     AgentEvent, AgentResult, Chunk, ExecCommand, ExecControl, ExecEvent, ExecFailure, ExecStart,
@@ -85,7 +86,7 @@ async fn run_inner(
     let total = p.targets.len() as u32;
     tracing::info!(targets = total, selector = %p.req.selector, command = %p.req.command.display(), "job started");
     let mut operator_alive = write_frame(
-        &mut send,
+        &mut ctx.stats.writer(StreamKind::Exec, &mut send),
         &ExecEvent::Accepted {
             job,
             targets: total,
@@ -97,9 +98,13 @@ async fn run_inner(
     for chunk in p.targets.chunks(TARGETS_PER_FRAME) {
         if operator_alive {
             let targets = chunk.iter().map(|t| t.target.clone()).collect();
-            operator_alive = write_frame(&mut send, &ExecEvent::Targets(targets), MAX_EXEC_FRAME)
-                .await
-                .is_ok();
+            operator_alive = write_frame(
+                &mut ctx.stats.writer(StreamKind::Exec, &mut send),
+                &ExecEvent::Targets(targets),
+                MAX_EXEC_FRAME,
+            )
+            .await
+            .is_ok();
         }
     }
     let mut cancelled_by: Option<&'static str> = None;
@@ -151,7 +156,11 @@ async fn run_inner(
             _ = cancel.cancelled(), if cancelled_by.is_none() => Some("shutdown"),
             ev = rx.recv() => match ev {
                 Some(ev) => {
-                    if operator_alive && write_frame(&mut send, &ev, MAX_EXEC_FRAME).await.is_err() {
+                    if operator_alive
+                        && write_frame(&mut ctx.stats.writer(StreamKind::Exec, &mut send), &ev, MAX_EXEC_FRAME)
+                            .await
+                            .is_err()
+                    {
                         operator_alive = false;
                         Some("disconnect")
                     } else {
@@ -227,9 +236,13 @@ async fn run_inner(
         "job done"
     );
     if operator_alive
-        && write_frame(&mut send, &ExecEvent::Done(summary), MAX_EXEC_FRAME)
-            .await
-            .is_ok()
+        && write_frame(
+            &mut ctx.stats.writer(StreamKind::Exec, &mut send),
+            &ExecEvent::Done(summary),
+            MAX_EXEC_FRAME,
+        )
+        .await
+        .is_ok()
     {
         let _ = send.finish();
     }
@@ -310,6 +323,9 @@ async fn run_agent(
         &mut started,
     )
     .await;
+    if started.is_some() {
+        ctx.stats.exec_run(false);
+    }
     let outcome = Outcome::of_event(&last).unwrap_or(Outcome::Failed);
     let (code, signal, duration_ms, message) = match &last {
         AgentEvent::Exited(r) => (r.code, r.signal, Some(r.duration_ms), String::new()),
@@ -418,9 +434,13 @@ async fn execute(
     });
     let open = async {
         let (mut s, r) = conn.open_bi().await.map_err(|e| describe_close(&e))?;
-        write_frame(&mut s, &start, MAX_EXEC_FRAME)
-            .await
-            .map_err(|e| e.to_string())?;
+        write_frame(
+            &mut ctx.stats.writer(StreamKind::Exec, &mut s),
+            &start,
+            MAX_EXEC_FRAME,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok::<_, String>((s, r))
     };
     let opened = tokio::select! {
@@ -447,6 +467,7 @@ async fn execute(
     };
     let started_ms = now_ms();
     *started = Some((started_ms, Instant::now()));
+    ctx.stats.exec_run(true);
     let (job, agent) = (spec.job, plan.target.id.clone());
     if let Err(e) = ctx
         .store
@@ -470,7 +491,7 @@ async fn execute(
         tokio::time::sleep(Duration::from_millis(spec.timeout_ms) + TIMEOUT_SLACK).await;
     };
     let last = tokio::select! {
-        last = forward(&conn, &mut agent_recv, &plan.target.id, tx, out) => return last,
+        last = forward(&conn, &mut agent_recv, &plan.target.id, tx, out, &ctx.stats) => return last,
         _ = canceller => failed(
             FailureKind::Lost,
             format!("agent did not confirm the cancel within {} s", CANCEL_CONFIRM.as_secs()),
@@ -492,6 +513,7 @@ async fn forward(
     agent: &IdentityId,
     tx: &mpsc::Sender<ExecEvent>,
     out: &mut Tails,
+    stats: &Stats,
 ) -> AgentEvent {
     let gone = |detail: String| match conn.close_reason() {
         Some(reason) => failed(
@@ -504,7 +526,10 @@ async fn forward(
         ),
     };
     loop {
-        let ev = match read_frame::<AgentEvent, _>(recv, MAX_EXEC_FRAME).await {
+        let read =
+            read_frame::<AgentEvent, _>(&mut stats.reader(StreamKind::Exec, recv), MAX_EXEC_FRAME)
+                .await;
+        let ev = match read {
             Ok(Some(ev)) => ev,
             Ok(None) => return gone("agent ended the stream without a result".into()),
             Err(e) => return gone(e.to_string()),
