@@ -59,6 +59,7 @@ pub fn client_transport() -> Arc<TransportConfig> {
     t.datagram_receive_buffer_size(None);
     t.initial_rtt(Duration::from_millis(10));
     t.mtu_discovery_config(Some(mtu_discovery()));
+    t.congestion_controller_factory(congestion_control());
     Arc::new(t)
 }
 
@@ -67,11 +68,36 @@ pub fn client_transport() -> Arc<TransportConfig> {
 /// fewer, larger packets cut per-packet crypto and syscalls for bulk transfers.
 pub const MAX_UDP_PAYLOAD: u16 = 8952;
 
+/// Wait before probing again after quinn took losses of large packets for a black hole: losses
+/// on a busy host are usually a full socket buffer, not the path, so try again soon rather than
+/// quinn's default minute at 1200-byte packets.
+const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(10);
+
 /// Path MTU discovery up to [`MAX_UDP_PAYLOAD`]; the hub uses the same.
 pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    mtu.upper_bound(MAX_UDP_PAYLOAD)
+        .black_hole_cooldown(BLACK_HOLE_COOLDOWN);
     mtu
+}
+
+/// Initial congestion window: RFC 9002's ten packets, counted at [`MAX_UDP_PAYLOAD`] instead of
+/// quinn's 1200-byte start (12,000 bytes). In that smaller window one path-MTU probe in flight and
+/// one full packet leave no room, and quinn-proto 0.11.19 holds a CONNECTION_CLOSE back while the
+/// window is full, for good, since a closed connection processes no more acks (quinn-rs/quinn#2785,
+/// fixed upstream by #2787, not yet released): a hub stopping just after an agent connected never
+/// told it, and the agent held the dead link until its 15 s idle timeout. A close while a bulk
+/// transfer fills the window can still be held back until quinn ships that fix.
+pub const INITIAL_WINDOW: u64 = 10 * MAX_UDP_PAYLOAD as u64;
+
+// A probe of the largest size in flight, plus one full packet and the one being built, must fit.
+const _: () = assert!(INITIAL_WINDOW > 3 * MAX_UDP_PAYLOAD as u64);
+
+/// Congestion control of hub and clients alike: quinn's CUBIC with [`INITIAL_WINDOW`].
+pub fn congestion_control() -> Arc<quinn::congestion::CubicConfig> {
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(INITIAL_WINDOW);
+    Arc::new(cubic)
 }
 
 /// A client endpoint on an ephemeral port of the right address family.
@@ -79,7 +105,40 @@ pub fn client_endpoint(ipv6: bool) -> Result<Endpoint, DialError> {
     let bind: SocketAddr = if ipv6 { "[::]:0" } else { "0.0.0.0:0" }
         .parse()
         .map_err(|_| DialError::Local("bind address".into()))?;
-    Endpoint::client(bind).map_err(|e| DialError::Local(format!("cannot open UDP socket: {e}")))
+    let socket =
+        udp_socket(bind).map_err(|e| DialError::Local(format!("cannot open UDP socket: {e}")))?;
+    Endpoint::new(
+        endpoint_config(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| DialError::Local(format!("cannot open UDP socket: {e}")))
+}
+
+/// Kernel buffers of a client's UDP socket: the default 208 KiB overflows while a transfer
+/// arrives at a few hundred MB/s, and the losses make quinn's black-hole detection fall back to
+/// 1200-byte packets. The kernel takes memory for them only while data waits.
+const CLIENT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// A UDP socket bound to `bind` with [`CLIENT_SOCKET_BUFFER`]-byte buffers where the kernel allows.
+fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    // Smaller buffers only cost speed: carry on if the kernel refuses.
+    let _ = socket.set_recv_buffer_size(CLIENT_SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(CLIENT_SOCKET_BUFFER);
+    socket.bind(&bind.into())?;
+    Ok(socket.into())
+}
+
+/// Endpoint settings of hub and clients alike: accept datagrams up to [`MAX_UDP_PAYLOAD`], so
+/// path MTU discovery may use them where the path allows (quinn's default stops at 1480).
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::default();
+    // MAX_UDP_PAYLOAD is within the range quinn accepts (1200..=65527), so this cannot fail.
+    let _ = config.max_udp_payload_size(MAX_UDP_PAYLOAD);
+    config
 }
 
 /// Turns a connection error into a dial error with advice.

@@ -2,7 +2,7 @@
 //! how fast a dead peer is noticed and how much memory each connection may take.
 
 use crate::HubError;
-use quinn::{Endpoint, EndpointConfig, IdleTimeout, TransportConfig, VarInt};
+use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,7 @@ pub(crate) fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
     t.keep_alive_interval(None);
     t.initial_rtt(Duration::from_millis(10));
     t.mtu_discovery_config(Some(flotilla_certs::dial::mtu_discovery()));
+    t.congestion_controller_factory(flotilla_certs::dial::congestion_control());
     Arc::new(t)
 }
 
@@ -63,7 +64,7 @@ pub(crate) fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<En
         .map_err(|e| HubError::io(ctx(), e))?;
     let std_socket: std::net::UdpSocket = socket.into();
     Endpoint::new(
-        EndpointConfig::default(),
+        flotilla_certs::dial::endpoint_config(),
         Some(server),
         std_socket,
         Arc::new(quinn::TokioRuntime),

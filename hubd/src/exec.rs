@@ -305,6 +305,7 @@ pub(crate) async fn serve_exec(
             return;
         }
     };
+    ctx.stats.exec_job_started();
     let handle = ctx
         .jobs
         .tracker

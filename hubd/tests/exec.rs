@@ -120,6 +120,20 @@ async fn output_is_prefixed_ordered_and_exit_codes_summarised() {
 
     let (status, out, _) = exec_text(&admin, &argv("web-*", &["true"])).await;
     assert_eq!((status, out.as_str()), (0, ""), "all exited 0: status 0");
+
+    // What the Prometheus endpoint exports: two jobs, five runs, output bytes both ways.
+    use hubd::stats::{Direction, StreamKind};
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = &fleet.hub.ctx.stats;
+    assert_eq!(stats.exec_jobs_started.load(Relaxed), 2);
+    assert_eq!(stats.exec_runs_started.load(Relaxed), 5);
+    assert_eq!(stats.exec_runs_finished.load(Relaxed), 5);
+    for dir in [Direction::In, Direction::Out] {
+        assert!(
+            stats.traffic.bytes(StreamKind::Exec, dir) > 300 * 3,
+            "{dir:?}"
+        );
+    }
     fleet.shutdown().await;
 }
 

@@ -363,6 +363,18 @@ async fn upload_agent_to_agent_and_download_arrive_verified() {
         audit.iter().filter(|a| a.action == "transfer.done").count(),
         3
     );
+    // What the Prometheus endpoint exports: three transfers, the relayed data counted both ways.
+    use hubd::stats::{Direction, StreamKind};
+    let stats = &ctx.stats;
+    assert_eq!(stats.transfers_started.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.transfers_completed.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.transfers_failed.load(Ordering::Relaxed), 0);
+    for dir in [Direction::In, Direction::Out] {
+        assert!(
+            stats.traffic.bytes(StreamKind::Transfer, dir) >= 3 * data.len() as u64,
+            "{dir:?}"
+        );
+    }
 }
 
 /// Runs an agent-to-agent copy of `size` bytes and stops the hub once 2 MiB are written at the

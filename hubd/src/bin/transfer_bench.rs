@@ -90,6 +90,39 @@ fn peak_rss(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// CPU seconds (user + system) `pid` has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / hz
+}
+
+/// CPU seconds of the hub and both agents.
+fn cpu_of(pids: &[u32; 3]) -> [f64; 3] {
+    pids.map(cpu_secs)
+}
+
+/// `hub 1.2 s, source 0.8 s, destination 0.9 s of CPU per GB`.
+fn cpu_line(before: [f64; 3], after: [f64; 3], gb: f64) -> String {
+    let per = |i: usize| (after[i] - before[i]) / gb;
+    format!(
+        "CPU per GB: hub {:.2} s, source agent {:.2} s, destination agent {:.2} s",
+        per(0),
+        per(1),
+        per(2)
+    )
+}
+
 /// Starts a new peak for `pid` (Linux: writing 5 to clear_refs resets VmHWM to the current RSS).
 fn reset_peak(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
@@ -212,6 +245,7 @@ fn bench(
         .spawn()
         .context("start hubd")?;
     let hub_pid = hub.id();
+    let mut pids = [hub_pid, 0, 0];
     let mut fleet = Fleet(vec![hub]);
     wait_until("the hub listens", || hub_dir.join("hub.addr").exists())?;
 
@@ -230,7 +264,7 @@ fn bench(
     }
     eprintln!("writing a {} MiB random file", args.size_mib);
     let digest = random_file(&root.join("src/shared/big.bin"), size)?;
-    for name in ["src", "dst"] {
+    for (i, name) in ["src", "dst"].into_iter().enumerate() {
         let child = Command::new(agentd)
             .arg("--data-dir")
             .arg(root.join(name))
@@ -240,6 +274,7 @@ fn bench(
             .stderr(log(&format!("{name}.log"))?)
             .spawn()
             .context("start agentd")?;
+        pids[i + 1] = child.id();
         fleet.0.push(child);
     }
     // One operator identity per concurrent copy: the hub keeps one connection per identity.
@@ -303,6 +338,7 @@ fn bench(
     );
 
     reset_peak(hub_pid);
+    let cpu = cpu_of(&pids);
     let started = Instant::now();
     check(cp(&logins[0], "dst:one.bin")?, "dst:one.bin")?;
     let secs = started.elapsed().as_secs_f64();
@@ -312,10 +348,12 @@ fn bench(
         mb / secs,
         peak_rss(hub_pid)? as f64 / 1e6
     );
+    println!("  {}", cpu_line(cpu, cpu_of(&pids), mb / 1000.0));
     std::fs::remove_file(root.join("dst/shared/one.bin"))?;
 
     if args.concurrent > 1 {
         reset_peak(hub_pid);
+        let cpu = cpu_of(&pids);
         let started = Instant::now();
         let children = logins
             .iter()
@@ -327,9 +365,21 @@ fn bench(
                 ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for (child, dst) in children {
-            check(child, &dst)?;
-        }
+        // Each copy is waited for on its own thread, so the finishing times show how evenly the
+        // transfers shared the link.
+        let finished: Vec<f64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = children
+                .into_iter()
+                .map(|(child, dst)| {
+                    scope
+                        .spawn(move || check(child, &dst).map(|()| started.elapsed().as_secs_f64()))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().map_err(|_| anyhow::anyhow!("waiter panicked"))?)
+                .collect::<anyhow::Result<Vec<f64>>>()
+        })?;
         let secs = started.elapsed().as_secs_f64();
         let n = args.concurrent as f64;
         println!(
@@ -340,6 +390,9 @@ fn bench(
             mb / secs,
             peak_rss(hub_pid)? as f64 / 1e6
         );
+        println!("  {}", cpu_line(cpu, cpu_of(&pids), n * mb / 1000.0));
+        let times: Vec<String> = finished.iter().map(|t| format!("{t:.2} s")).collect();
+        println!("  each finished after: {}", times.join(", "));
     }
     drop(fleet);
     Ok(())

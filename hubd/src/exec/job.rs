@@ -11,6 +11,7 @@
 use super::{Planned, Prepared, audit};
 use crate::HubCtx;
 use crate::session::describe_close;
+use crate::stats::{Direction, Stats, StreamKind};
 use crate::store::{self, now_ms};
 use bytes::{Bytes, BytesMut};
 use flotilla_wire::exec::{
@@ -88,7 +89,7 @@ async fn run_inner(
     let total = p.targets.len() as u32;
     tracing::info!(targets = total, selector = %p.req.selector, command = %p.req.command.display(), "job started");
     let mut operator_alive = write_frame(
-        &mut send,
+        &mut ctx.stats.writer(StreamKind::Exec, &mut send),
         &ExecEvent::Accepted {
             job,
             targets: total,
@@ -100,9 +101,13 @@ async fn run_inner(
     for chunk in p.targets.chunks(TARGETS_PER_FRAME) {
         if operator_alive {
             let targets = chunk.iter().map(|t| t.target.clone()).collect();
-            operator_alive = write_frame(&mut send, &ExecEvent::Targets(targets), MAX_EXEC_FRAME)
-                .await
-                .is_ok();
+            operator_alive = write_frame(
+                &mut ctx.stats.writer(StreamKind::Exec, &mut send),
+                &ExecEvent::Targets(targets),
+                MAX_EXEC_FRAME,
+            )
+            .await
+            .is_ok();
         }
     }
     let mut cancelled_by: Option<&'static str> = None;
@@ -169,10 +174,15 @@ async fn run_inner(
             _ = cancel.cancelled(), if cancelled_by.is_none() => Some("shutdown"),
             frame = rx.recv() => match frame {
                 Some(frame) => {
-                    if operator_alive && send.write_all(&frame).await.is_err() {
+                    if !operator_alive {
+                        None
+                    } else if send.write_all(&frame).await.is_err() {
                         operator_alive = false;
                         Some("disconnect")
                     } else {
+                        // Counted here, not through `Stats::writer`: the frame is already encoded
+                        // and quinn takes it in one call.
+                        ctx.stats.message(StreamKind::Exec, Direction::Out, frame.len() as u64);
                         None
                     }
                 }
@@ -232,9 +242,13 @@ async fn run_inner(
         "job done"
     );
     if operator_alive
-        && write_frame(&mut send, &ExecEvent::Done(summary), MAX_EXEC_FRAME)
-            .await
-            .is_ok()
+        && write_frame(
+            &mut ctx.stats.writer(StreamKind::Exec, &mut send),
+            &ExecEvent::Done(summary),
+            MAX_EXEC_FRAME,
+        )
+        .await
+        .is_ok()
     {
         let _ = send.finish();
     }
@@ -419,6 +433,9 @@ async fn run_agent(
         &mut started,
     )
     .await;
+    if started.is_some() {
+        ctx.stats.exec_run(false);
+    }
     let outcome = Outcome::of_event(&last).unwrap_or(Outcome::Failed);
     let (code, signal, duration_ms, message) = match &last {
         AgentEvent::Exited(r) => (r.code, r.signal, Some(r.duration_ms), String::new()),
@@ -520,9 +537,13 @@ async fn execute(
     });
     let open = async {
         let (mut s, r) = conn.open_bi().await.map_err(|e| describe_close(&e))?;
-        write_frame(&mut s, &start, MAX_EXEC_FRAME)
-            .await
-            .map_err(|e| e.to_string())?;
+        write_frame(
+            &mut ctx.stats.writer(StreamKind::Exec, &mut s),
+            &start,
+            MAX_EXEC_FRAME,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok::<_, String>((s, r))
     };
     let opened = tokio::select! {
@@ -549,6 +570,7 @@ async fn execute(
     };
     let started_ms = now_ms();
     *started = Some((started_ms, Instant::now()));
+    ctx.stats.exec_run(true);
     let running = Record::Running {
         agent: plan.target.id.clone(),
         at_ms: started_ms,
@@ -559,7 +581,12 @@ async fn execute(
     // stream, which the agent takes as a cancel.
     let canceller = async {
         cancel.cancelled().await;
-        let _ = write_frame(&mut agent_send, &ExecControl::Cancel, MAX_EXEC_FRAME).await;
+        let _ = write_frame(
+            &mut ctx.stats.writer(StreamKind::Exec, &mut agent_send),
+            &ExecControl::Cancel,
+            MAX_EXEC_FRAME,
+        )
+        .await;
         tokio::time::sleep(CANCEL_CONFIRM).await;
     };
     let backstop = async {
@@ -569,7 +596,7 @@ async fn execute(
         tokio::time::sleep(Duration::from_millis(spec.timeout_ms) + TIMEOUT_SLACK).await;
     };
     let last = tokio::select! {
-        last = forward(&conn, &mut agent_recv, &plan.target.id, tx, out) => return last,
+        last = forward(&conn, &mut agent_recv, &plan.target.id, tx, out, &ctx.stats) => return last,
         _ = canceller => failed(
             FailureKind::Lost,
             format!("agent did not confirm the cancel within {} s", CANCEL_CONFIRM.as_secs()),
@@ -583,6 +610,18 @@ async fn execute(
     last
 }
 
+/// Why an agent's connection ended, in words; a plain close (code 0) is the agent going away.
+fn lost_reason(err: &quinn::ConnectionError) -> String {
+    match err {
+        quinn::ConnectionError::ApplicationClosed(close)
+            if ErrorCode::from_u32(close.error_code.into_inner()) == Some(ErrorCode::Ok) =>
+        {
+            "the agent closed its connection".into()
+        }
+        other => describe_close(other),
+    }
+}
+
 /// Reads one agent stream, forwarding every event before the final one. Not cancel-safe (a frame
 /// half-read is lost); `drive` drops it only when giving up on the agent.
 async fn forward(
@@ -591,11 +630,12 @@ async fn forward(
     agent: &IdentityId,
     tx: &mpsc::Sender<Bytes>,
     out: &mut Tails,
+    stats: &Stats,
 ) -> AgentEvent {
     let gone = |detail: String| match conn.close_reason() {
         Some(reason) => failed(
             FailureKind::Lost,
-            format!("connection lost mid-run: {}", describe_close(&reason)),
+            format!("connection lost mid-run: {}", lost_reason(&reason)),
         ),
         None => failed(
             FailureKind::Internal,
@@ -603,7 +643,9 @@ async fn forward(
         ),
     };
     loop {
-        let body = match read_frame_body(recv, MAX_AGENT_FRAME).await {
+        let read =
+            read_frame_body(&mut stats.reader(StreamKind::Exec, recv), MAX_AGENT_FRAME).await;
+        let body = match read {
             Ok(Some(body)) => body,
             Ok(None) => return gone("agent ended the stream without a result".into()),
             Err(e) => return gone(e.to_string()),

@@ -9,6 +9,7 @@
 
 use crate::HubCtx;
 use crate::admin::Actor;
+use crate::stats::{Direction, Stats, StreamKind};
 use crate::store::{self, TransferOutcome, now_ms};
 use bytes::Bytes;
 use flotilla_wire::files::{
@@ -226,6 +227,7 @@ impl Record {
     }
 
     async fn begin(&self, resumed_from: u64) {
+        self.ctx.stats.transfer_started();
         let (id, actor, src, dst, size) = (
             self.transfer.to_string(),
             self.actor.clone(),
@@ -255,6 +257,9 @@ impl Record {
     }
 
     async fn finish(&self, outcome: TransferOutcome, error: &str, digest: String) {
+        self.ctx
+            .stats
+            .transfer_finished(outcome == TransferOutcome::Done);
         let (id, actor, bytes, error) = (
             self.transfer.to_string(),
             self.actor.clone(),
@@ -417,7 +422,9 @@ async fn run(
         if let End::Agent { conn, name, .. } = end {
             let path = conn.stats().path;
             tracing::debug!(agent = %name, rtt_us = path.rtt.as_micros() as u64, cwnd = path.cwnd,
-                lost_packets = path.lost_packets, sent_packets = path.sent_packets, "link after the transfer");
+                mtu = path.current_mtu, lost_packets = path.lost_packets,
+                sent_packets = path.sent_packets, black_holes = path.black_holes_detected,
+                "link after the transfer");
         }
     }
 }
@@ -717,6 +724,7 @@ async fn relay(
 async fn forward(
     from: &mut RecvStream,
     to: &mut SendStream,
+    stats: &Stats,
 ) -> Result<Option<TransferFrame>, Outcome> {
     let src_gone = |what: String| {
         Outcome::Interrupted(fail(
@@ -750,6 +758,8 @@ async fn forward(
             Err(e) => return Err(src_gone(e.to_string())),
         }
     }
+    let frame_len = (HEADER_LEN + len) as u64;
+    stats.message(StreamKind::Transfer, Direction::In, frame_len);
     if pieces.get(1).and_then(|b| b.first()) == Some(&CHUNK_VARIANT) {
         to.write_all_chunks(&mut pieces).await.map_err(|e| {
             Outcome::Interrupted(fail(
@@ -757,6 +767,7 @@ async fn forward(
                 format!("the destination dropped the transfer ({e})"),
             ))
         })?;
+        stats.message(StreamKind::Transfer, Direction::Out, frame_len);
         return Ok(None);
     }
     let body: Vec<u8> = pieces[1..].iter().flat_map(|b| b.iter().copied()).collect();
@@ -768,19 +779,27 @@ async fn forward(
 }
 
 /// Source to destination until `End`; Ok once it is forwarded.
-async fn pump_data(src_recv: &mut RecvStream, dst_send: &mut SendStream) -> Result<(), Outcome> {
+async fn pump_data(
+    src_recv: &mut RecvStream,
+    dst_send: &mut SendStream,
+    stats: &Stats,
+) -> Result<(), Outcome> {
     loop {
-        match forward(src_recv, dst_send).await? {
+        match forward(src_recv, dst_send, stats).await? {
             None => {}
             Some(end @ TransferFrame::End { .. }) => {
-                write_frame(dst_send, &end, MAX_TRANSFER_FRAME)
-                    .await
-                    .map_err(|e| {
-                        Outcome::Interrupted(fail(
-                            TransferErrorKind::Interrupted,
-                            format!("the destination dropped the transfer ({e})"),
-                        ))
-                    })?;
+                write_frame(
+                    &mut stats.writer(StreamKind::Transfer, dst_send),
+                    &end,
+                    MAX_TRANSFER_FRAME,
+                )
+                .await
+                .map_err(|e| {
+                    Outcome::Interrupted(fail(
+                        TransferErrorKind::Interrupted,
+                        format!("the destination dropped the transfer ({e})"),
+                    ))
+                })?;
                 return Ok(());
             }
             Some(TransferFrame::Failed(e)) => {
@@ -874,7 +893,8 @@ async fn pump(
     superseded: &CancellationToken,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let data = pump_data(src_recv, dst_send);
+    let ctx = rec.ctx.clone();
+    let data = pump_data(src_recv, dst_send, &ctx.stats);
     let dest = watch_dest(dst_recv, rec, report);
     let op = watch_operator(op_recv);
     tokio::pin!(data, dest, op);
