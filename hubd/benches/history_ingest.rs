@@ -29,7 +29,23 @@ fn main() {
         let started = Instant::now();
         for m in 0..MINUTES {
             for id in &ids {
-                let minute = MinuteAggregate { start_ms: base + m * 60_000, samples: 12, cpu_avg: 12.5, cpu_max: 40.0, mem_avg: 1 << 30, mem_max: 1 << 31, mem_total: 8 << 30, ..Default::default() };
+                // Realistic magnitudes, so SQLite's variable-length integers take their real size.
+                let minute = MinuteAggregate {
+                    start_ms: base + m * 60_000,
+                    samples: 12,
+                    cpu_avg: 12.5,
+                    cpu_max: 40.0,
+                    mem_avg: 3_221_225_472 + m,
+                    mem_max: 4_294_967_296 + m,
+                    mem_total: 8 << 30,
+                    load1_avg: 0.75,
+                    disk_pct_max: 61.5,
+                    net_rx_avg: 1_250_000 + m,
+                    net_tx_avg: 350_000 + m,
+                    net_max: 9_000_000 + m,
+                    disk_read_avg: 2_000_000 + m,
+                    disk_write_avg: 800_000 + m,
+                };
                 history.record_backfill(id, vec![minute]).await;
             }
         }
@@ -39,9 +55,28 @@ fn main() {
         let rows = AGENTS as u64 * MINUTES;
         let stored: i64 = store.call(|c| Ok(c.query_row("SELECT count(*) FROM metrics_1m", [], |r| r.get(0))?)).await.expect("count");
         assert_eq!(stored as u64, rows, "every row stored");
+        // Bytes the minute table and its index take per row, from SQLite's own page accounting.
+        let table_bytes: i64 = store
+            .call(|c| {
+                Ok(c.query_row(
+                    "SELECT sum(pgsize) FROM dbstat WHERE name LIKE '%metrics_1m%'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .expect("dbstat");
+        let per_row = table_bytes as f64 / rows as f64;
         drop(store);
         let _ = thread.join();
         println!("history_ingest: {rows} minute rows from {AGENTS} agents in {elapsed:.2} s = {:.0} rows/s", rows as f64 / elapsed);
         println!("history_ingest: at one row per agent per minute that is history for {:.0} agents", rows as f64 / elapsed * 60.0);
+        // 30 days of minute rows plus a year of ten-minute rows (same row shape) per agent.
+        let per_agent = per_row * (30.0 * 1440.0 + 365.0 * 144.0);
+        println!(
+            "history_ingest: {per_row:.0} bytes per stored row (table and index); default retention = {:.1} MiB per agent, {:.1} GiB per 1,000 agents",
+            per_agent / 1_048_576.0,
+            per_agent * 1000.0 / 1_073_741_824.0
+        );
     });
 }
