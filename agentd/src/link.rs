@@ -19,6 +19,8 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A session that lasted this long was healthy: the next failure starts back-off from the bottom.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How long a stopping agent lets a hello in flight finish, to say goodbye on it.
+const GOODBYE_DIAL_GRACE: Duration = Duration::from_secs(2);
 /// Time to flush the goodbye before exiting.
 const GOODBYE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -194,7 +196,14 @@ impl Link {
         tokio::pin!(dial);
         let (conn, _send, mut recv, welcome) = loop {
             tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = cancel.cancelled() => {
+                    // The hub may count us online already (it welcomes before we read it): finish
+                    // the hello briefly so that it hears a goodbye, not a bare close.
+                    if let Ok(Ok((conn, ..))) = tokio::time::timeout(GOODBYE_DIAL_GRACE, &mut dial).await {
+                        conn.close(ErrorCode::Goodbye.as_u32().into(), b"agent shutting down");
+                    }
+                    return Ok(());
+                }
                 r = &mut dial => break r?,
                 _ = outbox.buffer_next() => {}
             }

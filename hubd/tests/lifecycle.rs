@@ -157,8 +157,14 @@ async fn terminated_agent_says_goodbye_and_shows_offline_at_once() {
     agent.sigterm();
     // The reason proves the goodbye path (a killed agent reads "no packets within the idle
     // timeout"); the deadline only has to absorb a loaded CI machine.
-    assert_eq!(events.offline(&id, DEADLINE).await, "agent shut down");
+    let reason = events.offline(&id, DEADLINE).await;
     let status = agent.wait_exit(DEADLINE).await;
+    assert_eq!(
+        reason,
+        "agent shut down",
+        "agentd log:\n{}",
+        agent.log_text()
+    );
     assert_eq!(status.code(), Some(0), "agentd log:\n{}", agent.log_text());
 }
 
