@@ -227,7 +227,7 @@ pub fn main() -> ExitCode {
         return match deploy::scm::run(deploy::Daemon::Hub, body) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
-                tracing::error!(error = %e, "cannot run as a service");
+                // Stderr only: without the SCM this is a console; with it, `scm` logged the failure.
                 eprintln!("hubd: {e}");
                 ExitCode::from(2)
             }
