@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// Flotilla agent daemon.
 #[derive(Parser, Debug)]
@@ -91,6 +92,10 @@ pub enum Command {
         /// Refuse transfers into the shared folder.
         #[arg(long)]
         read_only: bool,
+        /// Run under the Windows Service Control Manager (the service `agentd install` registers
+        /// passes it; refused anywhere else). Logs go to agentd.log in the data directory.
+        #[arg(long)]
+        service: bool,
     },
 }
 
@@ -118,50 +123,117 @@ pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
 /// Entry point of the `agentd` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let service = matches!(cli.command, Command::Run { service: true, .. });
+    // Off Windows `--service` is refused below: no log file for that.
+    let log_file = if service && cfg!(windows) {
+        service_log(&cli)
+    } else {
+        None
+    };
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let to_file = log_file.is_some();
+    let writer = match log_file {
+        Some(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if cli.log_format == "json" {
         builder.json().init();
     } else {
         builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(!to_file && std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
     flotilla_certs::install_crypto_provider();
     // Under a file-size limit (`ulimit -f`) a write past it raises SIGXFSZ, whose default action
     // kills the process; ignored, the write fails with EFBIG and the transfer reports no space.
     // SAFETY: setting a signal disposition to SIG_IGN before any other thread starts.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN)
+    };
+    if service {
+        let body = Box::new(move |stop| serve_as_service(cli, stop));
+        return match deploy::scm::run(deploy::Daemon::Agent, body) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                // Stderr only: without the SCM this is a console; with it, `scm` logged the failure.
+                eprintln!("agentd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("agentd: cannot start runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, CancellationToken::new())) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("agentd: {err:#}");
-            let config = err
-                .downcast_ref::<crate::AgentError>()
-                .is_some_and(|e| matches!(e, crate::AgentError::Config(_)));
-            if config {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(failure_code(&err))
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// 2 for a configuration error, 1 for any other failure.
+fn failure_code(err: &anyhow::Error) -> u8 {
+    let config = err
+        .downcast_ref::<crate::AgentError>()
+        .is_some_and(|e| matches!(e, crate::AgentError::Config(_)));
+    if config { 2 } else { 1 }
+}
+
+/// `agentd run --service`, on the Service Control Manager's thread: `stop` is cancelled by its
+/// Stop. Returns the exit code the service reports.
+fn serve_as_service(cli: Cli, stop: CancellationToken) -> u8 {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start runtime");
+            return 1;
+        }
+    };
+    match rt.block_on(run(cli, stop)) {
+        Ok(code) => u8::from(code != ExitCode::SUCCESS),
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "agent failed");
+            failure_code(&err)
+        }
+    }
+}
+
+/// Where the service logs: `agentd.log` in its data directory (a service has no console, and the
+/// Windows event log is not written to yet). `None` if that cannot be opened: logs are then lost.
+fn service_log(cli: &Cli) -> Option<std::fs::File> {
+    let resolved = deploy::layout::resolve(
+        deploy::Daemon::Agent,
+        cli.data_dir.clone(),
+        cli.config.clone(),
+        deploy::is_root(),
+    )
+    .ok()?;
+    crate::create_private_dir(&resolved.data_dir).ok()?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(resolved.data_dir.join("agentd.log"))
+        .ok()
+}
+
+async fn run(cli: Cli, service: CancellationToken) -> anyhow::Result<ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let (data_flag, config_flag) = (cli.data_dir.as_deref(), cli.config.as_deref());
     match cli.command {
@@ -267,7 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let task = tokio::spawn(crate::swarm::run(opts, cancel.clone()));
             tokio::select! {
                 r = task => r.context("swarm task")??,
-                _ = wait_for_signal() => {}
+                () = deploy::stop::requested(service) => {}
             }
             cancel.cancel();
             Ok(ExitCode::SUCCESS)
@@ -277,6 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             exec,
             shared_dir,
             read_only,
+            service: _,
         } => {
             let flags = crate::settings::Flags {
                 metrics_interval_ms,
@@ -306,36 +379,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!(id = %done.enrolled.identity, name = %done.enrolled.name, "enrolled");
             }
             let notifier = deploy::notify::Notifier::new(std::env::var_os("NOTIFY_SOCKET"));
-            let stop = wait_for_signal();
+            let stop = deploy::stop::requested(service);
             let cancel = CancellationToken::new();
             let agent = crate::start(&paths, config, cancel.clone())?;
             let _ = notifier.ready("link started");
             stop.await;
-            tracing::info!("signal received, shutting down");
+            tracing::info!("stop requested, shutting down");
             let _ = notifier.stopping();
             cancel.cancel();
             agent.wait().await;
             Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// Registers for SIGTERM and SIGINT now (a signal arriving before the returned future is awaited
-/// is not lost to the default action) and resolves when one arrives.
-fn wait_for_signal() -> impl Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let handlers = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    async move {
-        let (Ok(mut term), Ok(mut int)) = handlers else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod health;
 pub mod policy;
+#[cfg(unix)]
 mod process;
 
 pub use policy::{ExecPolicy, PolicyError, Runnable};
@@ -25,6 +26,13 @@ use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
+
+/// Why a Windows agent refuses programs: stopping a command means stopping everything it started,
+/// which agentd does with process groups on Unix and has no Windows equivalent for yet (a job
+/// object). The `health` builtin still runs.
+#[cfg(not(unix))]
+const WINDOWS_EXEC: &str =
+    "exec of programs is not supported on Windows agents yet (only the health builtin runs)";
 
 /// Commands one agent runs at once. Each holds a hub stream (the hub's connection window is
 /// shared), two pipes and a process group; more than this is a runaway script, not a fleet job.
@@ -114,7 +122,13 @@ async fn run(
     tracing::info!(actor = %start.actor, command = %start.command.display(), timeout_ms = start.timeout_ms, "exec");
     match runnable {
         Runnable::Program { program, args } => {
-            process::run(&program, &args, &ctx.policy, &start, send, recv).await
+            #[cfg(unix)]
+            process::run(&program, &args, &ctx.policy, &start, send, recv).await;
+            #[cfg(not(unix))]
+            {
+                let _ = (program, args, recv);
+                fail(&mut send, FailureKind::Refused, WINDOWS_EXEC.into()).await;
+            }
         }
         Runnable::Builtin(flotilla_wire::exec::Builtin::Health) => {
             let began = Instant::now();

@@ -11,6 +11,7 @@ mod error;
 pub mod exec;
 pub mod link;
 pub mod metrics;
+mod platform;
 pub mod sampler;
 pub mod service;
 pub mod settings;
@@ -52,18 +53,24 @@ pub async fn enroll(
     flotilla_certs::enrol::enrol(token, &paths.data_dir, name, labels, hello).await
 }
 
-/// Creates `dir` (and parents) with mode 0700.
+/// Creates `dir` (and parents) with mode 0700. On Windows there are no modes: the directory
+/// inherits its parent's ACL, which `agentd install` restricts (see `docs/deploy.md`).
 pub fn create_private_dir(dir: &std::path::Path) -> Result<(), flotilla_certs::CertError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| flotilla_certs::CertError::Io {
-            path: dir.to_owned(),
-            source: e,
-        })
+    let io = |e| flotilla_certs::CertError::Io {
+        path: dir.to_owned(),
+        source: e,
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// A running agent.

@@ -8,6 +8,7 @@
 //! [`flotilla_wire::files::normalize_rel_path`], then on disk, where a symlink leading out of the
 //! shared folder is refused.
 
+use crate::platform;
 use bytes::Bytes;
 use flotilla_wire::files::{
     CHUNK_SIZE, Chunk, Digest, FileMeta, HubStreamOpen, ReadOpen, ResumeKey, TransferDone,
@@ -20,7 +21,6 @@ use flotilla_wire::limits::MAX_TRANSFER_FRAME;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -214,12 +214,12 @@ fn cancelled_by_reset(e: &FrameError) -> bool {
 /// Words for an IO error, naming the agent; disk-full, quota and file-size limits become
 /// [`TransferErrorKind::NoSpace`].
 pub(crate) fn io_failed(e: &io::Error, what: &str, agent: &str) -> TransferError {
-    match e.raw_os_error() {
-        Some(libc::ENOSPC | libc::EDQUOT) => TransferError::new(
+    match platform::no_space(e) {
+        Some(false) => TransferError::new(
             TransferErrorKind::NoSpace,
             format!("no space left on {agent} ({what}: {e})"),
         ),
-        Some(libc::EFBIG) => TransferError::new(
+        Some(true) => TransferError::new(
             TransferErrorKind::NoSpace,
             format!("no space left on {agent} ({what}: file size limit reached: {e})"),
         ),
@@ -314,9 +314,7 @@ fn not_a_dir(rel: &str, agent: &str) -> TransferError {
 
 /// Time as ms since the epoch from a file's metadata.
 pub(crate) fn mtime_ms(md: &fs::Metadata) -> i64 {
-    md.mtime()
-        .saturating_mul(1000)
-        .saturating_add(md.mtime_nsec() / 1_000_000)
+    platform::mtime_ms(md)
 }
 
 fn digest(h: &blake3::Hasher) -> Digest {
@@ -329,9 +327,7 @@ fn digest(h: &blake3::Hasher) -> Digest {
 /// Opens a file of the shared folder for reading, refusing escapes and anything but a regular file.
 fn open_for_read(root: &Path, rel: &str, agent: &str) -> Result<(File, FileMeta), TransferError> {
     let path = resolve_existing(root, rel, agent)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+    let file = platform::no_follow(OpenOptions::new().read(true))
         .open(&path)
         .map_err(|e| io_failed(&e, &format!("open {rel}"), agent))?;
     let md = file
@@ -353,7 +349,7 @@ fn open_for_read(root: &Path, rel: &str, agent: &str) -> Result<(File, FileMeta)
         FileMeta {
             size: md.len(),
             mtime_ms: mtime_ms(&md),
-            mode: md.mode() & 0o7777,
+            mode: platform::mode(&md),
         },
     ))
 }
@@ -567,11 +563,7 @@ pub(crate) fn plan_write(
     }
     let partial = parent.join(partial_name(name, key));
     let mut hasher = blake3::Hasher::new();
-    let have = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&partial)
-    {
+    let have = match platform::no_follow(OpenOptions::new().read(true)).open(&partial) {
         Ok(mut f) => {
             let len = f
                 .metadata()
@@ -618,13 +610,11 @@ pub(crate) struct DiskWriter {
 impl DiskWriter {
     /// Opens the partial file at `start` (truncating it when starting over).
     pub(crate) fn open(plan: &WritePlan, start: u64, written: Arc<AtomicU64>) -> io::Result<Self> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .mode(PARTIAL_MODE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&plan.partial)?;
+        let mut file = platform::no_follow(platform::create_mode(
+            OpenOptions::new().create(true).write(true).truncate(false),
+            PARTIAL_MODE,
+        ))
+        .open(&plan.partial)?;
         let hasher = if start == plan.have {
             plan.hasher.clone()
         } else {
@@ -657,8 +647,7 @@ impl DiskWriter {
 
     /// Applies the source's mode and time, fsyncs, renames into place and fsyncs the directory.
     pub(crate) fn finish(self, plan: &WritePlan, meta: FileMeta) -> io::Result<()> {
-        self.file
-            .set_permissions(fs::Permissions::from_mode(meta.mode & 0o777))?;
+        platform::set_mode(&self.file, meta.mode)?;
         let mtime = if meta.mtime_ms >= 0 {
             UNIX_EPOCH + Duration::from_millis(meta.mtime_ms.unsigned_abs())
         } else {
@@ -952,6 +941,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)] // Unix symbolic links
     fn escapes_through_symlinks_are_refused() {
         let (_d, root) = folder();
         let outside = tempfile::tempdir().expect("tempdir");
@@ -1025,6 +1015,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)] // Unix errno values
     fn disk_full_errors_say_no_space_on_the_agent() {
         let e = io::Error::from_raw_os_error(libc::ENOSPC);
         let t = io_failed(&e, "write big.iso", "web-2");

@@ -19,7 +19,6 @@ use flotilla_wire::msg::StreamOpen;
 use notify_debouncer_full::notify::{EventKind, RecursiveMode, event::ModifyKind};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -303,7 +302,7 @@ fn entry_of(rel: String, abs: &Path, md: &fs::Metadata) -> Entry {
         kind,
         size: md.len(),
         mtime_ms: mtime_ms(md),
-        mode: md.mode() & 0o7777,
+        mode: crate::platform::mode(md),
     }
 }
 
@@ -424,6 +423,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(unix)] // Unix symbolic links
     fn walk_lists_links_as_links_hides_partials_and_stops_at_the_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = fs::canonicalize(dir.path()).expect("canon");

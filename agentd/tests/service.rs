@@ -463,3 +463,22 @@ fn enrol_at_start_leaves_the_token_to_the_service() {
         "a token that cannot work is refused at install"
     );
 }
+
+/// `run --service` is for the Windows Service Control Manager: elsewhere it refuses, naming why,
+/// with the usage exit code and without touching the data directory.
+#[test]
+fn service_mode_is_refused_off_windows() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("agent");
+    let out = run(agentd()
+        .args(["--data-dir"])
+        .arg(&data)
+        .args(["run", "--service"]));
+    assert_eq!(code(&out), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--service is for the Windows Service Control Manager"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing was created");
+}

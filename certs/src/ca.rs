@@ -198,18 +198,21 @@ impl Ca {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn create_refuses_overwrite_and_loads_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::create(dir.path()).expect("create");
-        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600);
+        }
         let err = Ca::create(dir.path()).err().expect("second create refused");
         assert!(matches!(err, CertError::AlreadyExists { .. }), "{err}");
         let loaded = Ca::load(dir.path()).expect("load");

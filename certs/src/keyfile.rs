@@ -1,9 +1,12 @@
 //! Private files: created 0600 from the first byte, written atomically, refused when loose.
+//!
+//! On Windows there are no mode bits: a key file inherits the ACL of its directory, which the
+//! installer restricts to SYSTEM and Administrators (`icacls`, see `docs/deploy.md`). Nothing here
+//! checks that ACL on load.
 
 use crate::CertError;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Writes `bytes` to `path` with mode 0600, through a temporary file and a rename, so a crash never
@@ -11,33 +14,38 @@ use std::path::Path;
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| CertError::io(&tmp, e))?;
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut file = opts.open(&tmp).map_err(|e| CertError::io(&tmp, e))?;
     file.write_all(bytes).map_err(|e| CertError::io(&tmp, e))?;
     file.sync_all().map_err(|e| CertError::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| CertError::io(path, e))
 }
 
-/// Reads a private file, refusing one that group or others can read.
+/// Reads a private file, refusing one that group or others can read (Unix only: on Windows the
+/// directory's ACL is trusted, see the module doc).
 pub fn read_private(path: &Path) -> Result<Vec<u8>, CertError> {
-    let meta = fs::metadata(path).map_err(|e| CertError::io(path, e))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(CertError::LooseMode {
-            path: path.to_owned(),
-            mode,
-        });
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(path).map_err(|e| CertError::io(path, e))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CertError::LooseMode {
+                path: path.to_owned(),
+                mode,
+            });
+        }
     }
     fs::read(path).map_err(|e| CertError::io(path, e))
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn keys_are_0600_and_loose_ones_refused() {

@@ -1,18 +1,18 @@
 //! The local admin socket: `hubd token …`, `hubd revoke …` and `hubd agents` reach a running hub
 //! through `<data-dir>/admin.sock`. File mode 0600 in a 0700 directory is the authentication: only
-//! the hub's own user can connect, and it acts as admin.
+//! the hub's own user can connect, and it acts as admin. On Windows it is a named pipe (see
+//! [`crate::local_socket`]).
 
 use crate::admin::{self, Actor};
+use crate::local_socket::{self, LocalListener, LocalStream};
 use crate::{HubCtx, HubError};
 use flotilla_wire::Role;
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::MAX_REQUEST_FRAME;
 use flotilla_wire::msg::{OpRequest, OpResponse};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,19 +20,14 @@ use tokio_util::task::TaskTracker;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds the socket (replacing a stale one: the data-dir lock proves no other hub owns it).
-pub(crate) fn bind(path: &Path) -> Result<UnixListener, HubError> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .map_err(|e| HubError::io(format!("bind {}", path.display()), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| HubError::io(format!("chmod {}", path.display()), e))?;
-    Ok(listener)
+pub(crate) fn bind(path: &Path) -> Result<LocalListener, HubError> {
+    LocalListener::bind(path).map_err(|e| HubError::io(format!("bind {}", path.display()), e))
 }
 
 /// Accepts local admin clients until cancelled.
 pub(crate) async fn serve(
     ctx: Arc<HubCtx>,
-    listener: UnixListener,
+    mut listener: LocalListener,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -40,7 +35,7 @@ pub(crate) async fn serve(
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin socket accept failed");
                     continue;
@@ -54,7 +49,7 @@ pub(crate) async fn serve(
     }
 }
 
-async fn serve_one(ctx: &HubCtx, mut stream: UnixStream) {
+async fn serve_one(ctx: &HubCtx, mut stream: LocalStream) {
     let actor = Actor {
         name: "local-admin".into(),
         role: Role::Admin,
@@ -71,7 +66,10 @@ async fn serve_one(ctx: &HubCtx, mut stream: UnixStream) {
 
 /// Sends one request to a running hub; `Ok(None)` if no hub listens on `path`.
 pub async fn request(path: &Path, req: &OpRequest) -> Result<Option<OpResponse>, HubError> {
-    let Ok(mut stream) = UnixStream::connect(path).await else {
+    let Some(mut stream) = local_socket::connect(path)
+        .await
+        .map_err(|e| HubError::io(format!("connect {}", path.display()), e))?
+    else {
         return Ok(None);
     };
     let io = |e: flotilla_wire::io::FrameError| {

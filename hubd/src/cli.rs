@@ -9,6 +9,7 @@ use flotilla_wire::msg::{AgentInfo, OpRequest, OpResponse, TokenInfo, TokenSpec}
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
 
 /// Flotilla hub daemon.
 #[derive(Parser, Debug)]
@@ -55,6 +56,10 @@ pub enum Command {
         /// Serve Prometheus metrics on this TCP address (e.g. 127.0.0.1:9464).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Run under the Windows Service Control Manager (the service `hubd install` registers
+        /// passes it; refused anywhere else). Logs go to hubd.log in the data directory.
+        #[arg(long)]
+        service: bool,
     },
     /// Initialise if needed and install hubd as a service (systemd, launchd, Windows).
     Install(crate::service::InstallArgs),
@@ -208,53 +213,121 @@ pub fn parse_duration_s(s: &str) -> Result<u64, String> {
 /// Entry point of the `hubd` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log = init_tracing(&cli.log_format);
+    let service = matches!(cli.command, Command::Run { service: true, .. });
+    // Off Windows `--service` is refused below: no log file for that.
+    let log_file = if service && cfg!(windows) {
+        service_log(&cli)
+    } else {
+        None
+    };
+    let log = init_tracing(&cli.log_format, log_file);
     flotilla_certs::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    if service {
+        let body = Box::new(move |stop| serve_as_service(cli, log, stop));
+        return match deploy::scm::run(deploy::Daemon::Hub, body) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                // Stderr only: without the SCM this is a console; with it, `scm` logged the failure.
+                eprintln!("hubd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hubd: cannot start runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli, log)) {
+    match rt.block_on(run(cli, log, CancellationToken::new())) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("hubd: {err:#}");
-            let config_error = err
-                .downcast_ref::<HubError>()
-                .is_some_and(|e| matches!(e, HubError::Config(_)));
-            if config_error {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(failure_code(&err))
         }
     }
 }
 
-fn init_tracing(format: &str) -> crate::reload::LogControl {
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// 2 for a configuration error, 1 for any other failure.
+fn failure_code(err: &anyhow::Error) -> u8 {
+    let config_error = err
+        .downcast_ref::<HubError>()
+        .is_some_and(|e| matches!(e, HubError::Config(_)));
+    if config_error { 2 } else { 1 }
+}
+
+/// `hubd run --service`, on the Service Control Manager's thread: `stop` is cancelled by its Stop.
+/// Returns the exit code the service reports.
+fn serve_as_service(cli: Cli, log: crate::reload::LogControl, stop: CancellationToken) -> u8 {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start runtime");
+            return 1;
+        }
+    };
+    match rt.block_on(run(cli, log, stop)) {
+        Ok(code) => u8::from(code != ExitCode::SUCCESS),
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "hub failed");
+            failure_code(&err)
+        }
+    }
+}
+
+/// Where the service logs: `hubd.log` in its data directory (a service has no console, and the
+/// Windows event log is not written to yet). `None` if that cannot be opened: logs are then lost.
+fn service_log(cli: &Cli) -> Option<std::fs::File> {
+    let resolved = deploy::layout::resolve(
+        deploy::Daemon::Hub,
+        cli.data_dir.clone(),
+        cli.config.clone(),
+        deploy::is_root(),
+    )
+    .ok()?;
+    std::fs::create_dir_all(&resolved.data_dir).ok()?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(resolved.data_dir.join("hubd.log"))
+        .ok()
+}
+
+fn init_tracing(format: &str, file: Option<std::fs::File>) -> crate::reload::LogControl {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::prelude::*;
     let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
     let env_set = from_env.is_some();
     let filter = from_env.unwrap_or_else(|| "info".into());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let to_file = file.is_some();
+    let writer = match file {
+        Some(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let registry = tracing_subscriber::registry().with(filter);
     if format == "json" {
         registry.with(fmt.json()).init();
     } else {
-        registry
-            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
-            .init();
+        let ansi = !to_file && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        registry.with(fmt.with_ansi(ansi)).init();
     }
     crate::reload::LogControl::new(handle, env_set)
 }
 
-async fn run(cli: Cli, log: crate::reload::LogControl) -> anyhow::Result<ExitCode> {
+async fn run(
+    cli: Cli,
+    log: crate::reload::LogControl,
+    stop: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let (data_flag, config_flag) = (cli.data_dir.as_deref(), cli.config.as_deref());
     match cli.command {
@@ -332,12 +405,13 @@ async fn run(cli: Cli, log: crate::reload::LogControl) -> anyhow::Result<ExitCod
         Command::Run {
             listen,
             metrics_listen,
+            service: _,
         } => {
             let flags = crate::settings::Flags {
                 listen,
                 metrics_listen,
             };
-            crate::reload::serve(paths, source(flags), log).await
+            crate::reload::serve(paths, source(flags), log, stop).await
         }
         Command::Token(TokenCommand::Create(t)) => {
             let spec = TokenSpec {
@@ -399,22 +473,6 @@ async fn run(cli: Cli, log: crate::reload::LogControl) -> anyhow::Result<ExitCod
             )
             .await
         }
-    }
-}
-
-/// Waits for SIGTERM or SIGINT.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
 

@@ -14,6 +14,7 @@ mod endpoint;
 mod error;
 pub mod exec;
 pub mod history;
+mod local_socket;
 pub mod maint;
 mod prometheus;
 pub mod registry;
@@ -36,7 +37,6 @@ use flotilla_certs::{Ca, IDENTITY_STEM, Identity};
 use flotilla_wire::msg::{OpRequest, OpResponse};
 use flotilla_wire::{ErrorCode, IdentityId, Role};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,14 +82,23 @@ pub struct InitReport {
     pub data_dir: String,
 }
 
+/// Creates `path` with mode 0700. On Windows there are no modes: the directory inherits its
+/// parent's ACL, which `hubd install` restricts (see `docs/deploy.md`).
 fn mkdir_private(path: &Path) -> Result<(), HubError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
         .create(path)
         .map_err(|e| HubError::io(format!("create {}", path.display()), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| HubError::io(format!("chmod {}", path.display()), e))
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| HubError::io(format!("chmod {}", path.display()), e))?;
+    }
+    Ok(())
 }
 
 /// Creates a hub in `paths.data_dir`: fleet CA, hub certificate, admin identity, database, config.
@@ -184,7 +193,6 @@ impl RunningHub {
 pub(crate) struct DirLock(#[allow(dead_code)] std::fs::File);
 
 pub(crate) fn lock_data_dir(paths: &HubPaths) -> Result<DirLock, HubError> {
-    use std::os::fd::AsRawFd;
     let path = paths.data_dir.join("hub.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -192,15 +200,17 @@ pub(crate) fn lock_data_dir(paths: &HubPaths) -> Result<DirLock, HubError> {
         .write(true)
         .open(&path)
         .map_err(|e| HubError::io(format!("open {}", path.display()), e))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(HubError::Config(format!(
+    // `flock(LOCK_EX | LOCK_NB)` on Unix, `LockFileEx` on Windows.
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(HubError::Config(format!(
             "another hubd is already running on {}",
             paths.data_dir.display()
-        )));
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(HubError::io(format!("lock {}", path.display()), e))
+        }
     }
-    Ok(DirLock(file))
 }
 
 async fn open_ctx(

@@ -4,15 +4,14 @@
 //! message: nothing here ever crosses the network.
 
 use crate::backup;
+use crate::local_socket::{self, LocalListener, LocalStream};
 use crate::{HubCtx, HubError, HubPaths};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -87,20 +86,15 @@ pub(crate) struct Facts {
 }
 
 /// Binds the socket (the data-dir lock proves a leftover one is stale).
-pub(crate) fn bind(path: &Path) -> Result<UnixListener, HubError> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .map_err(|e| HubError::io(format!("bind {}", path.display()), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| HubError::io(format!("chmod {}", path.display()), e))?;
-    Ok(listener)
+pub(crate) fn bind(path: &Path) -> Result<LocalListener, HubError> {
+    LocalListener::bind(path).map_err(|e| HubError::io(format!("bind {}", path.display()), e))
 }
 
 /// Serves the socket until cancelled.
 pub(crate) async fn serve(
     ctx: Arc<HubCtx>,
     facts: Facts,
-    listener: UnixListener,
+    mut listener: LocalListener,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -109,7 +103,7 @@ pub(crate) async fn serve(
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "maintenance socket accept failed");
                     continue;
@@ -121,8 +115,8 @@ pub(crate) async fn serve(
     }
 }
 
-async fn serve_one(ctx: &HubCtx, facts: &Facts, stream: UnixStream) {
-    let (read, mut write) = stream.into_split();
+async fn serve_one(ctx: &HubCtx, facts: &Facts, stream: LocalStream) {
+    let (read, mut write) = tokio::io::split(stream);
     let mut line = String::new();
     let read = tokio::time::timeout(
         REQUEST_TIMEOUT,
@@ -209,11 +203,14 @@ pub async fn request(
     req: &MaintRequest,
 ) -> Result<Option<MaintResponse>, HubError> {
     let path: PathBuf = data_dir.join(SOCKET);
-    let Ok(stream) = UnixStream::connect(&path).await else {
+    let ctx = |what: &str, e: std::io::Error| HubError::io(format!("{what} {}", path.display()), e);
+    let Some(stream) = local_socket::connect(&path)
+        .await
+        .map_err(|e| ctx("connect", e))?
+    else {
         return Ok(None);
     };
-    let ctx = |what: &str, e: std::io::Error| HubError::io(format!("{what} {}", path.display()), e);
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = tokio::io::split(stream);
     let mut line = serde_json::to_vec(req).map_err(|e| HubError::Config(e.to_string()))?;
     line.push(b'\n');
     write.write_all(&line).await.map_err(|e| ctx("write", e))?;

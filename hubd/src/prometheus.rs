@@ -362,9 +362,12 @@ fn process_metrics(t: &mut Text) {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
     if let Some(pages) = rss_pages {
+        #[cfg(unix)]
         // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let page = u64::try_from(page).unwrap_or(4096);
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        // Unreachable: there is no /proc off Unix.
+        #[cfg(not(unix))]
+        let page = 4096;
         t.family(
             "process_resident_memory_bytes",
             "gauge",

@@ -125,8 +125,8 @@ pub async fn serve(
     paths: crate::HubPaths,
     source: crate::settings::Source,
     log: LogControl,
+    service: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<std::process::ExitCode> {
-    use tokio::signal::unix::{SignalKind, signal};
     let resolved = {
         let source = source.clone();
         tokio::task::spawn_blocking(move || source.resolve()).await?
@@ -137,9 +137,9 @@ pub async fn serve(
         tracing::info!(%said, "log filter from the configuration");
     }
     let notifier = deploy::notify::Notifier::new(std::env::var_os("NOTIFY_SOCKET"));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let stop = deploy::stop::requested(service);
+    tokio::pin!(stop);
+    let mut hup = Hangup::register()?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let hub = crate::start(paths, running.clone(), cancel.clone()).await?;
     let serving = format!("serving on {}", hub.local_addr);
@@ -148,9 +148,8 @@ pub async fn serve(
     }
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
+            () = &mut stop => break,
+            () = hup.recv() => {
                 let _ = notifier.reloading();
                 let again = {
                     let source = source.clone();
@@ -185,9 +184,34 @@ pub async fn serve(
             }
         }
     }
-    tracing::info!("signal received, draining");
+    tracing::info!("stop requested, draining");
     let _ = notifier.stopping();
     cancel.cancel();
     hub.wait().await?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// SIGHUP, the reload request. Windows has none: there a reload is a restart.
+struct Hangup(#[cfg(unix)] tokio::signal::unix::Signal);
+
+impl Hangup {
+    #[cfg(unix)]
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self(signal(SignalKind::hangup())?))
+    }
+
+    #[cfg(not(unix))]
+    fn register() -> std::io::Result<Self> {
+        Ok(Self())
+    }
+
+    /// Resolves at the next SIGHUP (never off Unix). Cancel-safe.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if self.0.recv().await.is_some() {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
 }

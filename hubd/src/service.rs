@@ -400,3 +400,29 @@ pub async fn status(args: StatusArgs, data_dir: Option<&Path>, config: Option<&P
     }
     ExitCode::from(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Where the installer puts the binary on Windows.
+    const PROGRAM: &str = r"C:\Program Files\Flotilla\hubd.exe";
+
+    /// What `install` registers with `sc.exe` must parse, in the binary, as `run` under the SCM
+    /// with the layout's paths.
+    #[test]
+    fn the_windows_service_command_line_runs_under_the_scm() {
+        let layout = Layout::system(Daemon::Hub, deploy::Os::Windows, r"C:\ProgramData");
+        let line = deploy::windows::bin_path(&spec(&layout, PathBuf::from(PROGRAM), None, false));
+        let argv = deploy::windows::split_command_line(&line);
+        assert_eq!(argv[0], PROGRAM);
+        let cli = crate::cli::Cli::try_parse_from(&argv).expect("the binary parses it");
+        assert!(
+            matches!(cli.command, crate::cli::Command::Run { service: true, .. }),
+            "{line}"
+        );
+        assert_eq!(cli.config, Some(layout.config_file));
+        assert_eq!(cli.data_dir, Some(layout.data_dir));
+    }
+}

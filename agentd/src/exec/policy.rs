@@ -304,6 +304,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)] // Unix symbolic links
     fn scripts_run_by_name_and_never_escape() {
         let tmp = tempfile::tempdir().expect("tmp");
         let scripts = tmp.path().join("scripts");

@@ -164,11 +164,10 @@ pub fn sysusers_entry() -> String {
     )
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn atomic_writes_have_their_mode_from_the_start() {
         use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,8 @@
 //! ([`Layout`]), the service definitions we write ourselves ([`systemd`], [`launchd`], [`windows`]),
 //! the service manager calls that register them ([`manager`]), layered configuration
 //! (file < `FLOTILLA_*` environment < flags, [`layered`]), secrets that never print ([`SecretString`]),
-//! and readiness notification to systemd ([`notify`]).
+//! readiness notification to systemd ([`notify`]), stop requests ([`stop`]) and the Windows
+//! Service Control Manager's protocol ([`scm`]).
 //!
 //! Everything that produces text is a pure function tested on every platform; only running
 //! `systemctl`, `launchctl` or `sc.exe` depends on the machine, and that is decided at run time.
@@ -14,7 +15,9 @@ pub mod layered;
 pub mod layout;
 pub mod manager;
 pub mod notify;
+pub mod scm;
 mod secret;
+pub mod stop;
 pub mod systemd;
 pub mod windows;
 

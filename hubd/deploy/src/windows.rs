@@ -40,10 +40,50 @@ pub fn quote_arg(arg: &str) -> String {
     out
 }
 
-/// The service's command line (`binPath=`), program and arguments quoted.
+/// Splits a command line the way the service process's C runtime will (the MSVC rules that
+/// [`quote_arg`] writes for): the inverse of [`bin_path`], so tests can check that what `install`
+/// registers is what the daemon parses.
+pub fn split_command_line(line: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
+        if chars.peek().is_none() {
+            return args;
+        }
+        let (mut arg, mut quoted) = (String::new(), false);
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    let mut n = 1;
+                    while chars.next_if_eq(&'\\').is_some() {
+                        n += 1;
+                    }
+                    if chars.peek() == Some(&'"') {
+                        arg.push_str(&"\\".repeat(n / 2));
+                        if n % 2 == 1 {
+                            arg.push('"');
+                            chars.next();
+                        }
+                    } else {
+                        arg.push_str(&"\\".repeat(n));
+                    }
+                }
+                '"' => quoted = !quoted,
+                ' ' | '\t' if !quoted => break,
+                c => arg.push(c),
+            }
+        }
+        args.push(arg);
+    }
+}
+
+/// The service's command line (`binPath=`), program and arguments quoted, with
+/// [`crate::scm::SERVICE_FLAG`] last: started by the SCM, the daemon must speak its protocol.
 pub fn bin_path(spec: &ServiceSpec) -> String {
     std::iter::once(spec.program.display().to_string())
         .chain(spec.args.iter().cloned())
+        .chain(std::iter::once(crate::scm::SERVICE_FLAG.to_string()))
         .map(|a| quote_arg(&a))
         .collect::<Vec<_>>()
         .join(" ")
@@ -145,6 +185,25 @@ mod tests {
     }
 
     #[test]
+    fn command_lines_split_back_into_their_arguments() {
+        let args = [
+            r"C:\Program Files\Flotilla\agentd.exe",
+            "run",
+            r#"a"b"#,
+            r"C:\dir with space\",
+            "",
+            r"back\\slash",
+        ];
+        let line = args
+            .iter()
+            .map(|a| quote_arg(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(split_command_line(&line), args);
+        assert_eq!(split_command_line("  a \t b  "), ["a", "b"]);
+    }
+
+    #[test]
     fn service_is_created_with_restart_and_private_data() {
         let spec = ServiceSpec {
             daemon: Daemon::Agent,
@@ -168,7 +227,7 @@ mod tests {
         );
         assert_eq!(
             cmds[0][4],
-            r#""C:\Program Files\Flotilla\agentd.exe" --config C:\ProgramData\Flotilla\agent.toml run"#
+            r#""C:\Program Files\Flotilla\agentd.exe" --config C:\ProgramData\Flotilla\agent.toml run --service"#
         );
         assert!(
             cmds.iter()

@@ -102,8 +102,12 @@ fn cpu_secs(pid: u32) -> f64 {
         .iter()
         .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
         .sum();
+    #[cfg(unix)]
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // Unreachable: no /proc off Unix, so there are no ticks to convert.
+    #[cfg(not(unix))]
+    let hz = 100.0;
     ticks / hz
 }
 
@@ -166,7 +170,13 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         for c in &mut self.0 {
             // SAFETY: signalling a child we spawned and still own.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            #[cfg(unix)]
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM)
+            };
+            // No SIGTERM on Windows: the daemons are killed without draining.
+            #[cfg(not(unix))]
+            let _ = c.kill();
         }
         for c in &mut self.0 {
             let _ = c.wait();

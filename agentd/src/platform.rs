@@ -1,0 +1,112 @@
+//! The file calls that differ between Unix and Windows, for transfers and the folder watch:
+//! permission bits, opening without following a link, and "no space" errors.
+//!
+//! Windows has no mode bits: a file reports 0o644 (0o444 when read-only) and a received file only
+//! takes the read-only flag from the sender's mode. Untested on Windows.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+
+/// Permission bits of a file (setuid, setgid and sticky included on Unix).
+#[cfg(unix)]
+pub(crate) fn mode(md: &fs::Metadata) -> u32 {
+    std::os::unix::fs::MetadataExt::mode(md) & 0o7777
+}
+
+/// Permission bits of a file: Windows has only the read-only flag.
+#[cfg(not(unix))]
+pub(crate) fn mode(md: &fs::Metadata) -> u32 {
+    if md.permissions().readonly() {
+        0o444
+    } else {
+        0o644
+    }
+}
+
+/// Gives `file` the permission bits `mode` (Unix), or only its read-only flag (Windows).
+pub(crate) fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
+    }
+    #[cfg(not(unix))]
+    {
+        let mut perms = file.metadata()?.permissions();
+        perms.set_readonly(mode & 0o222 == 0);
+        file.set_permissions(perms)
+    }
+}
+
+/// Makes `opts` refuse to follow a symbolic link in the last component: `O_NOFOLLOW` on Unix (the
+/// open fails); on Windows `FILE_FLAG_OPEN_REPARSE_POINT`, which opens the link itself, so the
+/// caller's "is it a regular file" check on the handle refuses it.
+pub(crate) fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(opts, libc::O_NOFOLLOW)
+    }
+    #[cfg(windows)]
+    {
+        /// `FILE_FLAG_OPEN_REPARSE_POINT` from the Windows SDK.
+        const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+        std::os::windows::fs::OpenOptionsExt::custom_flags(opts, FILE_FLAG_OPEN_REPARSE_POINT)
+    }
+}
+
+/// Makes `opts` create a file with permission bits `mode` (Unix; on Windows the file inherits its
+/// folder's ACL).
+pub(crate) fn create_mode(opts: &mut OpenOptions, mode: u32) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::OpenOptionsExt::mode(opts, mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        opts
+    }
+}
+
+/// Why a write ran out of room, if it did: `Some(false)` for a full disk or quota, `Some(true)` for
+/// a file-size limit.
+pub(crate) fn no_space(e: &io::Error) -> Option<bool> {
+    #[cfg(unix)]
+    {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => Some(false),
+            Some(libc::EFBIG) => Some(true),
+            _ => None,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Some(false),
+            io::ErrorKind::FileTooLarge => Some(true),
+            _ => None,
+        }
+    }
+}
+
+/// Modification time in ms since the epoch.
+#[cfg(unix)]
+pub(crate) fn mtime_ms(md: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    md.mtime()
+        .saturating_mul(1000)
+        .saturating_add(md.mtime_nsec() / 1_000_000)
+}
+
+/// Modification time in ms since the epoch.
+#[cfg(not(unix))]
+pub(crate) fn mtime_ms(md: &fs::Metadata) -> i64 {
+    use std::time::UNIX_EPOCH;
+    match md.modified() {
+        Ok(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+        },
+        Err(_) => 0,
+    }
+}
