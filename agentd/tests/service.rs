@@ -66,6 +66,7 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        // Another process writes the file: no event to wait on, the pause between looks is the wait.
         std::thread::sleep(Duration::from_millis(20));
     }
 }

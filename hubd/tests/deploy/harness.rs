@@ -87,6 +87,8 @@ pub(crate) async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !ok().await {
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        // What it waits on is another process (a unit file, a status answer, a port): no event
+        // reaches this test, so the pause between looks is the wait, bounded by the deadline.
         tokio::time::sleep(POLL).await;
     }
 }
