@@ -264,3 +264,9 @@ pub fn spark(points: impl Iterator<Item = f32>) -> String {
         .map(|p| BARS[((p.clamp(0.0, 100.0) / 100.0) * 7.0).round() as usize])
         .collect()
 }
+
+/// A horizontal bar of `width` cells, filled to `pct` percent.
+pub(crate) fn bar(pct: f32, width: usize) -> String {
+    let filled = ((pct.clamp(0.0, 100.0) / 100.0) * width as f32).round() as usize;
+    format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
+}

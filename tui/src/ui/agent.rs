@@ -1,7 +1,7 @@
 //! One agent: facts, an hour of history, CPU per core, memory, disks and top processes. Live values
 //! come from the detail the console polls every second while this view is open.
 
-use super::Theme;
+use super::{Theme, bar};
 use crate::app::App;
 use crate::format;
 use flotilla_wire::IdentityId;
@@ -10,11 +10,6 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table};
-
-fn bar(pct: f32, width: usize) -> String {
-    let filled = ((pct.clamp(0.0, 100.0) / 100.0) * width as f32).round() as usize;
-    format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
-}
 
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()

@@ -1,6 +1,6 @@
 //! One agent's shared folder as a tree, and the transfers started from this console.
 
-use super::Theme;
+use super::{Theme, bar};
 use crate::app::App;
 use crate::app::tree::TransferState;
 use crate::files::mode_string;
@@ -107,11 +107,6 @@ pub(super) fn render_tree(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
             .column_spacing(1),
         table_area,
     );
-}
-
-fn bar(pct: f32, width: usize) -> String {
-    let filled = ((pct.clamp(0.0, 100.0) / 100.0) * width as f32).round() as usize;
-    format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
 }
 
 pub(super) fn render_transfers(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
