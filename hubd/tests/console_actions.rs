@@ -5,8 +5,10 @@
 //! view is pinned with insta at 80x24 (and the wide ones at 160x48); times, durations and ids are
 //! filtered out.
 
+mod console_support;
 mod exec_support;
 
+use console_support::render;
 use crossterm::event::{KeyCode, KeyEvent};
 use exec_support::{AgentSpec, DEADLINE, Fleet};
 use flotilla::app::tree::TransferState;
@@ -14,30 +16,12 @@ use flotilla::app::{App, Fetched, View};
 use flotilla::client::Login;
 use flotilla::console::Console;
 use flotilla::event::Event;
-use flotilla::ui::{self, Theme};
 use flotilla_wire::Role;
 use flotilla_wire::msg::Status;
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
 use std::time::Duration;
 
 /// The clock the console renders relative times against.
 const NOW_MS: u64 = 1_800_000_000_000;
-
-fn render(app: &App, w: u16, h: u16) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("terminal");
-    terminal
-        .draw(|f| ui::render(app, Theme { color: false }, f))
-        .expect("draw");
-    let buf = terminal.backend().buffer().clone();
-    let mut out = String::new();
-    for y in 0..h {
-        let line: String = (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect();
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
 
 fn snapshot(name: &str, text: &str) {
     let mut settings = insta::Settings::clone_current();

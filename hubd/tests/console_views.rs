@@ -5,15 +5,14 @@
 //! that is drawn into ratatui's `TestBackend`. Ids are filtered out of the snapshots.
 
 mod common;
+mod console_support;
 
 use common::{Client, DEADLINE, TestFleet, within};
+use console_support::render;
 use flotilla::app::App;
 use flotilla::client::{Client as ConsoleClient, Login};
 use flotilla::event::Event;
-use flotilla::ui::{self, Theme};
 use flotilla_wire::msg::{DiskUsage, MetricsSample, NetRate, OpRequest, OpResponse, ProcessInfo};
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
 
 fn sample(cpu: f32, mem_gib: u64) -> MetricsSample {
     MetricsSample {
@@ -53,21 +52,6 @@ fn sample(cpu: f32, mem_gib: u64) -> MetricsSample {
             rss: 512 << 20,
         }],
     }
-}
-
-fn render(app: &App, w: u16, h: u16) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("terminal");
-    terminal
-        .draw(|f| ui::render(app, Theme { color: false }, f))
-        .expect("draw");
-    let buf = terminal.backend().buffer().clone();
-    let mut out = String::new();
-    for y in 0..h {
-        let line: String = (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect();
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 fn snapshot(name: &str, text: &str) {

@@ -9,7 +9,7 @@ use crate::exec::{ExecSession, query, split_job};
 use crate::files::{CopyEvent, CopyOptions};
 use crate::ui::{self, Theme};
 use flotilla_wire::IdentityId;
-use flotilla_wire::exec::{ExecEvent, Query, QueryReply};
+use flotilla_wire::exec::{ExecEvent, Query};
 use flotilla_wire::msg::{OpRequest, OpResponse};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
@@ -224,23 +224,9 @@ fn handle(
         }
         Command::Jobs => {
             tokio::spawn(async move {
-                let result = query(
-                    &client,
-                    &Query::Jobs {
-                        limit: RECORDS_LIMIT,
-                    },
-                )
-                .await
-                .map(|replies| {
-                    replies
-                        .into_iter()
-                        .filter_map(|r| match r {
-                            QueryReply::Job(j) => Some(j),
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .map_err(|e| e.to_string());
+                let result = crate::exec::jobs(&client, RECORDS_LIMIT)
+                    .await
+                    .map_err(|e| e.to_string());
                 let _ = tx.send(Event::Jobs(result)).await;
             });
         }
@@ -257,23 +243,9 @@ fn handle(
         }
         Command::Audit => {
             tokio::spawn(async move {
-                let result = query(
-                    &client,
-                    &Query::Audit {
-                        limit: RECORDS_LIMIT,
-                    },
-                )
-                .await
-                .map(|replies| {
-                    replies
-                        .into_iter()
-                        .filter_map(|r| match r {
-                            QueryReply::Audit(e) => Some(e),
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .map_err(|e| e.to_string());
+                let result = crate::exec::audit(&client, RECORDS_LIMIT)
+                    .await
+                    .map_err(|e| e.to_string());
                 let _ = tx.send(Event::Audit(result)).await;
             });
         }

@@ -969,16 +969,33 @@ pub async fn ping_command(client: &Client, selector: &str, json: bool) -> Result
     Ok(u8::from(!all_ok))
 }
 
-/// Runs `flotilla jobs`.
-pub async fn jobs_command(client: &Client, limit: u32, json: bool) -> Result<u8, ClientError> {
-    let jobs: Vec<JobInfo> = query(client, &Query::Jobs { limit })
+/// The newest `limit` jobs, newest first.
+pub async fn jobs(client: &Client, limit: u32) -> Result<Vec<JobInfo>, ClientError> {
+    Ok(query(client, &Query::Jobs { limit })
         .await?
         .into_iter()
         .filter_map(|r| match r {
             QueryReply::Job(j) => Some(j),
             _ => None,
         })
-        .collect();
+        .collect())
+}
+
+/// The newest `limit` audit entries, oldest first.
+pub async fn audit(client: &Client, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
+    Ok(query(client, &Query::Audit { limit })
+        .await?
+        .into_iter()
+        .filter_map(|r| match r {
+            QueryReply::Audit(e) => Some(e),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Runs `flotilla jobs`.
+pub async fn jobs_command(client: &Client, limit: u32, json: bool) -> Result<u8, ClientError> {
+    let jobs = jobs(client, limit).await?;
     if json {
         println!(
             "{}",
@@ -1023,14 +1040,7 @@ pub async fn job_command(client: &Client, job: u64, json: bool) -> Result<u8, Cl
 
 /// Runs `flotilla audit`.
 pub async fn audit_command(client: &Client, limit: u32, json: bool) -> Result<u8, ClientError> {
-    let entries: Vec<AuditEntry> = query(client, &Query::Audit { limit })
-        .await?
-        .into_iter()
-        .filter_map(|r| match r {
-            QueryReply::Audit(e) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let entries = audit(client, limit).await?;
     if json {
         println!(
             "{}",
