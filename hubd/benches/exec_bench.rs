@@ -11,6 +11,8 @@
 //!   exit): wall time p50 / p99.
 //! - the same exec over one existing operator connection (what a console or script holding a
 //!   connection pays): p50 / p99.
+//! - a new `flotilla` process per run again, through a running `flotilla mux` (the analogue of
+//!   `ssh -S SOCK host true` over a ControlMaster): p50 / p99.
 //! - `flotilla exec one -- head -c 1G /dev/zero` into /dev/null: throughput, and peak RSS of the
 //!   hub, the agent and the CLI meanwhile.
 //! - fan-out: `true` on N agents of an `agentd swarm --exec any` (one real process each): time
@@ -164,14 +166,26 @@ fn token(hub_dir: &Path, uses: usize) -> String {
     v["token"].as_str().expect("token").to_string()
 }
 
-/// Runs `flotilla exec` as a process; returns its wall time, exit status and peak RSS (KiB).
+/// `flotilla --login-dir LOGIN` with the bench's own runtime dir, so the mux socket (and any
+/// mux of the user's) stays apart.
+fn flotilla(login: &Path, run_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin("flotilla"));
+    cmd.arg("--login-dir")
+        .arg(login)
+        .env("XDG_RUNTIME_DIR", run_dir)
+        .env_remove("FLOTILLA_MUX_SOCKET")
+        .env_remove("FLOTILLA_LOG");
+    cmd
+}
+
+/// Runs `flotilla [global…] exec args…` as a process; returns its wall time, exit status and peak
+/// RSS (KiB).
 // Reaped by wait4 (for its rusage), which clippy does not see.
 #[allow(clippy::zombie_processes)]
-fn cli_exec(login: &Path, args: &[&str]) -> (Duration, i32, u64) {
+fn cli_exec(login: &Path, run_dir: &Path, global: &[&str], args: &[&str]) -> (Duration, i32, u64) {
     let started = Instant::now();
-    let child = Command::new(bin("flotilla"))
-        .arg("--login-dir")
-        .arg(login)
+    let child = flotilla(login, run_dir)
+        .args(global)
         .arg("exec")
         .args(args)
         .stdin(Stdio::null())
@@ -257,6 +271,8 @@ fn main() {
     let agent_pid = agent.id();
     procs.0.push(agent);
     let login = hub_dir.join("admin");
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir(&run_dir).expect("runtime dir");
     let client = rt.block_on(async {
         let client = Client::connect(&Login::load(&login, None).expect("login"))
             .await
@@ -294,10 +310,10 @@ fn main() {
             .unwrap_or_default()
     );
 
-    // 1. A new flotilla process per exec.
+    // 1. A new flotilla process per exec, dialling the hub.
     let mut times = Vec::with_capacity(o.runs);
     for _ in 0..o.runs {
-        let (took, code, _) = cli_exec(&login, &["one", "--", "true"]);
+        let (took, code, _) = cli_exec(&login, &run_dir, &["--no-mux"], &["one", "--", "true"]);
         assert_eq!(code, 0, "flotilla exec one -- true failed");
         times.push(took);
     }
@@ -337,12 +353,67 @@ fn main() {
         o.runs
     );
 
-    // 3. Throughput of one agent's output into the CLI.
+    // 3. A new flotilla process per exec, through a running `flotilla mux`.
+    let mut mux = flotilla(&login, &run_dir)
+        .arg("mux")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flotilla mux");
+    let mux_err = mux.stderr.take().expect("stderr");
+    let mux = Procs(vec![mux]);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    // Reads the mux's stderr to its end (so the pipe never fills) and says when it listens.
+    std::thread::spawn(move || {
+        for line in BufReader::new(mux_err).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("listening on") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(STEP_TIMEOUT)
+        .expect("flotilla mux never listened");
+    let used = flotilla(&login, &run_dir)
+        .args(["exec", "one", "--", "true"])
+        .env("FLOTILLA_LOG", "flotilla=debug")
+        .stdin(Stdio::null())
+        .output()
+        .expect("flotilla exec");
+    assert!(
+        used.status.success() && String::from_utf8_lossy(&used.stderr).contains("using the mux"),
+        "exec did not go through the mux: {}",
+        String::from_utf8_lossy(&used.stderr)
+    );
+    let mut times = Vec::with_capacity(o.runs);
+    for _ in 0..o.runs {
+        let (took, code, _) = cli_exec(&login, &run_dir, &[], &["one", "--", "true"]);
+        assert_eq!(code, 0, "flotilla exec one -- true through the mux failed");
+        times.push(took);
+    }
+    times.sort();
+    println!(
+        "exec one -- true, new flotilla process each, through flotilla mux: p50 {:.2} ms, p99 {:.2} ms ({} runs)",
+        pct(&times, 50),
+        pct(&times, 99),
+        o.runs
+    );
+    // Stop the mux (SIGTERM, then wait): the figures below are for direct connections.
+    drop(mux);
+
+    // 4. Throughput of one agent's output into the CLI.
     reset_peak(hub_pid);
     reset_peak(agent_pid);
     let hub_before = status_kib(hub_pid, "VmRSS:");
     let size = o.bytes.to_string();
-    let (took, code, cli_peak) = cli_exec(&login, &["one", "--", "head", "-c", &size, "/dev/zero"]);
+    let (took, code, cli_peak) = cli_exec(
+        &login,
+        &run_dir,
+        &["--no-mux"],
+        &["one", "--", "head", "-c", &size, "/dev/zero"],
+    );
     assert_eq!(code, 0, "flood exec failed");
     println!(
         "exec one -- head -c {} /dev/zero > /dev/null: {:.2} s, {:.0} MB/s; peak RSS hub {} MiB (was {} MiB), agentd {} MiB, flotilla {} MiB",
@@ -355,7 +426,7 @@ fn main() {
         cli_peak / 1024
     );
 
-    // 4. Fan-out on swarms.
+    // 5. Fan-out on swarms.
     let mut swarms = Procs(Vec::new());
     for n in o.fanout.iter().copied() {
         let swarm_dir = tmp.path().join(format!("swarm-{n}"));
@@ -395,7 +466,7 @@ fn main() {
             .recv_timeout(STEP_TIMEOUT)
             .unwrap_or_else(|_| panic!("swarm of {n} never connected"));
         let selector = format!("s{n}-*");
-        let (took, code, _) = cli_exec(&login, &[&selector, "--", "true"]);
+        let (took, code, _) = cli_exec(&login, &run_dir, &["--no-mux"], &[&selector, "--", "true"]);
         println!(
             "fan-out: exec {selector} -- true on {n} agents (real processes): {:.2} s until every exit code is in (exit {code}); hub RSS {} MiB",
             took.as_secs_f64(),

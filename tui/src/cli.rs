@@ -1,8 +1,14 @@
-//! The scriptable side of `flotilla`: login, agents, agent, watch, demo. Every command has `--json`.
+//! The scriptable side of `flotilla`: login, agents, agent, watch, demo, mux. Every command has
+//! `--json`.
+//!
+//! One-shot commands (`agents`, `agent`, `metrics`, `exec`, `health`, `ping`, `jobs`, `job`,
+//! `audit`) go through a running `flotilla mux` for the login when one answers, unless `--no-mux`;
+//! the console, `watch`, `ls`, `cp` and `demo` always dial.
 
-use crate::client::{Client, ClientError, Login};
+use crate::client::{Client, ClientError, Login, ONE_SHOT_CLOSE_WAIT};
 use crate::files::{self, FilesError, Place};
 use crate::format;
+use crate::mux::{self, Master, MuxEnd, MuxOptions};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flotilla_wire::msg::{FleetEvent, OpRequest, OpResponse};
@@ -27,6 +33,13 @@ pub struct Cli {
     /// Config file (default: config.toml in the user's config dir).
     #[arg(long, global = true, env = "FLOTILLA_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Dial the hub even when a `flotilla mux` runs for this login.
+    #[arg(long, global = true)]
+    pub no_mux: bool,
+    /// Socket of the mux (env FLOTILLA_MUX_SOCKET; default: mux-<hash of login and hubs>.sock in
+    /// the user's runtime dir).
+    #[arg(long, global = true, env = "FLOTILLA_MUX_SOCKET")]
+    pub mux_socket: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -163,6 +176,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hold one connection to the hub for this login and let one-shot commands (exec, agents,
+    /// jobs…) use it instead of dialling, like ssh's ControlMaster. Runs until Ctrl-C or SIGTERM.
+    Mux {
+        /// Listen on this socket instead of the default one (as the global --mux-socket).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Exit after this long without clients (90s, 30m, 1h; 0: never), like ssh's
+        /// ControlPersist.
+        #[arg(long, value_parser = parse_duration_s)]
+        persist: Option<u64>,
+        /// Say whether a mux runs for this login (exit 0) or not (exit 1), like `ssh -O check`.
+        #[arg(long, conflicts_with_all = ["stop", "persist"])]
+        check: bool,
+        /// Stop the mux running for this login, like `ssh -O exit`.
+        #[arg(long, conflicts_with = "persist")]
+        stop: bool,
+        /// With --check: print JSON.
+        #[arg(long, requires = "check")]
+        json: bool,
+    },
     /// Start a local hub and agents in a temporary directory and attach to them.
     Demo {
         /// Number of agents.
@@ -172,6 +205,28 @@ pub enum Command {
         #[arg(long)]
         no_console: bool,
     },
+}
+
+impl Command {
+    /// Whether the command makes a few requests and exits (it may go through the mux). These run
+    /// on a current-thread runtime: measured on 2 cores, that saves about 0.4 ms per command (no
+    /// worker threads to start and join, no cross-thread wake-up per event) and read 200 MB of exec
+    /// output no slower. The console, `watch`, `cp`, `mux` and `demo` keep the multi-thread
+    /// runtime.
+    pub fn is_one_shot(&self) -> bool {
+        matches!(
+            self,
+            Self::Agents { .. }
+                | Self::Agent { .. }
+                | Self::Metrics { .. }
+                | Self::Exec(_)
+                | Self::Health { .. }
+                | Self::Ping { .. }
+                | Self::Jobs { .. }
+                | Self::Job { .. }
+                | Self::Audit { .. }
+        )
+    }
 }
 
 /// `config.toml` of the console.
@@ -226,6 +281,20 @@ impl Cli {
             None => self.file_config()?.hub,
         };
         Ok(Login::load(&self.login_dir()?, hub)?)
+    }
+
+    /// The mux socket for `login`: `--mux-socket`, else the default one for the login.
+    pub fn mux_socket(&self, login: &Login) -> PathBuf {
+        self.mux_socket
+            .clone()
+            .unwrap_or_else(|| mux::default_socket(login))
+    }
+
+    /// A client for a one-shot command: through the mux when one answers, else dialled.
+    pub async fn one_shot_client(&self) -> anyhow::Result<Client> {
+        let login = self.login()?;
+        let socket = self.mux_socket(&login);
+        Ok(Client::connect_one_shot(&login, &socket, self.no_mux).await?)
     }
 }
 
@@ -293,8 +362,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Agents { sort, json } => {
-            let client = Client::connect(&cli.login()?).await?;
-            let mut list = match client.request(&OpRequest::ListAgents).await? {
+            let client = cli.one_shot_client().await?;
+            let result = client.request(&OpRequest::ListAgents).await;
+            client.close_within(ONE_SHOT_CLOSE_WAIT).await;
+            let mut list = match result? {
                 OpResponse::Agents(list) => list,
                 other => anyhow::bail!("unexpected reply {other:?}"),
             };
@@ -304,17 +375,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", format::agents_table(&list, now_ms()));
             }
-            client.close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent { name, json } => {
-            let client = Client::connect(&cli.login()?).await?;
+            let client = cli.one_shot_client().await?;
             let result = client
                 .request(&OpRequest::Agent {
                     query: name.clone(),
                 })
                 .await;
-            client.close().await;
+            client.close_within(ONE_SHOT_CLOSE_WAIT).await;
             match result {
                 Ok(OpResponse::Agent(a)) => {
                     if *json {
@@ -329,14 +399,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Metrics { name, since, json } => {
-            let client = Client::connect(&cli.login()?).await?;
+            let client = cli.one_shot_client().await?;
             let result = client
                 .request(&OpRequest::Metrics {
                     query: name.clone(),
                     since_s: *since,
                 })
                 .await;
-            client.close().await;
+            client.close_within(ONE_SHOT_CLOSE_WAIT).await;
             match result? {
                 OpResponse::Series(series) => {
                     if *json {
@@ -397,6 +467,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cp(&cli.login()?, src, dst, &opts, *json).await
         }
         Command::Demo { agents, no_console } => crate::demo::run(*agents, *no_console).await,
+        Command::Mux {
+            socket,
+            persist,
+            check,
+            stop,
+            json,
+        } => {
+            let login = cli.login()?;
+            let explicit = socket.clone().or_else(|| cli.mux_socket.clone());
+            let path = explicit
+                .clone()
+                .unwrap_or_else(|| mux::default_socket(&login));
+            if *check {
+                return mux_check(&path, *json).await;
+            }
+            if *stop {
+                return mux_stop(&path).await;
+            }
+            let opts = MuxOptions {
+                socket: path,
+                default_dir: explicit.is_none(),
+                persist: persist
+                    .filter(|s| *s > 0)
+                    .map(std::time::Duration::from_secs),
+            };
+            mux_run(&login, opts).await
+        }
         Command::Exec(args) => {
             exec_like(&cli, |c| async move {
                 crate::exec::exec_command(&c, &args.request(), args.json).await
@@ -441,20 +538,123 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Connects, runs `f`, closes; the exit status comes from `f`.
+/// Connects (through the mux when one runs), runs `f`, closes; the exit status comes from `f`.
 async fn exec_like<F, Fut>(cli: &Cli, f: F) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(std::sync::Arc<Client>) -> Fut,
     Fut: Future<Output = Result<u8, ClientError>>,
 {
-    let client = std::sync::Arc::new(Client::connect(&cli.login()?).await?);
+    let client = std::sync::Arc::new(cli.one_shot_client().await?);
     let result = f(client.clone()).await;
     // Long enough for the close to be sent (the hub then ends the session at once), short enough
     // not to add QUIC's draining period to every `flotilla exec`.
-    client
-        .close_within(std::time::Duration::from_millis(5))
-        .await;
+    client.close_within(ONE_SHOT_CLOSE_WAIT).await;
     Ok(ExitCode::from(result?))
+}
+
+/// How long `flotilla mux --stop` waits for the mux to remove its socket: it resets its streams
+/// (up to 2 s) and closes its connection (up to 1 s) first.
+const MUX_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `flotilla mux`: runs the mux in the foreground until SIGINT, SIGTERM, `--persist` idle time, or
+/// the hub connection ends (exit 1).
+async fn mux_run(login: &Login, opts: MuxOptions) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let on_signal = cancel.clone();
+    let signals = tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        on_signal.cancel();
+    });
+    // Dialling may take a while (10 s per hub address); a signal meanwhile stops it.
+    let master = tokio::select! {
+        m = Master::start(login, &opts) => m,
+        _ = cancel.cancelled() => {
+            eprintln!("flotilla mux: stopped before it started");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let master = match master {
+        Ok(m) => m,
+        Err(e) => {
+            signals.abort();
+            return Err(e).context("mux not started");
+        }
+    };
+    let w = master.welcome();
+    eprintln!(
+        "flotilla mux: {} ({}) on hub {}; listening on {}; Ctrl-C stops it",
+        w.name,
+        w.role,
+        w.hub_version,
+        master.socket().display()
+    );
+    let ended = master.run(cancel).await;
+    signals.abort();
+    match ended.context("mux stopped")? {
+        MuxEnd::Stopped => eprintln!("flotilla mux: stopped"),
+        MuxEnd::Idle => eprintln!("flotilla mux: no clients for the --persist time; stopped"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flotilla mux --check`: exit 0 and say who it is when a mux answers, else exit 1.
+async fn mux_check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    match mux::probe(path).await {
+        mux::Probe::Answered(a) => {
+            let w = &a.welcome;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "running": true, "socket": path, "pid": a.pid, "identity": w.identity,
+                        "name": w.name, "role": w.role, "hub_version": w.hub_version,
+                    })
+                );
+            } else {
+                println!(
+                    "mux running (pid {}): {} ({}) on hub {} at {}",
+                    a.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                    w.name,
+                    w.role,
+                    w.hub_version,
+                    path.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "running": false, "socket": path, "state": other.to_string() })
+                );
+            } else {
+                eprintln!("flotilla: no mux at {}: {other}", path.display());
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `flotilla mux --stop`: exit 0 once the mux is gone, 1 when none ran.
+async fn mux_stop(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match mux::stop(path, MUX_STOP_WAIT).await {
+        Ok(Some(pid)) => {
+            eprintln!("flotilla: mux (pid {pid}) stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(None) => {
+            eprintln!("flotilla: no mux at {}", path.display());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => anyhow::bail!("cannot stop the mux at {}: {e}", path.display()),
+    }
 }
 
 /// Prints events until the hub closes the subscription or Ctrl-C.

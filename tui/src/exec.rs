@@ -8,21 +8,21 @@
 //! output, standard error lines to our standard error, so `flotilla exec all -- hostname | sort`
 //! works. Failures are reported at once on standard error; the summary comes last, also there.
 
-use crate::client::{Client, ClientError};
-use flotilla_certs::dial;
+use crate::client::{Client, ClientError, SendHalf};
 use flotilla_wire::exec::{
     AgentEvent, AgentResult, AuditEntry, Builtin, ExecCommand, ExecControl, ExecEvent, ExecRequest,
     JobCounts, JobId, JobInfo, JobSummary, Outcome, OutputStream, PingResult, Query, QueryReply,
     Target,
 };
 use flotilla_wire::io::{read_frame, write_frame};
-use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EXEC_FRAME, MAX_REQUEST_FRAME};
+use flotilla_wire::limits::{MAX_EXEC_FRAME, MAX_REQUEST_FRAME};
 use flotilla_wire::msg::StreamOpen;
 use flotilla_wire::{ErrorCode, IdentityId};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Longest line kept waiting for its newline; longer output (a binary blob, `head -c 1G
@@ -537,34 +537,21 @@ impl Renderer {
     }
 }
 
-/// An exec stream as events.
+/// An exec stream as events, over either link.
 pub struct ExecSession {
-    send: quinn::SendStream,
+    send: SendHalf,
     events: mpsc::Receiver<Result<ExecEvent, ClientError>>,
     reader: tokio::task::JoinHandle<()>,
-}
-
-fn stream_err(conn: &quinn::Connection, e: impl std::fmt::Display) -> ClientError {
-    match conn.close_reason() {
-        Some(reason) => ClientError::Dial(dial::explain(&reason)),
-        None => ClientError::Stream(e.to_string()),
-    }
 }
 
 impl ExecSession {
     /// Opens an exec stream and sends the request.
     pub async fn open(client: &Client, req: &ExecRequest) -> Result<Self, ClientError> {
-        let conn = client.connection().clone();
-        let (mut send, mut recv) = conn
-            .open_bi()
+        let link = client.link().clone();
+        let (mut send, mut recv) = client.open_bi().await?;
+        send.write_opening(&StreamOpen::Exec, req, MAX_EXEC_FRAME)
             .await
-            .map_err(|e| ClientError::Dial(dial::explain(&e)))?;
-        write_frame(&mut send, &StreamOpen::Exec, MAX_CONTROL_FRAME)
-            .await
-            .map_err(|e| stream_err(&conn, e))?;
-        write_frame(&mut send, req, MAX_EXEC_FRAME)
-            .await
-            .map_err(|e| stream_err(&conn, e))?;
+            .map_err(|e| link.stream_error(e))?;
         let (tx, events) = mpsc::channel(READ_AHEAD);
         // The reader owns the receive half so that a frame is never dropped half-read by a select.
         let reader = tokio::spawn(async move {
@@ -572,7 +559,7 @@ impl ExecSession {
                 let ev = match read_frame::<ExecEvent, _>(&mut recv, MAX_EXEC_FRAME).await {
                     Ok(Some(ev)) => Ok(ev),
                     Ok(None) => return,
-                    Err(e) => Err(stream_err(&conn, e)),
+                    Err(e) => Err(link.stream_error(e)),
                 };
                 let stop = ev.is_err();
                 if tx.send(ev).await.is_err() || stop {
@@ -694,18 +681,13 @@ pub async fn run_exec(
 
 /// Sends one query and collects every reply up to `End`; a refusal becomes an error.
 pub async fn query(client: &Client, q: &Query) -> Result<Vec<QueryReply>, ClientError> {
-    let conn = client.connection();
-    let (mut send, mut recv) = conn
-        .open_bi()
+    let link = client.link();
+    let (mut send, mut recv) = client.open_bi().await?;
+    send.write_opening(&StreamOpen::Query, q, MAX_REQUEST_FRAME)
         .await
-        .map_err(|e| ClientError::Dial(dial::explain(&e)))?;
-    write_frame(&mut send, &StreamOpen::Query, MAX_CONTROL_FRAME)
-        .await
-        .map_err(|e| stream_err(conn, e))?;
-    write_frame(&mut send, q, MAX_REQUEST_FRAME)
-        .await
-        .map_err(|e| stream_err(conn, e))?;
-    let _ = send.finish();
+        .map_err(|e| link.stream_error(e))?;
+    // Ends our side: finishes a QUIC stream, half-closes a connection to the mux.
+    let _ = send.shutdown().await;
     let mut replies = Vec::new();
     // Bounded: a reply per job, result, entry or agent; the hub caps lists at 10,000.
     for _ in 0..1_000_000 {
@@ -714,7 +696,7 @@ pub async fn query(client: &Client, q: &Query) -> Result<Vec<QueryReply>, Client
             Ok(Some(QueryReply::Error(r))) => return Err(ClientError::Refused(r)),
             Ok(Some(reply)) => replies.push(reply),
             Ok(None) => break,
-            Err(e) => return Err(stream_err(conn, e)),
+            Err(e) => return Err(link.stream_error(e)),
         }
     }
     Err(ClientError::Stream(

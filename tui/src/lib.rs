@@ -3,7 +3,8 @@
 //!
 //! Layout: `client` talks to the hub; `app` holds state and applies `event`s and `action`s; `ui`
 //! draws `&App`; `keymap` maps keys and generates hints; `cli` and `demo` are the subcommands;
-//! `files` lists shared folders and copies files.
+//! `files` lists shared folders and copies files; `mux` is `flotilla mux`, the local multiplexer
+//! one-shot commands reach the hub through.
 
 pub mod action;
 pub mod app;
@@ -17,5 +18,6 @@ pub mod exec;
 pub mod files;
 pub mod format;
 pub mod keymap;
+pub mod mux;
 pub mod strings;
 pub mod ui;

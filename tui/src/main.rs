@@ -32,10 +32,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, None | Some(Command::Demo { .. })));
     flotilla_certs::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if cli.command.as_ref().is_some_and(Command::is_one_shot) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("flotilla: cannot start runtime: {e}");
