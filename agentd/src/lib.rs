@@ -104,6 +104,7 @@ pub fn start(
     let identity = Identity::load(&paths.data_dir, IDENTITY_STEM)?;
     let hubs = Identity::load_hubs(&paths.data_dir)?;
     let client = flotilla_certs::dial::identity_config(&identity)?;
+    let bulk_client = flotilla_certs::dial::identity_bulk_config(&identity)?;
     let endpoint = flotilla_certs::dial::client_endpoint(flotilla_certs::dial::wants_ipv6(&hubs))
         .map_err(|e| AgentError::Config(e.to_string()))?;
     let files = Arc::new(transfer::SharedFolder::open(
@@ -120,6 +121,7 @@ pub fn start(
     let link = link::Link {
         endpoint,
         client,
+        bulk_client,
         hubs,
         hello: local_hello(),
         metrics_interval_ms: config.metrics_interval_ms,

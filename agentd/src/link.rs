@@ -21,6 +21,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// How long a stopping agent lets a hello in flight finish, to say goodbye on it.
 const GOODBYE_DIAL_GRACE: Duration = Duration::from_secs(2);
+/// A bulk lane with no transfer for this long is closed: the hub asks for a new one when needed,
+/// and an idle lane would hold its jumbo buffers on both ends for nothing.
+const BULK_LANE_LINGER: Duration = Duration::from_secs(30);
 /// Time to flush the goodbye before exiting.
 const GOODBYE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -70,8 +73,10 @@ impl Backoff {
 pub struct Link {
     /// UDP endpoint to dial from (the swarm shares one among many agents).
     pub endpoint: quinn::Endpoint,
-    /// TLS client configuration with our identity.
+    /// TLS client configuration with our identity, for the control connection.
     pub client: quinn::ClientConfig,
+    /// The same identity with bulk transport settings, for the bulk lane transfers use.
+    pub bulk_client: quinn::ClientConfig,
     /// Hub addresses.
     pub hubs: Vec<String>,
     /// What we say in hello.
@@ -116,6 +121,25 @@ impl Outbox {
     }
 }
 
+/// Dials drawn from a stopping hub's reconnect window before back-off takes over.
+const RESTART_TRIES: u32 = 4;
+/// Shortest wait before a dial drawn from a reconnect window: a hub that is still stopping
+/// has nothing to offer sooner.
+const RESTART_MIN_DELAY: Duration = Duration::from_millis(100);
+/// Longest reconnect window an agent accepts from a stopping hub.
+const MAX_RESTART_WINDOW: Duration = Duration::from_secs(600);
+
+/// The window a stopping hub asked its agents to spread their reconnects over, if it did.
+fn restart_window_of(err: &DialError) -> Option<Duration> {
+    match err {
+        DialError::Refused(r) if r.code == ErrorCode::ShuttingDown => {
+            flotilla_wire::codes::reconnect_within_ms(&r.message)
+                .map(|ms| Duration::from_millis(u64::from(ms)).min(MAX_RESTART_WINDOW))
+        }
+        _ => None,
+    }
+}
+
 /// Words for a failure, with advice.
 fn advise(err: &DialError) -> String {
     match err.code() {
@@ -136,12 +160,18 @@ impl Link {
     /// Runs until cancelled.
     pub async fn run(self, mut outbox: Outbox, cancel: CancellationToken) {
         let mut backoff = Backoff::default();
+        // The window a stopping hub announced, and the dials left to draw from it.
+        let mut restart: Option<(Duration, u32)> = None;
         loop {
             let started = Instant::now();
-            match self.session(&mut outbox, &cancel).await {
+            let restart_window = match self.session(&mut outbox, &cancel).await {
                 Ok(()) => break,
                 Err(err) => {
                     let words = advise(&err);
+                    if matches!(*self.state.borrow(), LinkState::Connected { .. }) {
+                        // A session came up since the last restart notice: it is spent.
+                        restart = None;
+                    }
                     if started.elapsed() >= STABLE_AFTER {
                         backoff.reset();
                     }
@@ -156,9 +186,27 @@ impl Link {
                         tracing::warn!(reason = %words, "link to hub down");
                     }
                     self.state.send_replace(LinkState::Disconnected(words));
+                    restart_window_of(&err)
                 }
+            };
+            if let Some(window) = restart_window {
+                restart = Some((window, RESTART_TRIES));
+                backoff.reset();
             }
-            let delay = backoff.next_delay(fastrand::f64());
+            let delay = match restart.as_mut() {
+                // The hub restarts and asked its agents to spread out over this window: a uniform
+                // draw admits them at the pace it named, where back-off would bunch them at 1 s.
+                // A dial that fails meanwhile (the new hub not up yet, or busy) draws again from
+                // the same window a few times before plain back-off takes over.
+                Some((window, tries)) if *tries > 0 => {
+                    *tries -= 1;
+                    window.mul_f64(fastrand::f64()).max(RESTART_MIN_DELAY)
+                }
+                _ => {
+                    restart = None;
+                    backoff.next_delay(fastrand::f64())
+                }
+            };
             tracing::info!(
                 delay_ms = delay.as_millis() as u64,
                 "reconnecting after back-off"
@@ -220,6 +268,7 @@ impl Link {
         };
         outbox.interval.send_replace(base);
         let interval = outbox.interval.clone();
+        let open_bulk = tokio::sync::Notify::new();
         let control = async {
             loop {
                 match read_frame::<HubControl, _>(&mut recv, MAX_CONTROL_FRAME).await {
@@ -227,6 +276,7 @@ impl Link {
                     Ok(Some(HubControl::SetMetricsInterval { interval_ms })) => {
                         interval.send_replace(interval_ms.clamp(1000, base.max(1000)));
                     }
+                    Ok(Some(HubControl::OpenBulk)) => open_bulk.notify_one(),
                     Ok(None) => return DialError::Protocol("hub closed the control stream".into()),
                     Err(e) => {
                         return conn
@@ -248,6 +298,8 @@ impl Link {
         // Streams the hub opens (exec, ping, transfers, resync). Dropping this set when the session
         // ends aborts them, which kills their commands' process groups.
         let mut streams = tokio::task::JoinSet::new();
+        // The bulk lane, while one is open; it ends with this session (aborted on drop).
+        let mut lane = LaneTask::default();
         loop {
             tokio::select! {
                 // Cancel first: the sampler stops on the same token, and a session ending on "sampler
@@ -261,6 +313,20 @@ impl Link {
                 err = &mut metrics => return Err(err),
                 err = &mut control => return Err(err),
                 err = &mut snapshots => return Err(err),
+                () = open_bulk.notified() => {
+                    if !lane.running() {
+                        let bulk = BulkLane {
+                            endpoint: self.endpoint.clone(),
+                            hubs: self.hubs.clone(),
+                            config: self.bulk_client.clone(),
+                            hello: self.hello.clone(),
+                            exec: self.exec.clone(),
+                            files: self.files.clone(),
+                            name: welcome.name.clone(),
+                        };
+                        lane.0 = Some(tokio::spawn(bulk.run(cancel.clone())));
+                    }
+                }
                 accepted = conn.accept_bi() => match accepted {
                     Ok((send, recv)) => {
                         let (exec, files, name) = (self.exec.clone(), self.files.clone(), welcome.name.clone());
@@ -272,6 +338,81 @@ impl Link {
                     if let Err(e) = joined && e.is_panic() {
                         tracing::error!(error = %e, "hub stream task panicked");
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The bulk lane task, aborted when the session that owns it ends.
+#[derive(Default)]
+struct LaneTask(Option<tokio::task::JoinHandle<()>>);
+
+impl LaneTask {
+    fn running(&self) -> bool {
+        self.0.as_ref().is_some_and(|h| !h.is_finished())
+    }
+}
+
+impl Drop for LaneTask {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+/// What the bulk lane needs: where to dial, as whom, and what serves the streams the hub opens.
+struct BulkLane {
+    endpoint: quinn::Endpoint,
+    hubs: Vec<String>,
+    config: quinn::ClientConfig,
+    hello: Hello,
+    exec: Arc<crate::exec::ExecContext>,
+    files: Option<Arc<crate::transfer::SharedFolder>>,
+    name: String,
+}
+
+impl BulkLane {
+    /// Dials the lane and serves the hub's streams on it until it has been idle for
+    /// [`BULK_LANE_LINGER`], the hub closes it, or the agent stops.
+    async fn run(self, cancel: CancellationToken) {
+        let (conn, _send, _recv) =
+            match dial::bulk_lane(&self.endpoint, &self.hubs, self.config, self.hello).await {
+                Ok(lane) => lane,
+                Err(e) => {
+                    // The hub falls back to the control connection; transfers only run slower.
+                    tracing::warn!(error = %e, "could not open the bulk lane");
+                    return;
+                }
+            };
+        tracing::debug!("bulk lane open");
+        let mut streams = tokio::task::JoinSet::new();
+        let idle = tokio::time::sleep(BULK_LANE_LINGER);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    conn.close(ErrorCode::Goodbye.as_u32().into(), b"agent shutting down");
+                    return;
+                }
+                _ = conn.closed() => return,
+                accepted = conn.accept_bi() => match accepted {
+                    Ok((send, recv)) => {
+                        let (exec, files, name) = (self.exec.clone(), self.files.clone(), self.name.clone());
+                        streams.spawn(serve_hub_stream(exec, files, name, conn.clone(), send, recv));
+                    }
+                    Err(_) => return,
+                },
+                Some(_) = streams.join_next(), if !streams.is_empty() => {
+                    if streams.is_empty() {
+                        idle.as_mut().reset(tokio::time::Instant::now() + BULK_LANE_LINGER);
+                    }
+                }
+                () = &mut idle, if streams.is_empty() => {
+                    tracing::debug!("closing the idle bulk lane");
+                    conn.close(ErrorCode::Ok.as_u32().into(), b"bulk lane idle");
+                    return;
                 }
             }
         }

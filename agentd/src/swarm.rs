@@ -118,6 +118,7 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
         let (name, dir) = agent_dir(&opts, i);
         let identity = Identity::load(&dir, IDENTITY_STEM)?;
         let client = flotilla_certs::dial::identity_config(&identity)?;
+        let bulk_client = flotilla_certs::dial::identity_bulk_config(&identity)?;
         let (state_tx, state_rx) = watch::channel(LinkState::Disconnected("starting".into()));
         states.push(state_rx);
         let mut hello = local_hello();
@@ -125,6 +126,7 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
         let link = Link {
             endpoint: endpoints[i % sockets].clone(),
             client,
+            bulk_client,
             hubs: hubs.clone(),
             hello,
             metrics_interval_ms: opts.metrics_interval_ms,
@@ -177,10 +179,17 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
                 serde_json::json!({ "event": "lost", "connected": connected, "at_ms": now_ms() })
             );
         }
-        if connected / 1000 != last_report / 1000
+        if connected / 500 != last_report / 500
             || (connected == opts.count && last_report != connected)
         {
-            eprintln!("connected {connected}/{}", opts.count);
+            // With the time since the first loss, a reconnect storm's admission curve.
+            let since = down_since
+                .map(|d| format!(" ({:.2} s after the first loss)", d.elapsed().as_secs_f64()));
+            eprintln!(
+                "connected {connected}/{}{}",
+                opts.count,
+                since.unwrap_or_default()
+            );
             last_report = connected;
         }
     }

@@ -51,8 +51,26 @@ impl DialError {
     }
 }
 
-/// Transport settings of every client: keep-alives so the hub sees us, idle timeout to notice it die.
+/// Transport settings of a client's control connection (agents' and operators' alike): keep-alives
+/// so the hub sees us, an idle timeout to notice it die, and small packets. No path MTU discovery:
+/// it only pays for bulk data, which travels on a bulk lane ([`bulk_transport`]); on a control
+/// connection it costs a probe burst per connect (a reconnect storm of thousands) and a send
+/// buffer of a full jumbo batch that quinn never gives back.
 pub fn client_transport() -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(IdleTimeout::try_from(CLIENT_IDLE_TIMEOUT).ok());
+    t.datagram_receive_buffer_size(None);
+    t.initial_rtt(Duration::from_millis(10));
+    t.mtu_discovery_config(None);
+    t.congestion_controller_factory(congestion_control());
+    Arc::new(t)
+}
+
+/// Transport settings of a bulk lane: path MTU discovery up to jumbo frames and segmentation
+/// offload, for fewer, larger packets and fewer syscalls per byte. Keep-alives only hold the lane
+/// while a transfer waits on a slow party; the owner closes it when idle.
+pub fn bulk_transport() -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_idle_timeout(IdleTimeout::try_from(CLIENT_IDLE_TIMEOUT).ok());
@@ -61,6 +79,31 @@ pub fn client_transport() -> Arc<TransportConfig> {
     t.mtu_discovery_config(Some(mtu_discovery()));
     t.congestion_controller_factory(congestion_control());
     Arc::new(t)
+}
+
+/// First bytes of a bulk lane's initial destination connection ID. The hub reads them before the
+/// handshake (the only point where quinn lets it choose transport settings per connection) to give
+/// the connection [`bulk_transport`]'s counterpart. The remaining 18 bytes are random, well above
+/// RFC 9000's 8 unpredictable bytes. A control connection whose random ID happens to start with
+/// the tag (1 in 65,536) merely gets bulk settings; the tag grants nothing else.
+pub const BULK_CID_TAG: [u8; 2] = [0xfb, 0x17];
+/// Length of the connection IDs clients choose for their first packet (QUIC's maximum).
+const INITIAL_CID_LEN: usize = 20;
+
+/// Whether a client's initial destination connection ID marks a bulk lane.
+pub fn is_bulk_cid(cid: &[u8]) -> bool {
+    cid.len() == INITIAL_CID_LEN && cid[..BULK_CID_TAG.len()] == BULK_CID_TAG
+}
+
+/// A fresh initial connection ID with [`BULK_CID_TAG`].
+fn bulk_cid() -> quinn::ConnectionId {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; INITIAL_CID_LEN];
+    bytes[..BULK_CID_TAG.len()].copy_from_slice(&BULK_CID_TAG);
+    // The system RNG does not fail on the platforms we build for; if it did, the tag still makes
+    // a valid (if predictable) ID, and the handshake's keys do not depend on it for secrecy.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes[BULK_CID_TAG.len()..]);
+    quinn::ConnectionId::new(&bytes)
 }
 
 /// Largest UDP payload path MTU discovery probes for: a jumbo frame (9000) less IPv6 and UDP
@@ -313,11 +356,37 @@ pub async fn hello(
     }
 }
 
-/// A quinn client configuration for an enrolled identity.
+/// A quinn client configuration for an enrolled identity's control connection.
 pub fn identity_config(identity: &crate::Identity) -> Result<ClientConfig, crate::CertError> {
     let mut cfg = ClientConfig::new(crate::tls::client_config(identity)?);
     cfg.transport_config(client_transport());
     Ok(cfg)
+}
+
+/// A quinn client configuration for an enrolled identity's bulk connections: [`bulk_transport`],
+/// and the initial connection ID that tells the hub so.
+pub fn identity_bulk_config(identity: &crate::Identity) -> Result<ClientConfig, crate::CertError> {
+    let mut cfg = ClientConfig::new(crate::tls::client_config(identity)?);
+    cfg.transport_config(bulk_transport());
+    cfg.initial_dst_cid_provider(Arc::new(bulk_cid));
+    Ok(cfg)
+}
+
+/// Opens an agent's bulk lane: connects with `config` (from [`identity_bulk_config`]) and sends
+/// [`ClientOpen::Bulk`]; the control connection must be up, or the hub refuses.
+pub async fn bulk_lane(
+    endpoint: &Endpoint,
+    hubs: &[String],
+    config: ClientConfig,
+    hello: Hello,
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), DialError> {
+    let conn = connect(endpoint, hubs, config).await?;
+    match open(&conn, &ClientOpen::Bulk(hello)).await? {
+        (send, recv, ServerOpen::Welcome(_)) => Ok((conn, send, recv)),
+        _ => Err(DialError::Protocol(
+            "hub answered a bulk lane with something other than welcome".into(),
+        )),
+    }
 }
 
 /// Whether any hub address is IPv6 (to bind the client socket in the right family).

@@ -133,8 +133,10 @@ def main():
         results[f"agents_{n}"] = {"hub_rss_kib": rss, "hub_base_rss_kib": base, "kib_per_agent": round(per_agent, 1), "hub_cpu_cores": round(hub_cpu, 3)}
         if n == args.restart:
             # Graceful restart with the swarm connected: time from the new hub's start to all back.
+            ts = time.time()
             hub.stop()
             t0 = time.time()
+            stop_s = t0 - ts
             hub = Hub(data, args.bin, listen)
             peak, last = 0.0, (cpu_s(hub.proc.pid), time.time())
             deadline = time.time() + 120
@@ -148,8 +150,8 @@ def main():
                     ev = json.loads(sw.proc.stdout.readline())
                     if ev["event"] == "all_connected":
                         took = ev["at_ms"] / 1000 - t0
-                        print(f"restart: {n} agents reconnected {took:.2f} s after the hub started; peak hub CPU {peak*100:.0f}%", flush=True)
-                        results["restart"] = {"agents": n, "seconds": round(took, 2), "peak_hub_cpu_cores": round(peak, 2)}
+                        print(f"restart: {n} agents reconnected {took:.2f} s after the hub started (the old hub took {stop_s:.2f} s to stop); peak hub CPU {peak*100:.0f}%; admission curve in {swarm_dir}/swarm.log", flush=True)
+                        results["restart"] = {"agents": n, "seconds": round(took, 2), "stop_seconds": round(stop_s, 2), "peak_hub_cpu_cores": round(peak, 2)}
                         break
         sw.stop()
         hub.stop()

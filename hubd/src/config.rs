@@ -24,6 +24,10 @@ pub struct HubConfig {
     pub idle_timeout_s: u32,
     /// Handshakes processed at once; more wait their turn. Bounds CPU and memory in a reconnect storm.
     pub max_handshakes: usize,
+    /// Agents per second this hub admits after a restart. A stopping hub asks its agents to spread
+    /// their reconnects over (agents online) / this many seconds, so that a restart admits them at
+    /// a pace its CPU keeps up with instead of dropping a burst and waiting out retransmissions.
+    pub reconnect_per_s: u32,
     /// Days of 1-minute metrics history kept.
     pub history_minute_days: u32,
     /// Days of 10-minute metrics history kept.
@@ -44,6 +48,7 @@ impl Default for HubConfig {
             metrics_interval_ms: 5000,
             idle_timeout_s: 15,
             max_handshakes: 256,
+            reconnect_per_s: 1000,
             history_minute_days: 30,
             history_ten_minute_days: 365,
             metrics_listen: None,
@@ -96,6 +101,11 @@ impl HubConfig {
                 "history_minute_days = {} and history_ten_minute_days = {}: both must be at least 1 and the 10-minute history at least as long",
                 self.history_minute_days, self.history_ten_minute_days
             )));
+        }
+        if self.reconnect_per_s == 0 {
+            return Err(HubError::Config(
+                "reconnect_per_s must be at least 1".into(),
+            ));
         }
         if self.max_handshakes == 0 {
             return Err(HubError::Config("max_handshakes must be at least 1".into()));

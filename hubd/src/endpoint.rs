@@ -20,8 +20,8 @@ const MAX_BIDI_STREAMS: u32 = 64;
 /// Unidirectional streams (metrics, snapshots) a peer may have open at once.
 const MAX_UNI_STREAMS: u32 = 8;
 
-/// Transport settings shared by every connection the hub accepts.
-pub(crate) fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
+/// Settings every connection shares.
+fn common(idle_timeout_s: u32) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(
         idle_timeout_s * 1000,
@@ -36,8 +36,28 @@ pub(crate) fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
     // of packets of its own.
     t.keep_alive_interval(None);
     t.initial_rtt(Duration::from_millis(10));
-    t.mtu_discovery_config(Some(flotilla_certs::dial::mtu_discovery()));
     t.congestion_controller_factory(flotilla_certs::dial::congestion_control());
+    t
+}
+
+/// Transport settings of control connections, the one every agent and operator keeps open: small
+/// packets, no path MTU discovery. Discovery pays only for bulk data, and on tens of thousands of
+/// idle connections it cost a jumbo send buffer each (quinn keeps the largest batch it ever built)
+/// and a burst of probes per connect, which turned a hub restart into a minute-long reconnect
+/// storm. Segmentation offload stays: an idle connection never builds more than a small batch,
+/// and exec output streams several times faster with it.
+pub(crate) fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
+    let mut t = common(idle_timeout_s);
+    t.mtu_discovery_config(None);
+    Arc::new(t)
+}
+
+/// Transport settings of bulk lanes (told apart by their initial connection ID, see
+/// [`flotilla_certs::dial::is_bulk_cid`]): path MTU discovery to jumbo packets and segmentation
+/// offload, for transfers.
+pub(crate) fn bulk_transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
+    let mut t = common(idle_timeout_s);
+    t.mtu_discovery_config(Some(flotilla_certs::dial::mtu_discovery()));
     Arc::new(t)
 }
 

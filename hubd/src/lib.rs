@@ -46,6 +46,11 @@ use tokio_util::task::TaskTracker;
 
 /// Time in-flight work gets to finish after shutdown starts, before it is cut off.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the endpoint may take to finish closing connections. Every CONNECTION_CLOSE is sent at
+/// once; what remains is QUIC's draining period (three probe timeouts per connection), which only
+/// absorbs stray packets. With thousands of agents waiting on it the old hub held its port for
+/// the whole drain deadline, and a restart started that much later.
+const ENDPOINT_DRAIN: Duration = Duration::from_secs(1);
 
 /// What every task of a running (or offline) hub shares.
 pub struct HubCtx {
@@ -268,7 +273,10 @@ pub async fn start(
     let ca = Ca::load(&paths.data_dir)?;
     let crypto = flotilla_certs::tls::server_config(ca.cert_der(), &hub_cert, &hub_key)?;
     let mut server = quinn::ServerConfig::with_crypto(crypto);
+    let mut bulk = server.clone();
     server.transport_config(endpoint::transport(config.idle_timeout_s));
+    bulk.transport_config(endpoint::bulk_transport(config.idle_timeout_s));
+    let bulk = Arc::new(bulk);
     let endpoint = endpoint::bind(config.listen, server)?;
     let local_addr = endpoint
         .local_addr()
@@ -349,11 +357,22 @@ pub async fn start(
             tracker.spawn(session::serve(
                 ctx.clone(),
                 incoming,
+                bulk.clone(),
                 handshakes.clone(),
                 cancel.child_token(),
             ));
         }
+        // New connections now would only be refused or cut off mid-handshake: drop their packets
+        // instead, so that clients keep retransmitting and reach the next hub as soon as it listens.
+        endpoint.set_server_config(None);
         tracing::info!("shutting down");
+        let stopping = std::time::Instant::now();
+        let phase = |what: &str| {
+            tracing::info!(
+                elapsed_ms = stopping.elapsed().as_millis() as u64,
+                "shutdown: {what}"
+            )
+        };
         // Sessions see the cancel, close their connections with ShuttingDown and record the agents
         // offline; what is still open at the deadline is closed here.
         tracker.close();
@@ -363,18 +382,21 @@ pub async fn start(
         {
             tracing::warn!("sessions still running at the drain deadline");
         }
+        phase("sessions ended");
         ctx.jobs.wait(DRAIN_DEADLINE).await;
         ctx.registry.close_all(ErrorCode::ShuttingDown);
         endpoint.close(
             ErrorCode::ShuttingDown.as_u32().into(),
             ErrorCode::ShuttingDown.describe().as_bytes(),
         );
-        let _ = tokio::time::timeout(DRAIN_DEADLINE, endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(ENDPOINT_DRAIN, endpoint.wait_idle()).await;
+        phase("connections closed");
         let _ = std::fs::remove_file(paths.admin_socket());
         let _ = std::fs::remove_file(paths.data_dir.join(maint::SOCKET));
         ctx.history.flush_all().await;
         drop(ctx);
         join_store(store_thread).await;
+        phase("history and store flushed");
         drop(lock);
         tracing::info!("hub stopped");
         Ok(())

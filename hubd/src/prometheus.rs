@@ -207,6 +207,21 @@ pub(crate) async fn render(ctx: &HubCtx, started_ms: u64) -> Result<String, HubE
         &[("role", "operator")],
         ctx.registry.operator_count(),
     );
+    t.sample(
+        "flotilla_hub_connections",
+        &[("role", "bulk")],
+        ctx.registry.bulk_count(),
+    );
+    t.family(
+        "flotilla_hub_bulk_lanes_opened_total",
+        "counter",
+        "Bulk lanes agents opened for transfers.",
+    );
+    t.sample(
+        "flotilla_hub_bulk_lanes_opened_total",
+        &[],
+        s.bulk_lanes_opened.load(Relaxed),
+    );
     t.family(
         "flotilla_hub_connections_accepted_total",
         "counter",

@@ -6,7 +6,8 @@ use flotilla_wire::{ErrorCode, IdentityId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{broadcast, mpsc};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast, mpsc};
 
 /// Events buffered per subscriber; a console that falls further behind gets `Lagged` and re-lists,
 /// so a slow operator never slows the hub or other operators.
@@ -19,9 +20,15 @@ pub struct ConnId(pub u64);
 struct Live {
     conn_id: ConnId,
     conn: quinn::Connection,
+    /// The agent's bulk lane, while it has one open.
+    bulk: Option<quinn::Connection>,
     latest: Option<MetricsSample>,
     control: Option<mpsc::Sender<HubControl>>,
 }
+
+/// How long a transfer waits for an agent to open its bulk lane before it uses the control
+/// connection instead (slower, but the transfer goes ahead).
+pub const BULK_LANE_WAIT: Duration = Duration::from_secs(3);
 
 /// Metrics interval while an operator watches an agent: live charts want one point a second.
 pub const WATCHED_INTERVAL_MS: u32 = 1000;
@@ -38,6 +45,11 @@ pub struct Registry {
     next_conn: Arc<AtomicU64>,
     /// The hub's metrics interval; SIGHUP may change it (see `reload`).
     default_interval_ms: Arc<AtomicU32>,
+    /// Woken whenever a bulk lane attaches, for transfers waiting on one.
+    bulk_attached: Arc<Notify>,
+    /// The reconnect window told to every agent when the hub stops, fixed by the first session to
+    /// close so that all agents hear the same one (the online count falls as they go).
+    restart_window_ms: Arc<std::sync::OnceLock<u32>>,
 }
 
 /// Counts one operator watching an agent; dropping it uncounts, and the last one leaving puts the
@@ -81,6 +93,8 @@ impl Registry {
             events: broadcast::channel(EVENT_BUFFER).0,
             next_conn: Arc::new(AtomicU64::new(1)),
             default_interval_ms: Arc::new(AtomicU32::new(default_interval_ms)),
+            bulk_attached: Arc::default(),
+            restart_window_ms: Arc::default(),
         }
     }
 
@@ -161,11 +175,18 @@ impl Registry {
             Live {
                 conn_id,
                 conn,
+                bulk: None,
                 latest: None,
                 control,
             },
         );
         if let Some(old) = old {
+            if let Some(bulk) = &old.bulk {
+                bulk.close(
+                    ErrorCode::Replaced.as_u32().into(),
+                    ErrorCode::Replaced.describe().as_bytes(),
+                );
+            }
             old.conn.close(
                 ErrorCode::Replaced.as_u32().into(),
                 ErrorCode::Replaced.describe().as_bytes(),
@@ -213,6 +234,80 @@ impl Registry {
         self.lock().get(id).map(|l| l.conn.clone())
     }
 
+    /// Attaches `conn` as the bulk lane of connected agent `id`, closing a previous lane. False if
+    /// the agent has no control connection: a lane only serves a live session.
+    pub fn attach_bulk(&self, id: &IdentityId, conn: quinn::Connection) -> bool {
+        let old = match self.lock().get_mut(id) {
+            Some(live) => live.bulk.replace(conn),
+            None => return false,
+        };
+        if let Some(old) = old {
+            old.close(
+                ErrorCode::Replaced.as_u32().into(),
+                ErrorCode::Replaced.describe().as_bytes(),
+            );
+        }
+        self.bulk_attached.notify_waiters();
+        true
+    }
+
+    /// Forgets `id`'s bulk lane if it is still `conn`.
+    pub fn detach_bulk(&self, id: &IdentityId, conn: &quinn::Connection) {
+        if let Some(live) = self.lock().get_mut(id)
+            && live
+                .bulk
+                .as_ref()
+                .is_some_and(|b| b.stable_id() == conn.stable_id())
+        {
+            live.bulk = None;
+        }
+    }
+
+    /// The connection to open transfer streams on: `id`'s bulk lane, asking the agent to open one
+    /// and waiting up to [`BULK_LANE_WAIT`] if it has none, else its control connection. `None`
+    /// when offline.
+    pub async fn transfer_connection(&self, id: &IdentityId) -> Option<quinn::Connection> {
+        let deadline = tokio::time::Instant::now() + BULK_LANE_WAIT;
+        let mut asked = false;
+        loop {
+            // Register for the wake-up before looking, so an attach in between is not missed.
+            let attached = self.bulk_attached.notified();
+            tokio::pin!(attached);
+            attached.as_mut().enable();
+            let control = {
+                let live = self.lock();
+                let live = live.get(id)?;
+                if let Some(bulk) = live.bulk.as_ref().filter(|b| b.close_reason().is_none()) {
+                    return Some(bulk.clone());
+                }
+                live.conn.clone()
+            };
+            if !asked {
+                asked = true;
+                if !self.send_control(id, HubControl::OpenBulk) {
+                    return Some(control);
+                }
+            }
+            if tokio::time::timeout_at(deadline, attached).await.is_err() {
+                tracing::debug!(%id, "no bulk lane in time; transferring on the control connection");
+                return Some(control);
+            }
+        }
+    }
+
+    /// The reconnect window for a stopping hub: `window(agents online)` at the first call, the same
+    /// value afterwards.
+    pub fn restart_window_ms(&self, window: impl FnOnce(usize) -> u32) -> u32 {
+        *self
+            .restart_window_ms
+            .get_or_init(|| window(self.online_count()))
+    }
+
+    /// Number of bulk lanes open now.
+    pub fn bulk_count(&self) -> usize {
+        self.lock().values().filter(|l| l.bulk.is_some()).count()
+    }
+
     /// Number of live connections.
     pub fn online_count(&self) -> usize {
         self.lock().len()
@@ -222,6 +317,9 @@ impl Registry {
     pub fn kick(&self, id: &IdentityId, code: ErrorCode) -> bool {
         match self.lock().remove(id) {
             Some(live) => {
+                if let Some(bulk) = &live.bulk {
+                    bulk.close(code.as_u32().into(), code.describe().as_bytes());
+                }
                 live.conn
                     .close(code.as_u32().into(), code.describe().as_bytes());
                 true
@@ -233,6 +331,9 @@ impl Registry {
     /// Closes every connection with `code` (shutdown).
     pub fn close_all(&self, code: ErrorCode) {
         for (_, live) in self.lock().drain() {
+            if let Some(bulk) = &live.bulk {
+                bulk.close(code.as_u32().into(), code.describe().as_bytes());
+            }
             live.conn
                 .close(code.as_u32().into(), code.describe().as_bytes());
         }

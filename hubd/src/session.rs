@@ -114,6 +114,7 @@ pub(crate) fn frame_error_code(err: &FrameError) -> ErrorCode {
 pub(crate) async fn serve(
     ctx: Arc<HubCtx>,
     incoming: quinn::Incoming,
+    bulk: Arc<quinn::ServerConfig>,
     handshakes: Arc<tokio::sync::Semaphore>,
     cancel: CancellationToken,
 ) {
@@ -128,7 +129,7 @@ pub(crate) async fn serve(
             incoming.refuse();
             return;
         };
-        let opened = tokio::time::timeout(OPEN_TIMEOUT, open(&ctx, incoming)).await;
+        let opened = tokio::time::timeout(OPEN_TIMEOUT, open(&ctx, incoming, bulk)).await;
         drop(permit);
         let (conn, mut send, recv, open) = match opened {
             Ok(Ok(parts)) => parts,
@@ -142,9 +143,10 @@ pub(crate) async fn serve(
             }
         };
         let cert = peer_certificate(&conn);
+        let bulk_lane = matches!(open, ClientOpen::Bulk(_));
         match (cert, open) {
             (None, ClientOpen::Enroll(req)) => enrol::serve(&ctx, &conn, &mut send, req, remote).await,
-            (None, ClientOpen::Hello(_)) => {
+            (None, ClientOpen::Hello(_) | ClientOpen::Bulk(_)) => {
                 let message = "no client certificate: enrol first with a join token".to_string();
                 refuse(&conn, &mut send, Refusal { code: ErrorCode::UnknownIdentity, message }).await;
             }
@@ -152,7 +154,7 @@ pub(crate) async fn serve(
                 let message = "already holds a certificate: connect with hello, not enrol".to_string();
                 refuse(&conn, &mut send, Refusal { code: ErrorCode::BadRequest, message }).await;
             }
-            (Some(cert), ClientOpen::Hello(hello)) => {
+            (Some(cert), ClientOpen::Hello(hello) | ClientOpen::Bulk(hello)) => {
                 if hello.protocol_version != PROTOCOL_VERSION {
                     refuse(&conn, &mut send, version_refusal(hello.protocol_version)).await;
                     return;
@@ -187,7 +189,14 @@ pub(crate) async fn serve(
                     return;
                 }
                 let Some(row) = row else { return };
-                if peer.role.is_operator_kind() {
+                if bulk_lane {
+                    if peer.role.is_operator_kind() {
+                        let message = "bulk lanes are for agents: operators dial with hello".to_string();
+                        refuse(&conn, &mut send, Refusal { code: ErrorCode::BadRequest, message }).await;
+                    } else {
+                        agent::run_bulk(ctx, conn, send, row, cancel).await;
+                    }
+                } else if peer.role.is_operator_kind() {
                     operator::run(ctx, conn, send, recv, row, hello, remote, cancel).await;
                 } else {
                     agent::run(ctx, conn, send, recv, row, hello, remote, cancel).await;
@@ -207,8 +216,21 @@ type Opened = (
 );
 
 /// Completes the handshake and reads the opening frame.
-async fn open(ctx: &HubCtx, incoming: quinn::Incoming) -> Result<Opened, String> {
-    let conn = incoming.await.map_err(|e| {
+async fn open(
+    ctx: &HubCtx,
+    incoming: quinn::Incoming,
+    bulk: Arc<quinn::ServerConfig>,
+) -> Result<Opened, String> {
+    let connecting = if flotilla_certs::dial::is_bulk_cid(&incoming.orig_dst_cid()) {
+        incoming.accept_with(bulk)
+    } else {
+        incoming.accept()
+    }
+    .map_err(|e| {
+        ctx.stats.handshake_failed();
+        format!("handshake: {e}")
+    })?;
+    let conn = connecting.await.map_err(|e| {
         ctx.stats.handshake_failed();
         format!("handshake: {e}")
     })?;

@@ -178,6 +178,8 @@ pub struct Stats {
     pub exec_runs_started: AtomicU64,
     /// Exec runs that ended (any outcome).
     pub exec_runs_finished: AtomicU64,
+    /// Bulk lanes agents opened for transfers (see `ClientOpen::Bulk`).
+    pub bulk_lanes_opened: AtomicU64,
     /// Transfers started.
     pub transfers_started: AtomicU64,
     /// Transfers completed and verified.
@@ -231,6 +233,11 @@ impl Stats {
             &self.exec_runs_finished
         };
         c.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a bulk lane welcomed.
+    pub fn bulk_lane_opened(&self) {
+        self.bulk_lanes_opened.fetch_add(1, Relaxed);
     }
 
     /// Counts a transfer starting.

@@ -305,6 +305,17 @@ async fn upload_agent_to_agent_and_download_arrive_verified() {
 
     let (r, a2a) = fleet.cp("web-1:in/data.bin", "web-2:out/").await;
     r.expect("agent to agent");
+    // Both agents carried the copy on a bulk lane (jumbo packets), not their control connection.
+    let ctx = &fleet.hub.as_ref().expect("hub running").ctx;
+    assert!(
+        ctx.stats.bulk_lanes_opened.load(Ordering::Relaxed) >= 2,
+        "the upload and the relay opened bulk lanes on web-1 and web-2"
+    );
+    assert_eq!(
+        ctx.registry.bulk_count(),
+        2,
+        "both lanes stay open for the next copy"
+    );
     assert_eq!(
         std::fs::read(fleet.agents[1].shared.join("out/data.bin")).expect("read"),
         data

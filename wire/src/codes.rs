@@ -114,9 +114,39 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// The reason a stopping hub closes agents' connections with, [`ErrorCode::ShuttingDown`]: words
+/// for the log, and the window over which the hub asks its agents to spread their reconnects so
+/// that a restart of a hub with thousands of agents does not become a thundering herd. The window
+/// travels in the text because a close frame carries only a code and a reason.
+pub fn shutdown_reason(reconnect_within_ms: u32) -> String {
+    format!(
+        "{}; reconnect within {reconnect_within_ms} ms",
+        ErrorCode::ShuttingDown.describe()
+    )
+}
+
+/// The reconnect window of a [`shutdown_reason`], if `reason` is one.
+pub fn reconnect_within_ms(reason: &str) -> Option<u32> {
+    reason
+        .rsplit_once("; reconnect within ")?
+        .1
+        .strip_suffix(" ms")?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reconnect_window_survives_the_close_reason() {
+        let reason = shutdown_reason(4_200);
+        assert!(reason.starts_with("hub shutting down"), "{reason}");
+        assert_eq!(reconnect_within_ms(&reason), Some(4_200));
+        assert_eq!(reconnect_within_ms("hub shutting down"), None);
+        assert_eq!(reconnect_within_ms("x; reconnect within lots ms"), None);
+    }
 
     #[test]
     fn codes_round_trip_through_numbers() {

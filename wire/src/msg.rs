@@ -52,6 +52,11 @@ pub enum ClientOpen {
     Hello(Hello),
     /// A new identity without a certificate asks to enrol with a join token.
     Enroll(EnrollRequest),
+    /// A connected agent's second connection, its bulk lane: the hub opens transfer streams on it.
+    /// It has transport settings for throughput (jumbo packets, segmentation offload) that would
+    /// cost memory on every idle control connection, and lives only while transfers need it.
+    /// The hub answers with [`ServerOpen::Welcome`] as for [`ClientOpen::Hello`].
+    Bulk(Hello),
 }
 
 /// Announces the client's protocol version and what the registry shows about it.
@@ -150,6 +155,8 @@ pub enum HubControl {
         /// New interval in milliseconds.
         interval_ms: u32,
     },
+    /// Dial a bulk lane ([`ClientOpen::Bulk`]): a transfer is about to use this agent.
+    OpenBulk,
 }
 
 /// Hub to agent: first frame of every stream the hub opens on an agent's connection. Append-only.

@@ -100,12 +100,16 @@ async fn resolve(ctx: &HubCtx, end: CopyEnd) -> Result<End, TransferError> {
                         format!("no agent named or with id {agent:?}"),
                     )
                 })?;
-            let conn = ctx.registry.connection(&row.id).ok_or_else(|| {
-                fail(
-                    TransferErrorKind::Offline,
-                    format!("agent {} is offline", row.name),
-                )
-            })?;
+            let conn = ctx
+                .registry
+                .transfer_connection(&row.id)
+                .await
+                .ok_or_else(|| {
+                    fail(
+                        TransferErrorKind::Offline,
+                        format!("agent {} is offline", row.name),
+                    )
+                })?;
             Ok(End::Agent {
                 id: row.id,
                 name: row.name,

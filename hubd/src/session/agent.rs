@@ -20,6 +20,19 @@ use tokio_util::sync::CancellationToken;
 /// are dropped rather than buffered.
 const CONTROL_QUEUE: usize = 16;
 
+/// Shortest reconnect window a stopping hub asks for: even a small fleet should not come back in
+/// one burst of the same millisecond.
+const MIN_RECONNECT_WINDOW_MS: u32 = 1000;
+
+/// The window over which `online` agents should spread their reconnects so that the next hub
+/// admits about `per_s` a second.
+fn reconnect_window_ms(online: usize, per_s: u32) -> u32 {
+    let ms = (online as u64).saturating_mul(1000) / u64::from(per_s.max(1));
+    u32::try_from(ms)
+        .unwrap_or(u32::MAX)
+        .max(MIN_RECONNECT_WINDOW_MS)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     ctx: Arc<HubCtx>,
@@ -93,7 +106,9 @@ pub(super) async fn run(
     let reason = loop {
         tokio::select! {
             _ = cancel.cancelled() => {
-                super::close(&conn, flotilla_wire::ErrorCode::ShuttingDown, "hub shutting down");
+                let within = ctx.registry.restart_window_ms(|online| reconnect_window_ms(online, ctx.config.reconnect_per_s));
+                let reason = flotilla_wire::codes::shutdown_reason(within);
+                super::close(&conn, flotilla_wire::ErrorCode::ShuttingDown, &reason);
                 break "hub shutting down".to_string();
             }
             err = conn.closed() => break describe_close(&err),
@@ -130,5 +145,71 @@ pub(super) async fn run(
     if ctx.registry.disconnect(&id, conn_id) {
         tracing::info!(name = %row.name, %reason, "agent offline");
         mark_offline(&ctx, &id, reason).await;
+    }
+}
+
+/// An agent's bulk lane: welcomed only while its control connection is live, then held open for
+/// the transfer streams the hub opens on it until the agent closes it (idle) or the hub stops.
+pub(super) async fn run_bulk(
+    ctx: Arc<HubCtx>,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    row: IdentityRow,
+    cancel: CancellationToken,
+) {
+    let id = row.id.clone();
+    if !ctx.registry.attach_bulk(&id, conn.clone()) {
+        let message = "bulk lane without a control connection: say hello first".to_string();
+        super::refuse(
+            &conn,
+            &mut send,
+            flotilla_wire::msg::Refusal {
+                code: flotilla_wire::ErrorCode::BadRequest,
+                message,
+            },
+        )
+        .await;
+        return;
+    }
+    let welcome = Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        hub_version: env!("CARGO_PKG_VERSION").into(),
+        identity: id.clone(),
+        role: row.role,
+        name: row.name.clone(),
+        metrics_interval_ms: ctx.registry.default_interval_ms(),
+    };
+    let mut out = ctx.stats.writer(StreamKind::Control, &mut send);
+    let welcomed = write_frame(&mut out, &ServerOpen::Welcome(welcome), MAX_CONTROL_FRAME).await;
+    drop(out);
+    if welcomed.is_ok() {
+        ctx.stats.bulk_lane_opened();
+        tracing::debug!(name = %row.name, "bulk lane open");
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                super::close(&conn, flotilla_wire::ErrorCode::ShuttingDown, "hub shutting down");
+            }
+            err = conn.closed() => {
+                tracing::debug!(name = %row.name, reason = %describe_close(&err), "bulk lane closed");
+            }
+        }
+    }
+    ctx.registry.detach_bulk(&id, &conn);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reconnect_window_grows_with_the_fleet() {
+        assert_eq!(reconnect_window_ms(3, 1000), MIN_RECONNECT_WINDOW_MS);
+        assert_eq!(reconnect_window_ms(5_000, 1000), 5_000);
+        assert_eq!(reconnect_window_ms(100_000, 2000), 50_000);
+        assert_eq!(
+            reconnect_window_ms(10, 0),
+            10_000,
+            "a zero rate cannot divide by zero"
+        );
     }
 }
