@@ -57,27 +57,28 @@ impl DialError {
 /// connection it costs a probe burst per connect (a reconnect storm of thousands) and a send
 /// buffer of a full jumbo batch that quinn never gives back.
 pub fn client_transport() -> Arc<TransportConfig> {
+    let mut t = client_common();
+    t.mtu_discovery_config(None);
+    Arc::new(t)
+}
+
+/// Settings every client connection shares: keep-alives, idle timeout, congestion control.
+fn client_common() -> TransportConfig {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_idle_timeout(IdleTimeout::try_from(CLIENT_IDLE_TIMEOUT).ok());
     t.datagram_receive_buffer_size(None);
     t.initial_rtt(Duration::from_millis(10));
-    t.mtu_discovery_config(None);
     t.congestion_controller_factory(congestion_control());
-    Arc::new(t)
+    t
 }
 
 /// Transport settings of a bulk lane: path MTU discovery up to jumbo frames and segmentation
 /// offload, for fewer, larger packets and fewer syscalls per byte. Keep-alives only hold the lane
 /// while a transfer waits on a slow party; the owner closes it when idle.
 pub fn bulk_transport() -> Arc<TransportConfig> {
-    let mut t = TransportConfig::default();
-    t.keep_alive_interval(Some(KEEP_ALIVE));
-    t.max_idle_timeout(IdleTimeout::try_from(CLIENT_IDLE_TIMEOUT).ok());
-    t.datagram_receive_buffer_size(None);
-    t.initial_rtt(Duration::from_millis(10));
+    let mut t = client_common();
     t.mtu_discovery_config(Some(mtu_discovery()));
-    t.congestion_controller_factory(congestion_control());
     Arc::new(t)
 }
 
@@ -347,11 +348,29 @@ pub async fn hello(
     ),
     DialError,
 > {
+    welcomed(endpoint, hubs, config, ClientOpen::Hello(hello)).await
+}
+
+/// Connects, sends `opening` and expects a welcome.
+async fn welcomed(
+    endpoint: &Endpoint,
+    hubs: &[String],
+    config: ClientConfig,
+    opening: ClientOpen,
+) -> Result<
+    (
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+        Welcome,
+    ),
+    DialError,
+> {
     let conn = connect(endpoint, hubs, config).await?;
-    match open(&conn, &ClientOpen::Hello(hello)).await? {
+    match open(&conn, &opening).await? {
         (send, recv, ServerOpen::Welcome(w)) => Ok((conn, send, recv, w)),
         _ => Err(DialError::Protocol(
-            "hub answered hello with something other than welcome".into(),
+            "hub answered with something other than welcome".into(),
         )),
     }
 }
@@ -380,13 +399,8 @@ pub async fn bulk_lane(
     config: ClientConfig,
     hello: Hello,
 ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), DialError> {
-    let conn = connect(endpoint, hubs, config).await?;
-    match open(&conn, &ClientOpen::Bulk(hello)).await? {
-        (send, recv, ServerOpen::Welcome(_)) => Ok((conn, send, recv)),
-        _ => Err(DialError::Protocol(
-            "hub answered a bulk lane with something other than welcome".into(),
-        )),
-    }
+    let (conn, send, recv, _) = welcomed(endpoint, hubs, config, ClientOpen::Bulk(hello)).await?;
+    Ok((conn, send, recv))
 }
 
 /// Whether any hub address is IPv6 (to bind the client socket in the right family).

@@ -26,6 +26,15 @@ struct Live {
     control: Option<mpsc::Sender<HubControl>>,
 }
 
+impl Live {
+    /// Closes the agent's connections, its bulk lane with them.
+    fn close(&self, code: ErrorCode) {
+        for conn in self.bulk.iter().chain([&self.conn]) {
+            conn.close(code.as_u32().into(), code.describe().as_bytes());
+        }
+    }
+}
+
 /// How long a transfer waits for an agent to open its bulk lane before it uses the control
 /// connection instead (slower, but the transfer goes ahead).
 pub const BULK_LANE_WAIT: Duration = Duration::from_secs(3);
@@ -181,16 +190,7 @@ impl Registry {
             },
         );
         if let Some(old) = old {
-            if let Some(bulk) = &old.bulk {
-                bulk.close(
-                    ErrorCode::Replaced.as_u32().into(),
-                    ErrorCode::Replaced.describe().as_bytes(),
-                );
-            }
-            old.conn.close(
-                ErrorCode::Replaced.as_u32().into(),
-                ErrorCode::Replaced.describe().as_bytes(),
-            );
+            old.close(ErrorCode::Replaced);
         }
         conn_id
     }
@@ -317,11 +317,7 @@ impl Registry {
     pub fn kick(&self, id: &IdentityId, code: ErrorCode) -> bool {
         match self.lock().remove(id) {
             Some(live) => {
-                if let Some(bulk) = &live.bulk {
-                    bulk.close(code.as_u32().into(), code.describe().as_bytes());
-                }
-                live.conn
-                    .close(code.as_u32().into(), code.describe().as_bytes());
+                live.close(code);
                 true
             }
             None => false,
@@ -331,11 +327,7 @@ impl Registry {
     /// Closes every connection with `code` (shutdown).
     pub fn close_all(&self, code: ErrorCode) {
         for (_, live) in self.lock().drain() {
-            if let Some(bulk) = &live.bulk {
-                bulk.close(code.as_u32().into(), code.describe().as_bytes());
-            }
-            live.conn
-                .close(code.as_u32().into(), code.describe().as_bytes());
+            live.close(code);
         }
     }
 

@@ -265,6 +265,28 @@ async fn open(
     }
 }
 
+/// Sends the welcome that accepts `row` on its control stream (agent, operator or bulk lane alike).
+pub(crate) async fn welcome(
+    ctx: &HubCtx,
+    send: &mut quinn::SendStream,
+    row: &store::IdentityRow,
+) -> Result<(), FrameError> {
+    let welcome = flotilla_wire::msg::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        hub_version: env!("CARGO_PKG_VERSION").into(),
+        identity: row.id.clone(),
+        role: row.role,
+        name: row.name.clone(),
+        metrics_interval_ms: ctx.registry.default_interval_ms(),
+    };
+    write_frame(
+        &mut ctx.stats.writer(StreamKind::Control, send),
+        &ServerOpen::Welcome(welcome),
+        MAX_CONTROL_FRAME,
+    )
+    .await
+}
+
 /// Milliseconds now, re-exported for the session modules.
 pub(crate) fn now() -> u64 {
     now_ms()

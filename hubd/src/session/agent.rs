@@ -6,10 +6,9 @@ use crate::HubCtx;
 use crate::admin::info_of;
 use crate::stats::StreamKind;
 use crate::store::{self, IdentityRow};
-use flotilla_wire::PROTOCOL_VERSION;
 use flotilla_wire::io::write_frame;
 use flotilla_wire::limits::MAX_CONTROL_FRAME;
-use flotilla_wire::msg::{FleetEvent, Hello, HubControl, ServerOpen, Welcome};
+use flotilla_wire::msg::{FleetEvent, Hello, HubControl};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -45,18 +44,7 @@ pub(super) async fn run(
     cancel: CancellationToken,
 ) {
     let id = row.id.clone();
-    let welcome = Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        hub_version: env!("CARGO_PKG_VERSION").into(),
-        identity: id.clone(),
-        role: row.role,
-        name: row.name.clone(),
-        metrics_interval_ms: ctx.registry.default_interval_ms(),
-    };
-    let mut out = ctx.stats.writer(StreamKind::Control, &mut send);
-    let welcomed = write_frame(&mut out, &ServerOpen::Welcome(welcome), MAX_CONTROL_FRAME).await;
-    drop(out);
-    if let Err(e) = welcomed {
+    if let Err(e) = super::welcome(&ctx, &mut send, &row).await {
         tracing::debug!(error = %e, "agent left before welcome");
         return;
     }
@@ -171,18 +159,7 @@ pub(super) async fn run_bulk(
         .await;
         return;
     }
-    let welcome = Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        hub_version: env!("CARGO_PKG_VERSION").into(),
-        identity: id.clone(),
-        role: row.role,
-        name: row.name.clone(),
-        metrics_interval_ms: ctx.registry.default_interval_ms(),
-    };
-    let mut out = ctx.stats.writer(StreamKind::Control, &mut send);
-    let welcomed = write_frame(&mut out, &ServerOpen::Welcome(welcome), MAX_CONTROL_FRAME).await;
-    drop(out);
-    if welcomed.is_ok() {
+    if super::welcome(&ctx, &mut send, &row).await.is_ok() {
         ctx.stats.bulk_lane_opened();
         tracing::debug!(name = %row.name, "bulk lane open");
         tokio::select! {

@@ -5,10 +5,10 @@ use crate::HubCtx;
 use crate::admin::{self, Actor};
 use crate::stats::StreamKind;
 use crate::store::{self, IdentityRow};
+use flotilla_wire::ErrorCode;
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EVENTS_FRAME, MAX_REQUEST_FRAME};
-use flotilla_wire::msg::{FleetEvent, Hello, OpRequest, ServerOpen, StreamOpen, Welcome};
-use flotilla_wire::{ErrorCode, PROTOCOL_VERSION};
+use flotilla_wire::msg::{FleetEvent, Hello, OpRequest, StreamOpen};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -29,21 +29,7 @@ pub(super) async fn run(
     remote: SocketAddr,
     cancel: CancellationToken,
 ) {
-    let welcome = Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        hub_version: env!("CARGO_PKG_VERSION").into(),
-        identity: row.id.clone(),
-        role: row.role,
-        name: row.name.clone(),
-        metrics_interval_ms: ctx.registry.default_interval_ms(),
-    };
-    let welcomed = write_frame(
-        &mut ctx.stats.writer(StreamKind::Control, &mut send),
-        &ServerOpen::Welcome(welcome),
-        MAX_CONTROL_FRAME,
-    )
-    .await;
-    if welcomed.is_err() {
+    if super::welcome(&ctx, &mut send, &row).await.is_err() {
         return;
     }
     let conn_id = ctx.registry.connect_operator(&row.id, conn.clone());
