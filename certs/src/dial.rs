@@ -107,10 +107,22 @@ fn bulk_cid() -> quinn::ConnectionId {
     quinn::ConnectionId::new(&bytes)
 }
 
-/// Largest UDP payload path MTU discovery probes for: a jumbo frame (9000) less IPv6 and UDP
-/// headers. On 1500-byte paths discovery settles at quinn's usual 1452; on jumbo LANs and loopback
-/// fewer, larger packets cut per-packet crypto and syscalls for bulk transfers.
-pub const MAX_UDP_PAYLOAD: u16 = 8952;
+/// Datagrams quinn (0.11) puts in one segmentation-offload batch: its `MAX_TRANSMIT_SEGMENTS`.
+const GSO_BATCH: u16 = 10;
+
+/// Largest UDP payload the kernel sends in one datagram, segmentation offload batches included:
+/// 65,535 less the IPv4 and UDP headers.
+const MAX_UDP_DATAGRAM: u16 = 65_507;
+
+/// Largest UDP payload path MTU discovery probes for: as large as a whole offload batch of
+/// [`GSO_BATCH`] packets still fits one datagram (6,550 bytes; a jumbo frame would allow 8,952).
+/// quinn-proto 0.11 does not cap a batch at the datagram limit, and quinn-udp drops a batch the
+/// kernel refuses with EMSGSIZE without a word (it expects that only of MTU probes): at 8,952-byte
+/// packets, batches of ten went nowhere, quinn counted them lost, took the losses for an MTU black
+/// hole and fell back to 1,200-byte packets for the rest of the transfer, at half the speed. On
+/// 1500-byte paths discovery settles at quinn's usual 1452; on jumbo LANs and loopback fewer,
+/// larger packets cut per-packet crypto and syscalls for bulk transfers.
+pub const MAX_UDP_PAYLOAD: u16 = MAX_UDP_DATAGRAM / GSO_BATCH;
 
 /// Wait before probing again after quinn took losses of large packets for a black hole: losses
 /// on a busy host are usually a full socket buffer, not the path, so try again soon rather than
