@@ -1,50 +1,22 @@
 """exec latency side by side: `flotilla exec` through `flotilla mux`, `flotilla --no-mux exec`,
 `ssh` over a ControlMaster and a new `ssh` connection, interleaved, against a throwaway sshd on
-127.0.0.1 (needs openssh-server and -client; runs as the current user with its own host and client
-keys in a temp dir) and a real hub with one agent.
+127.0.0.1 (needs openssh-server and -client; see local_sshd.py) and a real hub with one agent.
 
     cargo build --release --workspace && python3 hubd/benches/exec_vs_ssh.py [--runs 200]
 """
-import argparse, os, subprocess, time, tempfile, shutil, signal
+import argparse, os, subprocess, sys, time, signal
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from local_sshd import LocalSshd
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=200)
 ap.add_argument("--port", type=int, default=2299)
 args = ap.parse_args()
 B = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "release")
-d = tempfile.mkdtemp(prefix="exec-vs-ssh-")
-S = f"{d}/ssh"
-os.makedirs(S)
-for k in ("hk", "ck"):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{S}/{k}"], check=True)
-shutil.copy(f"{S}/ck.pub", f"{S}/authorized_keys")
-os.chmod(f"{S}/authorized_keys", 0o600)
-user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-open(f"{S}/sshd_config", "w").write(f"""Port {args.port}
-ListenAddress 127.0.0.1
-HostKey {S}/hk
-AuthorizedKeysFile {S}/authorized_keys
-PidFile {S}/sshd.pid
-StrictModes no
-PasswordAuthentication no
-UsePAM no
-""")
-open(f"{S}/known_hosts", "w").write(f"[127.0.0.1]:{args.port} {open(f'{S}/hk.pub').read()}")
-open(f"{S}/ssh_config", "w").write(f"""Host bench
-  HostName 127.0.0.1
-  Port {args.port}
-  User {user}
-  IdentityFile {S}/ck
-  UserKnownHostsFile {S}/known_hosts
-  StrictHostKeyChecking yes
-  BatchMode yes
-""")
-sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", f"{S}/sshd_config"])
-SSH = ["ssh", "-F", f"{S}/ssh_config"]
-for _ in range(100):
-    if subprocess.run(SSH + ["bench", "true"], capture_output=True).returncode == 0:
-        break
-    time.sleep(0.05)  # sshd binding its port
+sshd = LocalSshd(args.port, prefix="exec-vs-ssh-")
+d = sshd.dir
+SSH = sshd.ssh
 hub = f"{d}/hub"
 subprocess.run([f"{B}/hubd", "init", "--data-dir", hub, "--listen", "127.0.0.1:0"], check=True, capture_output=True)
 hp = subprocess.Popen([f"{B}/hubd", "--data-dir", hub, "run"], stderr=subprocess.DEVNULL)
@@ -67,6 +39,9 @@ cmds = {
     "flotilla exec via mux": fl + ["exec", "one", "--", "true"],
     "flotilla exec --no-mux": fl + ["--no-mux", "exec", "one", "--", "true"],
     "ssh ControlMaster": SSH + ["-S", cm, "bench", "true"],
+    # Process start alone, for reference: what each client costs before it says a word.
+    "flotilla --version": fl + ["--version"],
+    "ssh -V": ["ssh", "-V"],
 }
 res = {k: [] for k in cmds}
 for i in range(args.runs):
@@ -80,6 +55,6 @@ res["ssh new connection"] = new
 for k, v in res.items():
     v.sort(); print(f"{k:26s} p50 {v[len(v)//2]*1e3:7.2f} ms  p99 {v[int(len(v)*0.99)-1]*1e3:7.2f} ms  ({len(v)} runs)")
 print("load", os.getloadavg())
-for p in (sp, mp, ap, hp, sshd):
+for p in (sp, mp, ap, hp):
     p.send_signal(signal.SIGTERM); p.wait(timeout=30)
-shutil.rmtree(d, ignore_errors=True)
+sshd.close()

@@ -132,11 +132,19 @@ pub fn validate(req: &ExecRequest) -> Result<(), HubError> {
 /// The non-revoked agents a selector picks, with whether each is online now.
 pub(crate) async fn resolve(ctx: &HubCtx, selector: &str) -> Result<Vec<(Target, u64)>, HubError> {
     let sel = Selector::parse(selector).map_err(|e| bad(e.to_string()))?;
-    let rows = ctx
-        .store
-        .call(|c| Ok(store::identities::list(c, true)?))
-        .await?;
-    let live: Vec<_> = rows
+    let registry = ctx.registry.clone();
+    ctx.store
+        .call(move |c| resolve_on(c, &sel, &registry))
+        .await
+}
+
+/// [`resolve`] on the store thread, so that `prepare` resolves and records a job in one trip.
+fn resolve_on(
+    c: &mut rusqlite::Connection,
+    sel: &Selector,
+    registry: &crate::registry::Registry,
+) -> Result<Vec<(Target, u64)>, HubError> {
+    let live: Vec<_> = store::identities::list(c, true)?
         .into_iter()
         .filter(|r| r.revoked_ms.is_none())
         .collect();
@@ -156,7 +164,7 @@ pub(crate) async fn resolve(ctx: &HubCtx, selector: &str) -> Result<Vec<(Target,
                 Target {
                     id: r.id.clone(),
                     name: r.name.clone(),
-                    online: ctx.registry.is_online(&r.id),
+                    online: registry.is_online(&r.id),
                 },
                 r.last_seen_ms,
             )
@@ -201,38 +209,42 @@ async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepar
         ));
     }
     validate(&req)?;
-    let targets = resolve(ctx, &req.selector).await?;
-    let actor_name = match IdentityId::parse(&actor.name) {
-        Some(id) => ctx
-            .store
-            .call(move |c| Ok(store::identities::get(c, &id)?))
-            .await?
-            .map(|r| r.name)
-            .unwrap_or_else(|| actor.name.clone()),
-        None => actor.name.clone(),
-    };
-    let new = NewJob {
-        actor: actor.name.clone(),
-        actor_name: actor_name.clone(),
-        selector: req.selector.clone(),
-        command: req.command.clone(),
-        timeout_ms: req.timeout_ms,
-        batch: req.batch,
-        started_ms: now_ms(),
-    };
-    let list: Vec<Target> = targets.iter().map(|(t, _)| t.clone()).collect();
-    let online = list.iter().filter(|t| t.online).count();
-    let detail = format!(
-        "selector={} agents={} online={online} timeout_ms={} batch={} command={}",
-        req.selector,
-        list.len(),
-        req.timeout_ms,
-        req.batch,
-        req.command.display()
-    );
-    let job = ctx
+    let sel = Selector::parse(&req.selector).map_err(|e| bad(e.to_string()))?;
+    let registry = ctx.registry.clone();
+    let (who, who_id, started_ms) = (actor.name.clone(), IdentityId::parse(&actor.name), now_ms());
+    let (selector, command) = (req.selector.clone(), req.command.clone());
+    let (timeout_ms, batch) = (req.timeout_ms, req.batch);
+    // One trip to the store thread: resolving, naming the actor, and recording the job and its
+    // audit line are on the path of every command's latency.
+    let (job, actor_name, targets) = ctx
         .store
         .call(move |c| {
+            let targets = resolve_on(c, &sel, &registry)?;
+            let actor_name = match who_id {
+                Some(id) => store::identities::get(c, &id)?
+                    .map(|r| r.name)
+                    .unwrap_or_else(|| who.clone()),
+                None => who.clone(),
+            };
+            let new = NewJob {
+                actor: who,
+                actor_name: actor_name.clone(),
+                selector,
+                command,
+                timeout_ms,
+                batch,
+                started_ms,
+            };
+            let list: Vec<Target> = targets.iter().map(|(t, _)| t.clone()).collect();
+            let online = list.iter().filter(|t| t.online).count();
+            let detail = format!(
+                "selector={} agents={} online={online} timeout_ms={} batch={} command={}",
+                new.selector,
+                list.len(),
+                new.timeout_ms,
+                new.batch,
+                new.command.display()
+            );
             let tx = c.transaction()?;
             let job = store::jobs::insert(&tx, &new, &list)?;
             store::audit::append(
@@ -244,7 +256,7 @@ async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepar
                 &detail,
             )?;
             tx.commit()?;
-            Ok(job)
+            Ok((job, actor_name, targets))
         })
         .await?;
     Ok(Prepared {

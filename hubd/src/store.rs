@@ -32,6 +32,23 @@ pub struct Store {
     latency: std::sync::Arc<crate::stats::Histogram>,
 }
 
+/// A job [`Store::queue`]d on the store thread; [`Pending::wait`] for its result.
+#[must_use = "wait for the result, or errors go unseen"]
+pub struct Pending<T> {
+    reply: oneshot::Receiver<Result<T, HubError>>,
+    started: std::time::Instant,
+    latency: std::sync::Arc<crate::stats::Histogram>,
+}
+
+impl<T> Pending<T> {
+    /// The job's result, once the store thread ran it.
+    pub async fn wait(self) -> Result<T, HubError> {
+        let result = self.reply.await.map_err(|_| HubError::StoreClosed)?;
+        self.latency.observe(self.started.elapsed());
+        result
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -77,15 +94,29 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, HubError> + Send + 'static,
     {
+        self.queue(f).await?.wait().await
+    }
+
+    /// Queues `f` for the store thread and returns as soon as it is queued. The thread runs jobs in
+    /// queue order, so every job queued later (any caller's) sees what `f` wrote: a task may tell
+    /// its client the outcome before the commit lands, and a query the client sends next still
+    /// reads it.
+    pub async fn queue<T, F>(&self, f: F) -> Result<Pending<T>, HubError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, HubError> + Send + 'static,
+    {
         let started = std::time::Instant::now();
         let (reply_tx, reply_rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let _ = reply_tx.send(f(conn));
         });
         self.tx.send(job).await.map_err(|_| HubError::StoreClosed)?;
-        let result = reply_rx.await.map_err(|_| HubError::StoreClosed)?;
-        self.latency.observe(started.elapsed());
-        result
+        Ok(Pending {
+            reply: reply_rx,
+            started,
+            latency: self.latency.clone(),
+        })
     }
 
     /// Latency of [`Store::call`], queue wait included.

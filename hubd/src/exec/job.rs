@@ -205,14 +205,17 @@ async fn run_inner(
             }
         }
     }
-    if let Err(e) = recorder.await {
+    let last_results = recorder.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "result recorder failed");
-    }
+        None
+    });
     let ended = now_ms();
     let stored_counts = counts;
-    if let Err(e) = ctx
+    // Queued behind the last results and not waited for before `Done`: a `flotilla job` the
+    // operator runs next is queued after both, so it reads them (see `Store::queue`).
+    let end = ctx
         .store
-        .call(move |c| {
+        .queue(move |c| {
             Ok(store::jobs::finish(
                 c,
                 job,
@@ -221,10 +224,7 @@ async fn run_inner(
                 cancelled_by,
             )?)
         })
-        .await
-    {
-        tracing::error!(error = %e, "could not store the job's end");
-    }
+        .await;
     let summary = JobSummary {
         job,
         targets: total,
@@ -251,6 +251,12 @@ async fn run_inner(
         .is_ok()
     {
         let _ = send.finish();
+    }
+    if let Some((pending, n)) = last_results {
+        log_results(pending.wait().await, n);
+    }
+    if let Err(e) = async { end?.wait().await }.await {
+        tracing::error!(error = %e, "could not store the job's end");
     }
 }
 
@@ -333,9 +339,19 @@ const RECORD_QUEUE: usize = 1024;
 /// Row changes written per transaction: one commit for a burst of a fan-out instead of one each.
 const RECORD_BATCH: usize = 512;
 
-/// Writes the job's row changes in batches, one transaction each, until every agent is done.
-async fn record_results(ctx: Arc<HubCtx>, job: JobId, mut rx: mpsc::Receiver<Record>) {
+/// Writes the job's row changes in batches, one transaction each, until every agent is done. One
+/// batch is in flight at a time; the last is returned queued but not waited for, so the job's end
+/// can be queued behind it and the operator told without waiting for either commit.
+async fn record_results(
+    ctx: Arc<HubCtx>,
+    job: JobId,
+    mut rx: mpsc::Receiver<Record>,
+) -> Option<(store::Pending<()>, usize)> {
+    let mut in_flight: Option<(store::Pending<()>, usize)> = None;
     while let Some(first) = rx.recv().await {
+        if let Some((pending, n)) = in_flight.take() {
+            log_results(pending.wait().await, n);
+        }
         let mut batch = vec![first];
         while batch.len() < RECORD_BATCH {
             match rx.try_recv() {
@@ -344,9 +360,9 @@ async fn record_results(ctx: Arc<HubCtx>, job: JobId, mut rx: mpsc::Receiver<Rec
             }
         }
         let n = batch.len();
-        let written = ctx
+        let queued = ctx
             .store
-            .call(move |c| {
+            .queue(move |c| {
                 let tx = c.transaction()?;
                 for r in &batch {
                     match r {
@@ -360,9 +376,17 @@ async fn record_results(ctx: Arc<HubCtx>, job: JobId, mut rx: mpsc::Receiver<Rec
                 Ok(())
             })
             .await;
-        if let Err(e) = written {
-            tracing::error!(error = %e, rows = n, "could not store results");
+        match queued {
+            Ok(pending) => in_flight = Some((pending, n)),
+            Err(e) => log_results(Err(e), n),
         }
+    }
+    in_flight
+}
+
+fn log_results(written: Result<(), crate::HubError>, rows: usize) {
+    if let Err(e) = written {
+        tracing::error!(error = %e, rows, "could not store results");
     }
 }
 
