@@ -249,8 +249,23 @@ pub const ONE_SHOT_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_m
 impl Client {
     /// Dials the hub and says hello.
     pub async fn connect(login: &Login) -> Result<Self, ClientError> {
+        Self::dial(login, false).await
+    }
+
+    /// Dials the hub for uploads and downloads: a connection with bulk-lane transport settings
+    /// (larger packets, see [`dial::bulk_transport`]), which the hub tells apart by its initial
+    /// connection ID. It says hello like any operator connection.
+    pub async fn connect_bulk(login: &Login) -> Result<Self, ClientError> {
+        Self::dial(login, true).await
+    }
+
+    async fn dial(login: &Login, bulk: bool) -> Result<Self, ClientError> {
         let identity = Identity::load(&login.dir, IDENTITY_STEM)?;
-        let config = dial::identity_config(&identity)?;
+        let config = if bulk {
+            dial::identity_bulk_config(&identity)?
+        } else {
+            dial::identity_config(&identity)?
+        };
         let endpoint = dial::client_endpoint(dial::wants_ipv6(&login.hubs))?;
         let (conn, _send, _recv, welcome) =
             dial::hello(&endpoint, &login.hubs, config, local_hello()).await?;

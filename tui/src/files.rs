@@ -465,7 +465,7 @@ impl Session<'_> {
             self.client = None;
         }
         if self.client.is_none() {
-            self.client = Some(Client::connect(self.login).await?);
+            self.client = Some(Client::connect_bulk(self.login).await?);
         }
         self.client
             .as_ref()
