@@ -124,6 +124,9 @@ const MAX_UDP_DATAGRAM: u16 = 65_507;
 /// larger packets cut per-packet crypto and syscalls for bulk transfers.
 pub const MAX_UDP_PAYLOAD: u16 = MAX_UDP_DATAGRAM / GSO_BATCH;
 
+// A full offload batch at the largest packet size must fit one datagram.
+const _: () = assert!(MAX_UDP_PAYLOAD as u32 * GSO_BATCH as u32 <= MAX_UDP_DATAGRAM as u32);
+
 /// Wait before probing again after quinn took losses of large packets for a black hole: losses
 /// on a busy host are usually a full socket buffer, not the path, so try again soon rather than
 /// quinn's default minute at 1200-byte packets.

@@ -67,7 +67,7 @@ class Swarm:
     def __init__(self, bin_dir, dir, count, token):
         self.proc = subprocess.Popen(
             [f"{bin_dir}/agentd", "--data-dir", dir, "swarm", "--count", str(count)],
-            env=dict(os.environ, RUST_LOG="error", FLOTILLA_TOKEN=token),
+            env=dict(os.environ, RUST_LOG=os.environ.get("SWARM_LOG", "error"), FLOTILLA_TOKEN=token),
             stdout=subprocess.PIPE, stderr=open(os.path.join(dir, "swarm.log"), "a"), text=True)
 
     def next_event(self, name, timeout):
