@@ -7,9 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Kernel socket buffers: the default 208 KiB drops Initial packets in a reconnect burst of thousands
-/// of agents and stalls them on retransmission timers. 4 MiB is this kernel's cap.
-const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// Receive buffer the hub asks the kernel for. A reconnect burst of 5,000 agents overflowed 4 MiB by
+/// thousands of datagrams (the kernel charges each 1,200-byte Initial a few KiB of skb), and every
+/// lost handshake packet waits out a backed-off retransmission timer: the stragglers of a restart.
+/// The buffer is a limit, not an allocation: memory is only taken while datagrams queue.
+pub(crate) const RECV_BUFFER: usize = 32 * 1024 * 1024;
+/// Send buffer: replies are paced by the hub itself, so the common 4 MiB cap is plenty.
+const SEND_BUFFER: usize = 4 * 1024 * 1024;
 /// Per-stream receive window: enough for a metrics back-fill batch or exec output chunk in flight;
 /// memory is only taken when data actually waits, so idle agents cost nothing here.
 const STREAM_WINDOW: u32 = 256 * 1024;
@@ -61,6 +65,51 @@ pub(crate) fn bulk_transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
     Arc::new(t)
 }
 
+/// Sets the receive buffer to [`RECV_BUFFER`]: past `net.core.rmem_max` where the process may
+/// (`SO_RCVBUFFORCE` needs `CAP_NET_ADMIN`, which a root hub has and a least-privilege service does
+/// not), else up to that cap, with a warning that says how to raise it.
+fn enlarge_recv_buffer(socket: &socket2::Socket) {
+    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the UDP receive buffer");
+    }
+    #[cfg(target_os = "linux")]
+    if usable_recv_buffer(socket) < RECV_BUFFER {
+        use std::os::fd::AsRawFd;
+        let size = libc::c_int::try_from(RECV_BUFFER).unwrap_or(libc::c_int::MAX);
+        // SAFETY: a valid socket descriptor and a pointer to an int that outlives the call.
+        let _ = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                std::ptr::addr_of!(size).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    let got = usable_recv_buffer(socket);
+    if got < RECV_BUFFER {
+        tracing::warn!(
+            wanted_kib = RECV_BUFFER / 1024,
+            got_kib = got / 1024,
+            "UDP receive buffer capped by the kernel: a reconnect burst of thousands of agents will \
+             lose handshake packets; raise it with `sysctl -w net.core.rmem_max={}` (see docs/deploy.md)",
+            RECV_BUFFER
+        );
+    }
+}
+
+/// The receive buffer as set: Linux reports twice the size asked for (the other half is its
+/// allowance for bookkeeping), other systems report it as is.
+fn usable_recv_buffer(socket: &socket2::Socket) -> usize {
+    let reported = socket.recv_buffer_size().unwrap_or(0);
+    if cfg!(target_os = "linux") {
+        reported / 2
+    } else {
+        reported
+    }
+}
+
 /// Binds the UDP socket and starts the endpoint.
 pub(crate) fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<Endpoint, HubError> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -71,14 +120,10 @@ pub(crate) fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<En
         Some(Protocol::UDP),
     )
     .map_err(|e| HubError::io(ctx(), e))?;
-    for (what, res) in [
-        ("SO_RCVBUF", socket.set_recv_buffer_size(SOCKET_BUFFER)),
-        ("SO_SNDBUF", socket.set_send_buffer_size(SOCKET_BUFFER)),
-    ] {
-        if let Err(e) = res {
-            tracing::warn!(option = what, error = %e, "could not enlarge UDP socket buffer; reconnect storms will be slower");
-        }
+    if let Err(e) = socket.set_send_buffer_size(SEND_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the UDP send buffer");
     }
+    enlarge_recv_buffer(&socket);
     socket
         .bind(&listen.into())
         .map_err(|e| HubError::io(ctx(), e))?;

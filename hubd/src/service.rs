@@ -252,6 +252,8 @@ async fn install_inner(
     install::hand_over_data_dir(&layout, &layout.data_dir, user.as_deref()).map_err(failure)?;
     let low_port = hub_config.listen.port() < 1024
         || hub_config.metrics_listen.is_some_and(|m| m.port() < 1024);
+    install::raise_recv_buffer_limit(&layout, crate::endpoint::RECV_BUFFER, &mut report)
+        .map_err(failure)?;
     let spec = spec(&layout, program, user, low_port);
     install::register(&layout, &spec, !args.no_start, &mut report).map_err(failure)?;
     Ok(report)

@@ -292,6 +292,48 @@ pub fn write_config(
     Ok(())
 }
 
+/// The sysctl drop-in that lets a system hub take the UDP receive buffer it asks for.
+pub const RECV_BUFFER_SYSCTL: &str = "/etc/sysctl.d/60-flotilla-hub.conf";
+
+/// Raises `net.core.rmem_max` to `wanted` bytes for a Linux system hub, whose service runs without
+/// the capability to exceed it: a reconnect burst of thousands of agents overflows a smaller buffer
+/// and stalls their handshakes. Writes a sysctl drop-in (so it survives reboots) and applies it, or
+/// leaves both alone when the running limit is already as high.
+pub fn raise_recv_buffer_limit(
+    layout: &Layout,
+    wanted: usize,
+    report: &mut Report,
+) -> Result<(), InstallError> {
+    if layout.daemon != crate::Daemon::Hub
+        || layout.os != Os::Linux
+        || layout.scope != Scope::System
+    {
+        return Ok(());
+    }
+    let current = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok());
+    let file = Path::new(RECV_BUFFER_SYSCTL);
+    let on_disk = layout.on_disk(file);
+    if current.is_some_and(|c| c >= wanted) && !on_disk.exists() {
+        return Ok(());
+    }
+    let text = format!(
+        "# Written by `hubd install`: the hub asks for a {} MiB UDP receive buffer so a reconnect\n\
+         # burst of thousands of agents does not lose handshake packets. Remove to undo.\n\
+         net.core.rmem_max = {wanted}\n",
+        wanted / (1024 * 1024)
+    );
+    if std::fs::read_to_string(&on_disk).is_ok_and(|t| t == text) {
+        report.kept.push(on_disk);
+    } else {
+        files::write_atomic(&on_disk, text.as_bytes(), 0o644)?;
+        report.written.push(on_disk);
+    }
+    let apply = Step::new(&["sysctl", "-q", "-p", RECV_BUFFER_SYSCTL]);
+    report.run_or_defer(layout, vec![apply])
+}
+
 /// Gives the data directory to the service account (after enrolment or init wrote keys as root).
 pub fn hand_over_data_dir(
     layout: &Layout,
@@ -363,6 +405,13 @@ pub fn unregister(
     let service_file = layout.on_disk(&layout.service_file);
     if files::remove_file(&service_file)? {
         report.removed.push(service_file);
+    }
+    if layout.daemon == crate::Daemon::Hub {
+        // The kernel keeps the raised limit until the next boot; the file only stops reapplying it.
+        let sysctl = layout.on_disk(Path::new(RECV_BUFFER_SYSCTL));
+        if files::remove_file(&sysctl)? {
+            report.removed.push(sysctl);
+        }
     }
     report.run_or_defer(layout, manager::after_uninstall_steps(layout))?;
     if purge {
@@ -510,6 +559,60 @@ mod tests {
         unregister(&layout, &spec, true, |_| true, &mut down).expect("purge");
         assert!(!data.exists() && !installed(&layout).installed);
         assert!(!dir.path().join("etc/flotilla/agent.toml").exists());
+    }
+
+    #[test]
+    fn system_hub_install_raises_the_receive_buffer_limit_and_uninstall_drops_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout {
+            root: Some(dir.path().to_path_buf()),
+            ..Layout::system(Daemon::Hub, Os::Linux, "")
+        };
+        let mut report = Report::new(&layout);
+        // More than any kernel's limit, so the drop-in is always due.
+        let wanted = usize::MAX / 2;
+        raise_recv_buffer_limit(&layout, wanted, &mut report).expect("sysctl");
+        let file = dir.path().join("etc/sysctl.d/60-flotilla-hub.conf");
+        let text = std::fs::read_to_string(&file).expect("drop-in written");
+        assert!(
+            text.contains(&format!("net.core.rmem_max = {wanted}\n")),
+            "{text}"
+        );
+        assert!(report.written.contains(&file));
+        assert_eq!(
+            report.pending,
+            vec!["sysctl -q -p /etc/sysctl.d/60-flotilla-hub.conf".to_string()],
+            "applying it is left to the admin under --root"
+        );
+        let mut again = Report::new(&layout);
+        raise_recv_buffer_limit(&layout, wanted, &mut again).expect("sysctl again");
+        assert!(again.kept.contains(&file) && again.written.is_empty());
+
+        let agent = Layout {
+            root: Some(dir.path().to_path_buf()),
+            ..Layout::system(Daemon::Agent, Os::Linux, "")
+        };
+        let mut none = Report::new(&agent);
+        raise_recv_buffer_limit(&agent, wanted, &mut none).expect("agent");
+        assert!(
+            none.written.is_empty() && none.pending.is_empty(),
+            "agents dial out: no drop-in"
+        );
+
+        let spec = ServiceSpec {
+            daemon: Daemon::Hub,
+            scope: Scope::System,
+            program: "/usr/local/bin/hubd".into(),
+            args: vec!["run".into()],
+            user: None,
+            data_dir: layout.data_dir.clone(),
+            config_file: layout.config_file.clone(),
+            log_file: None,
+            low_port: false,
+        };
+        let mut down = Report::new(&layout);
+        unregister(&layout, &spec, false, |_| false, &mut down).expect("uninstall");
+        assert!(!file.exists() && down.removed.contains(&file));
     }
 
     #[test]

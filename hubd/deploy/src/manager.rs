@@ -19,7 +19,7 @@ pub struct Step {
 }
 
 impl Step {
-    fn new(argv: &[&str]) -> Self {
+    pub(crate) fn new(argv: &[&str]) -> Self {
         Self {
             argv: argv.iter().map(|a| (*a).to_string()).collect(),
             may_fail: false,
