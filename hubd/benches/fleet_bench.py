@@ -98,6 +98,7 @@ def main():
     ap.add_argument("--restart", type=int, default=5000)
     ap.add_argument("--idle-window", type=float, default=30.0)
     ap.add_argument("--bin", default=os.path.abspath(TARGET))
+    ap.add_argument("--skip-agentd", action="store_true", help="skip the 75 s agentd-alone measurement")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     top = tempfile.mkdtemp(prefix="flotilla-bench-")
@@ -156,6 +157,9 @@ def main():
         sw.stop()
         hub.stop()
 
+    if args.skip_agentd:
+        print(json.dumps(results))
+        return
     # agentd on its own, real collector, 5 s interval.
     hub = Hub(data, args.bin, listen)
     adir = os.path.join(top, "solo")
