@@ -10,7 +10,7 @@ each with its own key, certificate and QUIC connection, sending real metrics mes
 Every wait is bounded; everything runs on 127.0.0.1 and stops by itself. Prints one line per figure
 and a JSON summary at the end.
 """
-import argparse, json, os, select, signal, subprocess, sys, tempfile, time
+import argparse, shutil, json, os, select, signal, subprocess, sys, tempfile, time
 
 TARGET = os.path.join(os.path.dirname(__file__), "..", "..", "target", "release")
 CLK = os.sysconf("SC_CLK_TCK")
@@ -67,7 +67,7 @@ class Swarm:
     def __init__(self, bin_dir, dir, count, token):
         self.proc = subprocess.Popen(
             [f"{bin_dir}/agentd", "--data-dir", dir, "swarm", "--count", str(count)],
-            env=dict(os.environ, RUST_LOG=os.environ.get("SWARM_LOG", "error"), FLOTILLA_TOKEN=token),
+            env=dict(os.environ, RUST_LOG=os.environ.get("SWARM_LOG", "error"), **({"FLOTILLA_TOKEN": token} if token else {})),
             stdout=subprocess.PIPE, stderr=open(os.path.join(dir, "swarm.log"), "a"), text=True)
 
     def next_event(self, name, timeout):
@@ -99,24 +99,29 @@ def main():
     ap.add_argument("--idle-window", type=float, default=30.0)
     ap.add_argument("--bin", default=os.path.abspath(TARGET))
     ap.add_argument("--skip-agentd", action="store_true", help="skip the 75 s agentd-alone measurement")
+    ap.add_argument("--reuse", metavar="DIR", help="a previous run's directory: its hub and enrolled swarm are reused, no enrolment")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    top = tempfile.mkdtemp(prefix="flotilla-bench-")
+    top = args.reuse or tempfile.mkdtemp(prefix="flotilla-bench-")
     data, swarm_dir = os.path.join(top, "hub"), os.path.join(top, "agents")
-    os.makedirs(swarm_dir)
-    hubd(args.bin, data, "init", "--listen", "127.0.0.1:0")
-    hub = Hub(data, args.bin, None)
-    listen = hub.addr
-    token = json.loads(hubd(args.bin, data, "token", "create", "--role", "agent", "--uses", str(max(sizes + [args.restart]) + 10), "--ttl", "2h", "--json"))["token"]
     results = {"machine": os.uname().nodename, "cores": os.cpu_count()}
+    if args.reuse:
+        listen = open(os.path.join(data, "hub.addr")).read().strip()
+        token = None  # the swarm's agents are enrolled already
+    else:
+        os.makedirs(swarm_dir)
+        hubd(args.bin, data, "init", "--listen", "127.0.0.1:0")
+        hub = Hub(data, args.bin, None)
+        listen = hub.addr
+        token = json.loads(hubd(args.bin, data, "token", "create", "--role", "agent", "--uses", str(max(sizes + [args.restart]) + 10), "--ttl", "2h", "--json"))["token"]
 
-    # Enrol the largest swarm once (identities are reused by the smaller runs).
-    t = time.time()
-    sw = Swarm(args.bin, swarm_dir, max(sizes + [args.restart]), token)
-    sw.next_event("all_connected", 1800)
-    results["enrol_and_connect_s"] = round(time.time() - t, 1)
-    sw.stop()
-    hub.stop()
+        # Enrol the largest swarm once (identities are reused by the smaller runs).
+        t = time.time()
+        sw = Swarm(args.bin, swarm_dir, max(sizes + [args.restart]), token)
+        sw.next_event("all_connected", 1800)
+        results["enrol_and_connect_s"] = round(time.time() - t, 1)
+        sw.stop()
+        hub.stop()
 
     for n in sizes:
         hub = Hub(data, args.bin, listen)
@@ -163,6 +168,9 @@ def main():
     # agentd on its own, real collector, 5 s interval.
     hub = Hub(data, args.bin, listen)
     adir = os.path.join(top, "solo")
+    if token is None or os.path.exists(adir):
+        shutil.rmtree(adir, ignore_errors=True)
+        token = json.loads(hubd(args.bin, data, "token", "create", "--role", "agent", "--uses", "1", "--json"))["token"]
     subprocess.run([f"{args.bin}/agentd", "--data-dir", adir, "enroll", "--name", "solo"], check=True, capture_output=True, env=dict(os.environ, FLOTILLA_TOKEN=token))
     agent = subprocess.Popen([f"{args.bin}/agentd", "--data-dir", adir, "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(15)

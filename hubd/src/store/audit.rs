@@ -28,16 +28,16 @@ pub fn append(
     target: &str,
     detail: &str,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (at_ms, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![at_ms as i64, actor, action, target, detail],
-    )?;
+    )?
+    .execute(params![at_ms as i64, actor, action, target, detail])?;
     Ok(())
 }
 
 /// The newest `limit` entries, oldest first.
 pub fn recent(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<AuditRecord>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT seq, at_ms, actor, action, target, detail FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
     )?;
     let rows = stmt.query_map([limit], |r| {

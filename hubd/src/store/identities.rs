@@ -90,12 +90,9 @@ pub(crate) fn labels_json(labels: &Labels) -> String {
 
 /// The identity with this id.
 pub fn get(conn: &Connection, id: &IdentityId) -> rusqlite::Result<Option<IdentityRow>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM identities WHERE id = ?1"),
-        [id.as_str()],
-        from_row,
-    )
-    .optional()
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM identities WHERE id = ?1"))?
+        .query_row([id.as_str()], from_row)
+        .optional()
 }
 
 /// The identity with this id, or else the non-revoked one with this name.
@@ -105,9 +102,7 @@ pub fn find(conn: &Connection, query: &str) -> rusqlite::Result<Option<IdentityR
     {
         return Ok(Some(row));
     }
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM identities WHERE name = ?1 ORDER BY revoked_ms IS NOT NULL, first_seen_ms DESC LIMIT 1"),
-        [query],
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM identities WHERE name = ?1 ORDER BY revoked_ms IS NOT NULL, first_seen_ms DESC LIMIT 1"))?.query_row([query],
         from_row,
     )
     .optional()
@@ -120,7 +115,7 @@ pub fn list(conn: &Connection, agents: bool) -> rusqlite::Result<Vec<IdentityRow
     } else {
         "role != 'agent'"
     };
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM identities WHERE {cond} ORDER BY name, id"
     ))?;
     let rows = stmt.query_map([], from_row)?;
@@ -129,20 +124,15 @@ pub fn list(conn: &Connection, agents: bool) -> rusqlite::Result<Vec<IdentityRow
 
 /// The non-revoked identity holding `name`, if any.
 pub fn holder_of_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<IdentityId>> {
-    conn.query_row(
-        "SELECT id FROM identities WHERE name = ?1 AND revoked_ms IS NULL LIMIT 1",
-        [name],
-        |r| r.get::<_, String>(0),
-    )
-    .optional()
-    .map(|o| o.and_then(|s| IdentityId::parse(&s)))
+    conn.prepare_cached("SELECT id FROM identities WHERE name = ?1 AND revoked_ms IS NULL LIMIT 1")?
+        .query_row([name], |r| r.get::<_, String>(0))
+        .optional()
+        .map(|o| o.and_then(|s| IdentityId::parse(&s)))
 }
 
 /// Inserts a new identity.
 pub fn insert(conn: &Connection, row: &IdentityRow) -> rusqlite::Result<()> {
-    conn.execute(
-        &format!("INSERT INTO identities ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-        params![
+    conn.prepare_cached(&format!("INSERT INTO identities ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"))?.execute(params![
             row.id.as_str(),
             row.role.as_str(),
             row.name,
@@ -170,37 +160,32 @@ pub fn touch(
     addr: &str,
     now_ms: u64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE identities SET version = ?2, os = ?3, hostname = ?4, addr = ?5, last_seen_ms = ?6 WHERE id = ?1",
-        params![id.as_str(), version, os, hostname, addr, now_ms as i64],
+    conn.prepare_cached("UPDATE identities SET version = ?2, os = ?3, hostname = ?4, addr = ?5, last_seen_ms = ?6 WHERE id = ?1")?.execute(params![id.as_str(), version, os, hostname, addr, now_ms as i64],
     )?;
     Ok(())
 }
 
 /// Records when an identity was last seen.
 pub fn set_last_seen(conn: &Connection, id: &IdentityId, now_ms: u64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE identities SET last_seen_ms = ?2 WHERE id = ?1",
-        params![id.as_str(), now_ms as i64],
-    )?;
+    conn.prepare_cached("UPDATE identities SET last_seen_ms = ?2 WHERE id = ?1")?
+        .execute(params![id.as_str(), now_ms as i64])?;
     Ok(())
 }
 
 /// Marks an identity revoked; false if it already was.
 pub fn revoke(conn: &Connection, id: &IdentityId, now_ms: u64) -> rusqlite::Result<bool> {
-    let n = conn.execute(
-        "UPDATE identities SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
-        params![id.as_str(), now_ms as i64],
-    )?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE identities SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+        )?
+        .execute(params![id.as_str(), now_ms as i64])?;
     Ok(n == 1)
 }
 
 /// Agents enrolled and not revoked, and agents revoked.
 pub fn count_agents(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
-    conn.query_row(
-        "SELECT count(*) FILTER (WHERE revoked_ms IS NULL), count(*) FILTER (WHERE revoked_ms IS NOT NULL)
-         FROM identities WHERE role = 'agent'",
-        [],
+    conn.prepare_cached("SELECT count(*) FILTER (WHERE revoked_ms IS NULL), count(*) FILTER (WHERE revoked_ms IS NOT NULL)
+         FROM identities WHERE role = 'agent'")?.query_row([],
         |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
     )
 }

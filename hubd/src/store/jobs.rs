@@ -41,9 +41,7 @@ fn bad(what: &str) -> rusqlite::Error {
 /// Inserts the job and one pending result per target; returns the new id.
 pub fn insert(conn: &Connection, job: &NewJob, targets: &[Target]) -> rusqlite::Result<JobId> {
     let command = serde_json::to_string(&job.command).map_err(|_| bad("command"))?;
-    conn.execute(
-        "INSERT INTO jobs (actor, actor_name, selector, command, timeout_ms, batch, started_ms, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    conn.prepare_cached("INSERT INTO jobs (actor, actor_name, selector, command, timeout_ms, batch, started_ms, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![
             job.actor,
             job.actor_name,
             job.selector,
@@ -55,7 +53,7 @@ pub fn insert(conn: &Connection, job: &NewJob, targets: &[Target]) -> rusqlite::
         ],
     )?;
     let id = JobId(conn.last_insert_rowid() as u64);
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "INSERT INTO job_results (job_id, agent_id, agent_name, outcome) VALUES (?1, ?2, ?3, 'pending')",
     )?;
     for t in targets {
@@ -71,9 +69,7 @@ pub fn set_running(
     agent: &IdentityId,
     started_ms: u64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE job_results SET outcome = 'running', started_ms = ?3 WHERE job_id = ?1 AND agent_id = ?2",
-        params![job.0 as i64, agent.as_str(), started_ms as i64],
+    conn.prepare_cached("UPDATE job_results SET outcome = 'running', started_ms = ?3 WHERE job_id = ?1 AND agent_id = ?2")?.execute(params![job.0 as i64, agent.as_str(), started_ms as i64],
     )?;
     Ok(())
 }
@@ -81,10 +77,8 @@ pub fn set_running(
 /// Stores one agent's final result.
 pub fn record(conn: &Connection, job: JobId, r: &AgentResult) -> rusqlite::Result<()> {
     let tail = |c: &Chunk| c.0[c.0.len().saturating_sub(OUTPUT_TAIL)..].to_vec();
-    conn.execute(
-        "UPDATE job_results SET outcome = ?3, exit_code = ?4, signal = ?5, started_ms = ?6, duration_ms = ?7, message = ?8,
-         stdout_tail = ?9, stderr_tail = ?10, stdout_bytes = ?11, stderr_bytes = ?12 WHERE job_id = ?1 AND agent_id = ?2",
-        params![
+    conn.prepare_cached("UPDATE job_results SET outcome = ?3, exit_code = ?4, signal = ?5, started_ms = ?6, duration_ms = ?7, message = ?8,
+         stdout_tail = ?9, stderr_tail = ?10, stdout_bytes = ?11, stderr_bytes = ?12 WHERE job_id = ?1 AND agent_id = ?2")?.execute(params![
             job.0 as i64,
             r.agent.as_str(),
             r.outcome.as_str(),
@@ -110,10 +104,8 @@ pub fn finish(
     counts: &JobCounts,
     cancelled_by: Option<&str>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE jobs SET ended_ms = ?2, succeeded = ?3, failed = ?4, timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8,
-         cancelled_by = ?9 WHERE id = ?1",
-        params![
+    conn.prepare_cached("UPDATE jobs SET ended_ms = ?2, succeeded = ?3, failed = ?4, timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8,
+         cancelled_by = ?9 WHERE id = ?1")?.execute(params![
             job.0 as i64,
             ended_ms as i64,
             counts.succeeded,
@@ -131,13 +123,9 @@ pub fn finish(
 /// Drops jobs older than the newest [`KEEP_JOBS`] and output older than [`KEEP_OUTPUT_JOBS`].
 fn prune(conn: &Connection, newest: JobId) -> rusqlite::Result<()> {
     let newest = newest.0 as i64;
-    conn.execute(
-        "DELETE FROM jobs WHERE id <= ?1",
-        [newest - KEEP_JOBS as i64],
-    )?;
-    conn.execute(
-        "UPDATE job_results SET stdout_tail = x'', stderr_tail = x'' WHERE job_id <= ?1 AND (length(stdout_tail) > 0 OR length(stderr_tail) > 0)",
-        [newest - KEEP_OUTPUT_JOBS as i64],
+    conn.prepare_cached("DELETE FROM jobs WHERE id <= ?1")?
+        .execute([newest - KEEP_JOBS as i64])?;
+    conn.prepare_cached("UPDATE job_results SET stdout_tail = x'', stderr_tail = x'' WHERE job_id <= ?1 AND (length(stdout_tail) > 0 OR length(stderr_tail) > 0)")?.execute([newest - KEEP_OUTPUT_JOBS as i64],
     )?;
     Ok(())
 }
@@ -147,19 +135,15 @@ fn prune(conn: &Connection, newest: JobId) -> rusqlite::Result<()> {
 pub fn mark_interrupted(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
     let ids: Vec<i64> = {
-        let mut stmt = tx.prepare("SELECT id FROM jobs WHERE ended_ms IS NULL")?;
+        let mut stmt = tx.prepare_cached("SELECT id FROM jobs WHERE ended_ms IS NULL")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     for id in &ids {
-        tx.execute(
-            "UPDATE job_results SET outcome = 'lost', message = 'hub stopped while this ran; result unknown' WHERE job_id = ?1 AND outcome IN ('pending', 'running')",
-            [id],
+        tx.prepare_cached("UPDATE job_results SET outcome = 'lost', message = 'hub stopped while this ran; result unknown' WHERE job_id = ?1 AND outcome IN ('pending', 'running')")?.execute([id],
         )?;
         let counts = counts_of(&tx, JobId(*id as u64))?;
-        tx.execute(
-            "UPDATE jobs SET ended_ms = ?2, interrupted = 1, succeeded = ?3, failed = ?4, timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8 WHERE id = ?1",
-            params![
+        tx.prepare_cached("UPDATE jobs SET ended_ms = ?2, interrupted = 1, succeeded = ?3, failed = ?4, timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8 WHERE id = ?1")?.execute(params![
                 id,
                 now_ms as i64,
                 counts.succeeded,
@@ -176,7 +160,8 @@ pub fn mark_interrupted(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<
 }
 
 fn counts_of(conn: &Connection, job: JobId) -> rusqlite::Result<JobCounts> {
-    let mut stmt = conn.prepare("SELECT outcome, exit_code FROM job_results WHERE job_id = ?1")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT outcome, exit_code FROM job_results WHERE job_id = ?1")?;
     let rows = stmt.query_map([job.0 as i64], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, Option<i32>>(1)?))
     })?;
@@ -221,7 +206,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<JobInfo> {
 
 /// The newest `limit` jobs, newest first.
 pub fn list(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<JobInfo>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"
     ))?;
     let rows = stmt.query_map([limit], job_from_row)?;
@@ -230,17 +215,14 @@ pub fn list(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<JobInfo>> {
 
 /// One job.
 pub fn get(conn: &Connection, job: JobId) -> rusqlite::Result<Option<JobInfo>> {
-    conn.query_row(
-        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-        [job.0 as i64],
-        job_from_row,
-    )
-    .optional()
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([job.0 as i64], job_from_row)
+        .optional()
 }
 
 /// The per-agent results of a job, by agent name.
 pub fn results(conn: &Connection, job: JobId) -> rusqlite::Result<Vec<AgentResult>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT agent_id, agent_name, outcome, exit_code, signal, started_ms, duration_ms, message, stdout_tail, stderr_tail, stdout_bytes, stderr_bytes
          FROM job_results WHERE job_id = ?1 ORDER BY agent_name, agent_id",
     )?;
