@@ -107,86 +107,25 @@ fn bulk_cid() -> quinn::ConnectionId {
     quinn::ConnectionId::new(&bytes)
 }
 
-/// Datagrams in one segmentation-offload batch: quinn (0.11) asks the socket how many it may put in
-/// one ([`BatchCapped`] answers at most this) and takes at most ten.
-const GSO_BATCH: u16 = 4;
+/// Datagrams quinn (0.11) puts in one segmentation-offload batch: its `MAX_TRANSMIT_SEGMENTS`.
+const GSO_BATCH: u16 = 10;
 
 /// Largest UDP payload the kernel sends in one datagram, segmentation offload batches included:
 /// 65,535 less the IPv4 and UDP headers.
 const MAX_UDP_DATAGRAM: u16 = 65_507;
 
 /// Largest UDP payload path MTU discovery probes for: as large as a whole offload batch of
-/// [`GSO_BATCH`] packets still fits one datagram (16,376 bytes).
+/// [`GSO_BATCH`] packets still fits one datagram (6,550 bytes; a jumbo frame would allow 8,952).
 /// quinn-proto 0.11 does not cap a batch at the datagram limit, and quinn-udp drops a batch the
 /// kernel refuses with EMSGSIZE without a word (it expects that only of MTU probes): at 8,952-byte
 /// packets, batches of ten went nowhere, quinn counted them lost, took the losses for an MTU black
 /// hole and fell back to 1,200-byte packets for the rest of the transfer, at half the speed. On
-/// 1500-byte paths discovery settles at quinn's usual 1452, on jumbo-frame LANs near 9,000; on
-/// loopback, four 16 KB packets per batch instead of ten of 6.5 KB carry the same bytes per
-/// syscall in 2.5 times fewer packets, and quinn's costs are per packet.
+/// 1500-byte paths discovery settles at quinn's usual 1452; on jumbo LANs and loopback fewer,
+/// larger packets cut per-packet crypto and syscalls for bulk transfers.
 pub const MAX_UDP_PAYLOAD: u16 = MAX_UDP_DATAGRAM / GSO_BATCH;
 
 // A full offload batch at the largest packet size must fit one datagram.
 const _: () = assert!(MAX_UDP_PAYLOAD as u32 * GSO_BATCH as u32 <= MAX_UDP_DATAGRAM as u32);
-
-/// quinn's UDP socket with offload batches capped at [`GSO_BATCH`] datagrams. The cap is what
-/// lets packets grow past 6,550 bytes without batches outgrowing a datagram, and it also bounds
-/// the send buffer quinn reserves per connection at its first packet (a full batch: four
-/// 1,200-byte packets on an idle control connection instead of ten).
-#[derive(Debug)]
-struct BatchCapped(Arc<dyn quinn::AsyncUdpSocket>);
-
-impl quinn::AsyncUdpSocket for BatchCapped {
-    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
-        Arc::clone(&self.0).create_io_poller()
-    }
-
-    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
-        self.0.try_send(transmit)
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut std::task::Context,
-        bufs: &mut [std::io::IoSliceMut<'_>],
-        meta: &mut [quinn::udp::RecvMeta],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.0.poll_recv(cx, bufs, meta)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-
-    fn max_transmit_segments(&self) -> usize {
-        self.0.max_transmit_segments().min(usize::from(GSO_BATCH))
-    }
-
-    fn max_receive_segments(&self) -> usize {
-        self.0.max_receive_segments()
-    }
-
-    fn may_fragment(&self) -> bool {
-        self.0.may_fragment()
-    }
-}
-
-/// A quinn endpoint on `socket` (hub and clients alike): [`endpoint_config`], offload batches
-/// capped by [`BatchCapped`], tokio.
-pub fn endpoint(
-    socket: std::net::UdpSocket,
-    server: Option<quinn::ServerConfig>,
-) -> std::io::Result<Endpoint> {
-    use quinn::Runtime;
-    let runtime = Arc::new(quinn::TokioRuntime);
-    let socket = runtime.wrap_udp_socket(socket)?;
-    Endpoint::new_with_abstract_socket(
-        endpoint_config(),
-        server,
-        Arc::new(BatchCapped(socket)),
-        runtime,
-    )
-}
 
 /// Wait before probing again after quinn took losses of large packets for a black hole: losses
 /// on a busy host are usually a full socket buffer, not the path, so try again soon rather than
@@ -201,15 +140,14 @@ pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
     mtu
 }
 
-/// Initial congestion window: 65,504 bytes, four packets of [`MAX_UDP_PAYLOAD`] (the same bytes as
-/// RFC 9002's ten packets counted at the 6,550-byte payload this replaced), instead of quinn's ten
-/// 1200-byte packets (12,000 bytes). In that smaller window one path-MTU probe in flight and
+/// Initial congestion window: RFC 9002's ten packets, counted at [`MAX_UDP_PAYLOAD`] instead of
+/// quinn's 1200-byte start (12,000 bytes). In that smaller window one path-MTU probe in flight and
 /// one full packet leave no room, and quinn-proto 0.11.19 holds a CONNECTION_CLOSE back while the
 /// window is full, for good, since a closed connection processes no more acks (quinn-rs/quinn#2785,
 /// fixed upstream by #2787, not yet released): a hub stopping just after an agent connected never
 /// told it, and the agent held the dead link until its 15 s idle timeout. A close while a bulk
 /// transfer fills the window can still be held back until quinn ships that fix.
-pub const INITIAL_WINDOW: u64 = 4 * MAX_UDP_PAYLOAD as u64;
+pub const INITIAL_WINDOW: u64 = 10 * MAX_UDP_PAYLOAD as u64;
 
 // A probe of the largest size in flight, plus one full packet and the one being built, must fit.
 const _: () = assert!(INITIAL_WINDOW > 3 * MAX_UDP_PAYLOAD as u64);
@@ -228,7 +166,13 @@ pub fn client_endpoint(ipv6: bool) -> Result<Endpoint, DialError> {
         .map_err(|_| DialError::Local("bind address".into()))?;
     let socket =
         udp_socket(bind).map_err(|e| DialError::Local(format!("cannot open UDP socket: {e}")))?;
-    endpoint(socket, None).map_err(|e| DialError::Local(format!("cannot open UDP socket: {e}")))
+    Endpoint::new(
+        endpoint_config(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| DialError::Local(format!("cannot open UDP socket: {e}")))
 }
 
 /// Kernel buffers of a client's UDP socket: the default 208 KiB overflows while a transfer

@@ -128,5 +128,11 @@ pub(crate) fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<En
         .bind(&listen.into())
         .map_err(|e| HubError::io(ctx(), e))?;
     let std_socket: std::net::UdpSocket = socket.into();
-    flotilla_certs::dial::endpoint(std_socket, Some(server)).map_err(|e| HubError::io(ctx(), e))
+    Endpoint::new(
+        flotilla_certs::dial::endpoint_config(),
+        Some(server),
+        std_socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| HubError::io(ctx(), e))
 }
