@@ -144,7 +144,26 @@ fn resolve_on(
     sel: &Selector,
     registry: &crate::registry::Registry,
 ) -> Result<Vec<(Target, u64)>, HubError> {
-    let live: Vec<_> = store::identities::list(c, true)?
+    // A selector of exact names and ids (the common `flotilla exec web-1 -- …`) looks its agents
+    // up by index; anything else lists the fleet. Either way `resolve` decides on the same rows.
+    let candidates = match sel.exact_targets() {
+        Some((names, ids)) => {
+            let mut rows = Vec::new();
+            for name in names {
+                rows.extend(store::identities::agents_named(c, name)?);
+            }
+            for id in ids {
+                rows.extend(
+                    store::identities::get(c, id)?.filter(|r| r.role == flotilla_wire::Role::Agent),
+                );
+            }
+            rows.sort_by(|a, b| a.id.cmp(&b.id));
+            rows.dedup_by(|a, b| a.id == b.id);
+            rows
+        }
+        None => store::identities::list(c, true)?,
+    };
+    let live: Vec<_> = candidates
         .into_iter()
         .filter(|r| r.revoked_ms.is_none())
         .collect();

@@ -169,6 +169,9 @@ async fn selectors_pick_agents_and_typos_run_nothing() {
     let id = fleet.agent("web-2").id.to_string();
     let events = exec_events(&admin, &argv(&id, &["true"])).await;
     assert_eq!(names(&events), ["web-2"]);
+    // Exact names and ids (looked up, not listed) come back sorted by name, each once.
+    let events = exec_events(&admin, &argv(&format!("web-2,db-1,{id}"), &["true"])).await;
+    assert_eq!(names(&events), ["db-1", "web-2"]);
 
     let before = query(&admin, Query::Jobs { limit: 100 })
         .await

@@ -152,6 +152,21 @@ impl Selector {
         Ok(Self { terms })
     }
 
+    /// The names and ids this selector lists when it is nothing but exact names and ids
+    /// (`web-1,db-2`), so the agents it can match are found by lookup instead of by listing the
+    /// whole fleet; `None` when any term is `all`, a glob, a label or a conjunction.
+    pub fn exact_targets(&self) -> Option<(Vec<&str>, Vec<&IdentityId>)> {
+        let (mut names, mut ids) = (Vec::new(), Vec::new());
+        for term in &self.terms {
+            match term.parts.as_slice() {
+                [Part::Name(name)] => names.push(name.as_str()),
+                [Part::Id(id)] => ids.push(id),
+                _ => return None,
+            }
+        }
+        Some((names, ids))
+    }
+
     /// The agents among `candidates` (non-revoked agents) that match, sorted by name then id, each
     /// once. Fails naming the first term that matches nothing.
     pub fn resolve<'a>(
@@ -262,6 +277,24 @@ mod tests {
         Selector::parse(sel)?
             .resolve(&f)
             .map(|rows| rows.iter().map(|r| r.name.clone()).collect())
+    }
+
+    #[test]
+    fn only_names_and_ids_are_looked_up_directly() {
+        let id = IdentityId::from_random(Role::Agent, [7; 8]);
+        let sel = Selector::parse(&format!("web-1, {id},db-2")).expect("parse");
+        let (names, ids) = sel.exact_targets().expect("exact");
+        assert_eq!(names, ["web-1", "db-2"]);
+        assert_eq!(ids, [&id]);
+        for listing in ["all", "web-*", "env=prod", "web-1,db-?", "web-1+env=prod"] {
+            assert!(
+                Selector::parse(listing)
+                    .expect("parse")
+                    .exact_targets()
+                    .is_none(),
+                "{listing} must list the fleet"
+            );
+        }
     }
 
     #[test]

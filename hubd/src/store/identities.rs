@@ -108,6 +108,16 @@ pub fn find(conn: &Connection, query: &str) -> rusqlite::Result<Option<IdentityR
     .optional()
 }
 
+/// Agents (revoked or not) holding exactly `name`: an index lookup, for selectors that name their
+/// agents instead of listing every identity.
+pub fn agents_named(conn: &Connection, name: &str) -> rusqlite::Result<Vec<IdentityRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM identities WHERE name = ?1 AND role = 'agent'"
+    ))?;
+    let rows = stmt.query_map([name], from_row)?;
+    rows.collect()
+}
+
 /// Identities that are agents (`agents = true`) or operators, by name.
 pub fn list(conn: &Connection, agents: bool) -> rusqlite::Result<Vec<IdentityRow>> {
     let cond = if agents {
