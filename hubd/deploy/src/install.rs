@@ -330,7 +330,15 @@ pub fn raise_recv_buffer_limit(
         files::write_atomic(&on_disk, text.as_bytes(), 0o644)?;
         report.written.push(on_disk);
     }
-    let apply = Step::new(&["sysctl", "-q", "-p", RECV_BUFFER_SYSCTL]);
+    // Applying may fail where /proc/sys is read-only (containers) or procps is missing: the hub
+    // still runs, with the smaller buffer and a warning, and the file applies at the next boot.
+    if layout.root.is_none() && manager::which("sysctl").is_none() {
+        report.notes.push(format!(
+            "{RECV_BUFFER_SYSCTL} applies at the next boot: there is no sysctl command to apply it now"
+        ));
+        return Ok(());
+    }
+    let apply = Step::new(&["sysctl", "-q", "-p", RECV_BUFFER_SYSCTL]).may_fail();
     report.run_or_defer(layout, vec![apply])
 }
 

@@ -26,7 +26,7 @@ impl Step {
         }
     }
 
-    fn may_fail(mut self) -> Self {
+    pub(crate) fn may_fail(mut self) -> Self {
         self.may_fail = true;
         self
     }
