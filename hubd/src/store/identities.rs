@@ -102,9 +102,11 @@ pub fn find(conn: &Connection, query: &str) -> rusqlite::Result<Option<IdentityR
     {
         return Ok(Some(row));
     }
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM identities WHERE name = ?1 ORDER BY revoked_ms IS NOT NULL, first_seen_ms DESC LIMIT 1"))?.query_row([query],
-        from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM identities WHERE name = ?1 ORDER BY revoked_ms IS NOT NULL, \
+             first_seen_ms DESC LIMIT 1"
+    ))?
+    .query_row([query], from_row)
     .optional()
 }
 
@@ -142,21 +144,24 @@ pub fn holder_of_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<
 
 /// Inserts a new identity.
 pub fn insert(conn: &Connection, row: &IdentityRow) -> rusqlite::Result<()> {
-    conn.prepare_cached(&format!("INSERT INTO identities ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"))?.execute(params![
-            row.id.as_str(),
-            row.role.as_str(),
-            row.name,
-            labels_json(&row.labels),
-            row.token_id,
-            row.first_seen_ms as i64,
-            row.last_seen_ms as i64,
-            row.version,
-            row.os,
-            row.hostname,
-            row.addr,
-            row.revoked_ms.map(|v| v as i64),
-        ],
-    )?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO identities ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+             ?11, ?12)"
+    ))?
+    .execute(params![
+        row.id.as_str(),
+        row.role.as_str(),
+        row.name,
+        labels_json(&row.labels),
+        row.token_id,
+        row.first_seen_ms as i64,
+        row.last_seen_ms as i64,
+        row.version,
+        row.os,
+        row.hostname,
+        row.addr,
+        row.revoked_ms.map(|v| v as i64),
+    ])?;
     Ok(())
 }
 
@@ -170,8 +175,18 @@ pub fn touch(
     addr: &str,
     now_ms: u64,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE identities SET version = ?2, os = ?3, hostname = ?4, addr = ?5, last_seen_ms = ?6 WHERE id = ?1")?.execute(params![id.as_str(), version, os, hostname, addr, now_ms as i64],
-    )?;
+    conn.prepare_cached(
+        "UPDATE identities SET version = ?2, os = ?3, hostname = ?4, addr = ?5, last_seen_ms \
+             = ?6 WHERE id = ?1",
+    )?
+    .execute(params![
+        id.as_str(),
+        version,
+        os,
+        hostname,
+        addr,
+        now_ms as i64
+    ])?;
     Ok(())
 }
 

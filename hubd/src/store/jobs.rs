@@ -41,20 +41,24 @@ fn bad(what: &str) -> rusqlite::Error {
 /// Inserts the job and one pending result per target; returns the new id.
 pub fn insert(conn: &Connection, job: &NewJob, targets: &[Target]) -> rusqlite::Result<JobId> {
     let command = serde_json::to_string(&job.command).map_err(|_| bad("command"))?;
-    conn.prepare_cached("INSERT INTO jobs (actor, actor_name, selector, command, timeout_ms, batch, started_ms, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![
-            job.actor,
-            job.actor_name,
-            job.selector,
-            command,
-            job.timeout_ms as i64,
-            job.batch,
-            job.started_ms as i64,
-            targets.len() as i64
-        ],
-    )?;
+    conn.prepare_cached(
+        "INSERT INTO jobs (actor, actor_name, selector, command, timeout_ms, batch, \
+             started_ms, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        job.actor,
+        job.actor_name,
+        job.selector,
+        command,
+        job.timeout_ms as i64,
+        job.batch,
+        job.started_ms as i64,
+        targets.len() as i64
+    ])?;
     let id = JobId(conn.last_insert_rowid() as u64);
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO job_results (job_id, agent_id, agent_name, outcome) VALUES (?1, ?2, ?3, 'pending')",
+        "INSERT INTO job_results (job_id, agent_id, agent_name, outcome) VALUES (?1, ?2, ?3, \
+             'pending')",
     )?;
     for t in targets {
         stmt.execute(params![id.0 as i64, t.id.as_str(), t.name])?;
@@ -69,8 +73,11 @@ pub fn set_running(
     agent: &IdentityId,
     started_ms: u64,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE job_results SET outcome = 'running', started_ms = ?3 WHERE job_id = ?1 AND agent_id = ?2")?.execute(params![job.0 as i64, agent.as_str(), started_ms as i64],
-    )?;
+    conn.prepare_cached(
+        "UPDATE job_results SET outcome = 'running', started_ms = ?3 WHERE job_id = ?1 AND \
+             agent_id = ?2",
+    )?
+    .execute(params![job.0 as i64, agent.as_str(), started_ms as i64])?;
     Ok(())
 }
 
@@ -125,8 +132,11 @@ fn prune(conn: &Connection, newest: JobId) -> rusqlite::Result<()> {
     let newest = newest.0 as i64;
     conn.prepare_cached("DELETE FROM jobs WHERE id <= ?1")?
         .execute([newest - KEEP_JOBS as i64])?;
-    conn.prepare_cached("UPDATE job_results SET stdout_tail = x'', stderr_tail = x'' WHERE job_id <= ?1 AND (length(stdout_tail) > 0 OR length(stderr_tail) > 0)")?.execute([newest - KEEP_OUTPUT_JOBS as i64],
-    )?;
+    conn.prepare_cached(
+        "UPDATE job_results SET stdout_tail = x'', stderr_tail = x'' WHERE job_id <= ?1 AND \
+             (length(stdout_tail) > 0 OR length(stderr_tail) > 0)",
+    )?
+    .execute([newest - KEEP_OUTPUT_JOBS as i64])?;
     Ok(())
 }
 
@@ -140,20 +150,26 @@ pub fn mark_interrupted(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<
         rows.collect::<rusqlite::Result<_>>()?
     };
     for id in &ids {
-        tx.prepare_cached("UPDATE job_results SET outcome = 'lost', message = 'hub stopped while this ran; result unknown' WHERE job_id = ?1 AND outcome IN ('pending', 'running')")?.execute([id],
-        )?;
+        tx.prepare_cached(
+            "UPDATE job_results SET outcome = 'lost', message = 'hub stopped while this ran; \
+                 result unknown' WHERE job_id = ?1 AND outcome IN ('pending', 'running')",
+        )?
+        .execute([id])?;
         let counts = counts_of(&tx, JobId(*id as u64))?;
-        tx.prepare_cached("UPDATE jobs SET ended_ms = ?2, interrupted = 1, succeeded = ?3, failed = ?4, timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8 WHERE id = ?1")?.execute(params![
-                id,
-                now_ms as i64,
-                counts.succeeded,
-                counts.failed,
-                counts.timed_out,
-                counts.cancelled,
-                counts.refused,
-                counts.unreachable
-            ],
-        )?;
+        tx.prepare_cached(
+            "UPDATE jobs SET ended_ms = ?2, interrupted = 1, succeeded = ?3, failed = ?4, \
+                 timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8 WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            now_ms as i64,
+            counts.succeeded,
+            counts.failed,
+            counts.timed_out,
+            counts.cancelled,
+            counts.refused,
+            counts.unreachable
+        ])?;
     }
     tx.commit()?;
     Ok(ids.len())
