@@ -20,10 +20,11 @@ use crate::session::frame_error_code;
 use crate::store::{self, jobs::NewJob, now_ms};
 use crate::{HubCtx, HubError};
 use flotilla_wire::exec::{
-    ExecCommand, ExecEvent, ExecRequest, MAX_COMMAND_BYTES, MAX_TIMEOUT_MS, Target,
+    ExecCommand, ExecEvent, ExecRequest, MAX_COMMAND_BYTES, MAX_SELECTOR_BYTES, MAX_TIMEOUT_MS,
+    Target,
 };
 use flotilla_wire::io::{read_frame, write_frame};
-use flotilla_wire::limits::MAX_EXEC_FRAME;
+use flotilla_wire::limits::{MAX_EXEC_FRAME, MAX_EXEC_REQUEST_FRAME};
 use flotilla_wire::msg::Refusal;
 use flotilla_wire::{ErrorCode, IdentityId};
 use std::sync::Arc;
@@ -112,12 +113,18 @@ pub fn validate(req: &ExecRequest) -> Result<(), HubError> {
         if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
             return Err(bad(format!("argument {i} contains a NUL byte")));
         }
-        let bytes: usize = argv.iter().map(|a| a.len() + 1).sum::<usize>() + req.selector.len();
+        let bytes: usize = argv.iter().map(|a| a.len() + 1).sum::<usize>();
         if bytes > MAX_COMMAND_BYTES {
             return Err(bad(format!(
                 "command line of {bytes} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit: ship a script instead"
             )));
         }
+    }
+    if req.selector.len() > MAX_SELECTOR_BYTES {
+        return Err(bad(format!(
+            "selector of {} bytes exceeds the {MAX_SELECTOR_BYTES}-byte limit: select by label or name glob instead",
+            req.selector.len()
+        )));
     }
     if req.timeout_ms > MAX_TIMEOUT_MS {
         return Err(bad(format!(
@@ -127,6 +134,27 @@ pub fn validate(req: &ExecRequest) -> Result<(), HubError> {
         )));
     }
     Ok(())
+}
+
+/// Longest selector the job record, the audit log and the hub's log keep word for word.
+const SELECTOR_KEPT: usize = 512;
+
+/// A selector as records keep it: verbatim up to [`SELECTOR_KEPT`] bytes, else its first terms and
+/// a count. A console selection of thousands of marked agents is a selector of thousands of ids;
+/// the job's per-agent rows name every target already, so a copy of the whole list in each record
+/// (and log line) would only bloat them.
+pub(crate) fn selector_summary(selector: &str) -> String {
+    if selector.len() <= SELECTOR_KEPT {
+        return selector.to_owned();
+    }
+    let mut end = SELECTOR_KEPT;
+    while !selector.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &selector[..end];
+    let head = head.rfind(',').map_or(head, |comma| &head[..comma]);
+    let terms = selector.split(',').count();
+    format!("{head},… ({terms} terms, {} bytes)", selector.len())
 }
 
 /// The non-revoked agents a selector picks, with whether each is online now.
@@ -218,7 +246,7 @@ async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepar
             ctx,
             &actor.name,
             "exec.denied",
-            format!("selector:{}", req.selector),
+            format!("selector:{}", selector_summary(&req.selector)),
             format!("role={} command={}", actor.role, req.command.display()),
         )
         .await;
@@ -231,7 +259,7 @@ async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepar
     let sel = Selector::parse(&req.selector).map_err(|e| bad(e.to_string()))?;
     let registry = ctx.registry.clone();
     let (who, who_id, started_ms) = (actor.name.clone(), IdentityId::parse(&actor.name), now_ms());
-    let (selector, command) = (req.selector.clone(), req.command.clone());
+    let (selector, command) = (selector_summary(&req.selector), req.command.clone());
     let (timeout_ms, batch) = (req.timeout_ms, req.batch);
     // One trip to the store thread: resolving, naming the actor, and recording the job and its
     // audit line are on the path of every command's latency.
@@ -304,7 +332,7 @@ pub(crate) async fn serve_exec(
 ) {
     let req = match tokio::time::timeout(
         REQUEST_TIMEOUT,
-        read_frame::<ExecRequest, _>(&mut recv, MAX_EXEC_FRAME),
+        read_frame::<ExecRequest, _>(&mut recv, MAX_EXEC_REQUEST_FRAME),
     )
     .await
     {
@@ -375,6 +403,18 @@ mod tests {
     }
 
     #[test]
+    fn long_selectors_are_kept_as_their_first_whole_terms_and_a_count() {
+        assert_eq!(selector_summary("web-1,db-*"), "web-1,db-*");
+        // Multi-byte names: the cut lands on a character boundary, then on a comma.
+        let long = vec!["lösung-ü"; 200].join(",");
+        let kept = selector_summary(&long);
+        assert!(kept.len() <= SELECTOR_KEPT + 40, "{kept}");
+        let (head, tail) = kept.split_once(",…").expect("marker");
+        assert!(head.split(',').all(|t| t == "lösung-ü"), "{head}");
+        assert_eq!(tail, format!(" (200 terms, {} bytes)", long.len()));
+    }
+
+    #[test]
     fn requests_are_checked_before_anything_runs() {
         assert!(validate(&req(&["true"])).is_ok());
         assert_eq!(
@@ -388,6 +428,9 @@ mod tests {
         );
         let big = "x".repeat(MAX_COMMAND_BYTES);
         assert!(message(validate(&req(&["echo", &big]))).contains("exceeds the 65536-byte limit"));
+        let mut wide = req(&["true"]);
+        wide.selector = "a,".repeat(MAX_SELECTOR_BYTES / 2 + 1);
+        assert!(message(validate(&wide)).contains("select by label or name glob instead"));
         let mut long = req(&["sleep", "1"]);
         long.timeout_ms = MAX_TIMEOUT_MS + 1;
         assert!(message(validate(&long)).contains("exceeds the 604800 s limit"));

@@ -172,6 +172,49 @@ async fn selectors_pick_agents_and_typos_run_nothing() {
     // Exact names and ids (looked up, not listed) come back sorted by name, each once.
     let events = exec_events(&admin, &argv(&format!("web-2,db-1,{id}"), &["true"])).await;
     assert_eq!(names(&events), ["db-1", "web-2"]);
+    // A console selection of thousands of marked agents is a selector of thousands of ids, past
+    // an ordinary exec frame's 128 KiB: it runs, and the job record and audit keep a summary.
+    let many = vec![id.as_str(); 8000].join(",");
+    assert!(many.len() > 128 * 1024, "{} bytes", many.len());
+    let events = exec_events(&admin, &argv(&many, &["true"])).await;
+    assert_eq!(names(&events), ["web-2"]);
+    let job = events
+        .iter()
+        .find_map(|e| match e {
+            ExecEvent::Accepted { job, .. } => Some(*job),
+            _ => None,
+        })
+        .expect("accepted");
+    let replies = query(&admin, Query::Job { job }).await.expect("job");
+    let Some(QueryReply::Job(info)) = replies.first() else {
+        panic!("no job record: {replies:?}");
+    };
+    assert!(
+        info.selector.len() <= 600,
+        "{} bytes kept",
+        info.selector.len()
+    );
+    assert!(info.selector.starts_with(&format!("{id},{id},")));
+    assert!(
+        info.selector
+            .ends_with(&format!(",… (8000 terms, {} bytes)", many.len())),
+        "{}",
+        info.selector
+    );
+    let replies = query(&admin, Query::Audit { limit: 20 })
+        .await
+        .expect("audit");
+    let detail = replies
+        .iter()
+        .find_map(|r| match r {
+            QueryReply::Audit(e) if e.target == format!("job:{job}") => Some(e.detail.clone()),
+            _ => None,
+        })
+        .expect("audit record of the job");
+    assert!(
+        detail.contains("(8000 terms,") && detail.len() < 1024,
+        "{detail}"
+    );
 
     let before = query(&admin, Query::Jobs { limit: 100 })
         .await

@@ -15,7 +15,7 @@ use flotilla_wire::exec::{
     Target,
 };
 use flotilla_wire::io::{read_frame, write_frame};
-use flotilla_wire::limits::{MAX_EXEC_FRAME, MAX_REQUEST_FRAME};
+use flotilla_wire::limits::{MAX_EXEC_FRAME, MAX_EXEC_REQUEST_FRAME, MAX_REQUEST_FRAME};
 use flotilla_wire::msg::StreamOpen;
 use flotilla_wire::{ErrorCode, IdentityId};
 use serde_json::{Value, json};
@@ -549,7 +549,7 @@ impl ExecSession {
     pub async fn open(client: &Client, req: &ExecRequest) -> Result<Self, ClientError> {
         let link = client.link().clone();
         let (mut send, mut recv) = client.open_bi().await?;
-        send.write_opening(&StreamOpen::Exec, req, MAX_EXEC_FRAME)
+        send.write_opening(&StreamOpen::Exec, req, MAX_EXEC_REQUEST_FRAME)
             .await
             .map_err(|e| link.stream_error(e))?;
         let (tx, events) = mpsc::channel(READ_AHEAD);

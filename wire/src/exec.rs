@@ -37,9 +37,12 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 pub const OUTPUT_TAIL: usize = 64 * 1024;
 /// Targets per [`ExecEvent::Targets`] frame: about 90 bytes each keeps a frame under 128 KiB.
 pub const TARGETS_PER_FRAME: usize = 1000;
-/// Most bytes of command line (argv plus selector) a request may carry; the rest of the exec frame
-/// limit is headroom for the envelope.
+/// Most bytes of command line (argv, a NUL after each) a request may carry.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Most bytes of selector a request may carry: what is left of
+/// [`crate::limits::MAX_EXEC_REQUEST_FRAME`] after the command line and the envelope.
+pub const MAX_SELECTOR_BYTES: usize =
+    crate::limits::MAX_EXEC_REQUEST_FRAME - MAX_COMMAND_BYTES - 4096;
 /// Longest timeout an operator may ask for (a week): longer jobs belong in a service manager.
 pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
 
@@ -504,7 +507,8 @@ pub struct JobInfo {
     pub actor: String,
     /// Who ran it: display name.
     pub actor_name: String,
-    /// Selector as typed.
+    /// Selector as typed; past 512 bytes (a console selection of thousands of agents), its first
+    /// terms and a count.
     pub selector: String,
     /// What ran.
     pub command: ExecCommand,

@@ -33,6 +33,9 @@ pub const MAX_EVENTS_FRAME: usize = 4 * 1024 * 1024;
 pub const MAX_SNAPSHOT_FRAME: usize = 1024 * 1024;
 /// Exec output travels in chunks of at most 64 KiB plus the envelope.
 pub const MAX_EXEC_FRAME: usize = 128 * 1024;
+/// The request that opens an exec stream: its selector may list every agent of a 100,000-agent
+/// fleet by id (a console selection of marked agents, about 21 bytes each), plus the command line.
+pub const MAX_EXEC_REQUEST_FRAME: usize = 4 * 1024 * 1024;
 /// Transfer data chunks of 256 KiB plus the envelope.
 pub const MAX_TRANSFER_FRAME: usize = 512 * 1024;
 /// Samples per back-fill frame: an hour at 1-minute resolution fits in one batch.
