@@ -114,18 +114,45 @@ const GSO_BATCH: u16 = 10;
 /// 65,535 less the IPv4 and UDP headers.
 const MAX_UDP_DATAGRAM: u16 = 65_507;
 
-/// Largest UDP payload path MTU discovery probes for: as large as a whole offload batch of
-/// [`GSO_BATCH`] packets still fits one datagram (6,550 bytes; a jumbo frame would allow 8,952).
-/// quinn-proto 0.11 does not cap a batch at the datagram limit, and quinn-udp drops a batch the
-/// kernel refuses with EMSGSIZE without a word (it expects that only of MTU probes): at 8,952-byte
-/// packets, batches of ten went nowhere, quinn counted them lost, took the losses for an MTU black
-/// hole and fell back to 1,200-byte packets for the rest of the transfer, at half the speed. On
-/// 1500-byte paths discovery settles at quinn's usual 1452; on jumbo LANs and loopback fewer,
-/// larger packets cut per-packet crypto and syscalls for bulk transfers.
-pub const MAX_UDP_PAYLOAD: u16 = MAX_UDP_DATAGRAM / GSO_BATCH;
+/// Linux hands a segmentation-offload batch on as one buffer only while the whole buffer, with a
+/// 14-byte link header and the IP and UDP headers, stays under the device's GSO limit (65,536 on
+/// loopback and most NICs: `gso_max_size`, `gso_ipv4_max_size`). A batch at or past it is cut into
+/// single datagrams in software at transmit, so the receiver's GRO never sees a batch either.
+const GSO_MAX_SIZE: u32 = 65_536;
+/// Link, IPv6 (the larger IP header) and UDP headers the GSO limit counts.
+const GSO_HEADERS: u32 = 14 + 40 + 8;
 
-// A full offload batch at the largest packet size must fit one datagram.
+/// Largest UDP payload path MTU discovery probes for: as large as a whole offload batch of
+/// [`GSO_BATCH`] packets still fits one datagram *and* the kernel's GSO limit (6,547 bytes; a
+/// jumbo frame would allow 8,952).
+/// - The datagram limit: quinn-proto 0.11 does not cap a batch at it, and quinn-udp drops a batch
+///   the kernel refuses with EMSGSIZE without a word (it expects that only of MTU probes): at
+///   8,952-byte packets, batches of ten went nowhere, quinn counted them lost, took the losses
+///   for an MTU black hole and fell back to 1,200-byte packets for the rest of the transfer, at
+///   half the speed.
+/// - The GSO limit: at 6,550 bytes (the datagram limit alone) a batch of ten was 65,542 bytes to
+///   the kernel, which segmented every batch in software, and every receiver (the hub, the
+///   destination agent) took ten datagrams per batch, each with its own receive path and
+///   `recvmmsg` slot; at 6,547 it arrives as one 65,470-byte datagram (measured on loopback with
+///   a UDP_GRO socket, IPv4 and IPv6; see docs/benchmarks.md).
+///
+/// On 1500-byte paths discovery settles at quinn's usual 1452; on jumbo LANs and loopback fewer,
+/// larger packets cut per-packet crypto and syscalls for bulk transfers.
+pub const MAX_UDP_PAYLOAD: u16 = {
+    let by_gso = (GSO_MAX_SIZE - 1 - GSO_HEADERS) / GSO_BATCH as u32;
+    let by_datagram = (MAX_UDP_DATAGRAM / GSO_BATCH) as u32;
+    (if by_gso < by_datagram {
+        by_gso
+    } else {
+        by_datagram
+    }) as u16
+};
+
+// A full offload batch at the largest packet size must fit one datagram and stay under the
+// kernel's GSO limit with its headers.
 const _: () = assert!(MAX_UDP_PAYLOAD as u32 * GSO_BATCH as u32 <= MAX_UDP_DATAGRAM as u32);
+const _: () = assert!(MAX_UDP_PAYLOAD as u32 * GSO_BATCH as u32 + GSO_HEADERS < GSO_MAX_SIZE);
+const _: () = assert!(MAX_UDP_PAYLOAD == 6_547);
 
 /// Wait before probing again after quinn took losses of large packets for a black hole: losses
 /// on a busy host are usually a full socket buffer, not the path, so try again soon rather than
@@ -421,4 +448,61 @@ pub async fn bulk_lane(
 /// Whether any hub address is IPv6 (to bind the client socket in the right family).
 pub fn wants_ipv6(hubs: &[String]) -> bool {
     hubs.first().is_some_and(|h| h.starts_with('['))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+    use std::io::IoSliceMut;
+
+    /// One offload batch of full-size packets reaches a GRO receiver as one buffer, over IPv4 and
+    /// IPv6 loopback, through the same quinn-udp calls the endpoints use. At 6,550-byte packets
+    /// the kernel split every batch in software (see [`MAX_UDP_PAYLOAD`]); this fails then.
+    #[test]
+    fn a_full_offload_batch_reaches_the_receiver_whole() {
+        let mut bound = 0;
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            // A host without IPv6 loopback checks IPv4 only.
+            let (Ok(rx), Ok(tx)) = (
+                std::net::UdpSocket::bind(local),
+                std::net::UdpSocket::bind(local),
+            ) else {
+                continue;
+            };
+            bound += 1;
+            let rx_state = UdpSocketState::new((&rx).into()).expect("receiver state");
+            let tx_state = UdpSocketState::new((&tx).into()).expect("sender state");
+            if tx_state.max_gso_segments() < usize::from(GSO_BATCH)
+                || rx_state.gro_segments() < usize::from(GSO_BATCH)
+            {
+                continue; // no segmentation offload on this kernel: nothing to split
+            }
+            let batch = vec![7u8; usize::from(MAX_UDP_PAYLOAD) * usize::from(GSO_BATCH)];
+            let transmit = Transmit {
+                destination: rx.local_addr().expect("address"),
+                ecn: None,
+                contents: &batch,
+                segment_size: Some(usize::from(MAX_UDP_PAYLOAD)),
+                src_ip: None,
+            };
+            tx_state.send((&tx).into(), &transmit).expect("send");
+            rx.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut buf = vec![0u8; usize::from(MAX_UDP_DATAGRAM) + 1024];
+            let mut meta = [RecvMeta::default()];
+            let n = rx_state
+                .recv((&rx).into(), &mut [IoSliceMut::new(&mut buf)], &mut meta)
+                .expect("receive");
+            assert_eq!(n, 1);
+            assert_eq!(
+                meta[0].len,
+                batch.len(),
+                "{local}: the batch arrived split into {}-byte datagrams",
+                meta[0].stride
+            );
+            assert_eq!(meta[0].stride, usize::from(MAX_UDP_PAYLOAD));
+        }
+        assert!(bound > 0, "no loopback address to test on");
+    }
 }

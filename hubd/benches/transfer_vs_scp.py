@@ -2,7 +2,10 @@
 `transfer_bench --concurrent 1` (a fresh hub and two agents, `flotilla cp src:big.bin dst:one.bin`)
 against `scp` to a throwaway sshd account on 127.0.0.1 with its default cipher and with
 aes128-gcm@openssh.com, all /dev/shm to /dev/shm; then one `transfer_bench --concurrent 4` run.
-Prints every figure, the medians and flotilla's ratio to each scp median.
+Prints every figure, the medians and flotilla's ratio to each scp median, and the CPU time each
+spends per GB: flotilla's from its three processes (transfer_bench reads /proc/PID/stat), scp's
+from the whole machine's busy time while it runs (ssh, sshd and the kernel; the box is otherwise
+idle), since on 2 cores CPU per GB sets the ceiling.
 
     cargo build --release --workspace && python3 hubd/benches/transfer_vs_scp.py [--rounds 3] [--size-mib 1024]
 
@@ -26,12 +29,24 @@ if not os.path.exists(bench):
 size = args.size_mib * 1024 * 1024
 
 
+def busy_secs():
+    """Whole-machine busy CPU seconds so far (user, nice, system, irq, softirq) from /proc/stat."""
+    f = open("/proc/stat").readline().split()[1:]
+    return sum(int(f[i]) for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")
+
+
+cpu = {"flotilla cp": [], "scp default": [], "scp aes128-gcm": []}
+
+
 def flotilla(concurrent):
     out = subprocess.run([bench, "--size-mib", str(args.size_mib), "--concurrent", str(concurrent)],
                          capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         sys.exit(f"transfer_bench failed:\n{out.stderr}")
     print("    " + out.stdout.strip().replace("\n", "\n    "))
+    if concurrent == 1:
+        per = re.search(r"CPU per GB: hub ([0-9.]+) s, source agent ([0-9.]+) s, destination agent ([0-9.]+) s", out.stdout)
+        cpu["flotilla cp"].append(sum(float(x) for x in per.groups()))
     return float(re.search(r"1 transfer: +[0-9.]+ s, ([0-9.]+) MB/s", out.stdout).group(1))
 
 
@@ -45,13 +60,14 @@ try:
 
     def scp(cipher):
         extra = ["-c", cipher] if cipher else []
-        t = time.perf_counter()
+        t, b = time.perf_counter(), busy_secs()
         subprocess.run(["scp", "-q", "-F", sshd.config] + extra + [src, f"bench:{dst}"], check=True, timeout=600)
-        secs = time.perf_counter() - t
+        secs, used = time.perf_counter() - t, busy_secs() - b
         subprocess.run(["cmp", src, dst], check=True)
         os.remove(dst)
         mbs = size / 1e6 / secs
-        print(f"    scp {cipher or 'default'}: {secs:.2f} s, {mbs:.0f} MB/s")
+        cpu[f"scp {cipher or 'default'}".replace("aes128-gcm@openssh.com", "aes128-gcm")].append(used / (size / 1e9))
+        print(f"    scp {cipher or 'default'}: {secs:.2f} s, {mbs:.0f} MB/s, {used / (size / 1e9):.2f} CPU-s per GB (machine)")
         return mbs
 
     res = {"flotilla cp": [], "scp default": [], "scp aes128-gcm": []}
@@ -64,7 +80,8 @@ try:
     flotilla(args.concurrent)
     med = {k: statistics.median(v) for k, v in res.items()}
     for k, v in res.items():
-        print(f"{k:16s} median {med[k]:6.0f} MB/s  ({', '.join(f'{x:.0f}' for x in v)})")
+        print(f"{k:16s} median {med[k]:6.0f} MB/s  ({', '.join(f'{x:.0f}' for x in v)}), "
+              f"median {statistics.median(cpu[k]):.2f} CPU-s per GB")
     print(f"flotilla / scp default    {med['flotilla cp'] / med['scp default']:.2f}x (target >= 1.5)")
     print(f"flotilla / scp aes128-gcm {med['flotilla cp'] / med['scp aes128-gcm']:.2f}x (target >= 1.0)")
 finally:
