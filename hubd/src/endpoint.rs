@@ -67,13 +67,14 @@ pub(crate) fn transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
 
 /// Transport settings of bulk lanes (told apart by their initial connection ID, see
 /// [`flotilla_certs::dial::is_bulk_cid`]): path MTU discovery to jumbo packets, segmentation
-/// offload and larger flow-control windows, for transfers.
+/// offload, larger flow-control windows and fewer acknowledgements from the peer, for transfers.
 pub(crate) fn bulk_transport(idle_timeout_s: u32) -> Arc<TransportConfig> {
     let mut t = common(idle_timeout_s);
     t.mtu_discovery_config(Some(flotilla_certs::dial::mtu_discovery()));
     t.stream_receive_window(VarInt::from_u32(BULK_STREAM_WINDOW));
     t.receive_window(VarInt::from_u32(BULK_CONN_WINDOW));
     t.send_window(u64::from(BULK_CONN_WINDOW));
+    t.ack_frequency_config(Some(flotilla_certs::dial::bulk_ack_frequency()));
     Arc::new(t)
 }
 
