@@ -167,7 +167,7 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let rt = match runtime() {
+    let rt = match runtime(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("agentd: cannot start runtime: {e}");
@@ -183,10 +183,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+/// The runtime for `command`. A single agent runs on one thread: it holds one connection and a bulk
+/// lane, quinn drives each connection on one task anyway, and everything that blocks (disk, process
+/// stats, folder walks) already runs on blocking threads. Without worker threads handing tasks to
+/// one another a 1 GiB relay measured 12 % faster (four interleaved rounds) and exec output no
+/// slower, in 1–2 MiB less memory (docs/benchmarks.md). `swarm`, thousands of agents in one process
+/// for benchmarks, keeps a worker per core.
+fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if matches!(command, Command::Swarm { .. }) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build()
 }
 
 /// 2 for a configuration error, 1 for any other failure.
@@ -200,7 +209,7 @@ fn failure_code(err: &anyhow::Error) -> u8 {
 /// `agentd run --service`, on the Service Control Manager's thread: `stop` is cancelled by its
 /// Stop. Returns the exit code the service reports.
 fn serve_as_service(cli: Cli, stop: CancellationToken) -> u8 {
-    let rt = match runtime() {
+    let rt = match runtime(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start runtime");
