@@ -122,7 +122,7 @@ pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
 
 /// Entry point of the `agentd` binary.
 pub fn main() -> ExitCode {
-    crate::platform::tune_allocator();
+    deploy::allocator::tune(deploy::Daemon::Agent);
     let cli = Cli::parse();
     let service = matches!(cli.command, Command::Run { service: true, .. });
     // Off Windows `--service` is refused below: no log file for that.

@@ -110,27 +110,3 @@ pub(crate) fn mtime_ms(md: &fs::Metadata) -> i64 {
         Err(_) => 0,
     }
 }
-
-/// Keeps glibc's allocator from handing transfer buffers back to the kernel between chunks.
-///
-/// A transfer allocates a 256 KiB buffer per chunk and frees it when the hub acknowledges it.
-/// By default glibc serves allocations past 128 KiB with their own `mmap` until a free raises that
-/// threshold, and trims a thread arena's free top back to the kernel past twice the threshold;
-/// both made the next buffer fault its pages in afresh and the kernel zero them (measured in
-/// docs/benchmarks.md). Buffers up to 1 MiB now come from the arenas, and an arena keeps up to
-/// 4 MiB free at its top: about a transfer's pipeline, so an idle agent stays small.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) fn tune_allocator() {
-    const MMAP_THRESHOLD: libc::c_int = 1024 * 1024;
-    const TRIM_THRESHOLD: libc::c_int = 4 * 1024 * 1024;
-    // SAFETY: mallopt only sets allocator parameters; it is called at start, before any other
-    // thread exists, and a refused setting (return 0) leaves the default in place.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-    }
-}
-
-/// Other allocators and platforms keep their defaults.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub(crate) fn tune_allocator() {}

@@ -212,7 +212,7 @@ pub fn parse_duration_s(s: &str) -> Result<u64, String> {
 
 /// Entry point of the `hubd` binary.
 pub fn main() -> ExitCode {
-    tune_allocator();
+    deploy::allocator::tune(deploy::Daemon::Hub);
     let cli = Cli::parse();
     let service = matches!(cli.command, Command::Run { service: true, .. });
     // Off Windows `--service` is refused below: no log file for that.
@@ -575,30 +575,6 @@ fn labels(a: &AgentInfo) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
-
-/// Keeps glibc's allocator from handing relay buffers back to the kernel between chunks.
-///
-/// The relay gathers each 256 KiB chunk into a fresh buffer and frees it when the destination
-/// acknowledges it. By default glibc serves allocations past 128 KiB with their own `mmap` until a
-/// free raises that threshold, and trims a thread arena's free top back to the kernel past twice
-/// the threshold; both made the next buffer fault its pages in afresh and the kernel zero them
-/// (measured in docs/benchmarks.md). Buffers up to 1 MiB now come from the arenas, and an arena
-/// keeps up to 16 MiB free at its top: a few transfers' pipelines, small beside a fleet's state.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_allocator() {
-    const MMAP_THRESHOLD: libc::c_int = 1024 * 1024;
-    const TRIM_THRESHOLD: libc::c_int = 16 * 1024 * 1024;
-    // SAFETY: mallopt only sets allocator parameters; it is called at start, before any other
-    // thread exists, and a refused setting (return 0) leaves the default in place.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-    }
-}
-
-/// Other allocators and platforms keep their defaults.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
 
 #[cfg(test)]
 mod tests {

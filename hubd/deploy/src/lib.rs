@@ -3,11 +3,13 @@
 //! the service manager calls that register them ([`manager`]), layered configuration
 //! (file < `FLOTILLA_*` environment < flags, [`layered`]), secrets that never print ([`SecretString`]),
 //! readiness notification to systemd ([`notify`]), stop requests ([`stop`]) and the Windows
-//! Service Control Manager's protocol ([`scm`]).
+//! Service Control Manager's protocol ([`scm`]), and the allocator settings both daemons start with
+//! ([`allocator`]).
 //!
 //! Everything that produces text is a pure function tested on every platform; only running
 //! `systemctl`, `launchctl` or `sc.exe` depends on the machine, and that is decided at run time.
 
+pub mod allocator;
 pub mod files;
 pub mod install;
 pub mod launchd;
