@@ -85,18 +85,44 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
         .status()
         .expect("kill");
     assert!(ok.success());
+    assert!(
+        exits_within(child, DEADLINE),
+        "agentd did not exit after SIGTERM"
+    );
+    child.wait().expect("wait")
+}
+
+/// Waits on the child's pidfd, which becomes readable when it exits, for at most `limit`.
+#[cfg(target_os = "linux")]
+fn exits_within(child: &mut Child, limit: Duration) -> bool {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor was just created and is owned here alone.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one pollfd for a descriptor that stays open for the call.
+    unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
+}
+
+/// Elsewhere std's `Child` has no wait with a timeout and there is no pidfd: the pause between
+/// `try_wait` calls is the wait, bounded by `limit`.
+#[cfg(not(target_os = "linux"))]
+fn exits_within(child: &mut Child, limit: Duration) -> bool {
     let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() >= limit {
+            return false;
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "agentd did not exit after SIGTERM"
-        );
-        // std's Child has no wait with a timeout: the sleep between try_wait calls is the wait.
         std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
 fn unit_value<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
