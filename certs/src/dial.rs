@@ -140,15 +140,7 @@ const GSO_HEADERS: u32 = 14 + 40 + 8;
 ///
 /// On 1500-byte paths discovery settles at quinn's usual 1452; on jumbo LANs and loopback fewer,
 /// larger packets cut per-packet crypto and syscalls for bulk transfers.
-pub const MAX_UDP_PAYLOAD: u16 = {
-    let by_gso = (GSO_MAX_SIZE - 1 - GSO_HEADERS) / GSO_BATCH as u32;
-    let by_datagram = (MAX_UDP_DATAGRAM / GSO_BATCH) as u32;
-    (if by_gso < by_datagram {
-        by_gso
-    } else {
-        by_datagram
-    }) as u16
-};
+pub const MAX_UDP_PAYLOAD: u16 = ((GSO_MAX_SIZE - 1 - GSO_HEADERS) / GSO_BATCH as u32) as u16;
 
 // A full offload batch at the largest packet size must fit one datagram and stay under the
 // kernel's GSO limit with its headers.

@@ -85,6 +85,8 @@ pub(crate) async fn recover(ctx: &HubCtx) {
 pub(crate) struct Prepared {
     job: flotilla_wire::exec::JobId,
     req: ExecRequest,
+    /// The selector as the job's records keep it ([`selector_summary`]), for the log.
+    selector_kept: String,
     targets: Vec<Planned>,
     actor: Actor,
     actor_name: String,
@@ -259,7 +261,8 @@ async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepar
     let sel = Selector::parse(&req.selector).map_err(|e| bad(e.to_string()))?;
     let registry = ctx.registry.clone();
     let (who, who_id, started_ms) = (actor.name.clone(), IdentityId::parse(&actor.name), now_ms());
-    let (selector, command) = (selector_summary(&req.selector), req.command.clone());
+    let selector_kept = selector_summary(&req.selector);
+    let (selector, command) = (selector_kept.clone(), req.command.clone());
     let (timeout_ms, batch) = (req.timeout_ms, req.batch);
     // One trip to the store thread: resolving, naming the actor, and recording the job and its
     // audit line are on the path of every command's latency.
@@ -309,6 +312,7 @@ async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepar
     Ok(Prepared {
         job,
         req,
+        selector_kept,
         targets: targets
             .into_iter()
             .map(|(target, last_seen_ms)| Planned {

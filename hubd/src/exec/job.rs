@@ -87,7 +87,7 @@ async fn run_inner(
     let job = p.job;
     let job_cancel = cancel.child_token();
     let total = p.targets.len() as u32;
-    let selector = super::selector_summary(&p.req.selector);
+    let selector = &p.selector_kept;
     tracing::info!(targets = total, %selector, command = %p.req.command.display(), "job started");
     let mut operator_alive = write_frame(
         &mut ctx.stats.writer(StreamKind::Exec, &mut send),
