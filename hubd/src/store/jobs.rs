@@ -103,15 +103,17 @@ pub fn record(conn: &Connection, job: JobId, r: &AgentResult) -> rusqlite::Resul
     Ok(())
 }
 
-/// Records the end of a job and prunes old ones.
+/// Records the end of a job and prunes old ones, in one transaction: one commit per job's end
+/// instead of one per statement.
 pub fn finish(
-    conn: &Connection,
+    conn: &mut Connection,
     job: JobId,
     ended_ms: u64,
     counts: &JobCounts,
     cancelled_by: Option<&str>,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE jobs SET ended_ms = ?2, succeeded = ?3, failed = ?4, timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8,
+    let tx = conn.transaction()?;
+    tx.prepare_cached("UPDATE jobs SET ended_ms = ?2, succeeded = ?3, failed = ?4, timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8,
          cancelled_by = ?9 WHERE id = ?1")?.execute(params![
             job.0 as i64,
             ended_ms as i64,
@@ -124,19 +126,24 @@ pub fn finish(
             cancelled_by
         ],
     )?;
-    prune(conn, job)
+    prune(&tx, job)?;
+    tx.commit()
 }
+
+/// Clears the output tails of results older than the newest [`KEEP_OUTPUT_JOBS`] jobs. The
+/// condition on the tails is `job_results_tails`'s own, so only results still holding output are
+/// visited: without it every job's end walked every result of the kept jobs, thousands of rows
+/// on a hub with history, on the store thread that the next command's job record waits for.
+const PRUNE_TAILS: &str = "UPDATE job_results SET stdout_tail = x'', stderr_tail = x'' \
+     WHERE job_id <= ?1 AND (length(stdout_tail) > 0 OR length(stderr_tail) > 0)";
 
 /// Drops jobs older than the newest [`KEEP_JOBS`] and output older than [`KEEP_OUTPUT_JOBS`].
 fn prune(conn: &Connection, newest: JobId) -> rusqlite::Result<()> {
     let newest = newest.0 as i64;
     conn.prepare_cached("DELETE FROM jobs WHERE id <= ?1")?
         .execute([newest - KEEP_JOBS as i64])?;
-    conn.prepare_cached(
-        "UPDATE job_results SET stdout_tail = x'', stderr_tail = x'' WHERE job_id <= ?1 AND \
-             (length(stdout_tail) > 0 OR length(stderr_tail) > 0)",
-    )?
-    .execute([newest - KEEP_OUTPUT_JOBS as i64])?;
+    conn.prepare_cached(PRUNE_TAILS)?
+        .execute([newest - KEEP_OUTPUT_JOBS as i64])?;
     Ok(())
 }
 
@@ -300,7 +307,7 @@ mod tests {
 
     #[test]
     fn job_lifecycle_is_stored() {
-        let c = db();
+        let mut c = db();
         let targets = [target(1, "web-1"), target(2, "db-1")];
         let job = insert(&c, &new_job(), &targets).expect("insert");
         set_running(&c, job, &targets[0].id, 11).expect("running");
@@ -320,7 +327,7 @@ mod tests {
         assert_eq!(stored[1].code, Some(0));
         let mut counts = JobCounts::default();
         counts.add(Outcome::Exited, Some(0));
-        finish(&c, job, 20, &counts, None).expect("finish");
+        finish(&mut c, job, 20, &counts, None).expect("finish");
         let info = get(&c, job).expect("get").expect("exists");
         assert_eq!(info.ended_ms, Some(20));
         assert_eq!(info.counts.succeeded, 1);
@@ -345,7 +352,7 @@ mod tests {
 
     #[test]
     fn old_jobs_and_outputs_are_pruned() {
-        let c = db();
+        let mut c = db();
         let t = [target(1, "web-1")];
         let first = insert(&c, &new_job(), &t).expect("insert");
         let mut r = results(&c, first).expect("results").remove(0);
@@ -358,7 +365,7 @@ mod tests {
         )
         .expect("skip ids");
         let later = insert(&c, &new_job(), &t).expect("insert");
-        finish(&c, later, 1, &JobCounts::default(), None).expect("finish");
+        finish(&mut c, later, 1, &JobCounts::default(), None).expect("finish");
         assert!(
             results(&c, first).expect("results")[0]
                 .stdout_tail
@@ -376,8 +383,25 @@ mod tests {
         )
         .expect("skip ids");
         let last = insert(&c, &new_job(), &t).expect("insert");
-        finish(&c, last, 1, &JobCounts::default(), None).expect("finish");
+        finish(&mut c, last, 1, &JobCounts::default(), None).expect("finish");
         assert!(get(&c, first).expect("get").is_none());
         assert!(results(&c, first).expect("results").is_empty(), "cascade");
+    }
+
+    #[test]
+    fn pruning_tails_visits_only_results_that_hold_output() {
+        let c = db();
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_TAILS}"))
+            .expect("plan")
+            .query_map([0], |row| row.get::<_, String>(3))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX job_results_tails")),
+            "the pruning walks every kept result: {plan:?}"
+        );
     }
 }

@@ -136,6 +136,13 @@ CREATE TABLE transfers (
 );
 CREATE INDEX transfers_updated ON transfers(updated_ms);
 "#,
+    // 5: results that still hold output, so that pruning tails (hubd/src/store/jobs.rs) visits only
+    // those instead of every result of the kept jobs on each job's end. The WHERE clause is the one
+    // `prune` repeats word for word: SQLite uses a partial index only for a query that implies it.
+    r#"
+CREATE INDEX job_results_tails ON job_results(job_id)
+    WHERE length(stdout_tail) > 0 OR length(stderr_tail) > 0;
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.
