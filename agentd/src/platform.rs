@@ -110,3 +110,49 @@ pub(crate) fn mtime_ms(md: &fs::Metadata) -> i64 {
         Err(_) => 0,
     }
 }
+
+/// How far the kernel's writeback of a file being received has got, as far as we asked for it.
+pub(crate) enum Writeback {
+    /// Start writing `len` bytes at `offset` to the disk and return at once.
+    Start,
+    /// Start it if not started, and wait until those bytes are on the disk.
+    Finish,
+}
+
+/// Asks the kernel to write `len` bytes of `file` at `offset` back to the disk now
+/// (`sync_file_range`), instead of when the dirty-page thresholds or the final fsync force it.
+/// Linux only; elsewhere, and on filesystems without writeback (tmpfs), it does nothing. Only a
+/// hint: the fsync before the rename is what reports a write that failed.
+/// `len` must not be 0, which the kernel reads as "to the end of the file".
+pub(crate) fn writeback(file: &File, offset: u64, len: u64, how: Writeback) -> io::Result<()> {
+    debug_assert!(
+        len > 0,
+        "a writeback of 0 bytes means the whole rest of the file"
+    );
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let flags = match how {
+            Writeback::Start => libc::SYNC_FILE_RANGE_WRITE,
+            Writeback::Finish => {
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER
+            }
+        };
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(());
+        };
+        // SAFETY: the descriptor is open for the life of `file`; the call reads no memory of ours.
+        let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len, how);
+        Ok(())
+    }
+}

@@ -11,6 +11,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// Mode of a new partial file: private until the finished file gets the source's mode.
 const PARTIAL_MODE: u32 = 0o600;
+/// Bytes written between two requests to the kernel to write a download back to the disk, as
+/// agentd does for the files it receives: the disk works while the network does, instead of the
+/// fsync before the rename writing the whole file after its last byte arrived, and the dirty pages
+/// of a download stay near two windows.
+const WRITE_BEHIND: u64 = 8 * 1024 * 1024;
 
 /// Size, time and mode of a local file.
 pub(crate) fn meta_of(md: &fs::Metadata) -> FileMeta {
@@ -132,6 +137,66 @@ pub(crate) struct LocalSink {
     hasher: blake3::Hasher,
     /// Bytes written so far, counted from 0.
     pub(crate) written: u64,
+    behind: WriteBehind,
+}
+
+/// Where the writeback of a download stands: started before `behind`, finished before `settled`.
+#[derive(Debug, Default)]
+struct WriteBehind {
+    behind: u64,
+    settled: u64,
+    /// Set once the filesystem refused a request (it is only a hint; the fsync reports errors).
+    off: bool,
+}
+
+impl WriteBehind {
+    fn at(pos: u64) -> Self {
+        Self {
+            behind: pos,
+            settled: pos,
+            off: false,
+        }
+    }
+
+    /// Called with the offset after each write: every [`WRITE_BEHIND`] bytes, starts writeback of
+    /// the new bytes and waits for the window before them.
+    fn advance(&mut self, file: &File, pos: u64) {
+        if self.off || pos - self.behind < WRITE_BEHIND {
+            return;
+        }
+        let started = sync_range(file, self.behind, pos - self.behind, false);
+        // A length of 0 means "to the end of the file": the first window has nothing to wait for.
+        let settled = self.behind == self.settled
+            || sync_range(file, self.settled, self.behind - self.settled, true);
+        self.off = !(started && settled);
+        self.settled = self.behind;
+        self.behind = pos;
+    }
+}
+
+/// `sync_file_range` over `len` (> 0) bytes at `offset`: start writeback, or with `wait` also wait
+/// for it. Whether the kernel took it.
+#[cfg(target_os = "linux")]
+fn sync_range(file: &File, offset: u64, len: u64, wait: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return false;
+    };
+    // SAFETY: the descriptor is open for the life of `file`; the call reads no memory of ours.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) == 0 }
+}
+
+/// No writeback hints off Linux: the fsync before the rename writes the file.
+#[cfg(not(target_os = "linux"))]
+fn sync_range(_file: &File, _offset: u64, _len: u64, _wait: bool) -> bool {
+    false
 }
 
 impl LocalSink {
@@ -183,6 +248,7 @@ impl LocalSink {
             file: None,
             hasher: blake3::Hasher::new(),
             written: 0,
+            behind: WriteBehind::default(),
         })
     }
 
@@ -208,6 +274,7 @@ impl LocalSink {
         file.set_len(start)?;
         file.seek(SeekFrom::Start(start))?;
         self.written = start;
+        self.behind = WriteBehind::at(start);
         self.file = Some(file);
         Ok(())
     }
@@ -221,6 +288,7 @@ impl LocalSink {
         file.write_all(data)?;
         self.hasher.update(data);
         self.written += data.len() as u64;
+        self.behind.advance(file, self.written);
         Ok(())
     }
 
@@ -267,6 +335,35 @@ impl LocalSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_download_is_written_back_as_it_arrives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = 3 * WRITE_BEHIND + 5;
+        let meta = FileMeta {
+            size,
+            mtime_ms: 5_000,
+            mode: 0o600,
+        };
+        let mut sink = LocalSink::plan(&dir.path().join("big"), ResumeKey(8), meta).expect("plan");
+        sink.begin(0).expect("begin");
+        let chunk = vec![7u8; CHUNK_SIZE];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(CHUNK_SIZE as u64) as usize;
+            sink.write(&chunk[..n]).expect("write");
+            left -= n as u64;
+        }
+        // Every window went to the kernel and all but the last two were waited for.
+        assert_eq!(
+            (sink.behind.settled, sink.behind.behind),
+            (2 * WRITE_BEHIND, 3 * WRITE_BEHIND)
+        );
+        #[cfg(target_os = "linux")]
+        assert!(!sink.behind.off, "the kernel refused a writeback request");
+        let done = sink.finish(meta).expect("finish");
+        assert_eq!(fs::metadata(done).expect("stat").len(), size);
+    }
 
     #[test]
     fn a_download_resumes_from_a_verified_partial_file() {
