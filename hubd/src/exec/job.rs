@@ -206,24 +206,24 @@ async fn run_inner(
             }
         }
     }
-    let last_results = recorder.await.unwrap_or_else(|e| {
+    let Recorded { in_flight, left } = recorder.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "result recorder failed");
-        None
+        Recorded::default()
     });
     let ended = now_ms();
     let stored_counts = counts;
+    let left_rows = left.len();
     // Queued behind the last results and not waited for before `Done`: a `flotilla job` the
-    // operator runs next is queued after both, so it reads them (see `Store::queue`).
+    // operator runs next is queued after both, so it reads them (see `Store::queue`). The rows
+    // the recorder still held go in the same transaction as the job's end.
     let end = ctx
         .store
         .queue(move |c| {
-            Ok(store::jobs::finish(
-                c,
-                job,
-                ended,
-                &stored_counts,
-                cancelled_by,
-            )?)
+            let tx = c.transaction()?;
+            write_records(&tx, job, &left)?;
+            store::jobs::finish(&tx, job, ended, &stored_counts, cancelled_by)?;
+            tx.commit()?;
+            Ok(())
         })
         .await;
     let summary = JobSummary {
@@ -253,11 +253,11 @@ async fn run_inner(
     {
         let _ = send.finish();
     }
-    if let Some((pending, n)) = last_results {
+    if let Some((pending, n)) = in_flight {
         log_results(pending.wait().await, n);
     }
     if let Err(e) = async { end?.wait().await }.await {
-        tracing::error!(error = %e, "could not store the job's end");
+        tracing::error!(error = %e, rows = left_rows, "could not store the job's end");
     }
 }
 
@@ -340,39 +340,65 @@ const RECORD_QUEUE: usize = 1024;
 /// Row changes written per transaction: one commit for a burst of a fan-out instead of one each.
 const RECORD_BATCH: usize = 512;
 
+/// How long the recorder waits for more row changes before it commits what it has: a short
+/// command's "running" and its result then share one transaction, and when the job ends meanwhile
+/// they go with the job's end (one commit per job instead of three). Only what `flotilla job`
+/// reads from the database lags, by at most this; the operator's stream never waits on it.
+const RECORD_LINGER: Duration = Duration::from_millis(20);
+
+/// What the recorder leaves to the job's end.
+#[derive(Default)]
+struct Recorded {
+    /// The last batch it queued and how many rows, not waited for.
+    in_flight: Option<(store::Pending<()>, usize)>,
+    /// Rows it had not queued when the last agent finished.
+    left: Vec<Record>,
+}
+
 /// Writes the job's row changes in batches, one transaction each, until every agent is done. One
-/// batch is in flight at a time; the last is returned queued but not waited for, so the job's end
-/// can be queued behind it and the operator told without waiting for either commit.
-async fn record_results(
-    ctx: Arc<HubCtx>,
-    job: JobId,
-    mut rx: mpsc::Receiver<Record>,
-) -> Option<(store::Pending<()>, usize)> {
+/// batch is in flight at a time; a batch is queued once [`RECORD_BATCH`] rows are in, or no row
+/// came for [`RECORD_LINGER`]. What is left when the last agent finishes is handed back unqueued,
+/// with the last batch queued but not waited for, so the job's end can take the rows and the
+/// operator be told without waiting for any commit.
+async fn record_results(ctx: Arc<HubCtx>, job: JobId, mut rx: mpsc::Receiver<Record>) -> Recorded {
     let mut in_flight: Option<(store::Pending<()>, usize)> = None;
     while let Some(first) = rx.recv().await {
-        if let Some((pending, n)) = in_flight.take() {
-            log_results(pending.wait().await, n);
-        }
         let mut batch = vec![first];
+        let mut closed = false;
         while batch.len() < RECORD_BATCH {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout(RECORD_LINGER, rx.recv()).await {
+                        Ok(Some(r)) => batch.push(r),
+                        Ok(None) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
             }
+        }
+        if closed {
+            return Recorded {
+                in_flight,
+                left: batch,
+            };
+        }
+        if let Some((pending, n)) = in_flight.take() {
+            log_results(pending.wait().await, n);
         }
         let n = batch.len();
         let queued = ctx
             .store
             .queue(move |c| {
                 let tx = c.transaction()?;
-                for r in &batch {
-                    match r {
-                        Record::Running { agent, at_ms } => {
-                            store::jobs::set_running(&tx, job, agent, *at_ms)?
-                        }
-                        Record::Done(result) => store::jobs::record(&tx, job, result)?,
-                    }
-                }
+                write_records(&tx, job, &batch)?;
                 tx.commit()?;
                 Ok(())
             })
@@ -382,7 +408,25 @@ async fn record_results(
             Err(e) => log_results(Err(e), n),
         }
     }
-    in_flight
+    Recorded {
+        in_flight,
+        left: Vec::new(),
+    }
+}
+
+/// Applies row changes in order, inside the caller's transaction.
+fn write_records(
+    tx: &rusqlite::Transaction<'_>,
+    job: JobId,
+    records: &[Record],
+) -> rusqlite::Result<()> {
+    for r in records {
+        match r {
+            Record::Running { agent, at_ms } => store::jobs::set_running(tx, job, agent, *at_ms)?,
+            Record::Done(result) => store::jobs::record(tx, job, result)?,
+        }
+    }
+    Ok(())
 }
 
 fn log_results(written: Result<(), crate::HubError>, rows: usize) {

@@ -103,17 +103,16 @@ pub fn record(conn: &Connection, job: JobId, r: &AgentResult) -> rusqlite::Resul
     Ok(())
 }
 
-/// Records the end of a job and prunes old ones, in one transaction: one commit per job's end
-/// instead of one per statement.
+/// Records the end of a job and prunes old ones. Three statements: run it inside a transaction
+/// (the job's last results share it, see `exec::job`) for one commit instead of three.
 pub fn finish(
-    conn: &mut Connection,
+    conn: &Connection,
     job: JobId,
     ended_ms: u64,
     counts: &JobCounts,
     cancelled_by: Option<&str>,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    tx.prepare_cached("UPDATE jobs SET ended_ms = ?2, succeeded = ?3, failed = ?4, timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8,
+    conn.prepare_cached("UPDATE jobs SET ended_ms = ?2, succeeded = ?3, failed = ?4, timed_out = ?5, cancelled = ?6, refused = ?7, unreachable = ?8,
          cancelled_by = ?9 WHERE id = ?1")?.execute(params![
             job.0 as i64,
             ended_ms as i64,
@@ -126,8 +125,7 @@ pub fn finish(
             cancelled_by
         ],
     )?;
-    prune(&tx, job)?;
-    tx.commit()
+    prune(conn, job)
 }
 
 /// Clears the output tails of results older than the newest [`KEEP_OUTPUT_JOBS`] jobs. The
@@ -307,7 +305,7 @@ mod tests {
 
     #[test]
     fn job_lifecycle_is_stored() {
-        let mut c = db();
+        let c = db();
         let targets = [target(1, "web-1"), target(2, "db-1")];
         let job = insert(&c, &new_job(), &targets).expect("insert");
         set_running(&c, job, &targets[0].id, 11).expect("running");
@@ -327,7 +325,7 @@ mod tests {
         assert_eq!(stored[1].code, Some(0));
         let mut counts = JobCounts::default();
         counts.add(Outcome::Exited, Some(0));
-        finish(&mut c, job, 20, &counts, None).expect("finish");
+        finish(&c, job, 20, &counts, None).expect("finish");
         let info = get(&c, job).expect("get").expect("exists");
         assert_eq!(info.ended_ms, Some(20));
         assert_eq!(info.counts.succeeded, 1);
@@ -352,7 +350,7 @@ mod tests {
 
     #[test]
     fn old_jobs_and_outputs_are_pruned() {
-        let mut c = db();
+        let c = db();
         let t = [target(1, "web-1")];
         let first = insert(&c, &new_job(), &t).expect("insert");
         let mut r = results(&c, first).expect("results").remove(0);
@@ -365,7 +363,7 @@ mod tests {
         )
         .expect("skip ids");
         let later = insert(&c, &new_job(), &t).expect("insert");
-        finish(&mut c, later, 1, &JobCounts::default(), None).expect("finish");
+        finish(&c, later, 1, &JobCounts::default(), None).expect("finish");
         assert!(
             results(&c, first).expect("results")[0]
                 .stdout_tail
@@ -383,7 +381,7 @@ mod tests {
         )
         .expect("skip ids");
         let last = insert(&c, &new_job(), &t).expect("insert");
-        finish(&mut c, last, 1, &JobCounts::default(), None).expect("finish");
+        finish(&c, last, 1, &JobCounts::default(), None).expect("finish");
         assert!(get(&c, first).expect("get").is_none());
         assert!(results(&c, first).expect("results").is_empty(), "cascade");
     }
