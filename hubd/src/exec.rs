@@ -175,8 +175,9 @@ fn resolve_on(
     registry: &crate::registry::Registry,
 ) -> Result<Vec<(Target, u64)>, HubError> {
     // A selector of exact names and ids (the common `flotilla exec web-1 -- …`) looks its agents
-    // up by index; anything else lists the fleet. Either way `resolve` decides on the same rows.
-    let candidates = match sel.exact_targets() {
+    // up by index; anything else reads every live agent. Either way `resolve` decides on the same
+    // rows: agents that are not revoked.
+    let live: Vec<store::Selectable> = match sel.exact_targets() {
         Some((names, ids)) => {
             let mut rows = Vec::new();
             for name in names {
@@ -189,14 +190,13 @@ fn resolve_on(
             }
             rows.sort_by(|a, b| a.id.cmp(&b.id));
             rows.dedup_by(|a, b| a.id == b.id);
-            rows
+            rows.into_iter()
+                .filter(|r| r.revoked_ms.is_none())
+                .map(store::Selectable::from)
+                .collect()
         }
-        None => store::identities::list(c, true)?,
+        None => store::identities::live_agents(c)?,
     };
-    let live: Vec<_> = candidates
-        .into_iter()
-        .filter(|r| r.revoked_ms.is_none())
-        .collect();
     let chosen = sel.resolve(&live).map_err(|e| {
         let code = match e {
             SelectorError::UnknownName { .. }

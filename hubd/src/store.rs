@@ -10,7 +10,7 @@ pub mod tokens;
 pub mod transfers;
 
 pub use audit::AuditRecord;
-pub use identities::IdentityRow;
+pub use identities::{IdentityRow, Selectable};
 pub use tokens::{EnrolGrant, TokenRow};
 pub use transfers::{TransferOutcome, TransferRow};
 

@@ -5,7 +5,7 @@
 //! agent plus the production databases. Every term must match at least one agent, so a typo fails
 //! before anything runs instead of silently shrinking the fleet.
 
-use crate::store::IdentityRow;
+use crate::store::Selectable;
 use flotilla_wire::IdentityId;
 
 /// A parsed selector.
@@ -171,8 +171,8 @@ impl Selector {
     /// once. Fails naming the first term that matches nothing.
     pub fn resolve<'a>(
         &self,
-        candidates: &'a [IdentityRow],
-    ) -> Result<Vec<&'a IdentityRow>, SelectorError> {
+        candidates: &'a [Selectable],
+    ) -> Result<Vec<&'a Selectable>, SelectorError> {
         let mut chosen = vec![false; candidates.len()];
         for term in &self.terms {
             let mut any = false;
@@ -192,7 +192,7 @@ impl Selector {
                 });
             }
         }
-        let mut out: Vec<&IdentityRow> = candidates
+        let mut out: Vec<&Selectable> = candidates
             .iter()
             .zip(chosen)
             .filter_map(|(row, c)| c.then_some(row))
@@ -202,7 +202,7 @@ impl Selector {
     }
 }
 
-fn part_matches(part: &Part, row: &IdentityRow) -> bool {
+fn part_matches(part: &Part, row: &Selectable) -> bool {
     match part {
         Part::All => true,
         Part::Name(name) => row.name == *name,
@@ -242,27 +242,19 @@ mod tests {
     use super::*;
     use flotilla_wire::Role;
 
-    fn row(n: u8, name: &str, labels: &[(&str, &str)]) -> IdentityRow {
-        IdentityRow {
+    fn row(n: u8, name: &str, labels: &[(&str, &str)]) -> Selectable {
+        Selectable {
             id: IdentityId::from_random(Role::Agent, [n; 8]),
-            role: Role::Agent,
             name: name.into(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            token_id: "t".into(),
-            first_seen_ms: 0,
             last_seen_ms: 0,
-            version: String::new(),
-            os: String::new(),
-            hostname: String::new(),
-            addr: String::new(),
-            revoked_ms: None,
         }
     }
 
-    fn fleet() -> Vec<IdentityRow> {
+    fn fleet() -> Vec<Selectable> {
         vec![
             row(1, "web-1", &[("env", "prod"), ("role", "web")]),
             row(2, "web-2", &[("env", "staging"), ("role", "web")]),

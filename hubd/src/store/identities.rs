@@ -33,6 +33,31 @@ pub struct IdentityRow {
     pub revoked_ms: Option<u64>,
 }
 
+/// What choosing agents for a command reads of each: what a selector matches, and the last time
+/// seen for the job's records. Not the whole row: `all`, globs and labels read every agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selectable {
+    /// Stable id.
+    pub id: IdentityId,
+    /// Display name.
+    pub name: String,
+    /// Labels.
+    pub labels: Labels,
+    /// Last time connected.
+    pub last_seen_ms: u64,
+}
+
+impl From<IdentityRow> for Selectable {
+    fn from(row: IdentityRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            labels: row.labels,
+            last_seen_ms: row.last_seen_ms,
+        }
+    }
+}
+
 impl IdentityRow {
     /// The registry view of this row; `online` comes from live state.
     pub fn to_info(&self, online: bool) -> AgentInfo {
@@ -117,6 +142,30 @@ pub fn agents_named(conn: &Connection, name: &str) -> rusqlite::Result<Vec<Ident
         "SELECT {COLUMNS} FROM identities WHERE name = ?1 AND role = 'agent'"
     ))?;
     let rows = stmt.query_map([name], from_row)?;
+    rows.collect()
+}
+
+/// Every agent that is not revoked, in no particular order (a selector sorts what it picks).
+/// Four columns and no `ORDER BY`: sorting by name walked the name index with a table lookup per
+/// row and a temporary B-tree for the ids, which made a glob on a 20,000-agent hub cost 55 ms.
+pub fn live_agents(conn: &Connection) -> rusqlite::Result<Vec<Selectable>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, labels, last_seen_ms FROM identities \
+         WHERE role = 'agent' AND revoked_ms IS NULL",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let id: String = r.get(0)?;
+        let labels: String = r.get(2)?;
+        let bad = |what: &str| {
+            rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
+        };
+        Ok(Selectable {
+            id: IdentityId::parse(&id).ok_or_else(|| bad("id"))?,
+            name: r.get(1)?,
+            labels: serde_json::from_str(&labels).map_err(|_| bad("labels"))?,
+            last_seen_ms: r.get::<_, i64>(3)? as u64,
+        })
+    })?;
     rows.collect()
 }
 
@@ -213,4 +262,44 @@ pub fn count_agents(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
          FROM identities WHERE role = 'agent'")?.query_row([],
         |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: u8, role: Role, name: &str) -> IdentityRow {
+        IdentityRow {
+            id: IdentityId::from_random(role, [n; 8]),
+            role,
+            name: name.into(),
+            labels: [("env".to_string(), "prod".to_string())]
+                .into_iter()
+                .collect(),
+            token_id: "t".into(),
+            first_seen_ms: 1,
+            last_seen_ms: 100 + u64::from(n),
+            version: String::new(),
+            os: String::new(),
+            hostname: String::new(),
+            addr: String::new(),
+            revoked_ms: None,
+        }
+    }
+
+    #[test]
+    fn live_agents_leave_out_revoked_agents_and_operators() {
+        let mut c = Connection::open_in_memory().expect("open");
+        super::super::migrate::migrate(&mut c).expect("migrate");
+        let (kept, revoked, operator) = (
+            row(1, Role::Agent, "web-1"),
+            row(2, Role::Agent, "web-2"),
+            row(3, Role::Operator, "ops"),
+        );
+        for r in [&kept, &revoked, &operator] {
+            insert(&c, r).expect("insert");
+        }
+        assert!(revoke(&c, &revoked.id, 5).expect("revoke"));
+        assert_eq!(live_agents(&c).expect("list"), [Selectable::from(kept)]);
+    }
 }
