@@ -85,18 +85,27 @@ impl IdentityRow {
 
 const COLUMNS: &str = "id, role, name, labels, token_id, first_seen_ms, last_seen_ms, version, os, hostname, addr, revoked_ms";
 
+/// A column whose text does not parse as what it holds.
+fn bad(what: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
+}
+
+/// The id and labels columns, parsed.
+fn id_and_labels(id: &str, labels: &str) -> rusqlite::Result<(IdentityId, Labels)> {
+    Ok((
+        IdentityId::parse(id).ok_or_else(|| bad("id"))?,
+        serde_json::from_str(labels).map_err(|_| bad("labels"))?,
+    ))
+}
+
 fn from_row(r: &Row<'_>) -> rusqlite::Result<IdentityRow> {
-    let id: String = r.get(0)?;
     let role: String = r.get(1)?;
-    let labels: String = r.get(3)?;
-    let bad = |what: &str| {
-        rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
-    };
+    let (id, labels) = id_and_labels(&r.get::<_, String>(0)?, &r.get::<_, String>(3)?)?;
     Ok(IdentityRow {
-        id: IdentityId::parse(&id).ok_or_else(|| bad("id"))?,
+        id,
         role: Role::parse(&role).ok_or_else(|| bad("role"))?,
         name: r.get(2)?,
-        labels: serde_json::from_str(&labels).map_err(|_| bad("labels"))?,
+        labels,
         token_id: r.get(4)?,
         first_seen_ms: r.get::<_, i64>(5)? as u64,
         last_seen_ms: r.get::<_, i64>(6)? as u64,
@@ -154,15 +163,11 @@ pub fn live_agents(conn: &Connection) -> rusqlite::Result<Vec<Selectable>> {
          WHERE role = 'agent' AND revoked_ms IS NULL",
     )?;
     let rows = stmt.query_map([], |r| {
-        let id: String = r.get(0)?;
-        let labels: String = r.get(2)?;
-        let bad = |what: &str| {
-            rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
-        };
+        let (id, labels) = id_and_labels(&r.get::<_, String>(0)?, &r.get::<_, String>(2)?)?;
         Ok(Selectable {
-            id: IdentityId::parse(&id).ok_or_else(|| bad("id"))?,
+            id,
             name: r.get(1)?,
-            labels: serde_json::from_str(&labels).map_err(|_| bad("labels"))?,
+            labels,
             last_seen_ms: r.get::<_, i64>(3)? as u64,
         })
     })?;
