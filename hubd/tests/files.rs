@@ -826,16 +826,18 @@ async fn cancelling_a_copy_cleans_both_ends() {
     client.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_copy_resumes_after_the_destination_agent_restarts() {
-    let data = random_bytes(24 * MIB, 9);
+/// Copies 24 MiB from web-1 to web-2, stops the agent `restarted` (its service going down) once
+/// 2 MiB are written at the destination, starts it again, and checks that the copy resumes from
+/// the bytes already there and arrives whole.
+async fn resumes_after_agent_restart(restarted: &str, seed: u64) {
+    let data = random_bytes(24 * MIB, seed);
     let d = data.clone();
     let mut fleet = Fleet::start_with(vec![
         spec("web-1").prepare(move |s| std::fs::write(s.join("big.bin"), &d).expect("write")),
         spec("web-2"),
     ])
     .await;
-    let stop = fleet.agent("web-2").cancel_token();
+    let stop = fleet.agent(restarted).cancel_token();
     let (task, mut rx) = spawn_cp(
         fleet.admin.clone(),
         "web-1:big.bin",
@@ -855,13 +857,14 @@ async fn a_copy_resumes_after_the_destination_agent_restarts() {
         |e| matches!(e, CopyEvent::Progress { written, .. } if *written >= 2 * MIB as u64),
     )
     .await;
-    let agent = fleet.agent("web-2");
+    let agent = fleet.agent(restarted);
     agent.stop().await;
     assert_eq!(
-        partial_files(&agent.shared).len(),
+        partial_files(&fleet.agent("web-2").shared).len(),
         1,
-        "the partial file survives the agent"
+        "the destination's partial file survives {restarted} stopping"
     );
+    let agent = fleet.agent(restarted);
     agent.start();
     agent.wait_connected().await;
     let resumed = next_copy_event(
@@ -879,9 +882,20 @@ async fn a_copy_resumes_after_the_destination_agent_restarts() {
         .expect("task")
         .expect("copy succeeds");
     assert_eq!(
-        std::fs::read(fleet.agents[1].shared.join("big.bin")).expect("read"),
+        std::fs::read(fleet.agent("web-2").shared.join("big.bin")).expect("read"),
         data
     );
+    assert!(partial_files(&fleet.agent("web-2").shared).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_resumes_after_the_destination_agent_restarts() {
+    resumes_after_agent_restart("web-2", 9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_resumes_after_the_source_agent_restarts() {
+    resumes_after_agent_restart("web-1", 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
