@@ -60,14 +60,26 @@ fn pre_enrol(data_dir: &Path, hub: &str) {
     Identity::save_hubs(data_dir, &[hub.to_string()]).expect("hubs");
 }
 
-/// Polls `ok` under the deadline. What it waits on is a file another process writes (status.json,
-/// the unit files): there is no event to wait on, so the short sleep between looks is the wait.
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+/// Waits until `ok` holds, looking again each time something in `dir` changes (the running
+/// agent writes its status file there), for at most [`DEADLINE`]. The watch is set up before the
+/// first look, so a change between the two is not missed.
+fn wait_for_change(dir: &Path, what: &str, mut ok: impl FnMut() -> bool) {
+    use notify::Watcher;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    })
+    .expect("file watcher");
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .expect("watch");
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        // Another process writes the file: no event to wait on, the pause between looks is the wait.
-        std::thread::sleep(Duration::from_millis(20));
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        assert!(
+            rx.recv_timeout(left).is_ok(),
+            "timed out waiting for {what}"
+        );
     }
 }
 
@@ -79,50 +91,23 @@ fn status_json(root: &Path) -> (i32, Value) {
     (code(&out), json(&out))
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+/// Sends SIGTERM and waits for the exit, at most [`DEADLINE`]: a thread blocks in `wait` and
+/// hands the status over a channel, so the wait ends when the process does.
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
     let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(ok.success());
-    assert!(
-        exits_within(child, DEADLINE),
-        "agentd did not exit after SIGTERM"
-    );
-    child.wait().expect("wait")
-}
-
-/// Waits on the child's pidfd, which becomes readable when it exits, for at most `limit`.
-#[cfg(target_os = "linux")]
-fn exits_within(child: &mut Child, limit: Duration) -> bool {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid");
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-    // SAFETY: the descriptor was just created and is owned here alone.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    let mut pfd = libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one pollfd for a descriptor that stays open for the call.
-    unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
-}
-
-/// Elsewhere std's `Child` has no wait with a timeout and there is no pidfd: the pause between
-/// `try_wait` calls is the wait, bounded by `limit`.
-#[cfg(not(target_os = "linux"))]
-fn exits_within(child: &mut Child, limit: Duration) -> bool {
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() >= limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait().expect("wait"));
+    });
+    rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("agentd did not exit after SIGTERM")
+    })
 }
 
 fn unit_value<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
@@ -215,7 +200,7 @@ fn install_status_uninstall_round_trip_in_a_temp_root() {
     assert_eq!(s["running"], false);
 
     // Run it the way the unit would (with the paths under the root).
-    let mut child = agentd()
+    let child = agentd()
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
@@ -226,7 +211,7 @@ fn install_status_uninstall_round_trip_in_a_temp_root() {
         .spawn()
         .expect("spawn agentd run");
     let pid = child.id();
-    wait_for("a status file from the running agent", || {
+    wait_for_change(&data, "a status file from the running agent", || {
         status_json(r).1["link"]["pid"] == pid
     });
     let (c, s) = status_json(r);
@@ -236,7 +221,7 @@ fn install_status_uninstall_round_trip_in_a_temp_root() {
     assert_eq!(s["link"]["state"], "disconnected");
     assert_eq!(s["link"]["hubs"][0], "127.0.0.1:9");
 
-    let status = terminate(&mut child);
+    let status = terminate(child);
     assert!(status.success(), "SIGTERM is a clean exit: {status}");
     let (c, s) = status_json(r);
     assert_eq!(s["link"]["state"], "stopped", "{s:#}");

@@ -14,8 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Generous for a loaded 2-core CI machine; waits end as soon as their event happens.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
-/// Poll interval while waiting for a file or a state another process changes.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The `hubd` binary under test.
 pub(crate) fn hubd_bin() -> PathBuf {
@@ -82,14 +80,67 @@ pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Waits until `ok` holds.
-pub(crate) async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+/// Waits until `ok` holds, looking again each time something in `dir` changes (a file another
+/// process writes there), for at most [`DEADLINE`]. The watch is set up before the first look,
+/// so a change between the two is not missed.
+pub(crate) async fn wait_for_change(dir: &Path, what: &str, mut ok: impl FnMut() -> bool) {
+    use notify::Watcher;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    })
+    .expect("file watcher");
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .expect("watch");
     let start = Instant::now();
-    while !ok().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        // What it waits on is another process (a unit file, a status answer, a port): no event
-        // reaches this test, so the pause between looks is the wait, bounded by the deadline.
-        tokio::time::sleep(POLL).await;
+    while !ok() {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        assert!(
+            matches!(tokio::time::timeout(left, rx.recv()).await, Ok(Some(()))),
+            "timed out waiting for {what}"
+        );
+    }
+}
+
+/// The receiving end of a daemon's `$NOTIFY_SOCKET`, as systemd holds it for a `Type=notify`
+/// unit: the daemon says `READY=1` once it serves and again after each reload.
+pub(crate) struct Notifications {
+    socket: tokio::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notifications {
+    /// Binds `path` (replacing a socket a previous run left there).
+    pub(crate) fn bind(path: PathBuf) -> Self {
+        let _ = std::fs::remove_file(&path);
+        let socket = tokio::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        Self { socket, path }
+    }
+
+    /// Where the daemon sends (its `NOTIFY_SOCKET`).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next notification, waiting at most [`DEADLINE`].
+    pub(crate) async fn next(&self) -> String {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(DEADLINE, self.socket.recv(&mut buf))
+            .await
+            .expect("a notification within the deadline")
+            .expect("recv");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Skips notifications up to the next `READY=1` and returns it.
+    pub(crate) async fn ready(&self) -> String {
+        loop {
+            let said = self.next().await;
+            if said.starts_with("READY=1") {
+                return said;
+            }
+        }
     }
 }
 
@@ -127,6 +178,8 @@ pub(crate) struct Hub {
     pub(crate) child: Option<Child>,
     /// Its stderr, appended across restarts.
     pub(crate) log: PathBuf,
+    /// Where the running hub says it is ready (as to systemd).
+    notify: Option<Notifications>,
 }
 
 impl Hub {
@@ -153,10 +206,11 @@ impl Hub {
             env: Vec::new(),
             child: None,
             log,
+            notify: None,
         }
     }
 
-    /// Starts `hubd run` and waits until it answers on its maintenance socket.
+    /// Starts `hubd run` and waits for its `READY=1`, which it sends once it serves.
     pub(crate) async fn start(&mut self) {
         let _ = std::fs::remove_file(self.data.join("hub.addr"));
         let _ = std::fs::remove_file(self.data.join("metrics.addr"));
@@ -173,10 +227,22 @@ impl Hub {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        let notify = Notifications::bind(self.dir.path().join("notify.sock"));
+        cmd.env("NOTIFY_SOCKET", notify.path());
         self.child = Some(cmd.spawn().expect("spawn hubd run"));
-        let data = self.data.clone();
-        wait_for("the hub to serve", async || status(&data).await.is_some()).await;
+        notify.ready().await;
+        assert!(
+            status(&self.data).await.is_some(),
+            "READY=1, but the maintenance socket does not answer"
+        );
+        self.notify = Some(notify);
         self.pin_port();
+    }
+
+    /// Waits for the `READY=1` the running hub sends when it has handled a SIGHUP, whether the
+    /// new configuration was applied or refused.
+    pub(crate) async fn reloaded(&self) {
+        self.notify.as_ref().expect("hub running").ready().await;
     }
 
     /// Keeps the port a first start on `127.0.0.1:0` got, so agents and tokens find the hub after

@@ -1,8 +1,7 @@
 //! `hubd install`, `status` and `uninstall` into a temporary root; the installed hub run as its
 //! unit would, telling a fake systemd it is ready; `hubd config check` layering.
 
-use crate::harness::{code, command, exited, hubd_bin, json, run, signal, stderr};
-use std::os::unix::net::UnixDatagram;
+use crate::harness::{Notifications, code, command, exited, hubd_bin, json, run, signal, stderr};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -20,17 +19,6 @@ async fn status(root: &Path) -> (i32, serde_json::Value) {
         .arg(root))
     .await;
     (code(&out), json(&out))
-}
-
-/// Receives one notification (blocking, with a deadline).
-fn notification(sock: &UnixDatagram) -> String {
-    sock.set_read_timeout(Some(crate::harness::DEADLINE))
-        .expect("timeout");
-    let mut buf = [0u8; 1024];
-    let n = sock
-        .recv(&mut buf)
-        .expect("a notification within the deadline");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 /// `systemd-analyze verify` where the machine has it.
@@ -117,26 +105,22 @@ async fn hub_install_status_uninstall_round_trip_in_a_temp_root() {
 
     // Run it as its unit would, with a fake systemd's notification socket.
     let notify_dir = tempfile::tempdir().expect("notify");
-    let notify_path = notify_dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind");
+    let notify = Notifications::bind(notify_dir.path().join("notify.sock"));
     let mut child = command(&bin)
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
         .arg(&data)
         .arg("run")
-        .env("NOTIFY_SOCKET", &notify_path)
+        .env("NOTIFY_SOCKET", notify.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("hubd run");
-    let ready = tokio::task::spawn_blocking(move || (notification(&notify), notify))
-        .await
-        .expect("join");
+    let ready = notify.next().await;
     assert!(
-        ready.0.starts_with("READY=1\nSTATUS=serving on 127.0.0.1:"),
-        "{}",
-        ready.0
+        ready.starts_with("READY=1\nSTATUS=serving on 127.0.0.1:"),
+        "{ready}"
     );
     let (c, s) = status(r).await;
     assert_eq!(c, 0, "serving: {s:#}");
@@ -146,7 +130,7 @@ async fn hub_install_status_uninstall_round_trip_in_a_temp_root() {
 
     signal(child.id().expect("pid"), "-TERM").await;
     assert!(exited(&mut child).await.success());
-    let stopping = notification(&ready.1);
+    let stopping = notify.next().await;
     assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
     assert_eq!(status(r).await.0, 3);
 

@@ -1,7 +1,8 @@
 //! The Prometheus endpoint scraped over plain HTTP and parsed strictly.
 
-use crate::harness::{Agent, DEADLINE, Hub, enrol, run, wait_for};
+use crate::harness::{Agent, DEADLINE, Hub, enrol, run};
 use crate::prom::{self, Scrape};
+use flotilla_wire::msg::FleetEvent;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -51,15 +52,28 @@ async fn metrics_endpoint_serves_valid_prometheus_text() {
     enrol(&dir, "revoked-1", &token).await;
     let (c, _) = hub.admin(&["revoke", "revoked-1"]).await;
     assert_eq!(c, 0);
+    // An operator subscribed to fleet events sees each sample after the hub has counted it.
+    let login = flotilla::client::Login::load(&hub.data.join("admin"), None).expect("admin login");
+    let operator = flotilla::client::Client::connect(&login)
+        .await
+        .expect("operator");
+    let mut events = operator.subscribe().await.expect("subscribe");
     let mut agent = Agent::start(&online);
     agent.connected().await;
-
-    let mut s = scrape(addr).await;
-    wait_for("a metrics sample to be counted", async || {
-        s = scrape(addr).await;
-        s.one("flotilla_hub_metrics_samples_total", &[]) >= Some(1.0)
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.next().await.expect("fleet events") {
+                Some(FleetEvent::Metrics { .. }) => break,
+                Some(_) => {}
+                None => panic!("the hub ended the subscription"),
+            }
+        }
     })
-    .await;
+    .await
+    .expect("a metrics sample within the deadline");
+
+    let s = scrape(addr).await;
+    assert!(s.one("flotilla_hub_metrics_samples_total", &[]) >= Some(1.0));
     let agents = |state| s.one("flotilla_hub_agents", &[("state", state)]);
     assert_eq!(agents("online"), Some(1.0));
     assert_eq!(agents("offline"), Some(1.0));

@@ -1,7 +1,7 @@
 //! SIGHUP: live keys are applied while the hub serves, the rest are reported as needing a
 //! restart, and a broken file keeps the running configuration.
 
-use crate::harness::{Agent, Hub, enrol, signal, status, wait_for};
+use crate::harness::{Agent, Hub, enrol, signal, status};
 
 fn set(file: &std::path::Path, key: &str, value: &str) {
     let text = std::fs::read_to_string(file).expect("read");
@@ -33,14 +33,13 @@ async fn sighup_reloads_what_is_safe_and_reports_the_rest() {
     set(&file, "log_level", "\"debug\"");
     set(&file, "listen", "\"127.0.0.1:1\"");
     signal(hub.pid(), "-HUP").await;
-    let data = hub.data.clone();
-    wait_for("the reload to apply", async || {
-        status(&data)
-            .await
-            .is_some_and(|s| s.metrics_interval_ms == 2000 && s.history_minute_days == 7)
-    })
-    .await;
+    hub.reloaded().await;
     let now = status(&hub.data).await.expect("status");
+    assert_eq!(
+        (now.metrics_interval_ms, now.history_minute_days),
+        (2000, 7),
+        "the reload applied"
+    );
     assert_eq!(now.listen, before.listen, "the address needs a restart");
     assert_eq!(now.pid, before.pid, "same process");
     let log = hub.log();
@@ -59,11 +58,9 @@ async fn sighup_reloads_what_is_safe_and_reports_the_rest() {
     let created = count("token created");
     set(&file, "log_level", "\"warn\"");
     signal(hub.pid(), "-HUP").await;
+    hub.reloaded().await;
     // The still-pending listen change is warned about at every reload: the reload happened.
-    wait_for("the second reload", async || {
-        count("take effect at the next restart") > restarts
-    })
-    .await;
+    assert!(count("take effect at the next restart") > restarts);
     hub.token("agent", 1).await;
     assert_eq!(
         count("token created"),
@@ -73,20 +70,20 @@ async fn sighup_reloads_what_is_safe_and_reports_the_rest() {
     // ...and at info again, it is.
     set(&file, "log_level", "\"info\"");
     signal(hub.pid(), "-HUP").await;
-    wait_for("the third reload", async || {
-        count("take effect at the next restart") > restarts + 1
-    })
-    .await;
+    hub.reloaded().await;
+    assert!(count("take effect at the next restart") > restarts + 1);
     hub.token("agent", 1).await;
     assert_eq!(count("token created"), created + 1);
 
     // A broken file is refused and the running configuration kept.
     set(&file, "metrics_interval_ms", "5");
     signal(hub.pid(), "-HUP").await;
-    wait_for("the refusal in the log", async || {
-        hub.log().contains("configuration reload failed")
-    })
-    .await;
+    hub.reloaded().await;
+    assert!(
+        hub.log().contains("configuration reload failed"),
+        "{}",
+        hub.log()
+    );
     assert!(
         hub.log().contains("metrics_interval_ms = 5 is below"),
         "{}",

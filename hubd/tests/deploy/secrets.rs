@@ -2,7 +2,7 @@
 //! to run it, every process logging at debug level (trace for our own crates), and none of the
 //! token's forms appears anywhere but where `token create` prints it.
 
-use crate::harness::{Hub, agentd_bin, code, command, run, stderr, wait_for};
+use crate::harness::{Hub, agentd_bin, code, command, run, stderr, wait_for_change};
 use std::process::Stdio;
 
 /// Debug for everything, trace for our crates.
@@ -85,7 +85,7 @@ async fn no_token_secret_in_debug_logs() {
         .stderr(log)
         .spawn()
         .expect("agentd run");
-    wait_for("the agent to connect", async || {
+    wait_for_change(&agent_dir, "the agent to connect", || {
         agentd::status::read(&agent_dir)
             .ok()
             .flatten()
