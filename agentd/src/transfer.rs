@@ -611,8 +611,6 @@ pub(crate) struct DiskWriter {
     file: File,
     hasher: blake3::Hasher,
     written: Arc<AtomicU64>,
-    /// Offset of the next byte written.
-    pos: u64,
     /// Writeback has been started for everything before this offset.
     behind: u64,
     /// Writeback has finished for everything before this offset.
@@ -641,7 +639,6 @@ impl DiskWriter {
             file,
             hasher,
             written,
-            pos: start,
             behind: start,
             settled: start,
             write_behind: true,
@@ -653,23 +650,23 @@ impl DiskWriter {
         while let Some(chunk) = rx.blocking_recv() {
             self.file.write_all(&chunk)?;
             self.hasher.update(&chunk);
-            self.written.fetch_add(chunk.len() as u64, Ordering::AcqRel);
-            self.pos += chunk.len() as u64;
-            if self.write_behind && self.pos - self.behind >= WRITE_BEHIND {
-                self.write_behind();
+            let len = chunk.len() as u64;
+            let pos = self.written.fetch_add(len, Ordering::AcqRel) + len;
+            if self.write_behind && pos - self.behind >= WRITE_BEHIND {
+                self.write_behind(pos);
             }
         }
         Ok(self)
     }
 
-    /// Starts writeback of the bytes written since the last call and waits for the window before
-    /// them ([`WRITE_BEHIND`]). A disk slower than the network thus holds the writer back, and
+    /// Starts writeback of the bytes written since the last call, up to `pos`, and waits for the
+    /// window before them ([`WRITE_BEHIND`]). A disk slower than the network thus holds the writer back, and
     /// through the bounded channel and QUIC flow control, the source.
-    fn write_behind(&mut self) {
+    fn write_behind(&mut self, pos: u64) {
         let started = platform::writeback(
             &self.file,
             self.behind,
-            self.pos - self.behind,
+            pos - self.behind,
             platform::Writeback::Start,
         );
         // A length of 0 would mean "to the end of the file": the first call has nothing to wait for.
@@ -682,7 +679,7 @@ impl DiskWriter {
             self.write_behind = false;
         }
         self.settled = self.behind;
-        self.behind = self.pos;
+        self.behind = pos;
     }
 
     /// The BLAKE3 of everything written, prefix included.
@@ -1087,7 +1084,7 @@ mod tests {
         feeder.join().expect("feeder");
         // Every window was handed to the kernel and all but the last two waited for; on Linux
         // the kernel accepts the requests on any filesystem, tmpfs included.
-        assert_eq!(w.pos, size);
+        assert_eq!(w.written.load(Ordering::Acquire), size);
         assert_eq!((w.settled, w.behind), (2 * WRITE_BEHIND, 3 * WRITE_BEHIND));
         #[cfg(target_os = "linux")]
         assert!(w.write_behind, "the kernel refused a writeback request");

@@ -364,31 +364,17 @@ async fn record_results(ctx: Arc<HubCtx>, job: JobId, mut rx: mpsc::Receiver<Rec
     let mut in_flight: Option<(store::Pending<()>, usize)> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        let mut closed = false;
         while batch.len() < RECORD_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
+            match tokio::time::timeout(RECORD_LINGER, rx.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) => {
+                    return Recorded {
+                        in_flight,
+                        left: batch,
+                    };
                 }
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout(RECORD_LINGER, rx.recv()).await {
-                        Ok(Some(r)) => batch.push(r),
-                        Ok(None) => {
-                            closed = true;
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                Err(_) => break,
             }
-        }
-        if closed {
-            return Recorded {
-                in_flight,
-                left: batch,
-            };
         }
         if let Some((pending, n)) = in_flight.take() {
             log_results(pending.wait().await, n);
