@@ -67,7 +67,8 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Options of `flotilla exec`.
+// Options of `flotilla exec`. A plain comment on purpose: clap would take a doc comment as the
+// subcommand's about, overriding the `Exec` variant's (subcommands are built deferred).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExecArgs {
     /// Agents: `all`, or comma-separated name globs (web-*), ids, or key=value labels; join parts
