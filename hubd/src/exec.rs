@@ -13,7 +13,7 @@ mod job;
 mod query;
 pub mod selector;
 
-pub use selector::{Selector, SelectorError};
+pub use selector::{Lookup, Selector, SelectorError};
 
 use crate::admin::Actor;
 use crate::session::frame_error_code;
@@ -174,26 +174,36 @@ fn resolve_on(
     sel: &Selector,
     registry: &crate::registry::Registry,
 ) -> Result<Vec<(Target, u64)>, HubError> {
-    // A selector of exact names and ids (the common `flotilla exec web-1 -- …`) looks its agents
-    // up by index; anything else reads every live agent. Either way `resolve` decides on the same
-    // rows: agents that are not revoked.
-    let live: Vec<store::Selectable> = match sel.exact_targets() {
-        Some((names, ids)) => {
+    // A selector whose every term has a name, an id or a glob with a literal start (the common
+    // `flotilla exec web-1 -- …`, `web-*`) reads only what those find by index; anything else
+    // reads every live agent. Either way `resolve` decides on rows that hold every agent a term
+    // can match, none of them revoked, so the outcome is the same.
+    let live: Vec<store::Selectable> = match sel.lookups() {
+        Some(lookups) => {
             let mut rows = Vec::new();
-            for name in names {
-                rows.extend(store::identities::agents_named(c, name)?);
-            }
-            for id in ids {
-                rows.extend(
-                    store::identities::get(c, id)?.filter(|r| r.role == flotilla_wire::Role::Agent),
-                );
+            for lookup in lookups {
+                match lookup {
+                    Lookup::Name(name) => rows.extend(
+                        store::identities::agents_named(c, name)?
+                            .into_iter()
+                            .filter(|r| r.revoked_ms.is_none())
+                            .map(store::Selectable::from),
+                    ),
+                    Lookup::Id(id) => rows.extend(
+                        store::identities::get(c, id)?
+                            .filter(|r| {
+                                r.role == flotilla_wire::Role::Agent && r.revoked_ms.is_none()
+                            })
+                            .map(store::Selectable::from),
+                    ),
+                    Lookup::Prefix(prefix) => {
+                        rows.extend(store::identities::live_agents_named_from(c, prefix)?)
+                    }
+                }
             }
             rows.sort_by(|a, b| a.id.cmp(&b.id));
             rows.dedup_by(|a, b| a.id == b.id);
-            rows.into_iter()
-                .filter(|r| r.revoked_ms.is_none())
-                .map(store::Selectable::from)
-                .collect()
+            rows
         }
         None => store::identities::live_agents(c)?,
     };
@@ -438,5 +448,78 @@ mod tests {
         let mut long = req(&["sleep", "1"]);
         long.timeout_ms = MAX_TIMEOUT_MS + 1;
         assert!(message(validate(&long)).contains("exceeds the 604800 s limit"));
+    }
+
+    /// Reading only what names, ids and glob starts find by index picks the same agents, and
+    /// fails on the same terms, as reading the whole fleet.
+    #[test]
+    fn indexed_lookups_pick_what_the_whole_fleet_would() {
+        use flotilla_wire::Role;
+        let mut c = rusqlite::Connection::open_in_memory().expect("open");
+        store::migrate::migrate(&mut c).expect("migrate");
+        let names = [
+            "web-1", "web-2", "web-10", "web", "webx", "db-1", "db-2", "cache-eu", "cache-us",
+        ];
+        let mut ids = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let id = IdentityId::from_random(Role::Agent, [i as u8 + 1; 8]);
+            let env = if i % 2 == 0 { "prod" } else { "staging" };
+            let row = store::IdentityRow {
+                id: id.clone(),
+                role: Role::Agent,
+                name: name.to_string(),
+                labels: [("env".to_string(), env.to_string())].into_iter().collect(),
+                token_id: "t".into(),
+                first_seen_ms: 1,
+                last_seen_ms: 2,
+                version: String::new(),
+                os: String::new(),
+                hostname: String::new(),
+                addr: String::new(),
+                revoked_ms: None,
+            };
+            store::identities::insert(&c, &row).expect("insert");
+            ids.push(id);
+        }
+        assert!(store::identities::revoke(&c, &ids[1], 3).expect("revoke web-2"));
+        let registry = crate::registry::Registry::new(1000);
+        let selectors = [
+            "web-1".to_string(),
+            "web-*".into(),
+            "web*".into(),
+            "web-?".into(),
+            "web-1?".into(),
+            "web-2".into(),
+            "web-2*".into(),
+            "we?-1".into(),
+            "db-*+env=prod".into(),
+            "db-*+env=nope".into(),
+            "cache-*,web-1".into(),
+            "c*-e?+env=prod".into(),
+            "web-1+db-1".into(),
+            "nosuch-*".into(),
+            format!("{},db-?", ids[5]),
+            format!("{}", ids[1]),
+            "all".into(),
+            "env=prod".into(),
+        ];
+        for text in selectors {
+            let sel = Selector::parse(&text).expect("parse");
+            let picked = |r: Result<Vec<(Target, u64)>, HubError>| {
+                r.map(|v| v.into_iter().map(|(t, _)| t.name).collect::<Vec<_>>())
+                    .map_err(|e| e.to_string())
+            };
+            let indexed = picked(resolve_on(&mut c, &sel, &registry));
+            let live = store::identities::live_agents(&c).expect("list");
+            let whole = sel
+                .resolve(&live)
+                .map(|v| v.into_iter().map(|r| r.name.clone()).collect::<Vec<_>>())
+                .map_err(|e| e.to_string());
+            match (&indexed, &whole) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+                (Err(a), Err(b)) => assert!(a.contains(b.as_str()), "{text}: {a} vs {b}"),
+                _ => panic!("{text}: {indexed:?} vs {whole:?}"),
+            }
+        }
     }
 }

@@ -152,19 +152,14 @@ impl Selector {
         Ok(Self { terms })
     }
 
-    /// The names and ids this selector lists when it is nothing but exact names and ids
-    /// (`web-1,db-2`), so the agents it can match are found by lookup instead of by listing the
-    /// whole fleet; `None` when any term is `all`, a glob, a label or a conjunction.
-    pub fn exact_targets(&self) -> Option<(Vec<&str>, Vec<&IdentityId>)> {
-        let (mut names, mut ids) = (Vec::new(), Vec::new());
-        for term in &self.terms {
-            match term.parts.as_slice() {
-                [Part::Name(name)] => names.push(name.as_str()),
-                [Part::Id(id)] => ids.push(id),
-                _ => return None,
-            }
-        }
-        Some((names, ids))
+    /// For each term, an index lookup that finds every agent the term can match: its exact name,
+    /// its id, or the literal start of a name glob (`web-*` reads the names from `web-` up). What
+    /// the lookups return is a superset of each term's matches, which [`Selector::resolve`] then
+    /// filters exactly, so the outcome is the same as over the whole fleet. `None` when a term has
+    /// no such part (`all`, labels alone, a glob that starts with a wildcard): then every live
+    /// agent is listed.
+    pub fn lookups(&self) -> Option<Vec<Lookup<'_>>> {
+        self.terms.iter().map(Term::lookup).collect()
     }
 
     /// The agents among `candidates` (non-revoked agents) that match, sorted by name then id, each
@@ -199,6 +194,42 @@ impl Selector {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
+    }
+}
+
+/// How the agents one selector term can match are found without listing the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Agents with this exact name.
+    Name(&'a str),
+    /// The agent with this id.
+    Id(&'a IdentityId),
+    /// Agents whose name starts with this (the literal start of a glob; never empty).
+    Prefix(&'a str),
+}
+
+impl Term {
+    /// The narrowest lookup among this term's parts: every part must match, so any one of them
+    /// bounds the term's agents.
+    fn lookup(&self) -> Option<Lookup<'_>> {
+        let name = self.parts.iter().find_map(|p| match p {
+            Part::Name(name) => Some(Lookup::Name(name)),
+            Part::Id(id) => Some(Lookup::Id(id)),
+            _ => None,
+        });
+        name.or_else(|| {
+            self.parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Glob(glob) => {
+                        let literal = &glob[..glob.find(['*', '?']).unwrap_or(glob.len())];
+                        (!literal.is_empty()).then_some(literal)
+                    }
+                    _ => None,
+                })
+                .max_by_key(|literal| literal.len())
+                .map(Lookup::Prefix)
+        })
     }
 }
 
@@ -272,18 +303,32 @@ mod tests {
     }
 
     #[test]
-    fn only_names_and_ids_are_looked_up_directly() {
+    fn names_ids_and_glob_starts_are_looked_up_instead_of_listing_the_fleet() {
         let id = IdentityId::from_random(Role::Agent, [7; 8]);
-        let sel = Selector::parse(&format!("web-1, {id},db-2")).expect("parse");
-        let (names, ids) = sel.exact_targets().expect("exact");
-        assert_eq!(names, ["web-1", "db-2"]);
-        assert_eq!(ids, [&id]);
-        for listing in ["all", "web-*", "env=prod", "web-1,db-?", "web-1+env=prod"] {
+        let sel = Selector::parse(&format!("web-1, {id},db-?,web-*+env=prod,ca*-e?u*+app-1"))
+            .expect("parse");
+        assert_eq!(
+            sel.lookups().expect("indexed"),
+            [
+                Lookup::Name("web-1"),
+                Lookup::Id(&id),
+                Lookup::Prefix("db-"),
+                Lookup::Prefix("web-"),
+                Lookup::Name("app-1"),
+            ]
+        );
+        let longest = Selector::parse("w*+web-e*").expect("parse");
+        assert_eq!(longest.lookups(), Some(vec![Lookup::Prefix("web-e")]));
+        for listing in [
+            "all",
+            "env=prod",
+            "web-1,*-1",
+            "?eb-1",
+            "web-*,all",
+            "env=prod+*",
+        ] {
             assert!(
-                Selector::parse(listing)
-                    .expect("parse")
-                    .exact_targets()
-                    .is_none(),
+                Selector::parse(listing).expect("parse").lookups().is_none(),
                 "{listing} must list the fleet"
             );
         }

@@ -162,15 +162,47 @@ pub fn live_agents(conn: &Connection) -> rusqlite::Result<Vec<Selectable>> {
         "SELECT id, name, labels, last_seen_ms FROM identities \
          WHERE role = 'agent' AND revoked_ms IS NULL",
     )?;
-    let rows = stmt.query_map([], |r| {
-        let (id, labels) = id_and_labels(&r.get::<_, String>(0)?, &r.get::<_, String>(2)?)?;
-        Ok(Selectable {
-            id,
-            name: r.get(1)?,
-            labels,
-            last_seen_ms: r.get::<_, i64>(3)? as u64,
-        })
-    })?;
+    let rows = stmt.query_map([], selectable)?;
+    rows.collect()
+}
+
+/// A [`Selectable`] from the columns `id, name, labels, last_seen_ms`.
+fn selectable(r: &Row<'_>) -> rusqlite::Result<Selectable> {
+    let (id, labels) = id_and_labels(&r.get::<_, String>(0)?, &r.get::<_, String>(2)?)?;
+    Ok(Selectable {
+        id,
+        name: r.get(1)?,
+        labels,
+        last_seen_ms: r.get::<_, i64>(3)? as u64,
+    })
+}
+
+/// Live agents with `?1 <= name < ?2`: a range on the name index.
+const LIVE_AGENTS_IN_NAME_RANGE: &str = "SELECT id, name, labels, last_seen_ms FROM identities \
+     WHERE name >= ?1 AND name < ?2 AND role = 'agent' AND revoked_ms IS NULL";
+
+/// The live agents whose name starts with `prefix` (what a glob such as `web-*` can match), by a
+/// range on the name index instead of a walk over the fleet. `prefix` is not empty; names compare
+/// bytewise, so `[prefix, prefix with its last byte raised)` holds exactly the names starting
+/// with it.
+pub fn live_agents_named_from(
+    conn: &Connection,
+    prefix: &str,
+) -> rusqlite::Result<Vec<Selectable>> {
+    let mut end = prefix.as_bytes().to_vec();
+    match end.last_mut() {
+        // Selector names are ASCII, so raising the last byte keeps the bound valid UTF-8.
+        Some(last) if *last < 0x7f => *last += 1,
+        // Not a selector's prefix; answered exactly all the same.
+        _ => {
+            let mut all = live_agents(conn)?;
+            all.retain(|a| a.name.starts_with(prefix));
+            return Ok(all);
+        }
+    }
+    let end = String::from_utf8(end).unwrap_or_default();
+    let mut stmt = conn.prepare_cached(LIVE_AGENTS_IN_NAME_RANGE)?;
+    let rows = stmt.query_map([prefix, end.as_str()], selectable)?;
     rows.collect()
 }
 
@@ -306,5 +338,58 @@ mod tests {
         }
         assert!(revoke(&c, &revoked.id, 5).expect("revoke"));
         assert_eq!(live_agents(&c).expect("list"), [Selectable::from(kept)]);
+    }
+
+    #[test]
+    fn a_name_prefix_reads_exactly_the_live_agents_starting_with_it_by_index() {
+        let mut c = Connection::open_in_memory().expect("open");
+        super::super::migrate::migrate(&mut c).expect("migrate");
+        let names = [
+            "web", "web-1", "web-zz", "web.", "webx", "db-1", "web-2", "web-ops",
+        ];
+        let rows: Vec<IdentityRow> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let role = if *name == "web-ops" {
+                    Role::Operator
+                } else {
+                    Role::Agent
+                };
+                row(i as u8 + 1, role, name)
+            })
+            .collect();
+        for r in &rows {
+            insert(&c, r).expect("insert");
+        }
+        assert!(revoke(&c, &rows[6].id, 5).expect("revoke web-2"));
+        let mut got: Vec<String> = live_agents_named_from(&c, "web-")
+            .expect("prefix")
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        got.sort();
+        assert_eq!(got, ["web-1", "web-zz"]);
+        // The bound above the prefix is the last byte raised: "w" ends before "x".
+        let mut w: Vec<String> = live_agents_named_from(&c, "w")
+            .expect("w")
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        w.sort();
+        assert_eq!(w, ["web", "web-1", "web-zz", "web.", "webx"]);
+
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {LIVE_AGENTS_IN_NAME_RANGE}"))
+            .expect("explain")
+            .query_map(["web-", "web."], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX identities_name (name>? AND name<?)")),
+            "{plan:?}"
+        );
     }
 }
