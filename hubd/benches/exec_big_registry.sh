@@ -1,7 +1,8 @@
 #!/bin/bash
 # exec latency through the mux against a hub whose registry holds a fleet_bench run's agents (a copy
 # of that run's hub directory), for the hubd binary in $1 and the fleet_bench directory in $2;
-# agent and CLI from target/release; SELECTOR (default `one`, the one live agent) picks it. Usage:
+# agent and CLI from target/release; SELECTOR (default `one`, the one live agent, also `o*` or its
+# label `bench=one`) picks it. Usage:
 #   hubd/benches/exec_big_registry.sh target/release/hubd /tmp/flotilla-bench-XXXX [SELECTOR]
 set -e
 H=$(realpath "$1"); FLEET=$2; SEL=${3:-one}; B=$(dirname "$(realpath "$0")")/../../target/release; D=$(mktemp -d)
@@ -10,7 +11,7 @@ rm -f $D/hub/hub.addr $D/hub/*.sock
 $H --data-dir $D/hub run --listen 127.0.0.1:0 2>/dev/null & HP=$!
 while [ ! -f $D/hub/hub.addr ]; do sleep 0.05; done
 tok=$($H --data-dir $D/hub token create --role agent --uses 1)
-$B/agentd --data-dir $D/a enroll --name one --token $tok >/dev/null
+$B/agentd --data-dir $D/a enroll --name one --label bench=one --token $tok >/dev/null
 $B/agentd --data-dir $D/a run --exec any 2>/dev/null & AP=$!
 F="$B/flotilla --login-dir $D/hub/admin --mux-socket $D/mux.sock"
 $F mux 2>/dev/null & MP=$!

@@ -174,9 +174,9 @@ fn resolve_on(
     sel: &Selector,
     registry: &crate::registry::Registry,
 ) -> Result<Vec<(Target, u64)>, HubError> {
-    // A selector whose every term has a name, an id or a glob with a literal start (the common
-    // `flotilla exec web-1 -- …`, `web-*`) reads only what those find by index; anything else
-    // reads every live agent. Either way `resolve` decides on rows that hold every agent a term
+    // A selector whose every term has a name, an id, a glob with a literal start or a label (the
+    // common `flotilla exec web-1 -- …`, `web-*`, `env=prod`) reads only what those find;
+    // anything else reads every live agent. Either way `resolve` decides on rows that hold every agent a term
     // can match, none of them revoked, so the outcome is the same.
     let live: Vec<store::Selectable> = match sel.lookups() {
         Some(lookups) => {
@@ -198,6 +198,9 @@ fn resolve_on(
                     ),
                     Lookup::Prefix(prefix) => {
                         rows.extend(store::identities::live_agents_named_from(c, prefix)?)
+                    }
+                    Lookup::Label { key, value } => {
+                        rows.extend(store::identities::live_agents_labelled(c, key, value)?)
                     }
                 }
             }
@@ -502,6 +505,10 @@ mod tests {
             format!("{}", ids[1]),
             "all".into(),
             "env=prod".into(),
+            "env=prod+*-1".into(),
+            "env=staging,web-1".into(),
+            "env=qa".into(),
+            "*-1+env=staging".into(),
         ];
         for text in selectors {
             let sel = Selector::parse(&text).expect("parse");

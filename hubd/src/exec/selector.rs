@@ -152,12 +152,13 @@ impl Selector {
         Ok(Self { terms })
     }
 
-    /// For each term, an index lookup that finds every agent the term can match: its exact name,
-    /// its id, or the literal start of a name glob (`web-*` reads the names from `web-` up). What
-    /// the lookups return is a superset of each term's matches, which [`Selector::resolve`] then
-    /// filters exactly, so the outcome is the same as over the whole fleet. `None` when a term has
-    /// no such part (`all`, labels alone, a glob that starts with a wildcard): then every live
-    /// agent is listed.
+    /// For each term, a lookup that finds every agent the term can match without reading the whole
+    /// fleet into the hub: its exact name or id, or the literal start of a name glob (`web-*` reads
+    /// the names from `web-` up), all by index; failing those, one of its labels (a scan that
+    /// SQLite filters itself). What the lookups return is a superset of each term's matches,
+    /// which [`Selector::resolve`] then filters exactly, so the outcome is the same as over the
+    /// whole fleet. `None` when a term has no such part (`all`, a glob that starts with a
+    /// wildcard): then every live agent is listed.
     pub fn lookups(&self) -> Option<Vec<Lookup<'_>>> {
         self.terms.iter().map(Term::lookup).collect()
     }
@@ -206,6 +207,13 @@ pub enum Lookup<'a> {
     Id(&'a IdentityId),
     /// Agents whose name starts with this (the literal start of a glob; never empty).
     Prefix(&'a str),
+    /// Agents that carry this label.
+    Label {
+        /// Its key.
+        key: &'a str,
+        /// Its value.
+        value: &'a str,
+    },
 }
 
 impl Term {
@@ -229,6 +237,12 @@ impl Term {
                 })
                 .max_by_key(|literal| literal.len())
                 .map(Lookup::Prefix)
+        })
+        .or_else(|| {
+            self.parts.iter().find_map(|p| match p {
+                Part::Label { key, value } => Some(Lookup::Label { key, value }),
+                _ => None,
+            })
         })
     }
 }
@@ -303,10 +317,12 @@ mod tests {
     }
 
     #[test]
-    fn names_ids_and_glob_starts_are_looked_up_instead_of_listing_the_fleet() {
+    fn names_ids_glob_starts_and_labels_are_looked_up_instead_of_listing_the_fleet() {
         let id = IdentityId::from_random(Role::Agent, [7; 8]);
-        let sel = Selector::parse(&format!("web-1, {id},db-?,web-*+env=prod,ca*-e?u*+app-1"))
-            .expect("parse");
+        let sel = Selector::parse(&format!(
+            "web-1, {id},db-?,web-*+env=prod,ca*-e?u*+app-1,*-1+role=db+env=prod"
+        ))
+        .expect("parse");
         assert_eq!(
             sel.lookups().expect("indexed"),
             [
@@ -315,18 +331,23 @@ mod tests {
                 Lookup::Prefix("db-"),
                 Lookup::Prefix("web-"),
                 Lookup::Name("app-1"),
+                Lookup::Label {
+                    key: "role",
+                    value: "db"
+                },
             ]
         );
         let longest = Selector::parse("w*+web-e*").expect("parse");
         assert_eq!(longest.lookups(), Some(vec![Lookup::Prefix("web-e")]));
-        for listing in [
-            "all",
-            "env=prod",
-            "web-1,*-1",
-            "?eb-1",
-            "web-*,all",
-            "env=prod+*",
-        ] {
+        let labelled = Selector::parse("env=prod+*").expect("parse");
+        assert_eq!(
+            labelled.lookups(),
+            Some(vec![Lookup::Label {
+                key: "env",
+                value: "prod"
+            }])
+        );
+        for listing in ["all", "web-1,*-1", "?eb-1", "web-*,all", "*+all"] {
             assert!(
                 Selector::parse(listing).expect("parse").lookups().is_none(),
                 "{listing} must list the fleet"
