@@ -19,6 +19,22 @@ use rusqlite::Connection;
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
+/// The steps of SQLite's plan for `sql` with `params` (its `EXPLAIN QUERY PLAN` details): what
+/// tests read to check a query walks the index meant for it.
+#[cfg(test)]
+pub(crate) fn query_plan(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Vec<String> {
+    conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("plan")
+        .query_map(params, |row| row.get::<_, String>(3))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("read")
+}
+
 /// Jobs waiting for the store thread. Bounded: a burst of enrolments waits instead of growing memory.
 const STORE_QUEUE: usize = 4096;
 

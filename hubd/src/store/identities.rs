@@ -363,6 +363,12 @@ mod tests {
         assert_eq!(live_agents(&c).expect("list"), [Selectable::from(kept)]);
     }
 
+    fn sorted_names(agents: Vec<Selectable>) -> Vec<String> {
+        let mut names: Vec<String> = agents.into_iter().map(|a| a.name).collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn a_name_prefix_reads_exactly_the_live_agents_starting_with_it_by_index() {
         let mut c = Connection::open_in_memory().expect("open");
@@ -386,29 +392,13 @@ mod tests {
             insert(&c, r).expect("insert");
         }
         assert!(revoke(&c, &rows[6].id, 5).expect("revoke web-2"));
-        let mut got: Vec<String> = live_agents_named_from(&c, "web-")
-            .expect("prefix")
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
-        got.sort();
+        let got = sorted_names(live_agents_named_from(&c, "web-").expect("prefix"));
         assert_eq!(got, ["web-1", "web-zz"]);
         // The bound above the prefix is the last byte raised: "w" ends before "x".
-        let mut w: Vec<String> = live_agents_named_from(&c, "w")
-            .expect("w")
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
-        w.sort();
+        let w = sorted_names(live_agents_named_from(&c, "w").expect("w"));
         assert_eq!(w, ["web", "web-1", "web-zz", "web.", "webx"]);
 
-        let plan: Vec<String> = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {LIVE_AGENTS_IN_NAME_RANGE}"))
-            .expect("explain")
-            .query_map(["web-", "web."], |r| r.get::<_, String>(3))
-            .expect("plan")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let plan = super::super::query_plan(&c, LIVE_AGENTS_IN_NAME_RANGE, ["web-", "web."]);
         assert!(
             plan.iter()
                 .any(|p| p.contains("USING INDEX identities_name (name>? AND name<?)")),
@@ -440,12 +430,7 @@ mod tests {
             insert(&c, r).expect("insert");
         }
         assert!(revoke(&c, &rows[5].id, 5).expect("revoke f"));
-        let mut got: Vec<String> = live_agents_labelled(&c, "env", "prod")
-            .expect("label")
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
-        got.sort();
+        let got = sorted_names(live_agents_labelled(&c, "env", "prod").expect("label"));
         assert_eq!(got, ["a", "b"]);
     }
 }

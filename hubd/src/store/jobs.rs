@@ -389,13 +389,7 @@ mod tests {
     #[test]
     fn pruning_tails_visits_only_results_that_hold_output() {
         let c = db();
-        let plan: Vec<String> = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_TAILS}"))
-            .expect("plan")
-            .query_map([0], |row| row.get::<_, String>(3))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("read");
+        let plan = super::super::query_plan(&c, PRUNE_TAILS, [0]);
         assert!(
             plan.iter()
                 .any(|step| step.contains("USING INDEX job_results_tails")),
