@@ -1,5 +1,9 @@
 //! The shared folder's watcher: on every connection a full snapshot on a snapshot stream, then
-//! numbered deltas from notify (debounced ~200 ms).
+//! numbered deltas from notify, gathered until the folder has been quiet for 200 ms (at most 1 s).
+//!
+//! The gathering runs on the connection's task with timers armed only while events arrive, so an
+//! idle agent does not wake at all: a debouncer with its own thread polled every 50 ms, 20 wake-ups
+//! a second on every machine of the fleet.
 //!
 //! Memory stays bounded whatever the folder holds: the walk streams entries in chunks through a
 //! channel of two, directories waiting to be read are the only thing that grows, and the agent keeps
@@ -16,8 +20,7 @@ use flotilla_wire::files::{
 use flotilla_wire::io::{FrameError, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_SNAPSHOT_FRAME};
 use flotilla_wire::msg::StreamOpen;
-use notify_debouncer_full::notify::{EventKind, RecursiveMode, event::ModifyKind};
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify::{Event, EventKind, RecursiveMode, Watcher, event::ModifyKind};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,17 +28,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
-/// Debounce window: an editor's save (truncate, write, rename) or a copy in progress becomes one
-/// change instead of dozens.
+/// Quiet time that ends a batch: an editor's save (truncate, write, rename) or a copy in progress
+/// becomes one change instead of dozens.
 const DEBOUNCE: Duration = Duration::from_millis(200);
-/// Debounced batches waiting to be sent; beyond this the agent stops queueing and re-snapshots.
-const WATCH_QUEUE: usize = 64;
+/// A batch ends this long after its first event even if the folder never goes quiet, so a file
+/// written without pause (a log) still shows up once a second.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+/// Watcher events waiting to be gathered; beyond this the agent stops queueing and re-snapshots.
+const WATCH_QUEUE: usize = 4096;
 /// Chunks of entries between the walking thread and the stream: two keep the stream busy.
 const CHUNK_QUEUE: usize = 2;
 /// A partial file untouched this long belongs to a transfer nobody resumed; the walk removes it.
 const STALE_PARTIAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Paths a debounced batch touched, and whether events were lost.
+/// Paths a batch of events touched, and whether events were lost.
 #[derive(Debug, Default)]
 struct Batch {
     /// Absolute paths, with whether to list everything below (a directory created or moved in).
@@ -44,30 +50,43 @@ struct Batch {
     rescan: bool,
 }
 
-fn batch_of(result: DebounceEventResult) -> Batch {
-    let mut batch = Batch::default();
-    match result {
-        Ok(events) => {
-            for ev in events {
+impl Batch {
+    fn add(&mut self, event: notify::Result<Event>) {
+        match event {
+            Ok(ev) => {
                 if ev.need_rescan() {
-                    batch.rescan = true;
+                    self.rescan = true;
                 }
                 let walk = matches!(
                     ev.kind,
                     EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
                 );
-                for p in &ev.paths {
-                    batch.paths.push((p.clone(), walk));
+                for p in ev.paths {
+                    self.paths.push((p, walk));
                 }
             }
-        }
-        Err(errors) => {
-            for e in errors {
-                tracing::warn!(error = %e, "shared folder watcher error");
-            }
+            Err(e) => tracing::warn!(error = %e, "shared folder watcher error"),
         }
     }
-    batch
+}
+
+/// The next batch: waits for an event, then gathers more until none came for [`DEBOUNCE`] or
+/// [`DEBOUNCE_MAX`] passed since the first. `None` once the watcher is gone. Cancelling it drops
+/// what it gathered, which only a fresh snapshot may do.
+async fn next_batch(events: &mut mpsc::Receiver<notify::Result<Event>>) -> Option<Batch> {
+    let mut batch = Batch::default();
+    batch.add(events.recv().await?);
+    let end = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    loop {
+        let quiet = tokio::time::Instant::now() + DEBOUNCE;
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => batch.add(ev),
+                None => return Some(batch),
+            },
+            _ = tokio::time::sleep_until(quiet.min(end)) => return Some(batch),
+        }
+    }
 }
 
 /// Runs the snapshot stream for one connection; returns why it stopped.
@@ -84,19 +103,19 @@ pub(crate) async fn run(conn: quinn::Connection, folder: Arc<SharedFolder>) -> D
     if let Err(e) = write_frame(&mut send, &StreamOpen::Snapshot, MAX_CONTROL_FRAME).await {
         return lost(&conn, e);
     }
-    let (tx, mut rx) = mpsc::channel::<Batch>(WATCH_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<notify::Result<Event>>(WATCH_QUEUE);
     let overflow = Arc::new(AtomicBool::new(false));
     let flag = overflow.clone();
-    let debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-        if tx.try_send(batch_of(result)).is_err() {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+        if tx.try_send(event).is_err() {
             flag.store(true, Ordering::Release);
         }
     })
-    .and_then(|mut d| {
-        d.watch(folder.root(), RecursiveMode::Recursive)?;
-        Ok(d)
+    .and_then(|mut w| {
+        w.watch(folder.root(), RecursiveMode::Recursive)?;
+        Ok(w)
     });
-    let _debouncer = match debouncer {
+    let _watcher = match watcher {
         Ok(d) => Some(d),
         Err(e) => {
             tracing::error!(error = %e, folder = %folder.root().display(),
@@ -130,7 +149,7 @@ pub(crate) async fn run(conn: quinn::Connection, folder: Arc<SharedFolder>) -> D
                     reason = SnapshotReason::Requested;
                     continue 'snapshot;
                 }
-                batch = rx.recv() => {
+                batch = next_batch(&mut rx) => {
                     let Some(batch) = batch else {
                         // The watcher never started: nothing will come but resync requests.
                         folder.resync.notified().await;
@@ -421,6 +440,84 @@ fn changes_of<F: FnMut(Vec<Change>) -> bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn created(path: &str) -> notify::Result<Event> {
+        Ok(Event::new(EventKind::Create(notify::event::CreateKind::File)).add_path(path.into()))
+    }
+
+    /// Sends `created(path)` after each pause, in order, from another task.
+    fn feed(pauses_ms: &[u64]) -> mpsc::Receiver<notify::Result<Event>> {
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+        let pauses = pauses_ms.to_vec();
+        tokio::spawn(async move {
+            for (i, ms) in pauses.into_iter().enumerate() {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                if tx.send(created(&format!("/f{i}"))).await.is_err() {
+                    return;
+                }
+            }
+            // Keeps the watcher "alive" past the test's batches.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        });
+        rx
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_ends_when_the_folder_is_quiet_for_the_debounce() {
+        let mut rx = feed(&[0, 100, 150, 500]);
+        let t0 = tokio::time::Instant::now();
+        let batch = next_batch(&mut rx).await.expect("batch");
+        let paths: Vec<_> = batch
+            .paths
+            .iter()
+            .map(|(p, walk)| (p.to_str(), *walk))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                (Some("/f0"), true),
+                (Some("/f1"), true),
+                (Some("/f2"), true)
+            ]
+        );
+        assert!(!batch.rescan);
+        // The last event came at 250 ms; the batch closed 200 ms of quiet later.
+        assert_eq!(t0.elapsed(), Duration::from_millis(450));
+        let next = next_batch(&mut rx).await.expect("second batch");
+        assert_eq!(
+            next.paths.len(),
+            1,
+            "the event after the quiet starts a new batch"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_folder_that_never_goes_quiet_still_gets_a_batch_each_second() {
+        let mut rx = feed(&[100; 40]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = tokio::time::Instant::now();
+        let batch = next_batch(&mut rx).await.expect("batch");
+        assert_eq!(t0.elapsed(), DEBOUNCE_MAX);
+        assert!(
+            (9..=11).contains(&batch.paths.len()),
+            "{}",
+            batch.paths.len()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_events_ask_for_a_snapshot_and_a_gone_watcher_ends_the_batches() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let rescan = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        tx.send(Ok(rescan)).await.expect("send");
+        tx.send(Err(notify::Error::generic("queue overflow")))
+            .await
+            .expect("send");
+        drop(tx);
+        let batch = next_batch(&mut rx).await.expect("batch");
+        assert!(batch.rescan);
+        assert!(next_batch(&mut rx).await.is_none());
+    }
 
     #[test]
     #[cfg(unix)] // Unix symbolic links
