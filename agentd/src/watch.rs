@@ -21,12 +21,13 @@ use flotilla_wire::io::{FrameError, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_SNAPSHOT_FRAME};
 use flotilla_wire::msg::StreamOpen;
 use notify::{Event, EventKind, RecursiveMode, Watcher, event::ModifyKind};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
 /// Quiet time that ends a batch: an editor's save (truncate, write, rename) or a copy in progress
 /// becomes one change instead of dozens.
@@ -34,19 +35,24 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// A batch ends this long after its first event even if the folder never goes quiet, so a file
 /// written without pause (a log) still shows up once a second.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
-/// Watcher events waiting to be gathered; beyond this the agent stops queueing and re-snapshots.
-const WATCH_QUEUE: usize = 4096;
+/// Distinct paths a batch may gather; beyond this a fresh snapshot is cheaper than looking at
+/// each, and memory stays bounded whatever rate the folder changes at.
+const MAX_BATCH_PATHS: usize = 50_000;
 /// Chunks of entries between the walking thread and the stream: two keep the stream busy.
 const CHUNK_QUEUE: usize = 2;
 /// A partial file untouched this long belongs to a transfer nobody resumed; the walk removes it.
 const STALE_PARTIAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Paths a batch of events touched, and whether events were lost.
+/// Paths a batch of events touched, each once, and whether events were lost.
 #[derive(Debug, Default)]
 struct Batch {
-    /// Absolute paths, with whether to list everything below (a directory created or moved in).
+    /// Absolute paths in the order first seen, with whether to list everything below (a
+    /// directory created or moved in).
     paths: Vec<(PathBuf, bool)>,
-    /// The kernel dropped events: only a fresh snapshot is right.
+    /// Where each path sits in `paths`.
+    index: HashMap<PathBuf, usize>,
+    /// Events were lost (by the kernel, or beyond [`MAX_BATCH_PATHS`]): only a fresh snapshot is
+    /// right.
     rescan: bool,
 }
 
@@ -62,7 +68,14 @@ impl Batch {
                     EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
                 );
                 for p in ev.paths {
-                    self.paths.push((p, walk));
+                    if let Some(&i) = self.index.get(&p) {
+                        self.paths[i].1 |= walk;
+                    } else if self.paths.len() < MAX_BATCH_PATHS {
+                        self.index.insert(p.clone(), self.paths.len());
+                        self.paths.push((p, walk));
+                    } else {
+                        self.rescan = true;
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "shared folder watcher error"),
@@ -70,21 +83,65 @@ impl Batch {
     }
 }
 
-/// The next batch: waits for an event, then gathers more until none came for [`DEBOUNCE`] or
-/// [`DEBOUNCE_MAX`] passed since the first. `None` once the watcher is gone. Cancelling it drops
-/// what it gathered, which only a fresh snapshot may do.
-async fn next_batch(events: &mut mpsc::Receiver<notify::Result<Event>>) -> Option<Batch> {
-    let mut batch = Batch::default();
-    batch.add(events.recv().await?);
-    let end = tokio::time::Instant::now() + DEBOUNCE_MAX;
-    loop {
-        let quiet = tokio::time::Instant::now() + DEBOUNCE;
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Some(ev) => batch.add(ev),
-                None => return Some(batch),
-            },
-            _ = tokio::time::sleep_until(quiet.min(end)) => return Some(batch),
+/// Where the watcher's thread leaves events for the connection's task: coalesced per path as they
+/// come, with the time of the last one, so the task wakes a few times per batch however fast the
+/// folder changes, and never while it does not.
+#[derive(Default)]
+struct Inbox {
+    pending: Mutex<Pending>,
+    /// Signalled when a batch starts (the first event after the last take).
+    started: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    batch: Batch,
+    /// When the batch's first and latest events came; `None` while nothing is pending.
+    times: Option<(Instant, Instant)>,
+}
+
+impl Inbox {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called by the watcher for every event.
+    fn add(&self, event: notify::Result<Event>) {
+        let now = Instant::now();
+        let mut pending = self.pending();
+        pending.batch.add(event);
+        let first = pending.times.map_or(now, |(first, _)| first);
+        let started = pending.times.replace((first, now)).is_none();
+        drop(pending);
+        if started {
+            self.started.notify_one();
+        }
+    }
+
+    /// Drops what is pending: a snapshot is about to cover it.
+    fn clear(&self) {
+        *self.pending() = Pending::default();
+    }
+
+    /// The next batch: waits for an event, then until none came for [`DEBOUNCE`] or
+    /// [`DEBOUNCE_MAX`] passed since the batch's first. Cancel-safe: what is pending stays, and
+    /// the next call picks it up.
+    async fn next_batch(&self) -> Batch {
+        loop {
+            let due = self
+                .pending()
+                .times
+                .map(|(first, last)| (last + DEBOUNCE).min(first + DEBOUNCE_MAX));
+            match due {
+                // An event arriving between the look and the wait leaves a permit: no wake is lost.
+                None => self.started.notified().await,
+                Some(due) if Instant::now() >= due => {
+                    let mut pending = self.pending();
+                    pending.times = None;
+                    return std::mem::take(&mut pending.batch);
+                }
+                Some(due) => tokio::time::sleep_until(due).await,
+            }
         }
     }
 }
@@ -103,18 +160,13 @@ pub(crate) async fn run(conn: quinn::Connection, folder: Arc<SharedFolder>) -> D
     if let Err(e) = write_frame(&mut send, &StreamOpen::Snapshot, MAX_CONTROL_FRAME).await {
         return lost(&conn, e);
     }
-    let (tx, mut rx) = mpsc::channel::<notify::Result<Event>>(WATCH_QUEUE);
-    let overflow = Arc::new(AtomicBool::new(false));
-    let flag = overflow.clone();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-        if tx.try_send(event).is_err() {
-            flag.store(true, Ordering::Release);
-        }
-    })
-    .and_then(|mut w| {
-        w.watch(folder.root(), RecursiveMode::Recursive)?;
-        Ok(w)
-    });
+    let inbox = Arc::new(Inbox::default());
+    let sink = inbox.clone();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| sink.add(event))
+        .and_then(|mut w| {
+            w.watch(folder.root(), RecursiveMode::Recursive)?;
+            Ok(w)
+        });
     let _watcher = match watcher {
         Ok(d) => Some(d),
         Err(e) => {
@@ -127,9 +179,8 @@ pub(crate) async fn run(conn: quinn::Connection, folder: Arc<SharedFolder>) -> D
     let mut reason = SnapshotReason::Connect;
     'snapshot: loop {
         epoch += 1;
-        // The walk below sees everything queued so far.
-        overflow.store(false, Ordering::Release);
-        while rx.try_recv().is_ok() {}
+        // The walk below sees everything that happened so far.
+        inbox.clear();
         match send_snapshot(&mut send, &folder, epoch, reason).await {
             Ok((total, truncated)) => {
                 tracing::info!(
@@ -149,14 +200,8 @@ pub(crate) async fn run(conn: quinn::Connection, folder: Arc<SharedFolder>) -> D
                     reason = SnapshotReason::Requested;
                     continue 'snapshot;
                 }
-                batch = next_batch(&mut rx) => {
-                    let Some(batch) = batch else {
-                        // The watcher never started: nothing will come but resync requests.
-                        folder.resync.notified().await;
-                        reason = SnapshotReason::Requested;
-                        continue 'snapshot;
-                    };
-                    if overflow.swap(false, Ordering::AcqRel) || batch.rescan {
+                batch = inbox.next_batch() => {
+                    if batch.rescan {
                         tracing::warn!("shared folder watcher lost events: sending a fresh snapshot");
                         reason = SnapshotReason::Overflow;
                         continue 'snapshot;
@@ -396,19 +441,8 @@ fn changes_of<F: FnMut(Vec<Change>) -> bool>(
     batch: Batch,
     out: &mut Chunker<Change, F>,
 ) {
-    let mut seen = std::collections::HashMap::<PathBuf, bool>::new();
-    let mut order = Vec::new();
-    for (path, walk) in batch.paths {
-        match seen.get_mut(&path) {
-            Some(w) => *w |= walk,
-            None => {
-                seen.insert(path.clone(), walk);
-                order.push(path);
-            }
-        }
-    }
-    for path in order {
-        let walk_below = seen.get(&path).copied().unwrap_or(false);
+    // Each path once: the batch coalesced them.
+    for (path, walk_below) in batch.paths {
         let Ok(rel) = path.strip_prefix(root) else {
             continue;
         };
@@ -445,58 +479,50 @@ mod tests {
         Ok(Event::new(EventKind::Create(notify::event::CreateKind::File)).add_path(path.into()))
     }
 
-    /// Sends `created(path)` after each pause, in order, from another task.
-    fn feed(pauses_ms: &[u64]) -> mpsc::Receiver<notify::Result<Event>> {
-        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        let pauses = pauses_ms.to_vec();
+    /// Adds `created("/f<i>")` to `inbox` after each pause, in order, as the watcher would.
+    fn feed(inbox: &Arc<Inbox>, pauses_ms: &[u64]) {
+        let (inbox, pauses) = (inbox.clone(), pauses_ms.to_vec());
         tokio::spawn(async move {
             for (i, ms) in pauses.into_iter().enumerate() {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                if tx.send(created(&format!("/f{i}"))).await.is_err() {
-                    return;
-                }
+                inbox.add(created(&format!("/f{i}")));
             }
-            // Keeps the watcher "alive" past the test's batches.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
         });
-        rx
+    }
+
+    fn names(batch: &Batch) -> Vec<&str> {
+        batch.paths.iter().filter_map(|(p, _)| p.to_str()).collect()
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_ends_when_the_folder_is_quiet_for_the_debounce() {
-        let mut rx = feed(&[0, 100, 150, 500]);
-        let t0 = tokio::time::Instant::now();
-        let batch = next_batch(&mut rx).await.expect("batch");
-        let paths: Vec<_> = batch
-            .paths
-            .iter()
-            .map(|(p, walk)| (p.to_str(), *walk))
-            .collect();
-        assert_eq!(
-            paths,
-            [
-                (Some("/f0"), true),
-                (Some("/f1"), true),
-                (Some("/f2"), true)
-            ]
+        let inbox = Arc::new(Inbox::default());
+        feed(&inbox, &[0, 100, 150, 500]);
+        let t0 = Instant::now();
+        let batch = inbox.next_batch().await;
+        assert_eq!(names(&batch), ["/f0", "/f1", "/f2"]);
+        assert!(
+            batch.paths.iter().all(|(_, walk)| *walk),
+            "created: list below"
         );
         assert!(!batch.rescan);
         // The last event came at 250 ms; the batch closed 200 ms of quiet later.
         assert_eq!(t0.elapsed(), Duration::from_millis(450));
-        let next = next_batch(&mut rx).await.expect("second batch");
+        let next = inbox.next_batch().await;
         assert_eq!(
-            next.paths.len(),
-            1,
+            names(&next),
+            ["/f3"],
             "the event after the quiet starts a new batch"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_folder_that_never_goes_quiet_still_gets_a_batch_each_second() {
-        let mut rx = feed(&[100; 40]);
+        let inbox = Arc::new(Inbox::default());
+        feed(&inbox, &[100; 40]);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let t0 = tokio::time::Instant::now();
-        let batch = next_batch(&mut rx).await.expect("batch");
+        let t0 = Instant::now();
+        let batch = inbox.next_batch().await;
         assert_eq!(t0.elapsed(), DEBOUNCE_MAX);
         assert!(
             (9..=11).contains(&batch.paths.len()),
@@ -506,17 +532,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn lost_events_ask_for_a_snapshot_and_a_gone_watcher_ends_the_batches() {
-        let (tx, mut rx) = mpsc::channel(4);
-        let rescan = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
-        tx.send(Ok(rescan)).await.expect("send");
-        tx.send(Err(notify::Error::generic("queue overflow")))
-            .await
-            .expect("send");
-        drop(tx);
-        let batch = next_batch(&mut rx).await.expect("batch");
+    async fn events_coalesce_per_path_and_too_many_paths_ask_for_a_snapshot() {
+        let inbox = Inbox::default();
+        let data = |p: &str| {
+            Ok(Event::new(EventKind::Modify(ModifyKind::Data(
+                notify::event::DataChange::Content,
+            )))
+            .add_path(p.into()))
+        };
+        for _ in 0..10_000 {
+            inbox.add(data("/log"));
+        }
+        inbox.add(created("/log"));
+        inbox.add(Err(notify::Error::generic(
+            "a watcher error is logged, not fatal",
+        )));
+        let batch = inbox.next_batch().await;
+        assert_eq!(batch.paths, [(PathBuf::from("/log"), true)]);
+        assert!(!batch.rescan);
+
+        for i in 0..=MAX_BATCH_PATHS {
+            inbox.add(data(&format!("/f{i}")));
+        }
+        let batch = inbox.next_batch().await;
+        assert_eq!(batch.paths.len(), MAX_BATCH_PATHS);
         assert!(batch.rescan);
-        assert!(next_batch(&mut rx).await.is_none());
+
+        inbox.add(Ok(
+            Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)
+        ));
+        assert!(inbox.next_batch().await.rescan, "the kernel lost events");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_events_survive_a_cancelled_wait_and_a_snapshot_clears_them() {
+        let inbox = Inbox::default();
+        inbox.add(created("/a"));
+        tokio::select! {
+            _ = inbox.next_batch() => panic!("the batch is not quiet yet"),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        inbox.add(created("/b"));
+        assert_eq!(names(&inbox.next_batch().await), ["/a", "/b"]);
+
+        inbox.add(created("/c"));
+        inbox.clear();
+        inbox.add(created("/d"));
+        assert_eq!(names(&inbox.next_batch().await), ["/d"]);
     }
 
     #[test]
@@ -570,14 +632,20 @@ mod tests {
         let root = fs::canonicalize(dir.path()).expect("canon");
         fs::create_dir_all(root.join("new/sub")).expect("mkdir");
         fs::write(root.join("new/sub/x"), b"1").expect("write");
-        let batch = Batch {
-            paths: vec![
-                (root.join("new"), true),
-                (root.join("gone"), false),
-                (root.join("new"), false),
-            ],
-            rescan: false,
-        };
+        let mut batch = Batch::default();
+        let event = |kind, path: PathBuf| Ok(Event::new(kind).add_path(path));
+        batch.add(event(
+            EventKind::Create(notify::event::CreateKind::Folder),
+            root.join("new"),
+        ));
+        batch.add(event(
+            EventKind::Remove(notify::event::RemoveKind::File),
+            root.join("gone"),
+        ));
+        batch.add(event(
+            EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)),
+            root.join("new"),
+        ));
         let mut out = Vec::new();
         let mut c = Chunker::new(|chunk: Vec<Change>| {
             out.extend(chunk);
