@@ -35,9 +35,9 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// A batch ends this long after its first event even if the folder never goes quiet, so a file
 /// written without pause (a log) still shows up once a second.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
-/// Distinct paths a batch may gather; beyond this a fresh snapshot is cheaper than looking at
-/// each, and memory stays bounded whatever rate the folder changes at.
-const MAX_BATCH_PATHS: usize = 50_000;
+/// Distinct paths a batch may gather (a few MiB at most); beyond this a fresh snapshot costs about
+/// what looking at each would, and memory stays bounded whatever rate the folder changes at.
+const MAX_BATCH_PATHS: usize = 20_000;
 /// Chunks of entries between the walking thread and the stream: two keep the stream busy.
 const CHUNK_QUEUE: usize = 2;
 /// A partial file untouched this long belongs to a transfer nobody resumed; the walk removes it.
