@@ -176,8 +176,8 @@ fn resolve_on(
 ) -> Result<Vec<(Target, u64)>, HubError> {
     // A selector whose every term has a name, an id, a glob with a literal start or a label (the
     // common `flotilla exec web-1 -- …`, `web-*`, `env=prod`) reads only what those find;
-    // anything else reads every live agent. Either way `resolve` decides on rows that hold every agent a term
-    // can match, none of them revoked, so the outcome is the same.
+    // anything else reads every live agent. Either way `resolve` decides on rows that hold every
+    // agent a term can match, none of them revoked, so the outcome is the same.
     let live: Vec<store::Selectable> = match sel.lookups() {
         Some(lookups) => {
             let mut rows = Vec::new();
@@ -453,8 +453,8 @@ mod tests {
         assert!(message(validate(&long)).contains("exceeds the 604800 s limit"));
     }
 
-    /// Reading only what names, ids and glob starts find by index picks the same agents, and
-    /// fails on the same terms, as reading the whole fleet.
+    /// Reading only what names, ids, glob starts and labels find picks the same agents, and fails
+    /// on the same terms, as reading the whole fleet.
     #[test]
     fn indexed_lookups_pick_what_the_whole_fleet_would() {
         use flotilla_wire::Role;
@@ -509,6 +509,8 @@ mod tests {
             "env=staging,web-1".into(),
             "env=qa".into(),
             "*-1+env=staging".into(),
+            "env=prod,env=staging,env=qa".into(),
+            "env=prod,env=staging,web-1".into(),
         ];
         for text in selectors {
             let sel = Selector::parse(&text).expect("parse");

@@ -8,6 +8,10 @@
 use crate::store::Selectable;
 use flotilla_wire::IdentityId;
 
+/// Label-only terms a selector may look up one scan each; beyond this, listing every live agent
+/// once is cheaper (a scan for a pair costs about a third of a listing at 20,000 agents).
+pub const MAX_LABEL_SCANS: usize = 2;
+
 /// A parsed selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selector {
@@ -158,9 +162,16 @@ impl Selector {
     /// SQLite filters itself). What the lookups return is a superset of each term's matches,
     /// which [`Selector::resolve`] then filters exactly, so the outcome is the same as over the
     /// whole fleet. `None` when a term has no such part (`all`, a glob that starts with a
-    /// wildcard): then every live agent is listed.
+    /// wildcard), or when more than [`MAX_LABEL_SCANS`] terms would each scan for a label: then
+    /// every live agent is listed once.
     pub fn lookups(&self) -> Option<Vec<Lookup<'_>>> {
-        self.terms.iter().map(Term::lookup).collect()
+        let lookups: Vec<Lookup<'_>> =
+            self.terms.iter().map(Term::lookup).collect::<Option<_>>()?;
+        let scans = lookups
+            .iter()
+            .filter(|l| matches!(l, Lookup::Label { .. }))
+            .count();
+        (scans <= MAX_LABEL_SCANS).then_some(lookups)
     }
 
     /// The agents among `candidates` (non-revoked agents) that match, sorted by name then id, each
@@ -347,7 +358,16 @@ mod tests {
                 value: "prod"
             }])
         );
-        for listing in ["all", "web-1,*-1", "?eb-1", "web-*,all", "*+all"] {
+        let two = Selector::parse("env=prod,role=db").expect("parse");
+        assert_eq!(two.lookups().map(|l| l.len()), Some(2));
+        for listing in [
+            "all",
+            "web-1,*-1",
+            "?eb-1",
+            "web-*,all",
+            "*+all",
+            "env=prod,role=db,site=a",
+        ] {
             assert!(
                 Selector::parse(listing).expect("parse").lookups().is_none(),
                 "{listing} must list the fleet"
