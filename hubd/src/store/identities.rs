@@ -189,18 +189,21 @@ pub fn live_agents_named_from(
     conn: &Connection,
     prefix: &str,
 ) -> rusqlite::Result<Vec<Selectable>> {
+    // Selector names are ASCII, so raising the last byte gives a valid UTF-8 bound.
     let mut end = prefix.as_bytes().to_vec();
-    match end.last_mut() {
-        // Selector names are ASCII, so raising the last byte keeps the bound valid UTF-8.
-        Some(last) if *last < 0x7f => *last += 1,
-        // Not a selector's prefix; answered exactly all the same.
-        _ => {
-            let mut all = live_agents(conn)?;
-            all.retain(|a| a.name.starts_with(prefix));
-            return Ok(all);
+    let end = match end.last_mut() {
+        Some(last) if *last < 0x7f => {
+            *last += 1;
+            String::from_utf8(end).ok()
         }
-    }
-    let end = String::from_utf8(end).unwrap_or_default();
+        _ => None,
+    };
+    let Some(end) = end else {
+        // Not a selector's prefix; answered exactly all the same.
+        let mut all = live_agents(conn)?;
+        all.retain(|a| a.name.starts_with(prefix));
+        return Ok(all);
+    };
     let mut stmt = conn.prepare_cached(LIVE_AGENTS_IN_NAME_RANGE)?;
     let rows = stmt.query_map([prefix, end.as_str()], selectable)?;
     rows.collect()
@@ -374,7 +377,7 @@ mod tests {
         let mut c = Connection::open_in_memory().expect("open");
         super::super::migrate::migrate(&mut c).expect("migrate");
         let names = [
-            "web", "web-1", "web-zz", "web.", "webx", "db-1", "web-2", "web-ops",
+            "web", "web-1", "web-zz", "web.", "webx", "db-1", "web-2", "web-ops", "wéb",
         ];
         let rows: Vec<IdentityRow> = names
             .iter()
@@ -396,7 +399,10 @@ mod tests {
         assert_eq!(got, ["web-1", "web-zz"]);
         // The bound above the prefix is the last byte raised: "w" ends before "x".
         let w = sorted_names(live_agents_named_from(&c, "w").expect("w"));
-        assert_eq!(w, ["web", "web-1", "web-zz", "web.", "webx"]);
+        assert_eq!(w, ["web", "web-1", "web-zz", "web.", "webx", "wéb"]);
+        // A prefix ending outside ASCII (no selector makes one) is answered by listing.
+        let accented = sorted_names(live_agents_named_from(&c, "wé").expect("wé"));
+        assert_eq!(accented, ["wéb"]);
 
         let plan = super::super::query_plan(&c, LIVE_AGENTS_IN_NAME_RANGE, ["web-", "web."]);
         assert!(
