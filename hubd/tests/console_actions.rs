@@ -16,6 +16,7 @@ use flotilla::app::{App, Fetched, View};
 use flotilla::client::Login;
 use flotilla::console::Console;
 use flotilla::event::Event;
+use flotilla::history::HistoryFile;
 use flotilla_wire::Role;
 use flotilla_wire::msg::Status;
 use std::time::Duration;
@@ -104,7 +105,11 @@ async fn console_runs_commands_copies_files_and_shows_jobs_and_audit() {
     std::fs::write(db_shared.join("notes.txt"), b"rotate keys\n").expect("write");
 
     let login = Login::load(&fleet.paths.admin_dir(), None).expect("admin login");
-    let mut console = Console::attach(login, NOW_MS);
+    // Yesterday's console left a command in the history file.
+    let state = tempfile::tempdir().expect("tempdir");
+    let history = HistoryFile::at(state.path().join("flotilla/console_history"));
+    history.append("echo yesterday").expect("history");
+    let mut console = Console::attach(login, NOW_MS).with_history(history.clone());
     until(
         &mut console,
         "three agents online",
@@ -132,6 +137,16 @@ async fn console_runs_commands_copies_files_and_shows_jobs_and_audit() {
     let run = console.app.run.as_ref().expect("run");
     assert_eq!(run.error, None);
     assert_eq!(run.panes.len(), 2, "the two marked agents ran it");
+    assert_eq!(
+        std::fs::read_to_string(history.path()).expect("history"),
+        "echo yesterday\necho hello; uname -s\n",
+        "the command went to the history file after yesterday's"
+    );
+    assert_eq!(
+        console.app.exec_history,
+        ["echo yesterday", "echo hello; uname -s"],
+        "Up recalls both"
+    );
     for pane in &run.panes {
         let text: Vec<&str> = pane.lines.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(&text[..2], ["hello", "Linux"], "{}: {text:?}", pane.name);

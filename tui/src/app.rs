@@ -200,6 +200,9 @@ pub struct App {
     pub picker: Option<Picker>,
     /// Commands run from the prompt, oldest first.
     pub exec_history: Vec<String>,
+    /// Commands run since the console last looked, for its history file (a command typed with a
+    /// leading space is left out, as bash's `ignorespace` does).
+    remembered: Vec<String>,
     /// The last command run from the console.
     pub run: Option<ExecRun>,
     /// Output view: every agent's lines together (true) or one agent at a time.
@@ -269,6 +272,7 @@ impl App {
             prompt: None,
             picker: None,
             exec_history: Vec::new(),
+            remembered: Vec::new(),
             run: None,
             merged: true,
             pane: 0,
@@ -333,6 +337,11 @@ impl App {
     /// Commands queued since the last call, for the network task.
     pub fn take_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)
+    }
+
+    /// Commands to write to the history file, oldest first.
+    pub fn take_remembered(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.remembered)
     }
 
     /// The agent whose view is open: the network task watches it (1 s samples, detail, history).
@@ -697,6 +706,9 @@ impl App {
                     self.exec_history.push(line.clone());
                     if self.exec_history.len() > HISTORY_LEN {
                         self.exec_history.remove(0);
+                    }
+                    if !prompt.text.starts_with(' ') {
+                        self.remembered.push(line.clone());
                     }
                 }
                 let run = self.next_run;
@@ -1315,6 +1327,31 @@ mod tests {
         app.update(key(KeyCode::Esc));
         assert!(app.prompt.is_none());
         assert!(app.take_commands().is_empty(), "esc runs nothing");
+    }
+
+    /// What the console writes to the history file: each command run, once when repeated, and
+    /// not one typed with a leading space; an earlier console's commands recall with Up.
+    #[test]
+    fn commands_run_are_remembered_for_the_history_file_unless_they_start_with_a_space() {
+        let mut app = app();
+        connected(&mut app, Role::Operator);
+        app.exec_history = vec!["from yesterday".into()];
+        for text in ["uptime", "uptime", " mysql -psecret", "df -h"] {
+            app.update(key(KeyCode::Char(':')));
+            typed(&mut app, text);
+            app.update(key(KeyCode::Enter));
+            app.update(key(KeyCode::Esc));
+        }
+        assert_eq!(app.take_remembered(), ["uptime", "df -h"]);
+        assert!(app.take_remembered().is_empty());
+        app.update(key(KeyCode::Char(':')));
+        for _ in 0..4 {
+            app.update(key(KeyCode::Up));
+        }
+        assert_eq!(
+            app.prompt.as_ref().map(|p| p.text.as_str()),
+            Some("from yesterday")
+        );
     }
 
     #[test]

@@ -241,6 +241,8 @@ pub struct ConsoleConfig {
     pub hub: Option<String>,
     /// Login directory.
     pub login_dir: Option<PathBuf>,
+    /// Remember commands run at the console's prompt across consoles (default true).
+    pub history: Option<bool>,
 }
 
 fn project_dirs() -> Option<directories::ProjectDirs> {
@@ -334,7 +336,11 @@ pub fn now_ms() -> u64 {
 /// Runs a subcommand; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Some(command) = &cli.command else {
-        return crate::console::run_attached(cli.login()?).await;
+        let history = match cli.file_config()?.history {
+            Some(false) => None,
+            _ => crate::history::HistoryFile::default_location(),
+        };
+        return crate::console::run_attached(cli.login()?, history).await;
     };
     match command {
         Command::Login { token, name, json } => {

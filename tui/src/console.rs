@@ -7,6 +7,7 @@ use crate::command::Command;
 use crate::event::{CopyUpdate, Event, ExecUpdate};
 use crate::exec::{ExecSession, query, split_job};
 use crate::files::{CopyEvent, CopyOptions};
+use crate::history::HistoryFile;
 use crate::ui::{self, Theme};
 use flotilla_wire::IdentityId;
 use flotilla_wire::exec::{ExecEvent, Query};
@@ -405,6 +406,8 @@ pub struct Console {
     commands: mpsc::UnboundedSender<Command>,
     focus: watch::Sender<Option<IdentityId>>,
     cancel: CancellationToken,
+    /// Where commands run at the prompt are remembered across consoles, if anywhere.
+    history: Option<HistoryFile>,
 }
 
 impl Console {
@@ -428,7 +431,21 @@ impl Console {
             commands,
             focus,
             cancel,
+            history: None,
         }
+    }
+
+    /// Recalls the commands of earlier consoles from `file` and appends the ones run in this one.
+    /// A file that cannot be read costs the old commands only (logged).
+    pub fn with_history(mut self, file: HistoryFile) -> Self {
+        match file.load(crate::app::HISTORY_LEN) {
+            Ok(lines) => self.app.exec_history = lines,
+            Err(e) => {
+                tracing::warn!(file = %file.path().display(), error = %e, "cannot read the command history")
+            }
+        }
+        self.history = Some(file);
+        self
     }
 
     /// Where keys and ticks go in.
@@ -467,6 +484,13 @@ impl Console {
         for cmd in self.app.take_commands() {
             let _ = self.commands.send(cmd);
         }
+        for line in self.app.take_remembered() {
+            if let Some(file) = &self.history
+                && let Err(e) = file.append(&line)
+            {
+                tracing::warn!(file = %file.path().display(), error = %e, "cannot save to the command history");
+            }
+        }
         let app = &self.app;
         self.focus.send_if_modified(|f| {
             let now = app.focused();
@@ -502,9 +526,12 @@ impl Drop for Console {
     }
 }
 
-/// Opens the console attached to the hub of `login`.
-pub async fn run_attached(login: Login) -> anyhow::Result<ExitCode> {
+/// Opens the console attached to the hub of `login`, remembering commands in `history` if given.
+pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow::Result<ExitCode> {
     let mut console = Console::attach(login, crate::cli::now_ms());
+    if let Some(file) = history {
+        console = console.with_history(file);
+    }
     let cancel = console.cancel_token();
     let tick_tx = console.sender();
     let tick_cancel = cancel.clone();

@@ -195,6 +195,7 @@ async fn run_in(
         client.close().await;
         Ok(ExitCode::SUCCESS)
     } else {
-        crate::console::run_attached(login).await
+        // A throwaway fleet: its commands stay out of the user's history.
+        crate::console::run_attached(login, None).await
     }
 }

@@ -17,6 +17,7 @@ pub mod event;
 pub mod exec;
 pub mod files;
 pub mod format;
+pub mod history;
 pub mod keymap;
 pub mod mux;
 pub mod strings;
