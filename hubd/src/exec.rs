@@ -182,25 +182,13 @@ fn resolve_on(
         Some(lookups) => {
             let mut rows = Vec::new();
             for lookup in lookups {
+                use store::identities as ids;
                 match lookup {
-                    Lookup::Name(name) => rows.extend(
-                        store::identities::agents_named(c, name)?
-                            .into_iter()
-                            .filter(|r| r.revoked_ms.is_none())
-                            .map(store::Selectable::from),
-                    ),
-                    Lookup::Id(id) => rows.extend(
-                        store::identities::get(c, id)?
-                            .filter(|r| {
-                                r.role == flotilla_wire::Role::Agent && r.revoked_ms.is_none()
-                            })
-                            .map(store::Selectable::from),
-                    ),
-                    Lookup::Prefix(prefix) => {
-                        rows.extend(store::identities::live_agents_named_from(c, prefix)?)
-                    }
+                    Lookup::Name(name) => rows.extend(ids::live_agents_named(c, name)?),
+                    Lookup::Id(id) => rows.extend(ids::live_agent(c, id)?),
+                    Lookup::Prefix(prefix) => rows.extend(ids::live_agents_named_from(c, prefix)?),
                     Lookup::Label { key, value } => {
-                        rows.extend(store::identities::live_agents_labelled(c, key, value)?)
+                        rows.extend(ids::live_agents_labelled(c, key, value)?)
                     }
                 }
             }

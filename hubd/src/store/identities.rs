@@ -144,29 +144,29 @@ pub fn find(conn: &Connection, query: &str) -> rusqlite::Result<Option<IdentityR
     .optional()
 }
 
-/// Agents (revoked or not) holding exactly `name`: an index lookup, for selectors that name their
-/// agents instead of listing every identity.
-pub fn agents_named(conn: &Connection, name: &str) -> rusqlite::Result<Vec<IdentityRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM identities WHERE name = ?1 AND role = 'agent'"
-    ))?;
-    let rows = stmt.query_map([name], from_row)?;
-    rows.collect()
+/// `SELECT` of the columns [`selectable`] reads, from agents that are not revoked, followed by
+/// `$and` (more conditions, or nothing): one place for the column list and the liveness test that
+/// every selector lookup shares.
+macro_rules! live_agents_where {
+    ($and:literal) => {
+        concat!(
+            "SELECT id, name, labels, last_seen_ms FROM identities \
+             WHERE role = 'agent' AND revoked_ms IS NULL",
+            $and
+        )
+    };
 }
 
 /// Every agent that is not revoked, in no particular order (a selector sorts what it picks).
 /// Four columns and no `ORDER BY`: sorting by name walked the name index with a table lookup per
 /// row and a temporary B-tree for the ids, which made a glob on a 20,000-agent hub cost 55 ms.
 pub fn live_agents(conn: &Connection) -> rusqlite::Result<Vec<Selectable>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, labels, last_seen_ms FROM identities \
-         WHERE role = 'agent' AND revoked_ms IS NULL",
-    )?;
+    let mut stmt = conn.prepare_cached(live_agents_where!(""))?;
     let rows = stmt.query_map([], selectable)?;
     rows.collect()
 }
 
-/// A [`Selectable`] from the columns `id, name, labels, last_seen_ms`.
+/// A [`Selectable`] from the columns of `live_agents_where!`.
 fn selectable(r: &Row<'_>) -> rusqlite::Result<Selectable> {
     let (id, labels) = id_and_labels(&r.get::<_, String>(0)?, &r.get::<_, String>(2)?)?;
     Ok(Selectable {
@@ -177,9 +177,22 @@ fn selectable(r: &Row<'_>) -> rusqlite::Result<Selectable> {
     })
 }
 
+/// The live agents holding exactly `name` (one, unless names were reused): by the name index.
+pub fn live_agents_named(conn: &Connection, name: &str) -> rusqlite::Result<Vec<Selectable>> {
+    let mut stmt = conn.prepare_cached(live_agents_where!(" AND name = ?1"))?;
+    let rows = stmt.query_map([name], selectable)?;
+    rows.collect()
+}
+
+/// The live agent with `id`, if it is one: by the primary key.
+pub fn live_agent(conn: &Connection, id: &IdentityId) -> rusqlite::Result<Option<Selectable>> {
+    conn.prepare_cached(live_agents_where!(" AND id = ?1"))?
+        .query_row([id.to_string()], selectable)
+        .optional()
+}
+
 /// Live agents with `?1 <= name < ?2`: a range on the name index.
-const LIVE_AGENTS_IN_NAME_RANGE: &str = "SELECT id, name, labels, last_seen_ms FROM identities \
-     WHERE name >= ?1 AND name < ?2 AND role = 'agent' AND revoked_ms IS NULL";
+const LIVE_AGENTS_IN_NAME_RANGE: &str = live_agents_where!(" AND name >= ?1 AND name < ?2");
 
 /// The live agents whose name starts with `prefix` (what a glob such as `web-*` can match), by a
 /// range on the name index instead of a walk over the fleet. `prefix` is not empty; names compare
@@ -224,10 +237,7 @@ pub fn live_agents_labelled(
         .strip_prefix('[')
         .and_then(|p| p.strip_suffix(']'))
         .unwrap_or(&pair);
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, labels, last_seen_ms FROM identities \
-         WHERE role = 'agent' AND revoked_ms IS NULL AND instr(labels, ?1) > 0",
-    )?;
+    let mut stmt = conn.prepare_cached(live_agents_where!(" AND instr(labels, ?1) > 0"))?;
     let rows = stmt.query_map([needle], selectable)?;
     rows.collect()
 }
