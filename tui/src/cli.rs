@@ -245,7 +245,8 @@ pub struct ConsoleConfig {
     pub history: Option<bool>,
 }
 
-fn project_dirs() -> Option<directories::ProjectDirs> {
+/// The user's config, data, state and cache directories for flotilla.
+pub(crate) fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("dev", "flotilla", "flotilla")
 }
 

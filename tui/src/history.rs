@@ -6,7 +6,8 @@
 //! is not written (bash's `ignorespace`), and `history = false` in config.toml turns it off.
 //! A failure to read or write the file costs the history, never the console: it is logged.
 
-use std::fs::{self, File, OpenOptions};
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,7 @@ impl HistoryFile {
 
     /// `console_history` in the user's state directory (or data directory where there is none).
     pub fn default_location() -> Option<Self> {
-        let dirs = directories::ProjectDirs::from("dev", "flotilla", "flotilla")?;
+        let dirs = crate::cli::project_dirs()?;
         let dir = dirs.state_dir().unwrap_or(dirs.data_dir());
         Some(Self::at(dir.join("console_history")))
     }
@@ -45,7 +46,7 @@ impl HistoryFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let mut lines = Vec::new();
+        let mut lines = VecDeque::with_capacity(keep + 1);
         let mut total = 0usize;
         for line in BufReader::new(file).lines() {
             let line = line?;
@@ -53,11 +54,12 @@ impl HistoryFile {
                 continue;
             }
             total += 1;
-            lines.push(line);
+            lines.push_back(line);
             if lines.len() > keep {
-                lines.remove(0);
+                lines.pop_front();
             }
         }
+        let lines = Vec::from(lines);
         if total > keep.saturating_mul(COMPACT_FACTOR) {
             self.rewrite(&lines)?;
         }
@@ -69,44 +71,29 @@ impl HistoryFile {
         // One line per command: the exec prompt has no newlines, but a pasted one must not turn
         // into two commands on the next recall.
         let line = line.replace(['\n', '\r'], " ");
-        let mut file = self.open(OpenOptions::new().append(true).create(true))?;
-        file.write_all(format!("{line}\n").as_bytes())
-    }
-
-    fn rewrite(&self, lines: &[String]) -> io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut file = self.open_at(
-            &tmp,
-            OpenOptions::new().write(true).create(true).truncate(true),
-        )?;
-        for line in lines {
-            writeln!(file, "{line}")?;
+        if let Some(dir) = self.path.parent() {
+            crate::cli::create_private_dir(dir).map_err(io::Error::other)?;
         }
-        file.sync_all()?;
-        fs::rename(&tmp, &self.path)
-    }
-
-    fn open(&self, options: &mut OpenOptions) -> io::Result<File> {
-        self.open_at(&self.path, options)
-    }
-
-    fn open_at(&self, path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-        if let Some(dir) = path.parent() {
-            let mut builder = fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(dir)?;
-        }
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
-        options.open(path)
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&self.path)?
+            .write_all(format!("{line}\n").as_bytes())
+    }
+
+    /// Replaces the file with `lines`, atomically and 0600 as the identity key is written.
+    fn rewrite(&self, lines: &[String]) -> io::Result<()> {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        flotilla_certs::write_private(&self.path, text.as_bytes()).map_err(io::Error::other)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn commands_come_back_in_order_after_a_restart() {

@@ -231,30 +231,31 @@ impl Term {
     /// The narrowest lookup among this term's parts: every part must match, so any one of them
     /// bounds the term's agents.
     fn lookup(&self) -> Option<Lookup<'_>> {
-        let name = self.parts.iter().find_map(|p| match p {
+        let exact = self.parts.iter().find_map(|p| match p {
             Part::Name(name) => Some(Lookup::Name(name)),
             Part::Id(id) => Some(Lookup::Id(id)),
             _ => None,
         });
-        name.or_else(|| {
-            self.parts
-                .iter()
-                .filter_map(|p| match p {
-                    Part::Glob(glob) => {
-                        let literal = &glob[..glob.find(['*', '?']).unwrap_or(glob.len())];
-                        (!literal.is_empty()).then_some(literal)
-                    }
+        exact
+            .or_else(|| {
+                self.parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Glob(glob) => {
+                            let literal = &glob[..glob.find(['*', '?']).unwrap_or(glob.len())];
+                            (!literal.is_empty()).then_some(literal)
+                        }
+                        _ => None,
+                    })
+                    .max_by_key(|literal| literal.len())
+                    .map(Lookup::Prefix)
+            })
+            .or_else(|| {
+                self.parts.iter().find_map(|p| match p {
+                    Part::Label { key, value } => Some(Lookup::Label { key, value }),
                     _ => None,
                 })
-                .max_by_key(|literal| literal.len())
-                .map(Lookup::Prefix)
-        })
-        .or_else(|| {
-            self.parts.iter().find_map(|p| match p {
-                Part::Label { key, value } => Some(Lookup::Label { key, value }),
-                _ => None,
             })
-        })
     }
 }
 
