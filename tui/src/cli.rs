@@ -14,7 +14,6 @@ use clap::{Parser, Subcommand};
 use flotilla_wire::msg::{FleetEvent, OpRequest, OpResponse};
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Flotilla operator console and CLI.
 #[derive(Parser, Debug)]
@@ -335,7 +334,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Runs a subcommand; returns the exit code.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let Some(command) = &cli.command else {
         let history = match cli.file_config()?.history {
             Some(false) => None,
@@ -370,7 +369,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     dir.display()
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Command::Agents { sort, json } => {
             let client = cli.one_shot_client().await?;
@@ -386,7 +385,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", format::agents_table(&list, now_ms()));
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Command::Agent { name, json } => {
             let client = cli.one_shot_client().await?;
@@ -403,7 +402,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     } else {
                         print!("{}", format::agent_detail(&a, now_ms()));
                     }
-                    Ok(ExitCode::SUCCESS)
+                    Ok(0)
                 }
                 Ok(other) => anyhow::bail!("unexpected reply {other:?}"),
                 Err(e) => Err(e.into()),
@@ -425,7 +424,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     } else {
                         print!("{}", format::series_table(&series));
                     }
-                    Ok(ExitCode::SUCCESS)
+                    Ok(0)
                 }
                 other => anyhow::bail!("unexpected reply {other:?}"),
             }
@@ -442,7 +441,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 watch(&client, *metrics, *json).await?;
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Command::Ls {
             target,
@@ -462,7 +461,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", files::listing_table(&listing));
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Command::Cp {
             src,
@@ -550,7 +549,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Connects (through the mux when one runs), runs `f`, closes; the exit status comes from `f`.
-async fn exec_like<F, Fut>(cli: &Cli, f: F) -> anyhow::Result<ExitCode>
+async fn exec_like<F, Fut>(cli: &Cli, f: F) -> anyhow::Result<u8>
 where
     F: FnOnce(std::sync::Arc<Client>) -> Fut,
     Fut: Future<Output = Result<u8, ClientError>>,
@@ -560,7 +559,7 @@ where
     // Long enough for the close to be sent (the hub then ends the session at once), short enough
     // not to add QUIC's draining period to every `flotilla exec`.
     client.close_within(ONE_SHOT_CLOSE_WAIT).await;
-    Ok(ExitCode::from(result?))
+    Ok(result?)
 }
 
 /// How long `flotilla mux --stop` waits for the mux to remove its socket: it resets its streams
@@ -569,7 +568,7 @@ const MUX_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `flotilla mux`: runs the mux in the foreground until SIGINT, SIGTERM, `--persist` idle time, or
 /// the hub connection ends (exit 1).
-async fn mux_run(login: &Login, opts: MuxOptions) -> anyhow::Result<ExitCode> {
+async fn mux_run(login: &Login, opts: MuxOptions) -> anyhow::Result<u8> {
     use tokio::signal::unix::{SignalKind, signal};
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
@@ -587,7 +586,7 @@ async fn mux_run(login: &Login, opts: MuxOptions) -> anyhow::Result<ExitCode> {
         m = Master::start(login, &opts) => m,
         _ = cancel.cancelled() => {
             eprintln!("flotilla mux: stopped before it started");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(0);
         }
     };
     let master = match master {
@@ -611,11 +610,11 @@ async fn mux_run(login: &Login, opts: MuxOptions) -> anyhow::Result<ExitCode> {
         MuxEnd::Stopped => eprintln!("flotilla mux: stopped"),
         MuxEnd::Idle => eprintln!("flotilla mux: no clients for the --persist time; stopped"),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 /// `flotilla mux --check`: exit 0 and say who it is when a mux answers, else exit 1.
-async fn mux_check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+async fn mux_check(path: &std::path::Path, json: bool) -> anyhow::Result<u8> {
     match mux::probe(path).await {
         mux::Probe::Answered(a) => {
             let w = &a.welcome;
@@ -637,7 +636,7 @@ async fn mux_check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCod
                     path.display()
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         other => {
             if json {
@@ -648,21 +647,21 @@ async fn mux_check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCod
             } else {
                 eprintln!("flotilla: no mux at {}: {other}", path.display());
             }
-            Ok(ExitCode::FAILURE)
+            Ok(1)
         }
     }
 }
 
 /// `flotilla mux --stop`: exit 0 once the mux is gone, 1 when none ran.
-async fn mux_stop(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+async fn mux_stop(path: &std::path::Path) -> anyhow::Result<u8> {
     match mux::stop(path, MUX_STOP_WAIT).await {
         Ok(Some(pid)) => {
             eprintln!("flotilla: mux (pid {pid}) stopped");
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Ok(None) => {
             eprintln!("flotilla: no mux at {}", path.display());
-            Ok(ExitCode::FAILURE)
+            Ok(1)
         }
         Err(e) => anyhow::bail!("cannot stop the mux at {}: {e}", path.display()),
     }
@@ -758,7 +757,7 @@ async fn cp(
     dst: &str,
     opts: &files::CopyOptions,
     json: bool,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<u8> {
     let (src, dst) = (Place::parse(src), Place::parse(dst));
     let cancel = tokio_util::sync::CancellationToken::new();
     let on_signal = cancel.clone();
@@ -790,15 +789,15 @@ async fn cp(
                     report.skipped
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Err(FilesError::Cancelled) => {
             eprintln!("flotilla: copy cancelled; partial files removed on both ends");
-            Ok(ExitCode::from(130))
+            Ok(130)
         }
         Err(FilesError::Usage(m)) => {
             eprintln!("flotilla: {m}");
-            Ok(ExitCode::from(2))
+            Ok(2)
         }
         Err(e) => Err(e.into()),
     }

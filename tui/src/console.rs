@@ -15,7 +15,6 @@ use flotilla_wire::msg::{OpRequest, OpResponse};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
 use std::collections::HashMap;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -527,7 +526,7 @@ impl Drop for Console {
 }
 
 /// Opens the console attached to the hub of `login`, remembering commands in `history` if given.
-pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow::Result<ExitCode> {
+pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow::Result<u8> {
     let mut console = Console::attach(login, crate::cli::now_ms());
     if let Some(file) = history {
         console = console.with_history(file);
@@ -554,5 +553,5 @@ pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow:
     ratatui::restore();
     cancel.cancel();
     result?;
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

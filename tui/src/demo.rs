@@ -5,7 +5,7 @@
 use crate::client::Login;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
@@ -66,7 +66,7 @@ impl Fleet {
 }
 
 /// Starts the demo fleet and attaches the console (or prints events with `no_console`).
-pub async fn run(agents: u32, no_console: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(agents: u32, no_console: bool) -> anyhow::Result<u8> {
     let dir = std::env::temp_dir().join(format!("flotilla-demo-{}", std::process::id()));
     crate::cli::create_private_dir(&dir)?;
     let mut fleet = Fleet {
@@ -87,7 +87,7 @@ async fn run_in(
     agents: u32,
     no_console: bool,
     fleet: &mut Fleet,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<u8> {
     let hub_dir = dir.join("hub");
     let hubd = binary("hubd");
     let agentd = binary("agentd");
@@ -193,7 +193,7 @@ async fn run_in(
         let client = crate::client::Client::connect(&login).await?;
         crate::cli::watch(&client, false, false).await?;
         client.close().await;
-        Ok(ExitCode::SUCCESS)
+        Ok(0)
     } else {
         // A throwaway fleet: its commands stay out of the user's history.
         crate::console::run_attached(login, None).await

@@ -424,6 +424,47 @@ async fn commands_through_the_mux_print_and_exit_as_when_they_dial() {
     // Four jobs each way (the unknown agent made none) and the failing one.
     assert_eq!(jobs.as_array().map(Vec::len), Some(9), "{jobs}");
 
+    // What `flotilla`'s entry point does in place of Rust's start (tui/src/main.rs). A reader that
+    // went away (`| head`) is an error reported with the shell's status for it, not a death by
+    // SIGPIPE; and with standard output closed, the output goes nowhere instead of into the next
+    // descriptor opened, which here is the connection to the mux.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut to_closed_pipe = fleet.flotilla(&["exec", "one", "--", "seq", "1", "50000"]);
+    to_closed_pipe.stdout(writer);
+    let status = tokio::time::timeout(DEADLINE, to_closed_pipe.status())
+        .await
+        .expect("exec into a closed pipe ended")
+        .expect("spawn flotilla");
+    assert_eq!(
+        status.code(),
+        Some(141),
+        "exec into a closed pipe: {status}"
+    );
+    let mut stdout_closed = fleet.flotilla(&["exec", "one", "--", "seq", "1", "50000"]);
+    // SAFETY: `close` is async-signal-safe; the child only closes its own descriptor 1.
+    unsafe {
+        stdout_closed.pre_exec(|| {
+            libc::close(1);
+            Ok(())
+        });
+    }
+    let closed = tokio::time::timeout(DEADLINE, stdout_closed.stderr(Stdio::piped()).output())
+        .await
+        .expect("exec with stdout closed ended")
+        .expect("spawn flotilla");
+    assert!(
+        closed.status.success(),
+        "exec with stdout closed: {} {}",
+        closed.status,
+        text(&closed.stderr)
+    );
+    assert!(
+        text(&closed.stderr).contains("1 succeeded"),
+        "{}",
+        text(&closed.stderr)
+    );
+
     // A client killed mid-job: the mux resets the hub's stream and the hub cancels the job, as it
     // does when a direct client's connection closes.
     let mut sleeper = fleet
