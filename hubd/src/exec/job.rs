@@ -128,7 +128,7 @@ async fn run_inner(
     let online = p.targets.iter().filter(|t| t.target.online).count();
     let permits = (p.req.batch > 0 && (p.req.batch as usize) < online)
         .then(|| Arc::new(Semaphore::new(p.req.batch as usize)));
-    let (tx, mut rx) = mpsc::channel::<Bytes>(EVENT_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<ToOperator>(EVENT_QUEUE);
     let (records, records_rx) = mpsc::channel::<Record>(RECORD_QUEUE);
     let recorder = ctx
         .jobs
@@ -162,6 +162,8 @@ async fn run_inner(
     let control = read_control(&mut recv);
     tokio::pin!(control);
     let mut control_done = false;
+    let mut finals = 0usize;
+    let mut job_last: Option<Bytes> = None;
     loop {
         let reason = tokio::select! {
             end = &mut control, if !control_done => {
@@ -173,9 +175,15 @@ async fn run_inner(
                 }
             }
             _ = cancel.cancelled(), if cancelled_by.is_none() => Some("shutdown"),
-            frame = rx.recv() => match frame {
-                Some(frame) => {
+            forwarded = rx.recv() => match forwarded {
+                Some(ToOperator { frame, last }) => {
+                    finals += usize::from(last);
                     if !operator_alive {
+                        None
+                    } else if last && finals == total as usize {
+                        // The job's last event goes out with `Done`, in one write and so one
+                        // packet: the operator (and a mux) is woken once at the end, not twice.
+                        job_last = Some(frame);
                         None
                     } else if send.write_all(&frame).await.is_err() {
                         operator_alive = false;
@@ -242,16 +250,25 @@ async fn run_inner(
         duration_ms = summary.duration_ms,
         "job done"
     );
-    if operator_alive
-        && write_frame(
-            &mut ctx.stats.writer(StreamKind::Exec, &mut send),
-            &ExecEvent::Done(summary),
-            MAX_EXEC_FRAME,
-        )
-        .await
-        .is_ok()
-    {
-        let _ = send.finish();
+    if operator_alive {
+        let mut end = BytesMut::new();
+        if let Some(frame) = job_last {
+            ctx.stats
+                .message(StreamKind::Exec, Direction::Out, frame.len() as u64);
+            end.extend_from_slice(&frame);
+        }
+        let before = end.len();
+        match encode(&ExecEvent::Done(summary), &mut end, MAX_EXEC_FRAME) {
+            Ok(()) => ctx.stats.message(
+                StreamKind::Exec,
+                Direction::Out,
+                (end.len() - before) as u64,
+            ),
+            Err(e) => tracing::error!(error = %e, "could not encode the job's summary"),
+        }
+        if send.write_all(&end).await.is_ok() {
+            let _ = send.finish();
+        }
     }
     if let Some((pending, n)) = in_flight {
         log_results(pending.wait().await, n);
@@ -297,6 +314,12 @@ const MAX_AGENT_FRAME: usize = MAX_EXEC_FRAME - 256;
 
 /// One agent event for the operator, encoded. An event too large to encode (a failure message of
 /// 100 KiB) is replaced by a short failure rather than dropped.
+/// An encoded event for the operator, and whether it is an agent's final one.
+struct ToOperator {
+    frame: Bytes,
+    last: bool,
+}
+
 fn frame_of(agent: IdentityId, event: AgentEvent) -> Bytes {
     let mut buf = BytesMut::new();
     let ev = ExecEvent::Agent { agent, event };
@@ -468,7 +491,7 @@ async fn run_agent(
     ctx: Arc<HubCtx>,
     spec: AgentSpec,
     plan: Planned,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<ToOperator>,
     permits: Option<Arc<Semaphore>>,
     cancel: CancellationToken,
 ) -> (Outcome, Option<i32>) {
@@ -523,7 +546,12 @@ async fn run_agent(
         stderr_bytes: out.stderr.total,
     };
     let _ = spec.records.send(Record::Done(Box::new(result))).await;
-    let _ = tx.send(frame_of(agent, last)).await;
+    let _ = tx
+        .send(ToOperator {
+            frame: frame_of(agent, last),
+            last: true,
+        })
+        .await;
     (outcome, code)
 }
 
@@ -540,7 +568,7 @@ async fn drive(
     ctx: &HubCtx,
     spec: &AgentSpec,
     plan: &Planned,
-    tx: &mpsc::Sender<Bytes>,
+    tx: &mpsc::Sender<ToOperator>,
     permits: Option<Arc<Semaphore>>,
     cancel: &CancellationToken,
     out: &mut Tails,
@@ -568,7 +596,7 @@ async fn execute(
     ctx: &HubCtx,
     spec: &AgentSpec,
     plan: &Planned,
-    tx: &mpsc::Sender<Bytes>,
+    tx: &mpsc::Sender<ToOperator>,
     cancel: &CancellationToken,
     out: &mut Tails,
     started: &mut Option<(u64, Instant)>,
@@ -683,7 +711,7 @@ async fn forward(
     conn: &quinn::Connection,
     recv: &mut quinn::RecvStream,
     agent: &IdentityId,
-    tx: &mpsc::Sender<Bytes>,
+    tx: &mpsc::Sender<ToOperator>,
     out: &mut Tails,
     stats: &Stats,
 ) -> AgentEvent {
@@ -738,7 +766,7 @@ async fn forward(
             }
             frame_of(agent.clone(), ev)
         };
-        if tx.send(frame).await.is_err() {
+        if tx.send(ToOperator { frame, last: false }).await.is_err() {
             return failed(FailureKind::Internal, "job ended");
         }
     }
