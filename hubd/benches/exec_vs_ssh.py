@@ -2,7 +2,10 @@
 `ssh` over a ControlMaster and a new `ssh` connection, interleaved, against a throwaway sshd on
 127.0.0.1 (needs openssh-server and -client; see local_sshd.py) and a real hub with one agent.
 
-    cargo build --release --workspace && python3 hubd/benches/exec_vs_ssh.py [--runs 200]
+    cargo build --release --workspace && python3 hubd/benches/exec_vs_ssh.py [--runs 200] [--floor]
+
+`--floor` then times the same exec from inside one process (tui/benches/mux_floor.rs), which shows
+what the hub, agent and mux cost apart from starting a client.
 """
 import argparse, os, subprocess, sys, time, signal
 
@@ -12,6 +15,8 @@ from local_sshd import LocalSshd
 ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=200)
 ap.add_argument("--port", type=int, default=2299)
+ap.add_argument("--floor", action="store_true",
+                help="also time exec round trips through the mux from one process (tui/benches/mux_floor.rs)")
 args = ap.parse_args()
 B = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "release")
 sshd = LocalSshd(args.port, prefix="exec-vs-ssh-")
@@ -42,6 +47,8 @@ cmds = {
     # Process start alone, for reference: what each client costs before it says a word.
     "flotilla --version": fl + ["--version"],
     "ssh -V": ["ssh", "-V"],
+    # What this harness costs to start and reap any process.
+    "/usr/bin/true": ["/usr/bin/true"],
 }
 res = {k: [] for k in cmds}
 for i in range(args.runs):
@@ -54,6 +61,11 @@ for i in range(30):
 res["ssh new connection"] = new
 for k, v in res.items():
     v.sort(); print(f"{k:26s} p50 {v[len(v)//2]*1e3:7.2f} ms  p99 {v[int(len(v)*0.99)-1]*1e3:7.2f} ms  ({len(v)} runs)")
+if args.floor:
+    # The exec round trip with no client process to start: the least a one-shot command can cost.
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    subprocess.run(["cargo", "bench", "-q", "-p", "flotilla-tui", "--bench", "mux_floor", "--",
+                    sock, "one", str(args.runs)], cwd=root, check=True)
 print("load", os.getloadavg())
 for p in (sp, mp, ap, hp):
     p.send_signal(signal.SIGTERM); p.wait(timeout=30)
