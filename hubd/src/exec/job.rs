@@ -312,14 +312,14 @@ async fn note_cancel(
 /// limit when the hub wraps one.
 const MAX_AGENT_FRAME: usize = MAX_EXEC_FRAME - 256;
 
-/// One agent event for the operator, encoded. An event too large to encode (a failure message of
-/// 100 KiB) is replaced by a short failure rather than dropped.
 /// An encoded event for the operator, and whether it is an agent's final one.
 struct ToOperator {
     frame: Bytes,
     last: bool,
 }
 
+/// One agent event for the operator, encoded. An event too large to encode (a failure message of
+/// 100 KiB) is replaced by a short failure rather than dropped.
 fn frame_of(agent: IdentityId, event: AgentEvent) -> Bytes {
     let mut buf = BytesMut::new();
     let ev = ExecEvent::Agent { agent, event };
