@@ -197,10 +197,16 @@ async fn console_runs_commands_copies_files_and_shows_jobs_and_audit() {
         &mut console,
         "db-1's folder with its files",
         |app| {
+            // Both files: they were written while db-1 ran, and the agent may report them in two
+            // batches (the first can close between the two writes on a loaded machine).
             app.tree
                 .as_ref()
                 .and_then(|t| t.entries.as_ref())
-                .is_some_and(|e| e.iter().any(|e| e.path == "reports/q3.csv"))
+                .is_some_and(|e| {
+                    ["reports/q3.csv", "notes.txt"]
+                        .iter()
+                        .all(|want| e.iter().any(|e| e.path == *want))
+                })
         },
         |c| {
             c.apply(key(KeyCode::Char('r')));
