@@ -9,6 +9,7 @@
 
 use bytes::BytesMut;
 use flotilla_wire::exec::{ExecCommand, ExecEvent, ExecRequest};
+use flotilla_wire::frame::{HEADER_LEN, peek_len};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EXEC_FRAME, MAX_EXEC_REQUEST_FRAME};
 use flotilla_wire::msg::{ServerOpen, StreamOpen};
 use flotilla_wire::{decode_body, encode};
@@ -19,11 +20,13 @@ use std::time::{Duration, Instant};
 /// A round that takes longer than this is a stuck stack, not a figure.
 const ROUND_LIMIT: Duration = Duration::from_secs(10);
 
+/// One frame's body, read with blocking calls; the prefix is wire's (`frame::peek_len`).
 fn read_body(s: &mut UnixStream, max: usize) -> Vec<u8> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("frame length");
-    let len = u32::from_be_bytes(len) as usize;
-    assert!(len <= max, "frame of {len} bytes, over {max}");
+    let mut header = [0u8; HEADER_LEN];
+    s.read_exact(&mut header).expect("frame length");
+    let len = peek_len(&header, max)
+        .expect("frame within its limit")
+        .expect("a whole prefix");
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).expect("frame body");
     body
