@@ -4,8 +4,12 @@
 
 use std::process::Command;
 
+/// The client under test: this build's, or the one `FLOTILLA_TEST_CLIENT` names (CI runs these
+/// tests a second time against the statically linked release client, `cargo flotilla-static`).
 fn flotilla() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+    Command::new(
+        std::env::var_os("FLOTILLA_TEST_CLIENT").unwrap_or(env!("CARGO_BIN_EXE_flotilla").into()),
+    )
 }
 
 #[test]

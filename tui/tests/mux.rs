@@ -23,6 +23,16 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// The debug line a one-shot command logs when it goes through the mux.
 const USED_MUX: &str = "using the mux";
 
+/// The client under test: this build's, or the one `FLOTILLA_TEST_CLIENT` names (CI runs these
+/// tests a second time against the statically linked client, `cargo flotilla-static`). The
+/// daemons still come from beside this build's.
+fn client() -> PathBuf {
+    std::env::var_os("FLOTILLA_TEST_CLIENT").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
+        PathBuf::from,
+    )
+}
+
 fn bin(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_flotilla")).with_file_name(name);
     assert!(
@@ -231,7 +241,7 @@ impl Fleet {
     /// goes) and a home of its own, so no real config or mux of the user's is in play.
     fn flotilla(&self, args: &[&str]) -> Command {
         let home = self.tmp.path().join("home");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+        let mut cmd = Command::new(client());
         cmd.arg("--login-dir")
             .arg(self.tmp.path().join("hub").join("admin"))
             .args(args)
