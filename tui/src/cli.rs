@@ -16,6 +16,9 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// Flotilla operator console and CLI.
+///
+/// Parse it with [`Cli::parse_args`], not `Cli::parse`: the options before `command` may also be
+/// written after the subcommand, which `parse_args` allows (see there).
 #[derive(Parser, Debug)]
 #[command(
     name = "flotilla",
@@ -24,23 +27,74 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Hub address host:port (overrides the login's; env FLOTILLA_HUB).
-    #[arg(long, global = true, env = "FLOTILLA_HUB")]
+    #[arg(long, env = "FLOTILLA_HUB")]
     pub hub: Option<String>,
     /// Directory of the operator identity (env FLOTILLA_LOGIN_DIR; default: the user's config dir).
-    #[arg(long, global = true, env = "FLOTILLA_LOGIN_DIR")]
+    #[arg(long, env = "FLOTILLA_LOGIN_DIR")]
     pub login_dir: Option<PathBuf>,
     /// Config file (default: config.toml in the user's config dir).
-    #[arg(long, global = true, env = "FLOTILLA_CONFIG")]
+    #[arg(long, env = "FLOTILLA_CONFIG")]
     pub config: Option<PathBuf>,
     /// Dial the hub even when a `flotilla mux` runs for this login.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub no_mux: bool,
     /// Socket of the mux (env FLOTILLA_MUX_SOCKET; default: mux-<hash of login and hubs>.sock in
     /// the user's runtime dir).
-    #[arg(long, global = true, env = "FLOTILLA_MUX_SOCKET")]
+    #[arg(long, env = "FLOTILLA_MUX_SOCKET")]
     pub mux_socket: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The options that may also follow the subcommand (`flotilla exec web-1 --no-mux -- true`).
+const GLOBAL_ARGS: [&str; 5] = ["hub", "login_dir", "config", "no_mux", "mux_socket"];
+
+impl Cli {
+    /// Parses the process's arguments; prints usage, help or the version and exits where clap
+    /// would.
+    ///
+    /// The options of [`GLOBAL_ARGS`] are declared plain and made global only when a command line
+    /// needs it. clap copies every global option into every subcommand each time it builds the
+    /// command line, before it looks at the arguments, and that copying cost `flotilla --version`
+    /// and `flotilla exec` 0.3–0.5 ms a run (docs/benchmarks.md, "Session 10"). So a command line
+    /// is parsed first without global options; one that parses that way (the options before the
+    /// subcommand, as scripts write them) means the same with them. Any other (an option after
+    /// its subcommand, `--help`, `--version`, a mistake) is parsed again with the options global,
+    /// so what it accepts and prints is what it always was.
+    pub fn parse_args() -> Self {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_args`] over the given arguments (the first is the program name).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        if let Ok(cli) = Self::command()
+            .try_get_matches_from(&args)
+            .and_then(|m| Self::from_arg_matches(&m))
+        {
+            return Ok(cli);
+        }
+        let mut cmd = Self::with_global_args();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        Self::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+
+    /// The full command line: the options of [`GLOBAL_ARGS`] global, as `--help` shows them.
+    pub fn with_global_args() -> clap::Command {
+        use clap::CommandFactory;
+        Self::command().mut_args(|a| {
+            if GLOBAL_ARGS.contains(&a.get_id().as_str()) {
+                a.global(true)
+            } else {
+                a
+            }
+        })
+    }
 }
 
 /// flotilla subcommands.
@@ -824,6 +878,72 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+        Cli::with_global_args().debug_assert();
+    }
+
+    /// The derived definition must stay free of global options: clap would copy each into every
+    /// subcommand at every start, the cost `Cli::parse_args` avoids. The full one has all five.
+    #[test]
+    fn only_the_full_command_line_has_global_options() {
+        let globals = |cmd: clap::Command| {
+            cmd.get_arguments()
+                .filter(|a| a.is_global_set())
+                .map(|a| a.get_id().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(globals(Cli::command()), Vec::<String>::new());
+        assert_eq!(globals(Cli::with_global_args()), GLOBAL_ARGS);
+    }
+
+    /// Whichever way a command line is parsed, it means the same: each of these is parsed by the
+    /// fast path and by the full command line, and the two must agree.
+    #[test]
+    fn the_fast_parse_agrees_with_the_full_command_line() {
+        use clap::FromArgMatches;
+        let lines: &[&[&str]] = &[
+            &["exec", "one", "--", "true"],
+            &[
+                "--login-dir",
+                "/l",
+                "--mux-socket",
+                "/s",
+                "exec",
+                "one",
+                "--",
+                "true",
+            ],
+            &[
+                "--no-mux",
+                "exec",
+                "web-*",
+                "--timeout",
+                "5s",
+                "--",
+                "ls",
+                "--hub",
+                "x",
+            ],
+            &[
+                "--hub", "h:1", "--config", "/c", "jobs", "--limit", "3", "--json",
+            ],
+            &["exec", "web", "--shell", "--", "echo", "--no-mux"],
+            &["agents"],
+            &[],
+        ];
+        for line in lines {
+            let args: Vec<&str> = std::iter::once("flotilla")
+                .chain(line.iter().copied())
+                .collect();
+            let fast = Cli::command()
+                .try_get_matches_from(&args)
+                .and_then(|m| Cli::from_arg_matches(&m))
+                .unwrap_or_else(|e| panic!("{line:?} takes the fast path: {e}"));
+            let full = Cli::with_global_args()
+                .try_get_matches_from(&args)
+                .and_then(|m| Cli::from_arg_matches(&m))
+                .expect("full parse");
+            assert_eq!(format!("{fast:?}"), format!("{full:?}"), "{line:?}");
+        }
     }
 
     /// With deferred subcommands, an argument struct's doc comment would replace the variant's
@@ -845,7 +965,7 @@ mod tests {
     /// Global flags still reach a deferred subcommand, before or after its name.
     #[test]
     fn global_flags_parse_after_the_subcommand() {
-        let cli = Cli::try_parse_from([
+        let cli = Cli::try_parse_args([
             "flotilla", "exec", "web-*", "--no-mux", "--hub", "h:1", "--", "true",
         ])
         .expect("parse");

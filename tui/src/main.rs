@@ -9,7 +9,6 @@
 
 #![no_main]
 
-use clap::Parser;
 use flotilla::cli::{Cli, Command};
 
 fn init_logging(console: bool) {
@@ -71,7 +70,7 @@ fn start() {
 }
 
 fn run() -> u8 {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_logging(matches!(cli.command, None | Some(Command::Demo { .. })));
     flotilla_certs::install_crypto_provider();
     let one_shot = cli.command.as_ref().is_some_and(Command::is_one_shot);

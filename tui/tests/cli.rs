@@ -34,10 +34,34 @@ fn a_command_without_a_login_says_how_to_get_one() {
         .expect("run flotilla");
     assert!(!out.status.success(), "no login must fail");
     let err = String::from_utf8_lossy(&out.stderr);
+    // `--login-dir` came after the subcommand and must still be the one used.
     assert!(
-        err.contains("no login in") && err.contains("flotilla login --token"),
+        err.contains("no login in")
+            && err.contains("nowhere")
+            && err.contains("flotilla login --token"),
         "stderr: {err}"
     );
+}
+
+/// A subcommand's help lists the options that may follow it, as it did before they were made
+/// global only on demand (`Cli::parse_args`).
+#[test]
+fn subcommand_help_lists_the_global_options() {
+    let out = flotilla()
+        .args(["exec", "--help"])
+        .output()
+        .expect("run flotilla");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in [
+        "--login-dir",
+        "--hub",
+        "--no-mux",
+        "--mux-socket",
+        "--config",
+    ] {
+        assert!(help.contains(option), "exec --help lacks {option}:\n{help}");
+    }
 }
 
 #[test]
