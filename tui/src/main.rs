@@ -11,7 +11,14 @@
 
 use flotilla::cli::{Cli, Command};
 
-fn init_logging(console: bool) {
+fn init_logging(console: bool, one_shot: bool) {
+    if one_shot && std::env::var_os("FLOTILLA_LOG").is_none() {
+        // Warnings only, without fmt's span registry and filter (see `flotilla::warnings`).
+        let _ = tracing_subscriber::util::SubscriberInitExt::try_init(
+            flotilla::warnings::Warnings::default(),
+        );
+        return;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
         .unwrap_or_else(|_| "warn".into());
     let log_dir = directories::ProjectDirs::from("dev", "flotilla", "flotilla")
@@ -71,9 +78,12 @@ fn start() {
 
 fn run() -> u8 {
     let cli = Cli::parse_args();
-    init_logging(matches!(cli.command, None | Some(Command::Demo { .. })));
-    flotilla_certs::install_crypto_provider();
     let one_shot = cli.command.as_ref().is_some_and(Command::is_one_shot);
+    init_logging(
+        matches!(cli.command, None | Some(Command::Demo { .. })),
+        one_shot,
+    );
+    flotilla_certs::install_crypto_provider();
     let mut builder = if one_shot {
         tokio::runtime::Builder::new_current_thread()
     } else {
