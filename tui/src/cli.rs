@@ -71,10 +71,18 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        use clap::{CommandFactory, FromArgMatches};
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        if let Some(cli) = Self::plain_exec(&args, |name| std::env::var_os(name).is_some()) {
+            return Ok(cli);
+        }
+        Self::try_parse_args_with_clap(&args)
+    }
+
+    /// [`Cli::try_parse_args`] without the path that skips clap.
+    fn try_parse_args_with_clap(args: &[std::ffi::OsString]) -> Result<Self, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
         if let Ok(cli) = Self::command()
-            .try_get_matches_from(&args)
+            .try_get_matches_from(args)
             .and_then(|m| Self::from_arg_matches(&m))
         {
             return Ok(cli);
@@ -82,6 +90,121 @@ impl Cli {
         let mut cmd = Self::with_global_args();
         let matches = cmd.try_get_matches_from_mut(args)?;
         Self::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+
+    /// The command line of a plain `flotilla [OPTIONS] exec SELECTOR [EXEC OPTIONS] -- CMD…`, read
+    /// without clap; `None` for anything else, which clap then parses.
+    ///
+    /// `flotilla exec` is what scripts run in loops, and clap's building and parsing of the command
+    /// line was 0.08–0.1 ms of its CPU time and 7 page faults a run (docs/benchmarks.md,
+    /// "Session 10"). This reads only what it can read exactly as clap does: each option at most
+    /// once, values that are not empty and do not start with `-`, the global options before `exec`,
+    /// and none of their environment variables set (`is_set` says which are). Anything else (help,
+    /// an error to report, an unknown option) is left to clap. A property test checks that every
+    /// command line this accepts, clap parses to the same `Cli`.
+    fn plain_exec(args: &[std::ffi::OsString], is_set: impl Fn(&str) -> bool) -> Option<Self> {
+        use std::ffi::OsStr;
+        if [
+            "FLOTILLA_HUB",
+            "FLOTILLA_LOGIN_DIR",
+            "FLOTILLA_CONFIG",
+            "FLOTILLA_MUX_SOCKET",
+        ]
+        .iter()
+        .any(|name| is_set(name))
+        {
+            return None;
+        }
+        /// `--name value` or `--name=value`: the value, and how many arguments it took.
+        fn value<'a>(args: &'a [std::ffi::OsString], name: &str) -> Option<(&'a OsStr, usize)> {
+            let arg = args.first()?.to_str()?;
+            let (value, used) = if arg == name {
+                (args.get(1)?.as_os_str(), 2)
+            } else {
+                (OsStr::new(arg.strip_prefix(name)?.strip_prefix('=')?), 1)
+            };
+            let bytes = value.as_encoded_bytes();
+            (!bytes.is_empty() && bytes[0] != b'-').then_some((value, used))
+        }
+        fn once<T>(slot: &mut Option<T>, v: T) -> Option<()> {
+            slot.is_none().then(|| *slot = Some(v))
+        }
+        let (mut hub, mut login_dir, mut config, mut mux_socket, mut no_mux) =
+            (None, None, None, None, None);
+        let mut rest = args.get(1..)?;
+        loop {
+            let arg = rest.first()?.to_str()?;
+            if arg == "exec" {
+                rest = &rest[1..];
+                break;
+            }
+            if arg == "--no-mux" {
+                once(&mut no_mux, ())?;
+                rest = &rest[1..];
+                continue;
+            }
+            let (slot, name) = match arg.split('=').next()? {
+                "--hub" => (&mut hub, "--hub"),
+                "--login-dir" => (&mut login_dir, "--login-dir"),
+                "--config" => (&mut config, "--config"),
+                "--mux-socket" => (&mut mux_socket, "--mux-socket"),
+                _ => return None,
+            };
+            let (v, used) = value(rest, name)?;
+            once(slot, v.to_owned())?;
+            rest = &rest[used..];
+        }
+        let (mut selector, mut timeout, mut batch, mut shell, mut json) =
+            (None, None, None, None, None);
+        let command = loop {
+            let arg = rest.first()?.to_str()?;
+            match arg {
+                "--" => break rest[1..].iter().map(|a| a.to_str().map(str::to_owned)),
+                "--shell" => once(&mut shell, ())?,
+                "--json" => once(&mut json, ())?,
+                _ if arg.starts_with("--timeout") => {
+                    let (v, used) = value(rest, "--timeout")?;
+                    once(&mut timeout, crate::exec::parse_timeout(v.to_str()?).ok()?)?;
+                    rest = &rest[used..];
+                    continue;
+                }
+                _ if arg.starts_with("--batch") => {
+                    let (v, used) = value(rest, "--batch")?;
+                    let v = v.to_str()?;
+                    if !v.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    once(&mut batch, v.parse::<u32>().ok()?)?;
+                    rest = &rest[used..];
+                    continue;
+                }
+                _ if arg.starts_with('-') => return None,
+                _ => once(&mut selector, arg.to_owned())?,
+            }
+            rest = &rest[1..];
+        };
+        let command: Vec<String> = command.collect::<Option<_>>()?;
+        if command.is_empty() {
+            return None;
+        }
+        Some(Self {
+            hub: hub
+                .map(|h: std::ffi::OsString| h.into_string())
+                .transpose()
+                .ok()?,
+            login_dir: login_dir.map(PathBuf::from),
+            config: config.map(PathBuf::from),
+            no_mux: no_mux.is_some(),
+            mux_socket: mux_socket.map(PathBuf::from),
+            command: Some(Command::Exec(crate::exec::ExecArgs {
+                selector: selector?,
+                timeout,
+                batch: batch.unwrap_or(0),
+                shell: shell.is_some(),
+                json: json.is_some(),
+                command,
+            })),
+        })
     }
 
     /// The full command line: the options of [`GLOBAL_ARGS`] global, as `--help` shows them.
@@ -959,6 +1082,113 @@ mod tests {
             let sub = cli.find_subcommand_mut(name).expect(name);
             let help = sub.render_help().to_string();
             assert!(help.starts_with(says), "{name}: {help}");
+        }
+    }
+
+    fn os(line: &[&str]) -> Vec<std::ffi::OsString> {
+        std::iter::once("flotilla")
+            .chain(line.iter().copied())
+            .map(Into::into)
+            .collect()
+    }
+
+    fn env_is_set(name: &str) -> bool {
+        std::env::var_os(name).is_some()
+    }
+
+    /// The command lines scripts write take the path without clap.
+    #[test]
+    fn plain_exec_lines_skip_clap() {
+        for line in [
+            &["exec", "one", "--", "true"][..],
+            &[
+                "--login-dir",
+                "/l",
+                "--mux-socket=/s",
+                "exec",
+                "web-*",
+                "--",
+                "ls",
+                "-l",
+            ],
+            &[
+                "--no-mux",
+                "exec",
+                "--shell",
+                "web",
+                "--timeout",
+                "5s",
+                "--",
+                "echo",
+                "--hub",
+            ],
+            &[
+                "exec",
+                "env=prod+role=db",
+                "--batch=10",
+                "--json",
+                "--",
+                "uptime",
+            ],
+        ] {
+            if [
+                "FLOTILLA_HUB",
+                "FLOTILLA_LOGIN_DIR",
+                "FLOTILLA_CONFIG",
+                "FLOTILLA_MUX_SOCKET",
+            ]
+            .iter()
+            .any(|n| env_is_set(n))
+            {
+                return;
+            }
+            assert!(
+                Cli::plain_exec(&os(line), |_| false).is_some(),
+                "{line:?} should skip clap"
+            );
+        }
+        // An environment variable for an option leaves the line to clap, which reads it.
+        assert!(
+            Cli::plain_exec(&os(&["exec", "one", "--", "true"]), |n| n == "FLOTILLA_HUB").is_none()
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Whatever the path without clap accepts, clap parses to the same `Cli`; what it refuses,
+        /// clap is left to parse or report. Lines are built in the shape of an exec command line
+        /// (options, `exec`, its options and selector, `--`, a command), with stray and malformed
+        /// words mixed into each part and `exec` or `--` sometimes missing.
+        #[test]
+        fn plain_exec_agrees_with_clap(
+            before in proptest::collection::vec(proptest::sample::select(vec![
+                "--no-mux", "--hub", "h:1", "--hub=h:2", "--hub=", "--login-dir", "/l",
+                "--login-dir=/m", "--config", "/c", "--config=/d", "--mux-socket", "/s",
+                "--mux-socket=/t", "--no-mux=1", "--json", "-x", "", "agents", "--help", "-V",
+            ]), 0..5),
+            exec in proptest::sample::select(vec!["exec", "exec", "exec", "jobs", "exe"]),
+            middle in proptest::collection::vec(proptest::sample::select(vec![
+                "web-*", "one", "env=prod+role=db", "", "-", "--shell", "--json", "--timeout",
+                "5s", "--timeout=0", "--timeout=1h", "500ms", "--timeoutx", "--batch", "3",
+                "--batch=+4", "--batch=x", "--batch=007", "--batch=99999999999", "--no-mux",
+                "--hub=h:3", "-h", "-x", "--help", "exec",
+            ]), 0..6),
+            dashes in proptest::sample::select(vec!["--", "--", "--", ""]),
+            command in proptest::collection::vec(proptest::sample::select(vec![
+                "true", "ls", "-l", "--", "--hub", "", "é",
+            ]), 0..4),
+        ) {
+            let mut line: Vec<&str> = before;
+            line.push(exec);
+            line.extend(middle);
+            line.extend(Some(dashes).filter(|d| !d.is_empty()));
+            line.extend(command);
+            let args = os(&line);
+            if let Some(fast) = Cli::plain_exec(&args, env_is_set) {
+                let full = Cli::try_parse_args_with_clap(&args);
+                proptest::prop_assert!(full.is_ok(), "{:?}: clap refused what the fast path took: {:?}", line, fast);
+                proptest::prop_assert_eq!(format!("{fast:?}"), format!("{:?}", full.expect("checked")), "{:?}", line);
+            }
         }
     }
 
