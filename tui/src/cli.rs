@@ -391,8 +391,8 @@ impl Command {
     /// Whether the command makes a few requests and exits (it may go through the mux). These run
     /// on a current-thread runtime: measured on 2 cores, that saves about 0.4 ms per command (no
     /// worker threads to start and join, no cross-thread wake-up per event) and read 200 MB of exec
-    /// output no slower. The console, `watch`, `cp`, `mux` and `demo` keep the multi-thread
-    /// runtime.
+    /// output no slower. The console, `watch`, `cp` and `demo` keep the multi-thread runtime;
+    /// `mux` runs on one thread too (see [`Command::runs_on_one_thread`]).
     pub fn is_one_shot(&self) -> bool {
         matches!(
             self,
@@ -406,6 +406,19 @@ impl Command {
                 | Self::Job { .. }
                 | Self::Audit { .. }
         )
+    }
+
+    /// Whether the command runs on a current-thread runtime: the one-shot commands, and the mux.
+    ///
+    /// The mux relays one stream per client between a Unix socket and its QUIC connection. On a
+    /// multi-thread runtime its accept loop (on the main thread), the relay tasks and the
+    /// connection's driver handed work to each other across threads: 17 thread wake-ups per
+    /// `flotilla exec` in `perf sched`, each 50–60 µs from wake-up to running on the 2-vCPU
+    /// machine. On one thread an exec through it took 0.12–0.21 ms less (p50, three alternating
+    /// runs of 300), and 512 MiB of exec output went through it as fast (docs/benchmarks.md,
+    /// "Session 10"). One core relays a few thousand commands a second, as a ControlMaster does.
+    pub fn runs_on_one_thread(&self) -> bool {
+        self.is_one_shot() || matches!(self, Self::Mux { .. })
     }
 }
 

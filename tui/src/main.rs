@@ -84,7 +84,11 @@ fn run() -> u8 {
         one_shot,
     );
     flotilla_certs::install_crypto_provider();
-    let mut builder = if one_shot {
+    let one_thread = cli
+        .command
+        .as_ref()
+        .is_some_and(Command::runs_on_one_thread);
+    let mut builder = if one_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
