@@ -10,7 +10,7 @@
 `--floor` then times the same exec from inside one process (tui/benches/mux_floor.rs), which shows
 what the hub, agent and mux cost apart from starting a client.
 """
-import argparse, os, subprocess, sys, time, signal
+import argparse, os, shutil, subprocess, sys, time, signal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from local_sshd import LocalSshd
@@ -37,6 +37,10 @@ def linking(path):
 print(f"client: {B}/flotilla, linked {linking(f'{B}/flotilla')}"
       + ("" if linking(f"{B}/flotilla") == "static" else " (run `cargo flotilla-static` for the release build)"))
 sshd = LocalSshd(args.port, prefix="exec-vs-ssh-")
+# Every run uses a copy: `--floor` runs `cargo bench`, which rebuilds target/release/flotilla
+# (dynamically linked) while the stack is up.
+CLIENT = f"{sshd.dir}/flotilla"
+shutil.copy2(f"{B}/flotilla", CLIENT)
 d = sshd.dir
 SSH = sshd.ssh
 hub = f"{d}/hub"
@@ -48,8 +52,8 @@ subprocess.run([f"{B}/agentd", "--data-dir", f"{d}/a", "enroll", "--name", "one"
 ap = subprocess.Popen([f"{B}/agentd", "--data-dir", f"{d}/a", "run", "--exec", "any"], stderr=subprocess.DEVNULL)
 login = f"{hub}/admin"
 sock = f"{d}/mux.sock"
-mp = subprocess.Popen([f"{B}/flotilla", "--login-dir", login, "--mux-socket", sock, "mux"], stderr=subprocess.DEVNULL)
-fl = [f"{B}/flotilla", "--login-dir", login, "--mux-socket", sock]
+mp = subprocess.Popen([CLIENT, "--login-dir", login, "--mux-socket", sock, "mux"], stderr=subprocess.DEVNULL)
+fl = [CLIENT, "--login-dir", login, "--mux-socket", sock]
 for _ in range(200):
     if subprocess.run(fl + ["exec", "one", "--", "true"], capture_output=True).returncode == 0: break
     time.sleep(0.05)
@@ -83,6 +87,7 @@ if args.floor:
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
     subprocess.run(["cargo", "bench", "-q", "-p", "flotilla-tui", "--bench", "mux_floor", "--",
                     sock, "one", str(args.runs)], cwd=root, check=True)
+    print("note: `cargo bench` relinked target/release/flotilla dynamically; run `cargo flotilla-static` before the next run")
 print("load", os.getloadavg())
 for p in (sp, mp, ap, hp):
     p.send_signal(signal.SIGTERM); p.wait(timeout=30)
