@@ -49,6 +49,15 @@ pub struct Cli {
 /// The options that may also follow the subcommand (`flotilla exec web-1 --no-mux -- true`).
 const GLOBAL_ARGS: [&str; 5] = ["hub", "login_dir", "config", "no_mux", "mux_socket"];
 
+/// The environment variables that set those options; [`Cli::plain_exec`] leaves a command line to
+/// clap while any is set.
+const GLOBAL_ENV: [&str; 4] = [
+    "FLOTILLA_HUB",
+    "FLOTILLA_LOGIN_DIR",
+    "FLOTILLA_CONFIG",
+    "FLOTILLA_MUX_SOCKET",
+];
+
 impl Cli {
     /// Parses the process's arguments; prints usage, help or the version and exits where clap
     /// would.
@@ -104,15 +113,7 @@ impl Cli {
     /// command line this accepts, clap parses to the same `Cli`.
     fn plain_exec(args: &[std::ffi::OsString], is_set: impl Fn(&str) -> bool) -> Option<Self> {
         use std::ffi::OsStr;
-        if [
-            "FLOTILLA_HUB",
-            "FLOTILLA_LOGIN_DIR",
-            "FLOTILLA_CONFIG",
-            "FLOTILLA_MUX_SOCKET",
-        ]
-        .iter()
-        .any(|name| is_set(name))
-        {
+        if GLOBAL_ENV.iter().any(|name| is_set(name)) {
             return None;
         }
         /// `--name value` or `--name=value`: the value, and how many arguments it took.
@@ -1109,6 +1110,26 @@ mod tests {
         std::env::var_os(name).is_some()
     }
 
+    /// The path without clap knows every environment variable that sets an option of an exec
+    /// command line: a new one it did not know would be ignored on that path.
+    #[test]
+    fn plain_exec_knows_every_option_environment_variable() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let exec = cmd.find_subcommand("exec").expect("exec");
+        let mut declared: Vec<String> = cmd
+            .get_arguments()
+            .chain(exec.get_arguments())
+            .filter(|a| !a.is_global_set())
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        declared.sort();
+        let mut known = GLOBAL_ENV.map(String::from).to_vec();
+        known.sort();
+        assert_eq!(declared, known);
+    }
+
     /// The command lines scripts write take the path without clap.
     #[test]
     fn plain_exec_lines_skip_clap() {
@@ -1144,17 +1165,6 @@ mod tests {
                 "uptime",
             ],
         ] {
-            if [
-                "FLOTILLA_HUB",
-                "FLOTILLA_LOGIN_DIR",
-                "FLOTILLA_CONFIG",
-                "FLOTILLA_MUX_SOCKET",
-            ]
-            .iter()
-            .any(|n| env_is_set(n))
-            {
-                return;
-            }
             assert!(
                 Cli::plain_exec(&os(line), |_| false).is_some(),
                 "{line:?} should skip clap"
