@@ -34,8 +34,9 @@ def linking(path):
     types = [struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum)]
     return "dynamic" if 3 in types else "static"
 
-print(f"client: {B}/flotilla, linked {linking(f'{B}/flotilla')}"
-      + ("" if linking(f"{B}/flotilla") == "static" else " (run `cargo flotilla-static` for the release build)"))
+linked = linking(f"{B}/flotilla")
+print(f"client: {B}/flotilla, linked {linked}"
+      + ("" if linked == "static" else " (run `cargo flotilla-static` for the release build)"))
 sshd = LocalSshd(args.port, prefix="exec-vs-ssh-")
 # Every run uses a copy: `--floor` runs `cargo bench`, which rebuilds target/release/flotilla
 # (dynamically linked) while the stack is up.

@@ -1068,9 +1068,7 @@ mod tests {
             &[],
         ];
         for line in lines {
-            let args: Vec<&str> = std::iter::once("flotilla")
-                .chain(line.iter().copied())
-                .collect();
+            let args = os(line);
             let fast = Cli::command()
                 .try_get_matches_from(&args)
                 .and_then(|m| Cli::from_arg_matches(&m))

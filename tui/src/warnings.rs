@@ -3,8 +3,8 @@
 //!
 //! tracing-subscriber's `fmt` builds a span registry (a sharded slab) and an `EnvFilter` whatever
 //! the level, which cost a one-shot command about a tenth of its CPU time, 14 page faults and
-//! 0.12 ms (docs/benchmarks.md, "Session 10") to print, in practice, nothing. With `FLOTILLA_LOG` set, and in the console, the
-//! mux and every long-running command, `fmt` is used as before.
+//! 0.12 ms (docs/benchmarks.md, "Session 10") to print, in practice, nothing. With `FLOTILLA_LOG`
+//! set, and in the console, the mux and every long-running command, `fmt` is used as before.
 
 use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
@@ -95,6 +95,13 @@ impl Line {
             format!("flotilla: {level}: {} ({})", self.message, self.fields)
         }
     }
+
+    fn push_field(&mut self, field: &Field, value: std::fmt::Arguments<'_>) {
+        if !self.fields.is_empty() {
+            self.fields.push(' ');
+        }
+        let _ = write!(self.fields, "{}={value}", field.name());
+    }
 }
 
 impl Visit for Line {
@@ -112,15 +119,6 @@ impl Visit for Line {
         } else {
             self.push_field(field, format_args!("{value:?}"));
         }
-    }
-}
-
-impl Line {
-    fn push_field(&mut self, field: &Field, value: std::fmt::Arguments<'_>) {
-        if !self.fields.is_empty() {
-            self.fields.push(' ');
-        }
-        let _ = write!(self.fields, "{}={value}", field.name());
     }
 }
 
