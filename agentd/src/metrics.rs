@@ -73,7 +73,12 @@ impl Collector {
         self.system.refresh_processes_specifics(
             ProcessesToUpdate::All,
             true,
-            ProcessRefreshKind::nothing().with_cpu().with_memory(),
+            // Without tasks: on Linux sysinfo lists every thread as a process of its own by default,
+            // which put `tokio-rt-worker` rows carrying their process's RSS in the top lists.
+            ProcessRefreshKind::nothing()
+                .with_cpu()
+                .with_memory()
+                .without_tasks(),
         );
         self.disks.refresh(true);
         self.networks.refresh(true);
@@ -118,17 +123,7 @@ impl Collector {
                 })
             })
             .collect();
-        let procs: Vec<ProcessInfo> = self
-            .system
-            .processes()
-            .iter()
-            .map(|(pid, p)| ProcessInfo {
-                pid: pid.as_u32(),
-                name: p.name().to_string_lossy().into_owned(),
-                cpu_pct: p.cpu_usage(),
-                rss: p.memory(),
-            })
-            .collect();
+        let procs = processes(&self.system);
         MetricsSample {
             at_ms: now_ms(),
             cpu_pct: self.system.global_cpu_usage(),
@@ -163,6 +158,22 @@ impl Default for Collector {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Processes only, never their threads: a thread shares its process's memory, so counting it would
+/// list the same RSS once per thread.
+fn processes(system: &System) -> Vec<ProcessInfo> {
+    system
+        .processes()
+        .iter()
+        .filter(|(_, p)| p.thread_kind().is_none())
+        .map(|(pid, p)| ProcessInfo {
+            pid: pid.as_u32(),
+            name: p.name().to_string_lossy().into_owned(),
+            cpu_pct: p.cpu_usage(),
+            rss: p.memory(),
+        })
+        .collect()
 }
 
 fn top_by(procs: &[ProcessInfo], key: impl Fn(&ProcessInfo) -> f64) -> Vec<ProcessInfo> {
@@ -204,6 +215,41 @@ mod tests {
         );
         let top = top_by(&procs, |p| p.rss as f64);
         assert_eq!(top[0].pid, 0);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn threads_are_not_counted_as_processes() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let release = std::sync::Arc::new(std::sync::Barrier::new(5));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let tx = tx.clone();
+                let release = release.clone();
+                std::thread::spawn(move || {
+                    // SAFETY: gettid has no preconditions.
+                    let tid = unsafe { libc::gettid() } as u32;
+                    tx.send(tid).ok();
+                    release.wait();
+                })
+            })
+            .collect();
+        let tids: Vec<u32> = (0..4).filter_map(|_| rx.recv().ok()).collect();
+        assert_eq!(tids.len(), 4);
+        let mut c = Collector::new();
+        let listed: Vec<u32> = processes(&c.system).iter().map(|p| p.pid).collect();
+        let sample = c.sample();
+        release.wait();
+        threads.into_iter().for_each(|t| t.join().expect("thread"));
+        assert!(
+            listed.contains(&std::process::id()),
+            "this process is listed"
+        );
+        for tid in &tids {
+            assert!(!listed.contains(tid), "thread {tid} listed as a process");
+            assert!(sample.top_mem.iter().all(|p| p.pid != *tid));
+            assert!(sample.top_cpu.iter().all(|p| p.pid != *tid));
+        }
     }
 
     #[test]
