@@ -118,10 +118,21 @@ async fn answer(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> Result<OpRespons
             };
             let since_ms = now_ms().saturating_sub(since_s.saturating_mul(1000));
             let id = row.id.clone();
-            let points = ctx
+            let mut points = ctx
                 .store
                 .call(move |c| Ok(store::metrics::series(c, &id, res, since_ms)?))
                 .await?;
+            if res == Resolution::Minute
+                && let Some(live) = ctx.history.in_progress(&row.id)
+                && live.start_ms >= since_ms
+            {
+                match points.last_mut() {
+                    // The same minute was partly written before a reconnect.
+                    Some(last) if last.start_ms == live.start_ms => *last = last.merged(&live),
+                    Some(last) if last.start_ms > live.start_ms => {}
+                    _ => points.push(live),
+                }
+            }
             Ok(OpResponse::Series(flotilla_wire::msg::MetricsSeries {
                 id: row.id,
                 name: row.name,

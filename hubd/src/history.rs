@@ -91,6 +91,12 @@ impl History {
         }
     }
 
+    /// The minute in progress of `id`, not yet written: a history query adds it so that an agent's
+    /// first minute, and the current one, show before they close.
+    pub fn in_progress(&self, id: &IdentityId) -> Option<MinuteAggregate> {
+        self.folders().get(id).and_then(MinuteFolder::peek)
+    }
+
     /// Stores minutes an agent buffered while the hub was unreachable.
     pub async fn record_backfill(&self, id: &IdentityId, minutes: Vec<MinuteAggregate>) {
         self.send(minutes.into_iter().map(|m| (id.clone(), m)).collect())

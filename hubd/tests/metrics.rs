@@ -80,6 +80,26 @@ async fn live_samples_become_minutes_that_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_agents_first_minute_shows_before_it_closes() {
+    let fleet = TestFleet::new().await;
+    let mut events = fleet.events();
+    let mut agent = fleet.enrol_agent("fresh-1", Vec::new()).await;
+    agent.start();
+    events.online(&agent.id).await;
+    events.metrics(&agent.id).await;
+    // Still connected, most likely still in its first minute: nothing is in the database yet, and
+    // the history must show the minute in progress rather than nothing.
+    let s = series(&fleet, "fresh-1", 3600).await;
+    assert!(
+        total_samples(&s) >= 1,
+        "the minute in progress is missing: {s:?}"
+    );
+    let last = s.points.last().expect("a point");
+    assert!(last.mem_total > 0 && last.samples >= 1, "{last:?}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_outage_is_back_filled_after_the_hub_returns() {
     let mut fleet = TestFleet::new().await;
     let mut events = fleet.events();

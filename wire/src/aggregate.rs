@@ -99,6 +99,37 @@ impl Accumulator {
     }
 }
 
+impl MinuteAggregate {
+    /// Two parts of the same bucket as one: means weighted by samples, maxima, the later total. The
+    /// store merges rows of one minute the same way in SQL.
+    pub fn merged(&self, later: &Self) -> Self {
+        let (a, b) = (u64::from(self.samples), u64::from(later.samples));
+        let n = (a + b).max(1);
+        let mean_u = |x: u64, y: u64| {
+            ((u128::from(x) * u128::from(a) + u128::from(y) * u128::from(b)) / u128::from(n)) as u64
+        };
+        let mean_f = |x: f32, y: f32| {
+            ((f64::from(x) * a as f64 + f64::from(y) * b as f64) / n as f64) as f32
+        };
+        Self {
+            start_ms: self.start_ms,
+            samples: self.samples.saturating_add(later.samples),
+            cpu_avg: mean_f(self.cpu_avg, later.cpu_avg),
+            cpu_max: self.cpu_max.max(later.cpu_max),
+            mem_avg: mean_u(self.mem_avg, later.mem_avg),
+            mem_max: self.mem_max.max(later.mem_max),
+            mem_total: later.mem_total,
+            load1_avg: mean_f(self.load1_avg, later.load1_avg),
+            disk_pct_max: self.disk_pct_max.max(later.disk_pct_max),
+            net_rx_avg: mean_u(self.net_rx_avg, later.net_rx_avg),
+            net_tx_avg: mean_u(self.net_tx_avg, later.net_tx_avg),
+            net_max: self.net_max.max(later.net_max),
+            disk_read_avg: mean_u(self.disk_read_avg, later.disk_read_avg),
+            disk_write_avg: mean_u(self.disk_write_avg, later.disk_write_avg),
+        }
+    }
+}
+
 /// Per-minute buckets of one stream of samples: `push` returns the finished minute when a sample
 /// opens the next one.
 #[derive(Clone, Debug, Default)]
@@ -126,6 +157,15 @@ impl MinuteFolder {
             }
         }
         done
+    }
+
+    /// The minute in progress so far, left in place: what a history query shows for the current
+    /// minute before it closes.
+    pub fn peek(&self) -> Option<MinuteAggregate> {
+        self.current
+            .as_ref()
+            .filter(|a| !a.is_empty())
+            .map(Accumulator::finish)
     }
 
     /// The minute in progress, if any (flushed on disconnect and shutdown).
@@ -180,6 +220,38 @@ mod tests {
         let rest = f.take().expect("minute in progress");
         assert_eq!((rest.start_ms, rest.samples), (120_000, 1));
         assert_eq!(f.take(), None);
+    }
+
+    #[test]
+    fn the_minute_in_progress_can_be_read_without_closing_it() {
+        let mut f = MinuteFolder::default();
+        assert_eq!(f.peek(), None);
+        f.push(&sample(60_000, 10.0, 100));
+        f.push(&sample(61_000, 30.0, 300));
+        let live = f.peek().expect("minute in progress");
+        assert_eq!(
+            (live.start_ms, live.samples, live.cpu_avg),
+            (60_000, 2, 20.0)
+        );
+        // Peeking leaves it in place: the next minute still closes it with both samples.
+        let closed = f.push(&sample(120_000, 0.0, 0)).expect("closed");
+        assert_eq!(closed, live);
+    }
+
+    #[test]
+    fn parts_of_one_minute_merge_as_the_store_merges_them() {
+        let mut f = MinuteFolder::default();
+        f.push(&sample(60_000, 10.0, 100));
+        let first = f.take().expect("first part");
+        f.push(&sample(62_000, 40.0, 400));
+        f.push(&sample(63_000, 40.0, 400));
+        let second = f.take().expect("second part");
+        let m = first.merged(&second);
+        assert_eq!(m.samples, 3);
+        assert_eq!(m.cpu_avg, 30.0);
+        assert_eq!(m.cpu_max, 40.0);
+        assert_eq!(m.mem_avg, 300);
+        assert_eq!(m.mem_max, 400);
     }
 
     #[test]
