@@ -6,7 +6,6 @@ use flotilla_wire::msg::MinuteAggregate;
 use flotilla_wire::{IdentityId, Role};
 use hubd::history::{History, Retention};
 use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Agents simulated: the largest fleet.
 const AGENTS: usize = 20_000;
@@ -22,7 +21,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, thread) = hubd::store::Store::open(&dir.path().join("bench.db")).expect("store");
         let retention = Retention { minute_days: 30, ten_minute_days: 365 };
-        let (history, writer) = History::start(store.clone(), retention, CancellationToken::new()).await;
+        let history = History::start(store.clone(), retention).await;
         let ids: Vec<IdentityId> = (0..AGENTS).map(|i| IdentityId::from_random(Role::Agent, (i as u64).to_be_bytes())).collect();
         // A round ten-minute boundary, so every agent fills whole buckets.
         let base = 1_800_000_000_000u64;
@@ -49,8 +48,7 @@ fn main() {
                 history.record_backfill(id, vec![minute]).await;
             }
         }
-        drop(history);
-        writer.await.expect("writer");
+        assert!(history.close(std::time::Duration::from_secs(600)).await, "writer finished");
         let elapsed = started.elapsed().as_secs_f64();
         let rows = AGENTS as u64 * MINUTES;
         let stored: i64 = store.call(|c| Ok(c.query_row("SELECT count(*) FROM metrics_1m", [], |r| r.get(0))?)).await.expect("count");

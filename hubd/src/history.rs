@@ -33,34 +33,47 @@ pub struct Retention {
     pub ten_minute_days: u32,
 }
 
-/// Front of the history writer.
+/// Front of the history writer, and its owner: [`History::close`] flushes the minutes in progress
+/// and waits for the writer to store them.
 pub struct History {
     tx: mpsc::Sender<Vec<Row>>,
+    /// Tells the writer to stop taking rows once what is queued is written.
+    stop: CancellationToken,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     folders: Mutex<HashMap<IdentityId, MinuteFolder>>,
     /// Read by the writer at each prune, so a reload takes effect at the next one.
     retention: watch::Sender<Retention>,
 }
 
 impl History {
-    /// Prunes what is past retention, then starts the writer task; it ends once every `History` is
-    /// dropped and its queue is written. Pruning first means no query ever sees expired buckets.
-    pub async fn start(
-        store: Store,
-        retention: Retention,
-        cancel: CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Prunes what is past retention, then starts the writer task; it ends at [`History::close`] (or
+    /// once every `History` is dropped) after its queue is written. Pruning first means no query ever
+    /// sees expired buckets.
+    pub async fn start(store: Store, retention: Retention) -> Self {
         prune(&store, retention).await;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (retention, retention_rx) = watch::channel(retention);
-        let task = tokio::spawn(writer(rx, store, retention_rx, cancel));
-        (
-            Self {
-                tx,
-                folders: Mutex::default(),
-                retention,
-            },
-            task,
-        )
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(writer(rx, store, retention_rx, stop.clone()));
+        Self {
+            tx,
+            stop,
+            writer: Mutex::new(Some(task)),
+            folders: Mutex::default(),
+            retention,
+        }
+    }
+
+    /// Writes every minute in progress, then stops the writer once its queue is stored and waits
+    /// for it, at most `deadline` (shutdown). Returns whether the writer finished in time.
+    pub async fn close(&self, deadline: Duration) -> bool {
+        self.flush_all().await;
+        self.stop.cancel();
+        let task = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match task {
+            Some(task) => tokio::time::timeout(deadline, task).await.is_ok(),
+            None => true,
+        }
     }
 
     /// Changes retention from the next prune on (SIGHUP).
@@ -165,7 +178,7 @@ async fn writer(
     mut rx: mpsc::Receiver<Vec<Row>>,
     store: Store,
     retention: watch::Receiver<Retention>,
-    cancel: CancellationToken,
+    stop: CancellationToken,
 ) {
     let mut prune_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
@@ -176,7 +189,12 @@ async fn writer(
                 Some(rows) => rows,
                 None => return,
             },
-            _ = prune_tick.tick(), if !cancel.is_cancelled() => {
+            // Closing the queue refuses new rows; `recv` still hands out what is queued, then None.
+            _ = stop.cancelled(), if !rx.is_closed() => {
+                rx.close();
+                continue;
+            }
+            _ = prune_tick.tick(), if !stop.is_cancelled() => {
                 let now = *retention.borrow();
                 prune(&store, now).await;
                 continue;

@@ -230,8 +230,7 @@ async fn open_ctx(
         minute_days: config.history_minute_days,
         ten_minute_days: config.history_ten_minute_days,
     };
-    let (history, _writer) =
-        history::History::start(store.clone(), retention, CancellationToken::new()).await;
+    let history = history::History::start(store.clone(), retention).await;
     let registry = Registry::new(config.metrics_interval_ms);
     let ctx = HubCtx {
         store,
@@ -393,7 +392,9 @@ pub async fn start(
         phase("connections closed");
         let _ = std::fs::remove_file(paths.admin_socket());
         let _ = std::fs::remove_file(paths.data_dir.join(maint::SOCKET));
-        ctx.history.flush_all().await;
+        if !ctx.history.close(DRAIN_DEADLINE).await {
+            tracing::warn!("metrics history still being written at the drain deadline");
+        }
         drop(ctx);
         join_store(store_thread).await;
         phase("history and store flushed");
@@ -456,6 +457,7 @@ pub async fn offline_request_with(
         role: Role::Admin,
     };
     let resp = admin::handle(&ctx, &actor, req).await;
+    ctx.history.close(DRAIN_DEADLINE).await;
     drop(ctx);
     join_store(store_thread).await;
     Ok(resp)
