@@ -14,7 +14,9 @@ const MAX: usize = 4096;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks where the stream is cut, as a socket may deliver it in pieces.
-    let Some((&cut, data)) = data.split_first() else { return };
+    let Some((&cut, data)) = data.split_first() else {
+        return;
+    };
     let cut = usize::from(cut).min(data.len());
     let mut buf = BytesMut::new();
     for piece in [&data[..cut], &data[cut..]] {

@@ -14,9 +14,12 @@ use libfuzzer_sys::fuzz_target;
 use serde::{Serialize, de::DeserializeOwned};
 
 fn check<T: Serialize + DeserializeOwned>(body: &[u8]) {
-    let Ok(msg) = decode_body::<T>(body) else { return };
+    let Ok(msg) = decode_body::<T>(body) else {
+        return;
+    };
     let mut framed = bytes::BytesMut::new();
-    flotilla_wire::frame::encode(&msg, &mut framed, usize::MAX).expect("a decoded message re-encodes");
+    flotilla_wire::frame::encode(&msg, &mut framed, usize::MAX)
+        .expect("a decoded message re-encodes");
     let again = &framed[flotilla_wire::frame::HEADER_LEN..];
     let back = decode_body::<T>(again).expect("its encoding decodes");
     let mut framed_back = bytes::BytesMut::new();
@@ -25,7 +28,9 @@ fn check<T: Serialize + DeserializeOwned>(body: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&kind, body)) = data.split_first() else { return };
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
     match kind % 20 {
         0 => check::<ClientOpen>(body),
         1 => check::<ServerOpen>(body),
