@@ -3,12 +3,15 @@
 //! Commands, metrics and copies must still come out exact; a copy must resume after the path is
 //! cut for 30 s.
 
+mod console_support;
 mod files_support;
 mod proxy;
 
 use agentd::{AgentConfig, ExecMode};
 use files_support::{DEADLINE, Fleet, next_copy_event, random_bytes, spawn_cp, spec};
+use flotilla::app::App;
 use flotilla::client::{Client, Login};
+use flotilla::event::Event;
 use flotilla::files::{CopyEvent, CopyOptions};
 use flotilla_certs::Identity;
 use flotilla_wire::exec::{ExecCommand, ExecRequest};
@@ -156,6 +159,40 @@ async fn exec_metrics_and_copies_stay_exact_at_5_percent_loss_and_200_ms() {
         std::fs::read(&dst).expect("copied file") == random_bytes(FILE_LEN, 7),
         "copy differs"
     );
+
+    // The console, fed by its own subscription through the same path, shows both agents with live
+    // metrics, drawn at 80x24.
+    let console = tokio::time::timeout(DEADLINE, Client::connect(&login))
+        .await
+        .expect("console connects in time")
+        .expect("console connects");
+    let mut app = App::new(flotilla::cli::now_ms());
+    app.update(Event::Connected(Box::new(console.welcome.clone())));
+    let mut events = console.subscribe().await.expect("subscribe");
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let ev = events
+                .next()
+                .await
+                .expect("event")
+                .expect("subscription open");
+            app.update(Event::Fleet(Box::new(ev)));
+            if app.agents.values().filter(|a| a.latest.is_some()).count() == 2 {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("both agents report metrics to the console");
+    app.prepare();
+    let screen = console_support::render(&app, 80, 24);
+    for name in ["src", "dst"] {
+        assert!(
+            screen.lines().any(|l| l.contains(name) && l.contains('%')),
+            "{name} with its CPU figure is on the console:\n{screen}"
+        );
+    }
+    console.close().await;
 
     let c = &proxy.counts;
     let dropped = c.dropped.load(std::sync::atomic::Ordering::Relaxed);
