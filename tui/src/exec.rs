@@ -68,7 +68,7 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 // Options of `flotilla exec`. A plain comment on purpose: clap would take a doc comment as the
-// subcommand's about, overriding the `Exec` variant's (subcommands are built deferred).
+// subcommand's about, overriding the `Exec` variant's.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExecArgs {
     /// Agents: `all`, or comma-separated name globs (web-*), ids, or key=value labels; join parts
@@ -941,12 +941,12 @@ pub async fn ping_command(client: &Client, selector: &str, json: bool) -> Result
     let all_ok = pings.iter().all(|p| p.rtt_us.is_some());
     if json {
         for p in &pings {
-            println!("{}", json!(p));
+            crate::util::outln!("{}", json!(p)).map_err(ClientError::Output)?;
         }
     } else {
         let width = pings.iter().map(|p| p.name.len()).max().unwrap_or(0);
         for p in &pings {
-            println!("{}", ping_line(p, width));
+            crate::util::outln!("{}", ping_line(p, width)).map_err(ClientError::Output)?;
         }
     }
     Ok(u8::from(!all_ok))
@@ -980,12 +980,13 @@ pub async fn audit(client: &Client, limit: u32) -> Result<Vec<AuditEntry>, Clien
 pub async fn jobs_command(client: &Client, limit: u32, json: bool) -> Result<u8, ClientError> {
     let jobs = jobs(client, limit).await?;
     if json {
-        println!(
+        crate::util::outln!(
             "{}",
             serde_json::to_string_pretty(&jobs).unwrap_or_default()
-        );
+        )
+        .map_err(ClientError::Output)?;
     } else {
-        print!("{}", jobs_table(&jobs));
+        crate::util::out!("{}", jobs_table(&jobs)).map_err(ClientError::Output)?;
     }
     Ok(0)
 }
@@ -1011,12 +1012,13 @@ pub async fn job_command(client: &Client, job: u64, json: bool) -> Result<u8, Cl
         return Err(ClientError::Stream("hub answered without the job".into()));
     };
     if json {
-        println!(
+        crate::util::outln!(
             "{}",
             serde_json::to_string_pretty(&job_json(&info, &results)).unwrap_or_default()
-        );
+        )
+        .map_err(ClientError::Output)?;
     } else {
-        print!("{}", job_detail(&info, &results));
+        crate::util::out!("{}", job_detail(&info, &results)).map_err(ClientError::Output)?;
     }
     Ok(0)
 }
@@ -1025,12 +1027,13 @@ pub async fn job_command(client: &Client, job: u64, json: bool) -> Result<u8, Cl
 pub async fn audit_command(client: &Client, limit: u32, json: bool) -> Result<u8, ClientError> {
     let entries = audit(client, limit).await?;
     if json {
-        println!(
+        crate::util::outln!(
             "{}",
             serde_json::to_string_pretty(&entries).unwrap_or_default()
-        );
+        )
+        .map_err(ClientError::Output)?;
     } else {
-        print!("{}", audit_table(&entries));
+        crate::util::out!("{}", audit_table(&entries)).map_err(ClientError::Output)?;
     }
     Ok(0)
 }
