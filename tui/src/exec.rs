@@ -12,9 +12,10 @@ mod queries;
 mod rendering;
 mod session;
 
+pub use crate::util::utc;
 pub use queries::{
     audit, audit_command, audit_table, job_command, job_detail, job_json, job_state, jobs,
-    jobs_command, jobs_table, ping_command, ping_line, query, result_status, split_job, utc,
+    jobs_command, jobs_table, ping_command, ping_line, query, result_status, split_job,
 };
 pub use rendering::{MAX_LINE, RenderOptions, Renderer, SUMMARY_ALL_UP_TO, describe};
 pub use session::{ExecSession, Interrupts, run_exec};
@@ -31,28 +32,11 @@ pub const EXIT_BROKEN_PIPE: u8 = 141;
 /// Exit status for a request the hub refused as malformed or naming unknown agents.
 pub const EXIT_USAGE: u8 = 2;
 
-/// Parses `500ms`, `30s`, `5m`, `2h` (bare numbers are seconds).
+/// Parses a timeout: `500ms`, `30s`, `5m`, `2h` (bare numbers are seconds); zero is refused.
 pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("timeout {s:?}: expected a number then ms, s, m or h"))?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => {
-            return Err(format!(
-                "timeout {s:?}: unknown unit {unit:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    match ms {
-        Some(0) => Err("timeout must be more than 0".into()),
-        Some(ms) => Ok(Duration::from_millis(ms)),
-        None => Err(format!("timeout {s:?} is too long")),
+    match crate::util::parse_duration(s)? {
+        d if d.is_zero() => Err("timeout must be more than 0".into()),
+        d => Ok(d),
     }
 }
 
@@ -123,7 +107,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timeouts_and_times_parse() {
+    fn timeouts_parse() {
         assert_eq!(parse_timeout("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_timeout("5m"), Ok(Duration::from_secs(300)));
@@ -134,8 +118,5 @@ mod tests {
                 .contains("unknown unit")
         );
         assert!(parse_timeout("0s").is_err());
-        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
-        assert_eq!(utc(1_700_000_000_000), "2023-11-14 22:13:20Z");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00Z");
     }
 }

@@ -12,8 +12,9 @@ mod local;
 pub mod progress;
 mod watch;
 
+pub use crate::util::utc_minute;
 pub use copy::{CopyEvent, CopyOptions, CopyReport, copy};
-pub use listing::{Listing, list, listing_table, mode_string, utc_minute};
+pub use listing::{Listing, list, listing_table, mode_string};
 pub use watch::{event_line, next_event, watch_stream};
 
 use crate::client::ClientError;

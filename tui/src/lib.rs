@@ -22,4 +22,5 @@ pub mod keymap;
 pub mod mux;
 pub mod strings;
 pub mod ui;
-mod util;
+pub mod util;
+pub mod watch;

@@ -17,9 +17,7 @@ fn init_logging(console: bool) {
             .init();
         return;
     }
-    let Some(dir) = directories::ProjectDirs::from("dev", "flotilla", "flotilla")
-        .map(|d| d.cache_dir().to_owned())
-    else {
+    let Some(dir) = flotilla::util::project_dirs().map(|d| d.cache_dir().to_owned()) else {
         return;
     };
     if std::fs::create_dir_all(&dir).is_err() {

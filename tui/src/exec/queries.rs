@@ -2,6 +2,7 @@
 
 use super::rendering::{seconds, signal_name};
 use crate::client::{Client, ClientError};
+use crate::util::utc;
 use flotilla_wire::exec::{
     AgentResult, AuditEntry, JobCounts, JobId, JobInfo, Outcome, PingResult, Query, QueryReply,
 };
@@ -34,28 +35,6 @@ pub async fn query(client: &Client, q: &Query) -> Result<Vec<QueryReply>, Client
     Err(ClientError::Stream(
         "hub ended the query without its end marker".into(),
     ))
-}
-
-/// `2025-01-31 12:34:56Z` from ms since the epoch.
-pub fn utc(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn counts_cell(c: &JobCounts) -> String {

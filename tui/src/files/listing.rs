@@ -2,6 +2,7 @@
 
 use super::FilesError;
 use crate::client::{Client, ClientError};
+use crate::util::utc_minute;
 use flotilla_wire::files::{Entry, EntryKind, ListEnd, ListReply, ListRequest};
 use flotilla_wire::io::{FrameError, read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_SNAPSHOT_FRAME};
@@ -87,27 +88,6 @@ pub fn mode_string(kind: &EntryKind, mode: u32) -> String {
     s
 }
 
-/// `YYYY-MM-DD HH:MM` (UTC) for ms since the epoch.
-pub fn utc_minute(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
 /// The listing as `ls -l` would show it, names relative to the listed path.
 pub fn listing_table(l: &Listing) -> String {
     let mut out = String::new();
@@ -155,9 +135,6 @@ mod tests {
     fn listings_read_like_ls() {
         assert_eq!(mode_string(&EntryKind::Dir, 0o755), "drwxr-xr-x");
         assert_eq!(mode_string(&EntryKind::File, 0o640), "-rw-r-----");
-        assert_eq!(utc_minute(0), "1970-01-01 00:00");
-        assert_eq!(utc_minute(1_700_000_000_000), "2023-11-14 22:13");
-        assert_eq!(utc_minute(-60_000), "1969-12-31 23:59");
         let l = Listing {
             end: ListEnd {
                 agent: flotilla_wire::IdentityId::from_random(flotilla_wire::Role::Agent, [1; 8]),
