@@ -166,7 +166,7 @@ async fn exec_metrics_and_copies_stay_exact_at_5_percent_loss_and_200_ms() {
         .await
         .expect("console connects in time")
         .expect("console connects");
-    let mut app = App::new(flotilla::cli::now_ms());
+    let mut app = App::new(flotilla::util::now_ms());
     app.update(Event::Connected(Box::new(console.welcome.clone())));
     let mut events = console.subscribe().await.expect("subscribe");
     tokio::time::timeout(DEADLINE, async {
