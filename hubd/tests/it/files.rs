@@ -406,7 +406,7 @@ async fn interrupted_by_hub(
     let hub_cancel = fleet.hub_cancel_token();
     let stopped = Arc::new(AtomicBool::new(false));
     let (task, mut rx) = spawn_cp(
-        fleet.admin_login.clone(),
+        fleet.admin_login().clone(),
         "web-1:big.bin",
         "web-2:big.bin",
         CopyOptions::default(),
@@ -772,7 +772,7 @@ async fn cancelling_a_copy_cleans_both_ends() {
         let cancel = CancellationToken::new();
         let trigger = cancel.clone();
         let (task, mut rx) = spawn_cp(
-            fleet.admin_login.clone(),
+            fleet.admin_login().clone(),
             "web-1:big.bin",
             &dst,
             CopyOptions::default(),
@@ -837,7 +837,7 @@ async fn resumes_after_agent_restart(restarted: &str, seed: u64) {
     .await;
     let stop = fleet.agent(restarted).cancel_token();
     let (task, mut rx) = spawn_cp(
-        fleet.admin_login.clone(),
+        fleet.admin_login().clone(),
         "web-1:big.bin",
         "web-2:big.bin",
         CopyOptions::default(),
@@ -919,7 +919,7 @@ async fn a_directory_tree_copies_with_minus_r() {
         .await
         .expect("viewer connects");
     let mut watch = FileWatch::open(&client, Some("web-2")).await;
-    let report = cp_as(&fleet.admin_login, "web-1:site", "web-2:", &opts)
+    let report = cp_as(fleet.admin_login(), "web-1:site", "web-2:", &opts)
         .await
         .0
         .expect("cp -r");
@@ -954,7 +954,7 @@ async fn a_directory_tree_copies_with_minus_r() {
     client.close().await;
     let local = fleet.dir.path().join("mirror");
     let report = cp_as(
-        &fleet.admin_login,
+        fleet.admin_login(),
         "web-2:site",
         local.to_str().expect("utf-8"),
         &opts,

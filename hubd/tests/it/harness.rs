@@ -55,6 +55,10 @@ pub(crate) const IDLE_DEADLINE: Duration = Duration::from_secs(30);
 pub(crate) const WORK_DEADLINE: Duration = Duration::from_secs(30);
 /// Metrics interval of test agents: fast enough that "still reporting" is seen within a second.
 pub(crate) const TEST_METRICS_MS: u32 = 1000;
+/// Lifetime of the token [`FleetBuilder::start`] enrols its agents with: ten minutes, far longer
+/// than any start takes (also the logins of [`Fleet::login_as`]); the console's audit snapshots
+/// show it.
+const BUILDER_TOKEN_TTL_S: u64 = 600;
 /// Set in the child process [`in_own_process`] starts, so that the child runs the test itself.
 const OWN_PROCESS_ENV: &str = "FLOTILLA_TEST_OWN_PROCESS";
 
@@ -282,7 +286,6 @@ impl FleetBuilder {
             ..HubConfig::default()
         };
         hubd::init(&paths, &config).await.expect("hubd init");
-        let admin_login = Login::load(&paths.admin_dir(), None).expect("admin login");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("test-hub")
@@ -293,18 +296,22 @@ impl FleetBuilder {
             paths,
             config,
             agents: Vec::new(),
-            admin_login,
+            admin_login: None,
             hub: None,
             cancel: CancellationToken::new(),
             rt: Some(rt),
             dir,
         };
         fleet.start().await;
+        fleet.admin_login = Some(Login::load(&fleet.paths.admin_dir(), None).expect("admin login"));
         if self.agents.is_empty() {
             return fleet;
         }
         let uses = u32::try_from(self.agents.len()).expect("agent count fits u32");
-        let token = fleet.token(Role::Agent, uses, Vec::new()).await.token;
+        let token = fleet
+            .token_for(Role::Agent, uses, BUILDER_TOKEN_TTL_S, Vec::new())
+            .await
+            .token;
         let mut events = fleet.events();
         for spec in self.agents {
             let data_dir = fleet.dir.path().join(&spec.name);
@@ -353,8 +360,8 @@ pub(crate) struct Fleet {
     pub(crate) config: HubConfig,
     /// The agents given to the builder, in its order.
     pub(crate) agents: Vec<TestAgent>,
-    /// The admin identity `hubd init` made, as `flotilla --login-dir` uses it.
-    pub(crate) admin_login: Login,
+    /// The admin identity `hubd init` made, loaded once the hub has written its address.
+    admin_login: Option<Login>,
     hub: Option<RunningHub>,
     cancel: CancellationToken,
     rt: Option<tokio::runtime::Runtime>,
@@ -473,11 +480,22 @@ impl Fleet {
         .expect("admin request")
     }
 
-    /// Creates a join token.
+    /// Creates a join token valid for an hour.
     pub(crate) async fn token(&self, role: Role, uses: u32, labels: Labels) -> CreatedToken {
+        self.token_for(role, uses, 3600, labels).await
+    }
+
+    /// Creates a join token valid for `ttl_s` seconds.
+    pub(crate) async fn token_for(
+        &self,
+        role: Role,
+        uses: u32,
+        ttl_s: u64,
+        labels: Labels,
+    ) -> CreatedToken {
         let spec = TokenSpec {
             role,
-            ttl_s: 3600,
+            ttl_s,
             uses,
             labels,
         };
@@ -581,16 +599,26 @@ impl Fleet {
             .unwrap_or_else(|| panic!("no agent {name} in the fleet"))
     }
 
+    /// The admin identity `hubd init` made, as `flotilla --login-dir` uses it.
+    pub(crate) fn admin_login(&self) -> &Login {
+        self.admin_login
+            .as_ref()
+            .expect("admin login loaded at start")
+    }
+
     /// A console connection with the admin identity.
     pub(crate) async fn admin_client(&self) -> ConsoleClient {
-        ConsoleClient::connect(&self.admin_login)
+        ConsoleClient::connect(self.admin_login())
             .await
             .expect("admin connects")
     }
 
     /// A login with role `role`, enrolled like `flotilla login` into `login-NAME` of the fleet's dir.
     pub(crate) async fn login_as(&self, role: Role, name: &str) -> Login {
-        let token = self.token(role, 1, Vec::new()).await.token;
+        let token = self
+            .token_for(role, 1, BUILDER_TOKEN_TTL_S, Vec::new())
+            .await
+            .token;
         let dir = self.dir.path().join(format!("login-{name}"));
         flotilla::cli::create_private_dir(&dir).expect("login dir");
         within(

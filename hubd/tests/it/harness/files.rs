@@ -71,7 +71,7 @@ impl Fleet {
         src: &str,
         dst: &str,
     ) -> (Result<files::CopyReport, FilesError>, Vec<CopyEvent>) {
-        cp_as(&self.admin_login, src, dst, &CopyOptions::default()).await
+        cp_as(self.admin_login(), src, dst, &CopyOptions::default()).await
     }
 }
 
