@@ -2,8 +2,10 @@
 //!
 //! Three agents are driven by hand over the real protocol (hello, then one metrics sample each with
 //! fixed values), the console's own client subscribes to the hub, and its events build the `App`
-//! that is drawn into ratatui's `TestBackend`. Ids are filtered out of the snapshots.
+//! that is drawn into ratatui's `TestBackend`. Ids are filtered out of the snapshots. Each case
+//! starts from [`Scene::new`] and presses the keys a user would to reach its view.
 
+use crate::harness::TestAgent;
 use crate::harness::console::render;
 use crate::harness::{Client, DEADLINE, Fleet, within};
 use flotilla::app::App;
@@ -61,87 +63,165 @@ fn snapshot(name: &str, text: &str) {
     settings.bind(|| insta::assert_snapshot!(name, text));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn console_views_at_80x24_and_160x48() {
-    let fleet = Fleet::new().await;
-    let mut agents = Vec::new();
-    for (name, cpu, mem) in [("web-1", 12.0, 2), ("web-2", 95.0, 7), ("db-1", 40.0, 5)] {
-        let token = fleet
-            .token(
-                flotilla_wire::Role::Agent,
-                1,
-                vec![("env".into(), "prod".into())],
-            )
-            .await;
-        let agent = crate::harness::TestAgent::enrol(
-            &token.token,
-            name,
-            vec![("role".into(), name[..name.len() - 2].into())],
-        )
-        .await
-        .expect("enrol");
-        let client = Client::hello(&agent.identity(), &fleet.hubs())
-            .await
-            .expect("agent hello");
-        agents.push((agent, client, sample(cpu, mem)));
-    }
-    let offline = fleet.enrol_agent("cache-1", Vec::new()).await;
-    let login = Login::load(&fleet.paths.admin_dir(), None).expect("admin login");
-    let console = ConsoleClient::connect(&login)
-        .await
-        .expect("console connects");
-    let mut app = App::new(1_800_000_000_000);
-    app.update(Event::Connected(Box::new(console.welcome.clone())));
-    let mut events = console.subscribe().await.expect("subscribe");
-    let mut streams = Vec::new();
-    for (_, client, sample) in &agents {
-        streams.push(client.send_sample(sample.clone()).await);
-    }
-    within(
-        DEADLINE,
-        "three agents with metrics in the console",
-        async {
-            loop {
-                let ev = events
-                    .next()
-                    .await
-                    .expect("event")
-                    .expect("subscription open");
-                app.update(Event::Fleet(Box::new(ev)));
-                let reporting = app.agents.values().filter(|a| a.latest.is_some()).count();
-                if reporting == 3 && app.agents.len() == 4 {
-                    break;
-                }
-            }
-        },
-    )
-    .await;
-    app.prepare();
-    for (w, h) in [(80, 24), (160, 48)] {
-        snapshot(&format!("fleet_{w}x{h}"), &render(&app, w, h));
-    }
-    // Sorted by CPU, then filtered by a label.
-    app.update(Event::Key(crossterm_key('s')));
-    app.prepare();
-    snapshot("fleet_sorted_by_cpu_80x24", &render(&app, 80, 24));
-    for c in "/role=web".chars() {
-        app.update(Event::Key(crossterm_key(c)));
-    }
-    snapshot("fleet_filter_typing_80x24", &render(&app, 80, 24));
-    app.update(Event::Key(crossterm::event::KeyEvent::from(
-        crossterm::event::KeyCode::Enter,
-    )));
-    snapshot("fleet_filtered_80x24", &render(&app, 80, 24));
-    app.update(Event::Key(crossterm_key('?')));
-    snapshot("help_80x24", &render(&app, 80, 24));
-    app.update(Event::Key(crossterm_key('x')));
+/// A hub with three agents driven by hand, each having sent one fixed sample, and a fourth enrolled
+/// but never connected; an admin console whose `App` holds all four, three with metrics.
+struct Scene {
+    app: App,
+    console: ConsoleClient,
+    _streams: Vec<quinn::SendStream>,
+    _agents: Vec<(TestAgent, Client)>,
+    _offline: TestAgent,
+    _fleet: Fleet,
+}
 
-    // The agent view, with the full detail the console polls for.
-    app.update(Event::Key(crossterm::event::KeyEvent::from(
-        crossterm::event::KeyCode::Enter,
-    )));
-    let focused = app.focused().expect("agent view open");
-    match console
+impl Scene {
+    async fn new() -> Self {
+        let fleet = Fleet::new().await;
+        let mut agents = Vec::new();
+        let mut samples = Vec::new();
+        for (name, cpu, mem) in [("web-1", 12.0, 2), ("web-2", 95.0, 7), ("db-1", 40.0, 5)] {
+            let token = fleet
+                .token(
+                    flotilla_wire::Role::Agent,
+                    1,
+                    vec![("env".into(), "prod".into())],
+                )
+                .await;
+            let agent = TestAgent::enrol(
+                &token.token,
+                name,
+                vec![("role".into(), name[..name.len() - 2].into())],
+            )
+            .await
+            .expect("enrol");
+            let client = Client::hello(&agent.identity(), &fleet.hubs())
+                .await
+                .expect("agent hello");
+            agents.push((agent, client));
+            samples.push(sample(cpu, mem));
+        }
+        let offline = fleet.enrol_agent("cache-1", Vec::new()).await;
+        let login = Login::load(&fleet.paths.admin_dir(), None).expect("admin login");
+        let console = ConsoleClient::connect(&login)
+            .await
+            .expect("console connects");
+        let mut app = App::new(1_800_000_000_000);
+        app.update(Event::Connected(Box::new(console.welcome.clone())));
+        let mut events = console.subscribe().await.expect("subscribe");
+        let mut streams = Vec::new();
+        for ((_, client), sample) in agents.iter().zip(samples) {
+            streams.push(client.send_sample(sample).await);
+        }
+        within(
+            DEADLINE,
+            "three agents with metrics in the console",
+            async {
+                loop {
+                    let ev = events
+                        .next()
+                        .await
+                        .expect("event")
+                        .expect("subscription open");
+                    app.update(Event::Fleet(Box::new(ev)));
+                    let reporting = app.agents.values().filter(|a| a.latest.is_some()).count();
+                    if reporting == 3 && app.agents.len() == 4 {
+                        break;
+                    }
+                }
+            },
+        )
+        .await;
+        app.prepare();
+        Self {
+            app,
+            console,
+            _streams: streams,
+            _agents: agents,
+            _offline: offline,
+            _fleet: fleet,
+        }
+    }
+
+    fn key(&mut self, c: char) {
+        self.app.update(Event::Key(crossterm_key(c)));
+    }
+
+    fn enter(&mut self) {
+        self.app.update(Event::Key(crossterm::event::KeyEvent::from(
+            crossterm::event::KeyCode::Enter,
+        )));
+    }
+
+    /// Sorted by CPU (`s`), then `/role=web` typed into the filter.
+    fn sort_and_type_filter(&mut self) {
+        self.key('s');
+        self.app.prepare();
+        for c in "/role=web".chars() {
+            self.key(c);
+        }
+    }
+
+    async fn close(self) {
+        self.console.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_view_shows_every_agent_with_its_metrics() {
+    let scene = Scene::new().await;
+    for (w, h) in [(80, 24), (160, 48)] {
+        snapshot(&format!("fleet_{w}x{h}"), &render(&scene.app, w, h));
+    }
+    scene.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s_sorts_the_fleet_by_cpu() {
+    let mut scene = Scene::new().await;
+    scene.key('s');
+    scene.app.prepare();
+    snapshot("fleet_sorted_by_cpu_80x24", &render(&scene.app, 80, 24));
+    scene.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_filter_shows_what_is_being_typed() {
+    let mut scene = Scene::new().await;
+    scene.sort_and_type_filter();
+    snapshot("fleet_filter_typing_80x24", &render(&scene.app, 80, 24));
+    scene.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_label_filter_keeps_the_matching_agents() {
+    let mut scene = Scene::new().await;
+    scene.sort_and_type_filter();
+    scene.enter();
+    snapshot("fleet_filtered_80x24", &render(&scene.app, 80, 24));
+    scene.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn help_lists_the_keys() {
+    let mut scene = Scene::new().await;
+    scene.sort_and_type_filter();
+    scene.enter();
+    scene.key('?');
+    snapshot("help_80x24", &render(&scene.app, 80, 24));
+    scene.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_view_shows_the_full_detail_the_console_polls_for() {
+    let mut scene = Scene::new().await;
+    scene.sort_and_type_filter();
+    scene.enter();
+    scene.key('?');
+    scene.key('x');
+    scene.enter();
+    let focused = scene.app.focused().expect("agent view open");
+    match scene
+        .console
         .request(&OpRequest::Agent {
             query: focused.to_string(),
         })
@@ -149,16 +229,14 @@ async fn console_views_at_80x24_and_160x48() {
         .expect("agent detail")
     {
         OpResponse::Agent(info) => {
-            app.update(Event::Detail(Box::new(info)));
+            scene.app.update(Event::Detail(Box::new(info)));
         }
         other => panic!("agent answered {other:?}"),
     }
     for (w, h) in [(80, 24), (160, 48)] {
-        snapshot(&format!("agent_{w}x{h}"), &render(&app, w, h));
+        snapshot(&format!("agent_{w}x{h}"), &render(&scene.app, w, h));
     }
-    drop(streams);
-    drop(offline);
-    console.close().await;
+    scene.close().await;
 }
 
 fn crossterm_key(c: char) -> crossterm::event::KeyEvent {
