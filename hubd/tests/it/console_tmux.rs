@@ -1,11 +1,13 @@
 //! The real `flotilla` console in tmux at 80x24 against a real hub with three real agents: what a
 //! sysadmin does over SSH: filter, open an agent, run a command on marked agents, copy a file from
 //! one agent's shared folder to another. Keys go in with `send-keys`, the screen comes back with
-//! `capture-pane`. `.ci/run` installs tmux; without it this test fails and says so.
+//! `capture-pane`. `.ci/run` installs tmux; without it these tests fail and say so. Each case starts
+//! from [`Scene::new`] (the console up, three agents online) and takes a user's steps from there.
 
-use crate::harness::exec::{AgentSpec, exec_fleet};
+use crate::harness::exec::{AgentSpec, Fleet, exec_fleet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The screen is redrawn within a second of any change; this is generous for a loaded CI box.
@@ -17,7 +19,13 @@ struct Tmux {
 
 impl Tmux {
     fn start(command: &str) -> Self {
-        let session = format!("flotilla-test-{}", std::process::id());
+        // Unique per console, also when `cargo test` runs several cases in one process.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let session = format!(
+            "flotilla-test-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        );
         let status = Command::new("tmux")
             .args(["new-session", "-d", "-s", &session, "-x", "80", "-y", "24", command])
             .status()
@@ -97,32 +105,77 @@ fn flotilla_bin() -> PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn console_filters_opens_an_agent_runs_a_command_and_copies_a_file_at_80x24() {
-    let fleet = exec_fleet(vec![
-        AgentSpec::any("web-1"),
-        AgentSpec::any("web-2"),
-        AgentSpec::any("db-1"),
-    ])
-    .await;
-    let db_shared = fleet.agent("db-1").shared.clone();
-    std::fs::create_dir_all(&db_shared).expect("shared dir");
-    std::fs::write(db_shared.join("report.txt"), b"all systems nominal\n").expect("write");
-    let command = format!(
-        "NO_COLOR=1 FLOTILLA_LOGIN_DIR={} {}",
-        fleet.paths.admin_dir().display(),
-        flotilla_bin().display()
-    );
-    let tmux = Tmux::start(&command);
+/// Three exec agents (db-1 sharing a report) and the real console in tmux at 80x24, logged in as
+/// the hub's admin, showing all three online.
+struct Scene {
+    tmux: Tmux,
+    first_screen: String,
+    fleet: Fleet,
+}
 
-    let screen = tmux
-        .wait_for("three agents online", |s| {
-            s.contains("3/3 online")
-                && s.contains("web-1")
-                && s.contains("web-2")
-                && s.contains("db-1")
-        })
+impl Scene {
+    async fn new() -> Self {
+        let fleet = exec_fleet(vec![
+            AgentSpec::any("web-1"),
+            AgentSpec::any("web-2"),
+            AgentSpec::any("db-1"),
+        ])
         .await;
+        let db_shared = fleet.agent("db-1").shared.clone();
+        std::fs::create_dir_all(&db_shared).expect("shared dir");
+        std::fs::write(db_shared.join("report.txt"), b"all systems nominal\n").expect("write");
+        let command = format!(
+            "NO_COLOR=1 FLOTILLA_LOGIN_DIR={} {}",
+            fleet.paths.admin_dir().display(),
+            flotilla_bin().display()
+        );
+        let tmux = Tmux::start(&command);
+        let first_screen = tmux
+            .wait_for("three agents online", |s| {
+                s.contains("3/3 online")
+                    && s.contains("web-1")
+                    && s.contains("web-2")
+                    && s.contains("db-1")
+            })
+            .await;
+        Self {
+            tmux,
+            first_screen,
+            fleet,
+        }
+    }
+
+    /// Types `/web` and waits for the fleet to show the web agents alone; returns that screen.
+    async fn filter_web(&self) -> String {
+        self.tmux.keys(&["/", "w", "e", "b"]);
+        self.tmux
+            .wait_for("the web filter applied", |s| {
+                s.contains("/web") && !s.contains("db-1")
+            })
+            .await
+    }
+
+    /// Filters to the web agents and opens the first, web-1; returns its agent view.
+    async fn open_web_1(&self) -> String {
+        self.filter_web().await;
+        self.tmux.keys(&["Enter", "Enter"]);
+        self.tmux
+            .wait_for("web-1's agent view", |s| {
+                s.contains("top by cpu") && s.contains("web-1  a-")
+            })
+            .await
+    }
+
+    async fn shutdown(self) {
+        drop(self.tmux);
+        self.fleet.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_names_the_role_and_fits_80_columns() {
+    let scene = Scene::new().await;
+    let screen = &scene.first_screen;
     assert!(
         screen.contains("(admin)"),
         "header names the role:\n{screen}"
@@ -131,26 +184,33 @@ async fn console_filters_opens_an_agent_runs_a_command_and_copies_a_file_at_80x2
         screen.lines().all(|l| l.chars().count() <= 80),
         "nothing drawn past 80 columns"
     );
+    scene.shutdown().await;
+}
 
-    tmux.keys(&["/", "w", "e", "b"]);
-    let screen = tmux
-        .wait_for("the web filter applied", |s| {
-            s.contains("/web") && !s.contains("db-1")
-        })
-        .await;
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_keeps_the_matching_agents() {
+    let scene = Scene::new().await;
+    let screen = scene.filter_web().await;
     assert!(
         screen.contains("web-1") && screen.contains("web-2"),
         "{screen}"
     );
+    scene.shutdown().await;
+}
 
-    tmux.keys(&["Enter", "Enter"]);
-    let screen = tmux
-        .wait_for("web-1's agent view", |s| {
-            s.contains("top by cpu") && s.contains("web-1  a-")
-        })
-        .await;
+#[tokio::test(flavor = "multi_thread")]
+async fn enter_opens_an_agents_view_with_its_facts() {
+    let scene = Scene::new().await;
+    let screen = scene.open_web_1().await;
     assert!(screen.contains("labels"), "agent facts shown:\n{screen}");
+    scene.shutdown().await;
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn help_opens_over_a_view_and_escape_goes_back_step_by_step() {
+    let scene = Scene::new().await;
+    let tmux = &scene.tmux;
+    scene.open_web_1().await;
     tmux.keys(&["?"]);
     tmux.wait_for("the help overlay", |s| {
         s.contains("┌keys") && s.contains("back")
@@ -165,8 +225,16 @@ async fn console_filters_opens_an_agent_runs_a_command_and_copies_a_file_at_80x2
         s.contains("NAME") && s.contains("web-2")
     })
     .await;
+    scene.shutdown().await;
+}
 
-    // Run a command on both web agents (marked through the filter that is still on).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_runs_on_the_marked_agents_with_output_by_agent() {
+    let scene = Scene::new().await;
+    let tmux = &scene.tmux;
+    // Run a command on both web agents, marked through the filter.
+    scene.filter_web().await;
+    tmux.keys(&["Enter"]);
     tmux.keys(&["*"]);
     tmux.wait_for("two agents marked", |s| s.contains("2 marked"))
         .await;
@@ -184,15 +252,15 @@ async fn console_filters_opens_an_agent_runs_a_command_and_copies_a_file_at_80x2
         screen.contains("web-1 │ hi-from-tmux") && screen.contains("web-2 │ hi-from-tmux"),
         "output prefixed by agent:\n{screen}"
     );
+    scene.shutdown().await;
+}
 
-    // Copy db-1's report to web-1: back to the fleet, clear the filter, db-1 is first by name.
-    tmux.keys(&["Escape"]);
-    tmux.wait_for("the fleet view", |s| s.contains("NAME"))
-        .await;
-    tmux.keys(&["Escape"]);
-    tmux.wait_for("the filter cleared", |s| s.contains("db-1"))
-        .await;
-    tmux.keys(&["u", "g", "f"]);
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_copies_from_one_agents_folder_to_another() {
+    let scene = Scene::new().await;
+    let tmux = &scene.tmux;
+    // db-1 is first by name.
+    tmux.keys(&["g", "f"]);
     tmux.wait_for("db-1's shared folder", |s| {
         s.contains("db-1:/") && s.contains("report.txt")
     })
@@ -210,22 +278,27 @@ async fn console_filters_opens_an_agent_runs_a_command_and_copies_a_file_at_80x2
     tmux.keys(&["Enter"]);
     tmux.wait_for("the transfer done", |s| s.contains("done: 1 file(s)"))
         .await;
-    let landed = fleet.agent("web-1").shared.join("report.txt");
+    let landed = scene.fleet.agent("web-1").shared.join("report.txt");
     assert_eq!(
         std::fs::read(&landed).expect("copied file"),
         b"all systems nominal\n",
         "the same bytes on web-1"
     );
+    scene.shutdown().await;
+}
 
-    tmux.keys(&["q"]);
+#[tokio::test(flavor = "multi_thread")]
+async fn q_quits_the_console() {
+    let scene = Scene::new().await;
+    scene.tmux.keys(&["q"]);
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while tmux.alive() {
+    while scene.tmux.alive() {
         tick.tick().await;
         assert!(
             started.elapsed() < SCREEN_DEADLINE,
             "q did not quit the console"
         );
     }
-    fleet.shutdown().await;
+    scene.shutdown().await;
 }
