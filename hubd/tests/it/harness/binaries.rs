@@ -1,7 +1,8 @@
-//! A hub as a sysadmin runs it: the real `hubd` binary in a temporary data directory on
-//! `127.0.0.1:0`, its CLI for admin commands, and real agents (in this process, through the agentd
-//! library, or the `agentd` binary) over QUIC with mutual TLS. Every wait has a deadline and ends
-//! as soon as what it waits for happens.
+//! The real binaries, as a sysadmin runs them: `hubd` in a temporary data directory on
+//! `127.0.0.1:0` ([`Hub`]: readiness over `NOTIFY_SOCKET`, stderr to a log file, its CLI for
+//! admin commands; [`HubProc`]: waits on a log line), any daemon whose log a test reads
+//! ([`Daemon`]), one-shot commands, and real agents in this process that enrol with the CLI's
+//! token ([`Agent`]). Every wait has a deadline and ends as soon as what it waits for happens.
 
 pub(crate) use super::DEADLINE;
 use super::within;
