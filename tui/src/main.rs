@@ -3,16 +3,19 @@
 
 use clap::Parser;
 use flotilla::cli::{Cli, Command, EXIT_BROKEN_PIPE};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-/// Logs go to stderr, filtered by `FLOTILLA_LOG` (warnings and errors by default); while the
-/// console or the demo owns the terminal they go to `console.log` in the user's cache directory.
+/// Logs go to stderr (coloured on a terminal), filtered by `FLOTILLA_LOG` (warnings and errors by
+/// default); while the console or the demo owns the terminal they go to `console.log` in the
+/// user's cache directory.
 fn init_logging(console: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     if !console {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .init();
         return;
