@@ -3,6 +3,7 @@
 use crate::{AgentConfig, AgentPaths};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use flotilla_wire::text::parse_label;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -112,12 +113,6 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("label {s:?} must be key=value"))
 }
 
 /// Entry point of the `agentd` binary.

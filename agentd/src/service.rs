@@ -72,7 +72,7 @@ pub struct InstallArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Label key=value when enrolling (repeatable).
-    #[arg(long = "label", value_parser = crate::cli::parse_label)]
+    #[arg(long = "label", value_parser = flotilla_wire::text::parse_label)]
     pub labels: Vec<(String, String)>,
     /// Account the system service runs as (default `flotilla` on Linux; `root` for none).
     #[arg(long, value_name = "USER")]

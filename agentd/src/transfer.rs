@@ -10,6 +10,7 @@
 
 use crate::platform;
 use bytes::Bytes;
+use deploy::sync::lock;
 use flotilla_wire::files::{
     CHUNK_SIZE, Chunk, Digest, FileMeta, HubStreamOpen, ReadOpen, ResumeKey, TransferDone,
     TransferError, TransferErrorKind, TransferFrame, WriteKind, WriteOpen, chunk_data_range,
@@ -88,7 +89,7 @@ impl SharedFolder {
     }
 
     fn claim(self: &Arc<Self>, dest: PathBuf) -> Option<WriteClaim> {
-        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writing = lock(&self.writing);
         writing.insert(dest.clone()).then(|| WriteClaim {
             folder: self.clone(),
             dest,
@@ -104,11 +105,7 @@ struct WriteClaim {
 
 impl Drop for WriteClaim {
     fn drop(&mut self) {
-        self.folder
-            .writing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.dest);
+        lock(&self.folder.writing).remove(&self.dest);
     }
 }
 

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use flotilla_wire::Role;
 use flotilla_wire::msg::{AgentInfo, OpRequest, OpResponse, TokenInfo, TokenSpec};
+use flotilla_wire::text::{parse_duration_s, parse_label};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -180,34 +181,6 @@ pub struct TokenCreate {
 fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s)
         .ok_or_else(|| format!("unknown role {s:?}: use agent, viewer, operator or admin"))
-}
-
-/// Parses `key=value`.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("label {s:?} must be key=value"))
-}
-
-/// Parses `90s`, `30m`, `1h`, `7d` (or bare seconds) into seconds.
-pub fn parse_duration_s(s: &str) -> Result<u64, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("duration {s:?}: expected a number then s, m, h or d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => {
-            return Err(format!(
-                "duration {s:?}: unknown unit {unit:?} (use s, m, h or d)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 /// Entry point of the `hubd` binary.
@@ -574,30 +547,4 @@ fn labels(a: &AgentInfo) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration_s("90s"), Ok(90));
-        assert_eq!(parse_duration_s("30m"), Ok(1800));
-        assert_eq!(parse_duration_s("1h"), Ok(3600));
-        assert_eq!(parse_duration_s("7d"), Ok(604_800));
-        assert_eq!(parse_duration_s("45"), Ok(45));
-        assert!(
-            parse_duration_s("1w")
-                .expect_err("unit")
-                .contains("unknown unit")
-        );
-        assert!(parse_duration_s("h").is_err());
-    }
-
-    #[test]
-    fn labels_parse() {
-        assert_eq!(parse_label("env=prod"), Ok(("env".into(), "prod".into())));
-        assert!(parse_label("env").is_err());
-    }
 }

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod io;
 pub mod limits;
 pub mod msg;
+pub mod text;
 pub mod token;
 
 pub use codes::ErrorCode;

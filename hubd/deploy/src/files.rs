@@ -52,12 +52,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
     std::fs::rename(&tmp, path).map_err(|e| FileError::new("rename", path, e))
 }
 
-/// Creates `dir` (and parents) and sets it to 0700: data directories hold keys.
-pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
-    std::fs::create_dir_all(dir).map_err(|e| FileError::new("create", dir, e))?;
-    set_mode(dir, 0o700)
-}
-
 /// Sets the permission bits of `path`.
 pub fn set_mode(path: &Path, mode: u32) -> Result<(), FileError> {
     #[cfg(unix)]

@@ -37,6 +37,9 @@ pub enum InstallError {
     /// A file could not be written or removed.
     #[error(transparent)]
     File(#[from] FileError),
+    /// The data directory could not be created or set to 0700.
+    #[error(transparent)]
+    DataDir(flotilla_certs::CertError),
     /// A service manager command failed.
     #[error(transparent)]
     Step(#[from] StepError),
@@ -51,7 +54,7 @@ impl InstallError {
             | Self::Unit(_)
             | Self::Program(_)
             | Self::NotOurs { .. } => 2,
-            Self::File(_) | Self::Step(_) => 1,
+            Self::File(_) | Self::DataDir(_) | Self::Step(_) => 1,
         }
     }
 }
@@ -223,7 +226,7 @@ pub fn service_user(
 /// Creates the data directory (0700) where the service will find it.
 pub fn create_data_dir(layout: &Layout, data_dir: &Path) -> Result<PathBuf, InstallError> {
     let on_disk = layout.on_disk(data_dir);
-    files::create_private_dir(&on_disk)?;
+    flotilla_certs::create_private_dir(&on_disk).map_err(InstallError::DataDir)?;
     Ok(on_disk)
 }
 

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod scm;
 mod secret;
 pub mod stop;
+pub mod sync;
 pub mod systemd;
 pub mod windows;
 
