@@ -16,8 +16,7 @@ use flotilla_wire::files::{
     TransferError, TransferErrorKind, TransferFrame, WriteKind, WriteOpen, chunk_data_range,
     chunk_frame_prefix, normalize_rel_path, partial_name,
 };
-use flotilla_wire::frame::{HEADER_LEN, peek_len};
-use flotilla_wire::io::{FrameError, read_frame, write_frame};
+use flotilla_wire::io::{FrameError, read_frame, read_frame_len, write_frame};
 use flotilla_wire::limits::MAX_TRANSFER_FRAME;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -717,21 +716,9 @@ enum Incoming {
 /// Reads one transfer frame; a chunk's data is sliced out of the frame, not decoded into a copy.
 /// `Ok(None)` at a clean end between frames. Not cancel-safe.
 async fn read_incoming(recv: &mut quinn::RecvStream) -> Result<Option<Incoming>, FrameError> {
-    use tokio::io::AsyncReadExt;
-    let mut header = [0u8; HEADER_LEN];
-    let mut filled = 0;
-    while filled < HEADER_LEN {
-        let n = AsyncReadExt::read(recv, &mut header[filled..]).await?;
-        if n == 0 {
-            return if filled == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated)
-            };
-        }
-        filled += n;
-    }
-    let len = peek_len(&header, MAX_TRANSFER_FRAME)?.unwrap_or(0);
+    let Some(len) = read_frame_len(recv, MAX_TRANSFER_FRAME).await? else {
+        return Ok(None);
+    };
     // Gathered from quinn's pieces into uninitialised capacity: zeroing a 256 KiB buffer first
     // and copying into it would be two passes over every byte instead of one.
     let mut body = Vec::with_capacity(len);
