@@ -5,7 +5,7 @@ use crate::AgentPaths;
 use crate::settings::{self, Flags};
 use crate::status::{self as status_file, AgentStatus};
 use clap::Args;
-use deploy::command::{self, Target};
+use deploy::command::{self, InstallOptions, Target};
 use deploy::install::{self, InstallError, Prepared, Report};
 use deploy::{Daemon, Layout, SecretString, ServiceSpec};
 use flotilla_certs::{IDENTITY_STEM, Identity};
@@ -18,9 +18,9 @@ pub use deploy::command::StatusArgs;
 /// `agentd install`.
 #[derive(Args, Debug)]
 pub struct InstallArgs {
-    /// Where to install.
+    /// Where and how: the options every daemon's install takes.
     #[command(flatten)]
-    pub target: Target,
+    pub service: InstallOptions,
     /// Join token, if this machine is not enrolled yet. Prefer the variable or --token-file: a
     /// command line is visible to every local user while it runs.
     #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
@@ -34,22 +34,10 @@ pub struct InstallArgs {
     /// Label key=value when enrolling (repeatable).
     #[arg(long = "label", value_parser = flotilla_wire::text::parse_label)]
     pub labels: Vec<(String, String)>,
-    /// Account the system service runs as (default `flotilla` on Linux; `root` for none).
-    #[arg(long, value_name = "USER")]
-    pub run_as: Option<String>,
-    /// Binary the service runs (default: this one).
-    #[arg(long, value_name = "PATH")]
-    pub binary: Option<PathBuf>,
     /// Do not enrol now: the service enrols at its first start with the token, which is written
     /// into a new configuration file (for images, or machines that cannot reach the hub yet).
     #[arg(long)]
     pub enrol_at_start: bool,
-    /// Register the service but do not start it.
-    #[arg(long)]
-    pub no_start: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `agentd uninstall`.
@@ -82,7 +70,7 @@ pub async fn install(
     config: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> ExitCode {
-    let json = args.json;
+    let json = args.service.json;
     let result = install_inner(args, data_dir, config, env).await;
     command::finish(Daemon::Agent, "installed", json, result)
 }
@@ -101,6 +89,7 @@ async fn install_inner(
     env: Vec<(String, String)>,
 ) -> Result<Report, Failure> {
     let layout = args
+        .service
         .target
         .layout(Daemon::Agent, data_dir, config)
         .map_err(failure)?;
@@ -109,7 +98,12 @@ async fn install_inner(
         program,
         user,
         data_on_disk,
-    } = install::prepare(&layout, args.binary.clone(), args.run_as.clone()).map_err(failure)?;
+    } = install::prepare(
+        &layout,
+        args.service.binary.clone(),
+        args.service.run_as.clone(),
+    )
+    .map_err(failure)?;
 
     // The token: --token-file, --token (or FLOTILLA_TOKEN), else the configuration's.
     let given = match &args.token_file {
@@ -211,7 +205,7 @@ async fn install_inner(
     .map_err(failure)?;
     install::hand_over_data_dir(&layout, &layout.data_dir, user.as_deref()).map_err(failure)?;
     let spec = ServiceSpec::for_layout(&layout, program, user, false);
-    install::register(&layout, &spec, !args.no_start, &mut report).map_err(failure)?;
+    install::register(&layout, &spec, !args.service.no_start, &mut report).map_err(failure)?;
     Ok(report)
 }
 

@@ -6,7 +6,7 @@ use crate::maint::{self, HubStatus, MaintRequest, MaintResponse};
 use crate::settings::{Flags, Source};
 use crate::{HubConfig, HubPaths};
 use clap::Args;
-use deploy::command::{self, Target};
+use deploy::command::{self, InstallOptions, Target};
 use deploy::install::{self, InstallError, Prepared, Report};
 use deploy::{Daemon, Layout, ServiceSpec};
 use serde::Serialize;
@@ -19,9 +19,9 @@ pub use deploy::command::StatusArgs;
 /// `hubd install`.
 #[derive(Args, Debug)]
 pub struct InstallArgs {
-    /// Where to install.
+    /// Where and how: the options every daemon's install takes.
     #[command(flatten)]
-    pub target: Target,
+    pub service: InstallOptions,
     /// UDP address to serve QUIC on (new hubs only: an existing configuration is kept).
     #[arg(long, default_value = "0.0.0.0:4433")]
     pub listen: SocketAddr,
@@ -31,18 +31,6 @@ pub struct InstallArgs {
     /// Prometheus endpoint address, e.g. 127.0.0.1:9464 (new hubs only).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
-    /// Account the system service runs as (default `flotilla` on Linux; `root` for none).
-    #[arg(long, value_name = "USER")]
-    pub run_as: Option<String>,
-    /// Binary the service runs (default: this one).
-    #[arg(long, value_name = "PATH")]
-    pub binary: Option<PathBuf>,
-    /// Register the service but do not start it.
-    #[arg(long)]
-    pub no_start: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `hubd uninstall`.
@@ -82,7 +70,7 @@ pub async fn install(
     config: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> ExitCode {
-    let json = args.json;
+    let json = args.service.json;
     let result = install_inner(args, data_dir, config, env).await;
     command::finish(Daemon::Hub, "installed", json, result)
 }
@@ -94,6 +82,7 @@ async fn install_inner(
     env: Vec<(String, String)>,
 ) -> Result<Report, Failure> {
     let layout = args
+        .service
         .target
         .layout(Daemon::Hub, data_dir, config)
         .map_err(failure)?;
@@ -102,7 +91,12 @@ async fn install_inner(
         program,
         user,
         data_on_disk,
-    } = install::prepare(&layout, args.binary.clone(), args.run_as.clone()).map_err(failure)?;
+    } = install::prepare(
+        &layout,
+        args.service.binary.clone(),
+        args.service.run_as.clone(),
+    )
+    .map_err(failure)?;
     let config_on_disk = layout.on_disk(&layout.config_file);
     let paths = HubPaths {
         data_dir: data_on_disk.clone(),
@@ -172,7 +166,7 @@ async fn install_inner(
     install::raise_recv_buffer_limit(&layout, crate::endpoint::RECV_BUFFER, &mut report)
         .map_err(failure)?;
     let spec = ServiceSpec::for_layout(&layout, program, user, low_port);
-    install::register(&layout, &spec, !args.no_start, &mut report).map_err(failure)?;
+    install::register(&layout, &spec, !args.service.no_start, &mut report).map_err(failure)?;
     Ok(report)
 }
 

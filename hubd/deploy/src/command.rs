@@ -54,6 +54,26 @@ impl Target {
     }
 }
 
+/// The options of `install` both daemons take; each adds its own (a token, listen addresses).
+#[derive(clap::Args, Debug)]
+pub struct InstallOptions {
+    /// Where to install.
+    #[command(flatten)]
+    pub target: Target,
+    /// Account the system service runs as (default `flotilla` on Linux; `root` for none).
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Binary the service runs (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// Register the service but do not start it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `hubd status` and `agentd status`.
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
