@@ -122,7 +122,11 @@ pub fn main() -> ExitCode {
     let service = matches!(cli.command, Command::Run { service: true, .. });
     // Off Windows `--service` is refused below: no log file for that.
     let log_file = if service && cfg!(windows) {
-        service_log(&cli)
+        deploy::command::service_log(
+            deploy::Daemon::Agent,
+            cli.data_dir.clone(),
+            cli.config.clone(),
+        )
     } else {
         None
     };
@@ -222,22 +226,6 @@ fn serve_as_service(cli: Cli, stop: CancellationToken) -> u8 {
 
 /// Where the service logs: `agentd.log` in its data directory (a service has no console, and the
 /// Windows event log is not written to yet). `None` if that cannot be opened: logs are then lost.
-fn service_log(cli: &Cli) -> Option<std::fs::File> {
-    let resolved = deploy::layout::resolve(
-        deploy::Daemon::Agent,
-        cli.data_dir.clone(),
-        cli.config.clone(),
-        deploy::is_root(),
-    )
-    .ok()?;
-    crate::create_private_dir(&resolved.data_dir).ok()?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(resolved.data_dir.join("agentd.log"))
-        .ok()
-}
-
 async fn run(cli: Cli, service: CancellationToken) -> anyhow::Result<ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let (data_flag, config_flag) = (cli.data_dir.as_deref(), cli.config.as_deref());

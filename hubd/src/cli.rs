@@ -190,7 +190,11 @@ pub fn main() -> ExitCode {
     let service = matches!(cli.command, Command::Run { service: true, .. });
     // Off Windows `--service` is refused below: no log file for that.
     let log_file = if service && cfg!(windows) {
-        service_log(&cli)
+        deploy::command::service_log(
+            deploy::Daemon::Hub,
+            cli.data_dir.clone(),
+            cli.config.clone(),
+        )
     } else {
         None
     };
@@ -258,22 +262,6 @@ fn serve_as_service(cli: Cli, log: crate::reload::LogControl, stop: Cancellation
 
 /// Where the service logs: `hubd.log` in its data directory (a service has no console, and the
 /// Windows event log is not written to yet). `None` if that cannot be opened: logs are then lost.
-fn service_log(cli: &Cli) -> Option<std::fs::File> {
-    let resolved = deploy::layout::resolve(
-        deploy::Daemon::Hub,
-        cli.data_dir.clone(),
-        cli.config.clone(),
-        deploy::is_root(),
-    )
-    .ok()?;
-    std::fs::create_dir_all(&resolved.data_dir).ok()?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(resolved.data_dir.join("hubd.log"))
-        .ok()
-}
-
 fn init_tracing(format: &str, file: Option<std::fs::File>) -> crate::reload::LogControl {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::prelude::*;

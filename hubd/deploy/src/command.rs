@@ -180,6 +180,23 @@ pub fn uninstall(
     )
 }
 
+/// The log file of `run --service` (the Windows service manager gives a service no console):
+/// `<binary>.log` in the data directory the flags resolve to, which is created 0700 if missing.
+/// `None` if either fails: the service then runs without a log file rather than not at all.
+pub fn service_log(
+    daemon: Daemon,
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> Option<std::fs::File> {
+    let resolved = crate::layout::resolve(daemon, data_dir, config, crate::is_root()).ok()?;
+    flotilla_certs::create_private_dir(&resolved.data_dir).ok()?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(resolved.data_dir.join(format!("{}.log", daemon.binary())))
+        .ok()
+}
+
 /// `yes` or `no`, as `status` prints a flag.
 pub fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
