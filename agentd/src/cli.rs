@@ -3,6 +3,7 @@
 use crate::{AgentConfig, AgentPaths};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use flotilla_wire::text::parse_label;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -114,12 +115,6 @@ pub enum ConfigCommand {
     },
 }
 
-pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("label {s:?} must be key=value"))
-}
-
 /// Entry point of the `agentd` binary.
 pub fn main() -> ExitCode {
     deploy::allocator::tune(deploy::Daemon::Agent);
@@ -127,7 +122,11 @@ pub fn main() -> ExitCode {
     let service = matches!(cli.command, Command::Run { service: true, .. });
     // Off Windows `--service` is refused below: no log file for that.
     let log_file = if service && cfg!(windows) {
-        service_log(&cli)
+        deploy::command::service_log(
+            deploy::Daemon::Agent,
+            cli.data_dir.clone(),
+            cli.config.clone(),
+        )
     } else {
         None
     };
@@ -227,22 +226,6 @@ fn serve_as_service(cli: Cli, stop: CancellationToken) -> u8 {
 
 /// Where the service logs: `agentd.log` in its data directory (a service has no console, and the
 /// Windows event log is not written to yet). `None` if that cannot be opened: logs are then lost.
-fn service_log(cli: &Cli) -> Option<std::fs::File> {
-    let resolved = deploy::layout::resolve(
-        deploy::Daemon::Agent,
-        cli.data_dir.clone(),
-        cli.config.clone(),
-        deploy::is_root(),
-    )
-    .ok()?;
-    crate::create_private_dir(&resolved.data_dir).ok()?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(resolved.data_dir.join("agentd.log"))
-        .ok()
-}
-
 async fn run(cli: Cli, service: CancellationToken) -> anyhow::Result<ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let (data_flag, config_flag) = (cli.data_dir.as_deref(), cli.config.as_deref());

@@ -15,6 +15,7 @@ mod process;
 
 pub use policy::{ExecPolicy, PolicyError, Runnable};
 
+use flotilla_certs::clock::now_ms;
 use flotilla_wire::exec::{
     AgentEvent, Chunk, ExecFailure, ExecStart, ExitReport, FailureKind, HubStreamOpen,
     OutputStream, Pong,
@@ -57,13 +58,6 @@ impl ExecContext {
     fn slots_in_use(&self) -> usize {
         MAX_CONCURRENT_EXEC - self.slots.available_permits()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 async fn fail(send: &mut quinn::SendStream, kind: FailureKind, message: String) {

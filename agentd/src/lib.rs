@@ -22,6 +22,7 @@ mod watch;
 
 pub use config::{AgentConfig, AgentPaths, ExecMode};
 pub use error::AgentError;
+pub use flotilla_certs::create_private_dir;
 pub use link::LinkState;
 
 use flotilla_certs::{IDENTITY_STEM, Identity};
@@ -51,26 +52,6 @@ pub async fn enroll(
     let hello = local_hello();
     let name = name.unwrap_or_else(|| hello.hostname.clone());
     flotilla_certs::enrol::enrol(token, &paths.data_dir, name, labels, hello).await
-}
-
-/// Creates `dir` (and parents) with mode 0700. On Windows there are no modes: the directory
-/// inherits its parent's ACL, which `agentd install` restricts (see `docs/deploy.md`).
-pub fn create_private_dir(dir: &std::path::Path) -> Result<(), flotilla_certs::CertError> {
-    let io = |e| flotilla_certs::CertError::Io {
-        path: dir.to_owned(),
-        source: e,
-    };
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
-    Ok(())
 }
 
 /// A running agent.

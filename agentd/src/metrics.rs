@@ -1,6 +1,7 @@
 //! Metrics collection with one long-lived sysinfo state: CPU, load, memory, disks, network and disk
 //! rates from counter deltas, temperatures, and the top processes by CPU and memory.
 
+use flotilla_certs::clock::now_ms;
 use flotilla_wire::msg::{DiskUsage, MetricsSample, NetRate, ProcessInfo, Temperature};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -28,13 +29,6 @@ pub struct Collector {
     last: Option<Instant>,
     net_totals: HashMap<String, (u64, u64)>,
     disk_totals: (u64, u64),
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Collector {

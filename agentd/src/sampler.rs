@@ -2,6 +2,7 @@
 //! the outage can be back-filled. Also the synthetic source the swarm load generator uses.
 
 use crate::metrics::Collector;
+use flotilla_certs::clock::now_ms;
 use flotilla_wire::aggregate::MinuteFolder;
 use flotilla_wire::msg::{DiskUsage, MetricsSample, MinuteAggregate, NetRate, ProcessInfo};
 use std::collections::VecDeque;
@@ -42,13 +43,6 @@ impl SyntheticSource {
             rng: fastrand::Rng::with_seed(seed),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl SampleSource for SyntheticSource {

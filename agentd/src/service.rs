@@ -5,62 +5,22 @@ use crate::AgentPaths;
 use crate::settings::{self, Flags};
 use crate::status::{self as status_file, AgentStatus};
 use clap::Args;
-use deploy::install::{self, InstallError, Report};
-use deploy::{Daemon, Layout, Scope, SecretString, ServiceSpec};
+use deploy::command::{self, InstallOptions, Target};
+use deploy::install::{self, InstallError, Prepared, Report};
+use deploy::{Daemon, Layout, SecretString, ServiceSpec};
 use flotilla_certs::{IDENTITY_STEM, Identity};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Where: `--system` or `--user`, and `--root`.
-#[derive(Args, Debug, Clone)]
-pub struct Target {
-    /// System service (at boot, as the `flotilla` account). The default for root.
-    #[arg(long, conflicts_with = "user")]
-    pub system: bool,
-    /// User service (systemctl --user, or a LaunchAgent). The default for everyone else.
-    #[arg(long)]
-    pub user: bool,
-    /// Write every file under DIR instead of /, and call no service manager (for images and tests).
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-}
-
-impl Target {
-    /// The scope asked for, or the invoker's default.
-    pub fn scope(&self) -> Scope {
-        if self.system {
-            Scope::System
-        } else if self.user || !deploy::is_root() {
-            Scope::User
-        } else {
-            Scope::System
-        }
-    }
-
-    /// The layout, with `--data-dir`/`--config` (given globally) replacing its paths.
-    pub fn layout(
-        &self,
-        data_dir: Option<&Path>,
-        config: Option<&Path>,
-    ) -> Result<Layout, InstallError> {
-        let mut layout = Layout::for_scope(Daemon::Agent, self.scope(), self.root.clone())?;
-        if let Some(d) = data_dir {
-            layout.data_dir = d.to_path_buf();
-        }
-        if let Some(c) = config {
-            layout.config_file = c.to_path_buf();
-        }
-        Ok(layout)
-    }
-}
+pub use deploy::command::StatusArgs;
 
 /// `agentd install`.
 #[derive(Args, Debug)]
 pub struct InstallArgs {
-    /// Where to install.
+    /// Where and how: the options every daemon's install takes.
     #[command(flatten)]
-    pub target: Target,
+    pub service: InstallOptions,
     /// Join token, if this machine is not enrolled yet. Prefer the variable or --token-file: a
     /// command line is visible to every local user while it runs.
     #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
@@ -72,24 +32,12 @@ pub struct InstallArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Label key=value when enrolling (repeatable).
-    #[arg(long = "label", value_parser = crate::cli::parse_label)]
+    #[arg(long = "label", value_parser = flotilla_wire::text::parse_label)]
     pub labels: Vec<(String, String)>,
-    /// Account the system service runs as (default `flotilla` on Linux; `root` for none).
-    #[arg(long, value_name = "USER")]
-    pub run_as: Option<String>,
-    /// Binary the service runs (default: this one).
-    #[arg(long, value_name = "PATH")]
-    pub binary: Option<PathBuf>,
     /// Do not enrol now: the service enrols at its first start with the token, which is written
     /// into a new configuration file (for images, or machines that cannot reach the hub yet).
     #[arg(long)]
     pub enrol_at_start: bool,
-    /// Register the service but do not start it.
-    #[arg(long)]
-    pub no_start: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `agentd uninstall`.
@@ -104,48 +52,6 @@ pub struct UninstallArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `agentd status`.
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// Where it was installed.
-    #[command(flatten)]
-    pub target: Target,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn spec(layout: &Layout, program: PathBuf, user: Option<String>) -> ServiceSpec {
-    ServiceSpec {
-        daemon: Daemon::Agent,
-        scope: layout.scope,
-        program,
-        args: vec![
-            "--config".into(),
-            layout.config_file.display().to_string(),
-            "--data-dir".into(),
-            layout.data_dir.display().to_string(),
-            "run".into(),
-        ],
-        user,
-        data_dir: layout.data_dir.clone(),
-        config_file: layout.config_file.clone(),
-        log_file: layout.log_file.clone(),
-        low_port: false,
-    }
-}
-
-fn fail(err: &dyn std::fmt::Display, code: u8, json: bool) -> ExitCode {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "error": { "message": format!("{err:#}") } })
-        );
-    }
-    eprintln!("agentd: {err:#}");
-    ExitCode::from(code)
 }
 
 fn read_token_file(path: &Path) -> std::io::Result<String> {
@@ -164,14 +70,9 @@ pub async fn install(
     config: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> ExitCode {
-    let json = args.json;
-    match install_inner(args, data_dir, config, env).await {
-        Ok(report) => {
-            report.print(json, "installed");
-            ExitCode::SUCCESS
-        }
-        Err((err, code)) => fail(&err, code, json),
-    }
+    let json = args.service.json;
+    let result = install_inner(args, data_dir, config, env).await;
+    command::finish(Daemon::Agent, "installed", json, result)
 }
 
 type Failure = (anyhow::Error, u8);
@@ -187,13 +88,22 @@ async fn install_inner(
     config: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> Result<Report, Failure> {
-    let layout = args.target.layout(data_dir, config).map_err(failure)?;
-    install::check_privileges(&layout).map_err(failure)?;
-    let mut report = Report::new(&layout);
-    let program = install::program(args.binary.clone(), &layout, &mut report).map_err(failure)?;
-    let user = install::service_user(&layout, args.run_as.clone(), &mut report);
-    install::ensure_account(&layout, user.as_deref(), &mut report).map_err(failure)?;
-    let data_on_disk = install::create_data_dir(&layout, &layout.data_dir).map_err(failure)?;
+    let layout = args
+        .service
+        .target
+        .layout(Daemon::Agent, data_dir, config)
+        .map_err(failure)?;
+    let Prepared {
+        mut report,
+        program,
+        user,
+        data_on_disk,
+    } = install::prepare(
+        &layout,
+        args.service.binary.clone(),
+        args.service.run_as.clone(),
+    )
+    .map_err(failure)?;
 
     // The token: --token-file, --token (or FLOTILLA_TOKEN), else the configuration's.
     let given = match &args.token_file {
@@ -294,8 +204,8 @@ async fn install_inner(
     )
     .map_err(failure)?;
     install::hand_over_data_dir(&layout, &layout.data_dir, user.as_deref()).map_err(failure)?;
-    let spec = spec(&layout, program, user);
-    install::register(&layout, &spec, !args.no_start, &mut report).map_err(failure)?;
+    let spec = ServiceSpec::for_layout(&layout, program, user, false);
+    install::register(&layout, &spec, !args.service.no_start, &mut report).map_err(failure)?;
     Ok(report)
 }
 
@@ -308,31 +218,15 @@ fn looks_like_agent_dir(dir: &Path) -> bool {
 
 /// Runs `agentd uninstall`.
 pub fn uninstall(args: UninstallArgs, data_dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
-    let json = args.json;
-    let run = || -> Result<Report, InstallError> {
-        let layout = args.target.layout(data_dir, config)?;
-        install::check_privileges(&layout)?;
-        let mut report = Report::new(&layout);
-        let spec = spec(&layout, PathBuf::from(Daemon::Agent.binary()), None);
-        install::unregister(
-            &layout,
-            &spec,
-            args.purge,
-            looks_like_agent_dir,
-            &mut report,
-        )?;
-        Ok(report)
-    };
-    match run() {
-        Ok(report) => {
-            report.print(json, "uninstalled");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let code = e.exit_code();
-            fail(&e, code, json)
-        }
-    }
+    command::uninstall(
+        Daemon::Agent,
+        &args.target,
+        args.purge,
+        args.json,
+        data_dir,
+        config,
+        looks_like_agent_dir,
+    )
 }
 
 /// What `agentd status` reports.
@@ -392,11 +286,7 @@ pub fn status_of(layout: &Layout) -> ServiceStatus {
 }
 
 fn ago(ms: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let s = now.saturating_sub(ms) / 1000;
+    let s = flotilla_certs::clock::now_ms().saturating_sub(ms) / 1000;
     match s {
         0..120 => format!("{s}s ago"),
         120..7200 => format!("{}m ago", s / 60),
@@ -406,36 +296,18 @@ fn ago(ms: u64) -> String {
 
 /// Runs `agentd status`.
 pub fn status(args: StatusArgs, data_dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
-    let layout = match args.target.layout(data_dir, config) {
+    let layout = match args.target.layout(Daemon::Agent, data_dir, config) {
         Ok(l) => l,
-        Err(e) => {
-            let code = e.exit_code();
-            return fail(&e, code, args.json);
-        }
+        Err(e) => return command::fail_install(Daemon::Agent, &e, args.json),
     };
     let s = status_of(&layout);
     let code = install::status_code(s.installed.installed, s.running, s.connected);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&s).unwrap_or_else(|_| "{}".into())
-        );
+        command::print_json(&s);
         return ExitCode::from(code);
     }
-    let yes = |b: bool| if b { "yes" } else { "no" };
-    println!("{} ({})", s.service, s.scope);
-    let enabled = s
-        .installed
-        .manager
-        .as_ref()
-        .and_then(|m| m.enabled.clone())
-        .map(|e| format!(", {e}"))
-        .unwrap_or_default();
-    println!(
-        "  installed: {} ({}{enabled})",
-        yes(s.installed.installed),
-        s.installed.service_file.display()
-    );
+    let yes = command::yes;
+    command::print_installed(&s.service, &s.scope, &s.installed);
     match s.pid {
         Some(pid) if s.running => println!("  running:   yes, pid {pid}"),
         _ => println!("  running:   {}", yes(s.running)),
@@ -463,9 +335,7 @@ pub fn status(args: StatusArgs, data_dir: Option<&Path>, config: Option<&Path>) 
             "not enrolled"
         }
     );
-    if let Some(note) = &s.installed.manager_note {
-        println!("  note:      service manager not asked: {note}");
-    }
+    command::print_manager_note(&s.installed);
     ExitCode::from(code)
 }
 
@@ -482,7 +352,8 @@ mod tests {
     #[test]
     fn the_windows_service_command_line_runs_under_the_scm() {
         let layout = Layout::system(Daemon::Agent, deploy::Os::Windows, r"C:\ProgramData");
-        let line = deploy::windows::bin_path(&spec(&layout, PathBuf::from(PROGRAM), None));
+        let spec = ServiceSpec::for_layout(&layout, PathBuf::from(PROGRAM), None, false);
+        let line = deploy::windows::bin_path(&spec);
         let argv = deploy::windows::split_command_line(&line);
         assert_eq!(argv[0], PROGRAM);
         let cli = crate::cli::Cli::try_parse_from(&argv).expect("the binary parses it");

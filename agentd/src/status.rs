@@ -3,6 +3,7 @@
 //! "connected" without talking to the hub.
 
 use crate::LinkState;
+use flotilla_certs::clock::now_ms;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
@@ -36,13 +37,6 @@ impl AgentStatus {
     pub fn connected(&self) -> bool {
         self.state == "connected"
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn of(state: &LinkState, hubs: &[String], stopped: bool) -> AgentStatus {

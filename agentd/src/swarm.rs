@@ -5,6 +5,7 @@
 use crate::link::{Link, LinkState};
 use crate::sampler::SyntheticSource;
 use crate::{AgentError, AgentPaths, local_hello};
+use flotilla_certs::clock::now_ms;
 use flotilla_certs::{IDENTITY_STEM, Identity};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,13 +34,6 @@ pub struct SwarmOptions {
     pub metrics_interval_ms: u32,
     /// Exec policy of every agent (`any` for fan-out benchmarks: real processes run).
     pub exec: crate::ExecMode,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn agent_dir(opts: &SwarmOptions, i: usize) -> (String, PathBuf) {

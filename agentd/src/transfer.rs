@@ -10,13 +10,13 @@
 
 use crate::platform;
 use bytes::Bytes;
+use deploy::sync::lock;
 use flotilla_wire::files::{
     CHUNK_SIZE, Chunk, Digest, FileMeta, HubStreamOpen, ReadOpen, ResumeKey, TransferDone,
     TransferError, TransferErrorKind, TransferFrame, WriteKind, WriteOpen, chunk_data_range,
     chunk_frame_prefix, normalize_rel_path, partial_name,
 };
-use flotilla_wire::frame::{HEADER_LEN, peek_len};
-use flotilla_wire::io::{FrameError, read_frame, write_frame};
+use flotilla_wire::io::{FrameError, read_frame, read_frame_len, write_frame};
 use flotilla_wire::limits::MAX_TRANSFER_FRAME;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -88,7 +88,7 @@ impl SharedFolder {
     }
 
     fn claim(self: &Arc<Self>, dest: PathBuf) -> Option<WriteClaim> {
-        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writing = lock(&self.writing);
         writing.insert(dest.clone()).then(|| WriteClaim {
             folder: self.clone(),
             dest,
@@ -104,11 +104,7 @@ struct WriteClaim {
 
 impl Drop for WriteClaim {
     fn drop(&mut self) {
-        self.folder
-            .writing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.dest);
+        lock(&self.folder.writing).remove(&self.dest);
     }
 }
 
@@ -720,21 +716,9 @@ enum Incoming {
 /// Reads one transfer frame; a chunk's data is sliced out of the frame, not decoded into a copy.
 /// `Ok(None)` at a clean end between frames. Not cancel-safe.
 async fn read_incoming(recv: &mut quinn::RecvStream) -> Result<Option<Incoming>, FrameError> {
-    use tokio::io::AsyncReadExt;
-    let mut header = [0u8; HEADER_LEN];
-    let mut filled = 0;
-    while filled < HEADER_LEN {
-        let n = AsyncReadExt::read(recv, &mut header[filled..]).await?;
-        if n == 0 {
-            return if filled == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated)
-            };
-        }
-        filled += n;
-    }
-    let len = peek_len(&header, MAX_TRANSFER_FRAME)?.unwrap_or(0);
+    let Some(len) = read_frame_len(recv, MAX_TRANSFER_FRAME).await? else {
+        return Ok(None);
+    };
     // Gathered from quinn's pieces into uninitialised capacity: zeroing a 256 KiB buffer first
     // and copying into it would be two passes over every byte instead of one.
     let mut body = Vec::with_capacity(len);

@@ -12,6 +12,7 @@
 //! listed as links and never followed; partial files of transfers in progress are hidden.
 
 use crate::transfer::{SharedFolder, mtime_ms};
+use deploy::sync::lock;
 use flotilla_certs::dial::{self, DialError};
 use flotilla_wire::files::{
     Change, Entry, EntryKind, MAX_SHARED_ENTRIES, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_CHUNK_ENTRIES,
@@ -24,7 +25,7 @@ use notify::{Event, EventKind, RecursiveMode, Watcher, event::ModifyKind};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -102,7 +103,7 @@ struct Pending {
 
 impl Inbox {
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.pending)
     }
 
     /// Called by the watcher for every event.

@@ -24,6 +24,32 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
     fs::rename(&tmp, path).map_err(|e| CertError::io(path, e))
 }
 
+/// Creates `dir` with mode 0700 from its creation (data and login directories hold keys), and sets
+/// an existing one to 0700. Missing parents are made as `mkdir -p` makes them, with the umask's
+/// mode: tightening `/var/lib` or `~/.local` would be a surprise, and a staged `--root` tree is
+/// packaged with the modes it has. On Windows there are no modes: the directory inherits its
+/// parent's ACL, which the installers restrict (see `docs/deploy.md`).
+pub fn create_private_dir(dir: &Path) -> Result<(), CertError> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| CertError::io(parent, e))?;
+    }
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(CertError::io(dir, e)),
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| CertError::io(dir, e))?;
+    }
+    Ok(())
+}
+
 /// Reads a private file, refusing one that group or others can read (Unix only: on Windows the
 /// directory's ACL is trusted, see the module doc).
 pub fn read_private(path: &Path) -> Result<Vec<u8>, CertError> {
@@ -62,5 +88,50 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("chmod 600"));
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_dirs_are_0700_and_their_missing_parents_are_not() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let parent = tmp.path().join("share");
+        let dir = parent.join("flotilla");
+        create_private_dir(&dir).expect("create");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(
+            mode(&parent),
+            0o777 & !umask(),
+            "a parent gets the umask's mode"
+        );
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("loosen");
+        create_private_dir(&dir).expect("again");
+        assert_eq!(
+            mode(&dir),
+            0o700,
+            "an existing loose directory is tightened"
+        );
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_private_dir_is_named() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("data");
+        fs::write(&file, b"").expect("file");
+        let err = create_private_dir(&file).expect_err("a file is not a directory");
+        assert!(
+            matches!(&err, CertError::Io { path, .. } if path == &file),
+            "{err}"
+        );
+    }
+
+    /// The process umask, read by making a directory with mode 0777.
+    fn umask() -> u32 {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let probe = tmp.path().join("probe");
+        fs::create_dir(&probe).expect("probe");
+        0o777 & !mode(&probe)
     }
 }

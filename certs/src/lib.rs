@@ -6,6 +6,7 @@
 //! in [`tls`].
 
 mod ca;
+pub mod clock;
 pub mod dial;
 pub mod enrol;
 mod error;
@@ -21,7 +22,7 @@ pub use fingerprint::{Fingerprint, fingerprint};
 pub use identity::{
     IDENTITY_STEM, Identity, PeerIdentity, peer_identity, read_cert_pem, write_cert_pem,
 };
-pub use keyfile::{read_private, write_private};
+pub use keyfile::{create_private_dir, read_private, write_private};
 pub use token::{JoinToken, TokenError, TokenSecret, hash_secret, random_bytes, secrets_match};
 
 /// Installs ring as the process-wide rustls crypto provider. Call first thing in every `main` and test;

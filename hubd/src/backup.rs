@@ -211,7 +211,7 @@ fn partial(path: &Path) -> PathBuf {
 /// A backup made by the running hub, in its data directory, named by time.
 pub(crate) fn online(paths: &HubPaths) -> Result<BackupInfo, HubError> {
     let dir = paths.data_dir.join(BACKUP_DIR);
-    deploy::files::create_private_dir(&dir).map_err(|e| io("create", &dir, e.source))?;
+    flotilla_certs::create_private_dir(&dir)?;
     let name = format!("hub-{}.db", store::now_ms());
     let dest = dir.join(&name);
     let tmp = partial(&dest);

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use flotilla_wire::Role;
 use flotilla_wire::msg::{AgentInfo, OpRequest, OpResponse, TokenInfo, TokenSpec};
+use flotilla_wire::text::{parse_duration_s, parse_label};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -182,34 +183,6 @@ fn parse_role(s: &str) -> Result<Role, String> {
         .ok_or_else(|| format!("unknown role {s:?}: use agent, viewer, operator or admin"))
 }
 
-/// Parses `key=value`.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("label {s:?} must be key=value"))
-}
-
-/// Parses `90s`, `30m`, `1h`, `7d` (or bare seconds) into seconds.
-pub fn parse_duration_s(s: &str) -> Result<u64, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("duration {s:?}: expected a number then s, m, h or d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => {
-            return Err(format!(
-                "duration {s:?}: unknown unit {unit:?} (use s, m, h or d)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
-}
-
 /// Entry point of the `hubd` binary.
 pub fn main() -> ExitCode {
     deploy::allocator::tune(deploy::Daemon::Hub);
@@ -217,7 +190,11 @@ pub fn main() -> ExitCode {
     let service = matches!(cli.command, Command::Run { service: true, .. });
     // Off Windows `--service` is refused below: no log file for that.
     let log_file = if service && cfg!(windows) {
-        service_log(&cli)
+        deploy::command::service_log(
+            deploy::Daemon::Hub,
+            cli.data_dir.clone(),
+            cli.config.clone(),
+        )
     } else {
         None
     };
@@ -285,22 +262,6 @@ fn serve_as_service(cli: Cli, log: crate::reload::LogControl, stop: Cancellation
 
 /// Where the service logs: `hubd.log` in its data directory (a service has no console, and the
 /// Windows event log is not written to yet). `None` if that cannot be opened: logs are then lost.
-fn service_log(cli: &Cli) -> Option<std::fs::File> {
-    let resolved = deploy::layout::resolve(
-        deploy::Daemon::Hub,
-        cli.data_dir.clone(),
-        cli.config.clone(),
-        deploy::is_root(),
-    )
-    .ok()?;
-    std::fs::create_dir_all(&resolved.data_dir).ok()?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(resolved.data_dir.join("hubd.log"))
-        .ok()
-}
-
 fn init_tracing(format: &str, file: Option<std::fs::File>) -> crate::reload::LogControl {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::prelude::*;
@@ -574,30 +535,4 @@ fn labels(a: &AgentInfo) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration_s("90s"), Ok(90));
-        assert_eq!(parse_duration_s("30m"), Ok(1800));
-        assert_eq!(parse_duration_s("1h"), Ok(3600));
-        assert_eq!(parse_duration_s("7d"), Ok(604_800));
-        assert_eq!(parse_duration_s("45"), Ok(45));
-        assert!(
-            parse_duration_s("1w")
-                .expect_err("unit")
-                .contains("unknown unit")
-        );
-        assert!(parse_duration_s("h").is_err());
-    }
-
-    #[test]
-    fn labels_parse() {
-        assert_eq!(parse_label("env=prod"), Ok(("env".into(), "prod".into())));
-        assert!(parse_label("env").is_err());
-    }
 }

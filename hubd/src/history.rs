@@ -3,6 +3,7 @@
 //! ten-minute buckets and prunes both tables by itself.
 
 use crate::store::{self, Store, now_ms};
+use deploy::sync::lock;
 use flotilla_wire::IdentityId;
 use flotilla_wire::aggregate::{MinuteFolder, TEN_MINUTES_MS, bucket_start};
 use flotilla_wire::msg::{MetricsSample, MinuteAggregate};
@@ -87,7 +88,7 @@ impl History {
     }
 
     fn folders(&self) -> std::sync::MutexGuard<'_, HashMap<IdentityId, MinuteFolder>> {
-        self.folders.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.folders)
     }
 
     async fn send(&self, rows: Vec<Row>) {

@@ -37,7 +37,6 @@ use flotilla_certs::{Ca, IDENTITY_STEM, Identity};
 use flotilla_wire::msg::{OpRequest, OpResponse};
 use flotilla_wire::{ErrorCode, IdentityId, Role};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -87,30 +86,11 @@ pub struct InitReport {
     pub data_dir: String,
 }
 
-/// Creates `path` with mode 0700. On Windows there are no modes: the directory inherits its
-/// parent's ACL, which `hubd install` restricts (see `docs/deploy.md`).
-fn mkdir_private(path: &Path) -> Result<(), HubError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(path)
-        .map_err(|e| HubError::io(format!("create {}", path.display()), e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| HubError::io(format!("chmod {}", path.display()), e))?;
-    }
-    Ok(())
-}
-
 /// Creates a hub in `paths.data_dir`: fleet CA, hub certificate, admin identity, database, config.
 /// Refuses to touch a directory that already holds a CA.
 pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, HubError> {
     config.validate()?;
-    mkdir_private(&paths.data_dir)?;
+    flotilla_certs::create_private_dir(&paths.data_dir)?;
     let ca = Ca::create(&paths.data_dir)?;
     let mut names = config.advertise.clone();
     if !config.listen.ip().is_unspecified() {
@@ -127,7 +107,7 @@ pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, Hu
     let admin_id = IdentityId::from_random(Role::Admin, flotilla_certs::random_bytes());
     let admin = ca.issue_local_identity(&admin_id, Role::Admin)?;
     let admin_dir = paths.admin_dir();
-    mkdir_private(&admin_dir)?;
+    flotilla_certs::create_private_dir(&admin_dir)?;
     Identity {
         key_der: admin.key_der,
         cert_der: admin.cert_der,

@@ -1,11 +1,12 @@
 //! Live state in memory: who is connected now, on which connection, with their latest sample, and
 //! the fleet event feed operators subscribe to.
 
+use deploy::sync::lock;
 use flotilla_wire::msg::{FleetEvent, HubControl, MetricsSample};
 use flotilla_wire::{ErrorCode, IdentityId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc};
 
@@ -71,11 +72,7 @@ pub struct WatchGuard {
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         let last = {
-            let mut w = self
-                .registry
-                .watchers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut w = lock(&self.registry.watchers);
             let n = w.entry(self.id.clone()).or_insert(1);
             *n -= 1;
             let last = *n == 0;
@@ -118,7 +115,7 @@ impl Registry {
     pub fn set_default_interval_ms(&self, interval_ms: u32) {
         self.default_interval_ms
             .store(interval_ms, Ordering::Relaxed);
-        let ids: Vec<IdentityId> = self.lock().keys().cloned().collect();
+        let ids: Vec<IdentityId> = lock(&self.live).keys().cloned().collect();
         for id in ids {
             if !self.is_watched(&id) {
                 self.send_control(&id, HubControl::SetMetricsInterval { interval_ms });
@@ -128,16 +125,13 @@ impl Registry {
 
     /// Number of operator connections.
     pub fn operator_count(&self) -> usize {
-        self.operators
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        lock(&self.operators).len()
     }
 
     /// Starts watching `id`: it samples every second until the guard is dropped.
     pub fn watch(&self, id: &IdentityId) -> WatchGuard {
         let first = {
-            let mut w = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut w = lock(&self.watchers);
             let n = w.entry(id.clone()).or_insert(0);
             *n += 1;
             *n == 1
@@ -158,16 +152,7 @@ impl Registry {
 
     /// Whether an operator watches `id` now.
     pub fn is_watched(&self, id: &IdentityId) -> bool {
-        self.watchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(id)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<IdentityId, Live>> {
-        // A panic while holding this lock cannot leave the map half-updated (single inserts and
-        // removes), so a poisoned lock is still safe to use.
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.watchers).contains_key(id)
     }
 
     /// Registers `conn` as the live connection of `id`. The newest connection wins: an older one is
@@ -179,7 +164,7 @@ impl Registry {
         control: Option<mpsc::Sender<HubControl>>,
     ) -> ConnId {
         let conn_id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        let old = self.lock().insert(
+        let old = lock(&self.live).insert(
             id.clone(),
             Live {
                 conn_id,
@@ -198,24 +183,18 @@ impl Registry {
     /// Registers an operator connection (any number per identity).
     pub fn connect_operator(&self, id: &IdentityId, conn: quinn::Connection) -> ConnId {
         let conn_id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        self.operators
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(conn_id, (id.clone(), conn));
+        lock(&self.operators).insert(conn_id, (id.clone(), conn));
         conn_id
     }
 
     /// Forgets an operator connection.
     pub fn disconnect_operator(&self, conn_id: ConnId) {
-        self.operators
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&conn_id);
+        lock(&self.operators).remove(&conn_id);
     }
 
     /// Removes `id` if its live connection is still `conn_id`. Returns whether it did.
     pub fn disconnect(&self, id: &IdentityId, conn_id: ConnId) -> bool {
-        let mut live = self.lock();
+        let mut live = lock(&self.live);
         if live.get(id).is_some_and(|l| l.conn_id == conn_id) {
             live.remove(id);
             true
@@ -226,18 +205,18 @@ impl Registry {
 
     /// Whether `id` is connected now.
     pub fn is_online(&self, id: &IdentityId) -> bool {
-        self.lock().contains_key(id)
+        lock(&self.live).contains_key(id)
     }
 
     /// The live connection of `id`, to open streams on (exec, ping); `None` when offline.
     pub fn connection(&self, id: &IdentityId) -> Option<quinn::Connection> {
-        self.lock().get(id).map(|l| l.conn.clone())
+        lock(&self.live).get(id).map(|l| l.conn.clone())
     }
 
     /// Attaches `conn` as the bulk lane of connected agent `id`, closing a previous lane. False if
     /// the agent has no control connection: a lane only serves a live session.
     pub fn attach_bulk(&self, id: &IdentityId, conn: quinn::Connection) -> bool {
-        let old = match self.lock().get_mut(id) {
+        let old = match lock(&self.live).get_mut(id) {
             Some(live) => live.bulk.replace(conn),
             None => return false,
         };
@@ -253,7 +232,7 @@ impl Registry {
 
     /// Forgets `id`'s bulk lane if it is still `conn`.
     pub fn detach_bulk(&self, id: &IdentityId, conn: &quinn::Connection) {
-        if let Some(live) = self.lock().get_mut(id)
+        if let Some(live) = lock(&self.live).get_mut(id)
             && live
                 .bulk
                 .as_ref()
@@ -275,7 +254,7 @@ impl Registry {
             tokio::pin!(attached);
             attached.as_mut().enable();
             let control = {
-                let live = self.lock();
+                let live = lock(&self.live);
                 let live = live.get(id)?;
                 if let Some(bulk) = live.bulk.as_ref().filter(|b| b.close_reason().is_none()) {
                     return Some(bulk.clone());
@@ -305,17 +284,20 @@ impl Registry {
 
     /// Number of bulk lanes open now.
     pub fn bulk_count(&self) -> usize {
-        self.lock().values().filter(|l| l.bulk.is_some()).count()
+        lock(&self.live)
+            .values()
+            .filter(|l| l.bulk.is_some())
+            .count()
     }
 
     /// Number of live connections.
     pub fn online_count(&self) -> usize {
-        self.lock().len()
+        lock(&self.live).len()
     }
 
     /// Closes `id`'s live connection with `code`; returns whether there was one.
     pub fn kick(&self, id: &IdentityId, code: ErrorCode) -> bool {
-        match self.lock().remove(id) {
+        match lock(&self.live).remove(id) {
             Some(live) => {
                 live.close(code);
                 true
@@ -326,14 +308,14 @@ impl Registry {
 
     /// Closes every connection with `code` (shutdown).
     pub fn close_all(&self, code: ErrorCode) {
-        for (_, live) in self.lock().drain() {
+        for (_, live) in lock(&self.live).drain() {
             live.close(code);
         }
     }
 
     /// Records the latest sample of `id` and publishes it.
     pub fn set_latest(&self, id: &IdentityId, sample: MetricsSample) {
-        if let Some(live) = self.lock().get_mut(id) {
+        if let Some(live) = lock(&self.live).get_mut(id) {
             live.latest = Some(sample.clone());
         }
         self.publish(FleetEvent::Metrics {
@@ -344,12 +326,12 @@ impl Registry {
 
     /// The latest sample of `id`, if connected and reporting.
     pub fn latest(&self, id: &IdentityId) -> Option<MetricsSample> {
-        self.lock().get(id).and_then(|l| l.latest.clone())
+        lock(&self.live).get(id).and_then(|l| l.latest.clone())
     }
 
     /// Sends a control message to `id` without waiting; false if it is offline or its queue is full.
     pub fn send_control(&self, id: &IdentityId, msg: HubControl) -> bool {
-        self.lock()
+        lock(&self.live)
             .get(id)
             .and_then(|l| l.control.as_ref())
             .is_some_and(|tx| tx.try_send(msg).is_ok())

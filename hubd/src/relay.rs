@@ -9,11 +9,12 @@ pub(crate) mod tree;
 
 pub(crate) use transfer::copy;
 
+use deploy::sync::lock;
 use flotilla_wire::IdentityId;
 use flotilla_wire::files::{Change, FileEvent, TransferId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tree::AgentTree;
@@ -41,11 +42,6 @@ impl Default for Files {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a single insert, remove or lookup: a poisoned lock is still sound.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Files {

@@ -6,61 +6,22 @@ use crate::maint::{self, HubStatus, MaintRequest, MaintResponse};
 use crate::settings::{Flags, Source};
 use crate::{HubConfig, HubPaths};
 use clap::Args;
-use deploy::install::{self, InstallError, Report};
-use deploy::{Daemon, Layout, Scope, ServiceSpec};
+use deploy::command::{self, InstallOptions, Target};
+use deploy::install::{self, InstallError, Prepared, Report};
+use deploy::{Daemon, Layout, ServiceSpec};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Where: `--system` or `--user`, and `--root`.
-#[derive(Args, Debug, Clone)]
-pub struct Target {
-    /// System service (at boot, as the `flotilla` account). The default for root.
-    #[arg(long, conflicts_with = "user")]
-    pub system: bool,
-    /// User service (systemctl --user, or a LaunchAgent). The default for everyone else.
-    #[arg(long)]
-    pub user: bool,
-    /// Write every file under DIR instead of /, and call no service manager (for images and tests).
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-}
-
-impl Target {
-    fn scope(&self) -> Scope {
-        if self.system {
-            Scope::System
-        } else if self.user || !deploy::is_root() {
-            Scope::User
-        } else {
-            Scope::System
-        }
-    }
-
-    /// The layout, with `--data-dir`/`--config` (given globally) replacing its paths.
-    pub fn layout(
-        &self,
-        data_dir: Option<&Path>,
-        config: Option<&Path>,
-    ) -> Result<Layout, InstallError> {
-        let mut layout = Layout::for_scope(Daemon::Hub, self.scope(), self.root.clone())?;
-        if let Some(d) = data_dir {
-            layout.data_dir = d.to_path_buf();
-        }
-        if let Some(c) = config {
-            layout.config_file = c.to_path_buf();
-        }
-        Ok(layout)
-    }
-}
+pub use deploy::command::StatusArgs;
 
 /// `hubd install`.
 #[derive(Args, Debug)]
 pub struct InstallArgs {
-    /// Where to install.
+    /// Where and how: the options every daemon's install takes.
     #[command(flatten)]
-    pub target: Target,
+    pub service: InstallOptions,
     /// UDP address to serve QUIC on (new hubs only: an existing configuration is kept).
     #[arg(long, default_value = "0.0.0.0:4433")]
     pub listen: SocketAddr,
@@ -70,18 +31,6 @@ pub struct InstallArgs {
     /// Prometheus endpoint address, e.g. 127.0.0.1:9464 (new hubs only).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
-    /// Account the system service runs as (default `flotilla` on Linux; `root` for none).
-    #[arg(long, value_name = "USER")]
-    pub run_as: Option<String>,
-    /// Binary the service runs (default: this one).
-    #[arg(long, value_name = "PATH")]
-    pub binary: Option<PathBuf>,
-    /// Register the service but do not start it.
-    #[arg(long)]
-    pub no_start: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `hubd uninstall`.
@@ -96,48 +45,6 @@ pub struct UninstallArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `hubd status`.
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// Where it was installed.
-    #[command(flatten)]
-    pub target: Target,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn spec(layout: &Layout, program: PathBuf, user: Option<String>, low_port: bool) -> ServiceSpec {
-    ServiceSpec {
-        daemon: Daemon::Hub,
-        scope: layout.scope,
-        program,
-        args: vec![
-            "--config".into(),
-            layout.config_file.display().to_string(),
-            "--data-dir".into(),
-            layout.data_dir.display().to_string(),
-            "run".into(),
-        ],
-        user,
-        data_dir: layout.data_dir.clone(),
-        config_file: layout.config_file.clone(),
-        log_file: layout.log_file.clone(),
-        low_port,
-    }
-}
-
-fn fail(err: &dyn std::fmt::Display, code: u8, json: bool) -> ExitCode {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "error": { "message": err.to_string() } })
-        );
-    }
-    eprintln!("hubd: {err}");
-    ExitCode::from(code)
 }
 
 type Failure = (String, u8);
@@ -163,14 +70,9 @@ pub async fn install(
     config: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> ExitCode {
-    let json = args.json;
-    match install_inner(args, data_dir, config, env).await {
-        Ok(report) => {
-            report.print(json, "installed");
-            ExitCode::SUCCESS
-        }
-        Err((msg, code)) => fail(&msg, code, json),
-    }
+    let json = args.service.json;
+    let result = install_inner(args, data_dir, config, env).await;
+    command::finish(Daemon::Hub, "installed", json, result)
 }
 
 async fn install_inner(
@@ -179,13 +81,22 @@ async fn install_inner(
     config: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> Result<Report, Failure> {
-    let layout = args.target.layout(data_dir, config).map_err(failure)?;
-    install::check_privileges(&layout).map_err(failure)?;
-    let mut report = Report::new(&layout);
-    let program = install::program(args.binary.clone(), &layout, &mut report).map_err(failure)?;
-    let user = install::service_user(&layout, args.run_as.clone(), &mut report);
-    install::ensure_account(&layout, user.as_deref(), &mut report).map_err(failure)?;
-    let data_on_disk = install::create_data_dir(&layout, &layout.data_dir).map_err(failure)?;
+    let layout = args
+        .service
+        .target
+        .layout(Daemon::Hub, data_dir, config)
+        .map_err(failure)?;
+    let Prepared {
+        mut report,
+        program,
+        user,
+        data_on_disk,
+    } = install::prepare(
+        &layout,
+        args.service.binary.clone(),
+        args.service.run_as.clone(),
+    )
+    .map_err(failure)?;
     let config_on_disk = layout.on_disk(&layout.config_file);
     let paths = HubPaths {
         data_dir: data_on_disk.clone(),
@@ -254,8 +165,8 @@ async fn install_inner(
         || hub_config.metrics_listen.is_some_and(|m| m.port() < 1024);
     install::raise_recv_buffer_limit(&layout, crate::endpoint::RECV_BUFFER, &mut report)
         .map_err(failure)?;
-    let spec = spec(&layout, program, user, low_port);
-    install::register(&layout, &spec, !args.no_start, &mut report).map_err(failure)?;
+    let spec = ServiceSpec::for_layout(&layout, program, user, low_port);
+    install::register(&layout, &spec, !args.service.no_start, &mut report).map_err(failure)?;
     Ok(report)
 }
 
@@ -271,25 +182,15 @@ fn looks_like_hub_dir(dir: &Path) -> bool {
 
 /// Runs `hubd uninstall`.
 pub fn uninstall(args: UninstallArgs, data_dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
-    let json = args.json;
-    let run = || -> Result<Report, InstallError> {
-        let layout = args.target.layout(data_dir, config)?;
-        install::check_privileges(&layout)?;
-        let mut report = Report::new(&layout);
-        let spec = spec(&layout, PathBuf::from(Daemon::Hub.binary()), None, false);
-        install::unregister(&layout, &spec, args.purge, looks_like_hub_dir, &mut report)?;
-        Ok(report)
-    };
-    match run() {
-        Ok(report) => {
-            report.print(json, "uninstalled");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let code = e.exit_code();
-            fail(&e, code, json)
-        }
-    }
+    command::uninstall(
+        Daemon::Hub,
+        &args.target,
+        args.purge,
+        args.json,
+        data_dir,
+        config,
+        looks_like_hub_dir,
+    )
 }
 
 /// What `hubd status` reports.
@@ -344,36 +245,17 @@ fn uptime(started_ms: u64) -> String {
 
 /// Runs `hubd status`.
 pub async fn status(args: StatusArgs, data_dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
-    let layout = match args.target.layout(data_dir, config) {
+    let layout = match args.target.layout(Daemon::Hub, data_dir, config) {
         Ok(l) => l,
-        Err(e) => {
-            let code = e.exit_code();
-            return fail(&e, code, args.json);
-        }
+        Err(e) => return command::fail_install(Daemon::Hub, &e, args.json),
     };
     let s = status_of(&layout).await;
     let code = install::status_code(s.installed.installed, s.running, s.serving);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&s).unwrap_or_else(|_| "{}".into())
-        );
+        command::print_json(&s);
         return ExitCode::from(code);
     }
-    let yes = |b: bool| if b { "yes" } else { "no" };
-    println!("{} ({})", s.service, s.scope);
-    let enabled = s
-        .installed
-        .manager
-        .as_ref()
-        .and_then(|m| m.enabled.clone())
-        .map(|e| format!(", {e}"))
-        .unwrap_or_default();
-    println!(
-        "  installed: {} ({}{enabled})",
-        yes(s.installed.installed),
-        s.installed.service_file.display()
-    );
+    command::print_installed(&s.service, &s.scope, &s.installed);
     match &s.hub {
         Some(h) => {
             let metrics = h
@@ -397,9 +279,7 @@ pub async fn status(args: StatusArgs, data_dir: Option<&Path>, config: Option<&P
         None => println!("  running:   no"),
     }
     println!("  data:      {}", s.data_dir.display());
-    if let Some(note) = &s.installed.manager_note {
-        println!("  note:      service manager not asked: {note}");
-    }
+    command::print_manager_note(&s.installed);
     ExitCode::from(code)
 }
 
@@ -416,7 +296,8 @@ mod tests {
     #[test]
     fn the_windows_service_command_line_runs_under_the_scm() {
         let layout = Layout::system(Daemon::Hub, deploy::Os::Windows, r"C:\ProgramData");
-        let line = deploy::windows::bin_path(&spec(&layout, PathBuf::from(PROGRAM), None, false));
+        let spec = ServiceSpec::for_layout(&layout, PathBuf::from(PROGRAM), None, false);
+        let line = deploy::windows::bin_path(&spec);
         let argv = deploy::windows::split_command_line(&line);
         assert_eq!(argv[0], PROGRAM);
         let cli = crate::cli::Cli::try_parse_from(&argv).expect("the binary parses it");

@@ -65,13 +65,8 @@ impl<T> Pending<T> {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch, the time every row records.
+pub use flotilla_certs::clock::now_ms;
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, migrates it, and starts the store thread.

@@ -26,7 +26,7 @@
 use crate::IdentityId;
 use crate::msg::Refusal;
 use bytes::{BufMut, BytesMut};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Largest output chunk an agent sends: one pipe read, and a frame well within
@@ -57,51 +57,7 @@ impl fmt::Display for JobId {
     }
 }
 
-/// Bytes of command output. Encoded with `serialize_bytes` (the same postcard bytes as a `Vec<u8>`,
-/// but copied in one piece instead of element by element).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Chunk(pub Vec<u8>);
-
-impl fmt::Debug for Chunk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Chunk({} bytes)", self.0.len())
-    }
-}
-
-impl Serialize for Chunk {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Chunk {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct BytesVisitor;
-        impl<'de> serde::de::Visitor<'de> for BytesVisitor {
-            type Value = Chunk;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Chunk, E> {
-                Ok(Chunk(v.to_vec()))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Chunk, E> {
-                Ok(Chunk(v))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Chunk, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_CHUNK));
-                while let Some(b) = seq.next_element::<u8>()? {
-                    out.push(b);
-                }
-                Ok(Chunk(out))
-            }
-        }
-        d.deserialize_byte_buf(BytesVisitor)
-    }
-}
+pub use crate::chunk::Chunk;
 
 /// What to run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

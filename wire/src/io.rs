@@ -32,34 +32,16 @@ where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
 {
-    let mut header = [0u8; HEADER_LEN];
-    let mut filled = 0;
-    while filled < HEADER_LEN {
-        let n = reader.read(&mut header[filled..]).await?;
-        if n == 0 {
-            return if filled == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated)
-            };
-        }
-        filled += n;
+    match read_frame_body(reader, max).await? {
+        Some(body) => Ok(Some(decode_body(&body)?)),
+        None => Ok(None),
     }
-    let len = peek_len(&header, max)?.unwrap_or(0);
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
-        }
-    })?;
-    Ok(Some(decode_body(&body)?))
 }
 
-/// Reads one frame's body without decoding it, for a relay that forwards it as it came. `Ok(None)`
-/// when the stream ends cleanly at a frame boundary. Not cancel-safe, like [`read_frame`].
-pub async fn read_frame_body<R>(reader: &mut R, max: usize) -> Result<Option<Vec<u8>>, FrameError>
+/// Reads one frame's length prefix and checks it against `max`, before anything is allocated for
+/// the body. `Ok(None)` when the stream ends cleanly at a frame boundary. For readers that gather
+/// the body their own way; not cancel-safe, like [`read_frame`].
+pub async fn read_frame_len<R>(reader: &mut R, max: usize) -> Result<Option<usize>, FrameError>
 where
     R: AsyncRead + Unpin,
 {
@@ -76,7 +58,18 @@ where
         }
         filled += n;
     }
-    let len = peek_len(&header, max)?.unwrap_or(0);
+    Ok(Some(peek_len(&header, max)?.unwrap_or(0)))
+}
+
+/// Reads one frame's body without decoding it, for a relay that forwards it as it came. `Ok(None)`
+/// when the stream ends cleanly at a frame boundary. Not cancel-safe, like [`read_frame`].
+pub async fn read_frame_body<R>(reader: &mut R, max: usize) -> Result<Option<Vec<u8>>, FrameError>
+where
+    R: AsyncRead + Unpin,
+{
+    let Some(len) = read_frame_len(reader, max).await? else {
+        return Ok(None);
+    };
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {

@@ -5,6 +5,7 @@
 //! so every enum here is append-only; a changed field means a new variant and a [`PROTOCOL_VERSION`] bump.
 
 pub mod aggregate;
+mod chunk;
 pub mod codes;
 pub mod exec;
 pub mod files;
@@ -14,8 +15,10 @@ pub mod ids;
 pub mod io;
 pub mod limits;
 pub mod msg;
+pub mod text;
 pub mod token;
 
+pub use chunk::Chunk;
 pub use codes::ErrorCode;
 pub use frame::{DecodeError, EncodeError, decode, decode_body, encode};
 pub use ids::{IdentityId, Role};

@@ -52,12 +52,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
     std::fs::rename(&tmp, path).map_err(|e| FileError::new("rename", path, e))
 }
 
-/// Creates `dir` (and parents) and sets it to 0700: data directories hold keys.
-pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
-    std::fs::create_dir_all(dir).map_err(|e| FileError::new("create", dir, e))?;
-    set_mode(dir, 0o700)
-}
-
 /// Sets the permission bits of `path`.
 pub fn set_mode(path: &Path, mode: u32) -> Result<(), FileError> {
     #[cfg(unix)]
@@ -91,20 +85,50 @@ pub fn remove_dir_all(path: &Path) -> Result<bool, FileError> {
     }
 }
 
-/// User and group id of the account `name`, if it exists.
+/// Most bytes of buffer offered to `getpwnam_r` for one account's strings: a `passwd` entry is a
+/// few hundred bytes, and a directory service returning more than 1 MiB is broken, not large.
+#[cfg(unix)]
+const PASSWD_BUF_MAX: usize = 1 << 20;
+
+/// User and group id of the account `name`, if it exists. Uses `getpwnam_r`, which fills a buffer
+/// of ours: `getpwnam` returns static storage that another thread's lookup overwrites (the daemons
+/// call this on a multi-threaded runtime). A lookup the system cannot answer counts as no account.
 #[cfg(unix)]
 pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let cname = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; we copy the two ids out at
-    // once and keep no reference. Installers are single-threaded at this point.
-    unsafe {
-        let pw = libc::getpwnam(cname.as_ptr());
-        if pw.is_null() {
-            None
-        } else {
-            Some(((*pw).pw_uid, (*pw).pw_gid))
+    // SAFETY: sysconf only reads a constant; -1 (no hint) is handled below.
+    let hint = unsafe { libc::sysconf(libc::_SC_GETPW_R_SIZE_MAX) };
+    let mut size = usize::try_from(hint)
+        .unwrap_or(0)
+        .clamp(1024, PASSWD_BUF_MAX);
+    // Bounded: the buffer doubles up to PASSWD_BUF_MAX, and an interrupted call is retried a
+    // few times at most.
+    for _ in 0..32 {
+        let mut buf = vec![0 as libc::c_char; size];
+        // SAFETY: passwd is plain data (integers and pointers); all-zero is a valid value that
+        // getpwnam_r overwrites.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer refers to a live local of the stated size; the strings getpwnam_r
+        // writes point into `buf`, which we do not read, and `pwd` is read only while `buf` lives.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        match rc {
+            0 if found.is_null() => return None,
+            0 => return Some((pwd.pw_uid, pwd.pw_gid)),
+            libc::ERANGE if size < PASSWD_BUF_MAX => size = (size * 2).min(PASSWD_BUF_MAX),
+            libc::EINTR => {}
+            _ => return None,
         }
     }
+    None
 }
 
 /// Accounts are a Unix matter here.
@@ -181,7 +205,44 @@ mod tests {
         assert!(!path.with_extension("flotilla-tmp").exists());
         assert!(remove_file(&path).expect("rm"));
         assert!(!remove_file(&path).expect("rm again"));
+    }
+
+    #[test]
+    fn root_is_uid_0_and_a_missing_account_is_none() {
+        assert_eq!(lookup_user("root").map(|(uid, _)| uid), Some(0));
         assert_eq!(lookup_user("no-such-user-flotilla-test"), None);
-        assert_eq!(lookup_user("root").map(|(u, _)| u), Some(0));
+        assert_eq!(lookup_user("nul\0inside"), None);
+    }
+
+    /// Accounts from `/etc/passwd` (name, uid, gid), which every Unix we run on keeps.
+    fn passwd_accounts() -> Vec<(String, u32, u32)> {
+        let text = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                Some((
+                    f.first()?.to_string(),
+                    f.get(2)?.parse().ok()?,
+                    f.get(3)?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lookups_on_many_threads_at_once_each_get_their_own_account() {
+        let accounts = passwd_accounts();
+        assert!(accounts.len() >= 2, "want two accounts: {accounts:?}");
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let accounts = &accounts;
+                s.spawn(move || {
+                    for i in 0..2_000 {
+                        let (name, uid, gid) = &accounts[(t + i) % accounts.len()];
+                        assert_eq!(lookup_user(name), Some((*uid, *gid)), "{name}");
+                    }
+                });
+            }
+        });
     }
 }

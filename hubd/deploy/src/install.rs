@@ -37,6 +37,9 @@ pub enum InstallError {
     /// A file could not be written or removed.
     #[error(transparent)]
     File(#[from] FileError),
+    /// The data directory could not be created or set to 0700.
+    #[error(transparent)]
+    DataDir(flotilla_certs::CertError),
     /// A service manager command failed.
     #[error(transparent)]
     Step(#[from] StepError),
@@ -51,7 +54,7 @@ impl InstallError {
             | Self::Unit(_)
             | Self::Program(_)
             | Self::NotOurs { .. } => 2,
-            Self::File(_) | Self::Step(_) => 1,
+            Self::File(_) | Self::DataDir(_) | Self::Step(_) => 1,
         }
     }
 }
@@ -145,6 +148,40 @@ impl Report {
     }
 }
 
+/// What the steps before a daemon's own install step settled.
+#[derive(Debug)]
+pub struct Prepared {
+    /// What was done so far.
+    pub report: Report,
+    /// The binary the service will run ([`program`]).
+    pub program: PathBuf,
+    /// The account it runs as ([`service_user`]).
+    pub user: Option<String>,
+    /// The data directory as created on disk ([`create_data_dir`]).
+    pub data_on_disk: PathBuf,
+}
+
+/// The steps every install starts with, in order: privileges, the binary, the service account
+/// and the data directory.
+pub fn prepare(
+    layout: &Layout,
+    binary: Option<PathBuf>,
+    run_as: Option<String>,
+) -> Result<Prepared, InstallError> {
+    check_privileges(layout)?;
+    let mut report = Report::new(layout);
+    let program = program(binary, layout, &mut report)?;
+    let user = service_user(layout, run_as, &mut report);
+    ensure_account(layout, user.as_deref(), &mut report)?;
+    let data_on_disk = create_data_dir(layout, &layout.data_dir)?;
+    Ok(Prepared {
+        report,
+        program,
+        user,
+        data_on_disk,
+    })
+}
+
 /// Refuses a real system install by a non-root user.
 pub fn check_privileges(layout: &Layout) -> Result<(), InstallError> {
     if layout.scope == Scope::System && layout.root.is_none() && !crate::is_root() {
@@ -223,7 +260,7 @@ pub fn service_user(
 /// Creates the data directory (0700) where the service will find it.
 pub fn create_data_dir(layout: &Layout, data_dir: &Path) -> Result<PathBuf, InstallError> {
     let on_disk = layout.on_disk(data_dir);
-    files::create_private_dir(&on_disk)?;
+    flotilla_certs::create_private_dir(&on_disk).map_err(InstallError::DataDir)?;
     Ok(on_disk)
 }
 

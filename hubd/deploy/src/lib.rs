@@ -10,6 +10,7 @@
 //! `systemctl`, `launchctl` or `sc.exe` depends on the machine, and that is decided at run time.
 
 pub mod allocator;
+pub mod command;
 pub mod files;
 pub mod install;
 pub mod launchd;
@@ -20,6 +21,7 @@ pub mod notify;
 pub mod scm;
 mod secret;
 pub mod stop;
+pub mod sync;
 pub mod systemd;
 pub mod windows;
 

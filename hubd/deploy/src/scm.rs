@@ -93,8 +93,9 @@ pub fn run(_daemon: Daemon, _body: Body) -> Result<u8, ServiceError> {
 mod imp {
     use super::{Body, ServiceError, exit_codes};
     use crate::Daemon;
+    use crate::sync::lock;
     use std::ffi::OsString;
-    use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+    use std::sync::{Arc, Mutex, OnceLock};
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
     use windows_service::service::{
@@ -113,10 +114,6 @@ mod imp {
     static OUTCOME: Mutex<Option<Result<u8, ServiceError>>> = Mutex::new(None);
 
     windows_service::define_windows_service!(ffi_service_main, service_main);
-
-    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 
     pub(super) fn run(daemon: Daemon, body: Body) -> Result<u8, ServiceError> {
         let service = daemon.windows_name();

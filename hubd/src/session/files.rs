@@ -2,8 +2,9 @@
 //! file events. (Copies are served by [`crate::relay`].) Viewers may do both.
 
 use crate::HubCtx;
-use crate::relay::tree::{AgentTree, Lookup};
+use crate::relay::tree::Lookup;
 use crate::store;
+use deploy::sync::lock;
 use flotilla_wire::files::{
     FileEvent, ListEnd, ListReply, ListRequest, SNAPSHOT_CHUNK_ENTRIES, SnapshotReason,
     WatchRequest, normalize_rel_path,
@@ -12,7 +13,6 @@ use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EVENTS_FRAME, MAX_SNAPSHOT_FRAME};
 use flotilla_wire::msg::Refusal;
 use flotilla_wire::{ErrorCode, IdentityId, Role};
-use std::sync::{Mutex, MutexGuard};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
@@ -21,10 +21,6 @@ fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
         code,
         message: message.into(),
     }
-}
-
-fn lock(tree: &Mutex<AgentTree>) -> MutexGuard<'_, AgentTree> {
-    tree.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// An agent by name or id.

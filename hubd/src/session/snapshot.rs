@@ -2,23 +2,18 @@
 //! changes published to file watchers, and a fresh snapshot asked for when a delta goes missing.
 
 use crate::HubCtx;
-use crate::relay::tree::{AgentTree, Applied, TreeError};
+use crate::relay::tree::{Applied, TreeError};
 use crate::store::now_ms;
+use deploy::sync::lock;
 use flotilla_wire::files::{FileEvent, HubStreamOpen, SnapshotFrame};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_SNAPSHOT_FRAME};
 use flotilla_wire::{ErrorCode, IdentityId};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Time to open the resync stream and send its one frame.
 const RESYNC_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn lock(tree: &Mutex<AgentTree>) -> MutexGuard<'_, AgentTree> {
-    // Each frame is applied whole under the lock; a panic mid-frame leaves a tree the next
-    // snapshot replaces, so a poisoned lock is still usable.
-    tree.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Reads one agent's snapshot stream until it ends. A frame out of order stops this stream with a
 /// code and leaves the connection alone.
@@ -41,6 +36,8 @@ pub(super) async fn serve(
                 return;
             }
         };
+        // Each frame is applied whole under the lock; a panic mid-frame leaves a tree the next
+        // snapshot replaces, so a poisoned lock is still usable.
         let applied = lock(&tree).handle(frame, now_ms());
         match applied {
             Ok(Applied::Nothing) => {}
