@@ -331,25 +331,16 @@ fn digest(h: &blake3::Hasher) -> Digest {
 // Source side
 
 /// Opens a file of the shared folder for reading, refusing escapes and anything but a regular file.
+/// A FIFO, socket or device is refused by its type before it is opened, and the open itself never
+/// waits (see [`platform::open_nonblocking`]): one planted in the folder cannot wedge a thread.
 fn open_for_read(root: &Path, rel: &str, agent: &str) -> Result<(File, FileMeta), TransferError> {
     let path = resolve_existing(root, rel, agent)?;
-    let file = platform::no_follow(OpenOptions::new().read(true))
-        .open(&path)
+    let md =
+        fs::symlink_metadata(&path).map_err(|e| io_failed(&e, &format!("stat {rel}"), agent))?;
+    regular_only(&md, rel, agent)?;
+    let (file, md) = platform::open_nonblocking(OpenOptions::new().read(true), &path)
         .map_err(|e| io_failed(&e, &format!("open {rel}"), agent))?;
-    let md = file
-        .metadata()
-        .map_err(|e| io_failed(&e, &format!("stat {rel}"), agent))?;
-    if !md.is_file() {
-        let what = if md.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
-        };
-        return Err(TransferError::new(
-            TransferErrorKind::WrongKind,
-            format!("{rel} on {agent} is {what} (use cp -r for directories)"),
-        ));
-    }
+    regular_only(&md, rel, agent)?;
     Ok((
         file,
         FileMeta {
@@ -457,6 +448,22 @@ fn stream_file(
     let _ = send(ReadMsg::Frame(TransferFrame::End {
         digest: digest(&hasher),
     }));
+}
+
+/// Refuses what is not a regular file: a directory with a hint, anything else by its kind.
+fn regular_only(md: &fs::Metadata, rel: &str, agent: &str) -> Result<(), TransferError> {
+    if md.is_file() {
+        return Ok(());
+    }
+    let message = if md.is_dir() {
+        format!("{rel} on {agent} is a directory (use cp -r for directories)")
+    } else {
+        format!(
+            "not a regular file: {rel} ({}) on {agent}",
+            platform::kind_name(md.file_type())
+        )
+    };
+    Err(TransferError::new(TransferErrorKind::WrongKind, message))
 }
 
 fn changed(label: &str) -> TransferError {
@@ -569,12 +576,19 @@ pub(crate) fn plan_write(
     }
     let partial = parent.join(partial_name(name, key));
     let mut hasher = blake3::Hasher::new();
-    let have = match platform::no_follow(OpenOptions::new().read(true)).open(&partial) {
-        Ok(mut f) => {
-            let len = f
-                .metadata()
-                .map_err(|e| io_failed(&e, &format!("stat partial of {rel}"), agent))?
-                .len();
+    let have = match platform::open_nonblocking(OpenOptions::new().read(true), &partial) {
+        Ok((mut f, md)) => {
+            if !md.is_file() {
+                return Err(TransferError::new(
+                    TransferErrorKind::WrongKind,
+                    format!(
+                        "not a regular file: {} ({}) on {agent}, where {rel} is assembled: remove it",
+                        partial.file_name().unwrap_or_default().to_string_lossy(),
+                        platform::kind_name(md.file_type())
+                    ),
+                ));
+            }
+            let len = md.len();
             if len > meta.size {
                 0
             } else {
@@ -622,11 +636,23 @@ pub(crate) struct DiskWriter {
 impl DiskWriter {
     /// Opens the partial file at `start` (truncating it when starting over).
     pub(crate) fn open(plan: &WritePlan, start: u64, written: Arc<AtomicU64>) -> io::Result<Self> {
-        let mut file = platform::no_follow(platform::create_mode(
-            OpenOptions::new().create(true).write(true).truncate(false),
-            PARTIAL_MODE,
-        ))
-        .open(&plan.partial)?;
+        let (mut file, md) = platform::open_nonblocking(
+            platform::create_mode(
+                OpenOptions::new().create(true).write(true).truncate(false),
+                PARTIAL_MODE,
+            ),
+            &plan.partial,
+        )?;
+        if !md.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a {}",
+                    plan.partial.display(),
+                    platform::kind_name(md.file_type())
+                ),
+            ));
+        }
         let hasher = if start == plan.have {
             plan.hasher.clone()
         } else {
@@ -1022,6 +1048,71 @@ mod tests {
             checked_rel("../x", "web-1").expect_err("dotdot").kind,
             TransferErrorKind::Escapes
         );
+    }
+
+    /// Makes a FIFO at `path`.
+    #[cfg(unix)]
+    fn mkfifo(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: a valid NUL-terminated path; mkfifo reads it and nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+
+    /// Runs `f` on a thread and waits for it under a deadline: a call that blocks forever fails the
+    /// test instead of hanging it.
+    fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("returns within the deadline instead of blocking")
+    }
+
+    #[test]
+    #[cfg(unix)] // FIFOs
+    fn a_fifo_is_refused_at_once_as_a_source_and_as_a_partial_file() {
+        let (_d, root) = folder();
+        mkfifo(&root.join("pipe"));
+        let r = root.clone();
+        let err = within_deadline(move || open_for_read(&r, "pipe", "web-1").map(|_| ()))
+            .expect_err("a fifo is not a file");
+        assert_eq!(err.kind, TransferErrorKind::WrongKind);
+        assert_eq!(err.message, "not a regular file: pipe (fifo) on web-1");
+
+        // A FIFO planted where a write assembles its partial file.
+        let meta = FileMeta {
+            size: 3,
+            mtime_ms: 0,
+            mode: 0o644,
+        };
+        mkfifo(&root.join(partial_name("f", ResumeKey(7))));
+        let r = root.clone();
+        let err =
+            within_deadline(move || plan_write(&r, "f", ResumeKey(7), meta, "web-2").map(|_| ()))
+                .expect_err("a fifo is not a partial file");
+        assert_eq!(err.kind, TransferErrorKind::WrongKind);
+        assert!(
+            err.message.starts_with("not a regular file: "),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message
+                .ends_with("(fifo) on web-2, where f is assembled: remove it"),
+            "{}",
+            err.message
+        );
+        let plan = WritePlan {
+            dest: root.join("g"),
+            partial: root.join("pipe"),
+            have: 0,
+            hasher: blake3::Hasher::new(),
+        };
+        // Without a reader the kernel refuses a non-blocking open for writing (ENXIO).
+        within_deadline(move || DiskWriter::open(&plan, 0, Arc::default()).map(|_| ()))
+            .expect_err("no writing into a fifo");
     }
 
     #[test]
