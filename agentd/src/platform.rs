@@ -153,6 +153,37 @@ pub(crate) fn no_space(e: &io::Error) -> Option<bool> {
     }
 }
 
+/// Reserves `len` bytes of disk for `file` from `offset` without changing its size
+/// (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so that a disk or quota too small for a file being
+/// received fails at once with ENOSPC or EDQUOT. Linux only; a filesystem that cannot do it (or
+/// another OS) leaves the room to be found by the writes, as before.
+pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(());
+        };
+        // SAFETY: the descriptor is open for the life of `file`; the call reads no memory of ours.
+        let rc =
+            unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match no_space(&e) {
+            Some(_) => Err(e),
+            // EOPNOTSUPP, ENOSYS, EINVAL: no preallocation here; the writes find out.
+            None => Ok(()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
+        Ok(())
+    }
+}
+
 /// Modification time in ms since the epoch.
 #[cfg(unix)]
 pub(crate) fn mtime_ms(md: &fs::Metadata) -> i64 {

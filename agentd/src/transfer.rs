@@ -187,8 +187,10 @@ pub(crate) async fn serve_open(
         }
         Err(Stop::Failed(err)) => {
             tracing::warn!(%what, kind = ?err.kind, error = %err.message, "transfer failed");
+            let code = stop_code(err.kind);
             let _ = write_frame(&mut send, &TransferFrame::Failed(err), MAX_TRANSFER_FRAME).await;
             let _ = send.finish();
+            drain_then_stop(&mut recv, code).await;
         }
         Err(Stop::Cancelled) => {
             tracing::info!(%what, "transfer cancelled by the operator");
@@ -200,6 +202,41 @@ pub(crate) async fn serve_open(
             let _ = send.reset(flotilla_wire::ErrorCode::Internal.as_u32().into());
         }
     }
+}
+
+/// Longest time a failed leg keeps reading (and discarding) what the hub still sends, so that the
+/// hub reads the `Failed` frame instead of finding its writes stopped: a stop raced the frame and
+/// turned "no space left" into a retried "sending stopped by peer". The hub ends the stream as soon
+/// as it has read the frame, a round trip later; this only bounds a hub that does not.
+const FAILED_DRAIN: Duration = Duration::from_secs(10);
+
+/// The code a failed leg stops the hub's data with, if the hub still sends after [`FAILED_DRAIN`]:
+/// the failure's own where the protocol has one.
+fn stop_code(kind: TransferErrorKind) -> flotilla_wire::ErrorCode {
+    match kind {
+        TransferErrorKind::NoSpace => flotilla_wire::ErrorCode::NoSpace,
+        _ => flotilla_wire::ErrorCode::Ok,
+    }
+}
+
+/// After a `Failed` frame: discards what the hub still sends until it ends or resets the stream,
+/// for at most [`FAILED_DRAIN`], then stops it with `code`. Cancel-safe.
+async fn drain_then_stop(recv: &mut quinn::RecvStream, code: flotilla_wire::ErrorCode) {
+    let drain = async {
+        loop {
+            match recv.read_chunk(usize::MAX, false).await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    };
+    if tokio::time::timeout(FAILED_DRAIN, drain).await.is_err() {
+        tracing::debug!(
+            ?code,
+            "hub still sending after the failure; stopping the stream"
+        );
+    }
+    let _ = recv.stop(code.as_u32().into());
 }
 
 /// Whether a broken stream was reset by the hub because the operator cancelled.
@@ -550,6 +587,8 @@ pub(crate) struct WritePlan {
     pub(crate) partial: PathBuf,
     /// Bytes already in the partial file.
     pub(crate) have: u64,
+    /// Size of the whole file, as the source announced it.
+    pub(crate) size: u64,
     /// BLAKE3 state over those bytes.
     pub(crate) hasher: blake3::Hasher,
 }
@@ -616,6 +655,7 @@ pub(crate) fn plan_write(
         dest,
         partial,
         have,
+        size: meta.size,
         hasher,
     })
 }
@@ -659,6 +699,11 @@ impl DiskWriter {
             blake3::Hasher::new()
         };
         file.set_len(start)?;
+        // Claim the room for the rest now: a disk that cannot hold the file says so before any
+        // data moves, instead of after most of it did.
+        if plan.size > start {
+            platform::preallocate(&file, start, plan.size - start)?;
+        }
         file.seek(SeekFrom::Start(start))?;
         written.store(start, Ordering::Release);
         Ok(Self {
@@ -1108,6 +1153,7 @@ mod tests {
             dest: root.join("g"),
             partial: root.join("pipe"),
             have: 0,
+            size: 3,
             hasher: blake3::Hasher::new(),
         };
         // Without a reader the kernel refuses a non-blocking open for writing (ENXIO).
@@ -1196,6 +1242,29 @@ mod tests {
         );
         let e = io::Error::from_raw_os_error(libc::EFBIG);
         assert_eq!(io_failed(&e, "w", "a").kind, TransferErrorKind::NoSpace);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")] // fallocate
+    fn a_file_the_disk_cannot_hold_fails_before_any_data_moves() {
+        let (_d, root) = folder();
+        let meta = FileMeta {
+            size: 1 << 62,
+            mtime_ms: 0,
+            mode: 0o644,
+        };
+        let plan = plan_write(&root, "huge", ResumeKey(3), meta, "web-2").expect("plan");
+        let Err(e) = DiskWriter::open(&plan, 0, Arc::default()) else {
+            panic!("4 EiB reserved on a test disk");
+        };
+        let t = io_failed(&e, "write huge", "web-2");
+        assert_eq!(t.kind, TransferErrorKind::NoSpace, "{e}");
+        assert!(
+            t.message.starts_with("no space left on web-2 (write huge"),
+            "{}",
+            t.message
+        );
+        discard(&plan.partial);
     }
 
     #[test]

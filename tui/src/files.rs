@@ -1124,12 +1124,15 @@ async fn attempt_upload(
             msg = data.recv(), if sending => match msg {
                 Some(Upload::Chunk(c)) => {
                     let frame = TransferFrame::Chunk(flotilla_wire::files::Chunk(c));
-                    write_frame(&mut send, &frame, MAX_TRANSFER_FRAME).await.map_err(retry)?;
+                    if let Err(e) = write_frame(&mut send, &frame, MAX_TRANSFER_FRAME).await {
+                        return Err(why_stopped(&mut frames, e).await);
+                    }
                 }
                 Some(Upload::End(digest)) => {
-                    write_frame(&mut send, &TransferFrame::End { digest }, MAX_TRANSFER_FRAME)
-                        .await
-                        .map_err(retry)?;
+                    let end = TransferFrame::End { digest };
+                    if let Err(e) = write_frame(&mut send, &end, MAX_TRANSFER_FRAME).await {
+                        return Err(why_stopped(&mut frames, e).await);
+                    }
                     sending = false;
                 }
                 Some(Upload::Failed(why)) => {
@@ -1161,6 +1164,28 @@ async fn attempt_upload(
             },
         }
     }
+}
+
+/// Longest wait, once the hub stopped taking an upload's data, for the frame saying why.
+/// The hub sends it before it stops the stream, so it is normally already queued.
+const WHY_STOPPED: Duration = Duration::from_secs(5);
+
+/// An upload's data could not be written: the hub stops taking it once the transfer failed, and
+/// its `Failed` frame says why (no space left on the agent is final, not worth a retry). Only
+/// without such a frame is the attempt retried, with the write's error.
+async fn why_stopped(frames: &mut Frames, write_error: impl std::fmt::Display) -> Attempt {
+    let failure = tokio::time::timeout(WHY_STOPPED, async {
+        loop {
+            match frames.next().await {
+                Ok(TransferFrame::Failed(e)) => return Some(Attempt::from(e)),
+                Ok(TransferFrame::Cancelled) => return Some(Attempt::Cancelled),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await;
+    failure.ok().flatten().unwrap_or_else(|| retry(write_error))
 }
 
 /// Aborts a task when dropped.
