@@ -156,6 +156,14 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN)
     };
+    // Nothing agentd inherited (a descriptor its parent leaked, say) reaches the commands it runs,
+    // and a command running under agentd's own account cannot read agentd's environment or memory
+    // through /proc (see docs/exec.md).
+    #[cfg(unix)]
+    {
+        crate::exec::account::cloexec_from_3();
+        crate::exec::account::protect_process();
+    }
     if service {
         let body = Box::new(move |stop| serve_as_service(cli, stop));
         return match deploy::scm::run(deploy::Daemon::Agent, body) {

@@ -94,3 +94,141 @@ async fn a_fifo_in_the_shared_folder_is_refused_and_wedges_nothing() {
     let status = agent.wait_exit(DEADLINE).await;
     assert!(status.success(), "agentd exited with {status}");
 }
+
+/// The uid of the account `name`, if it exists.
+fn uid_of(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: getpwnam returns static storage or null; the id is copied out at once, and nothing
+    // else in this test looks accounts up meanwhile.
+    unsafe {
+        let pw = libc::getpwnam(c.as_ptr());
+        (!pw.is_null()).then(|| (*pw).pw_uid)
+    }
+}
+
+/// A command run by exec gets none of agentd's: not a descriptor agentd inherited without
+/// close-on-exec, not its environment (directly or through `/proc/$PPID/environ`), and under
+/// `run_as` not its account. As root this runs commands as `nobody`; as anyone else, under
+/// agentd's own account, where agentd's non-dumpable flag is what keeps its environ unreadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_inherit_no_descriptor_environment_or_account_of_agentd() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let run_as = if root {
+        uid_of("nobody").map(|uid| ("nobody", uid))
+    } else {
+        None
+    };
+    if root && run_as.is_none() {
+        eprintln!("skipped: running as root without a `nobody` account to run commands as");
+        return;
+    }
+    let fleet = Fleet::start_with(vec![spec("web-1")]).await;
+    let data = fleet.dir.path().join("web-8");
+    let token = token(&fleet.hub_paths, Role::Agent, 1).await;
+    run_json(
+        &agentd_bin(),
+        &[
+            "--data-dir",
+            path_str(&data),
+            "enroll",
+            "--token",
+            &token,
+            "--name",
+            "web-8",
+            "--json",
+        ],
+    )
+    .await;
+    let mut toml = "exec = \"any\"\n".to_string();
+    if let Some((name, _)) = run_as {
+        toml.push_str(&format!("run_as = \"{name}\"\n"));
+    }
+    std::fs::write(data.join("agent.toml"), toml).expect("agent.toml");
+
+    // A descriptor agentd inherits without close-on-exec, as from a careless parent.
+    let leaked = tempfile::tempfile().expect("tempfile");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
+    // SAFETY: fcntl on a descriptor `leaked` owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    let mut agent = tokio::process::Command::new(agentd_bin())
+        .args(["--data-dir", path_str(&data), "run"])
+        .env("FLOTILLA_PROBE_SECRET", "s3cret-in-agentd-env")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("agentd runs");
+    drop(leaked);
+    let client = fleet.client().await;
+    wait_listing(&client, "web-8").await;
+
+    let script = format!(
+        "echo uid:$(id -u); \
+         test -e /proc/self/fd/{fd} && echo fd:open || echo fd:closed; \
+         cat /proc/$PPID/environ >/dev/null 2>&1 && echo environ:readable || echo environ:refused; \
+         echo probe:$(env | grep -c FLOTILLA_PROBE); \
+         echo user:$USER"
+    );
+    let req = flotilla_wire::exec::ExecRequest {
+        selector: "web-8".into(),
+        command: flotilla_wire::exec::ExecCommand::Argv {
+            argv: vec![script],
+            shell: true,
+        },
+        timeout_ms: 0,
+        batch: 0,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let status = tokio::time::timeout(
+        DEADLINE,
+        flotilla::exec::run_exec(
+            &client,
+            &req,
+            flotilla::exec::RenderOptions::default(),
+            &mut out,
+            &mut err,
+            flotilla::exec::Interrupts::Never,
+        ),
+    )
+    .await
+    .expect("job ends within the deadline")
+    .expect("job runs");
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let err = String::from_utf8_lossy(&err);
+    assert_eq!(status, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let said = |key: &str| {
+        out.lines()
+            .filter_map(|l| l.split_once(" | ").map(|(_, rest)| rest.trim()))
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} line in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(
+        said("fd:"),
+        "closed",
+        "an inherited descriptor reached the command"
+    );
+    assert_eq!(
+        said("environ:"),
+        "refused",
+        "the command read agentd's environment"
+    );
+    assert_eq!(said("probe:"), "0", "agentd's environment was passed on");
+    if let Some((name, uid)) = run_as {
+        assert_eq!(said("uid:"), uid.to_string());
+        assert_eq!(said("user:"), name);
+    }
+    client.close().await;
+
+    // SAFETY: kill(2) on the pid of our own child.
+    let pid = i32::try_from(agent.id().expect("running")).expect("pid");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(DEADLINE, agent.wait())
+        .await
+        .expect("agentd stops within the deadline")
+        .expect("wait");
+    assert!(status.success(), "agentd exited with {status}");
+}
