@@ -95,36 +95,51 @@ async fn a_fifo_in_the_shared_folder_is_refused_and_wedges_nothing() {
     assert!(status.success(), "agentd exited with {status}");
 }
 
-/// The uid of the account `name`, if it exists.
-fn uid_of(name: &str) -> Option<u32> {
+/// The uid and gid of the account `name`, if it exists.
+fn account(name: &str) -> Option<(u32, u32)> {
     let c = std::ffi::CString::new(name).expect("no NUL");
-    // SAFETY: getpwnam returns static storage or null; the id is copied out at once, and nothing
+    // SAFETY: getpwnam returns static storage or null; the ids are copied out at once, and nothing
     // else in this test looks accounts up meanwhile.
     unsafe {
         let pw = libc::getpwnam(c.as_ptr());
-        (!pw.is_null()).then(|| (*pw).pw_uid)
+        (!pw.is_null()).then(|| ((*pw).pw_uid, (*pw).pw_gid))
     }
 }
 
-/// A command run by exec gets none of agentd's: not a descriptor agentd inherited without
-/// close-on-exec, not its environment (directly or through `/proc/$PPID/environ`), and under
-/// `run_as` not its account. As root this runs commands as `nobody`; as anyone else, under
-/// agentd's own account, where agentd's non-dumpable flag is what keeps its environ unreadable.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn commands_inherit_no_descriptor_environment_or_account_of_agentd() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let run_as = if root {
-        uid_of("nobody").map(|uid| ("nobody", uid))
-    } else {
-        None
-    };
-    if root && run_as.is_none() {
-        eprintln!("skipped: running as root without a `nobody` account to run commands as");
-        return;
+/// Gives `path` and everything below it to `uid:gid`.
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).expect("read_dir") {
+            chown_tree(&entry.expect("entry").path(), uid, gid);
+        }
     }
-    let fleet = Fleet::start_with(vec![spec("web-1")]).await;
-    let data = fleet.dir.path().join("web-8");
+}
+
+/// What a command run by a real agentd said about itself: `key:value` lines.
+struct Probe(String);
+
+impl Probe {
+    fn said(&self, key: &str) -> &str {
+        self.0
+            .lines()
+            .filter_map(|l| l.split_once(" | ").map(|(_, rest)| rest.trim()))
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} line in:\n{}", self.0))
+    }
+}
+
+/// Enrols and runs a real agentd called `name` with `agent_toml`, as `owner` (uid, gid) if given,
+/// with a secret in its environment and a descriptor inherited without close-on-exec; runs a probe
+/// command there, then stops agentd with SIGTERM.
+async fn probe_commands(
+    fleet: &Fleet,
+    base: &Path,
+    name: &str,
+    agent_toml: &str,
+    owner: Option<(u32, u32)>,
+) -> Probe {
+    let data = base.join(name);
     let token = token(&fleet.hub_paths, Role::Agent, 1).await;
     run_json(
         &agentd_bin(),
@@ -135,35 +150,37 @@ async fn commands_inherit_no_descriptor_environment_or_account_of_agentd() {
             "--token",
             &token,
             "--name",
-            "web-8",
+            name,
             "--json",
         ],
     )
     .await;
-    let mut toml = "exec = \"any\"\n".to_string();
-    if let Some((name, _)) = run_as {
-        toml.push_str(&format!("run_as = \"{name}\"\n"));
+    std::fs::write(data.join("agent.toml"), agent_toml).expect("agent.toml");
+    std::fs::create_dir_all(AgentConfig::default().shared_dir(&data)).expect("shared");
+    if let Some((uid, gid)) = owner {
+        chown_tree(&data, uid, gid);
     }
-    std::fs::write(data.join("agent.toml"), toml).expect("agent.toml");
 
     // A descriptor agentd inherits without close-on-exec, as from a careless parent.
     let leaked = tempfile::tempfile().expect("tempfile");
     let fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
     // SAFETY: fcntl on a descriptor `leaked` owns.
     assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
-    let mut agent = tokio::process::Command::new(agentd_bin())
-        .args(["--data-dir", path_str(&data), "run"])
+    let mut cmd = tokio::process::Command::new(agentd_bin());
+    cmd.args(["--data-dir", path_str(&data), "run"])
         .env("FLOTILLA_PROBE_SECRET", "s3cret-in-agentd-env")
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("agentd runs");
+        .kill_on_drop(true);
+    if let Some((uid, gid)) = owner {
+        cmd.uid(uid).gid(gid);
+    }
+    let mut agent = cmd.spawn().expect("agentd runs");
     drop(leaked);
     let client = fleet.client().await;
-    wait_listing(&client, "web-8").await;
+    wait_listing(&client, name).await;
 
     let script = format!(
         "echo uid:$(id -u); \
@@ -173,7 +190,7 @@ async fn commands_inherit_no_descriptor_environment_or_account_of_agentd() {
          echo user:$USER"
     );
     let req = flotilla_wire::exec::ExecRequest {
-        selector: "web-8".into(),
+        selector: name.into(),
         command: flotilla_wire::exec::ExecCommand::Argv {
             argv: vec![script],
             shell: true,
@@ -197,38 +214,101 @@ async fn commands_inherit_no_descriptor_environment_or_account_of_agentd() {
     .expect("job ends within the deadline")
     .expect("job runs");
     let out = String::from_utf8_lossy(&out).into_owned();
-    let err = String::from_utf8_lossy(&err);
-    assert_eq!(status, 0, "stdout:\n{out}\nstderr:\n{err}");
-    let said = |key: &str| {
-        out.lines()
-            .filter_map(|l| l.split_once(" | ").map(|(_, rest)| rest.trim()))
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} line in:\n{out}"))
-            .to_string()
-    };
     assert_eq!(
-        said("fd:"),
+        status,
+        0,
+        "stdout:\n{out}\nstderr:\n{}",
+        String::from_utf8_lossy(&err)
+    );
+    client.close().await;
+
+    let pid = i32::try_from(agent.id().expect("running")).expect("pid");
+    // SAFETY: kill(2) on the pid of our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let stopped = tokio::time::timeout(DEADLINE, agent.wait())
+        .await
+        .expect("agentd stops within the deadline")
+        .expect("wait");
+    assert!(stopped.success(), "agentd exited with {stopped}");
+    Probe(out)
+}
+
+/// A command run by exec gets none of agentd's: not a descriptor agentd inherited without
+/// close-on-exec, not its environment (directly or through `/proc/$PPID/environ`), and under
+/// `run_as` not its account. As root it runs commands as `nobody`; as anyone else, under agentd's
+/// own account, where agentd being non-dumpable is what keeps its environ unreadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_inherit_no_descriptor_environment_or_account_of_agentd() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let nobody = account("nobody");
+    if root && nobody.is_none() {
+        eprintln!("skipped: running as root without a `nobody` account to run commands as");
+        return;
+    }
+    let fleet = Fleet::start_with(vec![spec("web-1")]).await;
+    let toml = if root {
+        "exec = \"any\"\nrun_as = \"nobody\"\n"
+    } else {
+        "exec = \"any\"\n"
+    };
+    let probe = probe_commands(&fleet, fleet.dir.path(), "web-8", toml, None).await;
+    assert_eq!(
+        probe.said("fd:"),
         "closed",
         "an inherited descriptor reached the command"
     );
     assert_eq!(
-        said("environ:"),
+        probe.said("environ:"),
         "refused",
         "the command read agentd's environment"
     );
-    assert_eq!(said("probe:"), "0", "agentd's environment was passed on");
-    if let Some((name, uid)) = run_as {
-        assert_eq!(said("uid:"), uid.to_string());
-        assert_eq!(said("user:"), name);
+    assert_eq!(
+        probe.said("probe:"),
+        "0",
+        "agentd's environment was passed on"
+    );
+    if let (true, Some((uid, _))) = (root, nobody) {
+        assert_eq!(probe.said("uid:"), uid.to_string());
+        assert_eq!(probe.said("user:"), "nobody");
     }
-    client.close().await;
+}
 
-    // SAFETY: kill(2) on the pid of our own child.
-    let pid = i32::try_from(agent.id().expect("running")).expect("pid");
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(DEADLINE, agent.wait())
-        .await
-        .expect("agentd stops within the deadline")
-        .expect("wait");
-    assert!(status.success(), "agentd exited with {status}");
+/// Without `run_as` a command runs as agentd's own account, and the kernel would let it read
+/// `/proc/$PPID/environ`, agentd's environment, but for agentd making itself non-dumpable. Run
+/// here with agentd itself started as `nobody` (the test needs root for that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_under_agentds_own_account_cannot_read_its_environment() {
+    // SAFETY: geteuid has no preconditions.
+    let (true, Some((uid, gid))) = (unsafe { libc::geteuid() } == 0, account("nobody")) else {
+        eprintln!("skipped: needs root and a `nobody` account to start agentd as another user");
+        return;
+    };
+    let fleet = Fleet::start_with(vec![spec("web-1")]).await;
+    // A folder `nobody` can reach: the fleet's own is private to root.
+    let base = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        base.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let probe = probe_commands(
+        &fleet,
+        base.path(),
+        "web-7",
+        "exec = \"any\"\n",
+        Some((uid, gid)),
+    )
+    .await;
+    assert_eq!(
+        probe.said("uid:"),
+        uid.to_string(),
+        "runs as agentd's account"
+    );
+    assert_eq!(
+        probe.said("environ:"),
+        "refused",
+        "the command read agentd's environment"
+    );
+    assert_eq!(probe.said("fd:"), "closed");
 }
