@@ -155,6 +155,14 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN)
     };
+    // Nothing agentd inherited (a descriptor its parent leaked, say) reaches the commands it runs,
+    // and a command running under agentd's own account cannot read agentd's environment or memory
+    // through /proc (see docs/exec.md).
+    #[cfg(unix)]
+    {
+        crate::exec::account::cloexec_from_3();
+        crate::exec::account::protect_process();
+    }
     if service {
         let body = Box::new(move |stop| serve_as_service(cli, stop));
         return match deploy::scm::run(deploy::Daemon::Agent, body) {
@@ -173,7 +181,9 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli, CancellationToken::new())) {
+    let result = rt.block_on(run(cli, CancellationToken::new()));
+    rt.shutdown_timeout(BLOCKING_GRACE);
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("agentd: {err:#}");
@@ -181,6 +191,12 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// How long an agent that has stopped waits for its blocking threads (a disk write, a folder walk)
+/// before exiting without them. Dropping a runtime waits for them without end, so one thread stuck
+/// in a system call (a hung network mount) would otherwise make SIGTERM hang; a chunk being written
+/// finishes well within this, and a partial file cut short is checked by hash on the next attempt.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The runtime for `command`. A single agent runs on one thread: it holds one connection and a bulk
 /// lane, quinn drives each connection on one task anyway, and everything that blocks (disk, process
@@ -215,7 +231,9 @@ fn serve_as_service(cli: Cli, stop: CancellationToken) -> u8 {
             return 1;
         }
     };
-    match rt.block_on(run(cli, stop)) {
+    let result = rt.block_on(run(cli, stop));
+    rt.shutdown_timeout(BLOCKING_GRACE);
+    match result {
         Ok(code) => u8::from(code != ExitCode::SUCCESS),
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "agent failed");

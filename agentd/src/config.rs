@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub workdir: Option<PathBuf>,
     /// After SIGTERM on cancel or timeout, milliseconds before SIGKILL.
     pub kill_grace_ms: u32,
+    /// Account commands run as instead of agentd's own (Unix; agentd must run as root to switch).
+    pub run_as: Option<String>,
     /// The folder shared with the fleet; a relative path is taken from the data directory.
     /// Default: `shared` in the data directory.
     pub shared_dir: Option<PathBuf>,
@@ -44,6 +46,7 @@ impl Default for AgentConfig {
             scripts_dir: None,
             workdir: None,
             kill_grace_ms: DEFAULT_KILL_GRACE_MS,
+            run_as: None,
             shared_dir: None,
             read_only: false,
             token: None,
@@ -157,6 +160,12 @@ impl AgentConfig {
         {
             return bad(
                 "exec = \"allowlist\" with an empty allowlist and no scripts_dir would refuse everything: add entries, or set exec = \"off\"".into(),
+            );
+        }
+        if self.run_as.as_ref().is_some_and(|u| u.is_empty()) {
+            return bad(
+                "run_as is empty: name an account, or leave it out to run commands as agentd's own"
+                    .into(),
             );
         }
         if !(100..=600_000).contains(&self.kill_grace_ms) {

@@ -4,10 +4,13 @@
 //! - `process`: running one command in its own process group, output under back-pressure, cancel
 //!   and timeout killing the whole group.
 //! - `health`: the `health` built-in.
+//! - `account`: `run_as`, and what a command must not inherit from agentd.
 //!
 //! Commands are killed when the link to the hub drops: nobody would see their output, and a
 //! reconnecting hub has already reported them lost.
 
+#[cfg(unix)]
+pub mod account;
 pub mod health;
 pub mod policy;
 #[cfg(unix)]

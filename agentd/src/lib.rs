@@ -109,7 +109,7 @@ pub fn start(
         state: state_tx,
         exec: Arc::new(exec::ExecContext::new(exec::ExecPolicy::from_config(
             &config,
-        ))),
+        )?)),
         files: Some(files),
     };
     let (buffered_tx, buffered_rx) = tokio::sync::watch::channel(0);

@@ -1,11 +1,12 @@
 //! The file calls that differ between Unix and Windows, for transfers and the folder watch:
-//! permission bits, opening without following a link, and "no space" errors.
+//! permission bits, opening without following a link or waiting on a FIFO, and "no space" errors.
 //!
 //! Windows has no mode bits: a file reports 0o644 (0o444 when read-only) and a received file only
 //! takes the read-only flag from the sender's mode. Untested on Windows.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::path::Path;
 
 /// Permission bits of a file (setuid, setgid and sticky included on Unix).
 #[cfg(unix)]
@@ -38,19 +39,82 @@ pub(crate) fn set_mode(file: &File, mode: u32) -> io::Result<()> {
     }
 }
 
-/// Makes `opts` refuse to follow a symbolic link in the last component: `O_NOFOLLOW` on Unix (the
-/// open fails); on Windows `FILE_FLAG_OPEN_REPARSE_POINT`, which opens the link itself, so the
-/// caller's "is it a regular file" check on the handle refuses it.
-pub(crate) fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
+/// Makes `opts` open a link itself rather than its target (`FILE_FLAG_OPEN_REPARSE_POINT`), so the
+/// caller's "is it a regular file" check on the handle refuses it. Unix uses `O_NOFOLLOW` in
+/// [`open_nonblocking`].
+#[cfg(not(unix))]
+fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
+    /// `FILE_FLAG_OPEN_REPARSE_POINT` from the Windows SDK.
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    std::os::windows::fs::OpenOptionsExt::custom_flags(opts, FILE_FLAG_OPEN_REPARSE_POINT)
+}
+
+/// Opens `path` with `opts` without waiting and without following a symbolic link in the last
+/// component, and returns the file with what `fstat` says about it. A FIFO opened plainly blocks
+/// until a writer appears (forever, in a thread nobody can stop) and a device may act on being
+/// opened, so the open is `O_NONBLOCK | O_NOFOLLOW`; a regular file then gets blocking IO back.
+/// The caller refuses anything that is not the kind it wants, using the metadata returned, which
+/// describes the object actually opened (no race with a rename).
+pub(crate) fn open_nonblocking(
+    opts: &mut OpenOptions,
+    path: &Path,
+) -> io::Result<(File, fs::Metadata)> {
     #[cfg(unix)]
     {
-        std::os::unix::fs::OpenOptionsExt::custom_flags(opts, libc::O_NOFOLLOW)
+        use std::os::fd::AsRawFd;
+        let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
+            opts,
+            libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        )
+        .open(path)?;
+        let md = file.metadata()?;
+        if md.is_file() {
+            let fd = file.as_raw_fd();
+            // SAFETY: fcntl on a descriptor `file` owns for the duration of the calls; no memory.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            // SAFETY: as above.
+            if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok((file, md))
     }
-    #[cfg(windows)]
+    #[cfg(not(unix))]
     {
-        /// `FILE_FLAG_OPEN_REPARSE_POINT` from the Windows SDK.
-        const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
-        std::os::windows::fs::OpenOptionsExt::custom_flags(opts, FILE_FLAG_OPEN_REPARSE_POINT)
+        let file = no_follow(opts).open(path)?;
+        let md = file.metadata()?;
+        Ok((file, md))
+    }
+}
+
+/// Words for what a file system object is, for "not a regular file" refusals: `fifo`, `socket`,
+/// `block device`, `character device`, `symbolic link`, `directory` or `special file`.
+pub(crate) fn kind_name(ft: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "fifo";
+        }
+        if ft.is_socket() {
+            return "socket";
+        }
+        if ft.is_block_device() {
+            return "block device";
+        }
+        if ft.is_char_device() {
+            return "character device";
+        }
+    }
+    if ft.is_symlink() {
+        "symbolic link"
+    } else if ft.is_dir() {
+        "directory"
+    } else if ft.is_file() {
+        "regular file"
+    } else {
+        "special file"
     }
 }
 
@@ -86,6 +150,37 @@ pub(crate) fn no_space(e: &io::Error) -> Option<bool> {
             io::ErrorKind::FileTooLarge => Some(true),
             _ => None,
         }
+    }
+}
+
+/// Reserves `len` bytes of disk for `file` from `offset` without changing its size
+/// (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so that a disk or quota too small for a file being
+/// received fails at once with ENOSPC or EDQUOT. Linux only; a filesystem that cannot do it (or
+/// another OS) leaves the room to be found by the writes, as before.
+pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(());
+        };
+        // SAFETY: the descriptor is open for the life of `file`; the call reads no memory of ours.
+        let rc =
+            unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match no_space(&e) {
+            Some(_) => Err(e),
+            // EOPNOTSUPP, ENOSYS, EINVAL: no preallocation here; the writes find out.
+            None => Ok(()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
+        Ok(())
     }
 }
 

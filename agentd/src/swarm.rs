@@ -129,7 +129,7 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
                 crate::exec::ExecPolicy::from_config(&crate::AgentConfig {
                     exec: opts.exec,
                     ..crate::AgentConfig::default()
-                }),
+                })?,
             )),
             files: None,
         };

@@ -183,8 +183,10 @@ pub(crate) async fn serve_open(
         }
         Err(Stop::Failed(err)) => {
             tracing::warn!(%what, kind = ?err.kind, error = %err.message, "transfer failed");
+            let code = stop_code(err.kind);
             let _ = write_frame(&mut send, &TransferFrame::Failed(err), MAX_TRANSFER_FRAME).await;
             let _ = send.finish();
+            drain_then_stop(&mut recv, code).await;
         }
         Err(Stop::Cancelled) => {
             tracing::info!(%what, "transfer cancelled by the operator");
@@ -196,6 +198,41 @@ pub(crate) async fn serve_open(
             let _ = send.reset(flotilla_wire::ErrorCode::Internal.as_u32().into());
         }
     }
+}
+
+/// Longest time a failed leg keeps reading (and discarding) what the hub still sends, so that the
+/// hub reads the `Failed` frame instead of finding its writes stopped: a stop raced the frame and
+/// turned "no space left" into a retried "sending stopped by peer". The hub ends the stream as soon
+/// as it has read the frame, a round trip later; this only bounds a hub that does not.
+const FAILED_DRAIN: Duration = Duration::from_secs(10);
+
+/// The code a failed leg stops the hub's data with, if the hub still sends after [`FAILED_DRAIN`]:
+/// the failure's own where the protocol has one.
+fn stop_code(kind: TransferErrorKind) -> flotilla_wire::ErrorCode {
+    match kind {
+        TransferErrorKind::NoSpace => flotilla_wire::ErrorCode::NoSpace,
+        _ => flotilla_wire::ErrorCode::Ok,
+    }
+}
+
+/// After a `Failed` frame: discards what the hub still sends until it ends or resets the stream,
+/// for at most [`FAILED_DRAIN`], then stops it with `code`. Cancel-safe.
+async fn drain_then_stop(recv: &mut quinn::RecvStream, code: flotilla_wire::ErrorCode) {
+    let drain = async {
+        loop {
+            match recv.read_chunk(usize::MAX, false).await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    };
+    if tokio::time::timeout(FAILED_DRAIN, drain).await.is_err() {
+        tracing::debug!(
+            ?code,
+            "hub still sending after the failure; stopping the stream"
+        );
+    }
+    let _ = recv.stop(code.as_u32().into());
 }
 
 /// Whether a broken stream was reset by the hub because the operator cancelled.
@@ -327,25 +364,16 @@ fn digest(h: &blake3::Hasher) -> Digest {
 // Source side
 
 /// Opens a file of the shared folder for reading, refusing escapes and anything but a regular file.
+/// A FIFO, socket or device is refused by its type before it is opened, and the open itself never
+/// waits (see [`platform::open_nonblocking`]): one planted in the folder cannot wedge a thread.
 fn open_for_read(root: &Path, rel: &str, agent: &str) -> Result<(File, FileMeta), TransferError> {
     let path = resolve_existing(root, rel, agent)?;
-    let file = platform::no_follow(OpenOptions::new().read(true))
-        .open(&path)
+    let md =
+        fs::symlink_metadata(&path).map_err(|e| io_failed(&e, &format!("stat {rel}"), agent))?;
+    regular_only(&md, rel, agent)?;
+    let (file, md) = platform::open_nonblocking(OpenOptions::new().read(true), &path)
         .map_err(|e| io_failed(&e, &format!("open {rel}"), agent))?;
-    let md = file
-        .metadata()
-        .map_err(|e| io_failed(&e, &format!("stat {rel}"), agent))?;
-    if !md.is_file() {
-        let what = if md.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
-        };
-        return Err(TransferError::new(
-            TransferErrorKind::WrongKind,
-            format!("{rel} on {agent} is {what} (use cp -r for directories)"),
-        ));
-    }
+    regular_only(&md, rel, agent)?;
     Ok((
         file,
         FileMeta {
@@ -455,6 +483,22 @@ fn stream_file(
     }));
 }
 
+/// Refuses what is not a regular file: a directory with a hint, anything else by its kind.
+fn regular_only(md: &fs::Metadata, rel: &str, agent: &str) -> Result<(), TransferError> {
+    if md.is_file() {
+        return Ok(());
+    }
+    let message = if md.is_dir() {
+        format!("{rel} on {agent} is a directory (use cp -r for directories)")
+    } else {
+        format!(
+            "not a regular file: {rel} ({}) on {agent}",
+            platform::kind_name(md.file_type())
+        )
+    };
+    Err(TransferError::new(TransferErrorKind::WrongKind, message))
+}
+
 fn changed(label: &str) -> TransferError {
     TransferError::new(
         TransferErrorKind::SourceChanged,
@@ -539,6 +583,8 @@ pub(crate) struct WritePlan {
     pub(crate) partial: PathBuf,
     /// Bytes already in the partial file.
     pub(crate) have: u64,
+    /// Size of the whole file, as the source announced it.
+    pub(crate) size: u64,
     /// BLAKE3 state over those bytes.
     pub(crate) hasher: blake3::Hasher,
 }
@@ -565,12 +611,19 @@ pub(crate) fn plan_write(
     }
     let partial = parent.join(partial_name(name, key));
     let mut hasher = blake3::Hasher::new();
-    let have = match platform::no_follow(OpenOptions::new().read(true)).open(&partial) {
-        Ok(mut f) => {
-            let len = f
-                .metadata()
-                .map_err(|e| io_failed(&e, &format!("stat partial of {rel}"), agent))?
-                .len();
+    let have = match platform::open_nonblocking(OpenOptions::new().read(true), &partial) {
+        Ok((mut f, md)) => {
+            if !md.is_file() {
+                return Err(TransferError::new(
+                    TransferErrorKind::WrongKind,
+                    format!(
+                        "not a regular file: {} ({}) on {agent}, where {rel} is assembled: remove it",
+                        partial.file_name().unwrap_or_default().to_string_lossy(),
+                        platform::kind_name(md.file_type())
+                    ),
+                ));
+            }
+            let len = md.len();
             if len > meta.size {
                 0
             } else {
@@ -598,6 +651,7 @@ pub(crate) fn plan_write(
         dest,
         partial,
         have,
+        size: meta.size,
         hasher,
     })
 }
@@ -618,17 +672,34 @@ pub(crate) struct DiskWriter {
 impl DiskWriter {
     /// Opens the partial file at `start` (truncating it when starting over).
     pub(crate) fn open(plan: &WritePlan, start: u64, written: Arc<AtomicU64>) -> io::Result<Self> {
-        let mut file = platform::no_follow(platform::create_mode(
-            OpenOptions::new().create(true).write(true).truncate(false),
-            PARTIAL_MODE,
-        ))
-        .open(&plan.partial)?;
+        let (mut file, md) = platform::open_nonblocking(
+            platform::create_mode(
+                OpenOptions::new().create(true).write(true).truncate(false),
+                PARTIAL_MODE,
+            ),
+            &plan.partial,
+        )?;
+        if !md.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a {}",
+                    plan.partial.display(),
+                    platform::kind_name(md.file_type())
+                ),
+            ));
+        }
         let hasher = if start == plan.have {
             plan.hasher.clone()
         } else {
             blake3::Hasher::new()
         };
         file.set_len(start)?;
+        // Claim the room for the rest now: a disk that cannot hold the file says so before any
+        // data moves, instead of after most of it did.
+        if plan.size > start {
+            platform::preallocate(&file, start, plan.size - start)?;
+        }
         file.seek(SeekFrom::Start(start))?;
         written.store(start, Ordering::Release);
         Ok(Self {
@@ -1008,6 +1079,72 @@ mod tests {
         );
     }
 
+    /// Makes a FIFO at `path`.
+    #[cfg(unix)]
+    fn mkfifo(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: a valid NUL-terminated path; mkfifo reads it and nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+
+    /// Runs `f` on a thread and waits for it under a deadline: a call that blocks forever fails the
+    /// test instead of hanging it.
+    fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("returns within the deadline instead of blocking")
+    }
+
+    #[test]
+    #[cfg(unix)] // FIFOs
+    fn a_fifo_is_refused_at_once_as_a_source_and_as_a_partial_file() {
+        let (_d, root) = folder();
+        mkfifo(&root.join("pipe"));
+        let r = root.clone();
+        let err = within_deadline(move || open_for_read(&r, "pipe", "web-1").map(|_| ()))
+            .expect_err("a fifo is not a file");
+        assert_eq!(err.kind, TransferErrorKind::WrongKind);
+        assert_eq!(err.message, "not a regular file: pipe (fifo) on web-1");
+
+        // A FIFO planted where a write assembles its partial file.
+        let meta = FileMeta {
+            size: 3,
+            mtime_ms: 0,
+            mode: 0o644,
+        };
+        mkfifo(&root.join(partial_name("f", ResumeKey(7))));
+        let r = root.clone();
+        let err =
+            within_deadline(move || plan_write(&r, "f", ResumeKey(7), meta, "web-2").map(|_| ()))
+                .expect_err("a fifo is not a partial file");
+        assert_eq!(err.kind, TransferErrorKind::WrongKind);
+        assert!(
+            err.message.starts_with("not a regular file: "),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message
+                .ends_with("(fifo) on web-2, where f is assembled: remove it"),
+            "{}",
+            err.message
+        );
+        let plan = WritePlan {
+            dest: root.join("g"),
+            partial: root.join("pipe"),
+            have: 0,
+            size: 3,
+            hasher: blake3::Hasher::new(),
+        };
+        // Without a reader the kernel refuses a non-blocking open for writing (ENXIO).
+        within_deadline(move || DiskWriter::open(&plan, 0, Arc::default()).map(|_| ()))
+            .expect_err("no writing into a fifo");
+    }
+
     #[test]
     fn a_wrong_digest_leaves_nothing_under_the_real_name() {
         let (_d, root) = folder();
@@ -1089,6 +1226,29 @@ mod tests {
         );
         let e = io::Error::from_raw_os_error(libc::EFBIG);
         assert_eq!(io_failed(&e, "w", "a").kind, TransferErrorKind::NoSpace);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")] // fallocate
+    fn a_file_the_disk_cannot_hold_fails_before_any_data_moves() {
+        let (_d, root) = folder();
+        let meta = FileMeta {
+            size: 1 << 62,
+            mtime_ms: 0,
+            mode: 0o644,
+        };
+        let plan = plan_write(&root, "huge", ResumeKey(3), meta, "web-2").expect("plan");
+        let Err(e) = DiskWriter::open(&plan, 0, Arc::default()) else {
+            panic!("4 EiB reserved on a test disk");
+        };
+        let t = io_failed(&e, "write huge", "web-2");
+        assert_eq!(t.kind, TransferErrorKind::NoSpace, "{e}");
+        assert!(
+            t.message.starts_with("no space left on web-2 (write huge"),
+            "{}",
+            t.message
+        );
+        discard(&plan.partial);
     }
 
     #[test]

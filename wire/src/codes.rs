@@ -46,11 +46,14 @@ pub enum ErrorCode {
     Goodbye,
     /// The operator cancelled the work this stream carried (a transfer); clean up, do not retry.
     Cancelled,
+    /// The receiving side of a transfer ran out of room (full disk, quota or file-size limit). Its
+    /// `Failed` frame names the agent and file; retrying cannot help until room is made.
+    NoSpace,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::Ok,
         Self::VersionMismatch,
         Self::Malformed,
@@ -69,6 +72,7 @@ impl ErrorCode {
         Self::Internal,
         Self::Goodbye,
         Self::Cancelled,
+        Self::NoSpace,
     ];
 
     /// The QUIC application error code for this error.
@@ -104,6 +108,7 @@ impl ErrorCode {
             Self::Internal => "internal hub error (see the hub's log)",
             Self::Goodbye => "clean shutdown",
             Self::Cancelled => "cancelled by the operator",
+            Self::NoSpace => "no space left at the destination",
         }
     }
 }
@@ -159,5 +164,19 @@ mod tests {
             "close codes are on the wire: append only"
         );
         assert_eq!(ErrorCode::from_u32(1000), None);
+    }
+
+    #[test]
+    fn the_newest_codes_keep_their_numbers_and_bytes() {
+        assert_eq!(ErrorCode::Cancelled.as_u32(), 17);
+        assert_eq!(ErrorCode::NoSpace.as_u32(), 18);
+        assert_eq!(
+            postcard::to_stdvec(&ErrorCode::NoSpace).expect("encode"),
+            [18]
+        );
+        assert_eq!(
+            postcard::from_bytes::<ErrorCode>(&[18]).expect("decode"),
+            ErrorCode::NoSpace
+        );
     }
 }

@@ -79,29 +79,59 @@ pub struct ExecPolicy {
     pub kill_grace: Duration,
     /// The whole environment of a command (plus `FLOTILLA_JOB`).
     pub env: Vec<(String, String)>,
+    /// The account commands run as, when not agentd's own (`run_as`).
+    #[cfg(unix)]
+    pub run_as: Option<super::account::RunAs>,
 }
 
 impl ExecPolicy {
-    /// Builds the policy from the config; `HOME`, `USER` and `LOGNAME` are taken from agentd's own
-    /// environment here, once, so commands see who they run as and nothing else.
-    pub fn from_config(cfg: &AgentConfig) -> Self {
+    /// Builds the policy from the config, resolving `run_as` (refused unless agentd runs as root).
+    /// `HOME`, `USER` and `LOGNAME` come from the `run_as` account, or else from agentd's own
+    /// environment, here, once, so commands see who they run as and nothing else of agentd's.
+    pub fn from_config(cfg: &AgentConfig) -> Result<Self, crate::AgentError> {
         let mut env = vec![
             ("PATH".to_string(), CLEAN_PATH.to_string()),
             ("LANG".to_string(), "C.UTF-8".to_string()),
         ];
-        for key in ["HOME", "USER", "LOGNAME"] {
-            if let Ok(v) = std::env::var(key) {
-                env.push((key.to_string(), v));
+        #[cfg(unix)]
+        let run_as = match &cfg.run_as {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            Some(name) => Some(super::account::resolve(name, unsafe { libc::geteuid() })?),
+            None => None,
+        };
+        #[cfg(not(unix))]
+        if let Some(name) = &cfg.run_as {
+            return Err(crate::AgentError::Config(format!(
+                "run_as = \"{name}\" is only supported on Unix agents"
+            )));
+        }
+        #[cfg(unix)]
+        if let Some(account) = &run_as {
+            env.push(("HOME".to_string(), account.home.clone()));
+            env.push(("USER".to_string(), account.name.clone()));
+            env.push(("LOGNAME".to_string(), account.name.clone()));
+        }
+        #[cfg(unix)]
+        let own = run_as.is_none();
+        #[cfg(not(unix))]
+        let own = true;
+        if own {
+            for key in ["HOME", "USER", "LOGNAME"] {
+                if let Ok(v) = std::env::var(key) {
+                    env.push((key.to_string(), v));
+                }
             }
         }
-        Self {
+        Ok(Self {
             mode: cfg.exec,
             allowlist: cfg.allowlist.clone(),
             scripts_dir: cfg.scripts_dir.clone(),
             workdir: cfg.workdir.clone().unwrap_or_else(|| PathBuf::from("/")),
             kill_grace: Duration::from_millis(u64::from(cfg.kill_grace_ms)),
             env,
-        }
+            #[cfg(unix)]
+            run_as,
+        })
     }
 
     /// Decides whether `command` may run and what exactly runs. Touches the file system only to
@@ -209,6 +239,7 @@ mod tests {
             scripts_dir: scripts.map(Path::to_path_buf),
             ..AgentConfig::default()
         })
+        .expect("policy")
     }
 
     #[test]

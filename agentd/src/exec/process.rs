@@ -116,6 +116,22 @@ pub(super) async fn run<W, R>(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // Under `run_as` the child switches accounts between fork and exec (the standard library forks
+    // then anyway) and marks what it inherited close-on-exec there too. Without it, agentd marked
+    // every inherited descriptor at start (`account::cloexec_from_3`) and everything it opens since
+    // is close-on-exec, so the command is started with posix_spawn, without a pre-exec hook.
+    if let Some(account) = &policy.run_as {
+        let (uid, gid, groups) = (account.uid, account.gid, account.groups.clone());
+        // SAFETY: the hook only makes async-signal-safe system calls (setgroups, setgid, setuid,
+        // close_range or fcntl) and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                super::account::become_account(uid, gid, &groups)?;
+                super::account::cloexec_from_3();
+                Ok(())
+            });
+        }
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -306,6 +322,7 @@ mod tests {
             kill_grace_ms: 300,
             ..AgentConfig::default()
         })
+        .expect("policy")
     }
 
     fn start(timeout_ms: u64) -> ExecStart {

@@ -5,7 +5,7 @@
 
 use crate::harness::files::{files_fleet_with, partial_files, random_bytes, spec};
 use crate::harness::in_own_process;
-use flotilla::files::FilesError;
+use flotilla::files::{CopyEvent, FilesError};
 use flotilla_wire::files::TransferErrorKind;
 
 const MIB: usize = 1024 * 1024;
@@ -15,6 +15,14 @@ fn no_space(r: Result<flotilla::files::CopyReport, FilesError>) -> String {
         Err(FilesError::Transfer(e)) if e.kind == TransferErrorKind::NoSpace => e.message,
         other => panic!("expected no space, got {other:?}"),
     }
+}
+
+/// Attempts that were retried.
+fn retries(events: &[CopyEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, CopyEvent::Retrying { .. }))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -34,6 +42,8 @@ async fn a_full_destination_says_no_space_and_leaves_the_source_untouched() {
         spec("web-2"),
     ])
     .await;
+    let upload = fleet.dir.path().join("upload.bin");
+    std::fs::write(&upload, &data).expect("write");
     // SAFETY: process-wide settings made before any thread of ours writes a file again: ignoring
     // SIGXFSZ turns "killed at the limit" into EFBIG, and the limit caps every file at 2 MiB.
     unsafe {
@@ -49,7 +59,9 @@ async fn a_full_destination_says_no_space_and_leaves_the_source_untouched() {
         );
     }
 
-    let message = no_space(fleet.cp("web-1:big.bin", "web-2:big.bin").await.0);
+    let (result, events) = fleet.cp("web-1:big.bin", "web-2:big.bin").await;
+    let message = no_space(result);
+    assert_eq!(retries(&events), 0, "no space is final: {events:?}");
     assert!(
         message.starts_with("no space left on web-2 (write big.bin: file size limit reached"),
         "{message}"
@@ -81,6 +93,20 @@ async fn a_full_destination_says_no_space_and_leaves_the_source_untouched() {
     );
     assert!(!local.exists());
     assert!(partial_files(fleet.dir.path()).is_empty());
+
+    // An upload from this machine: the agent's words, at once and without a retry (a stop that
+    // raced them once read "sending stopped by peer: error 0" and was retried for 300 s).
+    let (result, events) = fleet
+        .cp(upload.to_str().expect("utf-8"), "web-2:up.bin")
+        .await;
+    let message = no_space(result);
+    assert_eq!(retries(&events), 0, "no space is final: {events:?}");
+    assert!(
+        message.starts_with("no space left on web-2 (write up.bin: file size limit reached"),
+        "{message}"
+    );
+    assert!(!fleet.agents[1].shared.join("up.bin").exists());
+    assert!(partial_files(&fleet.agents[1].shared).is_empty());
 
     // What fits still goes through.
     fleet

@@ -40,6 +40,7 @@ mod exec_flood;
 mod faults;
 mod files;
 mod files_nospace;
+mod hostile_agent;
 mod lifecycle;
 mod metrics;
 mod rejections;
