@@ -897,3 +897,851 @@ impl Relay {
 pub(crate) fn shutting_down() -> TransferError {
     fail(TransferErrorKind::Interrupted, "hub shutting down")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_wire::files::Digest;
+
+    const META: FileMeta = FileMeta {
+        size: 4096,
+        mtime_ms: 1_700_000_000_000,
+        mode: 0o644,
+    };
+
+    fn agent(name: &str, path: &str) -> EndPlan {
+        EndPlan::Agent {
+            label: format!("{name}:{path}"),
+            path: path.to_owned(),
+        }
+    }
+
+    fn local(meta: Option<FileMeta>) -> EndPlan {
+        EndPlan::Local {
+            label: "local:big.bin".to_owned(),
+            meta,
+        }
+    }
+
+    fn plan(src: EndPlan, dst: EndPlan) -> Plan {
+        Plan {
+            transfer: TransferId(7),
+            src_key: format!("{src:?}"),
+            dst_key: format!("{dst:?}"),
+            src,
+            dst,
+        }
+    }
+
+    fn drain(r: &mut Relay) -> Vec<Action> {
+        std::iter::from_fn(|| r.poll_action()).take(100).collect()
+    }
+
+    fn failed(kind: TransferErrorKind, message: &str) -> TransferError {
+        TransferError::new(kind, message)
+    }
+
+    fn key(p: &Plan) -> ResumeKey {
+        resume_key(&p.src_key, &META, &p.dst_key)
+    }
+
+    /// An agent-to-agent relay brought to the data phase with the destination holding `held` bytes
+    /// and the source agreeing to start at `start`.
+    fn flowing(t0: Instant, held: u64, start: u64) -> Relay {
+        let p = plan(agent("web-1", "a.bin"), agent("web-2", "b.bin"));
+        let mut r = Relay::new(p, t0);
+        r.handle_opened(Leg::Source, t0);
+        r.handle_frame(Leg::Source, TransferFrame::Offer(META), t0);
+        r.handle_opened(Leg::Destination, t0);
+        let prefix = (held > 0).then_some(Digest([1; 32]));
+        r.handle_frame(
+            Leg::Destination,
+            TransferFrame::Ready {
+                offset: held,
+                prefix,
+            },
+            t0,
+        );
+        r.handle_frame(Leg::Source, TransferFrame::Begin { offset: start }, t0);
+        drain(&mut r);
+        assert!(r.forwards(), "data flows");
+        r
+    }
+
+    #[test]
+    fn agent_to_agent_runs_open_offer_ready_begin_data_done() {
+        let t0 = Instant::now();
+        let p = plan(agent("web-1", "a.bin"), agent("web-2", "b.bin"));
+        let k = key(&p);
+        let mut r = Relay::new(p, t0);
+        assert_eq!(
+            drain(&mut r),
+            [Action::Open(
+                Leg::Source,
+                HubStreamOpen::Read(ReadOpen {
+                    transfer: TransferId(7),
+                    path: "a.bin".into()
+                })
+            )]
+        );
+        assert!(
+            !r.reads(Leg::Source),
+            "nothing to read before the stream opens"
+        );
+        r.handle_opened(Leg::Source, t0);
+        assert!(r.reads(Leg::Source));
+        r.handle_frame(Leg::Source, TransferFrame::Offer(META), t0);
+        assert_eq!(
+            drain(&mut r),
+            [Action::Open(
+                Leg::Destination,
+                HubStreamOpen::Write(WriteOpen {
+                    transfer: TransferId(7),
+                    path: "b.bin".into(),
+                    kind: WriteKind::File,
+                    meta: META,
+                    resume_key: k,
+                })
+            )]
+        );
+        r.handle_opened(Leg::Destination, t0);
+        assert!(r.reads(Leg::Destination) && !r.reads(Leg::Source));
+        r.handle_frame(
+            Leg::Destination,
+            TransferFrame::Ready {
+                offset: 0,
+                prefix: None,
+            },
+            t0,
+        );
+        assert_eq!(
+            drain(&mut r),
+            [Action::Send(
+                Leg::Source,
+                TransferFrame::ReadFrom {
+                    offset: 0,
+                    prefix: None
+                }
+            )]
+        );
+        r.handle_frame(Leg::Source, TransferFrame::Begin { offset: 0 }, t0);
+        let started = TransferStarted {
+            size: 4096,
+            offset: 0,
+            discarded: 0,
+        };
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Send(Leg::Destination, TransferFrame::Begin { offset: 0 }),
+                Action::RecordBegin {
+                    resumed_from: 0,
+                    size: 4096
+                },
+                Action::Publish(TransferState::Started, 0),
+                Action::Report(TransferFrame::Started(started)),
+            ]
+        );
+        assert!(r.forwards());
+        assert!(r.reads(Leg::Source) && r.reads(Leg::Destination) && r.reads(Leg::Operator));
+        assert_eq!(r.poll_timeout(), None, "data may take as long as it takes");
+
+        let digest = Digest([9; 32]);
+        r.handle_frame(Leg::Source, TransferFrame::End { digest }, t0);
+        assert_eq!(
+            drain(&mut r),
+            [Action::Send(
+                Leg::Destination,
+                TransferFrame::End { digest }
+            )]
+        );
+        assert!(
+            !r.forwards() && !r.reads(Leg::Source),
+            "the source said all"
+        );
+        let done = TransferDone {
+            size: 4096,
+            digest,
+            resumed_from: 0,
+        };
+        r.handle_frame(Leg::Destination, TransferFrame::Done(done.clone()), t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Finish(Leg::Source),
+                Action::Finish(Leg::Destination),
+                Action::RecordFinish {
+                    outcome: TransferOutcome::Done,
+                    error: String::new(),
+                    digest: digest.to_string(),
+                    written: 4096,
+                },
+                Action::Publish(TransferState::Done, 4096),
+                Action::Report(TransferFrame::Done(done)),
+                Action::Close,
+            ]
+        );
+        assert!(r.is_closed());
+    }
+
+    #[test]
+    fn the_resume_key_names_the_same_copy_and_changes_with_the_source() {
+        let p = plan(agent("web-1", "a.bin"), agent("web-2", "b.bin"));
+        assert_eq!(key(&p), key(&p.clone()));
+        let newer = FileMeta {
+            mtime_ms: META.mtime_ms + 1,
+            ..META
+        };
+        assert_ne!(key(&p), resume_key(&p.src_key, &newer, &p.dst_key));
+        let other_dst = plan(agent("web-1", "a.bin"), agent("web-3", "b.bin"));
+        assert_ne!(key(&p), key(&other_dst));
+    }
+
+    #[test]
+    fn a_verified_prefix_resumes_at_its_offset() {
+        let t0 = Instant::now();
+        let r = flowing(t0, 1024, 1024);
+        assert_eq!(
+            r.started(),
+            Some(TransferStarted {
+                size: 4096,
+                offset: 1024,
+                discarded: 0
+            })
+        );
+    }
+
+    #[test]
+    fn after_a_hub_restart_the_new_attempt_resumes_where_the_destination_stands() {
+        // The first attempt ends when the hub stops: the destination keeps its bytes.
+        let t0 = Instant::now();
+        let mut first = flowing(t0, 0, 0);
+        first.handle_frame(Leg::Destination, TransferFrame::Ack { written: 2048 }, t0);
+        drain(&mut first);
+        first.handle_shutdown(t0);
+        let actions = drain(&mut first);
+        assert!(actions.contains(&Action::Reset(Leg::Destination, ErrorCode::Internal)));
+        assert!(actions.contains(&Action::RecordFinish {
+            outcome: TransferOutcome::Interrupted,
+            error: "hub shutting down".into(),
+            digest: String::new(),
+            written: 2048,
+        }));
+        let report = actions.iter().find_map(|a| match a {
+            Action::Report(TransferFrame::Failed(e)) => Some(e.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            report.map(|e| e.kind.retryable()),
+            Some(true),
+            "the console retries"
+        );
+        // The next hub asks the same destination, which reports the 2048 bytes it kept.
+        let mut second = Relay::new(plan(agent("web-1", "a.bin"), agent("web-2", "b.bin")), t0);
+        second.handle_opened(Leg::Source, t0);
+        second.handle_frame(Leg::Source, TransferFrame::Offer(META), t0);
+        second.handle_opened(Leg::Destination, t0);
+        drain(&mut second);
+        let prefix = Some(Digest([3; 32]));
+        second.handle_frame(
+            Leg::Destination,
+            TransferFrame::Ready {
+                offset: 2048,
+                prefix,
+            },
+            t0,
+        );
+        assert_eq!(
+            drain(&mut second),
+            [Action::Send(
+                Leg::Source,
+                TransferFrame::ReadFrom {
+                    offset: 2048,
+                    prefix
+                }
+            )]
+        );
+        second.handle_frame(Leg::Source, TransferFrame::Begin { offset: 2048 }, t0);
+        let actions = drain(&mut second);
+        assert_eq!(
+            actions[..2],
+            [
+                Action::Send(Leg::Destination, TransferFrame::Begin { offset: 2048 }),
+                Action::RecordBegin {
+                    resumed_from: 2048,
+                    size: 4096
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_prefix_the_source_does_not_match_starts_over_and_says_what_was_discarded() {
+        let t0 = Instant::now();
+        let r = flowing(t0, 1024, 0);
+        assert_eq!(
+            r.started(),
+            Some(TransferStarted {
+                size: 4096,
+                offset: 0,
+                discarded: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn a_source_starting_anywhere_else_breaks_the_protocol_and_resets_the_agents() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(agent("web-1", "a.bin"), agent("web-2", "b.bin")), t0);
+        r.handle_opened(Leg::Source, t0);
+        r.handle_frame(Leg::Source, TransferFrame::Offer(META), t0);
+        r.handle_opened(Leg::Destination, t0);
+        r.handle_frame(
+            Leg::Destination,
+            TransferFrame::Ready {
+                offset: 1024,
+                prefix: Some(Digest([1; 32])),
+            },
+            t0,
+        );
+        drain(&mut r);
+        r.handle_frame(Leg::Source, TransferFrame::Begin { offset: 512 }, t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Reset(Leg::Source, ErrorCode::Internal),
+                Action::Reset(Leg::Destination, ErrorCode::Internal),
+                Action::Report(TransferFrame::Failed(failed(
+                    TransferErrorKind::Protocol,
+                    "web-1:a.bin answered Begin { offset: 512 } to a read"
+                ))),
+                Action::Close,
+            ]
+        );
+        assert!(r.is_closed());
+    }
+
+    fn report_of(actions: &[Action]) -> Option<TransferFrame> {
+        actions.iter().rev().find_map(|a| match a {
+            Action::Report(f) => Some(f.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_source_agent_gone_mid_data_interrupts_and_the_destination_keeps_its_bytes() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        r.handle_recv_ended(Leg::Source, false, "connection lost", t0);
+        let err = failed(
+            TransferErrorKind::Interrupted,
+            "the source dropped the transfer (connection lost)",
+        );
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::ResetSend(Leg::Source, ErrorCode::Internal),
+                Action::Reset(Leg::Destination, ErrorCode::Internal),
+                Action::RecordFinish {
+                    outcome: TransferOutcome::Interrupted,
+                    error: err.message.clone(),
+                    digest: String::new(),
+                    written: 0,
+                },
+                Action::Publish(TransferState::Failed(err.clone()), 0),
+                Action::Report(TransferFrame::Failed(err)),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_destination_agent_gone_mid_data_interrupts() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        r.handle_recv_ended(Leg::Destination, false, "connection lost", t0);
+        let actions = drain(&mut r);
+        assert!(actions.contains(&Action::Reset(Leg::Destination, ErrorCode::Internal)));
+        assert_eq!(
+            report_of(&actions),
+            Some(TransferFrame::Failed(failed(
+                TransferErrorKind::Interrupted,
+                "the destination dropped the transfer"
+            )))
+        );
+    }
+
+    #[test]
+    fn the_source_gone_during_setup_resets_what_was_opened() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(agent("web-1", "a.bin"), agent("web-2", "b.bin")), t0);
+        r.handle_opened(Leg::Source, t0);
+        r.handle_frame(Leg::Source, TransferFrame::Offer(META), t0);
+        r.handle_opened(Leg::Destination, t0);
+        r.handle_frame(
+            Leg::Destination,
+            TransferFrame::Ready {
+                offset: 0,
+                prefix: None,
+            },
+            t0,
+        );
+        drain(&mut r);
+        r.handle_recv_ended(Leg::Source, false, "connection lost", t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Reset(Leg::Source, ErrorCode::Internal),
+                Action::Reset(Leg::Destination, ErrorCode::Internal),
+                Action::Report(TransferFrame::Failed(failed(
+                    TransferErrorKind::Interrupted,
+                    "web-1:a.bin dropped the transfer"
+                ))),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_source_that_failed_for_good_before_data_tells_the_destination_to_drop_its_bytes() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(agent("web-1", "a.bin"), agent("web-2", "b.bin")), t0);
+        r.handle_opened(Leg::Source, t0);
+        r.handle_frame(Leg::Source, TransferFrame::Offer(META), t0);
+        r.handle_opened(Leg::Destination, t0);
+        r.handle_frame(
+            Leg::Destination,
+            TransferFrame::Ready {
+                offset: 10,
+                prefix: Some(Digest([1; 32])),
+            },
+            t0,
+        );
+        drain(&mut r);
+        let e = failed(TransferErrorKind::SourceChanged, "a.bin changed");
+        r.handle_frame(Leg::Source, TransferFrame::Failed(e.clone()), t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Send(Leg::Destination, TransferFrame::Failed(e.clone())),
+                Action::Finish(Leg::Destination),
+                // The destination was finished, not reset: the frame must reach it.
+                Action::Reset(Leg::Source, ErrorCode::Internal),
+                Action::Report(TransferFrame::Failed(e)),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_source_failing_mid_data_is_final_and_forwarded() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        let e = failed(TransferErrorKind::SourceChanged, "a.bin changed");
+        r.handle_frame(Leg::Source, TransferFrame::Failed(e.clone()), t0);
+        let actions = drain(&mut r);
+        assert_eq!(
+            actions[..3],
+            [
+                Action::Send(Leg::Destination, TransferFrame::Failed(e.clone())),
+                Action::Finish(Leg::Destination),
+                Action::ResetSend(Leg::Source, ErrorCode::Internal),
+            ]
+        );
+        assert!(actions.contains(&Action::RecordFinish {
+            outcome: TransferOutcome::Failed,
+            error: "a.bin changed".into(),
+            digest: String::new(),
+            written: 0,
+        }));
+        assert_eq!(report_of(&actions), Some(TransferFrame::Failed(e)));
+    }
+
+    #[test]
+    fn an_operator_cancel_resets_both_agents_and_waits_for_the_destination_to_confirm() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        r.handle_frame(Leg::Operator, TransferFrame::Cancel, t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::ResetSend(Leg::Source, ErrorCode::Cancelled),
+                Action::ResetSend(Leg::Destination, ErrorCode::Cancelled),
+            ]
+        );
+        assert!(r.reads(Leg::Destination) && !r.reads(Leg::Source) && !r.reads(Leg::Operator));
+        assert_eq!(r.poll_timeout(), Some(t0 + CANCEL_TIMEOUT));
+        // Frames already on their way mean nothing now.
+        r.handle_frame(Leg::Destination, TransferFrame::Ack { written: 10 }, t0);
+        assert_eq!(drain(&mut r), []);
+        r.handle_recv_ended(Leg::Destination, true, "stream finished", t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::RecordFinish {
+                    outcome: TransferOutcome::Cancelled,
+                    error: "cancelled by the operator".into(),
+                    digest: String::new(),
+                    written: 0,
+                },
+                Action::Publish(TransferState::Cancelled, 0),
+                Action::Report(TransferFrame::Cancelled),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cancel_the_destination_never_confirms_says_so_after_the_timeout() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        r.handle_frame(Leg::Operator, TransferFrame::Cancel, t0);
+        drain(&mut r);
+        r.handle_timeout(t0 + CANCEL_TIMEOUT - Duration::from_millis(1));
+        assert_eq!(drain(&mut r), [], "not yet");
+        r.handle_timeout(t0 + CANCEL_TIMEOUT);
+        assert_eq!(
+            report_of(&drain(&mut r)),
+            Some(TransferFrame::Failed(failed(
+                TransferErrorKind::Cancelled,
+                "cancelled, but web-2:b.bin did not confirm removing its partial file"
+            )))
+        );
+        assert!(r.is_closed());
+    }
+
+    #[test]
+    fn a_downloading_console_that_cancels_gets_a_reset_after_the_record() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(agent("web-1", "a.bin"), local(None)), t0);
+        assert_eq!(r.role(), OpRole::Destination);
+        r.handle_opened(Leg::Source, t0);
+        r.handle_frame(Leg::Source, TransferFrame::Offer(META), t0);
+        let p = plan(agent("web-1", "a.bin"), local(None));
+        assert_eq!(
+            drain(&mut r)[1..],
+            [Action::Send(
+                Leg::Destination,
+                TransferFrame::Prepare {
+                    meta: META,
+                    resume_key: key(&p)
+                }
+            )]
+        );
+        r.handle_frame(
+            Leg::Destination,
+            TransferFrame::Ready {
+                offset: 0,
+                prefix: None,
+            },
+            t0,
+        );
+        r.handle_frame(Leg::Source, TransferFrame::Begin { offset: 0 }, t0);
+        let actions = drain(&mut r);
+        assert!(
+            report_of(&actions).is_none(),
+            "the downloading console is the destination: no reports"
+        );
+        r.handle_frame(Leg::Destination, TransferFrame::Cancel, t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::ResetSend(Leg::Source, ErrorCode::Cancelled),
+                Action::RecordFinish {
+                    outcome: TransferOutcome::Cancelled,
+                    error: "cancelled by the operator".into(),
+                    digest: String::new(),
+                    written: 0,
+                },
+                Action::Publish(TransferState::Cancelled, 0),
+                Action::Reset(Leg::Destination, ErrorCode::Cancelled),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn an_offer_that_never_arrives_ends_the_wait_for_good() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(agent("web-1", "pipe"), agent("web-2", "b.bin")), t0);
+        drain(&mut r);
+        r.handle_opened(Leg::Source, t0);
+        assert_eq!(r.poll_timeout(), Some(t0 + OFFER_TIMEOUT));
+        r.handle_timeout(t0 + OFFER_TIMEOUT - Duration::from_millis(1));
+        assert_eq!(drain(&mut r), []);
+        r.handle_timeout(t0 + OFFER_TIMEOUT);
+        let actions = drain(&mut r);
+        assert_eq!(actions[0], Action::Reset(Leg::Source, ErrorCode::Internal));
+        let Some(TransferFrame::Failed(e)) = report_of(&actions) else {
+            panic!("expected a failure, got {actions:?}");
+        };
+        assert_eq!(e.kind, TransferErrorKind::Io);
+        assert!(!e.kind.retryable(), "retrying would pile up stuck opens");
+        assert_eq!(
+            e.message,
+            "web-1 did not offer pipe within 30 s: its agent may be stuck opening it (a FIFO or a hung mount)"
+        );
+        assert!(r.is_closed());
+    }
+
+    #[test]
+    fn a_destination_that_never_says_ready_times_out_as_retryable() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(agent("web-1", "a.bin"), agent("web-2", "b.bin")), t0);
+        r.handle_opened(Leg::Source, t0);
+        r.handle_frame(Leg::Source, TransferFrame::Offer(META), t0);
+        r.handle_opened(Leg::Destination, t0);
+        drain(&mut r);
+        r.handle_timeout(t0 + SETUP_TIMEOUT);
+        assert_eq!(
+            report_of(&drain(&mut r)),
+            Some(TransferFrame::Failed(failed(
+                TransferErrorKind::Interrupted,
+                "web-2:b.bin did not answer within 120 s"
+            )))
+        );
+    }
+
+    #[test]
+    fn an_agent_stream_that_cannot_open_says_the_agent_is_offline() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(agent("web-1", "a.bin"), agent("web-2", "b.bin")), t0);
+        drain(&mut r);
+        r.handle_open_failed(Leg::Source, "connection lost", t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Report(TransferFrame::Failed(failed(
+                    TransferErrorKind::Offline,
+                    "agent web-1: connection lost"
+                ))),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn no_space_at_the_destination_is_final_even_when_it_stops_reading_first() {
+        // The destination stops its receive side and then sends its reason: the write failure
+        // arrives first and must not be taken for a drop (which the console would retry).
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        r.handle_send_failed(Leg::Destination, "sending stopped by peer: error 0", t0);
+        assert_eq!(drain(&mut r), [], "waits for the destination's reason");
+        assert!(!r.forwards() && !r.reads(Leg::Source) && r.reads(Leg::Destination));
+        assert_eq!(r.poll_timeout(), Some(t0 + VERDICT_TIMEOUT));
+        let e = failed(
+            TransferErrorKind::NoSpace,
+            "no space left on web-2 (write b.bin: No space left on device)",
+        );
+        r.handle_frame(
+            Leg::Destination,
+            TransferFrame::Failed(e.clone()),
+            t0 + Duration::from_millis(5),
+        );
+        let actions = drain(&mut r);
+        assert_eq!(
+            actions,
+            [
+                Action::ResetSend(Leg::Source, ErrorCode::Internal),
+                Action::Finish(Leg::Destination),
+                Action::RecordFinish {
+                    outcome: TransferOutcome::Failed,
+                    error: e.message.clone(),
+                    digest: String::new(),
+                    written: 0,
+                },
+                Action::Publish(TransferState::Failed(e.clone()), 0),
+                Action::Report(TransferFrame::Failed(e)),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_destination_that_stops_reading_and_says_nothing_is_a_drop_after_the_verdict_timeout() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        r.handle_send_failed(Leg::Destination, "connection lost", t0);
+        r.handle_timeout(t0 + VERDICT_TIMEOUT);
+        assert_eq!(
+            report_of(&drain(&mut r)),
+            Some(TransferFrame::Failed(failed(
+                TransferErrorKind::Interrupted,
+                "the destination dropped the transfer (connection lost)"
+            )))
+        );
+        let mut r = flowing(t0, 0, 0);
+        r.handle_send_failed(Leg::Destination, "connection lost", t0);
+        r.handle_recv_ended(Leg::Destination, false, "connection lost", t0);
+        assert!(matches!(
+            report_of(&drain(&mut r)),
+            Some(TransferFrame::Failed(TransferError {
+                kind: TransferErrorKind::Interrupted,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn no_space_before_data_reaches_the_operator() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(local(Some(META)), agent("web-2", "b.bin")), t0);
+        assert_eq!(r.role(), OpRole::Source);
+        assert!(matches!(
+            drain(&mut r)[..],
+            [Action::Open(Leg::Destination, _)]
+        ));
+        r.handle_opened(Leg::Destination, t0);
+        let e = failed(TransferErrorKind::NoSpace, "no space left on web-2");
+        r.handle_frame(Leg::Destination, TransferFrame::Failed(e.clone()), t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Reset(Leg::Destination, ErrorCode::Internal),
+                Action::Report(TransferFrame::Failed(e)),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn progress_reaches_the_operator_at_most_every_100_ms_and_watchers_every_second() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        let ms = Duration::from_millis;
+        let mut reports = 0;
+        let mut events = 0;
+        for i in 0..30u64 {
+            r.handle_frame(
+                Leg::Destination,
+                TransferFrame::Ack { written: i * 100 },
+                t0 + ms(i * 50),
+            );
+            for a in drain(&mut r) {
+                match a {
+                    Action::Report(TransferFrame::Progress { .. }) => reports += 1,
+                    Action::Publish(TransferState::Progress, _) => events += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        // 1.45 s of acks every 50 ms: a report every other ack, one event after a second.
+        assert_eq!((reports, events), (15, 1));
+    }
+
+    #[test]
+    fn a_newer_attempt_or_a_stopping_hub_interrupts() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        r.handle_superseded(t0);
+        assert_eq!(
+            report_of(&drain(&mut r)),
+            Some(TransferFrame::Failed(failed(
+                TransferErrorKind::Interrupted,
+                "a newer attempt of this transfer took over"
+            )))
+        );
+        // During setup it ends the setup.
+        let mut r = Relay::new(plan(agent("web-1", "a.bin"), agent("web-2", "b.bin")), t0);
+        r.handle_opened(Leg::Source, t0);
+        drain(&mut r);
+        r.handle_shutdown(t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Reset(Leg::Source, ErrorCode::Internal),
+                Action::Report(TransferFrame::Failed(shutting_down())),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_operator_going_away_interrupts_an_agent_to_agent_copy() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        r.handle_recv_ended(Leg::Operator, true, "stream finished", t0);
+        assert_eq!(
+            report_of(&drain(&mut r)),
+            Some(TransferFrame::Failed(failed(
+                TransferErrorKind::Interrupted,
+                "the operator's console went away"
+            )))
+        );
+    }
+
+    #[test]
+    fn a_garbled_source_frame_during_data_is_a_protocol_failure() {
+        let t0 = Instant::now();
+        let mut r = flowing(t0, 0, 0);
+        r.handle_bad_frame(Leg::Source, "frame of 9000000 bytes exceeds limit", t0);
+        let e = failed(
+            TransferErrorKind::Protocol,
+            "source: frame of 9000000 bytes exceeds limit",
+        );
+        let actions = drain(&mut r);
+        assert!(actions.contains(&Action::Finish(Leg::Destination)));
+        assert_eq!(report_of(&actions), Some(TransferFrame::Failed(e)));
+    }
+
+    #[test]
+    fn requests_that_cannot_work_are_refused_before_any_agent_is_asked() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(local(Some(META)), local(None)), t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Report(TransferFrame::Failed(failed(
+                    TransferErrorKind::BadRequest,
+                    "both ends are local: use cp"
+                ))),
+                Action::Close,
+            ]
+        );
+        let mut r = Relay::new(plan(local(None), agent("web-2", "b.bin")), t0);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Report(TransferFrame::Failed(failed(
+                    TransferErrorKind::BadRequest,
+                    "a local source must say its size"
+                ))),
+                Action::Close,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_download_reports_nothing_to_the_console_it_writes_to() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(plan(agent("web-1", "a.bin"), local(None)), t0);
+        r.handle_opened(Leg::Source, t0);
+        r.handle_frame(Leg::Source, TransferFrame::Offer(META), t0);
+        r.handle_frame(
+            Leg::Destination,
+            TransferFrame::Ready {
+                offset: 0,
+                prefix: None,
+            },
+            t0,
+        );
+        r.handle_frame(Leg::Source, TransferFrame::Begin { offset: 0 }, t0);
+        r.handle_frame(Leg::Destination, TransferFrame::Ack { written: 4096 }, t0);
+        let digest = Digest([9; 32]);
+        r.handle_frame(Leg::Source, TransferFrame::End { digest }, t0);
+        r.handle_frame(
+            Leg::Destination,
+            TransferFrame::Done(TransferDone {
+                size: 4096,
+                digest,
+                resumed_from: 0,
+            }),
+            t0,
+        );
+        let actions = drain(&mut r);
+        assert!(report_of(&actions).is_none(), "{actions:?}");
+        assert!(actions.contains(&Action::Finish(Leg::Destination)));
+        assert!(r.is_closed());
+    }
+}
