@@ -21,6 +21,7 @@ use flotilla_wire::frame::{HEADER_LEN, peek_len};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_TRANSFER_FRAME};
 use flotilla_wire::{ErrorCode, IdentityId, Role};
+use futures::FutureExt;
 use quinn::{RecvStream, SendStream};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -733,6 +734,19 @@ impl<'a> Driver<'a> {
             }
         };
         rx.buf.extend_from_slice(&bytes);
+        // The rest of a frame that is already here is taken at once rather than one wake-up of
+        // the whole loop per packet (`read_chunk` is cancel-safe, so asking costs nothing).
+        while let Ok(want) = rx.want()
+            && want > 0
+        {
+            match rx.recv.read_chunk(want, true).now_or_never() {
+                Some(Ok(Some(c))) => rx.buf.extend_from_slice(&c.bytes),
+                // The stream ended or failed inside the frame.
+                Some(r) => return self.on_read(slot, r.map(|c| c.map(|c| c.bytes)), now),
+                // Not here yet: the next wake-up reads it.
+                None => break,
+            }
+        }
         if let Err(e) = rx.want() {
             rx.ended = true;
             let _ = rx.recv.stop(ErrorCode::TooLarge.as_u32().into());
@@ -860,9 +874,7 @@ impl<'a> Driver<'a> {
                         }
                     }
                     rec.written = written;
-                    if rec.size > 0 || outcome != TransferOutcome::Running {
-                        rec.finish(outcome, &error, digest).await;
-                    }
+                    rec.finish(outcome, &error, digest).await;
                 }
                 Action::Publish(state, bytes) => {
                     rec.written = bytes;
