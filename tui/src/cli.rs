@@ -15,10 +15,7 @@ use flotilla_wire::msg::{FleetEvent, OpRequest, OpResponse};
 use serde::Deserialize;
 use std::path::PathBuf;
 
-/// Flotilla operator console and CLI.
-///
-/// Parse it with [`Cli::parse_args`], not `Cli::parse`: the options before `command` may also be
-/// written after the subcommand, which `parse_args` allows (see there).
+/// The `flotilla` command line.
 #[derive(Parser, Debug)]
 #[command(
     name = "flotilla",
@@ -27,206 +24,27 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Hub address host:port (overrides the login's; env FLOTILLA_HUB).
-    #[arg(long, env = "FLOTILLA_HUB")]
+    #[arg(long, env = "FLOTILLA_HUB", global = true)]
     pub hub: Option<String>,
     /// Directory of the operator identity (env FLOTILLA_LOGIN_DIR; default: the user's config dir).
-    #[arg(long, env = "FLOTILLA_LOGIN_DIR")]
+    #[arg(long, env = "FLOTILLA_LOGIN_DIR", global = true)]
     pub login_dir: Option<PathBuf>,
     /// Config file (default: config.toml in the user's config dir).
-    #[arg(long, env = "FLOTILLA_CONFIG")]
+    #[arg(long, env = "FLOTILLA_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Dial the hub even when a `flotilla mux` runs for this login.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_mux: bool,
     /// Socket of the mux (env FLOTILLA_MUX_SOCKET; default: mux-<hash of login and hubs>.sock in
     /// the user's runtime dir).
-    #[arg(long, env = "FLOTILLA_MUX_SOCKET")]
+    #[arg(long, env = "FLOTILLA_MUX_SOCKET", global = true)]
     pub mux_socket: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
-/// The options that may also follow the subcommand (`flotilla exec web-1 --no-mux -- true`).
-const GLOBAL_ARGS: [&str; 5] = ["hub", "login_dir", "config", "no_mux", "mux_socket"];
-
-/// The environment variables that set those options; [`Cli::plain_exec`] leaves a command line to
-/// clap while any is set.
-const GLOBAL_ENV: [&str; 4] = [
-    "FLOTILLA_HUB",
-    "FLOTILLA_LOGIN_DIR",
-    "FLOTILLA_CONFIG",
-    "FLOTILLA_MUX_SOCKET",
-];
-
-impl Cli {
-    /// Parses the process's arguments; prints usage, help or the version and exits where clap
-    /// would.
-    ///
-    /// The options of [`GLOBAL_ARGS`] are declared plain and made global only when a command line
-    /// needs it. clap copies every global option into every subcommand each time it builds the
-    /// command line, before it looks at the arguments, and that copying cost `flotilla --version`
-    /// and `flotilla exec` 0.3–0.5 ms a run (docs/benchmarks.md, "Session 10"). So a command line
-    /// is parsed first without global options; one that parses that way (the options before the
-    /// subcommand, as scripts write them) means the same with them. Any other (an option after
-    /// its subcommand, `--help`, `--version`, a mistake) is parsed again with the options global,
-    /// so what it accepts and prints is what it always was.
-    pub fn parse_args() -> Self {
-        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
-    }
-
-    /// [`Cli::parse_args`] over the given arguments (the first is the program name).
-    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-        if let Some(cli) = Self::plain_exec(&args, |name| std::env::var_os(name).is_some()) {
-            return Ok(cli);
-        }
-        Self::try_parse_args_with_clap(&args)
-    }
-
-    /// [`Cli::try_parse_args`] without the path that skips clap.
-    fn try_parse_args_with_clap(args: &[std::ffi::OsString]) -> Result<Self, clap::Error> {
-        use clap::{CommandFactory, FromArgMatches};
-        if let Ok(cli) = Self::command()
-            .try_get_matches_from(args)
-            .and_then(|m| Self::from_arg_matches(&m))
-        {
-            return Ok(cli);
-        }
-        let mut cmd = Self::with_global_args();
-        let matches = cmd.try_get_matches_from_mut(args)?;
-        Self::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
-    }
-
-    /// The command line of a plain `flotilla [OPTIONS] exec SELECTOR [EXEC OPTIONS] -- CMD…`, read
-    /// without clap; `None` for anything else, which clap then parses.
-    ///
-    /// `flotilla exec` is what scripts run in loops, and clap's building and parsing of the command
-    /// line was 0.08–0.1 ms of its CPU time and 7 page faults a run (docs/benchmarks.md,
-    /// "Session 10"). This reads only what it can read exactly as clap does: each option at most
-    /// once, values that are not empty and do not start with `-`, the global options before `exec`,
-    /// and none of their environment variables set (`is_set` says which are). Anything else (help,
-    /// an error to report, an unknown option) is left to clap. A property test checks that every
-    /// command line this accepts, clap parses to the same `Cli`.
-    fn plain_exec(args: &[std::ffi::OsString], is_set: impl Fn(&str) -> bool) -> Option<Self> {
-        use std::ffi::OsStr;
-        if GLOBAL_ENV.iter().any(|name| is_set(name)) {
-            return None;
-        }
-        /// `--name value` or `--name=value`: the value, and how many arguments it took.
-        fn value<'a>(args: &'a [std::ffi::OsString], name: &str) -> Option<(&'a OsStr, usize)> {
-            let arg = args.first()?.to_str()?;
-            let (value, used) = if arg == name {
-                (args.get(1)?.as_os_str(), 2)
-            } else {
-                (OsStr::new(arg.strip_prefix(name)?.strip_prefix('=')?), 1)
-            };
-            let bytes = value.as_encoded_bytes();
-            (!bytes.is_empty() && bytes[0] != b'-').then_some((value, used))
-        }
-        fn once<T>(slot: &mut Option<T>, v: T) -> Option<()> {
-            slot.is_none().then(|| *slot = Some(v))
-        }
-        let (mut hub, mut login_dir, mut config, mut mux_socket, mut no_mux) =
-            (None, None, None, None, None);
-        let mut rest = args.get(1..)?;
-        loop {
-            let arg = rest.first()?.to_str()?;
-            if arg == "exec" {
-                rest = &rest[1..];
-                break;
-            }
-            if arg == "--no-mux" {
-                once(&mut no_mux, ())?;
-                rest = &rest[1..];
-                continue;
-            }
-            let (slot, name) = match arg.split('=').next()? {
-                "--hub" => (&mut hub, "--hub"),
-                "--login-dir" => (&mut login_dir, "--login-dir"),
-                "--config" => (&mut config, "--config"),
-                "--mux-socket" => (&mut mux_socket, "--mux-socket"),
-                _ => return None,
-            };
-            let (v, used) = value(rest, name)?;
-            once(slot, v.to_owned())?;
-            rest = &rest[used..];
-        }
-        let (mut selector, mut timeout, mut batch, mut shell, mut json) =
-            (None, None, None, None, None);
-        let command = loop {
-            let arg = rest.first()?.to_str()?;
-            match arg {
-                "--" => break rest[1..].iter().map(|a| a.to_str().map(str::to_owned)),
-                "--shell" => once(&mut shell, ())?,
-                "--json" => once(&mut json, ())?,
-                _ if arg.starts_with("--timeout") => {
-                    let (v, used) = value(rest, "--timeout")?;
-                    once(&mut timeout, crate::exec::parse_timeout(v.to_str()?).ok()?)?;
-                    rest = &rest[used..];
-                    continue;
-                }
-                _ if arg.starts_with("--batch") => {
-                    let (v, used) = value(rest, "--batch")?;
-                    let v = v.to_str()?;
-                    if !v.bytes().all(|b| b.is_ascii_digit()) {
-                        return None;
-                    }
-                    once(&mut batch, v.parse::<u32>().ok()?)?;
-                    rest = &rest[used..];
-                    continue;
-                }
-                _ if arg.starts_with('-') => return None,
-                _ => once(&mut selector, arg.to_owned())?,
-            }
-            rest = &rest[1..];
-        };
-        let command: Vec<String> = command.collect::<Option<_>>()?;
-        if command.is_empty() {
-            return None;
-        }
-        Some(Self {
-            hub: hub
-                .map(|h: std::ffi::OsString| h.into_string())
-                .transpose()
-                .ok()?,
-            login_dir: login_dir.map(PathBuf::from),
-            config: config.map(PathBuf::from),
-            no_mux: no_mux.is_some(),
-            mux_socket: mux_socket.map(PathBuf::from),
-            command: Some(Command::Exec(crate::exec::ExecArgs {
-                selector: selector?,
-                timeout,
-                batch: batch.unwrap_or(0),
-                shell: shell.is_some(),
-                json: json.is_some(),
-                command,
-            })),
-        })
-    }
-
-    /// The full command line: the options of [`GLOBAL_ARGS`] global, as `--help` shows them.
-    pub fn with_global_args() -> clap::Command {
-        use clap::CommandFactory;
-        Self::command().mut_args(|a| {
-            if GLOBAL_ARGS.contains(&a.get_id().as_str()) {
-                a.global(true)
-            } else {
-                a
-            }
-        })
-    }
-}
-
 /// flotilla subcommands.
-///
-/// `defer`: clap builds a subcommand's arguments only when that subcommand is parsed (or its help
-/// shown), not all of them for every run: a one-shot `exec` starts about 0.1 ms sooner.
 #[derive(Subcommand, Debug)]
-#[command(defer = true)]
 pub enum Command {
     /// Enrol this user as an operator with a join token and store the identity.
     Login {
@@ -524,6 +342,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+pub use crate::exec::EXIT_BROKEN_PIPE;
+
+/// Whether `err` comes from writing into a pipe nobody reads any more (`flotilla agents | head -1`):
+/// the command then ends quietly with [`EXIT_BROKEN_PIPE`], as it would by SIGPIPE.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Runs a subcommand; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let Some(command) = &cli.command else {
@@ -547,18 +376,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 .context("login failed")?;
             let e = &done.enrolled;
             if *json {
-                println!(
+                crate::util::outln!(
                     "{}",
                     serde_json::json!({ "id": e.identity, "name": e.name, "role": e.role, "hubs": done.hubs, "login_dir": dir })
-                );
+                )?;
             } else {
-                println!(
+                crate::util::outln!(
                     "Logged in as {} ({}, role {}); identity in {}",
                     e.name,
                     e.identity,
                     e.role,
                     dir.display()
-                );
+                )?;
             }
             Ok(0)
         }
@@ -572,9 +401,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             format::sort_agents(&mut list, sort);
             if *json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                crate::util::outln!("{}", serde_json::to_string_pretty(&list)?)?;
             } else {
-                print!("{}", format::agents_table(&list, now_ms()));
+                crate::util::out!("{}", format::agents_table(&list, now_ms()))?;
             }
             Ok(0)
         }
@@ -589,9 +418,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             match result {
                 Ok(OpResponse::Agent(a)) => {
                     if *json {
-                        println!("{}", serde_json::to_string_pretty(&a)?);
+                        crate::util::outln!("{}", serde_json::to_string_pretty(&a)?)?;
                     } else {
-                        print!("{}", format::agent_detail(&a, now_ms()));
+                        crate::util::out!("{}", format::agent_detail(&a, now_ms()))?;
                     }
                     Ok(0)
                 }
@@ -611,9 +440,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             match result? {
                 OpResponse::Series(series) => {
                     if *json {
-                        println!("{}", serde_json::to_string_pretty(&series)?);
+                        crate::util::outln!("{}", serde_json::to_string_pretty(&series)?)?;
                     } else {
-                        print!("{}", format::series_table(&series));
+                        crate::util::out!("{}", format::series_table(&series))?;
                     }
                     Ok(0)
                 }
@@ -648,9 +477,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             client.close().await;
             let listing = listing?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&listing)?);
+                crate::util::outln!("{}", serde_json::to_string_pretty(&listing)?)?;
             } else {
-                print!("{}", files::listing_table(&listing));
+                crate::util::out!("{}", files::listing_table(&listing))?;
             }
             Ok(0)
         }
@@ -810,31 +639,31 @@ async fn mux_check(path: &std::path::Path, json: bool) -> anyhow::Result<u8> {
         mux::Probe::Answered(a) => {
             let w = &a.welcome;
             if json {
-                println!(
+                crate::util::outln!(
                     "{}",
                     serde_json::json!({
                         "running": true, "socket": path, "pid": a.pid, "identity": w.identity,
                         "name": w.name, "role": w.role, "hub_version": w.hub_version,
                     })
-                );
+                )?;
             } else {
-                println!(
+                crate::util::outln!(
                     "mux running (pid {}): {} ({}) on hub {} at {}",
                     a.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
                     w.name,
                     w.role,
                     w.hub_version,
                     path.display()
-                );
+                )?;
             }
             Ok(0)
         }
         other => {
             if json {
-                println!(
+                crate::util::outln!(
                     "{}",
                     serde_json::json!({ "running": false, "socket": path, "state": other.to_string() })
-                );
+                )?;
             } else {
                 eprintln!("flotilla: no mux at {}: {other}", path.display());
             }
@@ -880,39 +709,49 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
             continue;
         }
         if json {
-            println!("{}", format::event_json(&ev));
+            crate::util::outln!("{}", format::event_json(&ev)).map_err(ClientError::Output)?;
             continue;
         }
         let name = |id: &flotilla_wire::IdentityId| {
             names.get(id).cloned().unwrap_or_else(|| id.to_string())
         };
         match &ev {
-            FleetEvent::Snapshot(list) => print!("{}", format::agents_table(list, now_ms())),
+            FleetEvent::Snapshot(list) => {
+                crate::util::out!("{}", format::agents_table(list, now_ms()))
+                    .map_err(ClientError::Output)?
+            }
             FleetEvent::SnapshotMore(list) => {
                 let table = format::agents_table(list, now_ms());
-                print!(
+                crate::util::out!(
                     "{}",
                     table
                         .split_once('\n')
                         .map(|(_, rows)| rows)
                         .unwrap_or_default()
-                );
-            }
-            FleetEvent::Online(a) => println!("online   {:<20} {} {}", a.name, a.addr, a.version),
-            FleetEvent::Offline { id, reason, .. } => {
-                println!("offline  {:<20} {reason}", name(id))
-            }
-            FleetEvent::Revoked { id } => println!("revoked  {:<20}", name(id)),
-            FleetEvent::Metrics { id, sample } => {
-                println!(
-                    "metrics  {:<20} cpu {:.0}% mem {}",
-                    name(id),
-                    sample.cpu_pct,
-                    format::bytes(sample.mem_used)
                 )
+                .map_err(ClientError::Output)?;
             }
+            FleetEvent::Online(a) => {
+                crate::util::outln!("online   {:<20} {} {}", a.name, a.addr, a.version)
+                    .map_err(ClientError::Output)?
+            }
+            FleetEvent::Offline { id, reason, .. } => {
+                crate::util::outln!("offline  {:<20} {reason}", name(id))
+                    .map_err(ClientError::Output)?
+            }
+            FleetEvent::Revoked { id } => {
+                crate::util::outln!("revoked  {:<20}", name(id)).map_err(ClientError::Output)?
+            }
+            FleetEvent::Metrics { id, sample } => crate::util::outln!(
+                "metrics  {:<20} cpu {:.0}% mem {}",
+                name(id),
+                sample.cpu_pct,
+                format::bytes(sample.mem_used)
+            )
+            .map_err(ClientError::Output)?,
             FleetEvent::Lagged { missed } => {
-                println!("(missed {missed} events: output fell behind)")
+                crate::util::outln!("(missed {missed} events: output fell behind)")
+                    .map_err(ClientError::Output)?
             }
         }
     }
@@ -934,9 +773,10 @@ pub async fn watch_files(
             },
         };
         if json {
-            println!("{}", serde_json::to_string(&ev).unwrap_or_default());
+            crate::util::outln!("{}", serde_json::to_string(&ev).unwrap_or_default())
+                .map_err(ClientError::Output)?;
         } else {
-            println!("{}", files::event_line(&ev));
+            crate::util::outln!("{}", files::event_line(&ev)).map_err(ClientError::Output)?;
         }
     }
 }
@@ -967,18 +807,18 @@ async fn cp(
     match result {
         Ok(report) => {
             if json {
-                println!(
+                crate::util::outln!(
                     "{}",
                     serde_json::json!({ "event": "summary", "report": report })
-                );
+                )?;
             } else if report.files != 1 || report.dirs > 0 {
-                println!(
+                crate::util::outln!(
                     "{} files ({}), {} directories, {} skipped",
                     report.files,
                     format::bytes(report.bytes),
                     report.dirs,
                     report.skipped
-                );
+                )?;
             }
             Ok(0)
         }
@@ -1011,78 +851,24 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
-    /// clap's own consistency checks, over every subcommand (deferred ones included).
+    /// clap's own consistency checks, over every subcommand.
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
-        Cli::with_global_args().debug_assert();
     }
 
-    /// The derived definition must stay free of global options: clap would copy each into every
-    /// subcommand at every start, the cost `Cli::parse_args` avoids. The full one has all five.
+    /// `flotilla --help` opens with what the program is, in words for its users.
     #[test]
-    fn only_the_full_command_line_has_global_options() {
-        let globals = |cmd: clap::Command| {
-            cmd.get_arguments()
-                .filter(|a| a.is_global_set())
-                .map(|a| a.get_id().to_string())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(globals(Cli::command()), Vec::<String>::new());
-        assert_eq!(globals(Cli::with_global_args()), GLOBAL_ARGS);
+    fn help_opens_with_what_flotilla_is() {
+        let help = Cli::command().render_help().to_string();
+        assert!(
+            help.starts_with("Flotilla fleet console: run with no command to open the console"),
+            "{help}"
+        );
     }
 
-    /// Whichever way a command line is parsed, it means the same: each of these is parsed by the
-    /// fast path and by the full command line, and the two must agree.
-    #[test]
-    fn the_fast_parse_agrees_with_the_full_command_line() {
-        use clap::FromArgMatches;
-        let lines: &[&[&str]] = &[
-            &["exec", "one", "--", "true"],
-            &[
-                "--login-dir",
-                "/l",
-                "--mux-socket",
-                "/s",
-                "exec",
-                "one",
-                "--",
-                "true",
-            ],
-            &[
-                "--no-mux",
-                "exec",
-                "web-*",
-                "--timeout",
-                "5s",
-                "--",
-                "ls",
-                "--hub",
-                "x",
-            ],
-            &[
-                "--hub", "h:1", "--config", "/c", "jobs", "--limit", "3", "--json",
-            ],
-            &["exec", "web", "--shell", "--", "echo", "--no-mux"],
-            &["agents"],
-            &[],
-        ];
-        for line in lines {
-            let args = os(line);
-            let fast = Cli::command()
-                .try_get_matches_from(&args)
-                .and_then(|m| Cli::from_arg_matches(&m))
-                .unwrap_or_else(|e| panic!("{line:?} takes the fast path: {e}"));
-            let full = Cli::with_global_args()
-                .try_get_matches_from(&args)
-                .and_then(|m| Cli::from_arg_matches(&m))
-                .expect("full parse");
-            assert_eq!(format!("{fast:?}"), format!("{full:?}"), "{line:?}");
-        }
-    }
-
-    /// With deferred subcommands, an argument struct's doc comment would replace the variant's
-    /// text in `flotilla exec --help`; the help must say what the command does.
+    /// An argument struct's doc comment would replace the variant's text in `flotilla exec
+    /// --help`; the help must say what the command does.
     #[test]
     fn subcommand_help_says_what_the_command_does() {
         let mut cli = Cli::command();
@@ -1097,126 +883,10 @@ mod tests {
         }
     }
 
-    fn os(line: &[&str]) -> Vec<std::ffi::OsString> {
-        std::iter::once("flotilla")
-            .chain(line.iter().copied())
-            .map(Into::into)
-            .collect()
-    }
-
-    fn env_is_set(name: &str) -> bool {
-        std::env::var_os(name).is_some()
-    }
-
-    /// The path without clap knows every environment variable that sets an option of an exec
-    /// command line: a new one it did not know would be ignored on that path.
-    #[test]
-    fn plain_exec_knows_every_option_environment_variable() {
-        let mut cmd = Cli::command();
-        cmd.build();
-        let exec = cmd.find_subcommand("exec").expect("exec");
-        let mut declared: Vec<String> = cmd
-            .get_arguments()
-            .chain(exec.get_arguments())
-            .filter(|a| !a.is_global_set())
-            .filter_map(|a| a.get_env())
-            .map(|e| e.to_string_lossy().into_owned())
-            .collect();
-        declared.sort();
-        let mut known = GLOBAL_ENV.map(String::from).to_vec();
-        known.sort();
-        assert_eq!(declared, known);
-    }
-
-    /// The command lines scripts write take the path without clap.
-    #[test]
-    fn plain_exec_lines_skip_clap() {
-        for line in [
-            &["exec", "one", "--", "true"][..],
-            &[
-                "--login-dir",
-                "/l",
-                "--mux-socket=/s",
-                "exec",
-                "web-*",
-                "--",
-                "ls",
-                "-l",
-            ],
-            &[
-                "--no-mux",
-                "exec",
-                "--shell",
-                "web",
-                "--timeout",
-                "5s",
-                "--",
-                "echo",
-                "--hub",
-            ],
-            &[
-                "exec",
-                "env=prod+role=db",
-                "--batch=10",
-                "--json",
-                "--",
-                "uptime",
-            ],
-        ] {
-            assert!(
-                Cli::plain_exec(&os(line), |_| false).is_some(),
-                "{line:?} should skip clap"
-            );
-        }
-        // An environment variable for an option leaves the line to clap, which reads it.
-        assert!(
-            Cli::plain_exec(&os(&["exec", "one", "--", "true"]), |n| n == "FLOTILLA_HUB").is_none()
-        );
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
-        /// Whatever the path without clap accepts, clap parses to the same `Cli`; what it refuses,
-        /// clap is left to parse or report. Lines are built in the shape of an exec command line
-        /// (options, `exec`, its options and selector, `--`, a command), with stray and malformed
-        /// words mixed into each part and `exec` or `--` sometimes missing.
-        #[test]
-        fn plain_exec_agrees_with_clap(
-            before in proptest::collection::vec(proptest::sample::select(vec![
-                "--no-mux", "--hub", "h:1", "--hub=h:2", "--hub=", "--login-dir", "/l",
-                "--login-dir=/m", "--config", "/c", "--config=/d", "--mux-socket", "/s",
-                "--mux-socket=/t", "--no-mux=1", "--json", "-x", "", "agents", "--help", "-V",
-            ]), 0..5),
-            exec in proptest::sample::select(vec!["exec", "exec", "exec", "jobs", "exe"]),
-            middle in proptest::collection::vec(proptest::sample::select(vec![
-                "web-*", "one", "env=prod+role=db", "", "-", "--shell", "--json", "--timeout",
-                "5s", "--timeout=0", "--timeout=1h", "500ms", "--timeoutx", "--batch", "3",
-                "--batch=+4", "--batch=x", "--batch=007", "--batch=99999999999", "--no-mux",
-                "--hub=h:3", "-h", "-x", "--help", "exec",
-            ]), 0..6),
-            dashes in proptest::sample::select(vec!["--", "--", "--", ""]),
-            command in proptest::collection::vec(proptest::sample::select(vec![
-                "true", "ls", "-l", "--", "--hub", "", "é",
-            ]), 0..4),
-        ) {
-            let mut line: Vec<&str> = before;
-            line.push(exec);
-            line.extend(middle);
-            line.extend(Some(dashes).filter(|d| !d.is_empty()));
-            line.extend(command);
-            let args = os(&line);
-            if let Some(fast) = Cli::plain_exec(&args, env_is_set) {
-                let full = Cli::try_parse_args_with_clap(&args);
-                proptest::prop_assert!(full.is_ok(), "{:?}: clap refused what the fast path took: {:?}", line, fast);
-                proptest::prop_assert_eq!(format!("{fast:?}"), format!("{:?}", full.expect("checked")), "{:?}", line);
-            }
-        }
-    }
-
-    /// Global flags still reach a deferred subcommand, before or after its name.
+    /// Global flags reach a subcommand, before or after its name.
     #[test]
     fn global_flags_parse_after_the_subcommand() {
-        let cli = Cli::try_parse_args([
+        let cli = Cli::try_parse_from([
             "flotilla", "exec", "web-*", "--no-mux", "--hub", "h:1", "--", "true",
         ])
         .expect("parse");
@@ -1226,5 +896,8 @@ mod tests {
             Some(Command::Exec(args)) => assert_eq!(args.selector, "web-*"),
             other => panic!("{other:?}"),
         }
+        let cli = Cli::try_parse_from(["flotilla", "--login-dir", "/l", "agents", "--json"])
+            .expect("parse");
+        assert_eq!(cli.login_dir.as_deref(), Some(std::path::Path::new("/l")));
     }
 }

@@ -22,4 +22,4 @@ pub mod keymap;
 pub mod mux;
 pub mod strings;
 pub mod ui;
-pub mod warnings;
+mod util;
