@@ -29,6 +29,7 @@ async fn a_full_destination_says_no_space_and_leaves_the_source_untouched() {
         spec("web-2"),
     ])
     .await;
+    std::fs::write(fleet.dir.path().join("upload.bin"), &data).expect("write the upload");
     // SAFETY: process-wide settings made before any thread of ours writes a file again: ignoring
     // SIGXFSZ turns "killed at the limit" into EFBIG, and the limit caps every file at 2 MiB.
     unsafe {
@@ -76,6 +77,25 @@ async fn a_full_destination_says_no_space_and_leaves_the_source_untouched() {
     );
     assert!(!local.exists());
     assert!(partial_files(fleet.dir.path()).is_empty());
+
+    // An upload: the hub stops reading the console's stream once the destination gave up, and the
+    // console must report why (final) rather than the stopped write (which it would retry).
+    let upload = fleet.dir.path().join("upload.bin");
+    let (result, events) = fleet
+        .cp(upload.to_str().expect("utf-8"), "web-2:upload.bin")
+        .await;
+    let message = no_space(result);
+    assert!(
+        message.starts_with("no space left on web-2 (write upload.bin: file size limit reached"),
+        "{message}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, flotilla::files::CopyEvent::Retrying { .. })),
+        "no space is not retried: {events:?}"
+    );
+    assert!(partial_files(&fleet.agents[1].shared).is_empty());
 
     // What fits still goes through.
     fleet
