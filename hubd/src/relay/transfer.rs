@@ -693,7 +693,10 @@ impl<'a> Driver<'a> {
         if self.relay.role() == OpRole::Destination {
             return None;
         }
-        let since = self.tx[Slot::Op as usize].as_ref()?.stalled_since?;
+        let since = self.tx[Slot::Op as usize]
+            .as_ref()
+            .filter(|t| !t.dead)?
+            .stalled_since?;
         Some(since + REPORT_TIMEOUT)
     }
 
@@ -704,6 +707,7 @@ impl<'a> Driver<'a> {
             tracing::debug!("operator stopped reading its copy stream");
             tx.out.clear();
             tx.dead = true;
+            tx.stalled_since = None;
         }
     }
 
