@@ -6,6 +6,9 @@
 //! Endings: a cancel resets both legs with [`ErrorCode::Cancelled`] (the destination removes its
 //! partial file and confirms); a party dropping resets the others with another code (the
 //! destination keeps the bytes for a resume); a failure at one end is told to the other.
+//!
+//! Every decision lives in the sans-IO [`machine::Relay`]; this file resolves the ends, opens the
+//! streams, moves bytes, writes records and feeds the machine what happened ([`Driver`]).
 
 use crate::HubCtx;
 use crate::admin::Actor;
