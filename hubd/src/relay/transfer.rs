@@ -6,40 +6,42 @@
 //! Endings: a cancel resets both legs with [`ErrorCode::Cancelled`] (the destination removes its
 //! partial file and confirms); a party dropping resets the others with another code (the
 //! destination keeps the bytes for a resume); a failure at one end is told to the other.
+//!
+//! Every decision lives in the sans-IO [`machine::Relay`]; this file resolves the ends, opens the
+//! streams, moves bytes, writes records and feeds the machine what happened ([`Driver`]).
 
 use crate::HubCtx;
 use crate::admin::Actor;
 use crate::stats::{Direction, Stats, StreamKind};
 use crate::store::{self, TransferOutcome, now_ms};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use flotilla_wire::files::{
-    CHUNK_VARIANT, CopyEnd, CopyRequest, FileEvent, FileMeta, HubStreamOpen, ReadOpen, ResumeKey,
-    TransferDone, TransferError, TransferErrorKind, TransferEvent, TransferFrame, TransferId,
-    TransferStarted, TransferState, WriteKind, WriteOpen, normalize_rel_path,
+    CHUNK_VARIANT, CopyEnd, CopyRequest, FileEvent, FileMeta, HubStreamOpen, ResumeKey,
+    TransferError, TransferErrorKind, TransferEvent, TransferFrame, TransferId, TransferState,
+    WriteKind, WriteOpen, normalize_rel_path,
 };
 use flotilla_wire::frame::{HEADER_LEN, peek_len};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_TRANSFER_FRAME};
 use flotilla_wire::{ErrorCode, IdentityId, Role};
+use futures::FutureExt;
 use quinn::{RecvStream, SendStream};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Time for an end to open, stat, and hash what an earlier attempt left (a few GB at disk speed).
-const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
-/// Time for the destination to confirm a cancel (remove its partial file).
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Least time between two progress frames to the operator: a terminal redraws at 10 Hz.
-const PROGRESS_EVERY: Duration = Duration::from_millis(100);
-/// Least time between two progress events to watchers.
-const EVENT_EVERY: Duration = Duration::from_secs(1);
+mod machine;
+
+use machine::{
+    Action, CANCEL_TIMEOUT, EndPlan, Leg, OpRole, Plan, Relay, SETUP_TIMEOUT, shutting_down,
+};
+
 /// Reports queued for the operator: a console that reads slowly loses progress frames, never the
-/// outcome (the queue drains as the writer times out).
+/// outcome.
 const REPORT_QUEUE: usize = 8;
-/// Time to write one report to the operator before giving up on it.
+/// Time to write one report to the operator before giving up on it (and on its later reports).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One end, resolved.
@@ -61,6 +63,27 @@ impl End {
         match self {
             Self::Agent { name, path, .. } => format!("{name}:{path}"),
             Self::Local { path, .. } => format!("local:{path}"),
+        }
+    }
+
+    /// This end as the relay's state machine sees it.
+    fn plan(&self) -> EndPlan {
+        match self {
+            Self::Agent { path, .. } => EndPlan::Agent {
+                label: self.label(),
+                path: path.clone(),
+            },
+            Self::Local { meta, .. } => EndPlan::Local {
+                label: self.label(),
+                meta: *meta,
+            },
+        }
+    }
+
+    fn conn(&self) -> Option<(quinn::Connection, String)> {
+        match self {
+            Self::Agent { conn, name, .. } => Some((conn.clone(), name.clone())),
+            Self::Local { .. } => None,
         }
     }
 
@@ -120,24 +143,12 @@ async fn resolve(ctx: &HubCtx, end: CopyEnd) -> Result<End, TransferError> {
     }
 }
 
-fn resume_key(src: &End, meta: &FileMeta, dst: &End, actor: &str) -> ResumeKey {
-    let mut h = blake3::Hasher::new();
-    h.update(src.key_part(actor).as_bytes());
-    h.update(&[0]);
-    h.update(&meta.size.to_le_bytes());
-    h.update(&meta.mtime_ms.to_le_bytes());
-    h.update(dst.key_part(actor).as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
-    ResumeKey(u64::from_le_bytes(first))
-}
-
 /// Opens a stream to an agent and sends its opening frame.
 async fn open_leg(
     conn: &quinn::Connection,
     name: &str,
     open: &HubStreamOpen,
-) -> Result<Leg, TransferError> {
+) -> Result<Bi, TransferError> {
     let gone = |e: String| fail(TransferErrorKind::Offline, format!("agent {name}: {e}"));
     let (mut send, recv) = tokio::time::timeout(SETUP_TIMEOUT, conn.open_bi())
         .await
@@ -148,7 +159,7 @@ async fn open_leg(
     write_frame(&mut send, open, MAX_CONTROL_FRAME)
         .await
         .map_err(|e| gone(e.to_string()))?;
-    Ok(Leg { send, recv })
+    Ok(Bi { send, recv })
 }
 
 /// Reads the next frame of a setup exchange under [`SETUP_TIMEOUT`].
@@ -172,36 +183,6 @@ async fn setup_read(recv: &mut RecvStream, who: &str) -> Result<TransferFrame, T
     }
 }
 
-async fn send_to(
-    send: &mut SendStream,
-    frame: &TransferFrame,
-    who: &str,
-) -> Result<(), TransferError> {
-    write_frame(send, frame, MAX_TRANSFER_FRAME)
-        .await
-        .map_err(|_| {
-            fail(
-                TransferErrorKind::Interrupted,
-                format!("{who} dropped the transfer"),
-            )
-        })
-}
-
-/// How the data phase ended.
-enum Outcome {
-    /// The destination verified the file and moved it into place.
-    Done(TransferDone),
-    /// The destination failed (it already cleaned up as the failure requires).
-    DestFailed(TransferError),
-    /// The source failed; the destination was told in-band.
-    SourceFailed(TransferError),
-    /// A party dropped, the hub is stopping, or a newer attempt took over: the destination keeps
-    /// its bytes for a resume.
-    Interrupted(TransferError),
-    /// The operator asked to cancel.
-    Cancel,
-}
-
 /// Facts about a transfer for its events and row. A final event is published after the row is
 /// written, so a watcher that sees it can read the record.
 struct Record {
@@ -212,12 +193,10 @@ struct Record {
     dst: String,
     size: u64,
     written: u64,
-    last_event: Instant,
 }
 
 impl Record {
-    fn event(&mut self, state: TransferState) {
-        self.last_event = Instant::now();
+    fn event(&self, state: TransferState) {
         self.ctx.files.publish(FileEvent::Transfer(TransferEvent {
             transfer: self.transfer,
             actor: self.actor.clone(),
@@ -300,27 +279,16 @@ impl Record {
 }
 
 /// A bidirectional stream: to an agent, or the operator's copy stream.
-struct Leg {
+struct Bi {
     send: SendStream,
     recv: RecvStream,
 }
 
-impl Leg {
+impl Bi {
     fn reset(&mut self, code: ErrorCode) {
         let _ = self.send.reset(code.as_u32().into());
         let _ = self.recv.stop(code.as_u32().into());
     }
-}
-
-/// Which leg the operator's stream is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OpRole {
-    /// Agent to agent: the operator watches and may cancel.
-    Watcher,
-    /// Upload: the operator sends the data.
-    Source,
-    /// Download: the operator receives the data.
-    Destination,
 }
 
 /// Serves one operator copy stream to its end.
@@ -331,7 +299,7 @@ pub(crate) async fn copy(
     recv: RecvStream,
     cancel: CancellationToken,
 ) {
-    let mut op = Leg { send, recv };
+    let mut op = Bi { send, recv };
     let req = match read_frame::<CopyRequest, _>(&mut op.recv, MAX_CONTROL_FRAME).await {
         Ok(Some(req)) => req,
         Ok(None) => return,
@@ -344,13 +312,7 @@ pub(crate) async fn copy(
     run(ctx, actor, req, op, cancel).instrument(span).await
 }
 
-async fn run(
-    ctx: Arc<HubCtx>,
-    actor: Actor,
-    req: CopyRequest,
-    mut op: Leg,
-    cancel: CancellationToken,
-) {
+async fn run(ctx: Arc<HubCtx>, actor: Actor, req: CopyRequest, op: Bi, cancel: CancellationToken) {
     if !actor.role.can_act() {
         tracing::info!(role = %actor.role, "copy refused for this role");
         let err = fail(
@@ -367,15 +329,10 @@ async fn run(
         Ok(e) => e,
         Err(err) => return refuse(op, err).await,
     };
-    let role = match (&src, &dst) {
-        (End::Local { .. }, End::Local { .. }) => {
-            let err = fail(TransferErrorKind::BadRequest, "both ends are local: use cp");
-            return refuse(op, err).await;
-        }
-        (End::Local { .. }, _) => OpRole::Source,
-        (_, End::Local { .. }) => OpRole::Destination,
-        _ => OpRole::Watcher,
-    };
+    if let (End::Local { .. }, End::Local { .. }) = (&src, &dst) {
+        let err = fail(TransferErrorKind::BadRequest, "both ends are local: use cp");
+        return refuse(op, err).await;
+    }
     let _slot = tokio::select! {
         _ = cancel.cancelled() => return refuse(op, shutting_down()).await,
         permit = ctx.files.slots.clone().acquire_owned() => match permit {
@@ -388,15 +345,12 @@ async fn run(
     if req.kind == WriteKind::Dir {
         return make_dir(req, &dst, op).await;
     }
-    let setup = Setup {
-        actor: &actor,
+    let plan = Plan {
         transfer: req.transfer,
-        src: &src,
-        dst: &dst,
-    };
-    let (legs, started, offset) = match setup.run(&mut op).await {
-        Ok(parts) => parts,
-        Err(err) => return refuse(op, err).await,
+        src: src.plan(),
+        dst: dst.plan(),
+        src_key: src.key_part(&actor.name),
+        dst_key: dst.key_part(&actor.name),
     };
     let mut rec = Record {
         ctx: ctx.clone(),
@@ -404,37 +358,18 @@ async fn run(
         actor: actor.name.clone(),
         src: src.label(),
         dst: dst.label(),
-        size: started.size,
-        written: started.offset,
-        last_event: Instant::now(),
+        size: 0,
+        written: 0,
     };
-    if started.discarded > 0 {
-        tracing::warn!(
-            discarded = offset,
-            "the partial file did not match the source: starting over"
-        );
-    }
-    tracing::info!(
-        size = started.size,
-        resumed_from = started.offset,
-        "data flowing"
-    );
-    rec.begin(started.offset).await;
-    rec.event(TransferState::Started);
-    relay(legs, op, role, started, &mut rec, &active.token, &cancel).await;
-    for end in [&src, &dst] {
-        if let End::Agent { conn, name, .. } = end {
-            let path = conn.stats().path;
-            tracing::debug!(agent = %name, rtt_us = path.rtt.as_micros() as u64, cwnd = path.cwnd,
-                mtu = path.current_mtu, lost_packets = path.lost_packets,
-                sent_packets = path.sent_packets, black_holes = path.black_holes_detected,
-                "link after the transfer");
-        }
-    }
+    let relay = Relay::new(plan, Instant::now());
+    let conns = [src.conn(), dst.conn()];
+    Driver::new(relay, op, conns, &ctx.stats)
+        .run(&mut rec, &active.token, &cancel)
+        .await;
 }
 
 /// Tells the operator why the copy cannot go ahead, and lets it read that before the stream goes.
-async fn refuse(mut op: Leg, err: TransferError) {
+async fn refuse(mut op: Bi, err: TransferError) {
     tracing::info!(kind = ?err.kind, error = %err.message, "copy refused");
     let _ = write_frame(
         &mut op.send,
@@ -447,7 +382,7 @@ async fn refuse(mut op: Leg, err: TransferError) {
 }
 
 /// `cp -r` of an empty directory: one write of kind `Dir`.
-async fn make_dir(req: CopyRequest, dst: &End, op: Leg) {
+async fn make_dir(req: CopyRequest, dst: &End, op: Bi) {
     let End::Agent {
         conn, name, path, ..
     } = dst
@@ -489,553 +424,536 @@ async fn make_dir(req: CopyRequest, dst: &End, op: Leg) {
     }
 }
 
-/// Everything before the first chunk.
-struct Setup<'a> {
-    actor: &'a Actor,
-    transfer: TransferId,
-    src: &'a End,
-    dst: &'a End,
+/// Which stream of the driver a leg is: the operator's, or an agent's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Op = 0,
+    Src = 1,
+    Dst = 2,
 }
 
-/// The agent legs of a transfer (none for the operator's side).
-struct AgentLegs {
-    src: Option<Leg>,
-    dst: Option<Leg>,
+/// The receive side of a stream, with the frame being read (never more than one).
+struct Rx {
+    recv: RecvStream,
+    buf: BytesMut,
+    ended: bool,
 }
 
-impl Setup<'_> {
-    /// Opens the legs, agrees on where the data starts, and sends `Begin`. On error every leg it
-    /// opened is reset (the destination keeps its bytes) and the caller tells the operator.
-    async fn run(&self, op: &mut Leg) -> Result<(AgentLegs, TransferStarted, u64), TransferError> {
-        let mut legs = AgentLegs {
-            src: None,
-            dst: None,
-        };
-        let result = self.exchange(op, &mut legs).await;
-        if result.is_err() {
-            for leg in [legs.src.as_mut(), legs.dst.as_mut()].into_iter().flatten() {
-                leg.reset(ErrorCode::Internal);
-            }
+impl Rx {
+    fn new(recv: RecvStream) -> Self {
+        Self {
+            recv,
+            buf: BytesMut::new(),
+            ended: false,
         }
-        result.map(|(started, offset)| (legs, started, offset))
     }
 
-    async fn exchange(
-        &self,
-        op: &mut Leg,
-        legs: &mut AgentLegs,
-    ) -> Result<(TransferStarted, u64), TransferError> {
-        let (who_src, who_dst) = (self.src.label(), self.dst.label());
-        // The source: open it, learn its size.
-        let meta = match self.src {
-            End::Agent {
-                conn, name, path, ..
-            } => {
-                let open = HubStreamOpen::Read(ReadOpen {
-                    transfer: self.transfer,
-                    path: path.clone(),
-                });
-                let leg = legs.src.insert(open_leg(conn, name, &open).await?);
-                match setup_read(&mut leg.recv, &who_src).await? {
-                    TransferFrame::Offer(meta) => meta,
-                    other => {
-                        return Err(fail(
-                            TransferErrorKind::Protocol,
-                            format!("{who_src} answered {other:?} to a read"),
-                        ));
-                    }
-                }
-            }
-            End::Local { meta, .. } => meta.ok_or_else(|| {
-                fail(
-                    TransferErrorKind::BadRequest,
-                    "a local source must say its size",
-                )
-            })?,
-        };
-        let key = resume_key(self.src, &meta, self.dst, &self.actor.name);
-        // The destination: what it holds already.
-        let dst = match self.dst {
-            End::Agent {
-                conn, name, path, ..
-            } => {
-                let open = HubStreamOpen::Write(WriteOpen {
-                    transfer: self.transfer,
-                    path: path.clone(),
-                    kind: WriteKind::File,
-                    meta,
-                    resume_key: key,
-                });
-                legs.dst.insert(open_leg(conn, name, &open).await?)
-            }
-            End::Local { .. } => {
-                let prepare = TransferFrame::Prepare {
-                    meta,
-                    resume_key: key,
-                };
-                send_to(&mut op.send, &prepare, "the operator").await?;
-                &mut *op
-            }
-        };
-        let (offset, prefix) = match setup_read(&mut dst.recv, &who_dst).await? {
-            TransferFrame::Ready { offset, prefix } => (offset, prefix),
-            TransferFrame::Cancel => return Err(fail(TransferErrorKind::Cancelled, "cancelled")),
-            other => {
-                return Err(fail(
-                    TransferErrorKind::Protocol,
-                    format!("{who_dst} answered {other:?} to a write"),
-                ));
-            }
-        };
-        // The source checks what the destination holds and says where the data starts.
-        let src = match legs.src.as_mut() {
-            Some(leg) => leg,
-            None => &mut *op,
-        };
-        send_to(
-            &mut src.send,
-            &TransferFrame::ReadFrom { offset, prefix },
-            &who_src,
-        )
-        .await?;
-        let start = match setup_read(&mut src.recv, &who_src).await {
-            Ok(TransferFrame::Begin { offset: start }) if start == 0 || start == offset => start,
-            Ok(TransferFrame::Cancel) => {
-                return Err(fail(TransferErrorKind::Cancelled, "cancelled"));
-            }
-            Ok(other) => {
-                return Err(fail(
-                    TransferErrorKind::Protocol,
-                    format!("{who_src} answered {other:?} to a read"),
-                ));
-            }
-            Err(e) => {
-                // A source that failed for good (gone, changed) makes the partial file useless.
-                if !e.kind.retryable() {
-                    let dst = match legs.dst.as_mut() {
-                        Some(leg) => leg,
-                        None => &mut *op,
-                    };
-                    let _ =
-                        send_to(&mut dst.send, &TransferFrame::Failed(e.clone()), &who_dst).await;
-                    let _ = dst.send.finish();
-                }
-                return Err(e);
-            }
-        };
-        let dst = match legs.dst.as_mut() {
-            Some(leg) => leg,
-            None => &mut *op,
-        };
-        send_to(
-            &mut dst.send,
-            &TransferFrame::Begin { offset: start },
-            &who_dst,
-        )
-        .await?;
-        let started = TransferStarted {
-            size: meta.size,
-            offset: start,
-            discarded: if start < offset { offset } else { 0 },
-        };
-        Ok((started, offset))
+    /// Bytes to read to complete the current frame's header, or else its body: reading no further
+    /// keeps one frame at most in memory and leaves the next frame's bytes in quinn's window.
+    fn want(&self) -> Result<usize, String> {
+        if self.buf.len() < HEADER_LEN {
+            return Ok(HEADER_LEN - self.buf.len());
+        }
+        let len = peek_len(&self.buf, MAX_TRANSFER_FRAME)
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
+        Ok(HEADER_LEN + len - self.buf.len())
+    }
+
+    /// The whole frame, once it is all here.
+    fn take_frame(&mut self) -> Option<BytesMut> {
+        match self.want() {
+            Ok(0) if self.buf.len() >= HEADER_LEN => Some(self.buf.split()),
+            _ => None,
+        }
     }
 }
 
-fn shutting_down() -> TransferError {
-    fail(TransferErrorKind::Interrupted, "hub shutting down")
+/// The send side of a stream, with the frames queued for it.
+struct Tx {
+    send: SendStream,
+    out: VecDeque<Bytes>,
+    /// Reset, or a write failed: nothing more is written.
+    dead: bool,
+    /// Since when the head of `out` has waited without a byte written.
+    stalled_since: Option<Instant>,
 }
 
-/// Writes the operator's frames whole, in order, each under a timeout: a console that stops
-/// reading loses its reports, never stalls the relay or leaves a half frame on its stream.
-async fn report_writer(out: Option<&mut SendStream>, mut rx: mpsc::Receiver<TransferFrame>) {
-    let Some(out) = out else {
-        while rx.recv().await.is_some() {}
-        return;
-    };
-    while let Some(frame) = rx.recv().await {
-        let write = write_frame(out, &frame, MAX_TRANSFER_FRAME);
+impl Tx {
+    fn new(send: SendStream) -> Self {
+        Self {
+            send,
+            out: VecDeque::new(),
+            dead: false,
+            stalled_since: None,
+        }
+    }
+
+    /// Writes what is queued, whole, under [`REPORT_TIMEOUT`]. Not cancel-safe.
+    async fn flush(&mut self) {
+        if self.dead {
+            return;
+        }
+        let mut bufs: Vec<Bytes> = self.out.drain(..).collect();
+        let write = self.send.write_all_chunks(&mut bufs);
         if !matches!(
             tokio::time::timeout(REPORT_TIMEOUT, write).await,
             Ok(Ok(()))
         ) {
-            tracing::debug!("operator stopped reading its copy stream");
-            while rx.recv().await.is_some() {}
-            return;
+            self.dead = true;
         }
     }
-    let _ = out.finish();
-}
 
-/// Moves the data and tells everyone how it ended.
-async fn relay(
-    agents: AgentLegs,
-    op: Leg,
-    role: OpRole,
-    started: TransferStarted,
-    rec: &mut Record,
-    superseded: &CancellationToken,
-    cancel: &CancellationToken,
-) {
-    let AgentLegs { src, dst } = agents;
-    let mut op = Some(op);
-    // Assign each stream its one job: the borrow checker then proves nobody writes half a frame
-    // into another's stream.
-    let (mut src, mut dst) = match role {
-        OpRole::Watcher => (src, dst),
-        OpRole::Source => (op.take(), dst),
-        OpRole::Destination => (src, op.take()),
-    };
-    let (Some(src), Some(dst)) = (src.as_mut(), dst.as_mut()) else {
-        tracing::error!("relay without both legs");
-        return;
-    };
-    let (report_tx, report_rx) = mpsc::channel::<TransferFrame>(REPORT_QUEUE);
-    let (op_out, op_in, src_send) = match (role, op.as_mut()) {
-        (OpRole::Watcher, Some(op)) => {
-            (Some(&mut op.send), Some(&mut op.recv), Some(&mut src.send))
-        }
-        (OpRole::Source, _) => (Some(&mut src.send), None, None),
-        (_, _) => (None, None, Some(&mut src.send)),
-    };
-    let work = async {
-        if role != OpRole::Destination {
-            let _ = report_tx.send(TransferFrame::Started(started)).await;
-        }
-        let outcome = pump(
-            &mut src.recv,
-            &mut dst.send,
-            &mut dst.recv,
-            op_in,
-            rec,
-            &report_tx,
-            superseded,
-            cancel,
-        )
-        .await;
-        conclude(outcome, src_send, dst, role, rec, &report_tx).await;
-        drop(report_tx);
-    };
-    tokio::join!(work, report_writer(op_out, report_rx));
-    if let Some(op) = op.as_mut() {
-        let _ = tokio::time::timeout(CANCEL_TIMEOUT, op.send.stopped()).await;
+    fn reset(&mut self, code: ErrorCode) {
+        self.out.clear();
+        self.dead = true;
+        let _ = self.send.reset(code.as_u32().into());
     }
 }
 
-/// Reads one frame from a source and forwards it: a chunk goes on undecoded, gathered into one
-/// buffer, and anything else is decoded and returned. Not cancel-safe: a frame half forwarded when
-/// this is dropped leaves the destination mid-frame, so callers then reset it.
-///
-/// Gathering costs one memory copy, and it is cheaper than forwarding the received pieces as they
-/// are: each piece is one incoming packet's payload, and quinn-proto (0.11) looks a send offset up
-/// by walking the stream's unacknowledged pieces from the front, once per packet it builds. A
-/// window's worth of packet-sized pieces made that walk the hub's largest cost (15 % of its CPU
-/// in a 1 GiB relay); a few frame-sized pieces make it nothing. It also lets go of the receive
-/// buffers at once instead of when the destination acknowledges.
-async fn forward(
-    from: &mut RecvStream,
-    to: &mut SendStream,
-    stats: &Stats,
-) -> Result<Option<TransferFrame>, Outcome> {
-    let src_gone = |what: String| {
-        Outcome::Interrupted(fail(
-            TransferErrorKind::Interrupted,
-            format!("the source dropped the transfer ({what})"),
-        ))
-    };
-    let mut header = [0u8; HEADER_LEN];
-    if let Err(e) = from.read_exact(&mut header).await {
-        return Err(src_gone(e.to_string()));
-    }
-    let len = match peek_len(&header, MAX_TRANSFER_FRAME) {
-        Ok(len) => len.unwrap_or(0),
-        Err(e) => {
-            return Err(Outcome::SourceFailed(fail(
-                TransferErrorKind::Protocol,
-                format!("source: {e}"),
-            )));
-        }
-    };
-    let mut frame = BytesMut::with_capacity(HEADER_LEN + len);
-    frame.extend_from_slice(&header);
-    while frame.len() < HEADER_LEN + len {
-        let left = HEADER_LEN + len - frame.len();
-        match from.read_chunk(left, true).await {
-            Ok(Some(c)) => frame.extend_from_slice(&c.bytes),
-            Ok(None) => return Err(src_gone("stream ended inside a frame".into())),
-            Err(e) => return Err(src_gone(e.to_string())),
-        }
-    }
-    let frame_len = frame.len() as u64;
-    stats.message(StreamKind::Transfer, Direction::In, frame_len);
-    if frame.get(HEADER_LEN) == Some(&CHUNK_VARIANT) {
-        to.write_chunk(frame.freeze()).await.map_err(|e| {
-            Outcome::Interrupted(fail(
-                TransferErrorKind::Interrupted,
-                format!("the destination dropped the transfer ({e})"),
-            ))
-        })?;
-        stats.message(StreamKind::Transfer, Direction::Out, frame_len);
-        return Ok(None);
-    }
-    flotilla_wire::decode_body::<TransferFrame>(&frame[HEADER_LEN..])
-        .map(Some)
-        .map_err(|e| {
-            Outcome::SourceFailed(fail(TransferErrorKind::Protocol, format!("source: {e}")))
-        })
+/// What woke the driver.
+enum Wake {
+    Read(Slot, Result<Option<Bytes>, quinn::ReadError>),
+    Wrote(Slot, Result<(), quinn::WriteError>),
+    Timer,
+    Superseded,
+    Shutdown,
 }
 
-/// Source to destination until `End`; Ok once it is forwarded.
-async fn pump_data(
-    src_recv: &mut RecvStream,
-    dst_send: &mut SendStream,
-    stats: &Stats,
-) -> Result<(), Outcome> {
-    loop {
-        match forward(src_recv, dst_send, stats).await? {
-            None => {}
-            Some(end @ TransferFrame::End { .. }) => {
-                write_frame(
-                    &mut stats.writer(StreamKind::Transfer, dst_send),
-                    &end,
-                    MAX_TRANSFER_FRAME,
-                )
-                .await
-                .map_err(|e| {
-                    Outcome::Interrupted(fail(
-                        TransferErrorKind::Interrupted,
-                        format!("the destination dropped the transfer ({e})"),
-                    ))
-                })?;
-                return Ok(());
-            }
-            Some(TransferFrame::Failed(e)) => {
-                // Only whole frames went out, so the destination can read this one.
-                let _ = write_frame(
-                    dst_send,
-                    &TransferFrame::Failed(e.clone()),
-                    MAX_TRANSFER_FRAME,
-                )
-                .await;
-                let _ = dst_send.finish();
-                return Err(Outcome::SourceFailed(e));
-            }
-            Some(TransferFrame::Cancel) => return Err(Outcome::Cancel),
-            Some(other) => {
-                return Err(Outcome::SourceFailed(fail(
-                    TransferErrorKind::Protocol,
-                    format!("the source sent {other:?} during data"),
-                )));
-            }
-        }
+/// Reads up to `want` bytes of the stream if `on`; never resolves otherwise. Cancel-safe.
+async fn read_some(
+    rx: Option<&mut Rx>,
+    on: bool,
+    want: usize,
+) -> Result<Option<Bytes>, quinn::ReadError> {
+    match rx {
+        Some(rx) if on => rx
+            .recv
+            .read_chunk(want, true)
+            .await
+            .map(|c| c.map(|c| c.bytes)),
+        _ => std::future::pending().await,
     }
 }
 
-/// Destination to hub until `Done` or a failure, reporting progress.
-async fn watch_dest(
-    dst_recv: &mut RecvStream,
-    rec: &mut Record,
-    report: &mpsc::Sender<TransferFrame>,
-) -> Outcome {
-    let mut last = Instant::now() - PROGRESS_EVERY;
-    loop {
-        match read_frame::<TransferFrame, _>(dst_recv, MAX_TRANSFER_FRAME).await {
-            Ok(Some(TransferFrame::Ack { written })) => {
-                rec.written = written;
-                if last.elapsed() >= PROGRESS_EVERY {
-                    last = Instant::now();
-                    // A console that is behind skips updates.
-                    let _ = report.try_send(TransferFrame::Progress { written });
-                }
-                if rec.last_event.elapsed() >= EVENT_EVERY {
-                    rec.event(TransferState::Progress);
-                }
-            }
-            Ok(Some(TransferFrame::Done(d))) => return Outcome::Done(d),
-            Ok(Some(TransferFrame::Failed(e))) => return Outcome::DestFailed(e),
-            Ok(Some(TransferFrame::Cancel)) => return Outcome::Cancel,
-            Ok(Some(other)) => {
-                return Outcome::DestFailed(fail(
-                    TransferErrorKind::Protocol,
-                    format!("the destination sent {other:?}"),
-                ));
-            }
-            Ok(None) | Err(_) => {
-                return Outcome::Interrupted(fail(
-                    TransferErrorKind::Interrupted,
-                    "the destination dropped the transfer",
-                ));
-            }
-        }
-    }
-}
-
-/// The operator's stream while it only watches: a `Cancel`, or the operator going away.
-async fn watch_operator(op_recv: Option<&mut RecvStream>) -> Outcome {
-    let Some(op_recv) = op_recv else {
+/// Writes some of the head of the queue; never resolves while there is none. Cancel-safe: the
+/// head is advanced by what was written.
+async fn write_some(tx: Option<&mut Tx>) -> Result<(), quinn::WriteError> {
+    let Some(tx) = tx.filter(|t| !t.dead) else {
         return std::future::pending().await;
     };
-    match read_frame::<TransferFrame, _>(op_recv, MAX_TRANSFER_FRAME).await {
-        Ok(Some(TransferFrame::Cancel)) => Outcome::Cancel,
-        Ok(Some(other)) => Outcome::Interrupted(fail(
-            TransferErrorKind::Protocol,
-            format!("the operator sent {other:?} during a copy"),
-        )),
-        Ok(None) | Err(_) => Outcome::Interrupted(fail(
-            TransferErrorKind::Interrupted,
-            "the operator's console went away",
-        )),
+    let Some(head) = tx.out.front_mut() else {
+        return std::future::pending().await;
+    };
+    tx.send.write_chunks(std::slice::from_mut(head)).await?;
+    if head.is_empty() {
+        tx.out.pop_front();
     }
+    Ok(())
 }
 
-/// Relays data while watching the destination, the operator, a newer attempt and shutdown.
-#[allow(clippy::too_many_arguments)]
-async fn pump(
-    src_recv: &mut RecvStream,
-    dst_send: &mut SendStream,
-    dst_recv: &mut RecvStream,
-    op_recv: Option<&mut RecvStream>,
-    rec: &mut Record,
-    report: &mpsc::Sender<TransferFrame>,
-    superseded: &CancellationToken,
-    cancel: &CancellationToken,
-) -> Outcome {
-    let ctx = rec.ctx.clone();
-    let data = pump_data(src_recv, dst_send, &ctx.stats);
-    let dest = watch_dest(dst_recv, rec, report);
-    let op = watch_operator(op_recv);
-    tokio::pin!(data, dest, op);
-    let mut data_done = false;
-    loop {
-        tokio::select! {
-            r = &mut data, if !data_done => match r {
-                Ok(()) => data_done = true,
-                Err(o) => return o,
-            },
-            o = &mut dest => return o,
-            o = &mut op => return o,
-            _ = superseded.cancelled() => {
-                return Outcome::Interrupted(fail(
-                    TransferErrorKind::Interrupted,
-                    "a newer attempt of this transfer took over",
-                ));
-            }
-            _ = cancel.cancelled() => return Outcome::Interrupted(shutting_down()),
+/// Moves the bytes of one copy and feeds its [`Relay`]: the only code here that does IO.
+struct Driver<'a> {
+    relay: Relay,
+    rx: [Option<Rx>; 3],
+    tx: [Option<Tx>; 3],
+    /// The agent of the source and of the destination, when that end is an agent.
+    conns: [Option<(quinn::Connection, String)>; 2],
+    stats: &'a Stats,
+}
+
+impl<'a> Driver<'a> {
+    fn new(
+        relay: Relay,
+        op: Bi,
+        conns: [Option<(quinn::Connection, String)>; 2],
+        stats: &'a Stats,
+    ) -> Self {
+        Self {
+            relay,
+            rx: [Some(Rx::new(op.recv)), None, None],
+            tx: [Some(Tx::new(op.send)), None, None],
+            conns,
+            stats,
         }
     }
-}
 
-/// Waits for the destination to confirm a cancel: it finishes its stream cleanly once its partial
-/// file is gone.
-async fn confirmed(dst_recv: &mut RecvStream) -> bool {
-    let drain = async {
+    fn slot(&self, leg: Leg) -> Slot {
+        match (leg, self.relay.role()) {
+            (Leg::Source, OpRole::Source) | (Leg::Destination, OpRole::Destination) => Slot::Op,
+            (Leg::Operator, _) => Slot::Op,
+            (Leg::Source, _) => Slot::Src,
+            (Leg::Destination, _) => Slot::Dst,
+        }
+    }
+
+    fn leg(&self, slot: Slot) -> Leg {
+        match (slot, self.relay.role()) {
+            (Slot::Src, _) | (Slot::Op, OpRole::Source) => Leg::Source,
+            (Slot::Dst, _) | (Slot::Op, OpRole::Destination) => Leg::Destination,
+            (Slot::Op, OpRole::Watcher) => Leg::Operator,
+        }
+    }
+
+    fn tx(&mut self, leg: Leg) -> Option<&mut Tx> {
+        let slot = self.slot(leg);
+        self.tx[slot as usize].as_mut()
+    }
+
+    /// Runs the relay to its end.
+    async fn run(
+        mut self,
+        rec: &mut Record,
+        superseded: &CancellationToken,
+        cancel: &CancellationToken,
+    ) {
+        let (mut superseded_seen, mut shutdown_seen) = (false, false);
         loop {
-            match dst_recv.read_chunk(MAX_TRANSFER_FRAME, true).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return true,
-                Err(_) => return false,
+            if self.act(rec).await {
+                break;
+            }
+            if self.relay.is_closed() {
+                // Closed without saying so cannot happen; leave rather than wait forever.
+                break;
+            }
+            let wake = self
+                .wait(superseded, cancel, superseded_seen, shutdown_seen)
+                .await;
+            let now = Instant::now();
+            match wake {
+                Wake::Read(slot, r) => self.on_read(slot, r, now),
+                Wake::Wrote(slot, r) => self.on_wrote(slot, r, now),
+                Wake::Timer => {
+                    self.relay.handle_timeout(now);
+                    self.check_report_stall(now);
+                }
+                Wake::Superseded => {
+                    superseded_seen = true;
+                    self.relay.handle_superseded(now);
+                }
+                Wake::Shutdown => {
+                    shutdown_seen = true;
+                    self.relay.handle_shutdown(now);
+                }
             }
         }
-    };
-    tokio::time::timeout(CANCEL_TIMEOUT, drain)
-        .await
-        .unwrap_or(false)
-}
+        self.close().await;
+    }
 
-/// Tells each party how it ended and records it.
-async fn conclude(
-    outcome: Outcome,
-    src_send: Option<&mut SendStream>,
-    dst: &mut Leg,
-    role: OpRole,
-    rec: &mut Record,
-    report: &mpsc::Sender<TransferFrame>,
-) {
-    // The source agent's stream, when the source is an agent.
-    let end_source = |src_send: Option<&mut SendStream>, code: Option<ErrorCode>| {
-        if let Some(s) = src_send {
-            match code {
-                Some(code) => {
-                    let _ = s.reset(code.as_u32().into());
-                }
-                None => {
-                    let _ = s.finish();
-                }
+    /// Waits for the next thing to happen. Every branch is cancel-safe.
+    async fn wait(
+        &mut self,
+        superseded: &CancellationToken,
+        cancel: &CancellationToken,
+        superseded_seen: bool,
+        shutdown_seen: bool,
+    ) -> Wake {
+        let dst_slot = self.slot(Leg::Destination) as usize;
+        let forwarding = self.relay.forwards();
+        let dst_free = self.tx[dst_slot].as_ref().is_none_or(|t| t.out.is_empty());
+        let mut on = [false; 3];
+        let mut want = [0usize; 3];
+        for slot in [Slot::Op, Slot::Src, Slot::Dst] {
+            let leg = self.leg(slot);
+            let i = slot as usize;
+            let Some(rx) = self.rx[i].as_ref() else {
+                continue;
+            };
+            // The source is read only once the destination took the previous frame.
+            let paced = !(forwarding && leg == Leg::Source) || dst_free;
+            on[i] = !rx.ended && self.relay.reads(leg) && paced;
+            want[i] = rx.want().unwrap_or(HEADER_LEN).max(1);
+        }
+        let stall = self.report_stall_deadline();
+        let deadline = match (self.relay.poll_timeout(), stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
             }
+        };
+        let [r0, r1, r2] = &mut self.rx;
+        let [t0, t1, t2] = &mut self.tx;
+        tokio::select! {
+            r = read_some(r0.as_mut(), on[0], want[0]) => Wake::Read(Slot::Op, r),
+            r = read_some(r1.as_mut(), on[1], want[1]) => Wake::Read(Slot::Src, r),
+            r = read_some(r2.as_mut(), on[2], want[2]) => Wake::Read(Slot::Dst, r),
+            r = write_some(t0.as_mut()) => Wake::Wrote(Slot::Op, r),
+            r = write_some(t1.as_mut()) => Wake::Wrote(Slot::Src, r),
+            r = write_some(t2.as_mut()) => Wake::Wrote(Slot::Dst, r),
+            () = timer => Wake::Timer,
+            () = superseded.cancelled(), if !superseded_seen => Wake::Superseded,
+            () = cancel.cancelled(), if !shutdown_seen => Wake::Shutdown,
         }
-    };
-    match outcome {
-        Outcome::Done(done) => {
-            rec.written = done.size;
-            tracing::info!(bytes = done.size, resumed_from = done.resumed_from, blake3 = %done.digest, "copy verified");
-            end_source(src_send, None);
-            let _ = dst.send.finish();
-            rec.finish(TransferOutcome::Done, "", done.digest.to_string())
-                .await;
-            rec.event(TransferState::Done);
-            if role != OpRole::Destination {
-                let _ = report.send(TransferFrame::Done(done)).await;
-            }
+    }
+
+    /// When the operator's reports have waited too long, unless the operator is the destination
+    /// (then its stream carries data, paced by flow control).
+    fn report_stall_deadline(&self) -> Option<Instant> {
+        if self.relay.role() == OpRole::Destination {
+            return None;
         }
-        Outcome::DestFailed(err) | Outcome::SourceFailed(err) if !err.kind.retryable() => {
-            tracing::warn!(kind = ?err.kind, error = %err.message, "copy failed");
-            end_source(src_send, Some(ErrorCode::Internal));
-            let _ = dst.send.finish();
-            rec.finish(TransferOutcome::Failed, &err.message, String::new())
-                .await;
-            rec.event(TransferState::Failed(err.clone()));
-            let _ = report.send(TransferFrame::Failed(err)).await;
+        let since = self.tx[Slot::Op as usize]
+            .as_ref()
+            .filter(|t| !t.dead)?
+            .stalled_since?;
+        Some(since + REPORT_TIMEOUT)
+    }
+
+    fn check_report_stall(&mut self, now: Instant) {
+        if self.report_stall_deadline().is_some_and(|d| now >= d)
+            && let Some(tx) = self.tx[Slot::Op as usize].as_mut()
+        {
+            tracing::debug!("operator stopped reading its copy stream");
+            tx.out.clear();
+            tx.dead = true;
+            tx.stalled_since = None;
         }
-        Outcome::DestFailed(err) | Outcome::SourceFailed(err) | Outcome::Interrupted(err) => {
-            tracing::info!(error = %err.message, written = rec.written, "copy interrupted; the destination keeps its bytes");
-            end_source(src_send, Some(ErrorCode::Internal));
-            // A reset, not a frame: the data stream may be mid-frame.
-            dst.reset(ErrorCode::Internal);
-            rec.finish(TransferOutcome::Interrupted, &err.message, String::new())
-                .await;
-            rec.event(TransferState::Failed(err.clone()));
-            let _ = report.send(TransferFrame::Failed(err)).await;
-        }
-        Outcome::Cancel if role == OpRole::Destination => {
-            // The operator is the destination and removes its own partial file; it waits for this
-            // reset, sent once the record is written, before it disconnects.
-            end_source(src_send, Some(ErrorCode::Cancelled));
-            tracing::info!("copy cancelled by the receiving console");
-            rec.finish(
-                TransferOutcome::Cancelled,
-                "cancelled by the operator",
-                String::new(),
-            )
-            .await;
-            rec.event(TransferState::Cancelled);
-            dst.reset(ErrorCode::Cancelled);
-        }
-        Outcome::Cancel => {
-            end_source(src_send, Some(ErrorCode::Cancelled));
-            let _ = dst.send.reset(ErrorCode::Cancelled.as_u32().into());
-            let clean = confirmed(&mut dst.recv).await;
-            tracing::info!(confirmed = clean, "copy cancelled");
-            rec.finish(
-                TransferOutcome::Cancelled,
-                "cancelled by the operator",
-                String::new(),
-            )
-            .await;
-            rec.event(TransferState::Cancelled);
-            {
-                let reply = if clean {
-                    TransferFrame::Cancelled
+    }
+
+    fn on_read(&mut self, slot: Slot, r: Result<Option<Bytes>, quinn::ReadError>, now: Instant) {
+        let leg = self.leg(slot);
+        let i = slot as usize;
+        let Some(rx) = self.rx[i].as_mut() else {
+            return;
+        };
+        let bytes = match r {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                rx.ended = true;
+                if rx.buf.is_empty() {
+                    self.relay
+                        .handle_recv_ended(leg, true, "stream finished", now);
                 } else {
-                    TransferFrame::Failed(fail(
-                        TransferErrorKind::Cancelled,
-                        format!(
-                            "cancelled, but {} did not confirm removing its partial file",
-                            rec.dst
-                        ),
-                    ))
-                };
-                let _ = report.send(reply).await;
+                    self.relay
+                        .handle_recv_ended(leg, false, "stream ended inside a frame", now);
+                }
+                return;
             }
+            Err(e) => {
+                rx.ended = true;
+                self.relay
+                    .handle_recv_ended(leg, false, &e.to_string(), now);
+                return;
+            }
+        };
+        rx.buf.extend_from_slice(&bytes);
+        // The rest of a frame that is already here is taken at once rather than one wake-up of
+        // the whole loop per packet (`read_chunk` is cancel-safe, so asking costs nothing).
+        while let Ok(want) = rx.want()
+            && want > 0
+        {
+            match rx.recv.read_chunk(want, true).now_or_never() {
+                Some(Ok(Some(c))) => rx.buf.extend_from_slice(&c.bytes),
+                // The stream ended or failed inside the frame.
+                Some(r) => return self.on_read(slot, r.map(|c| c.map(|c| c.bytes)), now),
+                // Not here yet: the next wake-up reads it.
+                None => break,
+            }
+        }
+        if let Err(e) = rx.want() {
+            rx.ended = true;
+            let _ = rx.recv.stop(ErrorCode::TooLarge.as_u32().into());
+            self.relay.handle_bad_frame(leg, &e, now);
+            return;
+        }
+        let Some(frame) = rx.take_frame() else {
+            return;
+        };
+        let forwarding = leg == Leg::Source && self.relay.forwards();
+        let len = frame.len() as u64;
+        if forwarding {
+            self.stats.message(StreamKind::Transfer, Direction::In, len);
+            if frame.get(HEADER_LEN) == Some(&CHUNK_VARIANT) {
+                // Forwarded as it came: no decode, no copy.
+                self.stats
+                    .message(StreamKind::Transfer, Direction::Out, len);
+                let dst = self.slot(Leg::Destination) as usize;
+                if let Some(tx) = self.tx[dst].as_mut().filter(|t| !t.dead) {
+                    tx.out.push_back(frame.freeze());
+                    tx.stalled_since.get_or_insert(now);
+                }
+                return;
+            }
+        }
+        match flotilla_wire::decode_body::<TransferFrame>(&frame[HEADER_LEN..]) {
+            Ok(f) => self.relay.handle_frame(leg, f, now),
+            Err(e) => self.relay.handle_bad_frame(leg, &e.to_string(), now),
+        }
+    }
+
+    fn on_wrote(&mut self, slot: Slot, r: Result<(), quinn::WriteError>, now: Instant) {
+        let leg = self.leg(slot);
+        let Some(tx) = self.tx[slot as usize].as_mut() else {
+            return;
+        };
+        match r {
+            Ok(()) => tx.stalled_since = (!tx.out.is_empty()).then_some(now),
+            Err(e) => {
+                tx.out.clear();
+                tx.dead = true;
+                self.relay.handle_send_failed(leg, &e.to_string(), now);
+            }
+        }
+    }
+
+    /// Carries out the relay's actions; true once it said `Close`.
+    async fn act(&mut self, rec: &mut Record) -> bool {
+        let mut closing = false;
+        while let Some(action) = self.relay.poll_action() {
+            let now = Instant::now();
+            match action {
+                Action::Open(leg, open) => self.open(leg, &open, now).await,
+                Action::Send(leg, frame) => {
+                    let mut buf = BytesMut::new();
+                    if let Err(e) =
+                        flotilla_wire::frame::encode(&frame, &mut buf, MAX_TRANSFER_FRAME)
+                    {
+                        tracing::error!(error = %e, "could not encode a transfer frame");
+                        continue;
+                    }
+                    if leg == Leg::Destination {
+                        self.stats
+                            .message(StreamKind::Transfer, Direction::Out, buf.len() as u64);
+                    }
+                    if let Some(tx) = self.tx(leg).filter(|t| !t.dead) {
+                        tx.out.push_back(buf.freeze());
+                        tx.stalled_since.get_or_insert(now);
+                    }
+                }
+                Action::Finish(leg) => {
+                    if let Some(tx) = self.tx(leg) {
+                        tx.flush().await;
+                        let _ = tx.send.finish();
+                    }
+                }
+                Action::ResetSend(leg, code) => {
+                    if let Some(tx) = self.tx(leg) {
+                        tx.reset(code);
+                    }
+                }
+                Action::Reset(leg, code) => {
+                    if let Some(tx) = self.tx(leg) {
+                        tx.reset(code);
+                    }
+                    let slot = self.slot(leg) as usize;
+                    if let Some(rx) = self.rx[slot].as_mut() {
+                        rx.ended = true;
+                        let _ = rx.recv.stop(code.as_u32().into());
+                    }
+                }
+                Action::RecordBegin { resumed_from, size } => {
+                    if let Some(started) = self.relay.started()
+                        && started.discarded > 0
+                    {
+                        tracing::warn!(
+                            discarded = started.discarded,
+                            "the partial file did not match the source: starting over"
+                        );
+                    }
+                    tracing::info!(size, resumed_from, "data flowing");
+                    rec.size = size;
+                    rec.written = resumed_from;
+                    rec.begin(resumed_from).await;
+                }
+                Action::RecordFinish {
+                    outcome,
+                    error,
+                    digest,
+                    written,
+                } => {
+                    match outcome {
+                        TransferOutcome::Done => {
+                            tracing::info!(bytes = written, blake3 = %digest, "copy verified");
+                        }
+                        TransferOutcome::Failed => {
+                            tracing::warn!(error = %error, "copy failed");
+                        }
+                        TransferOutcome::Interrupted => tracing::info!(
+                            error = %error, written,
+                            "copy interrupted; the destination keeps its bytes"
+                        ),
+                        TransferOutcome::Cancelled | TransferOutcome::Running => {
+                            tracing::info!("copy cancelled");
+                        }
+                    }
+                    rec.written = written;
+                    rec.finish(outcome, &error, digest).await;
+                }
+                Action::Publish(state, bytes) => {
+                    rec.written = bytes;
+                    rec.event(state);
+                }
+                Action::Report(frame) => {
+                    let droppable = matches!(frame, TransferFrame::Progress { .. });
+                    if let Some(tx) = self.tx[Slot::Op as usize].as_mut().filter(|t| !t.dead) {
+                        if droppable && tx.out.len() >= REPORT_QUEUE {
+                            // A console that is behind skips updates.
+                            continue;
+                        }
+                        if let TransferFrame::Failed(e) = &frame
+                            && self.relay.started().is_none()
+                        {
+                            tracing::info!(kind = ?e.kind, error = %e.message, "copy refused");
+                        }
+                        let mut buf = BytesMut::new();
+                        if flotilla_wire::frame::encode(&frame, &mut buf, MAX_TRANSFER_FRAME)
+                            .is_ok()
+                        {
+                            tx.out.push_back(buf.freeze());
+                            tx.stalled_since.get_or_insert(now);
+                        }
+                    }
+                }
+                Action::Close => closing = true,
+            }
+        }
+        closing
+    }
+
+    /// Opens the leg's agent stream and tells the relay how that went.
+    async fn open(&mut self, leg: Leg, open: &HubStreamOpen, now: Instant) {
+        let slot = self.slot(leg);
+        let conn = match slot {
+            Slot::Src => self.conns[0].as_ref(),
+            Slot::Dst => self.conns[1].as_ref(),
+            Slot::Op => None,
+        };
+        let Some((conn, name)) = conn else {
+            self.relay.handle_open_failed(leg, "not an agent", now);
+            return;
+        };
+        match open_leg(conn, name, open).await {
+            Ok(bi) => {
+                self.rx[slot as usize] = Some(Rx::new(bi.recv));
+                self.tx[slot as usize] = Some(Tx::new(bi.send));
+                self.relay.handle_opened(leg, Instant::now());
+            }
+            Err(e) => self
+                .relay
+                .handle_open_failed(leg, &e.message, Instant::now()),
+        }
+    }
+
+    /// Says the last word to the operator and lets it read it before the stream goes; agent streams
+    /// not finished or reset by now finish as they drop.
+    async fn close(mut self) {
+        if let Some(tx) = self.tx[Slot::Op as usize].as_mut()
+            && !tx.dead
+        {
+            tx.flush().await;
+            let _ = tx.send.finish();
+            let _ = tokio::time::timeout(CANCEL_TIMEOUT, tx.send.stopped()).await;
+        }
+        for (conn, name) in self.conns.iter().flatten() {
+            let path = conn.stats().path;
+            tracing::debug!(agent = %name, rtt_us = path.rtt.as_micros() as u64, cwnd = path.cwnd,
+                mtu = path.current_mtu, lost_packets = path.lost_packets,
+                sent_packets = path.sent_packets, black_holes = path.black_holes_detected,
+                "link after the transfer");
         }
     }
 }

@@ -2,6 +2,7 @@
 //! transfer, retried with the same id while the hub, an agent or our link comes back.
 
 mod attempt;
+mod retry;
 
 use super::{FilesError, Place, join_rel, list};
 use crate::client::{Client, ClientError, Login};
@@ -9,16 +10,11 @@ use attempt::{attempt_download, attempt_remote, attempt_upload};
 use flotilla_wire::files::{
     EntryKind, TransferDone, TransferError, TransferErrorKind, TransferId, WriteKind,
 };
+use retry::{Retries, RetryAction};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// First wait before a retry; doubles up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_millis(500);
-/// Longest wait between retries: an agent reconnecting after a hub restart waits up to its own
-/// back-off, so polling faster than this would only add load.
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// How `copy` behaves.
 #[derive(Clone, Debug)]
@@ -483,77 +479,87 @@ async fn with_retries(
         kind,
         attempt: 0,
     };
-    let deadline = Instant::now() + opts.retry_for;
-    let mut delay = RETRY_MIN;
-    loop {
-        job.attempt += 1;
-        let result = match session.client().await {
-            Ok(client) => match (src, dst) {
-                (_, Place::Agent { .. }) if kind == WriteKind::Dir => {
-                    attempt_remote(client, &job, cancel, on_event).await
+    let label = format!("{} -> {}", src.label(), dst.label());
+    let mut retries = Retries::new(label, opts.retry_for, Instant::now());
+    // Each attempt is one step; the bound only guards against a policy that never ends.
+    for _ in 0..u32::MAX {
+        while let Some(action) = retries.poll_action() {
+            match action {
+                RetryAction::Attempt(n) => {
+                    job.attempt = n;
+                    let result = attempt(session, &job, cancel, on_event).await;
+                    retries.handle_attempt(result, cancel.is_cancelled(), Instant::now());
                 }
-                (Place::Agent { .. }, Place::Agent { .. }) => {
-                    attempt_remote(client, &job, cancel, on_event).await
-                }
-                (Place::Local(path), Place::Agent { .. }) => {
-                    attempt_upload(client, &job, path, cancel, on_event).await
-                }
-                (Place::Agent { .. }, Place::Local(path)) => {
-                    attempt_download(client, &job, path, cancel, on_event).await
-                }
-                (Place::Local(_), Place::Local(_)) => Err(Attempt::Fatal(FilesError::Usage(
-                    "both ends are local".into(),
-                ))),
-            },
-            Err(e) if reconnectable(&e) => Err(retry(e)),
-            Err(e) => Err(Attempt::Fatal(e.into())),
-        };
-        match result {
-            Ok(done) => {
-                if kind == WriteKind::File {
-                    on_event(&CopyEvent::Done {
-                        transfer: job.transfer.to_string(),
-                        src: src.label(),
-                        dst: dst.label(),
-                        size: done.size,
-                        resumed_from: done.resumed_from,
-                        blake3: done.digest.to_string(),
-                    });
-                }
-                return Ok(done);
-            }
-            Err(Attempt::Cancelled) => return Err(FilesError::Cancelled),
-            Err(Attempt::Fatal(e)) => return Err(e),
-            Err(Attempt::Retry(why)) => {
-                if cancel.is_cancelled() {
-                    return Err(FilesError::Cancelled);
-                }
-                if Instant::now() + delay > deadline {
-                    return Err(FilesError::Transfer(TransferError::new(
-                        TransferErrorKind::Interrupted,
-                        format!(
-                            "{} -> {}: gave up after {} s of retries: {why}",
-                            src.label(),
-                            dst.label(),
-                            opts.retry_for.as_secs()
-                        ),
-                    )));
-                }
-                on_event(&CopyEvent::Retrying {
+                RetryAction::Retrying {
+                    why,
+                    attempt,
+                    delay,
+                } => on_event(&CopyEvent::Retrying {
                     transfer: job.transfer.to_string(),
                     src: src.label(),
                     dst: dst.label(),
                     error: why,
-                    attempt: job.attempt,
+                    attempt,
                     delay_ms: delay.as_millis() as u64,
-                });
-                tokio::select! {
-                    _ = cancel.cancelled() => return Err(FilesError::Cancelled),
-                    _ = tokio::time::sleep(delay) => {}
+                }),
+                RetryAction::Done(done) => {
+                    if kind == WriteKind::File {
+                        on_event(&CopyEvent::Done {
+                            transfer: job.transfer.to_string(),
+                            src: src.label(),
+                            dst: dst.label(),
+                            size: done.size,
+                            resumed_from: done.resumed_from,
+                            blake3: done.digest.to_string(),
+                        });
+                    }
+                    return Ok(done);
                 }
-                delay = (delay * 2).min(RETRY_MAX);
+                RetryAction::Fail(e) => return Err(e),
             }
         }
+        let Some(until) = retries.poll_timeout() else {
+            break;
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => retries.handle_cancel(Instant::now()),
+            _ = tokio::time::sleep_until(until.into()) => retries.handle_timeout(Instant::now()),
+        }
+    }
+    Err(FilesError::Transfer(TransferError::new(
+        TransferErrorKind::Interrupted,
+        format!("{} -> {}: the retries stopped", src.label(), dst.label()),
+    )))
+}
+
+/// Runs one attempt of `job` on the session's connection, reconnecting first if needed.
+async fn attempt(
+    session: &mut Session<'_>,
+    job: &Job<'_>,
+    cancel: &CancellationToken,
+    on_event: &mut (dyn FnMut(&CopyEvent) + Send),
+) -> Result<TransferDone, Attempt> {
+    let client = match session.client().await {
+        Ok(client) => client,
+        Err(e) if reconnectable(&e) => return Err(retry(e)),
+        Err(e) => return Err(Attempt::Fatal(e.into())),
+    };
+    match (job.src, job.dst) {
+        (_, Place::Agent { .. }) if job.kind == WriteKind::Dir => {
+            attempt_remote(client, job, cancel, on_event).await
+        }
+        (Place::Agent { .. }, Place::Agent { .. }) => {
+            attempt_remote(client, job, cancel, on_event).await
+        }
+        (Place::Local(path), Place::Agent { .. }) => {
+            attempt_upload(client, job, path, cancel, on_event).await
+        }
+        (Place::Agent { .. }, Place::Local(path)) => {
+            attempt_download(client, job, path, cancel, on_event).await
+        }
+        (Place::Local(_), Place::Local(_)) => Err(Attempt::Fatal(FilesError::Usage(
+            "both ends are local".into(),
+        ))),
     }
 }
 

@@ -24,6 +24,9 @@ const PIPELINE_DEPTH: usize = 4;
 const ACK_EVERY: u64 = 1024 * 1024;
 /// Time the hub gets to confirm a cancel (both ends cleaned).
 const CANCEL_WAIT: Duration = Duration::from_secs(15);
+/// Time to wait for the hub's reason after it stopped reading an upload: longer than the hub
+/// itself waits (10 s) for a destination that stopped taking data to say why.
+const VERDICT_WAIT: Duration = Duration::from_secs(15);
 
 /// Reads frames from the hub in a task of its own, so waiting for one never races a cancel.
 struct Frames {
@@ -254,12 +257,15 @@ pub(super) async fn attempt_upload(
             msg = data.recv(), if sending => match msg {
                 Some(Upload::Chunk(c)) => {
                     let frame = TransferFrame::Chunk(flotilla_wire::files::Chunk(c));
-                    write_frame(&mut send, &frame, MAX_TRANSFER_FRAME).await.map_err(retry)?;
+                    if let Err(e) = write_frame(&mut send, &frame, MAX_TRANSFER_FRAME).await {
+                        return Err(verdict_after(&mut frames, e).await);
+                    }
                 }
                 Some(Upload::End(digest)) => {
-                    write_frame(&mut send, &TransferFrame::End { digest }, MAX_TRANSFER_FRAME)
-                        .await
-                        .map_err(retry)?;
+                    let end = TransferFrame::End { digest };
+                    if let Err(e) = write_frame(&mut send, &end, MAX_TRANSFER_FRAME).await {
+                        return Err(verdict_after(&mut frames, e).await);
+                    }
                     sending = false;
                 }
                 Some(Upload::Failed(why)) => {
@@ -290,6 +296,27 @@ pub(super) async fn attempt_upload(
                 }
             },
         }
+    }
+}
+
+/// A write to the hub failed: the hub stops reading once the copy has ended, and says why on the
+/// receive side (a full destination's "no space" is final). Waits up to [`VERDICT_WAIT`] for that
+/// reason; without one the write's own error stands and the attempt is retried.
+async fn verdict_after(frames: &mut Frames, write_err: impl std::fmt::Display) -> Attempt {
+    let wait = async {
+        loop {
+            match frames.next().await {
+                Ok(TransferFrame::Failed(e)) => return Some(Attempt::from(e)),
+                Ok(TransferFrame::Cancelled) => return Some(Attempt::Cancelled),
+                // Progress still on its way.
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    match tokio::time::timeout(VERDICT_WAIT, wait).await {
+        Ok(Some(attempt)) => attempt,
+        _ => retry(write_err),
     }
 }
 
