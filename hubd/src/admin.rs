@@ -223,10 +223,10 @@ async fn answer(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> Result<OpRespons
                 })
                 .await?;
             // Closing after the row is committed: a reconnect racing this close is refused.
-            let was_online = ctx.registry.kick(&row.id, ErrorCode::Revoked);
+            let closed = ctx.registry.revoke(&row.id);
             ctx.registry
                 .publish(FleetEvent::Revoked { id: row.id.clone() });
-            tracing::info!(actor = %actor.name, id = %row.id, name = %row.name, was_online, "identity revoked");
+            tracing::info!(actor = %actor.name, id = %row.id, name = %row.name, connections_closed = closed, "identity revoked");
             let mut info = row.to_info(false);
             info.status = flotilla_wire::msg::Status::Revoked;
             Ok(OpResponse::Revoked(info))
