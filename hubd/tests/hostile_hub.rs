@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, DEADLINE, TestFleet, test_hello, within};
+use common::{Client, DEADLINE, HubProc, TestFleet, hubd_bin, run_json, test_hello, within};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_REQUEST_FRAME};
 use flotilla_wire::msg::{FleetEvent, OpRequest, OpResponse, StreamOpen};
@@ -168,4 +168,123 @@ async fn revoked_identity_is_refused_per_request_even_if_its_close_was_lost() {
         try_request(&other, &OpRequest::ListAgents).await,
         Ok(OpResponse::Agents(_))
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// An unauthenticated peer cannot forge lines in the hub's log.
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// `hubd init` on loopback through the real binary.
+async fn init_hub(data: &Path) {
+    run_json(
+        &hubd_bin(),
+        &[
+            "--data-dir",
+            path_str(data),
+            "init",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+        ],
+    )
+    .await;
+}
+
+/// A join token for the hub at `addr` with CA `data/ca.pem`, carrying whatever id we like.
+fn forged_token(data: &Path, addr: std::net::SocketAddr, id: &str) -> String {
+    let ca = flotilla_certs::read_cert_pem(&data.join("ca.pem")).expect("ca.pem");
+    flotilla_certs::JoinToken {
+        hubs: vec![addr.to_string()],
+        ca_fingerprint: flotilla_certs::fingerprint(&ca),
+        id: id.into(),
+        secret: flotilla_certs::TokenSecret([7; 32]),
+    }
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrolment_fields_cannot_forge_lines_in_the_hub_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("hub");
+    init_hub(&data).await;
+    let mut hub = HubProc::run(&data, None).await;
+    let forged = "FORGED hubd: INFO admin logged in from 10.0.0.1 \u{1b}[2J";
+    let attempts = [
+        (format!("0123456789abcdef\n{forged}"), Vec::new()),
+        (format!("\r{forged}"), Vec::new()),
+        (
+            "0123456789abcdef".to_string(),
+            vec![(format!("k\n{forged}"), "v".to_string())],
+        ),
+        (
+            "0123456789abcdef".to_string(),
+            vec![("k".to_string(), format!("v\n{forged}"))],
+        ),
+    ];
+    let mut codes = Vec::new();
+    for (i, (id, labels)) in attempts.into_iter().enumerate() {
+        let login = dir.path().join(format!("peer-{i}"));
+        agentd::create_private_dir(&login).expect("mkdir");
+        let token = forged_token(&data, hub.addr, &id);
+        let result = within(
+            DEADLINE,
+            "forged enrolment",
+            flotilla_certs::enrol::enrol(&token, &login, format!("peer-{i}"), labels, test_hello()),
+        )
+        .await;
+        match result {
+            Err(flotilla_certs::enrol::EnrolError::Dial(
+                flotilla_certs::dial::DialError::Refused(r),
+            )) => codes.push(r.code),
+            other => panic!("forged enrolment {i} answered {other:?}"),
+        }
+    }
+    // A last, well-formed refusal: once its line is read, every line before it is too.
+    let sentinel = forged_token(&data, hub.addr, "feedfacefeedface");
+    let login = dir.path().join("sentinel");
+    agentd::create_private_dir(&login).expect("mkdir");
+    let _ = within(
+        DEADLINE,
+        "sentinel enrolment",
+        flotilla_certs::enrol::enrol(
+            &sentinel,
+            &login,
+            "sentinel".into(),
+            Vec::new(),
+            test_hello(),
+        ),
+    )
+    .await;
+    hub.daemon.wait_log("feedfacefeedface", DEADLINE).await;
+
+    let log = hub.daemon.log_text();
+    assert!(
+        !log.contains('\u{1b}'),
+        "a raw escape reached the log:\n{log}"
+    );
+    assert!(
+        !log.contains('\r'),
+        "a raw carriage return reached the log:\n{log}"
+    );
+    for line in log.lines() {
+        if line.contains("FORGED") {
+            assert!(
+                line.contains("enrolment refused"),
+                "a forged line stands on its own:\n{line}\nwhole log:\n{log}"
+            );
+        }
+    }
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("enrolment refused"))
+        .count();
+    assert_eq!(refused, 5, "one refusal line per attempt:\n{log}");
+    assert!(log.contains("(malformed)"), "{log}");
+    // A malformed id is refused as such, before the token table is asked.
+    assert_eq!(codes, [ErrorCode::BadRequest; 4]);
+    hub.daemon.sigterm();
+    hub.daemon.wait_exit(DEADLINE).await;
 }

@@ -45,12 +45,23 @@ pub(crate) fn check_label(key: &str, value: &str) -> Result<(), HubError> {
     } else {
         Err(HubError::refused(
             ErrorCode::BadRequest,
-            format!("label {key}={value} is invalid"),
+            // Escaped: the message reaches the log and the peer's terminal.
+            format!(
+                "label {}={} is invalid",
+                key.escape_debug(),
+                value.escape_debug()
+            ),
         ))
     }
 }
 
 async fn enrol(ctx: &HubCtx, req: EnrollRequest, remote: SocketAddr) -> Result<Enrolled, HubError> {
+    if !flotilla_certs::JoinToken::is_valid_id(&req.token_id) {
+        return Err(HubError::refused(
+            ErrorCode::BadRequest,
+            "join token id is malformed: the token is damaged, ask for a new one",
+        ));
+    }
     if req.protocol_version != PROTOCOL_VERSION {
         return Err(HubError::refused(
             ErrorCode::VersionMismatch,
@@ -122,10 +133,16 @@ pub(crate) async fn serve(
     req: EnrollRequest,
     remote: SocketAddr,
 ) {
-    let token_id = req.token_id.clone();
+    // Whatever a peer without a certificate sends reaches the log escaped (`?`), and its token id
+    // only once it has the shape of one.
+    let token_id = if flotilla_certs::JoinToken::is_valid_id(&req.token_id) {
+        req.token_id.clone()
+    } else {
+        "(malformed)".to_string()
+    };
     match enrol(ctx, req, remote).await {
         Ok(enrolled) => {
-            tracing::info!(id = %enrolled.identity, name = %enrolled.name, role = %enrolled.role, %token_id, "enrolled");
+            tracing::info!(id = %enrolled.identity, name = %enrolled.name, role = %enrolled.role, token_id = ?token_id, "enrolled");
             ctx.stats.enrolment(true);
             let mut out = ctx.stats.writer(StreamKind::Control, send);
             let _ = write_frame(&mut out, &ServerOpen::Enrolled(enrolled), MAX_CONTROL_FRAME).await;
@@ -137,9 +154,9 @@ pub(crate) async fn serve(
         Err(err) => {
             ctx.stats.enrolment(false);
             if matches!(err, HubError::Refused { .. }) {
-                tracing::info!(%token_id, reason = %err, "enrolment refused");
+                tracing::info!(token_id = ?token_id, reason = ?err.to_string(), "enrolment refused");
             } else {
-                tracing::error!(%token_id, error = %err, "enrolment failed");
+                tracing::error!(token_id = ?token_id, error = ?err.to_string(), "enrolment failed");
             }
             refuse(conn, send, err.to_refusal()).await;
         }
