@@ -288,3 +288,139 @@ async fn enrolment_fields_cannot_forge_lines_in_the_hub_log() {
     hub.daemon.sigterm();
     hub.daemon.wait_exit(DEADLINE).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Refused admin calls leave an audit record.
+
+/// Audit records written after `after_seq`.
+async fn audit_since(fleet: &TestFleet, after_seq: i64) -> Vec<hubd::store::AuditRecord> {
+    fleet
+        .ctx()
+        .store
+        .call(|c| Ok(hubd::store::audit::recent(c, 1000)?))
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|r| r.seq > after_seq)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_calls_refused_for_the_role_are_audited_with_who_what_and_why() {
+    use flotilla_wire::files::{CopyEnd, CopyRequest, TransferId, WriteKind};
+    use flotilla_wire::msg::TokenSpec;
+    let fleet = TestFleet::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for role in [Role::Viewer, Role::Operator] {
+        let client = login(
+            &fleet,
+            &dir.path().join(role.as_str()),
+            role,
+            &format!("{role}-1"),
+        )
+        .await;
+        let who = client.welcome.identity.to_string();
+        let start = audit_since(&fleet, 0).await.last().map_or(0, |r| r.seq);
+        let spec = TokenSpec {
+            role: Role::Admin,
+            ttl_s: 3600,
+            uses: 1,
+            labels: Vec::new(),
+        };
+        let calls = [
+            (
+                OpRequest::TokenCreate(spec),
+                "token.create.denied",
+                "role:admin",
+                "creating tokens",
+            ),
+            (
+                OpRequest::TokenList,
+                "token.list.denied",
+                "",
+                "listing tokens",
+            ),
+            (
+                OpRequest::TokenDelete {
+                    id: "0123456789abcdef".into(),
+                },
+                "token.delete.denied",
+                "0123456789abcdef",
+                "deleting tokens",
+            ),
+            (
+                OpRequest::Revoke {
+                    query: "admin".into(),
+                },
+                "revoke.denied",
+                "admin",
+                "revoking",
+            ),
+            (
+                OpRequest::ListOperators,
+                "operators.list.denied",
+                "",
+                "listing operators",
+            ),
+        ];
+        let mut want = Vec::new();
+        for (req, action, target, what) in calls {
+            let reason = format!("{what} needs the admin role; you are {role}");
+            match client.request(&req).await {
+                OpResponse::Error(r) => {
+                    assert_eq!(
+                        (r.code, r.message.as_str()),
+                        (ErrorCode::Forbidden, reason.as_str())
+                    );
+                }
+                other => panic!("{action} by a {role} answered {other:?}"),
+            }
+            want.push((
+                who.clone(),
+                action.to_string(),
+                target.to_string(),
+                format!("role={role} reason={reason}"),
+            ));
+        }
+        // Allowed calls add no refusal.
+        assert!(matches!(
+            client.request(&OpRequest::ListAgents).await,
+            OpResponse::Agents(_)
+        ));
+        if role == Role::Viewer {
+            let (mut send, mut recv) = client.conn.open_bi().await.expect("copy stream");
+            write_frame(&mut send, &StreamOpen::Copy, MAX_CONTROL_FRAME)
+                .await
+                .expect("copy open");
+            let req = CopyRequest {
+                transfer: TransferId(7),
+                src: CopyEnd::Agent {
+                    agent: "web-1".into(),
+                    path: "a".into(),
+                },
+                dst: CopyEnd::Local {
+                    path: "a".into(),
+                    meta: None,
+                },
+                kind: WriteKind::File,
+            };
+            write_frame(&mut send, &req, MAX_CONTROL_FRAME)
+                .await
+                .expect("copy request");
+            // The refusal comes back, then the stream ends.
+            let _ = within(DEADLINE, "copy refusal", recv.read_to_end(64 * 1024)).await;
+            want.push((
+                who.clone(),
+                "copy.denied".into(),
+                String::new(),
+                "role=viewer reason=copying needs the operator role; you are viewer".into(),
+            ));
+        }
+        let got: Vec<_> = audit_since(&fleet, start)
+            .await
+            .into_iter()
+            .map(|r| (r.actor, r.action, r.target, r.detail))
+            .collect();
+        assert_eq!(got, want, "audit records of the {role}'s refused calls");
+    }
+}

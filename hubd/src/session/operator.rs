@@ -172,7 +172,14 @@ async fn serve_stream(
         StreamOpen::Query => crate::exec::serve_query(ctx, actor, send, recv, cancel).await,
         StreamOpen::FileList => super::files::list(&ctx, &mut send, &mut recv).await,
         StreamOpen::FileWatch => super::files::watch(&ctx, &mut send, &mut recv, cancel).await,
-        StreamOpen::Copy => crate::relay::copy(ctx, actor, send, recv, cancel).await,
+        StreamOpen::Copy => {
+            if !actor.role.can_act() {
+                // The relay refuses it; the refusal is recorded here, before the request is read.
+                let reason = format!("copying needs the operator role; you are {}", actor.role);
+                admin::audit_denied(&ctx, &actor, "copy", String::new(), &reason).await;
+            }
+            crate::relay::copy(ctx, actor, send, recv, cancel).await
+        }
         StreamOpen::Metrics | StreamOpen::Snapshot => {
             refuse(&mut send, &mut recv, ErrorCode::Forbidden)
         }
