@@ -294,11 +294,12 @@ fn service_log(cli: &Cli) -> Option<std::fs::File> {
     )
     .ok()?;
     std::fs::create_dir_all(&resolved.data_dir).ok()?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(resolved.data_dir.join("hubd.log"))
-        .ok()
+    crate::open_with_mode(
+        &resolved.data_dir.join("hubd.log"),
+        crate::PRIVATE_FILE_MODE,
+        true,
+    )
+    .ok()
 }
 
 fn init_tracing(format: &str, file: Option<std::fs::File>) -> crate::reload::LogControl {

@@ -424,3 +424,165 @@ async fn admin_calls_refused_for_the_role_are_audited_with_who_what_and_why() {
         assert_eq!(got, want, "audit records of the {role}'s refused calls");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// State at rest: explicit modes whatever the umask, and no silent default listen address.
+
+/// `sh -c 'umask 000; exec hubd ARGS'`: what a careless service manager or shell would give it.
+fn under_umask_000(args: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "-c".to_string(),
+        "umask 000 && exec \"$0\" \"$@\"".to_string(),
+        hubd_bin().to_str().expect("utf-8 path").to_string(),
+    ];
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Every file under `dir` with its mode, relative path first.
+fn modes_under(dir: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let entry = entry.expect("dir entry");
+            let meta = std::fs::symlink_metadata(entry.path()).expect("stat");
+            let rel = entry
+                .path()
+                .strip_prefix(dir)
+                .expect("under dir")
+                .display()
+                .to_string();
+            out.push((rel, meta.permissions().mode() & 0o777));
+            if meta.is_dir() {
+                todo.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_data_file_has_an_explicit_mode_under_umask_000() {
+    use common::{Daemon, run_cmd};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("hub");
+    let data_s = path_str(&data);
+    let sh = Path::new("/bin/sh");
+    let args = under_umask_000(&["--data-dir", data_s, "init", "--listen", "127.0.0.1:0"]);
+    let out = run_cmd(sh, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = under_umask_000(&["--data-dir", data_s, "run"]);
+    let mut hub = Daemon::spawn(sh, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    hub.wait_log("hub listening", DEADLINE).await;
+    // Something in the database and its WAL, and a backup while serving.
+    let backup = dir.path().join("backup.db");
+    let args = under_umask_000(&["--data-dir", data_s, "backup", path_str(&backup)]);
+    let out = run_cmd(sh, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let modes = modes_under(&data);
+    let names: Vec<&str> = modes.iter().map(|(n, _)| n.as_str()).collect();
+    for must in [
+        "hub.db",
+        "hub.db-wal",
+        "hub.db-shm",
+        "hub.toml",
+        "admin.sock",
+        "hub.lock",
+    ] {
+        assert!(names.contains(&must), "{must} missing from {names:?}");
+    }
+    let wrong: Vec<_> = modes
+        .iter()
+        .filter(|(name, mode)| {
+            let path = data.join(name);
+            let want: &[u32] = if path.is_dir() {
+                &[0o700]
+            } else if name.ends_with(".pem")
+                || name.ends_with("hubs")
+                || name.ends_with(".toml")
+                || name.ends_with(".addr")
+            {
+                // Public, readable by the group at most.
+                &[0o640]
+            } else {
+                &[0o600]
+            };
+            !want.contains(mode)
+        })
+        .map(|(n, m)| format!("{n} {m:o}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "files with the wrong mode: {wrong:?} (all: {modes:?})"
+    );
+    assert_eq!(common::mode_of(&backup), 0o600, "the backup");
+
+    hub.sigterm();
+    assert_eq!(
+        hub.wait_exit(DEADLINE).await.code(),
+        Some(0),
+        "{}",
+        hub.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_without_listen_is_refused_rather_than_listening_everywhere() {
+    use common::run_cmd;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("hub");
+    init_hub(&data).await;
+    let config = data.join("hub.toml");
+    let good = std::fs::read_to_string(&config).expect("hub.toml");
+    let truncated: String = good
+        .lines()
+        .filter(|l| !l.starts_with("listen"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(truncated, good, "the test must drop the listen line");
+    for bad in [String::new(), truncated] {
+        std::fs::write(&config, &bad).expect("write hub.toml");
+        for sub in [&["run"][..], &["config", "check"][..]] {
+            let mut args = vec!["--data-dir", path_str(&data)];
+            args.extend(sub);
+            let out = run_cmd(&hubd_bin(), &args).await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{sub:?}: {err}");
+            assert!(
+                err.contains("sets no `listen` address"),
+                "{sub:?} should name the missing key: {err}"
+            );
+            assert!(!data.join("admin.sock").exists(), "nothing was started");
+        }
+    }
+    // Given on the command line, the address need not be in the file.
+    let out = run_cmd(
+        &hubd_bin(),
+        &[
+            "--data-dir",
+            path_str(&data),
+            "config",
+            "check",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
