@@ -586,3 +586,98 @@ async fn config_without_listen_is_refused_rather_than_listening_everywhere() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Names that would confuse selectors, queries or listings are refused.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reserved_id_shaped_and_case_variant_names_are_refused() {
+    use flotilla_wire::msg::Refusal;
+    let fleet = TestFleet::new().await;
+    let web = fleet.agent("web-1").await;
+    let token = fleet.token(Role::Agent, 1, Vec::new()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_dir = dir.path().join("agent");
+    let upper_id = web.id.as_str().to_ascii_uppercase();
+    let cases = [
+        (
+            "all",
+            "is reserved (selectors and paths give it a meaning): choose another",
+        ),
+        (
+            "ALL",
+            "is reserved (selectors and paths give it a meaning): choose another",
+        ),
+        (
+            ".",
+            "is reserved (selectors and paths give it a meaning): choose another",
+        ),
+        (
+            "..",
+            "is reserved (selectors and paths give it a meaning): choose another",
+        ),
+        (
+            "-rf",
+            "starts with '-' and would read as an option: choose another",
+        ),
+        (
+            web.id.as_str(),
+            "has the shape of an identity id (a-/o- and 16 hex digits): choose another",
+        ),
+        (
+            upper_id.as_str(),
+            "has the shape of an identity id (a-/o- and 16 hex digits): choose another",
+        ),
+        (
+            "o-0123456789abcdef",
+            "has the shape of an identity id (a-/o- and 16 hex digits): choose another",
+        ),
+    ];
+    for (name, why) in cases {
+        let r = match common::enrol_into(&agent_dir, &token.token, name, Vec::new()).await {
+            Err(flotilla_certs::enrol::EnrolError::Dial(
+                flotilla_certs::dial::DialError::Refused(r),
+            )) => r,
+            other => panic!("enrolling as {name:?} answered {other:?}"),
+        };
+        assert_eq!(
+            r,
+            Refusal {
+                code: ErrorCode::BadRequest,
+                message: format!("name {name:?} {why}"),
+            }
+        );
+    }
+    for variant in ["WEB-1", "Web-1"] {
+        let r = match common::enrol_into(&agent_dir, &token.token, variant, Vec::new()).await {
+            Err(flotilla_certs::enrol::EnrolError::Dial(
+                flotilla_certs::dial::DialError::Refused(r),
+            )) => r,
+            other => panic!("enrolling as {variant:?} answered {other:?}"),
+        };
+        assert_eq!(r.code, ErrorCode::BadRequest);
+        assert_eq!(
+            r.message,
+            format!(
+                "name {variant:?} is taken by {0} as \"web-1\" (names are compared ignoring case): enrol with another --name, or revoke {0} first",
+                web.id
+            )
+        );
+    }
+    // Nothing was enrolled and the token still has its use; a plain new name works.
+    assert_eq!(common::files_in(&agent_dir), Vec::<String>::new());
+    assert_eq!(
+        fleet
+            .token_info(&token.info.id)
+            .await
+            .expect("token listed")
+            .uses_left,
+        1
+    );
+    assert_eq!(fleet.agents().await.len(), 1);
+    let ok = common::enrol_into(&agent_dir, &token.token, "web-2", Vec::new())
+        .await
+        .expect("a plain name enrols");
+    assert_eq!(ok.enrolled.name, "web-2");
+    fleet.assert_serving(&web).await;
+}

@@ -24,18 +24,35 @@ fn valid_word(s: &str, extra: &[char]) -> bool {
         })
 }
 
-/// Checks a display name: letters, digits, `-`, `_`, `.`; at most 64 characters.
+/// Words a name may not be, in any case: `all` selects every agent, and `.`/`..` read as paths.
+const RESERVED_NAMES: &[&str] = &["all", ".", ".."];
+
+/// Checks a display name: letters, digits, `-`, `_`, `.`; at most 64 characters; not a word the
+/// selector syntax or a path gives a meaning to, not starting with `-` (it would read as an option on
+/// a command line), and not shaped like an identity id (`a-`/`o-` and 16 hex digits, in any case),
+/// so that a selector or query naming it can only mean one identity.
 pub(crate) fn check_name(name: &str) -> Result<(), HubError> {
-    if valid_word(name, &[]) {
-        Ok(())
-    } else {
+    let refuse = |why: &str| {
         Err(HubError::refused(
             ErrorCode::BadRequest,
-            format!(
-                "name {name:?} is invalid: use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
-            ),
+            format!("name {name:?} {why}"),
         ))
+    };
+    if !valid_word(name, &[]) {
+        return refuse(&format!(
+            "is invalid: use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+        ));
     }
+    if RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return refuse("is reserved (selectors and paths give it a meaning): choose another");
+    }
+    if name.starts_with('-') {
+        return refuse("starts with '-' and would read as an option: choose another");
+    }
+    if IdentityId::parse(&name.to_ascii_lowercase()).is_some() {
+        return refuse("has the shape of an identity id (a-/o- and 16 hex digits): choose another");
+    }
+    Ok(())
 }
 
 /// Checks a label: key and value in the name alphabet (values may also hold `/` and `:`).
@@ -88,10 +105,15 @@ async fn enrol(ctx: &HubCtx, req: EnrollRequest, remote: SocketAddr) -> Result<E
             let tx = c.transaction()?;
             let now = now_ms();
             let grant = store::tokens::redeem(&tx, &req.token_id, &req.secret, now)?;
-            if let Some(holder) = store::identities::holder_of_name(&tx, &name)? {
+            if let Some((holder, held)) = store::identities::holder_of_name(&tx, &name)? {
+                let variant = if held == name {
+                    String::new()
+                } else {
+                    format!(" as {held:?} (names are compared ignoring case)")
+                };
                 return Err(HubError::refused(
                     ErrorCode::BadRequest,
-                    format!("name {name:?} is taken by {holder}: enrol with another --name, or revoke {holder} first"),
+                    format!("name {name:?} is taken by {holder}{variant}: enrol with another --name, or revoke {holder} first"),
                 ));
             }
             let id = IdentityId::from_random(grant.role, flotilla_certs::random_bytes());
