@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, DEADLINE, HubProc, TestFleet, hubd_bin, run_json, test_hello, within};
+use common::{Client, DEADLINE, TestFleet, hubd_bin, run_json, test_hello, within};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_REQUEST_FRAME};
 use flotilla_wire::msg::{FleetEvent, OpRequest, OpResponse, StreamOpen};
@@ -206,11 +206,37 @@ fn forged_token(data: &Path, addr: std::net::SocketAddr, id: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn enrolment_fields_cannot_forge_lines_in_the_hub_log() {
+async fn enrolment_fields_cannot_forge_lines_in_the_human_log() {
+    forge_attempts("human").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrolment_fields_cannot_forge_lines_in_the_json_log() {
+    let log = forge_attempts("json").await;
+    for line in log.lines() {
+        let parsed: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line is not one JSON object ({e}): {line}"));
+        assert!(parsed.is_object(), "{line}");
+    }
+}
+
+/// Runs a hub logging in `format`, sends it enrolments whose token id and labels try to start log
+/// lines of their own, checks that none did, and returns the log.
+async fn forge_attempts(format: &str) -> String {
+    use common::Daemon;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("hub");
     init_hub(&data).await;
-    let mut hub = HubProc::run(&data, None).await;
+    let mut hub = Daemon::spawn(
+        &hubd_bin(),
+        &["--log-format", format, "--data-dir", path_str(&data), "run"],
+    );
+    hub.wait_log("hub listening", DEADLINE).await;
+    let addr: std::net::SocketAddr = std::fs::read_to_string(data.join("hub.addr"))
+        .expect("hub.addr")
+        .trim()
+        .parse()
+        .expect("hub.addr holds an address");
     let forged = "FORGED hubd: INFO admin logged in from 10.0.0.1 \u{1b}[2J";
     let attempts = [
         (format!("0123456789abcdef\n{forged}"), Vec::new()),
@@ -228,7 +254,7 @@ async fn enrolment_fields_cannot_forge_lines_in_the_hub_log() {
     for (i, (id, labels)) in attempts.into_iter().enumerate() {
         let login = dir.path().join(format!("peer-{i}"));
         agentd::create_private_dir(&login).expect("mkdir");
-        let token = forged_token(&data, hub.addr, &id);
+        let token = forged_token(&data, addr, &id);
         let result = within(
             DEADLINE,
             "forged enrolment",
@@ -243,7 +269,7 @@ async fn enrolment_fields_cannot_forge_lines_in_the_hub_log() {
         }
     }
     // A last, well-formed refusal: once its line is read, every line before it is too.
-    let sentinel = forged_token(&data, hub.addr, "feedfacefeedface");
+    let sentinel = forged_token(&data, addr, "feedfacefeedface");
     let login = dir.path().join("sentinel");
     agentd::create_private_dir(&login).expect("mkdir");
     let _ = within(
@@ -258,9 +284,9 @@ async fn enrolment_fields_cannot_forge_lines_in_the_hub_log() {
         ),
     )
     .await;
-    hub.daemon.wait_log("feedfacefeedface", DEADLINE).await;
+    hub.wait_log("feedfacefeedface", DEADLINE).await;
 
-    let log = hub.daemon.log_text();
+    let log = hub.log_text();
     assert!(
         !log.contains('\u{1b}'),
         "a raw escape reached the log:\n{log}"
@@ -285,8 +311,9 @@ async fn enrolment_fields_cannot_forge_lines_in_the_hub_log() {
     assert!(log.contains("(malformed)"), "{log}");
     // A malformed id is refused as such, before the token table is asked.
     assert_eq!(codes, [ErrorCode::BadRequest; 4]);
-    hub.daemon.sigterm();
-    hub.daemon.wait_exit(DEADLINE).await;
+    hub.sigterm();
+    hub.wait_exit(DEADLINE).await;
+    log
 }
 
 // ---------------------------------------------------------------------------------------------
