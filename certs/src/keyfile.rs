@@ -40,8 +40,12 @@ pub fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertE
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| CertError::io(path, e))?;
+        // Only when it differs: a file that already has the mode needs no ownership to rewrite.
+        let meta = file.metadata().map_err(|e| CertError::io(path, e))?;
+        if meta.permissions().mode() & 0o777 != mode {
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| CertError::io(path, e))?;
+        }
     }
     #[cfg(not(unix))]
     let _ = mode;

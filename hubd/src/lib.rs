@@ -132,7 +132,9 @@ pub(crate) fn open_with_mode(
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if file.metadata()?.permissions().mode() & 0o777 != mode {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
     }
     #[cfg(not(unix))]
     let _ = mode;
