@@ -335,14 +335,19 @@ impl Registry {
     pub fn revoke(&self, id: &IdentityId) -> usize {
         self.mark_revoked(id);
         let closed_agent = usize::from(self.kick(id, ErrorCode::Revoked));
-        let operators: Vec<quinn::Connection> = self
-            .operators
+        // Taken out of the map at once (their sessions' own cleanup then finds nothing), so the
+        // operator count is right as soon as this returns.
+        let mut operators = Vec::new();
+        self.operators
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|(op, _)| op == id)
-            .map(|(_, conn)| conn.clone())
-            .collect();
+            .retain(|_, (op, conn)| {
+                let keep = op != id;
+                if !keep {
+                    operators.push(conn.clone());
+                }
+                keep
+            });
         for conn in &operators {
             let code = ErrorCode::Revoked;
             conn.close(code.as_u32().into(), code.describe().as_bytes());
