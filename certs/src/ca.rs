@@ -99,7 +99,7 @@ impl Ca {
         validity(&mut params, CA_VALIDITY);
         let cert = params.self_signed(&key).map_err(build_err)?;
         keyfile::write_private(&dir.join(CA_KEY_FILE), key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert_path, cert.pem()).map_err(|e| CertError::io(&cert_path, e))?;
+        keyfile::write_with_mode(&cert_path, cert.pem().as_bytes(), keyfile::PUBLIC_FILE_MODE)?;
         Ok(Self {
             cert_der: cert.der().clone(),
             key,

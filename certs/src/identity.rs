@@ -88,9 +88,14 @@ pub fn read_cert_pem(path: &Path) -> Result<CertificateDer<'static>, CertError> 
     })
 }
 
-/// Writes a certificate as PEM (not secret: default permissions).
+/// Writes a certificate as PEM (not secret, but never writable by others: mode
+/// [`keyfile::PUBLIC_FILE_MODE`] whatever the umask).
 pub fn write_cert_pem(path: &Path, der: &[u8]) -> Result<(), CertError> {
-    std::fs::write(path, to_pem("CERTIFICATE", der)).map_err(|e| CertError::io(path, e))
+    keyfile::write_with_mode(
+        path,
+        to_pem("CERTIFICATE", der).as_bytes(),
+        keyfile::PUBLIC_FILE_MODE,
+    )
 }
 
 impl Identity {
@@ -142,7 +147,7 @@ impl Identity {
         let path = dir.join(HUBS_FILE);
         let mut text = hubs.join("\n");
         text.push('\n');
-        std::fs::write(&path, text).map_err(|e| CertError::io(&path, e))
+        keyfile::write_with_mode(&path, text.as_bytes(), keyfile::PUBLIC_FILE_MODE)
     }
 
     /// Loads the hub addresses saved by [`Identity::save_hubs`].

@@ -50,6 +50,34 @@ pub fn create_private_dir(dir: &Path) -> Result<(), CertError> {
     Ok(())
 }
 
+/// Mode of certificates and other files that are public but belong to the fleet's admin: readable by
+/// the owner's group (a monitoring user, say), never writable by others whatever the umask.
+pub const PUBLIC_FILE_MODE: u32 = 0o640;
+
+/// Writes `bytes` to `path` in place with exactly `mode` (an existing file's looser mode is
+/// tightened first), so the umask never decides who may read or change it. On Windows the file
+/// inherits its directory's ACL.
+pub fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    let mut file = opts.open(path).map_err(|e| CertError::io(path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Only when it differs: a file that already has the mode needs no ownership to rewrite.
+        let meta = file.metadata().map_err(|e| CertError::io(path, e))?;
+        if meta.permissions().mode() & 0o777 != mode {
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| CertError::io(path, e))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    file.write_all(bytes).map_err(|e| CertError::io(path, e))
+}
+
 /// Reads a private file, refusing one that group or others can read (Unix only: on Windows the
 /// directory's ACL is trusted, see the module doc).
 pub fn read_private(path: &Path) -> Result<Vec<u8>, CertError> {

@@ -22,7 +22,9 @@ pub use fingerprint::{Fingerprint, fingerprint};
 pub use identity::{
     IDENTITY_STEM, Identity, PeerIdentity, peer_identity, read_cert_pem, write_cert_pem,
 };
-pub use keyfile::{create_private_dir, read_private, write_private};
+pub use keyfile::{
+    PUBLIC_FILE_MODE, create_private_dir, read_private, write_private, write_with_mode,
+};
 pub use token::{JoinToken, TokenError, TokenSecret, hash_secret, random_bytes, secrets_match};
 
 /// Installs ring as the process-wide rustls crypto provider. Call first thing in every `main` and test;

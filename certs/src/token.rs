@@ -10,6 +10,8 @@ use std::fmt;
 const TOKEN_PREFIX: &str = "flt1_";
 /// 256 bits of secret: far above the 128-bit floor, costs nothing.
 const SECRET_LEN: usize = 32;
+/// Random bytes in a token id: 64 bits tell tokens apart; the id is public and never a credential.
+const ID_BYTES: usize = 8;
 
 /// Why a token string cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,7 +85,7 @@ pub fn secrets_match(a: &[u8], b: &[u8]) -> bool {
 impl JoinToken {
     /// A new token for `hubs` pinning `ca`, with a fresh id and secret.
     pub fn generate(hubs: Vec<String>, ca: Fingerprint) -> Self {
-        let id: String = random_bytes::<8>()
+        let id: String = random_bytes::<ID_BYTES>()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
@@ -93,6 +95,13 @@ impl JoinToken {
             id,
             secret: TokenSecret(random_bytes()),
         }
+    }
+
+    /// Whether `id` has the shape of the ids [`JoinToken::generate`] makes (lowercase hex of
+    /// 8 bytes). What a peer claims as a token id is checked with this before it is logged or looked
+    /// up, so a forged id cannot carry a newline or a terminal escape into the hub's log.
+    pub fn is_valid_id(id: &str) -> bool {
+        id.len() == 2 * ID_BYTES && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
 
     /// The hash the hub stores.
@@ -147,6 +156,16 @@ mod tests {
         assert_eq!(back.id, t.id);
         assert_eq!(back.secret.0, t.secret.0);
         assert_eq!(back.ca_fingerprint, t.ca_fingerprint);
+        assert!(JoinToken::is_valid_id(&t.id));
+        for bad in [
+            "",
+            "0123456789abcdeF",
+            "0123456789abcde",
+            "0123456789abcdef0",
+            "0123\n56789abcdef",
+        ] {
+            assert!(!JoinToken::is_valid_id(bad), "{bad:?}");
+        }
         assert!(!format!("{back:?}").contains(&text[10..20]));
     }
 

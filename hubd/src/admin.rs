@@ -23,14 +23,65 @@ pub struct Actor {
 
 /// Answers one request; refusals and failures become [`OpResponse::Error`] (internals stay in the log).
 pub async fn handle(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> OpResponse {
+    let (action, target) = audit_name(&req);
     match answer(ctx, actor, req).await {
         Ok(resp) => resp,
         Err(err) => {
-            if !matches!(err, HubError::Refused { .. }) {
-                tracing::error!(actor = %actor.name, error = %err, "operator request failed");
+            match &err {
+                HubError::Refused {
+                    code: ErrorCode::Forbidden,
+                    message,
+                } => audit_denied(ctx, actor, action, target, message).await,
+                HubError::Refused { .. } => {}
+                _ => tracing::error!(actor = %actor.name, error = %err, "operator request failed"),
             }
             OpResponse::Error(err.to_refusal())
         }
+    }
+}
+
+/// What a request is called in the audit log, and what it acts on.
+fn audit_name(req: &OpRequest) -> (&'static str, String) {
+    match req {
+        OpRequest::ListAgents => ("agents.list", String::new()),
+        OpRequest::Agent { query } => ("agents.show", query.clone()),
+        OpRequest::Metrics { query, .. } => ("metrics", query.clone()),
+        OpRequest::ListOperators => ("operators.list", String::new()),
+        OpRequest::TokenCreate(spec) => ("token.create", format!("role:{}", spec.role)),
+        OpRequest::TokenList => ("token.list", String::new()),
+        OpRequest::TokenDelete { id } => ("token.delete", id.clone()),
+        OpRequest::Revoke { query } => ("revoke", query.clone()),
+    }
+}
+
+/// Records a call refused for the caller's role, as `<action>.denied` with the role and the reason,
+/// so an audit shows who tried what they may not do. A failure to write is logged, not returned:
+/// the caller is refused either way.
+pub(crate) async fn audit_denied(
+    ctx: &HubCtx,
+    actor: &Actor,
+    action: &str,
+    target: String,
+    reason: &str,
+) {
+    let (who, action) = (actor.name.clone(), format!("{action}.denied"));
+    let detail = format!("role={} reason={reason}", actor.role);
+    tracing::info!(actor = %who, action = %action, target = ?target, "refused for the caller's role");
+    let written = ctx
+        .store
+        .call(move |c| {
+            Ok(store::audit::append(
+                c,
+                now_ms(),
+                &who,
+                &action,
+                &target,
+                &detail,
+            )?)
+        })
+        .await;
+    if let Err(e) = written {
+        tracing::error!(error = %e, "could not write audit record");
     }
 }
 
@@ -234,10 +285,10 @@ async fn answer(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> Result<OpRespons
                 })
                 .await?;
             // Closing after the row is committed: a reconnect racing this close is refused.
-            let was_online = ctx.registry.kick(&row.id, ErrorCode::Revoked);
+            let closed = ctx.registry.revoke(&row.id);
             ctx.registry
                 .publish(FleetEvent::Revoked { id: row.id.clone() });
-            tracing::info!(actor = %actor.name, id = %row.id, name = %row.name, was_online, "identity revoked");
+            tracing::info!(actor = %actor.name, id = %row.id, name = %row.name, connections_closed = closed, "identity revoked");
             let mut info = row.to_info(false);
             info.status = flotilla_wire::msg::Status::Revoked;
             Ok(OpResponse::Revoked(info))

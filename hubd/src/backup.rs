@@ -101,6 +101,27 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> HubError {
     HubError::io(format!("{what} {}", path.display()), e)
 }
 
+/// Creates `path`, which must not exist, 0600 from its creation whatever the umask: a backup holds
+/// everything the database does.
+fn create_private(path: &Path) -> Result<std::fs::File, HubError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, crate::PRIVATE_FILE_MODE);
+    let file = opts.open(path).map_err(|e| io("create", path, e))?;
+    deploy::files::set_mode(path, crate::PRIVATE_FILE_MODE)
+        .map_err(|e| io("chmod", path, e.source))?;
+    Ok(file)
+}
+
+/// Copies `src` into a new file `dest` created 0600 (`std::fs::copy` would give it `src`'s mode).
+fn copy_private(src: &Path, dest: &Path) -> Result<(), HubError> {
+    let mut from = std::fs::File::open(src).map_err(|e| io("open", src, e))?;
+    let mut to = create_private(dest)?;
+    std::io::copy(&mut from, &mut to).map_err(|e| io("copy to", dest, e))?;
+    Ok(())
+}
+
 /// Copies the database at `db` into `dest` (which must not exist), consistently, without
 /// blocking writers. Blocking: call from a blocking thread.
 pub fn vacuum_into(db: &Path, dest: &Path) -> Result<BackupInfo, HubError> {
@@ -112,9 +133,13 @@ pub fn vacuum_into(db: &Path, dest: &Path) -> Result<BackupInfo, HubError> {
     let dest_text = dest
         .to_str()
         .ok_or_else(|| HubError::Config(format!("{} is not UTF-8", dest.display())))?;
-    conn.execute("VACUUM INTO ?1", [dest_text])?;
+    // SQLite would create the copy 0644; into an empty file made 0600 it keeps that mode.
+    drop(create_private(dest)?);
+    if let Err(e) = conn.execute("VACUUM INTO ?1", [dest_text]) {
+        let _ = std::fs::remove_file(dest);
+        return Err(e.into());
+    }
     drop(conn);
-    deploy::files::set_mode(dest, 0o600).map_err(|e| io("chmod", dest, e.source))?;
     describe(dest).map_err(|e| match e {
         RestoreError::Hub(h) => h,
         other => HubError::Config(other.to_string()),
@@ -194,8 +219,7 @@ pub fn place(src: &Path, dest: &Path, force: bool) -> Result<(), HubError> {
     }
     let tmp = partial(dest);
     let _ = std::fs::remove_file(&tmp);
-    std::fs::copy(src, &tmp).map_err(|e| io("copy to", &tmp, e))?;
-    deploy::files::set_mode(&tmp, 0o600).map_err(|e| io("chmod", &tmp, e.source))?;
+    copy_private(src, &tmp)?;
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(|e| io("sync", &tmp, e))?;
@@ -299,9 +323,8 @@ pub fn restore(paths: &HubPaths, file: &Path, force: bool) -> Result<RestoreRepo
     let db = paths.db();
     let staged = paths.data_dir.join("hub.db.restore");
     let _ = std::fs::remove_file(&staged);
-    std::fs::copy(file, &staged).map_err(|e| io("copy to", &staged, e))?;
+    copy_private(file, &staged)?;
     let checked = (|| {
-        deploy::files::set_mode(&staged, 0o600).map_err(|e| io("chmod", &staged, e.source))?;
         let info = describe(&staged)?;
         if !force
             && let Some(admin) = admin_id(paths)

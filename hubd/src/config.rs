@@ -77,8 +77,7 @@ impl HubConfig {
     pub fn save(&self, data_dir: &Path) -> Result<(), HubError> {
         let path = data_dir.join(CONFIG_FILE);
         let text = toml::to_string_pretty(self).map_err(|e| HubError::Config(e.to_string()))?;
-        std::fs::write(&path, text)
-            .map_err(|e| HubError::io(format!("write {}", path.display()), e))
+        crate::write_with_mode(&path, &text, crate::SHARED_FILE_MODE)
     }
 
     /// Checks values a typo could break.

@@ -361,7 +361,7 @@ pub(crate) async fn serve_exec(
             if !matches!(err, HubError::Refused { .. }) {
                 tracing::error!(actor = %actor.name, error = %err, "exec request failed");
             } else {
-                tracing::info!(actor = %actor.name, reason = %err, "exec refused");
+                tracing::info!(actor = %actor.name, reason = ?err.to_string(), "exec refused");
             }
             let refusal: Refusal = err.to_refusal();
             let _ = write_frame(&mut send, &ExecEvent::Refused(refusal), MAX_EXEC_FRAME).await;

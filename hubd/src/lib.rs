@@ -86,6 +86,54 @@ pub struct InitReport {
     pub data_dir: String,
 }
 
+/// Mode of the hub's files that hold state or secrets (database, backups, lock, log): the hub's
+/// user only.
+pub(crate) const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of the hub's files a monitoring group may read (configuration, bound addresses).
+pub(crate) const SHARED_FILE_MODE: u32 = 0o640;
+
+/// Opens `path` for writing (created if missing, not truncated) with exactly `mode`: a new file gets
+/// it from creation and an existing one is set to it, whatever the umask.
+pub(crate) fn open_with_mode(
+    path: &std::path::Path,
+    mode: u32,
+    append: bool,
+) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).write(true);
+    if append {
+        opts.append(true);
+    } else {
+        opts.truncate(false);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    let file = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if file.metadata()?.permissions().mode() & 0o777 != mode {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    Ok(file)
+}
+
+/// Writes a small text file atomically with `mode` (see [`open_with_mode`]).
+pub(crate) fn write_with_mode(
+    path: &std::path::Path,
+    text: &str,
+    mode: u32,
+) -> Result<(), HubError> {
+    deploy::files::write_atomic(path, text.as_bytes(), mode)
+        .map_err(|e| HubError::io(format!("write {}", path.display()), e.source))?;
+    // `write_atomic` creates with `mode`, which the umask may only narrow; make it exact.
+    deploy::files::set_mode(path, mode)
+        .map_err(|e| HubError::io(format!("chmod {}", path.display()), e.source))
+}
+
 /// Creates a hub in `paths.data_dir`: fleet CA, hub certificate, admin identity, database, config.
 /// Refuses to touch a directory that already holds a CA.
 pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, HubError> {
@@ -179,11 +227,7 @@ pub(crate) struct DirLock(#[allow(dead_code)] std::fs::File);
 
 pub(crate) fn lock_data_dir(paths: &HubPaths) -> Result<DirLock, HubError> {
     let path = paths.data_dir.join("hub.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = open_with_mode(&path, PRIVATE_FILE_MODE, false)
         .map_err(|e| HubError::io(format!("open {}", path.display()), e))?;
     // `flock(LOCK_EX | LOCK_NB)` on Unix, `LockFileEx` on Windows.
     match file.try_lock() {
@@ -275,12 +319,14 @@ pub async fn start(
         ),
         None => None,
     };
-    std::fs::write(paths.addr_file(), format!("{local_addr}\n"))
-        .map_err(|e| HubError::io("write hub.addr", e))?;
+    write_with_mode(
+        &paths.addr_file(),
+        &format!("{local_addr}\n"),
+        SHARED_FILE_MODE,
+    )?;
     let metrics_addr_file = paths.data_dir.join("metrics.addr");
     match metrics_addr {
-        Some(addr) => std::fs::write(&metrics_addr_file, format!("{addr}\n"))
-            .map_err(|e| HubError::io("write metrics.addr", e))?,
+        Some(addr) => write_with_mode(&metrics_addr_file, &format!("{addr}\n"), SHARED_FILE_MODE)?,
         None => {
             let _ = std::fs::remove_file(&metrics_addr_file);
         }

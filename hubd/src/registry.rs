@@ -4,7 +4,7 @@
 use deploy::sync::lock;
 use flotilla_wire::msg::{FleetEvent, HubControl, MetricsSample};
 use flotilla_wire::{ErrorCode, IdentityId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +50,10 @@ pub struct Registry {
     /// Operator connections: several per identity are normal (console plus scripts), so no
     /// newest-wins here; kept only so a revocation can close them all.
     operators: Arc<Mutex<HashMap<ConnId, (IdentityId, quinn::Connection)>>>,
+    /// Identities revoked while this hub runs. Every operator request checks it, so a connection
+    /// whose close was lost (or that registered while the revocation committed) is refused anyway;
+    /// identities revoked before the start never get past the handshake's registry lookup.
+    revoked: Arc<Mutex<HashSet<IdentityId>>>,
     watchers: Arc<Mutex<HashMap<IdentityId, usize>>>,
     events: broadcast::Sender<FleetEvent>,
     next_conn: Arc<AtomicU64>,
@@ -95,6 +99,7 @@ impl Registry {
         Self {
             live: Arc::default(),
             operators: Arc::default(),
+            revoked: Arc::default(),
             watchers: Arc::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -304,6 +309,49 @@ impl Registry {
             }
             None => false,
         }
+    }
+
+    /// Records `id` as revoked and closes every live connection it holds: its agent connection and
+    /// bulk lane, or each of its operator connections (console, scripts, mux). Returns how many
+    /// connections it closed.
+    pub fn revoke(&self, id: &IdentityId) -> usize {
+        self.mark_revoked(id);
+        let closed_agent = usize::from(self.kick(id, ErrorCode::Revoked));
+        // Taken out of the map at once (their sessions' own cleanup then finds nothing), so the
+        // operator count is right as soon as this returns.
+        let mut operators = Vec::new();
+        self.operators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (op, conn)| {
+                let keep = op != id;
+                if !keep {
+                    operators.push(conn.clone());
+                }
+                keep
+            });
+        for conn in &operators {
+            let code = ErrorCode::Revoked;
+            conn.close(code.as_u32().into(), code.describe().as_bytes());
+        }
+        closed_agent + operators.len()
+    }
+
+    /// Records `id` as revoked without closing anything: its requests are refused from now on.
+    pub fn mark_revoked(&self, id: &IdentityId) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone());
+    }
+
+    /// Whether `id` was revoked while this hub runs (one lock and a hash lookup: cheap enough for
+    /// every request).
+    pub fn is_revoked(&self, id: &IdentityId) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
     }
 
     /// Closes every connection with `code` (shutdown).

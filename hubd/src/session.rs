@@ -262,7 +262,7 @@ async fn open(
     match open {
         Ok(open) => Ok((conn, send, recv, open)),
         Err(refusal) => {
-            tracing::info!(code = ?refusal.code, message = %refusal.message, "refused opening frame");
+            tracing::info!(code = ?refusal.code, message = ?refusal.message, "refused opening frame");
             refuse(&conn, &mut send, refusal).await;
             Err("refused".into())
         }

@@ -87,6 +87,18 @@ impl Source {
                 self.flags.metrics_listen,
             )
             .map_err(layer_error)?;
+        // An empty or truncated file would otherwise mean the default 0.0.0.0:4433: a hub exposed
+        // on every interface by accident. The address must be said somewhere.
+        if layers.origin("listen") == deploy::layered::Origin::Default {
+            return Err(Invalid {
+                key: Some("listen".into()),
+                error: HubError::Config(format!(
+                    "{} sets no `listen` address (empty or truncated?): add e.g. listen = \"0.0.0.0:{}\", or pass --listen",
+                    self.file.display(),
+                    flotilla_wire::DEFAULT_PORT
+                )),
+            });
+        }
         let config: HubConfig = layers.build().map_err(layer_error)?;
         if let Err(error) = config.validate() {
             let key = match &error {

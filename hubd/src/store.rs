@@ -68,10 +68,30 @@ impl<T> Pending<T> {
 /// Milliseconds since the Unix epoch, the time every row records.
 pub use flotilla_certs::clock::now_ms;
 
+/// Creates the database file 0600 before SQLite opens it, or tightens an existing one (and its WAL
+/// and shared-memory files), whatever the umask: it holds job output and the audit log. SQLite
+/// creates a new database 0644 but gives `-wal` and `-shm` the database's own mode, so the file
+/// made here is what keeps all three private.
+fn make_private(path: &Path) -> Result<(), HubError> {
+    crate::open_with_mode(path, crate::PRIVATE_FILE_MODE, false)
+        .map_err(|e| HubError::io(format!("open {}", path.display()), e))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = std::path::PathBuf::from(side);
+        if side.exists() {
+            deploy::files::set_mode(&side, crate::PRIVATE_FILE_MODE)
+                .map_err(|e| HubError::io(format!("chmod {}", side.display()), e.source))?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`, migrates it, and starts the store thread.
     /// The returned join handle finishes once every `Store` clone is dropped and the queue is drained.
     pub fn open(path: &Path) -> Result<(Self, std::thread::JoinHandle<()>), HubError> {
+        make_private(path)?;
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // NORMAL with WAL survives a process kill -9 (only power loss can drop the last commits).

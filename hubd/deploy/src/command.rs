@@ -190,11 +190,21 @@ pub fn service_log(
 ) -> Option<std::fs::File> {
     let resolved = crate::layout::resolve(daemon, data_dir, config, crate::is_root()).ok()?;
     flotilla_certs::create_private_dir(&resolved.data_dir).ok()?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    // The log holds peers' addresses and job summaries: the daemon's user only, whatever the umask.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let file = opts
         .open(resolved.data_dir.join(format!("{}.log", daemon.binary())))
-        .ok()
+        .ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .ok()?;
+    }
+    Some(file)
 }
 
 /// `yes` or `no`, as `status` prints a flag.

@@ -88,7 +88,7 @@ async fn run_inner(
     let job_cancel = cancel.child_token();
     let total = p.targets.len() as u32;
     let selector = &p.selector_kept;
-    tracing::info!(targets = total, %selector, command = %p.req.command.display(), "job started");
+    tracing::info!(targets = total, selector = ?selector, command = ?p.req.command.display().to_string(), "job started");
     let mut operator_alive = write_frame(
         &mut ctx.stats.writer(StreamKind::Exec, &mut send),
         &ExecEvent::Accepted {
@@ -527,7 +527,7 @@ async fn run_agent(
     };
     match &last {
         AgentEvent::Failed(f) => {
-            tracing::info!(outcome = outcome.as_str(), reason = %f.message, "agent done")
+            tracing::info!(outcome = outcome.as_str(), reason = ?f.message, "agent done")
         }
         _ => tracing::debug!(outcome = outcome.as_str(), ?code, ?signal, "agent done"),
     }
@@ -740,7 +740,7 @@ async fn forward(
                     "agent sent an output chunk of {} bytes, over the {MAX_CHUNK}-byte limit",
                     data.len()
                 );
-                tracing::warn!(%message, "agent broke the exec protocol");
+                tracing::warn!(message = ?message, "agent broke the exec protocol");
                 return failed(FailureKind::Internal, message);
             }
             match stream {

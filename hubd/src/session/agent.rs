@@ -81,7 +81,7 @@ pub(super) async fn run(
     info.addr = remote.to_string();
     info.last_seen_ms = now;
     ctx.registry.publish(FleetEvent::Online(info));
-    tracing::info!(name = %row.name, version = %hello.software_version, "agent online");
+    tracing::info!(name = %row.name, version = ?hello.software_version, "agent online");
     if ctx.registry.is_watched(&id) {
         let interval_ms = crate::registry::WATCHED_INTERVAL_MS;
         ctx.registry

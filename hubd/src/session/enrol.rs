@@ -24,18 +24,35 @@ fn valid_word(s: &str, extra: &[char]) -> bool {
         })
 }
 
-/// Checks a display name: letters, digits, `-`, `_`, `.`; at most 64 characters.
+/// Words a name may not be, in any case: `all` selects every agent, and `.`/`..` read as paths.
+const RESERVED_NAMES: &[&str] = &["all", ".", ".."];
+
+/// Checks a display name: letters, digits, `-`, `_`, `.`; at most 64 characters; not a word the
+/// selector syntax or a path gives a meaning to, not starting with `-` (it would read as an option on
+/// a command line), and not shaped like an identity id (`a-`/`o-` and 16 hex digits, in any case),
+/// so that a selector or query naming it can only mean one identity.
 pub(crate) fn check_name(name: &str) -> Result<(), HubError> {
-    if valid_word(name, &[]) {
-        Ok(())
-    } else {
+    let refuse = |why: &str| {
         Err(HubError::refused(
             ErrorCode::BadRequest,
-            format!(
-                "name {name:?} is invalid: use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
-            ),
+            format!("name {name:?} {why}"),
         ))
+    };
+    if !valid_word(name, &[]) {
+        return refuse(&format!(
+            "is invalid: use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+        ));
     }
+    if RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return refuse("is reserved (selectors and paths give it a meaning): choose another");
+    }
+    if name.starts_with('-') {
+        return refuse("starts with '-' and would read as an option: choose another");
+    }
+    if IdentityId::parse(&name.to_ascii_lowercase()).is_some() {
+        return refuse("has the shape of an identity id (a-/o- and 16 hex digits): choose another");
+    }
+    Ok(())
 }
 
 /// Checks a label: key and value in the name alphabet (values may also hold `/` and `:`).
@@ -45,12 +62,23 @@ pub(crate) fn check_label(key: &str, value: &str) -> Result<(), HubError> {
     } else {
         Err(HubError::refused(
             ErrorCode::BadRequest,
-            format!("label {key}={value} is invalid"),
+            // Escaped: the message reaches the log and the peer's terminal.
+            format!(
+                "label {}={} is invalid",
+                key.escape_debug(),
+                value.escape_debug()
+            ),
         ))
     }
 }
 
 async fn enrol(ctx: &HubCtx, req: EnrollRequest, remote: SocketAddr) -> Result<Enrolled, HubError> {
+    if !flotilla_certs::JoinToken::is_valid_id(&req.token_id) {
+        return Err(HubError::refused(
+            ErrorCode::BadRequest,
+            "join token id is malformed: the token is damaged, ask for a new one",
+        ));
+    }
     if req.protocol_version != PROTOCOL_VERSION {
         return Err(HubError::refused(
             ErrorCode::VersionMismatch,
@@ -77,10 +105,15 @@ async fn enrol(ctx: &HubCtx, req: EnrollRequest, remote: SocketAddr) -> Result<E
             let tx = c.transaction()?;
             let now = now_ms();
             let grant = store::tokens::redeem(&tx, &req.token_id, &req.secret, now)?;
-            if let Some(holder) = store::identities::holder_of_name(&tx, &name)? {
+            if let Some((holder, held)) = store::identities::holder_of_name(&tx, &name)? {
+                let variant = if held == name {
+                    String::new()
+                } else {
+                    format!(" as {held:?} (names are compared ignoring case)")
+                };
                 return Err(HubError::refused(
                     ErrorCode::BadRequest,
-                    format!("name {name:?} is taken by {holder}: enrol with another --name, or revoke {holder} first"),
+                    format!("name {name:?} is taken by {holder}{variant}: enrol with another --name, or revoke {holder} first"),
                 ));
             }
             let id = IdentityId::from_random(grant.role, flotilla_certs::random_bytes());
@@ -122,10 +155,16 @@ pub(crate) async fn serve(
     req: EnrollRequest,
     remote: SocketAddr,
 ) {
-    let token_id = req.token_id.clone();
+    // Whatever a peer without a certificate sends reaches the log escaped (`?`), and its token id
+    // only once it has the shape of one.
+    let token_id = if flotilla_certs::JoinToken::is_valid_id(&req.token_id) {
+        req.token_id.clone()
+    } else {
+        "(malformed)".to_string()
+    };
     match enrol(ctx, req, remote).await {
         Ok(enrolled) => {
-            tracing::info!(id = %enrolled.identity, name = %enrolled.name, role = %enrolled.role, %token_id, "enrolled");
+            tracing::info!(id = %enrolled.identity, name = %enrolled.name, role = %enrolled.role, token_id = ?token_id, "enrolled");
             ctx.stats.enrolment(true);
             let mut out = ctx.stats.writer(StreamKind::Control, send);
             let _ = write_frame(&mut out, &ServerOpen::Enrolled(enrolled), MAX_CONTROL_FRAME).await;
@@ -137,9 +176,9 @@ pub(crate) async fn serve(
         Err(err) => {
             ctx.stats.enrolment(false);
             if matches!(err, HubError::Refused { .. }) {
-                tracing::info!(%token_id, reason = %err, "enrolment refused");
+                tracing::info!(token_id = ?token_id, reason = ?err.to_string(), "enrolment refused");
             } else {
-                tracing::error!(%token_id, error = %err, "enrolment failed");
+                tracing::error!(token_id = ?token_id, error = ?err.to_string(), "enrolment failed");
             }
             refuse(conn, send, err.to_refusal()).await;
         }

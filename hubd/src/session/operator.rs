@@ -34,7 +34,8 @@ pub(super) async fn run(
     }
     let conn_id = ctx.registry.connect_operator(&row.id, conn.clone());
     if !super::still_allowed(&ctx, &row.id).await {
-        ctx.registry.kick(&row.id, ErrorCode::Revoked);
+        super::close(&conn, ErrorCode::Revoked, ErrorCode::Revoked.describe());
+        ctx.registry.disconnect_operator(conn_id);
         return;
     }
     let (sid, addr, now) = (row.id.clone(), remote.to_string(), super::now());
@@ -65,7 +66,17 @@ pub(super) async fn run(
                 break "hub shutting down".to_string();
             }
             accepted = conn.accept_bi() => match accepted {
-                Ok((send, recv)) => {
+                Ok((mut send, mut recv)) => {
+                    // Checked per stream, not only at the revocation's close: a close that never
+                    // reached this task must not leave a revoked identity able to act.
+                    if ctx.registry.is_revoked(&row.id) {
+                        let code = ErrorCode::Revoked;
+                        let _ = send.reset(code.as_u32().into());
+                        let _ = recv.stop(code.as_u32().into());
+                        tracing::info!(name = %row.name, "request from a revoked identity refused");
+                        super::close(&conn, code, code.describe());
+                        continue;
+                    }
                     let (ctx, actor, cancel) = (ctx.clone(), actor.clone(), cancel.clone());
                     streams.spawn(async move { serve_stream(ctx, actor, send, recv, cancel).await });
                 }
@@ -161,7 +172,14 @@ async fn serve_stream(
         StreamOpen::Query => crate::exec::serve_query(ctx, actor, send, recv, cancel).await,
         StreamOpen::FileList => super::files::list(&ctx, &mut send, &mut recv).await,
         StreamOpen::FileWatch => super::files::watch(&ctx, &mut send, &mut recv, cancel).await,
-        StreamOpen::Copy => crate::relay::copy(ctx, actor, send, recv, cancel).await,
+        StreamOpen::Copy => {
+            if !actor.role.can_act() {
+                // The relay refuses it; the refusal is recorded here, before the request is read.
+                let reason = format!("copying needs the operator role; you are {}", actor.role);
+                admin::audit_denied(&ctx, &actor, "copy", String::new(), &reason).await;
+            }
+            crate::relay::copy(ctx, actor, send, recv, cancel).await
+        }
         StreamOpen::Metrics | StreamOpen::Snapshot => {
             refuse(&mut send, &mut recv, ErrorCode::Forbidden)
         }

@@ -256,12 +256,18 @@ pub fn list(conn: &Connection, agents: bool) -> rusqlite::Result<Vec<IdentityRow
     rows.collect()
 }
 
-/// The non-revoked identity holding `name`, if any.
-pub fn holder_of_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<IdentityId>> {
-    conn.prepare_cached("SELECT id FROM identities WHERE name = ?1 AND revoked_ms IS NULL LIMIT 1")?
-        .query_row([name], |r| r.get::<_, String>(0))
-        .optional()
-        .map(|o| o.and_then(|s| IdentityId::parse(&s)))
+/// The non-revoked identity holding `name` or a case variant of it (`WEB-1` for `web-1`), with the
+/// name as it holds it; names are unique ignoring case (index `identities_live_name_nocase`).
+pub fn holder_of_name(
+    conn: &Connection,
+    name: &str,
+) -> rusqlite::Result<Option<(IdentityId, String)>> {
+    conn.prepare_cached(
+        "SELECT id, name FROM identities WHERE name = ?1 COLLATE NOCASE AND revoked_ms IS NULL LIMIT 1",
+    )?
+    .query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+    .optional()
+    .map(|o| o.and_then(|(id, held)| IdentityId::parse(&id).map(|id| (id, held))))
 }
 
 /// Inserts a new identity.

@@ -143,6 +143,29 @@ CREATE INDEX transfers_updated ON transfers(updated_ms);
 CREATE INDEX job_results_tails ON job_results(job_id)
     WHERE length(stdout_tail) > 0 OR length(stderr_tail) > 0;
 "#,
+    // 6: names unique ignoring case among identities that are not revoked (`WEB-1` beside `web-1`
+    // confused every listing). Where a database already holds such variants, the identity that
+    // enrolled first keeps its name and each later one gets `-` and the 16 hex digits of its id
+    // appended (`WEB-1-3fa2b4c1d2e3f405`: unique because ids are), with an audit record `rename`
+    // by `migration` for each.
+    r#"
+CREATE TEMP TABLE name_fixes AS
+    SELECT i.id AS id, i.name AS old, i.name || '-' || substr(i.id, 3) AS new
+    FROM identities i
+    WHERE i.revoked_ms IS NULL AND EXISTS (
+        SELECT 1 FROM identities o
+        WHERE o.revoked_ms IS NULL AND o.id <> i.id AND o.name = i.name COLLATE NOCASE
+          AND (o.first_seen_ms < i.first_seen_ms OR (o.first_seen_ms = i.first_seen_ms AND o.id < i.id)));
+UPDATE identities SET name = (SELECT new FROM name_fixes f WHERE f.id = identities.id)
+    WHERE id IN (SELECT id FROM name_fixes);
+INSERT INTO audit (at_ms, actor, action, target, detail)
+    SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER), 'migration', 'rename', id,
+           'name=' || old || ' renamed=' || new || ' reason=names are unique ignoring case'
+    FROM name_fixes;
+DROP TABLE name_fixes;
+CREATE UNIQUE INDEX identities_live_name_nocase ON identities(name COLLATE NOCASE)
+    WHERE revoked_ms IS NULL;
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.
@@ -164,4 +187,80 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 /// The schema version this build migrates to: a database newer than this came from a newer hubd.
 pub(crate) fn schema_version() -> i64 {
     MIGRATIONS.len() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_variant_names_are_renamed_and_then_refused_by_the_index() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        // A database made before names were unique ignoring case.
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.pragma_update(None, "user_version", 5)
+            .expect("version");
+        let add = |c: &Connection, id: &str, name: &str, first: i64, revoked: Option<i64>| {
+            c.execute(
+                "INSERT INTO identities (id, role, name, labels, token_id, first_seen_ms, last_seen_ms, revoked_ms) \
+                 VALUES (?1, 'agent', ?2, '[]', 't', ?3, ?3, ?4)",
+                rusqlite::params![id, name, first, revoked],
+            )
+            .expect("insert");
+        };
+        add(&conn, "a-00000000000000a1", "web-1", 1, None);
+        add(&conn, "a-00000000000000b2", "WEB-1", 2, None);
+        add(&conn, "a-00000000000000c3", "Web-1", 3, None);
+        add(&conn, "a-00000000000000d4", "wEb-1", 0, Some(9)); // revoked: keeps its name
+        add(&conn, "a-00000000000000e5", "db-1", 4, None);
+        migrate(&mut conn).expect("migrate");
+
+        let names: Vec<(String, String)> = conn
+            .prepare("SELECT id, name FROM identities ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let want = [
+            ("a-00000000000000a1", "web-1"),
+            ("a-00000000000000b2", "WEB-1-00000000000000b2"),
+            ("a-00000000000000c3", "Web-1-00000000000000c3"),
+            ("a-00000000000000d4", "wEb-1"),
+            ("a-00000000000000e5", "db-1"),
+        ];
+        assert_eq!(
+            names,
+            want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+        );
+        let audit: Vec<(String, String, String)> = conn
+            .prepare(
+                "SELECT actor, target, detail FROM audit WHERE action = 'rename' ORDER BY target",
+            )
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(audit.len(), 2, "{audit:?}");
+        assert_eq!(audit[0].0, "migration");
+        assert_eq!(audit[0].1, "a-00000000000000b2");
+        assert_eq!(
+            audit[0].2,
+            "name=WEB-1 renamed=WEB-1-00000000000000b2 reason=names are unique ignoring case"
+        );
+        // From now on the database itself refuses a case variant of a live name.
+        let dup = conn.execute(
+            "INSERT INTO identities (id, role, name, labels, token_id, first_seen_ms, last_seen_ms) \
+             VALUES ('a-00000000000000f6', 'agent', 'DB-1', '[]', 't', 5, 5)",
+            [],
+        );
+        assert!(
+            dup.expect_err("unique ignoring case")
+                .to_string()
+                .contains("UNIQUE constraint failed"),
+        );
+    }
 }

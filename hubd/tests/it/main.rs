@@ -41,6 +41,7 @@ mod faults;
 mod files;
 mod files_nospace;
 mod hostile_agent;
+mod hostile_hub;
 mod lifecycle;
 mod metrics;
 mod rejections;
