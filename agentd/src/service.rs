@@ -88,22 +88,16 @@ async fn install_inner(
     config: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> Result<Report, Failure> {
-    let layout = args
+    let (layout, prepared) = args
         .service
-        .target
-        .layout(Daemon::Agent, data_dir, config)
+        .prepare(Daemon::Agent, data_dir, config)
         .map_err(failure)?;
     let Prepared {
         mut report,
         program,
         user,
         data_on_disk,
-    } = install::prepare(
-        &layout,
-        args.service.binary.clone(),
-        args.service.run_as.clone(),
-    )
-    .map_err(failure)?;
+    } = prepared;
 
     // The token: --token-file, --token (or FLOTILLA_TOKEN), else the configuration's.
     let given = match &args.token_file {

@@ -81,22 +81,16 @@ async fn install_inner(
     config: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> Result<Report, Failure> {
-    let layout = args
+    let (layout, prepared) = args
         .service
-        .target
-        .layout(Daemon::Hub, data_dir, config)
+        .prepare(Daemon::Hub, data_dir, config)
         .map_err(failure)?;
     let Prepared {
         mut report,
         program,
         user,
         data_on_disk,
-    } = install::prepare(
-        &layout,
-        args.service.binary.clone(),
-        args.service.run_as.clone(),
-    )
-    .map_err(failure)?;
+    } = prepared;
     let config_on_disk = layout.on_disk(&layout.config_file);
     let paths = HubPaths {
         data_dir: data_on_disk.clone(),

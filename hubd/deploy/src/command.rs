@@ -3,7 +3,7 @@
 //! printed for a person or for `--json`, the whole of `uninstall`, and the lines of `status` both
 //! daemons print. Each daemon keeps only its own step (enrolment, `init`) and its own health.
 
-use crate::install::{self, InstallError, Installed, Report};
+use crate::install::{self, InstallError, Installed, Prepared, Report};
 use crate::{Daemon, Layout, Scope, ServiceSpec};
 use serde::Serialize;
 use std::fmt::Display;
@@ -72,6 +72,21 @@ pub struct InstallOptions {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl InstallOptions {
+    /// `daemon`'s layout (see [`Target::layout`]) and the steps every install starts with
+    /// ([`install::prepare`]).
+    pub fn prepare(
+        &self,
+        daemon: Daemon,
+        data_dir: Option<&Path>,
+        config: Option<&Path>,
+    ) -> Result<(Layout, Prepared), InstallError> {
+        let layout = self.target.layout(daemon, data_dir, config)?;
+        let prepared = install::prepare(&layout, self.binary.clone(), self.run_as.clone())?;
+        Ok((layout, prepared))
+    }
 }
 
 /// `hubd status` and `agentd status`.
