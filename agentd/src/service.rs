@@ -296,6 +296,10 @@ async fn install_inner(
     install::hand_over_data_dir(&layout, &layout.data_dir, user.as_deref()).map_err(failure)?;
     let spec = spec(&layout, program, user);
     install::register(&layout, &spec, !args.no_start, &mut report).map_err(failure)?;
+    let docs =
+        deploy::shelldocs::ShellDocs::of(&<crate::cli::Cli as clap::CommandFactory>::command())
+            .map_err(|e| (anyhow::anyhow!("render manual pages: {e}"), 1))?;
+    install::install_shell_docs(&layout, &docs, &mut report).map_err(failure)?;
     Ok(report)
 }
 
