@@ -2,10 +2,7 @@
 `ssh` over a ControlMaster and a new `ssh` connection, interleaved, against a throwaway sshd on
 127.0.0.1 (needs openssh-server and -client; see local_sshd.py) and a real hub with one agent.
 
-    cargo build --release --workspace && cargo flotilla-static && python3 hubd/benches/exec_vs_ssh.py [--runs 200] [--floor]
-
-`cargo flotilla-static` relinks target/release/flotilla statically, as releases ship it (see
-.cargo/config.toml); the first line printed says which client was measured.
+    cargo build --release --workspace && python3 hubd/benches/exec_vs_ssh.py [--runs 200] [--floor]
 
 `--floor` then times the same exec from inside one process (tui/benches/mux_floor.rs), which shows
 what the hub, agent and mux cost apart from starting a client.
@@ -22,24 +19,10 @@ ap.add_argument("--floor", action="store_true",
                 help="also time exec round trips through the mux from one process (tui/benches/mux_floor.rs)")
 args = ap.parse_args()
 B = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "release")
-def linking(path):
-    """'static' or 'dynamic': whether the ELF file asks for a program interpreter (PT_INTERP)."""
-    import struct
-    with open(path, "rb") as f:
-        head = f.read(64)
-        phoff, = struct.unpack_from("<Q", head, 32)
-        phentsize, phnum = struct.unpack_from("<HH", head, 54)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    types = [struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum)]
-    return "dynamic" if 3 in types else "static"
-
-linked = linking(f"{B}/flotilla")
-print(f"client: {B}/flotilla, linked {linked}"
-      + ("" if linked == "static" else " (run `cargo flotilla-static` for the release build)"))
+print(f"client: {B}/flotilla")
 sshd = LocalSshd(args.port, prefix="exec-vs-ssh-")
-# Every run uses a copy: `--floor` runs `cargo bench`, which rebuilds target/release/flotilla
-# (dynamically linked) while the stack is up.
+# Every run uses a copy: `--floor` runs `cargo bench`, which may relink target/release/flotilla
+# while the stack is up.
 CLIENT = f"{sshd.dir}/flotilla"
 shutil.copy2(f"{B}/flotilla", CLIENT)
 d = sshd.dir
@@ -88,7 +71,6 @@ if args.floor:
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
     subprocess.run(["cargo", "bench", "-q", "-p", "flotilla-tui", "--bench", "mux_floor", "--",
                     sock, "one", str(args.runs)], cwd=root, check=True)
-    print("note: `cargo bench` relinked target/release/flotilla dynamically; run `cargo flotilla-static` before the next run")
 print("load", os.getloadavg())
 for p in (sp, mp, ap, hp):
     p.send_signal(signal.SIGTERM); p.wait(timeout=30)

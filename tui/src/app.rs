@@ -417,7 +417,7 @@ impl App {
             }
             Event::Resize => true,
             Event::Tick => {
-                self.now_ms = crate::cli::now_ms();
+                self.now_ms = crate::util::now_ms();
                 self.ticks += 1;
                 if self.ticks.is_multiple_of(REFRESH_TICKS) {
                     self.refresh_view();

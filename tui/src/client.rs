@@ -50,6 +50,9 @@ pub enum ClientError {
     /// A call that needs our own QUIC connection was made on a client that goes through the mux.
     #[error("{0} needs a direct connection to the hub, not the mux")]
     NeedsDirect(&'static str),
+    /// Writing the command's output failed (its reader went away, for one).
+    #[error("cannot write output")]
+    Output(#[source] std::io::Error),
 }
 
 impl ClientError {

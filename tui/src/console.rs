@@ -82,7 +82,7 @@ impl Copies {
             let mut last_progress = 0u64;
             // Owns the sender, so the forwarder ends when the copy (and this closure) is done.
             let mut on_event = move |ev: &CopyEvent| {
-                let now = crate::cli::now_ms();
+                let now = crate::util::now_ms();
                 if matches!(ev, CopyEvent::Progress { written, size, .. } if written < size)
                     && now.saturating_sub(last_progress) < PROGRESS_EVERY_MS
                 {
@@ -102,7 +102,7 @@ impl Copies {
             let _ = tx
                 .send(Event::Copy {
                     id,
-                    at_ms: crate::cli::now_ms(),
+                    at_ms: crate::util::now_ms(),
                     update,
                 })
                 .await;
@@ -527,7 +527,7 @@ impl Drop for Console {
 
 /// Opens the console attached to the hub of `login`, remembering commands in `history` if given.
 pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow::Result<u8> {
-    let mut console = Console::attach(login, crate::cli::now_ms());
+    let mut console = Console::attach(login, crate::util::now_ms());
     if let Some(file) = history {
         console = console.with_history(file);
     }

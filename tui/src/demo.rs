@@ -68,7 +68,7 @@ impl Fleet {
 /// Starts the demo fleet and attaches the console (or prints events with `no_console`).
 pub async fn run(agents: u32, no_console: bool) -> anyhow::Result<u8> {
     let dir = std::env::temp_dir().join(format!("flotilla-demo-{}", std::process::id()));
-    crate::cli::create_private_dir(&dir)?;
+    crate::util::create_private_dir(&dir)?;
     let mut fleet = Fleet {
         children: Vec::new(),
     };
@@ -191,7 +191,7 @@ async fn run_in(
     if no_console || !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         eprintln!("demo fleet running; Ctrl-C stops it");
         let client = crate::client::Client::connect(&login).await?;
-        crate::cli::watch(&client, false, false).await?;
+        crate::watch::watch(&client, false, false).await?;
         client.close().await;
         Ok(0)
     } else {

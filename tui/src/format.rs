@@ -17,6 +17,16 @@ pub fn ago(then_ms: u64, now_ms: u64) -> String {
     }
 }
 
+/// How long a host has been up: `7m`, `5h12m`, `3d4h`. The console and `flotilla agent` both
+/// print it this way.
+pub fn uptime(secs: u64) -> String {
+    match secs {
+        0..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h{}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{}h", secs / 86400, (secs % 86400) / 3600),
+    }
+}
+
 /// Bytes as `512B`, `1.5K`, `20.0M`, `3.2G`, `1.1T`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
@@ -176,7 +186,7 @@ pub fn agent_detail(a: &AgentInfo, now_ms: u64) -> String {
     );
     if let Some(s) = &a.latest {
         out.push_str(&format!(
-            "cpu:        {:.1}% ({} cores)\nload:       {:.2} {:.2} {:.2}\nmemory:     {} / {}\nswap:       {} / {}\nuptime:     {}h\nprocesses:  {}\n",
+            "cpu:        {:.1}% ({} cores)\nload:       {:.2} {:.2} {:.2}\nmemory:     {} / {}\nswap:       {} / {}\nuptime:     {}\nprocesses:  {}\n",
             s.cpu_pct,
             s.per_core_pct.len(),
             s.load[0],
@@ -186,7 +196,7 @@ pub fn agent_detail(a: &AgentInfo, now_ms: u64) -> String {
             bytes(s.mem_total),
             bytes(s.swap_used),
             bytes(s.swap_total),
-            s.uptime_s / 3600,
+            uptime(s.uptime_s),
             s.procs
         ));
         for d in &s.disks {
@@ -313,6 +323,37 @@ mod tests {
         assert_eq!(names(&l), ["c", "a", "b", "e", "d"]);
     }
 
+    /// `flotilla agent` gives the uptime as the console does: 991 s is 16 minutes, not `0h`.
+    #[test]
+    fn agent_detail_gives_the_uptime_as_the_console_does() {
+        use flotilla_wire::msg::MetricsSample;
+        use flotilla_wire::{IdentityId, Role};
+        let agent = |uptime_s: u64| AgentInfo {
+            id: IdentityId::from_random(Role::Agent, [1; 8]),
+            name: "web-1".into(),
+            role: Role::Agent,
+            labels: vec![],
+            status: Status::Online,
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            version: String::new(),
+            os: String::new(),
+            hostname: String::new(),
+            addr: String::new(),
+            latest: Some(MetricsSample {
+                uptime_s,
+                ..Default::default()
+            }),
+        };
+        for (secs, shown) in [(991, "16m"), (18_720, "5h12m"), (273_600, "3d4h")] {
+            let detail = agent_detail(&agent(secs), 0);
+            assert!(
+                detail.contains(&format!("\nuptime:     {shown}\n")),
+                "{secs} s: {detail}"
+            );
+        }
+    }
+
     #[test]
     fn human_units() {
         assert_eq!(ago(0, 5), "never");
@@ -321,5 +362,9 @@ mod tests {
         assert_eq!(bytes(512), "512B");
         assert_eq!(bytes(1536), "1.5K");
         assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0G");
+        assert_eq!(uptime(59), "0m");
+        assert_eq!(uptime(991), "16m");
+        assert_eq!(uptime(3600), "1h0m");
+        assert_eq!(uptime(86_400 + 7200 + 59), "1d2h");
     }
 }

@@ -28,7 +28,7 @@ impl HistoryFile {
 
     /// `console_history` in the user's state directory (or data directory where there is none).
     pub fn default_location() -> Option<Self> {
-        let dirs = crate::cli::project_dirs()?;
+        let dirs = crate::util::project_dirs()?;
         let dir = dirs.state_dir().unwrap_or(dirs.data_dir());
         Some(Self::at(dir.join("console_history")))
     }
@@ -72,7 +72,7 @@ impl HistoryFile {
         // into two commands on the next recall.
         let line = line.replace(['\n', '\r'], " ");
         if let Some(dir) = self.path.parent() {
-            crate::cli::create_private_dir(dir).map_err(io::Error::other)?;
+            crate::util::create_private_dir(dir).map_err(io::Error::other)?;
         }
         let mut options = OpenOptions::new();
         options.append(true).create(true);

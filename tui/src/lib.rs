@@ -2,9 +2,11 @@
 //! operator API.
 //!
 //! Layout: `client` talks to the hub; `app` holds state and applies `event`s and `action`s; `ui`
-//! draws `&App`; `keymap` maps keys and generates hints; `cli` and `demo` are the subcommands;
-//! `files` lists shared folders and copies files; `mux` is `flotilla mux`, the local multiplexer
-//! one-shot commands reach the hub through.
+//! draws `&App`; `keymap` maps keys and generates hints; `cli` parses the command line and runs
+//! the subcommands, of which `exec`, `files`, `watch` and `demo` have modules of their own; `mux`
+//! is `flotilla mux`, the local multiplexer one-shot commands reach the hub through; `format`
+//! renders agents and metrics as text; `util` holds small helpers (paths, clock, durations, dates,
+//! output) and imports nothing of ours.
 
 pub mod action;
 pub mod app;
@@ -22,4 +24,5 @@ pub mod keymap;
 pub mod mux;
 pub mod strings;
 pub mod ui;
-pub mod warnings;
+pub mod util;
+pub mod watch;

@@ -4,12 +4,8 @@
 
 use std::process::Command;
 
-/// The client under test: this build's, or the one `FLOTILLA_TEST_CLIENT` names (CI runs these
-/// tests a second time against the statically linked release client, `cargo flotilla-static`).
 fn flotilla() -> Command {
-    Command::new(
-        std::env::var_os("FLOTILLA_TEST_CLIENT").unwrap_or(env!("CARGO_BIN_EXE_flotilla").into()),
-    )
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
 }
 
 #[test]
@@ -43,8 +39,7 @@ fn a_command_without_a_login_says_how_to_get_one() {
     );
 }
 
-/// A subcommand's help lists the options that may follow it, as it did before they were made
-/// global only on demand (`Cli::parse_args`).
+/// A subcommand's help lists the global options, which may follow it.
 #[test]
 fn subcommand_help_lists_the_global_options() {
     let out = flotilla()

@@ -23,16 +23,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// The debug line a one-shot command logs when it goes through the mux.
 const USED_MUX: &str = "using the mux";
 
-/// The client under test: this build's, or the one `FLOTILLA_TEST_CLIENT` names (CI runs these
-/// tests a second time against the statically linked client, `cargo flotilla-static`). The
-/// daemons still come from beside this build's.
-fn client() -> PathBuf {
-    std::env::var_os("FLOTILLA_TEST_CLIENT").map_or_else(
-        || PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
-        PathBuf::from,
-    )
-}
-
 fn bin(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_flotilla")).with_file_name(name);
     assert!(
@@ -241,7 +231,7 @@ impl Fleet {
     /// goes) and a home of its own, so no real config or mux of the user's is in play.
     fn flotilla(&self, args: &[&str]) -> Command {
         let home = self.tmp.path().join("home");
-        let mut cmd = Command::new(client());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
         cmd.arg("--login-dir")
             .arg(self.tmp.path().join("hub").join("admin"))
             .args(args)
@@ -434,10 +424,10 @@ async fn commands_through_the_mux_print_and_exit_as_when_they_dial() {
     // Four jobs each way (the unknown agent made none) and the failing one.
     assert_eq!(jobs.as_array().map(Vec::len), Some(9), "{jobs}");
 
-    // What `flotilla`'s entry point does in place of Rust's start (tui/src/main.rs). A reader that
-    // went away (`| head`) is an error reported with the shell's status for it, not a death by
-    // SIGPIPE; and with standard output closed, the output goes nowhere instead of into the next
-    // descriptor opened, which here is the connection to the mux.
+    // A reader that went away (`| head`) ends the command with the shell's status for it, not a
+    // death by SIGPIPE nor a panic; and with standard output closed (Rust's start points it at
+    // /dev/null), the output goes nowhere instead of into the next descriptor opened, which here
+    // is the connection to the mux.
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
     let mut to_closed_pipe = fleet.flotilla(&["exec", "one", "--", "seq", "1", "50000"]);
@@ -451,6 +441,33 @@ async fn commands_through_the_mux_print_and_exit_as_when_they_dial() {
         Some(141),
         "exec into a closed pipe: {status}"
     );
+    for command in [&["jobs"][..], &["agents"], &["audit", "--json"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut to_closed_pipe = fleet.flotilla(command);
+        // `output()` would capture stdout in a pipe of its own.
+        let child = to_closed_pipe
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn flotilla");
+        let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+            .await
+            .expect("command into a closed pipe ended")
+            .expect("wait for flotilla");
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "{command:?} into a closed pipe: {} {}",
+            out.status,
+            text(&out.stderr)
+        );
+        assert!(
+            !text(&out.stderr).contains("flotilla:") && !text(&out.stderr).contains("panicked"),
+            "{command:?} into a closed pipe is quiet: {}",
+            text(&out.stderr)
+        );
+    }
     let mut stdout_closed = fleet.flotilla(&["exec", "one", "--", "seq", "1", "50000"]);
     // SAFETY: `close` is async-signal-safe; the child only closes its own descriptor 1.
     unsafe {

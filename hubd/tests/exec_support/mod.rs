@@ -184,7 +184,7 @@ impl Fleet {
     pub async fn client(&self, role: Role, name: &str) -> Client {
         let token = token(&self.paths, role, 1).await;
         let dir = self.tmp.path().join(format!("login-{name}"));
-        flotilla::cli::create_private_dir(&dir).expect("login dir");
+        flotilla::util::create_private_dir(&dir).expect("login dir");
         flotilla_certs::enrol::enrol(
             &token,
             &dir,

@@ -286,7 +286,7 @@ impl Fleet {
     pub async fn login_as(&self, role: Role, name: &str) -> Login {
         let token = token(&self.hub_paths, role, 1).await;
         let dir = self.dir.path().join(format!("login-{name}"));
-        flotilla::cli::create_private_dir(&dir).expect("login dir");
+        flotilla::util::create_private_dir(&dir).expect("login dir");
         flotilla_certs::enrol::enrol(
             &token,
             &dir,

@@ -52,7 +52,7 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect,
                 s.load[0],
                 s.load[1],
                 s.load[2],
-                super::fleet::uptime(s.uptime_s),
+                format::uptime(s.uptime_s),
                 s.procs
             ),
             None => "no metrics yet".into(),

@@ -114,7 +114,7 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
             let uptime = a
                 .latest
                 .as_ref()
-                .map(|s| uptime(s.uptime_s))
+                .map(|s| format::uptime(s.uptime_s))
                 .unwrap_or_else(|| "-".into());
             let mut cells = vec![
                 Cell::from(Line::from(vec![
@@ -164,13 +164,4 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
         .header(Row::new(header).style(theme.heading()))
         .column_spacing(1);
     frame.render_widget(table, table_area);
-}
-
-/// `3d4h`, `5h12m`, `7m`.
-pub(crate) fn uptime(s: u64) -> String {
-    match s {
-        0..3600 => format!("{}m", s / 60),
-        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
-    }
 }

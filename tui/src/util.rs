@@ -1,0 +1,139 @@
+//! Small helpers shared across the client: paths, time, output. Imports nothing of this crate, so
+//! any module may use it without tying modules to each other.
+
+/// `println!` that returns the write's error instead of panicking: output into a closed pipe
+/// (`flotilla agents | head -1`) ends the command through the caller's error path, where it is
+/// recognised as a broken pipe and ends quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the write's error instead of panicking (see [`outln`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+pub(crate) use {out, outln};
+
+/// The user's config, data, state and cache directories for flotilla.
+pub fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
+}
+
+/// Creates a directory (and its parents) with mode 0700, and tightens an existing one to 0700.
+pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", dir.display()))
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Parses a duration written as a number then `ms`, `s`, `m`, `h` or `d` (`500ms`, `90s`, `30m`,
+/// `2h`, `7d`); a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a number then ms, s, m, h or d"))?;
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "duration {s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(ms_per_unit)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
+/// The UTC calendar date and time of day of `secs` seconds since the epoch: `(year, month, day,
+/// hour, minute, second)`, by Howard Hinnant's days-to-civil algorithm.
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `2025-01-31 12:34:56Z` from ms since the epoch.
+pub fn utc(ms: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil((ms / 1000) as i64);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) for ms since the epoch.
+pub fn utc_minute(ms: i64) -> String {
+    let (y, m, d, hh, mm, _) = civil(ms.div_euclid(1000));
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_their_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            parse_duration("1w"),
+            Err("duration \"1w\": unknown unit \"w\" (use ms, s, m, h or d)".into())
+        );
+        assert_eq!(
+            parse_duration("s"),
+            Err("duration \"s\": expected a number then ms, s, m, h or d".into())
+        );
+        assert_eq!(
+            parse_duration("99999999999999999d"),
+            Err("duration \"99999999999999999d\" is too long".into())
+        );
+    }
+
+    #[test]
+    fn times_read_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_700_000_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(utc_minute(0), "1970-01-01 00:00");
+        assert_eq!(utc_minute(1_700_000_000_000), "2023-11-14 22:13");
+        assert_eq!(utc_minute(-60_000), "1969-12-31 23:59");
+    }
+}

@@ -1,0 +1,101 @@
+//! `flotilla watch`: fleet events, or shared-folder changes and transfers, printed as they happen.
+
+use crate::client::{Client, ClientError};
+use crate::files::{self, FilesError};
+use crate::format;
+use crate::util::now_ms;
+use flotilla_wire::msg::FleetEvent;
+
+/// Prints events until the hub closes the subscription or Ctrl-C.
+pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), ClientError> {
+    let mut events = client.subscribe().await?;
+    let mut names = std::collections::HashMap::new();
+    loop {
+        let ev = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            ev = events.next() => match ev? {
+                Some(ev) => ev,
+                None => return Ok(()),
+            },
+        };
+        if let FleetEvent::Snapshot(list) | FleetEvent::SnapshotMore(list) = &ev {
+            names.extend(list.iter().map(|a| (a.id.clone(), a.name.clone())));
+        }
+        if let FleetEvent::Online(a) = &ev {
+            names.insert(a.id.clone(), a.name.clone());
+        }
+        if matches!(ev, FleetEvent::Metrics { .. }) && !metrics {
+            continue;
+        }
+        if json {
+            crate::util::outln!("{}", format::event_json(&ev)).map_err(ClientError::Output)?;
+            continue;
+        }
+        let name = |id: &flotilla_wire::IdentityId| {
+            names.get(id).cloned().unwrap_or_else(|| id.to_string())
+        };
+        match &ev {
+            FleetEvent::Snapshot(list) => {
+                crate::util::out!("{}", format::agents_table(list, now_ms()))
+                    .map_err(ClientError::Output)?
+            }
+            FleetEvent::SnapshotMore(list) => {
+                let table = format::agents_table(list, now_ms());
+                crate::util::out!(
+                    "{}",
+                    table
+                        .split_once('\n')
+                        .map(|(_, rows)| rows)
+                        .unwrap_or_default()
+                )
+                .map_err(ClientError::Output)?;
+            }
+            FleetEvent::Online(a) => {
+                crate::util::outln!("online   {:<20} {} {}", a.name, a.addr, a.version)
+                    .map_err(ClientError::Output)?
+            }
+            FleetEvent::Offline { id, reason, .. } => {
+                crate::util::outln!("offline  {:<20} {reason}", name(id))
+                    .map_err(ClientError::Output)?
+            }
+            FleetEvent::Revoked { id } => {
+                crate::util::outln!("revoked  {:<20}", name(id)).map_err(ClientError::Output)?
+            }
+            FleetEvent::Metrics { id, sample } => crate::util::outln!(
+                "metrics  {:<20} cpu {:.0}% mem {}",
+                name(id),
+                sample.cpu_pct,
+                format::bytes(sample.mem_used)
+            )
+            .map_err(ClientError::Output)?,
+            FleetEvent::Lagged { missed } => {
+                crate::util::outln!("(missed {missed} events: output fell behind)")
+                    .map_err(ClientError::Output)?
+            }
+        }
+    }
+}
+
+/// Prints file events until the hub closes the watch or Ctrl-C.
+pub async fn watch_files(
+    client: &Client,
+    agent: Option<String>,
+    json: bool,
+) -> Result<(), FilesError> {
+    let (_send, mut recv) = files::watch_stream(client, agent).await?;
+    loop {
+        let ev = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            ev = files::next_event(&mut recv) => match ev? {
+                Some(ev) => ev,
+                None => return Ok(()),
+            },
+        };
+        if json {
+            crate::util::outln!("{}", serde_json::to_string(&ev).unwrap_or_default())
+                .map_err(ClientError::Output)?;
+        } else {
+            crate::util::outln!("{}", files::event_line(&ev)).map_err(ClientError::Output)?;
+        }
+    }
+}
