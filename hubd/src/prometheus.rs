@@ -139,8 +139,8 @@ async fn serve_one(ctx: &HubCtx, mut stream: TcpStream, started_ms: u64) {
 /// Label pairs of one series.
 type Labels = Vec<(&'static str, &'static str)>;
 
-/// One scrape's registry: every value is read when the scrape comes, so each scrape builds its own
-/// (a few dozen series; cheaper than keeping the hub's lock-free counters in step with a second set).
+/// One scrape's registry, built from the hub's own lock-free counters as they stand when the scrape
+/// comes (a few dozen series): the hot paths keep their plain atomics and nothing is counted twice.
 struct Exposition(Registry);
 
 impl Exposition {
