@@ -98,6 +98,27 @@ pub enum Command {
         #[arg(long)]
         service: bool,
     },
+    /// Print the shell completion script (bash: `agentd completions bash > /etc/bash_completion.d/agentd`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: deploy::shelldocs::Shell,
+    },
+    /// Write the manual pages (agentd.1 and one per subcommand) into DIR.
+    Man {
+        /// Folder to write them into (created if missing), e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
+}
+
+/// `agentd completions` and `agentd man`: need no configuration, data directory or runtime.
+fn shell_docs(command: &Command) -> Option<ExitCode> {
+    use clap::CommandFactory;
+    use deploy::shelldocs::{Request, run};
+    match command {
+        Command::Completions { shell } => Some(run(Cli::command(), Request::Completions(*shell))),
+        Command::Man { dir } => Some(run(Cli::command(), Request::Man(dir))),
+        _ => None,
+    }
 }
 
 /// `agentd config` subcommands.
@@ -119,6 +140,9 @@ pub enum ConfigCommand {
 pub fn main() -> ExitCode {
     deploy::allocator::tune(deploy::Daemon::Agent);
     let cli = Cli::parse();
+    if let Some(code) = shell_docs(&cli.command) {
+        return code;
+    }
     let service = matches!(cli.command, Command::Run { service: true, .. });
     // Off Windows `--service` is refused below: no log file for that.
     let log_file = if service && cfg!(windows) {
@@ -269,7 +293,11 @@ async fn run(cli: Cli, service: CancellationToken) -> anyhow::Result<ExitCode> {
         data_dir: resolved.data_dir,
     };
     match cli.command {
-        Command::Install(_) | Command::Uninstall(_) | Command::Status(_) => Ok(ExitCode::SUCCESS),
+        Command::Install(_)
+        | Command::Uninstall(_)
+        | Command::Status(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(ExitCode::SUCCESS),
         Command::Config(ConfigCommand::Check {
             metrics_interval_ms,
             json,

@@ -200,6 +200,10 @@ async fn install_inner(
     install::hand_over_data_dir(&layout, &layout.data_dir, user.as_deref()).map_err(failure)?;
     let spec = ServiceSpec::for_layout(&layout, program, user, false);
     install::register(&layout, &spec, !args.service.no_start, &mut report).map_err(failure)?;
+    let docs =
+        deploy::shelldocs::ShellDocs::of(&<crate::cli::Cli as clap::CommandFactory>::command())
+            .map_err(|e| (anyhow::anyhow!("render manual pages: {e}"), 1))?;
+    install::install_shell_docs(&layout, &docs, &mut report).map_err(failure)?;
     Ok(report)
 }
 

@@ -132,6 +132,18 @@ fn install_status_uninstall_round_trip_in_a_temp_root() {
     // Nothing listens on the discard port: the agent runs but stays disconnected.
     pre_enrol(&data, "127.0.0.1:9");
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_agentd"));
+    // The system has every shell's completion folder and man.
+    let shell_files = [
+        "usr/share/bash-completion/completions/agentd",
+        "usr/share/zsh/vendor-completions/_agentd",
+        "usr/share/fish/vendor_completions.d/agentd.fish",
+        "usr/share/man/man1/agentd.1",
+        "usr/share/man/man1/agentd-install.1",
+    ]
+    .map(|f| r.join(f));
+    for f in &shell_files {
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+    }
 
     let out = run(agentd()
         .args(["install", "--system", "--json", "--root"])
@@ -151,6 +163,15 @@ fn install_status_uninstall_round_trip_in_a_temp_root() {
         written.contains(&unit_path.to_str().expect("utf8")),
         "{report:#}"
     );
+    for f in &shell_files {
+        assert!(
+            written.contains(&f.to_str().expect("utf8")) && f.is_file(),
+            "{} installed and reported: {report:#}",
+            f.display()
+        );
+    }
+    let bash = std::fs::read_to_string(&shell_files[0]).expect("bash");
+    assert!(bash.contains("enrol") && bash.contains("install"), "{bash}");
     assert!(
         report["pending"]
             .as_array()
@@ -246,6 +267,24 @@ fn install_status_uninstall_round_trip_in_a_temp_root() {
         !data.exists() && !config.exists(),
         "purge removes keys, data and config"
     );
+    for f in &shell_files {
+        assert!(!f.exists(), "{} removed", f.display());
+    }
+}
+
+#[test]
+fn completions_name_the_subcommands() {
+    let out = run(agentd().args(["completions", "bash"]));
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let bash = String::from_utf8(out.stdout).expect("utf8");
+    for sub in ["enrol", "run", "install", "status", "completions", "man"] {
+        assert!(bash.contains(sub), "{sub} missing from\n{bash}");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = run(agentd().arg("man").arg(dir.path()));
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(dir.path().join("agentd-run.1")).expect("page");
+    assert!(page.contains(".TH agentd-run 1"), "{page}");
 }
 
 /// `systemd-analyze verify` where the machine has it; CI without systemd skips with a note.

@@ -117,6 +117,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the shell completion script (bash: `hubd completions bash > /etc/bash_completion.d/hubd`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: deploy::shelldocs::Shell,
+    },
+    /// Write the manual pages (hubd.1 and one per subcommand) into DIR.
+    Man {
+        /// Folder to write them into (created if missing), e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
+}
+
+/// `hubd completions` and `hubd man`: need no configuration, data directory or runtime.
+fn shell_docs(command: &Command) -> Option<ExitCode> {
+    use clap::CommandFactory;
+    use deploy::shelldocs::{Request, run};
+    match command {
+        Command::Completions { shell } => Some(run(Cli::command(), Request::Completions(*shell))),
+        Command::Man { dir } => Some(run(Cli::command(), Request::Man(dir))),
+        _ => None,
+    }
 }
 
 /// `hubd config` subcommands.
@@ -187,6 +208,9 @@ fn parse_role(s: &str) -> Result<Role, String> {
 pub fn main() -> ExitCode {
     deploy::allocator::tune(deploy::Daemon::Hub);
     let cli = Cli::parse();
+    if let Some(code) = shell_docs(&cli.command) {
+        return code;
+    }
     let service = matches!(cli.command, Command::Run { service: true, .. });
     // Off Windows `--service` is refused below: no log file for that.
     let log_file = if service && cfg!(windows) {
@@ -320,7 +344,11 @@ async fn run(
         flags,
     };
     match cli.command {
-        Command::Install(_) | Command::Uninstall(_) | Command::Status(_) => Ok(ExitCode::SUCCESS),
+        Command::Install(_)
+        | Command::Uninstall(_)
+        | Command::Status(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(ExitCode::SUCCESS),
         Command::Config(ConfigCommand::Check {
             listen,
             metrics_listen,

@@ -1,6 +1,7 @@
 //! The opt-in Prometheus endpoint (`metrics_listen`, `--metrics-listen`): `GET /metrics` in the
-//! text exposition format over plain HTTP/1.1, one request per connection. Written with tokio
-//! alone: one route needs no web framework.
+//! text exposition format over plain HTTP/1.1, one request per connection. The text comes from
+//! `prometheus-client`'s encoder of the 0.0.4 format; the HTTP side is tokio alone: one route
+//! needs no web framework.
 //!
 //! Exported: agents by state, connections, handshakes, enrolments, messages and bytes per stream
 //! kind, metrics samples, exec and transfer counts, the store's call latency, and the process's
@@ -8,9 +9,16 @@
 
 use crate::stats::{Direction, LATENCY_BUCKETS_S, StreamKind};
 use crate::{HubCtx, HubError, store};
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,8 +34,8 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Scrapes served at once; more are closed at once (a scraper misconfigured to hammer us must not
 /// cost the hub more than this many store calls at a time).
 const MAX_CONCURRENT: usize = 8;
-/// Content type of the text exposition format.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the text exposition format (0.0.4), the one every Prometheus version reads.
+const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Binds the endpoint, warning when it is reachable from other machines (it has no auth).
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, HubError> {
@@ -128,33 +136,106 @@ async fn serve_one(ctx: &HubCtx, mut stream: TcpStream, started_ms: u64) {
     }
 }
 
-/// Escapes a label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// Label pairs of one series.
+type Labels = Vec<(&'static str, &'static str)>;
 
-/// The exposition text, one family after another.
-struct Text(String);
+/// One scrape's registry, built from the hub's own lock-free counters as they stand when the scrape
+/// comes (a few dozen series): the hot paths keep their plain atomics and nothing is counted twice.
+struct Exposition(Registry);
 
-impl Text {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+impl Exposition {
+    /// `name` gets `_total` when encoded.
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        self.0.register(name, help, c);
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            let inner: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
-                .collect();
-            let _ = write!(self.0, "{{{}}}", inner.join(","));
+    /// A counter family; `name` gets `_total` when encoded.
+    fn counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: impl IntoIterator<Item = (Labels, u64)>,
+    ) {
+        let family = Family::<Labels, Counter<u64>>::default();
+        for (labels, value) in series {
+            family.get_or_create(&labels).inc_by(value);
         }
-        let _ = writeln!(self.0, " {value}");
+        self.0.register(name, help, family);
+    }
+
+    fn gauges(&mut self, name: &str, help: &str, series: impl IntoIterator<Item = (Labels, u64)>) {
+        let family = Family::<Labels, Gauge<u64, AtomicU64>>::default();
+        for (labels, value) in series {
+            family.get_or_create(&labels).set(value);
+        }
+        self.0.register(name, help, family);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        let g = Gauge::<u64, AtomicU64>::default();
+        g.set(value);
+        self.0.register(name, help, g);
+    }
+
+    fn gauge_f64(&mut self, name: &str, help: &str, value: f64) {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(value);
+        self.0.register(name, help, g);
+    }
+
+    fn encode(self) -> Result<String, HubError> {
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_text::encode(&mut out, &self.0)
+            .map_err(|e| HubError::io("encode the metrics exposition", std::io::Error::other(e)))?;
+        Ok(out)
+    }
+}
+
+/// The store's call latency as read at the scrape: the hub's own lock-free histogram
+/// ([`crate::stats::Histogram`]) holds the counts, so it is encoded as it stands.
+#[derive(Debug)]
+struct StoreLatency {
+    /// Observations per bucket (not cumulative), the last bound `+Inf`.
+    buckets: Vec<(f64, u64)>,
+    sum_s: f64,
+    count: u64,
+}
+
+impl StoreLatency {
+    fn read(h: &crate::stats::Histogram) -> Self {
+        let (cumulative, total) = h.cumulative();
+        debug_assert_eq!(cumulative.len(), LATENCY_BUCKETS_S.len());
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = cumulative
+            .into_iter()
+            .map(|(bound, acc)| {
+                let n = acc - below;
+                below = acc;
+                (bound, n)
+            })
+            .collect();
+        buckets.push((f64::INFINITY, total - below));
+        // `+Inf` and `_count` are the same number: the total of the buckets read, not the
+        // histogram's own count, which a store call finishing during the read may have moved on.
+        Self {
+            buckets,
+            sum_s: h.sum_s(),
+            count: total,
+        }
+    }
+}
+
+impl Collector for StoreLatency {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let metric = encoder.encode_descriptor(
+            "flotilla_hub_store_call_duration_seconds",
+            "Time from queueing a database job to its result (queue wait included); writes dominate.",
+            None,
+            MetricType::Histogram,
+        );
+        metric?.encode_histogram::<NoLabelSet>(self.sum_s, self.count, &self.buckets, None)
     }
 }
 
@@ -166,212 +247,142 @@ pub(crate) async fn render(ctx: &HubCtx, started_ms: u64) -> Result<String, HubE
         .await?;
     let online = ctx.registry.online_count() as u64;
     let s = &ctx.stats;
-    let mut t = Text(String::with_capacity(8 * 1024));
+    let mut t = Exposition(Registry::default());
 
-    t.family("flotilla_hub_info", "gauge", "Hub version (value 1).");
-    t.sample(
+    t.gauges(
         "flotilla_hub_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
-        1,
+        "Hub version (value 1).",
+        [(vec![("version", env!("CARGO_PKG_VERSION"))], 1)],
     );
-    t.family(
+    t.gauge_f64(
         "flotilla_hub_start_time_seconds",
-        "gauge",
         "When the hub started, seconds since the Unix epoch.",
-    );
-    t.sample(
-        "flotilla_hub_start_time_seconds",
-        &[],
         started_ms as f64 / 1000.0,
     );
-    t.family(
+    t.gauges(
         "flotilla_hub_agents",
-        "gauge",
         "Enrolled agents by state: online (connected now), offline, revoked.",
+        [
+            (vec![("state", "online")], online),
+            (vec![("state", "offline")], enrolled.saturating_sub(online)),
+            (vec![("state", "revoked")], revoked),
+        ],
     );
-    t.sample("flotilla_hub_agents", &[("state", "online")], online);
-    t.sample(
-        "flotilla_hub_agents",
-        &[("state", "offline")],
-        enrolled.saturating_sub(online),
-    );
-    t.sample("flotilla_hub_agents", &[("state", "revoked")], revoked);
-    t.family(
+    t.gauges(
         "flotilla_hub_connections",
-        "gauge",
         "Open connections by role.",
+        [
+            (vec![("role", "agent")], online),
+            (
+                vec![("role", "operator")],
+                ctx.registry.operator_count() as u64,
+            ),
+            (vec![("role", "bulk")], ctx.registry.bulk_count() as u64),
+        ],
     );
-    t.sample("flotilla_hub_connections", &[("role", "agent")], online);
-    t.sample(
-        "flotilla_hub_connections",
-        &[("role", "operator")],
-        ctx.registry.operator_count(),
-    );
-    t.sample(
-        "flotilla_hub_connections",
-        &[("role", "bulk")],
-        ctx.registry.bulk_count(),
-    );
-    t.family(
-        "flotilla_hub_bulk_lanes_opened_total",
-        "counter",
+    t.counter(
+        "flotilla_hub_bulk_lanes_opened",
         "Bulk lanes agents opened for transfers.",
-    );
-    t.sample(
-        "flotilla_hub_bulk_lanes_opened_total",
-        &[],
         s.bulk_lanes_opened.load(Relaxed),
     );
-    t.family(
-        "flotilla_hub_connections_accepted_total",
-        "counter",
+    t.counter(
+        "flotilla_hub_connections_accepted",
         "Incoming connections admitted to a handshake.",
-    );
-    t.sample(
-        "flotilla_hub_connections_accepted_total",
-        &[],
         s.connections_accepted.load(Relaxed),
     );
-    t.family(
-        "flotilla_hub_handshakes_total",
-        "counter",
+    t.counters(
+        "flotilla_hub_handshakes",
         "TLS/QUIC handshakes by result.",
+        [
+            (vec![("result", "ok")], s.handshakes_ok.load(Relaxed)),
+            (
+                vec![("result", "failed")],
+                s.handshakes_failed.load(Relaxed),
+            ),
+        ],
     );
-    t.sample(
-        "flotilla_hub_handshakes_total",
-        &[("result", "ok")],
-        s.handshakes_ok.load(Relaxed),
-    );
-    t.sample(
-        "flotilla_hub_handshakes_total",
-        &[("result", "failed")],
-        s.handshakes_failed.load(Relaxed),
-    );
-    t.family(
-        "flotilla_hub_enrolments_total",
-        "counter",
+    t.counters(
+        "flotilla_hub_enrolments",
         "Enrolments by result.",
+        [
+            (vec![("result", "ok")], s.enrolments_ok.load(Relaxed)),
+            (
+                vec![("result", "refused")],
+                s.enrolments_refused.load(Relaxed),
+            ),
+        ],
     );
-    t.sample(
-        "flotilla_hub_enrolments_total",
-        &[("result", "ok")],
-        s.enrolments_ok.load(Relaxed),
-    );
-    t.sample(
-        "flotilla_hub_enrolments_total",
-        &[("result", "refused")],
-        s.enrolments_refused.load(Relaxed),
-    );
-    for (name, help, bytes) in [
-        (
-            "flotilla_hub_messages_total",
-            "Messages (frames) by stream kind and direction.",
-            false,
-        ),
-        (
-            "flotilla_hub_bytes_total",
-            "Bytes of messages by stream kind and direction.",
-            true,
-        ),
-    ] {
-        t.family(name, "counter", help);
-        for kind in StreamKind::ALL {
-            for dir in [Direction::In, Direction::Out] {
+    let traffic = |bytes: bool| {
+        StreamKind::ALL.into_iter().flat_map(move |kind| {
+            [Direction::In, Direction::Out].map(|dir| {
                 let v = if bytes {
                     s.traffic.bytes(kind, dir)
                 } else {
                     s.traffic.messages(kind, dir)
                 };
-                t.sample(
-                    name,
-                    &[("kind", kind.as_str()), ("direction", dir.as_str())],
+                (
+                    vec![("kind", kind.as_str()), ("direction", dir.as_str())],
                     v,
-                );
-            }
-        }
-    }
-    t.family(
-        "flotilla_hub_metrics_samples_total",
-        "counter",
-        "Metrics samples received from agents.",
+                )
+            })
+        })
+    };
+    t.counters(
+        "flotilla_hub_messages",
+        "Messages (frames) by stream kind and direction.",
+        traffic(false),
     );
-    t.sample(
-        "flotilla_hub_metrics_samples_total",
-        &[],
+    t.counters(
+        "flotilla_hub_bytes",
+        "Bytes of messages by stream kind and direction.",
+        traffic(true),
+    );
+    t.counter(
+        "flotilla_hub_metrics_samples",
+        "Metrics samples received from agents.",
         s.metrics_samples.load(Relaxed),
     );
-    t.family(
-        "flotilla_hub_exec_jobs_total",
-        "counter",
+    t.counter(
+        "flotilla_hub_exec_jobs",
         "Exec jobs started (one per request, whatever the number of agents).",
-    );
-    t.sample(
-        "flotilla_hub_exec_jobs_total",
-        &[],
         s.exec_jobs_started.load(Relaxed),
     );
-    t.family(
-        "flotilla_hub_exec_runs_total",
-        "counter",
+    t.counters(
+        "flotilla_hub_exec_runs",
         "Exec runs on agents by event.",
+        [
+            (
+                vec![("event", "started")],
+                s.exec_runs_started.load(Relaxed),
+            ),
+            (
+                vec![("event", "finished")],
+                s.exec_runs_finished.load(Relaxed),
+            ),
+        ],
     );
-    t.sample(
-        "flotilla_hub_exec_runs_total",
-        &[("event", "started")],
-        s.exec_runs_started.load(Relaxed),
-    );
-    t.sample(
-        "flotilla_hub_exec_runs_total",
-        &[("event", "finished")],
-        s.exec_runs_finished.load(Relaxed),
-    );
-    t.family(
-        "flotilla_hub_transfers_total",
-        "counter",
+    t.counters(
+        "flotilla_hub_transfers",
         "File transfers by event.",
+        [
+            (
+                vec![("event", "started")],
+                s.transfers_started.load(Relaxed),
+            ),
+            (
+                vec![("event", "completed")],
+                s.transfers_completed.load(Relaxed),
+            ),
+            (vec![("event", "failed")], s.transfers_failed.load(Relaxed)),
+        ],
     );
-    t.sample(
-        "flotilla_hub_transfers_total",
-        &[("event", "started")],
-        s.transfers_started.load(Relaxed),
-    );
-    t.sample(
-        "flotilla_hub_transfers_total",
-        &[("event", "completed")],
-        s.transfers_completed.load(Relaxed),
-    );
-    t.sample(
-        "flotilla_hub_transfers_total",
-        &[("event", "failed")],
-        s.transfers_failed.load(Relaxed),
-    );
-
-    let h = ctx.store.latency();
-    let name = "flotilla_hub_store_call_duration_seconds";
-    t.family(
-        name,
-        "histogram",
-        "Time from queueing a database job to its result (queue wait included); writes dominate.",
-    );
-    let (buckets, total) = h.cumulative();
-    debug_assert_eq!(buckets.len(), LATENCY_BUCKETS_S.len());
-    for (bound, count) in buckets {
-        t.sample(
-            &format!("{name}_bucket"),
-            &[("le", &bound.to_string())],
-            count,
-        );
-    }
-    t.sample(&format!("{name}_bucket"), &[("le", "+Inf")], total);
-    t.sample(&format!("{name}_sum"), &[], h.sum_s());
-    t.sample(&format!("{name}_count"), &[], total);
-
+    t.0.register_collector(Box::new(StoreLatency::read(ctx.store.latency())));
     process_metrics(&mut t);
-    Ok(t.0)
+    t.encode()
 }
 
 /// Resident memory and open descriptors from /proc (Linux); nothing elsewhere.
-fn process_metrics(t: &mut Text) {
+fn process_metrics(t: &mut Exposition) {
     // statm's second field is resident pages.
     let rss_pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -383,20 +394,18 @@ fn process_metrics(t: &mut Text) {
         // Unreachable: there is no /proc off Unix.
         #[cfg(not(unix))]
         let page = 4096;
-        t.family(
+        t.gauge(
             "process_resident_memory_bytes",
-            "gauge",
             "Resident memory size in bytes.",
+            pages * page,
         );
-        t.sample("process_resident_memory_bytes", &[], pages * page);
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        t.family(
+        t.gauge(
             "process_open_fds",
-            "gauge",
             "Number of open file descriptors.",
+            fds.count() as u64,
         );
-        t.sample("process_open_fds", &[], fds.count());
     }
 }
 
@@ -405,12 +414,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(label("x\ny"), "x\\ny");
-        let mut t = Text(String::new());
-        t.sample("m", &[("k", "v")], 1.5);
-        t.sample("n", &[], 2);
-        assert_eq!(t.0, "m{k=\"v\"} 1.5\nn 2\n");
+    fn families_keep_their_names_types_and_escaped_labels() {
+        let mut t = Exposition(Registry::default());
+        t.counters("m", "Help.", [(vec![("k", "a\"b\\c\nd")], 3)]);
+        t.gauge_f64("g", "G.", 1.5);
+        let h = crate::stats::Histogram::default();
+        h.observe(Duration::from_millis(2));
+        h.observe(Duration::from_secs(9));
+        t.0.register_collector(Box::new(StoreLatency::read(&h)));
+        let text = t.encode().expect("encode");
+        assert!(text.contains("# TYPE m_total counter\n"), "{text}");
+        assert!(
+            text.contains("m_total{k=\"a\\\"b\\\\c\\nd\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE g gauge\ng 1.5\n"), "{text}");
+        let name = "flotilla_hub_store_call_duration_seconds";
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.001\"}} 0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.0025\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"5\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 2\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{name}_count 2\n")), "{text}");
     }
 }

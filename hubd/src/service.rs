@@ -161,6 +161,10 @@ async fn install_inner(
         .map_err(failure)?;
     let spec = ServiceSpec::for_layout(&layout, program, user, low_port);
     install::register(&layout, &spec, !args.service.no_start, &mut report).map_err(failure)?;
+    let docs =
+        deploy::shelldocs::ShellDocs::of(&<crate::cli::Cli as clap::CommandFactory>::command())
+            .map_err(|e| (format!("render manual pages: {e}"), 1))?;
+    install::install_shell_docs(&layout, &docs, &mut report).map_err(failure)?;
     Ok(report)
 }
 

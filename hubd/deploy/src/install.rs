@@ -1,10 +1,12 @@
 //! The steps `agentd install` and `hubd install` share, around each daemon's own step (enrolment or
 //! `init`): privilege and binary checks, the service account, the configuration file, the service
-//! file, and the service manager, whose commands are printed instead of run where it cannot be used.
+//! file, the service manager, whose commands are printed instead of run where it cannot be used, and
+//! the shell completions and manual pages.
 
 use crate::files::{self, FileError};
 use crate::layout::SERVICE_USER;
 use crate::manager::{self, ManagerState, Step, StepError};
+use crate::shelldocs::{self, ShellDocs};
 use crate::{Layout, LayoutError, Os, Scope, ServiceSpec};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -379,6 +381,91 @@ pub fn raise_recv_buffer_limit(
     report.run_or_defer(layout, vec![apply])
 }
 
+/// Writes the binary's shell completions and manual pages where bash, zsh, fish and man look, for a
+/// Linux system install only (a user install leaves the system's folders alone), and only into
+/// folders that exist: a machine without fish has no use for a fish file, and creating the folder
+/// would not make one. Folders left out are named in the report's notes.
+pub fn install_shell_docs(
+    layout: &Layout,
+    docs: &ShellDocs,
+    report: &mut Report,
+) -> Result<(), InstallError> {
+    if layout.os != Os::Linux || layout.scope != Scope::System {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    for (shell, dir) in shelldocs::SYSTEM_COMPLETIONS {
+        let Some((_, text)) = docs.completions.iter().find(|(s, _)| *s == shell) else {
+            continue;
+        };
+        let dir_on_disk = layout.on_disk(Path::new(dir));
+        if !dir_on_disk.is_dir() {
+            missing.push(dir);
+            continue;
+        }
+        let file = dir_on_disk.join(shelldocs::completion_file_name(shell, &docs.bin));
+        files::write_atomic(&file, text, 0o644)?;
+        report.written.push(file);
+    }
+    let man_dir = layout.on_disk(Path::new(shelldocs::SYSTEM_MAN_DIR));
+    if man_dir.is_dir() {
+        for (name, text) in &docs.man_pages {
+            let file = man_dir.join(name);
+            files::write_atomic(&file, text, 0o644)?;
+            report.written.push(file);
+        }
+    } else {
+        missing.push(shelldocs::SYSTEM_MAN_DIR);
+    }
+    if !missing.is_empty() {
+        report.notes.push(format!(
+            "no {} here: {} completions or manual pages not installed there (`{} completions SHELL`, `{} man DIR` print them)",
+            missing.join(", "),
+            docs.bin,
+            docs.bin,
+            docs.bin
+        ));
+    }
+    Ok(())
+}
+
+/// Removes what [`install_shell_docs`] wrote for `bin`: its completion files, and its manual pages
+/// (`bin.1` and `bin-*.1`).
+fn remove_shell_docs(layout: &Layout, bin: &str, report: &mut Report) -> Result<(), InstallError> {
+    if layout.os != Os::Linux || layout.scope != Scope::System {
+        return Ok(());
+    }
+    for (shell, dir) in shelldocs::SYSTEM_COMPLETIONS {
+        let file = layout
+            .on_disk(Path::new(dir))
+            .join(shelldocs::completion_file_name(shell, bin));
+        if files::remove_file(&file)? {
+            report.removed.push(file);
+        }
+    }
+    let man_dir = layout.on_disk(Path::new(shelldocs::SYSTEM_MAN_DIR));
+    let Ok(entries) = std::fs::read_dir(&man_dir) else {
+        return Ok(());
+    };
+    let prefix = format!("{bin}-");
+    let mut pages: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_str().is_some_and(|n| {
+                n == format!("{bin}.1") || (n.starts_with(&prefix) && n.ends_with(".1"))
+            })
+        })
+        .map(|e| e.path())
+        .collect();
+    pages.sort();
+    for page in pages {
+        if files::remove_file(&page)? {
+            report.removed.push(page);
+        }
+    }
+    Ok(())
+}
+
 /// Gives the data directory to the service account (after enrolment or init wrote keys as root).
 pub fn hand_over_data_dir(
     layout: &Layout,
@@ -459,6 +546,7 @@ pub fn unregister(
         }
     }
     report.run_or_defer(layout, manager::after_uninstall_steps(layout))?;
+    remove_shell_docs(layout, layout.daemon.binary(), report)?;
     if purge {
         if files::remove_dir_all(&data_dir)? {
             report.removed.push(data_dir);
@@ -658,6 +746,58 @@ mod tests {
         let mut down = Report::new(&layout);
         unregister(&layout, &spec, false, |_| false, &mut down).expect("uninstall");
         assert!(!file.exists() && down.removed.contains(&file));
+    }
+
+    #[test]
+    fn shell_docs_go_only_into_folders_the_system_has_and_leave_with_uninstall() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout {
+            root: Some(dir.path().to_path_buf()),
+            ..Layout::system(Daemon::Hub, Os::Linux, "")
+        };
+        for d in [
+            "usr/share/bash-completion/completions",
+            "usr/share/man/man1",
+        ] {
+            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        let cmd = clap::Command::new("hubd").subcommand(clap::Command::new("run"));
+        let docs = ShellDocs::of(&cmd).expect("docs");
+        let mut report = Report::new(&layout);
+        install_shell_docs(&layout, &docs, &mut report).expect("install");
+        let bash = dir
+            .path()
+            .join("usr/share/bash-completion/completions/hubd");
+        let man = dir.path().join("usr/share/man/man1/hubd-run.1");
+        assert!(report.written.contains(&bash) && report.written.contains(&man));
+        assert!(
+            !dir.path().join("usr/share/zsh").exists(),
+            "no zsh folder made"
+        );
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.contains("/usr/share/zsh/vendor-completions")),
+            "{:?}",
+            report.notes
+        );
+        let user = Layout {
+            root: Some(dir.path().to_path_buf()),
+            scope: Scope::User,
+            ..Layout::system(Daemon::Hub, Os::Linux, "")
+        };
+        let mut nothing = Report::new(&user);
+        install_shell_docs(&user, &docs, &mut nothing).expect("user");
+        assert!(
+            nothing.written.is_empty(),
+            "a user install leaves /usr alone"
+        );
+
+        let mut down = Report::new(&layout);
+        remove_shell_docs(&layout, "hubd", &mut down).expect("remove");
+        assert!(!bash.exists() && !man.exists());
+        assert!(down.removed.contains(&man));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! the service manager calls that register them ([`manager`]), layered configuration
 //! (file < `FLOTILLA_*` environment < flags, [`layered`]), secrets that never print ([`SecretString`]),
 //! readiness notification to systemd ([`notify`]), stop requests ([`stop`]) and the Windows
-//! Service Control Manager's protocol ([`scm`]), and the allocator settings both daemons start with
-//! ([`allocator`]).
+//! Service Control Manager's protocol ([`scm`]), the allocator settings both daemons start with
+//! ([`allocator`]), and shell completions and manual pages ([`shelldocs`]).
 //!
 //! Everything that produces text is a pure function tested on every platform; only running
 //! `systemctl`, `launchctl` or `sc.exe` depends on the machine, and that is decided at run time.
@@ -20,6 +20,7 @@ pub mod manager;
 pub mod notify;
 pub mod scm;
 mod secret;
+pub mod shelldocs;
 pub mod stop;
 pub mod sync;
 pub mod systemd;

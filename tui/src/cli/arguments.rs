@@ -199,6 +199,16 @@ pub enum Command {
         #[arg(long)]
         no_console: bool,
     },
+    /// Print the shell completion script (bash: `flotilla completions bash > ~/.local/share/bash-completion/completions/flotilla`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (flotilla.1 and one per subcommand) into DIR.
+    Man {
+        /// Folder to write them into (created if missing), e.g. ~/.local/share/man/man1.
+        dir: PathBuf,
+    },
 }
 
 impl Command {

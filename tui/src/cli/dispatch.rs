@@ -155,6 +155,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             cp(&cli.login()?, src, dst, &opts, *json).await
         }
         Command::Demo { agents, no_console } => crate::demo::run(*agents, *no_console).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "flotilla", &mut script);
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)
+                .and_then(|()| out.flush())
+                .context("write the completion script")?;
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            for page in man_pages(dir)? {
+                crate::util::outln!("{}", page.display())?;
+            }
+            Ok(0)
+        }
         Command::Mux {
             socket,
             persist,
@@ -291,4 +308,31 @@ async fn cp(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes `flotilla.1` and a page per subcommand (`flotilla-exec.1`) into `dir`.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    fn render(
+        cmd: clap::Command,
+        dir: &std::path::Path,
+        out: &mut Vec<std::path::PathBuf>,
+    ) -> anyhow::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            render(sub, dir, out)?;
+        }
+        let man = clap_mangen::Man::new(cmd);
+        let mut text = Vec::new();
+        man.render(&mut text)?;
+        let path = dir.join(man.get_filename());
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        out.push(path);
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = Vec::new();
+    render(cmd, dir, &mut pages)?;
+    pages.sort();
+    Ok(pages)
 }

@@ -1,19 +1,25 @@
-//! How `flotilla cp` shows a copy: a progress bar with bytes, rate and ETA on a terminal, one line per
-//! file otherwise, NDJSON events with `--json`.
+//! How `flotilla cp` shows a copy: on a terminal, a progress bar per file in flight (`indicatif`:
+//! bytes, rate, ETA, the bar as wide as the terminal allows); one line per file otherwise; NDJSON
+//! events with `--json`.
 
 use super::CopyEvent;
 use crate::format::bytes;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-/// Least time between two redraws of the bar (or two JSON progress lines per file).
-const DRAW_EVERY: Duration = Duration::from_millis(100);
+/// Redraws per second of the bars: smooth enough to watch, and a copy over a slow terminal
+/// (ssh) does not spend its time drawing.
+const DRAWS_PER_SECOND: u8 = 10;
 /// Least time between two JSON progress lines of one file: scripts want a pulse, not a flood.
 const JSON_EVERY: Duration = Duration::from_millis(250);
-/// Width of the bar itself, in characters; the line fits 80 columns with a short name.
-const BAR_WIDTH: usize = 24;
+/// The bar line; `{wide_bar}` takes whatever width the terminal leaves.
+const BAR_TEMPLATE: &str = "{prefix} {percent:>3}% [{wide_bar}] {done}/{size} {rate}/s ETA {eta}";
+/// Longest name shown before a bar (its end is kept: the file name): the bar and figures still
+/// fit an 80-column terminal.
+const MAX_NAME: usize = 32;
 
 /// Rate and ETA of one file.
 #[derive(Debug)]
@@ -51,53 +57,85 @@ pub fn clock(secs: u64) -> String {
     }
 }
 
-/// One progress line: name, percent, bar, bytes, rate, ETA.
-pub fn bar_line(name: &str, written: u64, size: u64, rate: f64, eta: Option<u64>) -> String {
-    let frac = if size == 0 {
-        1.0
+/// The style of every bar: the figures in the same units as the rest of `flotilla`'s output.
+fn bar_style() -> ProgressStyle {
+    let style =
+        ProgressStyle::with_template(BAR_TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_bar());
+    style
+        .progress_chars("= ")
+        .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&bytes(s.pos()));
+        })
+        .with_key("size", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&bytes(s.len().unwrap_or(0)));
+        })
+        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&bytes(rate_of(s) as u64));
+        })
+        .with_key("eta", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let eta = (rate_of(s) > 0.0).then(|| s.eta().as_secs());
+            let _ = w.write_str(&eta.map(clock).unwrap_or_else(|| "-".into()));
+        })
+}
+
+/// indicatif's rate estimate, 0 until it has one.
+fn rate_of(s: &ProgressState) -> f64 {
+    let r = s.per_sec();
+    if r.is_finite() && r > 0.0 { r } else { 0.0 }
+}
+
+/// `name` cut to its last [`MAX_NAME`] characters.
+fn short_name(name: &str) -> String {
+    let n = name.chars().count();
+    if n <= MAX_NAME {
+        name.to_string()
     } else {
-        (written as f64 / size as f64).clamp(0.0, 1.0)
-    };
-    let filled = (frac * BAR_WIDTH as f64).round() as usize;
-    let bar: String = (0..BAR_WIDTH)
-        .map(|i| if i < filled { '=' } else { ' ' })
-        .collect();
-    format!(
-        "{name} {:>3}% [{bar}] {}/{} {}/s ETA {}",
-        (frac * 100.0) as u32,
-        bytes(written),
-        bytes(size),
-        bytes(rate as u64),
-        eta.map(clock).unwrap_or_else(|| "-".into())
-    )
+        let tail: String = name.chars().skip(n - (MAX_NAME - 1)).collect();
+        format!("…{tail}")
+    }
 }
 
 /// Turns copy events into output.
 #[derive(Debug)]
 pub struct Progress {
     json: bool,
-    tty: bool,
     meters: HashMap<String, Meter>,
-    last_draw: Option<Instant>,
-    bar_shown: bool,
+    /// The bars on stderr: hidden when it is not a terminal.
+    bars: MultiProgress,
+    /// The bar of each file in flight, by transfer.
+    shown: HashMap<String, ProgressBar>,
 }
 
 impl Progress {
-    /// Output for `--json` or not; the bar only when stderr is a terminal.
+    /// Output for `--json` or not; bars only when stderr is a terminal.
     pub fn new(json: bool) -> Self {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let target = if tty && !json {
+            ProgressDrawTarget::stderr_with_hz(DRAWS_PER_SECOND)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Self::with_target(json, target)
+    }
+
+    fn with_target(json: bool, target: ProgressDrawTarget) -> Self {
         Self {
             json,
-            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             meters: HashMap::new(),
-            last_draw: None,
-            bar_shown: false,
+            bars: MultiProgress::with_draw_target(target),
+            shown: HashMap::new(),
         }
     }
 
-    fn clear_bar(&mut self) {
-        if self.bar_shown {
-            eprint!("\r\x1b[2K");
-            self.bar_shown = false;
+    /// Prints a line above the bars (stderr), or just prints it when there are none.
+    fn say(&self, line: &str) {
+        self.bars.suspend(|| eprintln!("{line}"));
+    }
+
+    fn drop_bar(&mut self, transfer: &str) {
+        if let Some(bar) = self.shown.remove(transfer) {
+            bar.finish_and_clear();
+            self.bars.remove(&bar);
         }
     }
 
@@ -173,20 +211,29 @@ impl Progress {
                 discarded,
                 ..
             } => {
-                self.clear_bar();
                 if *discarded > 0 {
-                    eprintln!(
+                    self.say(&format!(
                         "{dst}: the {} already there did not match {src}: starting over",
                         bytes(*discarded)
-                    );
+                    ));
                 }
                 if *offset > 0 {
-                    eprintln!(
+                    self.say(&format!(
                         "resuming {src} -> {dst} at {} of {} (already verified at the destination)",
                         bytes(*offset),
                         bytes(*size)
-                    );
+                    ));
                 }
+                self.drop_bar(transfer);
+                let bar = self.bars.add(
+                    ProgressBar::new(*size)
+                        .with_style(bar_style())
+                        .with_prefix(short_name(dst))
+                        .with_position(*offset),
+                );
+                // The rate counts from here: bytes already there were not copied now.
+                bar.reset_eta();
+                self.shown.insert(transfer.clone(), bar);
                 self.meters.insert(
                     transfer.clone(),
                     Meter {
@@ -200,7 +247,6 @@ impl Progress {
             }
             CopyEvent::Progress {
                 transfer,
-                dst,
                 written,
                 size,
                 ..
@@ -210,14 +256,10 @@ impl Progress {
                 };
                 m.written = *written;
                 m.size = *size;
-                if !self.tty || self.last_draw.is_some_and(|t| t.elapsed() < DRAW_EVERY) {
-                    return;
+                if let Some(bar) = self.shown.get(transfer) {
+                    bar.set_length(*size);
+                    bar.set_position(*written);
                 }
-                let line = bar_line(dst, m.written, m.size, m.rate(), m.eta_s());
-                self.last_draw = Some(Instant::now());
-                eprint!("\r\x1b[2K{line}");
-                let _ = std::io::stderr().flush();
-                self.bar_shown = true;
             }
             CopyEvent::Retrying {
                 src,
@@ -227,12 +269,11 @@ impl Progress {
                 delay_ms,
                 ..
             } => {
-                self.clear_bar();
-                eprintln!(
+                self.say(&format!(
                     "{src} -> {dst} interrupted: {error}; retrying in {:.1} s (attempt {})",
                     *delay_ms as f64 / 1000.0,
                     attempt + 1
-                );
+                ));
             }
             CopyEvent::Done {
                 transfer,
@@ -242,7 +283,7 @@ impl Progress {
                 resumed_from,
                 blake3,
             } => {
-                self.clear_bar();
+                self.drop_bar(transfer);
                 let rate = self
                     .meters
                     .remove(transfer)
@@ -253,47 +294,187 @@ impl Progress {
                 } else {
                     String::new()
                 };
-                println!(
+                let line = format!(
                     "{src} -> {dst}: {} at {}/s{resumed}, blake3 {}",
                     bytes(*size),
                     bytes(rate as u64),
                     &blake3[..16.min(blake3.len())]
                 );
+                self.bars.suspend(|| println!("{line}"));
             }
             CopyEvent::Mkdir { .. } => {}
             CopyEvent::Skipped { src, reason } => {
-                self.clear_bar();
-                eprintln!("skipped {src}: {reason}");
+                self.say(&format!("skipped {src}: {reason}"));
             }
         }
     }
 
-    /// Clears a bar left on screen (before an error message).
+    /// Clears the bars left on screen (before an error message).
     pub fn finish(&mut self) {
-        self.clear_bar();
+        let transfers: Vec<String> = self.shown.keys().cloned().collect();
+        for t in transfers {
+            self.drop_bar(&t);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A terminal of a given width that keeps what is written to it.
+    #[derive(Debug, Clone)]
+    struct Screen {
+        width: u16,
+        text: Arc<Mutex<String>>,
+    }
+
+    impl Screen {
+        fn new(width: u16) -> Self {
+            Self {
+                width,
+                text: Arc::default(),
+            }
+        }
+
+        /// The rows written, wrapped at the width as a terminal does (indicatif pads each line to
+        /// the width and lets the terminal move to the next row).
+        fn lines(&self) -> Vec<String> {
+            let text = self.text.lock().expect("screen").clone();
+            let mut rows = Vec::new();
+            for piece in text.split(['\n', '\r']) {
+                let chars: Vec<char> = piece.chars().collect();
+                for row in chars.chunks(usize::from(self.width)) {
+                    let row: String = row.iter().collect();
+                    if !row.trim().is_empty() {
+                        rows.push(row.trim_end().to_owned());
+                    }
+                }
+            }
+            rows
+        }
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            self.width
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            self.text.lock().expect("screen").push('\n');
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            self.text.lock().expect("screen").push('\n');
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            let mut t = self.text.lock().expect("screen");
+            t.push_str(s);
+            t.push('\n');
+            Ok(())
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.text.lock().expect("screen").push_str(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            self.text.lock().expect("screen").push('\n');
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn started(transfer: &str, dst: &str, size: u64) -> CopyEvent {
+        CopyEvent::Started {
+            transfer: transfer.into(),
+            src: "here".into(),
+            dst: dst.into(),
+            size,
+            offset: 0,
+            discarded: 0,
+            attempt: 0,
+        }
+    }
+
+    fn progress(transfer: &str, dst: &str, written: u64, size: u64) -> CopyEvent {
+        CopyEvent::Progress {
+            transfer: transfer.into(),
+            src: "here".into(),
+            dst: dst.into(),
+            written,
+            size,
+        }
+    }
+
+    /// The last line drawn that mentions `name`.
+    fn bar_of(screen: &Screen, name: &str) -> String {
+        screen
+            .lines()
+            .into_iter()
+            .rev()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no bar for {name} in {:?}", screen.lines()))
+    }
 
     #[test]
-    fn the_bar_shows_bytes_rate_and_eta() {
-        assert_eq!(
-            bar_line(
-                "web-2:iso",
-                512 * 1024 * 1024,
-                1024 * 1024 * 1024,
-                100.0 * 1024.0 * 1024.0,
-                Some(6)
-            ),
-            "web-2:iso  50% [============            ] 512.0M/1.0G 100.0M/s ETA 0:06"
-        );
+    fn bars_show_bytes_rate_and_eta_one_per_file_as_wide_as_the_terminal() {
+        for width in [80, 132] {
+            bars_on_a_terminal_of(width);
+        }
         assert_eq!(clock(3725), "1:02:05");
-        assert_eq!(
-            bar_line("x", 0, 0, 0.0, None),
-            "x 100% [========================] 0B/0B 0B/s ETA -"
+        assert_eq!(clock(6), "0:06");
+        assert_eq!(short_name("web-2:iso"), "web-2:iso");
+        let long = format!("web-2:/srv/{}/file.iso", "d".repeat(60));
+        assert_eq!(short_name(&long).chars().count(), MAX_NAME);
+        assert!(short_name(&long).ends_with("/file.iso"));
+    }
+
+    fn bars_on_a_terminal_of(width: u16) {
+        let screen = Screen::new(width);
+        let mut p = Progress::with_target(
+            false,
+            ProgressDrawTarget::term_like(Box::new(screen.clone())),
         );
+        let gib = 1024 * 1024 * 1024;
+        p.on_event(&started("t1", "web-2:iso", gib));
+        p.on_event(&started("t2", "web-3:iso", 2 * gib));
+        p.on_event(&progress("t1", "web-2:iso", gib / 2, gib));
+        p.on_event(&progress("t2", "web-3:iso", gib / 2, 2 * gib));
+        for (name, percent, figures) in [
+            ("web-2:iso", " 50%", "] 512.0M/1.0G "),
+            ("web-3:iso", " 25%", "] 512.0M/2.0G "),
+        ] {
+            p.shown.values().for_each(ProgressBar::tick);
+            let line = bar_of(&screen, name);
+            assert!(line.starts_with(&format!("{name} {percent} [=")), "{line}");
+            assert!(line.contains(figures), "{line}");
+            assert!(line.contains("/s ETA "), "{line}");
+            assert_eq!(
+                line.chars().count(),
+                usize::from(width),
+                "the bar fills the terminal: {line}"
+            );
+        }
+        p.finish();
+        assert!(p.shown.is_empty());
+    }
+
+    #[test]
+    fn without_a_terminal_there_are_no_bars() {
+        // The test runner captures stderr: not a terminal.
+        assert!(!std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        let mut p = Progress::new(false);
+        p.on_event(&started("t1", "web-2:iso", 10));
+        assert!(p.bars.is_hidden());
+        assert!(Progress::new(true).bars.is_hidden(), "--json draws no bar");
     }
 }

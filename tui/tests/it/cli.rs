@@ -65,3 +65,60 @@ fn an_unknown_subcommand_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
     assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
 }
+
+#[test]
+fn completions_name_the_subcommands_and_man_writes_a_page_each() {
+    let out = flotilla()
+        .args(["completions", "bash"])
+        .output()
+        .expect("run flotilla");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bash = String::from_utf8_lossy(&out.stdout);
+    assert!(bash.contains("complete -F _flotilla"), "{bash}");
+    for sub in ["exec", "cp", "ls", "watch", "mux", "login", "completions"] {
+        assert!(bash.contains(sub), "{sub} missing from\n{bash}");
+    }
+    for (shell, marker) in [
+        ("zsh", "#compdef flotilla"),
+        ("fish", "complete -c flotilla"),
+    ] {
+        let out = flotilla()
+            .args(["completions", shell])
+            .output()
+            .expect("run flotilla");
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(marker),
+            "{shell}"
+        );
+    }
+    let out = flotilla()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("run flotilla");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let man = dir.path().join("man1");
+    let out = flotilla()
+        .arg("man")
+        .arg(&man)
+        .output()
+        .expect("run flotilla");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(man.join("flotilla-cp.1")).expect("cp page");
+    assert!(page.contains(".TH flotilla-cp 1"), "{page}");
+    assert!(man.join("flotilla.1").is_file());
+}

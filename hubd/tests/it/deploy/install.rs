@@ -50,6 +50,12 @@ pub(crate) fn verify_unit(unit: &Path) {
 async fn hub_install_status_uninstall_round_trip_in_a_temp_root() {
     let root = tempfile::tempdir().expect("root");
     let r = root.path();
+    // The system has bash-completion and man, not zsh or fish.
+    let bash_dir = r.join("usr/share/bash-completion/completions");
+    let man_dir = r.join("usr/share/man/man1");
+    for d in [&bash_dir, &man_dir] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
     let bin = hubd_bin();
     let out = run(command(&bin)
         .args(["install", "--system", "--json", "--root"])
@@ -60,6 +66,27 @@ async fn hub_install_status_uninstall_round_trip_in_a_temp_root() {
     .await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let report = json(&out);
+    let written = report["written"].to_string();
+    let completion = bash_dir.join("hubd");
+    let bash = std::fs::read_to_string(&completion).expect("bash completion installed");
+    assert!(bash.contains("token") && bash.contains("backup"), "{bash}");
+    for page in ["hubd.1", "hubd-token-create.1"] {
+        let path = man_dir.join(page);
+        assert!(path.is_file(), "{page} installed");
+        assert!(written.contains(&path.display().to_string()), "{report:#}");
+    }
+    assert!(
+        written.contains(&completion.display().to_string()),
+        "{report:#}"
+    );
+    assert!(
+        !r.join("usr/share/zsh").exists() && !r.join("usr/share/fish").exists(),
+        "no folders for shells the system lacks"
+    );
+    assert!(
+        report["notes"].to_string().contains("vendor_completions.d"),
+        "{report:#}"
+    );
     assert!(
         report["pending"]
             .as_array()
@@ -157,7 +184,45 @@ async fn hub_install_status_uninstall_round_trip_in_a_temp_root() {
     .await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!unit_path.exists() && !data.exists() && !config.exists());
+    assert!(!completion.exists() && !man_dir.join("hubd.1").exists());
+    assert_eq!(
+        std::fs::read_dir(&man_dir).expect("man1").count(),
+        0,
+        "every page removed"
+    );
     assert_eq!(status(r).await.0, 4, "not installed, not running");
+}
+
+#[tokio::test]
+async fn completions_and_man_pages_cover_the_subcommands() {
+    let bin = hubd_bin();
+    let out = run(command(&bin).args(["completions", "bash"])).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let bash = String::from_utf8(out.stdout).expect("utf8");
+    for sub in ["install", "token", "revoke", "backup", "completions"] {
+        assert!(bash.contains(sub), "{sub} missing from\n{bash}");
+    }
+    assert!(bash.contains("complete -F _hubd"), "{bash}");
+    for (shell, marker) in [("zsh", "#compdef hubd"), ("fish", "complete -c hubd")] {
+        let out = run(command(&bin).args(["completions", shell])).await;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(marker),
+            "{shell}"
+        );
+    }
+    let out = run(command(&bin).args(["completions", "tcsh"])).await;
+    assert_eq!(code(&out), 2, "an unknown shell is a usage error");
+    assert!(stderr(&out).contains("tcsh"), "{}", stderr(&out));
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let man = dir.path().join("man1");
+    let out = run(command(&bin).arg("man").arg(&man)).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let page = std::fs::read_to_string(man.join("hubd-token-create.1")).expect("page");
+    assert!(page.contains(".TH hubd-token-create 1"), "{page}");
+    assert!(page.contains("join token"), "{page}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hubd.1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

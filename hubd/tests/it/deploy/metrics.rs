@@ -1,4 +1,4 @@
-//! The Prometheus endpoint scraped over plain HTTP and parsed strictly.
+//! The Prometheus endpoint scraped over plain HTTP and checked by `promtool check metrics`.
 
 use super::prom::{self, Scrape};
 use crate::harness::binaries::{Agent, DEADLINE, Hub, enrol, run};
@@ -119,11 +119,18 @@ async fn metrics_endpoint_serves_valid_prometheus_text() {
     assert!(calls >= 3.0, "enrolments went through the store: {calls}");
     assert!(s.one("flotilla_hub_store_call_duration_seconds_sum", &[]) > Some(0.0));
     assert_eq!(
-        s.types
-            .get("flotilla_hub_store_call_duration_seconds")
-            .map(String::as_str),
+        s.type_of("flotilla_hub_store_call_duration_seconds"),
         Some("histogram")
     );
+    assert_eq!(
+        s.one(
+            "flotilla_hub_store_call_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        Some(calls)
+    );
+    assert_eq!(s.type_of("flotilla_hub_handshakes_total"), Some("counter"));
+    assert!(s.one("process_open_fds", &[]) > Some(0.0));
     assert!(
         s.one(
             "flotilla_hub_info",
