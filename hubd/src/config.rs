@@ -171,6 +171,11 @@ impl HubPaths {
     pub fn admin_socket(&self) -> PathBuf {
         self.data_dir.join("admin.sock")
     }
+    /// The secret that keys stateless resets (0600): kept across restarts so that a restarted
+    /// hub's resets tell its former peers at once that their connections are gone.
+    pub fn reset_key(&self) -> PathBuf {
+        self.data_dir.join("quic-reset.key")
+    }
     /// Written at start-up with the bound address, for scripts and tests.
     pub fn addr_file(&self) -> PathBuf {
         self.data_dir.join("hub.addr")

@@ -123,6 +123,7 @@ pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, Hu
     let hub = ca.issue_hub_cert(&names)?;
     flotilla_certs::write_private(&paths.hub_key(), &hub.key_der)?;
     flotilla_certs::write_cert_pem(&paths.hub_cert(), &hub.cert_der)?;
+    endpoint::reset_secret(paths)?;
 
     let admin_id = IdentityId::from_random(Role::Admin, flotilla_certs::random_bytes());
     let admin = ca.issue_local_identity(&admin_id, Role::Admin)?;
@@ -277,7 +278,9 @@ pub async fn start(
     server.transport_config(endpoint::transport(config.idle_timeout_s));
     bulk.transport_config(endpoint::bulk_transport(config.idle_timeout_s));
     let bulk = Arc::new(bulk);
-    let endpoint = endpoint::bind(config.listen, server)?;
+    let reset_secret = endpoint::reset_secret(&paths)?;
+    let endpoint = endpoint::bind(config.listen, server, &reset_secret)?;
+    drop(reset_secret);
     let local_addr = endpoint
         .local_addr()
         .map_err(|e| HubError::io("local address", e))?;
