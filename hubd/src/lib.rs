@@ -5,6 +5,7 @@
 //! Main entry points: [`init`] (create a hub's data directory), [`start`] (serve until cancelled),
 //! [`offline_request`] (run an admin request against a stopped hub's database).
 
+mod accept;
 pub mod admin;
 mod admin_socket;
 pub mod backup;
@@ -40,7 +41,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -347,7 +347,10 @@ pub async fn start(
     let task_ctx = ctx.clone();
     let task = tokio::spawn(async move {
         let ctx = task_ctx;
-        let handshakes = Arc::new(Semaphore::new(ctx.config.max_handshakes));
+        let admission = accept::Admission::new(
+            ctx.config.max_handshakes,
+            ctx.config.max_handshakes_per_source,
+        );
         loop {
             let incoming = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -356,14 +359,34 @@ pub async fn start(
                     None => break,
                 },
             };
-            // The accept loop only admits and spawns: the handshake slot is taken in the task.
-            tracker.spawn(session::serve(
-                ctx.clone(),
-                incoming,
-                bulk.clone(),
-                handshakes.clone(),
-                cancel.child_token(),
-            ));
+            // The accept loop only admits, retries or refuses, and spawns: the handshake slot is
+            // taken in the task.
+            let source = incoming.remote_address().ip();
+            match admission.judge(source, incoming.remote_address_validated()) {
+                Ok(admitted) => {
+                    tracker.spawn(session::serve(
+                        ctx.clone(),
+                        incoming,
+                        bulk.clone(),
+                        admitted,
+                        cancel.child_token(),
+                    ));
+                }
+                Err(accept::Verdict::Retry) => {
+                    tracing::debug!(remote = %incoming.remote_address(), "address validation (retry)");
+                    // Only a validated Incoming cannot be retried, and validated ones are never
+                    // judged Retry; refuse should it happen all the same.
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().refuse();
+                    }
+                }
+                Err(_) => {
+                    ctx.stats.connection_accepted();
+                    ctx.stats.handshake_refused();
+                    tracing::debug!(remote = %incoming.remote_address(), "too many handshakes from this address");
+                    incoming.refuse();
+                }
+            }
         }
         // New connections now would only be refused or cut off mid-handshake: drop their packets
         // instead, so that clients keep retransmitting and reach the next hub as soon as it listens.
