@@ -129,6 +129,12 @@ const RESTART_MIN_DELAY: Duration = Duration::from_millis(100);
 /// Longest reconnect window an agent accepts from a stopping hub.
 const MAX_RESTART_WINDOW: Duration = Duration::from_secs(600);
 
+/// Longest wait before redialling a hub that answered with a stateless reset: it restarted, is
+/// listening already and lost our connection. A full-jitter draw below this spreads a fleet's
+/// reconnects over a second (5,000 handshakes at about 1 ms of hub CPU each) instead of the 1 s
+/// floor of back-off, which would bunch them all at its end.
+const RESET_JITTER: Duration = Duration::from_secs(1);
+
 /// The window a stopping hub asked its agents to spread their reconnects over, if it did.
 fn restart_window_of(err: &DialError) -> Option<Duration> {
     match err {
@@ -164,7 +170,7 @@ impl Link {
         let mut restart: Option<(Duration, u32)> = None;
         loop {
             let started = Instant::now();
-            let restart_window = match self.session(&mut outbox, &cancel).await {
+            let (restart_window, reset_now) = match self.session(&mut outbox, &cancel).await {
                 Ok(()) => break,
                 Err(err) => {
                     let words = advise(&err);
@@ -186,7 +192,10 @@ impl Link {
                         tracing::warn!(reason = %words, "link to hub down");
                     }
                     self.state.send_replace(LinkState::Disconnected(words));
-                    restart_window_of(&err)
+                    (
+                        restart_window_of(&err),
+                        matches!(err, DialError::HubRestarted),
+                    )
                 }
             };
             if let Some(window) = restart_window {
@@ -194,6 +203,13 @@ impl Link {
                 backoff.reset();
             }
             let delay = match restart.as_mut() {
+                // The hub restarted (a crash, `kill -9`) and is up again: come back at once, but
+                // spread out. A dial that fails after this takes plain back-off.
+                _ if reset_now => {
+                    restart = None;
+                    backoff.reset();
+                    RESET_JITTER.mul_f64(fastrand::f64())
+                }
                 // The hub restarts and asked its agents to spread out over this window: a uniform
                 // draw admits them at the pace it named, where back-off would bunch them at 1 s.
                 // A dial that fails meanwhile (the new hub not up yet, or busy) draws again from

@@ -5,7 +5,15 @@ Drives the release binaries over loopback only: `hubd` and `agentd swarm` (N age
 each with its own key, certificate and QUIC connection, sending real metrics messages).
 
     cargo build --release --workspace
-    python3 hubd/benches/fleet_bench.py [--sizes 1000,5000,10000,20000] [--restart 5000]
+    python3 hubd/benches/fleet_bench.py [--sizes 1000,5000,10000,20000] [--restart 5000] [--crash 5000]
+
+`--crash N`: with N agents connected, `kill -9` the hub, start it again on the same port and time
+from the new hub listening until every agent is back (stateless resets tell them at once).
+
+The swarm's agents all dial from 127.0.0.1, where a real fleet dials from one address per host:
+the hub runs with `max_handshakes_per_source` raised to 1,000,000 (FLOTILLA_HUB_* environment), so
+that the per-address limit binds no more than it would on distinct hosts. `PER_SOURCE=64` measures
+the default instead (a whole fleet behind one NAT address).
 
 Every wait is bounded; everything runs on 127.0.0.1 and stops by itself. Prints one line per figure
 and a JSON summary at the end.
@@ -40,7 +48,7 @@ def cpu_over(pid, seconds):
 class Hub:
     def __init__(self, data, bin_dir, listen):
         self.data, self.bin = data, bin_dir
-        env = dict(os.environ, RUST_LOG="warn")
+        env = dict(os.environ, RUST_LOG="warn", FLOTILLA_HUB_MAX_HANDSHAKES_PER_SOURCE=os.environ.get("PER_SOURCE", "1000000"))
         args = [f"{bin_dir}/hubd", "--data-dir", data, "run"] + (["--listen", listen] if listen else [])
         addr_file = os.path.join(data, "hub.addr")
         if os.path.exists(addr_file):
@@ -51,7 +59,8 @@ class Hub:
         while not os.path.exists(addr_file):
             if time.time() > deadline or self.proc.poll() is not None:
                 raise SystemExit("hub did not start; see hub.log")
-            time.sleep(0.02)
+            time.sleep(0.005)
+        self.listening = time.time()
         self.addr = open(addr_file).read().strip()
 
     def stop(self):
@@ -96,6 +105,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000,5000,10000,20000")
     ap.add_argument("--restart", type=int, default=5000)
+    ap.add_argument("--crash", type=int, default=0, help="kill -9 the hub under this many agents and time their return")
     ap.add_argument("--idle-window", type=float, default=30.0)
     ap.add_argument("--bin", default=os.path.abspath(TARGET))
     ap.add_argument("--skip-agentd", action="store_true", help="skip the 75 s agentd-alone measurement")
@@ -159,6 +169,15 @@ def main():
                         print(f"restart: {n} agents reconnected {took:.2f} s after the hub started (the old hub took {stop_s:.2f} s to stop); peak hub CPU {peak*100:.0f}%; admission curve in {swarm_dir}/swarm.log", flush=True)
                         results["restart"] = {"agents": n, "seconds": round(took, 2), "stop_seconds": round(stop_s, 2), "peak_hub_cpu_cores": round(peak, 2)}
                         break
+        if n == args.crash:
+            hub.proc.kill()
+            hub.proc.wait(timeout=30)
+            hub = Hub(data, args.bin, listen)
+            t0 = hub.listening
+            ev = sw.next_event("all_connected", 120)
+            took = ev["at_ms"] / 1000 - t0
+            print(f"crash: {n} agents back {took:.2f} s after the restarted hub listened (kill -9, same port)", flush=True)
+            results["crash"] = {"agents": n, "seconds": round(took, 2)}
         sw.stop()
         hub.stop()
 

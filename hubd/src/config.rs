@@ -24,6 +24,14 @@ pub struct HubConfig {
     pub idle_timeout_s: u32,
     /// Handshakes processed at once; more wait their turn. Bounds CPU and memory in a reconnect storm.
     pub max_handshakes: usize,
+    /// Handshakes one source address may have in flight. Past it, an address that has not proved
+    /// itself gets a QUIC Retry and one that has is refused, so that a single host cannot hold
+    /// the slots everyone shares. Raise it for many agents behind one NAT address.
+    pub max_handshakes_per_source: usize,
+    /// Seconds a TLS handshake may take before its slot goes to someone else. A handshake takes a
+    /// few milliseconds and a few round trips; one that makes no progress for this long is a
+    /// stalled or hostile peer. Separate from (and shorter than) `idle_timeout_s`.
+    pub handshake_timeout_s: u32,
     /// Agents per second this hub admits after a restart. A stopping hub asks its agents to spread
     /// their reconnects over (agents online) / this many seconds, so that a restart admits them at
     /// a pace its CPU keeps up with instead of dropping a burst and waiting out retransmissions.
@@ -48,6 +56,8 @@ impl Default for HubConfig {
             metrics_interval_ms: 5000,
             idle_timeout_s: 15,
             max_handshakes: 256,
+            max_handshakes_per_source: 64,
+            handshake_timeout_s: 3,
             reconnect_per_s: 1000,
             history_minute_days: 30,
             history_ten_minute_days: 365,
@@ -109,6 +119,17 @@ impl HubConfig {
         if self.max_handshakes == 0 {
             return Err(HubError::Config("max_handshakes must be at least 1".into()));
         }
+        if self.max_handshakes_per_source == 0 {
+            return Err(HubError::Config(
+                "max_handshakes_per_source must be at least 1".into(),
+            ));
+        }
+        if !(1..=30).contains(&self.handshake_timeout_s) {
+            return Err(HubError::Config(format!(
+                "handshake_timeout_s = {} must be between 1 and 30",
+                self.handshake_timeout_s
+            )));
+        }
         if let Some(level) = &self.log_level
             && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
         {
@@ -169,6 +190,11 @@ impl HubPaths {
     /// The local admin socket (0600) through which `hubd` subcommands reach a running hub.
     pub fn admin_socket(&self) -> PathBuf {
         self.data_dir.join("admin.sock")
+    }
+    /// The secret that keys stateless resets (0600): kept across restarts so that a restarted
+    /// hub's resets tell its former peers at once that their connections are gone.
+    pub fn reset_key(&self) -> PathBuf {
+        self.data_dir.join("quic-reset.key")
     }
     /// Written at start-up with the bound address, for scripts and tests.
     pub fn addr_file(&self) -> PathBuf {

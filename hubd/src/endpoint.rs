@@ -1,7 +1,7 @@
 //! The hub's QUIC endpoint: a UDP socket with large buffers and the transport settings that decide
 //! how fast a dead peer is noticed and how much memory each connection may take.
 
-use crate::HubError;
+use crate::{HubError, HubPaths};
 use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,8 +123,38 @@ fn usable_recv_buffer(socket: &socket2::Socket) -> usize {
     }
 }
 
-/// Binds the UDP socket and starts the endpoint.
-pub(crate) fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<Endpoint, HubError> {
+/// Bytes of the stateless reset secret: a full-strength HMAC-SHA256 key.
+const RESET_SECRET_LEN: usize = 32;
+
+/// The secret that keys the hub's stateless resets, from `paths.reset_key()` (0600), made there on
+/// first use: `hubd init` makes it, and a hub initialised before resets existed makes it at its
+/// next start. It must outlive the process: a hub restarted with another secret sends resets its
+/// former peers cannot recognise, and they sit out their idle timeout.
+pub(crate) fn reset_secret(paths: &HubPaths) -> Result<Vec<u8>, HubError> {
+    let path = paths.reset_key();
+    if !path.exists() {
+        let secret: [u8; RESET_SECRET_LEN] = flotilla_certs::random_bytes();
+        flotilla_certs::write_private(&path, &secret)?;
+        tracing::info!(path = %path.display(), "created the stateless reset key");
+    }
+    let secret = flotilla_certs::read_private(&path)?;
+    if secret.len() < RESET_SECRET_LEN {
+        return Err(HubError::Config(format!(
+            "{} holds {} bytes, not {RESET_SECRET_LEN}: delete it and restart (agents of the \
+             running hub then wait out their idle timeout once)",
+            path.display(),
+            secret.len()
+        )));
+    }
+    Ok(secret)
+}
+
+/// Binds the UDP socket and starts the endpoint, with stateless resets keyed by `reset_secret`.
+pub(crate) fn bind(
+    listen: SocketAddr,
+    server: quinn::ServerConfig,
+    reset_secret: &[u8],
+) -> Result<Endpoint, HubError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let ctx = || format!("bind UDP {listen}");
     let socket = Socket::new(
@@ -142,7 +172,7 @@ pub(crate) fn bind(listen: SocketAddr, server: quinn::ServerConfig) -> Result<En
         .map_err(|e| HubError::io(ctx(), e))?;
     let std_socket: std::net::UdpSocket = socket.into();
     Endpoint::new(
-        flotilla_certs::dial::endpoint_config(),
+        flotilla_certs::dial::hub_endpoint_config(reset_secret),
         Some(server),
         std_socket,
         Arc::new(quinn::TokioRuntime),

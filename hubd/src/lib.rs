@@ -5,6 +5,7 @@
 //! Main entry points: [`init`] (create a hub's data directory), [`start`] (serve until cancelled),
 //! [`offline_request`] (run an admin request against a stopped hub's database).
 
+mod accept;
 pub mod admin;
 mod admin_socket;
 pub mod backup;
@@ -39,7 +40,6 @@ use flotilla_wire::{ErrorCode, IdentityId, Role};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -151,6 +151,7 @@ pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, Hu
     let hub = ca.issue_hub_cert(&names)?;
     flotilla_certs::write_private(&paths.hub_key(), &hub.key_der)?;
     flotilla_certs::write_cert_pem(&paths.hub_cert(), &hub.cert_der)?;
+    endpoint::reset_secret(paths)?;
 
     let admin_id = IdentityId::from_random(Role::Admin, flotilla_certs::random_bytes());
     let admin = ca.issue_local_identity(&admin_id, Role::Admin)?;
@@ -300,7 +301,9 @@ pub async fn start(
     server.transport_config(endpoint::transport(config.idle_timeout_s));
     bulk.transport_config(endpoint::bulk_transport(config.idle_timeout_s));
     let bulk = Arc::new(bulk);
-    let endpoint = endpoint::bind(config.listen, server)?;
+    let reset_secret = endpoint::reset_secret(&paths)?;
+    let endpoint = endpoint::bind(config.listen, server, &reset_secret)?;
+    drop(reset_secret);
     let local_addr = endpoint
         .local_addr()
         .map_err(|e| HubError::io("local address", e))?;
@@ -369,7 +372,10 @@ pub async fn start(
     let task_ctx = ctx.clone();
     let task = tokio::spawn(async move {
         let ctx = task_ctx;
-        let handshakes = Arc::new(Semaphore::new(ctx.config.max_handshakes));
+        let admission = accept::Admission::new(
+            ctx.config.max_handshakes,
+            ctx.config.max_handshakes_per_source,
+        );
         loop {
             let incoming = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -378,14 +384,34 @@ pub async fn start(
                     None => break,
                 },
             };
-            // The accept loop only admits and spawns: the handshake slot is taken in the task.
-            tracker.spawn(session::serve(
-                ctx.clone(),
-                incoming,
-                bulk.clone(),
-                handshakes.clone(),
-                cancel.child_token(),
-            ));
+            // The accept loop only admits, retries or refuses, and spawns: the handshake slot is
+            // taken in the task.
+            let source = incoming.remote_address().ip();
+            match admission.judge(source, incoming.remote_address_validated()) {
+                Ok(admitted) => {
+                    tracker.spawn(session::serve(
+                        ctx.clone(),
+                        incoming,
+                        bulk.clone(),
+                        admitted,
+                        cancel.child_token(),
+                    ));
+                }
+                Err(accept::Verdict::Retry) => {
+                    tracing::debug!(remote = %incoming.remote_address(), "address validation (retry)");
+                    // Only a validated Incoming cannot be retried, and validated ones are never
+                    // judged Retry; refuse should it happen all the same.
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().refuse();
+                    }
+                }
+                Err(_) => {
+                    ctx.stats.connection_accepted();
+                    ctx.stats.handshake_refused();
+                    tracing::debug!(remote = %incoming.remote_address(), "too many handshakes from this address");
+                    incoming.refuse();
+                }
+            }
         }
         // New connections now would only be refused or cut off mid-handshake: drop their packets
         // instead, so that clients keep retransmitting and reach the next hub as soon as it listens.

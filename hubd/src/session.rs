@@ -119,7 +119,7 @@ pub(crate) async fn serve(
     ctx: Arc<HubCtx>,
     incoming: quinn::Incoming,
     bulk: Arc<quinn::ServerConfig>,
-    handshakes: Arc<tokio::sync::Semaphore>,
+    admitted: crate::accept::AdmissionGuard,
     cancel: CancellationToken,
 ) {
     let remote = incoming.remote_address();
@@ -128,13 +128,14 @@ pub(crate) async fn serve(
     async move {
         // Waiting its turn longer than this means the client's own dial timeout would expire before
         // we answer: refusing at once lets it back off instead of both sides wasting a handshake.
-        let Ok(Ok(permit)) = tokio::time::timeout(PERMIT_WAIT, handshakes.acquire_owned()).await else {
+        let Ok(Some(permit)) = tokio::time::timeout(PERMIT_WAIT, admitted.slot()).await else {
             ctx.stats.handshake_refused();
             incoming.refuse();
             return;
         };
         let opened = tokio::time::timeout(OPEN_TIMEOUT, open(&ctx, incoming, bulk)).await;
         drop(permit);
+        drop(admitted);
         let (conn, mut send, recv, open) = match opened {
             Ok(Ok(parts)) => parts,
             Ok(Err(reason)) => {
@@ -234,10 +235,20 @@ async fn open(
         ctx.stats.handshake_failed();
         format!("handshake: {e}")
     })?;
-    let conn = connecting.await.map_err(|e| {
-        ctx.stats.handshake_failed();
-        format!("handshake: {e}")
-    })?;
+    // A handshake that stalls (a peer that sent its first flight and nothing more) gives its slot
+    // back after the handshake timeout, not the whole open timeout.
+    let handshake_timeout = Duration::from_secs(u64::from(ctx.config.handshake_timeout_s));
+    let conn = match tokio::time::timeout(handshake_timeout, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            ctx.stats.handshake_failed();
+            return Err(format!("handshake: {e}"));
+        }
+        Err(_) => {
+            ctx.stats.handshake_failed();
+            return Err("handshake made no progress within the handshake timeout".into());
+        }
+    };
     ctx.stats.handshake_ok();
     let first = tokio::time::timeout(HELLO_TIMEOUT, async {
         let (send, mut recv) = conn

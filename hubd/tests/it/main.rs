@@ -42,6 +42,7 @@ mod files;
 mod files_nospace;
 mod hostile_agent;
 mod hostile_hub;
+mod hostile_net;
 mod lifecycle;
 mod metrics;
 mod rejections;
