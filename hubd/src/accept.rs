@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What to do with an incoming connection.
@@ -97,7 +97,7 @@ impl Admission {
         validated: bool,
     ) -> Result<AdmissionGuard, Verdict> {
         // A panic while counting cannot leave the counts half-updated: carry on with them.
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = deploy::sync::lock(&self.counts);
         let (unvalidated, valid) = counts.per_source.get(&source).copied().unwrap_or((0, 0));
         let from_source = if validated { valid } else { unvalidated };
         match self.limits.judge(validated, counts.in_flight, from_source) {
@@ -122,10 +122,7 @@ impl Admission {
     /// Handshakes admitted and not yet finished.
     #[cfg(test)]
     fn in_flight(&self) -> usize {
-        self.counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .in_flight
+        deploy::sync::lock(&self.counts).in_flight
     }
 }
 
@@ -145,11 +142,7 @@ impl AdmissionGuard {
 
 impl Drop for AdmissionGuard {
     fn drop(&mut self) {
-        let mut counts = self
-            .admission
-            .counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut counts = deploy::sync::lock(&self.admission.counts);
         counts.in_flight = counts.in_flight.saturating_sub(1);
         if let Some(entry) = counts.per_source.get_mut(&self.source) {
             let n = if self.validated {

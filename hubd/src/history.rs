@@ -70,7 +70,7 @@ impl History {
     pub async fn close(&self, deadline: Duration) -> bool {
         self.flush_all().await;
         self.stop.cancel();
-        let task = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = lock(&self.writer).take();
         match task {
             Some(task) => tokio::time::timeout(deadline, task).await.is_ok(),
             None => true,

@@ -320,16 +320,13 @@ impl Registry {
         // Taken out of the map at once (their sessions' own cleanup then finds nothing), so the
         // operator count is right as soon as this returns.
         let mut operators = Vec::new();
-        self.operators
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (op, conn)| {
-                let keep = op != id;
-                if !keep {
-                    operators.push(conn.clone());
-                }
-                keep
-            });
+        lock(&self.operators).retain(|_, (op, conn)| {
+            let keep = op != id;
+            if !keep {
+                operators.push(conn.clone());
+            }
+            keep
+        });
         for conn in &operators {
             let code = ErrorCode::Revoked;
             conn.close(code.as_u32().into(), code.describe().as_bytes());
@@ -339,19 +336,13 @@ impl Registry {
 
     /// Records `id` as revoked without closing anything: its requests are refused from now on.
     pub fn mark_revoked(&self, id: &IdentityId) {
-        self.revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone());
+        lock(&self.revoked).insert(id.clone());
     }
 
     /// Whether `id` was revoked while this hub runs (one lock and a hash lookup: cheap enough for
     /// every request).
     pub fn is_revoked(&self, id: &IdentityId) -> bool {
-        self.revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+        lock(&self.revoked).contains(id)
     }
 
     /// Closes every connection with `code` (shutdown).

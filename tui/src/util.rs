@@ -26,78 +26,28 @@ pub fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("dev", "flotilla", "flotilla")
 }
 
-/// Creates a directory (and its parents) with mode 0700, and tightens an existing one to 0700.
+/// Creates a directory with mode 0700 (its missing parents as `mkdir -p` makes them) and tightens
+/// an existing one to 0700: `certs`' one implementation, with the path in the error.
 pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod {}", dir.display()))
+    Ok(flotilla_certs::create_private_dir(dir)?)
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use flotilla_certs::clock::now_ms;
 
 /// Parses a duration written as a number then `ms`, `s`, `m`, `h` or `d` (`500ms`, `90s`, `30m`,
-/// `2h`, `7d`); a bare number is seconds.
+/// `2h`, `7d`); a bare number is seconds. `wire`'s parser, with its message as the error clap shows.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("duration {s:?}: expected a number then ms, s, m, h or d"))?;
-    let ms_per_unit: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "duration {s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    n.checked_mul(ms_per_unit)
-        .map(std::time::Duration::from_millis)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
-}
-
-/// The UTC calendar date and time of day of `secs` seconds since the epoch: `(year, month, day,
-/// hour, minute, second)`, by Howard Hinnant's days-to-civil algorithm.
-fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+    flotilla_wire::text::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// `2025-01-31 12:34:56Z` from ms since the epoch.
 pub fn utc(ms: u64) -> String {
-    let (y, m, d, hh, mm, ss) = civil((ms / 1000) as i64);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}Z")
+    flotilla_wire::text::UtcTime::from_unix_ms(ms as i64).to_second_string()
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) for ms since the epoch.
 pub fn utc_minute(ms: i64) -> String {
-    let (y, m, d, hh, mm, _) = civil(ms.div_euclid(1000));
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
+    flotilla_wire::text::UtcTime::from_unix_ms(ms).to_minute_string()
 }
 
 #[cfg(test)]

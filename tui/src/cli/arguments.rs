@@ -316,11 +316,7 @@ impl Cli {
 
 /// Parses `90s`, `30m`, `1h`, `7d` (or bare seconds) into whole seconds.
 pub(super) fn parse_duration_s(s: &str) -> Result<u64, String> {
-    let d = crate::util::parse_duration(s)?;
-    if d.subsec_nanos() != 0 {
-        return Err(format!("duration {s:?}: give whole seconds"));
-    }
-    Ok(d.as_secs())
+    flotilla_wire::text::parse_duration_s(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
