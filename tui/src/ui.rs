@@ -7,6 +7,7 @@ mod output;
 mod records;
 
 use crate::app::{App, Conn, PromptKind, View};
+use crate::util::{Escaped, escaped};
 use crate::{keymap, strings};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -114,8 +115,8 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame<'_>) {
 fn render_footer(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
     let line = if let Some(prompt) = &app.prompt {
         let label = match &prompt.kind {
-            PromptKind::Exec { who, .. } => format!("run on {who}: "),
-            PromptKind::CopyTo { name, .. } => format!("copy to {name}:"),
+            PromptKind::Exec { who, .. } => format!("run on {}: ", Escaped(who)),
+            PromptKind::CopyTo { name, .. } => format!("copy to {}:", Escaped(name)),
         };
         // Keep the end of a long line in view, as a shell does.
         let room = (area.width as usize).saturating_sub(label.chars().count() + 1);
@@ -131,7 +132,7 @@ fn render_footer(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
             Span::raw("▏"),
         ])
     } else if let Some(notice) = &app.notice {
-        Line::from(Span::styled(notice.clone(), theme.warn()))
+        Line::from(Span::styled(escaped(notice).into_owned(), theme.warn()))
     } else if app.filtering {
         Line::from(Span::styled(
             "type to filter  enter keep  esc clear",
@@ -173,7 +174,7 @@ fn render_picker(app: &App, theme: Theme, frame: &mut Frame<'_>) {
             .skip(first)
             .take(rows_fit)
             .map(|(i, (_, name))| {
-                let line = Line::from(format!(" {name}"));
+                let line = Line::from(format!(" {}", Escaped(name)));
                 if i == picker.selected {
                     line.style(theme.selected())
                 } else {
@@ -186,11 +187,11 @@ fn render_picker(app: &App, theme: Theme, frame: &mut Frame<'_>) {
     }
     frame.render_widget(Clear, popup);
     frame.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(format!("copy {}:{} to", picker.src_name, picker.src_path)),
-        ),
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(format!(
+            "copy {}:{} to",
+            Escaped(&picker.src_name),
+            Escaped(&picker.src_path)
+        ))),
         popup,
     );
 }
@@ -203,10 +204,14 @@ fn render_header(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
             name,
             role,
             hub_version,
-        } => Span::styled(format!("hub {hub_version} · {name} ({role})"), theme.ok()),
-        Conn::Reconnecting(reason) => {
-            Span::styled(format!("{}: {reason}", strings::RECONNECTING), theme.bad())
-        }
+        } => Span::styled(
+            format!("hub {} · {} ({role})", Escaped(hub_version), Escaped(name)),
+            theme.ok(),
+        ),
+        Conn::Reconnecting(reason) => Span::styled(
+            format!("{}: {}", strings::RECONNECTING, Escaped(reason)),
+            theme.bad(),
+        ),
     };
     let mut title = strings::TITLE.to_string();
     if app.view != View::Fleet {

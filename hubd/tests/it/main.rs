@@ -35,6 +35,7 @@ mod console_tmux;
 mod console_views;
 mod deploy;
 mod enrolment;
+mod escapes;
 mod exec;
 mod exec_flood;
 mod faults;

@@ -3,6 +3,7 @@
 
 use super::CopyEvent;
 use crate::format::bytes;
+use crate::util::Escaped;
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::Write;
@@ -63,7 +64,8 @@ pub fn bar_line(name: &str, written: u64, size: u64, rate: f64, eta: Option<u64>
         .map(|i| if i < filled { '=' } else { ' ' })
         .collect();
     format!(
-        "{name} {:>3}% [{bar}] {}/{} {}/s ETA {}",
+        "{} {:>3}% [{bar}] {}/{} {}/s ETA {}",
+        Escaped(name),
         (frac * 100.0) as u32,
         bytes(written),
         bytes(size),
@@ -176,13 +178,17 @@ impl Progress {
                 self.clear_bar();
                 if *discarded > 0 {
                     eprintln!(
-                        "{dst}: the {} already there did not match {src}: starting over",
-                        bytes(*discarded)
+                        "{}: the {} already there did not match {}: starting over",
+                        Escaped(dst),
+                        bytes(*discarded),
+                        Escaped(src)
                     );
                 }
                 if *offset > 0 {
                     eprintln!(
-                        "resuming {src} -> {dst} at {} of {} (already verified at the destination)",
+                        "resuming {} -> {} at {} of {} (already verified at the destination)",
+                        Escaped(src),
+                        Escaped(dst),
                         bytes(*offset),
                         bytes(*size)
                     );
@@ -229,7 +235,10 @@ impl Progress {
             } => {
                 self.clear_bar();
                 eprintln!(
-                    "{src} -> {dst} interrupted: {error}; retrying in {:.1} s (attempt {})",
+                    "{} -> {} interrupted: {}; retrying in {:.1} s (attempt {})",
+                    Escaped(src),
+                    Escaped(dst),
+                    Escaped(error),
                     *delay_ms as f64 / 1000.0,
                     attempt + 1
                 );
@@ -254,7 +263,9 @@ impl Progress {
                     String::new()
                 };
                 println!(
-                    "{src} -> {dst}: {} at {}/s{resumed}, blake3 {}",
+                    "{} -> {}: {} at {}/s{resumed}, blake3 {}",
+                    Escaped(src),
+                    Escaped(dst),
                     bytes(*size),
                     bytes(rate as u64),
                     &blake3[..16.min(blake3.len())]
@@ -263,7 +274,7 @@ impl Progress {
             CopyEvent::Mkdir { .. } => {}
             CopyEvent::Skipped { src, reason } => {
                 self.clear_bar();
-                eprintln!("skipped {src}: {reason}");
+                eprintln!("skipped {}: {}", Escaped(src), Escaped(reason));
             }
         }
     }
