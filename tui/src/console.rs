@@ -1,5 +1,10 @@
 //! The interactive console: a network task feeding hub events, an input thread feeding keys, a tick,
 //! and one loop that applies events to the `App` and redraws only when something changed.
+//!
+//! The console owns its tasks: each is spawned on its [`TaskTracker`] and ends when its
+//! [`CancellationToken`] (or a child of it) is cancelled; quitting cancels them all and waits for
+//! them under [`QUIT_WAIT`]. Queues are bounded: commands wait in [`COMMAND_QUEUE`], and a copy's
+//! progress reaches a busy screen only if there is room (the copy's end always arrives).
 
 use crate::app::{App, RECORDS_LIMIT};
 use crate::client::{Client, Login};
@@ -19,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Events waiting for the UI loop. Bounded: a burst of metrics waits in QUIC flow control instead.
 const EVENT_QUEUE: usize = 1024;
@@ -35,6 +41,12 @@ const HISTORY_EVERY: Duration = Duration::from_secs(30);
 const HISTORY_SPAN_S: u64 = 3600;
 /// Progress reports of one transfer passed to the screen at most this often.
 const PROGRESS_EVERY_MS: u64 = 250;
+/// Commands from keys waiting for the network task: a key makes at most a few, and the task takes
+/// them at once except while it dials, so a full queue means the console is stuck, not busy.
+const COMMAND_QUEUE: usize = 256;
+/// How long quitting waits for the console's tasks: long enough for running jobs and copies to be
+/// cancelled on the hub, short enough that a hub gone silent does not hold the terminal.
+pub const QUIT_WAIT: Duration = Duration::from_secs(5);
 /// What a command that needs the hub answers while it is away.
 const NOT_CONNECTED: &str = "not connected to the hub (reconnecting)";
 
@@ -44,6 +56,9 @@ struct Copies {
     login: Login,
     tx: mpsc::Sender<Event>,
     cancels: HashMap<u64, CancellationToken>,
+    tracker: TaskTracker,
+    /// The console's token: each copy's is a child, so quitting cancels every copy.
+    cancel: CancellationToken,
 }
 
 impl Copies {
@@ -55,48 +70,40 @@ impl Copies {
         recursive: bool,
     ) {
         self.cancels.retain(|_, t| !t.is_cancelled());
-        let cancel = CancellationToken::new();
+        let cancel = self.cancel.child_token();
         self.cancels.insert(id, cancel.clone());
         let login = self.login.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<(u64, CopyEvent)>();
-            let forward_tx = tx.clone();
-            // Forwards in order; the copy's callback cannot wait on the bounded UI queue.
-            let forwarder = tokio::spawn(async move {
-                while let Some((at_ms, ev)) = progress_rx.recv().await {
-                    let update = CopyUpdate::Event(ev);
-                    if forward_tx
-                        .send(Event::Copy { id, at_ms, update })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+        self.tracker.spawn(async move {
             let opts = CopyOptions {
                 recursive,
                 ..CopyOptions::default()
             };
             let mut last_progress = 0u64;
-            // Owns the sender, so the forwarder ends when the copy (and this closure) is done.
+            // The copy cannot wait on the UI queue from its callback: an event finds room there
+            // or is dropped (a busy screen skips stale progress). The result below always arrives.
+            let progress_tx = tx.clone();
             let mut on_event = move |ev: &CopyEvent| {
                 let now = crate::util::now_ms();
+                let progress = matches!(ev, CopyEvent::Progress { .. });
                 if matches!(ev, CopyEvent::Progress { written, size, .. } if written < size)
                     && now.saturating_sub(last_progress) < PROGRESS_EVERY_MS
                 {
                     return;
                 }
                 last_progress = now;
-                let _ = progress_tx.send((now, ev.clone()));
+                let update = CopyUpdate::Event(ev.clone());
+                if let Err(mpsc::error::TrySendError::Full(_)) = progress_tx.try_send(Event::Copy {
+                    id,
+                    at_ms: now,
+                    update,
+                }) && !progress
+                {
+                    tracing::debug!(copy = id, "screen busy: a copy event was dropped");
+                }
             };
-            let result = {
-                let on_event = &mut on_event;
-                crate::files::copy(&login, &src, &dst, &opts, &cancel, on_event).await
-            };
-            drop(on_event);
-            let _ = forwarder.await;
+            let result =
+                crate::files::copy(&login, &src, &dst, &opts, &cancel, &mut on_event).await;
             cancel.cancel();
             let update = CopyUpdate::Finished(result.map_err(|e| e.to_string()));
             let _ = tx
@@ -136,13 +143,16 @@ async fn refuse(cmd: Command, tx: &mpsc::Sender<Event>) {
     let _ = tx.send(ev).await;
 }
 
-/// Runs one job, forwarding its events, until its summary; cancels it when `cancel` fires.
+/// Runs one job, forwarding its events, until its summary; cancels it when `cancel` fires. When
+/// `quit` (the console's token, of which `cancel` is a child) fires, the cancel is sent and the task
+/// ends without waiting for the summary.
 async fn run_exec(
     client: Arc<Client>,
     run: u64,
     request: flotilla_wire::exec::ExecRequest,
     tx: mpsc::Sender<Event>,
     cancel: CancellationToken,
+    quit: CancellationToken,
 ) {
     let failed = |reason: String| Event::Exec {
         run,
@@ -179,8 +189,38 @@ async fn run_exec(
             _ = cancel.cancelled(), if !cancelled => {
                 cancelled = true;
                 session.cancel().await;
+                if quit.is_cancelled() {
+                    return;
+                }
             }
         }
+    }
+}
+
+/// What a session's command tasks need: where to spawn, and the token that ends them.
+struct Spawner {
+    tracker: TaskTracker,
+    /// The console's token: jobs are cancelled on the hub when it fires.
+    quit: CancellationToken,
+    /// The session's token (a child of `quit`): requests end with the session.
+    session: CancellationToken,
+}
+
+impl Spawner {
+    /// Runs a request on a tracked task that ends with the session, and queues the event it gives.
+    fn request<F>(&self, tx: mpsc::Sender<Event>, work: F)
+    where
+        F: Future<Output = Event> + Send + 'static,
+    {
+        let session = self.session.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = session.cancelled() => {}
+                ev = work => {
+                    let _ = tx.send(ev).await;
+                }
+            }
+        });
     }
 }
 
@@ -191,15 +231,23 @@ fn handle(
     tx: &mpsc::Sender<Event>,
     jobs: &mut HashMap<u64, CancellationToken>,
     copies: &mut Copies,
+    spawner: &Spawner,
 ) {
     let client = client.clone();
     let tx = tx.clone();
     match cmd {
         Command::Exec { run, request } => {
             jobs.retain(|_, t| !t.is_cancelled());
-            let cancel = CancellationToken::new();
+            let cancel = spawner.quit.child_token();
             jobs.insert(run, cancel.clone());
-            tokio::spawn(run_exec(client, run, request, tx, cancel));
+            spawner.tracker.spawn(run_exec(
+                client,
+                run,
+                request,
+                tx,
+                cancel,
+                spawner.quit.clone(),
+            ));
         }
         Command::CancelExec { run } => {
             if let Some(t) = jobs.get(&run) {
@@ -213,42 +261,34 @@ fn handle(
             recursive,
         } => copies.start(id, src, dst, recursive),
         Command::CancelCopy { id } => copies.cancel(id),
-        Command::List { agent } => {
-            tokio::spawn(async move {
-                let result = crate::files::list(&client, &agent, "", true)
-                    .await
+        Command::List { agent } => spawner.request(tx, async move {
+            let result = crate::files::list(&client, &agent, "", true)
+                .await
+                .map(Box::new)
+                .map_err(|e| e.to_string());
+            Event::Listing { agent, result }
+        }),
+        Command::Jobs => spawner.request(tx, async move {
+            let result = crate::exec::jobs(&client, RECORDS_LIMIT)
+                .await
+                .map_err(|e| e.to_string());
+            Event::Jobs(result)
+        }),
+        Command::Job(job) => spawner.request(tx, async move {
+            let result = match query(&client, &Query::Job { job }).await {
+                Ok(replies) => split_job(replies)
                     .map(Box::new)
-                    .map_err(|e| e.to_string());
-                let _ = tx.send(Event::Listing { agent, result }).await;
-            });
-        }
-        Command::Jobs => {
-            tokio::spawn(async move {
-                let result = crate::exec::jobs(&client, RECORDS_LIMIT)
-                    .await
-                    .map_err(|e| e.to_string());
-                let _ = tx.send(Event::Jobs(result)).await;
-            });
-        }
-        Command::Job(job) => {
-            tokio::spawn(async move {
-                let result = match query(&client, &Query::Job { job }).await {
-                    Ok(replies) => split_job(replies)
-                        .map(Box::new)
-                        .ok_or_else(|| format!("hub has no job {job}")),
-                    Err(e) => Err(e.to_string()),
-                };
-                let _ = tx.send(Event::Job(result)).await;
-            });
-        }
-        Command::Audit => {
-            tokio::spawn(async move {
-                let result = crate::exec::audit(&client, RECORDS_LIMIT)
-                    .await
-                    .map_err(|e| e.to_string());
-                let _ = tx.send(Event::Audit(result)).await;
-            });
-        }
+                    .ok_or_else(|| format!("hub has no job {job}")),
+                Err(e) => Err(e.to_string()),
+            };
+            Event::Job(result)
+        }),
+        Command::Audit => spawner.request(tx, async move {
+            let result = crate::exec::audit(&client, RECORDS_LIMIT)
+                .await
+                .map_err(|e| e.to_string());
+            Event::Audit(result)
+        }),
     }
 }
 
@@ -257,7 +297,8 @@ async fn network(
     login: Login,
     tx: mpsc::Sender<Event>,
     focus: watch::Receiver<Option<IdentityId>>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::Receiver<Command>,
+    tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(500);
@@ -265,16 +306,22 @@ async fn network(
         login: login.clone(),
         tx: tx.clone(),
         cancels: HashMap::new(),
+        tracker: tracker.clone(),
+        cancel: cancel.clone(),
     };
     loop {
         let reason = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = session(&login, &tx, focus.clone(), &mut commands, &mut copies) => match r {
+            r = session(&login, &tx, focus.clone(), &mut commands, &mut copies, &tracker, &cancel) => match r {
                 Ok(()) => return,
                 Err(reason) => reason,
             },
         };
-        if tx.send(Event::Disconnected(reason)).await.is_err() {
+        let told = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = tx.send(Event::Disconnected(reason)) => r,
+        };
+        if told.is_err() {
             return;
         }
         let retry = tokio::time::sleep(delay);
@@ -286,7 +333,10 @@ async fn network(
                 cmd = commands.recv() => match cmd {
                     Some(Command::Copy { id, src, dst, recursive }) => copies.start(id, src, dst, recursive),
                     Some(Command::CancelCopy { id }) => copies.cancel(id),
-                    Some(cmd) => refuse(cmd, &tx).await,
+                    Some(cmd) => tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        () = refuse(cmd, &tx) => {}
+                    },
                     None => return,
                 },
             }
@@ -295,14 +345,25 @@ async fn network(
     }
 }
 
-/// One attached session; `Ok` when the UI went away, `Err(reason)` when the hub did.
+/// One attached session; `Ok` when the UI went away, `Err(reason)` when the hub did. Not
+/// cancel-safe as a whole, but dropping it ends its tasks: they stop on the session's token, which
+/// a guard cancels.
 async fn session(
     login: &Login,
     tx: &mpsc::Sender<Event>,
     mut focus: watch::Receiver<Option<IdentityId>>,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
+    commands: &mut mpsc::Receiver<Command>,
     copies: &mut Copies,
+    tracker: &TaskTracker,
+    quit: &CancellationToken,
 ) -> Result<(), String> {
+    let session_cancel = quit.child_token();
+    let _session_guard = session_cancel.clone().drop_guard();
+    let spawner = Spawner {
+        tracker: tracker.clone(),
+        quit: quit.clone(),
+        session: session_cancel.clone(),
+    };
     let client = Arc::new(Client::connect(login).await.map_err(|e| e.to_string())?);
     if tx
         .send(Event::Connected(Box::new(client.welcome.clone())))
@@ -312,19 +373,27 @@ async fn session(
         return Ok(());
     }
     let mut events = client.subscribe().await.map_err(|e| e.to_string())?;
-    // Reading frames is not cancel-safe, so the subscription gets a task of its own.
+    // Reading frames is not cancel-safe, so the subscription gets a task of its own, which the
+    // session's end abandons with the stream.
     let reader_tx = tx.clone();
-    let mut reader = tokio::spawn(async move {
-        loop {
-            match events.next().await {
-                Ok(Some(ev)) => {
-                    if reader_tx.send(Event::Fleet(Box::new(ev))).await.is_err() {
-                        return Ok(());
+    let reader_cancel = session_cancel.clone();
+    let mut reader = tracker.spawn(async move {
+        let read = async {
+            loop {
+                match events.next().await {
+                    Ok(Some(ev)) => {
+                        if reader_tx.send(Event::Fleet(Box::new(ev))).await.is_err() {
+                            return Ok(());
+                        }
                     }
+                    Ok(None) => return Err("hub ended the subscription".to_string()),
+                    Err(e) => return Err(e.to_string()),
                 }
-                Ok(None) => return Err("hub ended the subscription".to_string()),
-                Err(e) => return Err(e.to_string()),
             }
+        };
+        tokio::select! {
+            _ = reader_cancel.cancelled() => Ok(()),
+            r = read => r,
         }
     });
     let mut detail_tick = tokio::time::interval(DETAIL_EVERY);
@@ -335,7 +404,7 @@ async fn session(
         tokio::select! {
             r = &mut reader => break r.unwrap_or_else(|e| Err(e.to_string())),
             cmd = commands.recv() => match cmd {
-                Some(cmd) => handle(cmd, &client, tx, &mut jobs, copies),
+                Some(cmd) => handle(cmd, &client, tx, &mut jobs, copies, &spawner),
                 None => break Ok(()),
             },
             changed = focus.changed() => {
@@ -368,13 +437,14 @@ async fn session(
             }
         }
     };
-    reader.abort();
+    session_cancel.cancel();
     result
 }
 
-/// Reads keys on a plain thread (crossterm's reader blocks) until the UI is gone.
-fn spawn_input(tx: mpsc::Sender<Event>, cancel: CancellationToken) {
-    std::thread::spawn(move || {
+/// Reads keys on a blocking task (crossterm's reader blocks) until the console is cancelled; it
+/// looks at the token between polls of at most 200 ms.
+fn spawn_input(tracker: &TaskTracker, tx: mpsc::Sender<Event>, cancel: CancellationToken) {
+    tracker.spawn_blocking(move || {
         use crossterm::event::{self, Event as Term, KeyEventKind};
         while !cancel.is_cancelled() {
             match event::poll(Duration::from_millis(200)) {
@@ -402,9 +472,10 @@ pub struct Console {
     pub app: App,
     events: mpsc::Receiver<Event>,
     sender: mpsc::Sender<Event>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     focus: watch::Sender<Option<IdentityId>>,
     cancel: CancellationToken,
+    tracker: TaskTracker,
     /// Where commands run at the prompt are remembered across consoles, if anywhere.
     history: Option<HistoryFile>,
 }
@@ -413,14 +484,16 @@ impl Console {
     /// Starts the network task for `login` (it dials, and redials, by itself).
     pub fn attach(login: Login, now_ms: u64) -> Self {
         let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let (sender, events) = mpsc::channel(EVENT_QUEUE);
         let (focus, focus_rx) = watch::channel(None);
-        let (commands, cmd_rx) = mpsc::unbounded_channel();
-        tokio::spawn(network(
+        let (commands, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        tracker.spawn(network(
             login,
             sender.clone(),
             focus_rx,
             cmd_rx,
+            tracker.clone(),
             cancel.clone(),
         ));
         Self {
@@ -430,6 +503,7 @@ impl Console {
             commands,
             focus,
             cancel,
+            tracker,
             history: None,
         }
     }
@@ -457,6 +531,38 @@ impl Console {
         self.cancel.clone()
     }
 
+    /// Spawns `task` among the console's own: it must end once [`Console::cancel_token`] fires.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(task);
+    }
+
+    /// How many of the console's tasks are still running.
+    pub fn tasks(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Quits: cancels every task (running jobs and copies are cancelled on the hub), stops taking
+    /// events, and waits up to `wait` for the tasks to end. Returns whether they all did.
+    pub async fn shutdown(&mut self, wait: Duration) -> bool {
+        self.cancel.cancel();
+        // Nobody reads events any more: a task sending one must not wait for room.
+        self.events.close();
+        self.tracker.close();
+        let ended = tokio::time::timeout(wait, self.tracker.wait())
+            .await
+            .is_ok();
+        if !ended {
+            tracing::warn!(
+                tasks = self.tracker.len(),
+                "console tasks still running after quit"
+            );
+        }
+        ended
+    }
+
     /// Applies an event (a key, say) at once, as if it had come through the queue.
     pub fn apply(&mut self, ev: Event) -> bool {
         let dirty = self.app.update(ev);
@@ -481,7 +587,15 @@ impl Console {
 
     fn pass_on(&mut self) {
         for cmd in self.app.take_commands() {
-            let _ = self.commands.send(cmd);
+            match self.commands.try_send(cmd) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(cmd)) => {
+                    tracing::warn!(?cmd, "command queue full: command dropped");
+                    self.app.notice = Some(crate::strings::COMMAND_DROPPED.into());
+                }
+                // The network task is gone: the console is closing.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
         }
         for line in self.app.take_remembered() {
             if let Some(file) = &self.history
@@ -534,13 +648,17 @@ pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow:
     let cancel = console.cancel_token();
     let tick_tx = console.sender();
     let tick_cancel = cancel.clone();
-    tokio::spawn(async move {
+    console.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = tick_cancel.cancelled() => return,
                 _ = tick.tick() => {
-                    if tick_tx.send(Event::Tick).await.is_err() {
+                    let sent = tokio::select! {
+                        _ = tick_cancel.cancelled() => return,
+                        r = tick_tx.send(Event::Tick) => r,
+                    };
+                    if sent.is_err() {
                         return;
                     }
                 }
@@ -548,10 +666,10 @@ pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow:
         }
     });
     let mut terminal = ratatui::init();
-    spawn_input(console.sender(), cancel.clone());
+    spawn_input(&console.tracker, console.sender(), cancel.clone());
     let result = console.run(&mut terminal, Theme::from_env()).await;
     ratatui::restore();
-    cancel.cancel();
+    console.shutdown(QUIT_WAIT).await;
     result?;
     Ok(0)
 }

@@ -1,5 +1,6 @@
 //! Text and JSON renderings shared by the scriptable subcommands.
 
+use crate::util::Escaped;
 use flotilla_wire::msg::{AgentInfo, FleetEvent, Status};
 use serde_json::{Value, json};
 
@@ -43,11 +44,11 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// `k=v,k2=v2`.
+/// `k=v,k2=v2`, control characters escaped (labels come from the agent).
 pub fn labels(a: &AgentInfo) -> String {
     a.labels
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{}={}", Escaped(k), Escaped(v)))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -146,7 +147,7 @@ pub fn agents_table(list: &[AgentInfo], now_ms: u64) -> String {
     for a in list {
         out.push_str(&format!(
             "{:<20} {:<8} {:>5} {:>5} {:>5} {:>8}  {:<10} {:<8} {}\n",
-            a.name,
+            Escaped(&a.name),
             a.status.as_str(),
             pct(cpu(a)),
             pct(mem_pct(a)),
@@ -157,7 +158,7 @@ pub fn agents_table(list: &[AgentInfo], now_ms: u64) -> String {
             } else {
                 ago(a.last_seen_ms, now_ms)
             },
-            a.version,
+            Escaped(&a.version),
             labels(a)
         ));
     }
@@ -168,15 +169,15 @@ pub fn agents_table(list: &[AgentInfo], now_ms: u64) -> String {
 pub fn agent_detail(a: &AgentInfo, now_ms: u64) -> String {
     let mut out = format!(
         "name:       {}\nid:         {}\nrole:       {}\nstatus:     {}\nlabels:     {}\nhostname:   {}\nos:         {}\nversion:    {}\naddress:    {}\nfirst seen: {}\nlast seen:  {}\n",
-        a.name,
+        Escaped(&a.name),
         a.id,
         a.role,
         a.status.as_str(),
         labels(a),
-        a.hostname,
-        a.os,
-        a.version,
-        a.addr,
+        Escaped(&a.hostname),
+        Escaped(&a.os),
+        Escaped(&a.version),
+        Escaped(&a.addr),
         ago(a.first_seen_ms, now_ms),
         if a.status == Status::Online {
             "now".into()
@@ -202,7 +203,7 @@ pub fn agent_detail(a: &AgentInfo, now_ms: u64) -> String {
         for d in &s.disks {
             out.push_str(&format!(
                 "disk:       {} {} / {}\n",
-                d.mount,
+                Escaped(&d.mount),
                 bytes(d.used),
                 bytes(d.total)
             ));
@@ -211,7 +212,7 @@ pub fn agent_detail(a: &AgentInfo, now_ms: u64) -> String {
             out.push_str(&format!(
                 "top cpu:    {:>7} {:<20} {:>5.1}% {}\n",
                 p.pid,
-                p.name,
+                Escaped(&p.name),
                 p.cpu_pct,
                 bytes(p.rss)
             ));
@@ -231,7 +232,7 @@ pub fn clock(ms: u64) -> String {
 pub fn series_table(s: &flotilla_wire::msg::MetricsSeries) -> String {
     let mut out = format!(
         "{} ({}), {} buckets of {} s, times UTC\n{:<6} {:>5} {:>5} {:>8} {:>8} {:>6} {:>5} {:>8} {:>8}\n",
-        s.name,
+        Escaped(&s.name),
         s.id,
         s.points.len(),
         s.resolution_s,
@@ -350,6 +351,56 @@ mod tests {
             assert!(
                 detail.contains(&format!("\nuptime:     {shown}\n")),
                 "{secs} s: {detail}"
+            );
+        }
+    }
+
+    /// What the agent chose (host name, OS, version, labels, disks, processes) is shown escaped.
+    #[test]
+    fn agent_text_is_escaped() {
+        use flotilla_wire::msg::{DiskUsage, MetricsSample, ProcessInfo};
+        use flotilla_wire::{IdentityId, Role};
+        let a = AgentInfo {
+            id: IdentityId::from_random(Role::Agent, [1; 8]),
+            name: "web\x1b-1".into(),
+            role: Role::Agent,
+            labels: vec![("k\u{202e}".into(), "v\x07".into())],
+            status: Status::Online,
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            version: "1\u{85}".into(),
+            os: "os\u{2066}".into(),
+            hostname: "h\x1b]0;t\x07".into(),
+            addr: String::new(),
+            latest: Some(MetricsSample {
+                disks: vec![DiskUsage {
+                    mount: "/m\x7f".into(),
+                    used: 1,
+                    total: 2,
+                }],
+                top_cpu: vec![ProcessInfo {
+                    pid: 1,
+                    name: "p\x1b[8m".into(),
+                    cpu_pct: 1.0,
+                    rss: 1,
+                }],
+                ..Default::default()
+            }),
+        };
+        let table = agents_table(std::slice::from_ref(&a), 0);
+        assert!(table.contains("web\\x1b-1 "), "{table}");
+        assert!(table.contains("1\\u{85}"), "{table}");
+        assert!(table.contains("k\\u{202e}=v\\x07\n"), "{table}");
+        let detail = agent_detail(&a, 0);
+        for shown in ["h\\x1b]0;t\\x07", "os\\u{2066}", "/m\\x7f", "p\\x1b[8m"] {
+            assert!(detail.contains(shown), "{shown} in {detail}");
+        }
+        for text in [table, detail] {
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| crate::util::must_escape(c) && c != '\n'),
+                "{text:?}"
             );
         }
     }

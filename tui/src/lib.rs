@@ -6,7 +6,8 @@
 //! the subcommands, of which `exec`, `files`, `watch` and `demo` have modules of their own; `mux`
 //! is `flotilla mux`, the local multiplexer one-shot commands reach the hub through; `format`
 //! renders agents and metrics as text; `util` holds small helpers (paths, clock, durations, dates,
-//! output) and imports nothing of ours.
+//! output, and `Escaped`, through which every name an agent chose reaches a screen) and imports
+//! nothing of ours.
 
 pub mod action;
 pub mod app;

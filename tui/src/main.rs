@@ -62,7 +62,10 @@ fn main() -> ExitCode {
         // give a death by SIGPIPE.
         Err(err) if flotilla::cli::is_broken_pipe(&err) => EXIT_BROKEN_PIPE,
         Err(err) => {
-            eprintln!("flotilla: {err:#}");
+            // Errors can quote what agents sent (names, paths): shown escaped, line by line.
+            let text = format!("{err:#}");
+            let lines: Vec<_> = text.lines().map(flotilla::util::escaped).collect();
+            eprintln!("flotilla: {}", lines.join("\n"));
             1
         }
     };

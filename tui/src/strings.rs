@@ -14,3 +14,5 @@ pub const NO_MATCH: &str = "no agent matches the filter";
 pub const NO_AGENTS: &str = "no agents yet: enrol one with `agentd enroll --token …`";
 /// Help overlay title.
 pub const HELP_TITLE: &str = "keys";
+/// Shown when a key's command could not be queued (the console is stuck, not busy).
+pub const COMMAND_DROPPED: &str = "console busy: that command was dropped, try again";

@@ -7,6 +7,7 @@ mod output;
 mod records;
 
 use crate::app::{App, Conn, PromptKind, View};
+use crate::util::{Escaped, escaped};
 use crate::{keymap, strings};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -114,8 +115,8 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame<'_>) {
 fn render_footer(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
     let line = if let Some(prompt) = &app.prompt {
         let label = match &prompt.kind {
-            PromptKind::Exec { who, .. } => format!("run on {who}: "),
-            PromptKind::CopyTo { name, .. } => format!("copy to {name}:"),
+            PromptKind::Exec { who, .. } => format!("run on {}: ", Escaped(who)),
+            PromptKind::CopyTo { name, .. } => format!("copy to {}:", Escaped(name)),
         };
         // Keep the end of a long line in view, as a shell does.
         let room = (area.width as usize).saturating_sub(label.chars().count() + 1);
@@ -131,7 +132,7 @@ fn render_footer(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
             Span::raw("▏"),
         ])
     } else if let Some(notice) = &app.notice {
-        Line::from(Span::styled(notice.clone(), theme.warn()))
+        Line::from(Span::styled(escaped(notice).into_owned(), theme.warn()))
     } else if app.filtering {
         Line::from(Span::styled(
             "type to filter  enter keep  esc clear",
@@ -173,7 +174,7 @@ fn render_picker(app: &App, theme: Theme, frame: &mut Frame<'_>) {
             .skip(first)
             .take(rows_fit)
             .map(|(i, (_, name))| {
-                let line = Line::from(format!(" {name}"));
+                let line = Line::from(format!(" {}", Escaped(name)));
                 if i == picker.selected {
                     line.style(theme.selected())
                 } else {
@@ -186,11 +187,11 @@ fn render_picker(app: &App, theme: Theme, frame: &mut Frame<'_>) {
     }
     frame.render_widget(Clear, popup);
     frame.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(format!("copy {}:{} to", picker.src_name, picker.src_path)),
-        ),
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(format!(
+            "copy {}:{} to",
+            Escaped(&picker.src_name),
+            Escaped(&picker.src_path)
+        ))),
         popup,
     );
 }
@@ -203,10 +204,14 @@ fn render_header(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
             name,
             role,
             hub_version,
-        } => Span::styled(format!("hub {hub_version} · {name} ({role})"), theme.ok()),
-        Conn::Reconnecting(reason) => {
-            Span::styled(format!("{}: {reason}", strings::RECONNECTING), theme.bad())
-        }
+        } => Span::styled(
+            format!("hub {} · {} ({role})", Escaped(hub_version), Escaped(name)),
+            theme.ok(),
+        ),
+        Conn::Reconnecting(reason) => Span::styled(
+            format!("{}: {}", strings::RECONNECTING, Escaped(reason)),
+            theme.bad(),
+        ),
     };
     let mut title = strings::TITLE.to_string();
     if app.view != View::Fleet {
@@ -269,4 +274,92 @@ pub fn spark(points: impl Iterator<Item = f32>) -> String {
 pub(crate) fn bar(pct: f32, width: usize) -> String {
     let filled = ((pct.clamp(0.0, 100.0) / 100.0) * width as f32).round() as usize;
     format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::Fetched;
+    use crate::app::tree::{Transfer, TransferState};
+    use flotilla_wire::exec::{AuditEntry, ExecCommand, JobCounts, JobId, JobInfo};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn screen(app: &App) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(160, 12)).expect("terminal");
+        terminal
+            .draw(|f| render(app, Theme { color: false }, f))
+            .expect("draw");
+        let buf = terminal.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..12 {
+            for x in 0..160 {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    fn assert_shown(screen: &str, shown: &[&str]) {
+        for s in shown {
+            assert!(screen.contains(s), "no {s} in\n{screen}");
+        }
+        assert!(
+            !screen
+                .chars()
+                .any(|c| c != '\n' && crate::util::must_escape(c)),
+            "{screen:?}"
+        );
+    }
+
+    /// The jobs, audit and transfers views show what agents and hubs chose escaped.
+    #[test]
+    fn records_and_transfers_show_control_characters_escaped() {
+        let mut app = App::new(0);
+        app.view = View::Jobs;
+        app.jobs = Fetched::Ready(vec![JobInfo {
+            job: JobId(1),
+            actor: "o-1".into(),
+            actor_name: "ops\x1b[2J".into(),
+            selector: "all".into(),
+            command: ExecCommand::Argv {
+                argv: vec!["printf".into(), "'a\\n\u{202e}'".into()],
+                shell: true,
+            },
+            timeout_ms: 0,
+            batch: 0,
+            started_ms: 0,
+            ended_ms: None,
+            targets: 1,
+            counts: JobCounts::default(),
+            cancelled_by: None,
+            interrupted: false,
+        }]);
+        assert_shown(&screen(&app), &[r"ops\x1b[2J", r"printf 'a\\n\u{202e}'"]);
+
+        app.view = View::Audit;
+        app.audit = Fetched::Ready(vec![AuditEntry {
+            seq: 1,
+            at_ms: 0,
+            actor: "o-1".into(),
+            action: "enrol".into(),
+            target: "t\u{9b}".into(),
+            detail: "name=\x07bell".into(),
+        }]);
+        assert_shown(&screen(&app), &[r"t\u{9b}", r"name=\x07bell"]);
+
+        app.view = View::Transfers;
+        let mut t = Transfer::new(1, "web-1:evil\x1b[2Jname".into(), "db-1:x\u{2067}".into());
+        t.state = TransferState::Failed("web-1:evil\x1b[2Jname vanished".into());
+        app.transfers.push(t);
+        assert_shown(
+            &screen(&app),
+            &[
+                r"web-1:evil\x1b[2Jname",
+                r"db-1:x\u{2067}",
+                r"failed: web-1:evil\x1b",
+            ],
+        );
+    }
 }

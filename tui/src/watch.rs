@@ -3,7 +3,7 @@
 use crate::client::{Client, ClientError};
 use crate::files::{self, FilesError};
 use crate::format;
-use crate::util::now_ms;
+use crate::util::{Escaped, now_ms};
 use flotilla_wire::msg::FleetEvent;
 
 /// Prints events until the hub closes the subscription or Ctrl-C.
@@ -50,20 +50,24 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
                 )
                 .map_err(ClientError::Output)?;
             }
-            FleetEvent::Online(a) => {
-                crate::util::outln!("online   {:<20} {} {}", a.name, a.addr, a.version)
-                    .map_err(ClientError::Output)?
-            }
+            FleetEvent::Online(a) => crate::util::outln!(
+                "online   {:<20} {} {}",
+                Escaped(&a.name),
+                Escaped(&a.addr),
+                Escaped(&a.version)
+            )
+            .map_err(ClientError::Output)?,
             FleetEvent::Offline { id, reason, .. } => {
-                crate::util::outln!("offline  {:<20} {reason}", name(id))
+                crate::util::outln!("offline  {:<20} {}", Escaped(&name(id)), Escaped(reason))
                     .map_err(ClientError::Output)?
             }
             FleetEvent::Revoked { id } => {
-                crate::util::outln!("revoked  {:<20}", name(id)).map_err(ClientError::Output)?
+                crate::util::outln!("revoked  {:<20}", Escaped(&name(id)))
+                    .map_err(ClientError::Output)?
             }
             FleetEvent::Metrics { id, sample } => crate::util::outln!(
                 "metrics  {:<20} cpu {:.0}% mem {}",
-                name(id),
+                Escaped(&name(id)),
                 sample.cpu_pct,
                 format::bytes(sample.mem_used)
             )

@@ -31,10 +31,12 @@ mod harness;
 
 mod cli;
 mod console_actions;
+mod console_tasks;
 mod console_tmux;
 mod console_views;
 mod deploy;
 mod enrolment;
+mod escapes;
 mod exec;
 mod exec_flood;
 mod faults;

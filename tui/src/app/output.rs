@@ -207,7 +207,11 @@ impl ExecRun {
             }
             AgentEvent::Failed(failure) => {
                 self.flush(i);
-                let note = format!("[{}: {}]", failure.kind.as_str(), failure.message);
+                let note = format!(
+                    "[{}: {}]",
+                    failure.kind.as_str(),
+                    crate::util::Escaped(&failure.message)
+                );
                 self.panes[i].state = PaneState::Failed(failure);
                 self.push(i, None, note);
             }
@@ -230,17 +234,11 @@ impl ExecRun {
 
     fn push_bytes(&mut self, i: usize, stream: Option<OutputStream>, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
-        // Terminal control characters would move the console's own cursor: show them as `?`,
-        // and tabs as spaces (ratatui does not expand them).
-        let clean: String = text
-            .trim_end_matches('\r')
-            .chars()
-            .map(|c| match c {
-                '\t' => ' ',
-                c if c.is_control() => '?',
-                c => c,
-            })
-            .collect();
+        // Terminal control characters would move the console's own cursor and bidi controls
+        // reorder the line: show them escaped (`\x1b`, `\u{202e}`), and tabs as spaces (ratatui
+        // does not expand them). Backslashes stay single: this is a command's output, not a name.
+        let clean = crate::util::escaped_controls(&text.trim_end_matches('\r').replace('\t', " "))
+            .into_owned();
         self.push(i, stream, clean);
     }
 
@@ -406,7 +404,12 @@ mod tests {
             out(&mut run, 2, "a\tb\x1b[2J\n");
         }
         assert_eq!(run.panes[1].lines.len(), PANE_LINES);
-        assert_eq!(run.panes[1].lines[0].text, "a b?[2J");
+        assert_eq!(run.panes[1].lines[0].text, "a b\\x1b[2J");
+        out(&mut run, 2, "x\u{202e}y\u{9b}z\\\n");
+        assert_eq!(
+            run.panes[1].lines.back().map(|l| l.text.as_str()),
+            Some("x\\u{202e}y\\u{9b}z\\")
+        );
         run.apply(ExecEvent::Agent {
             agent: id(1),
             event: AgentEvent::Failed(ExecFailure {

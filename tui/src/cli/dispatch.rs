@@ -303,7 +303,7 @@ async fn cp(
             Ok(130)
         }
         Err(FilesError::Usage(m)) => {
-            eprintln!("flotilla: {m}");
+            eprintln!("flotilla: {}", crate::util::Escaped(&m));
             Ok(2)
         }
         Err(e) => Err(e.into()),

@@ -2,7 +2,7 @@
 
 use super::rendering::{seconds, signal_name};
 use crate::client::{Client, ClientError};
-use crate::util::utc;
+use crate::util::{Escaped, escaped_controls, utc};
 use flotilla_wire::exec::{
     AgentResult, AuditEntry, JobCounts, JobId, JobInfo, Outcome, PingResult, Query, QueryReply,
 };
@@ -69,12 +69,12 @@ pub fn jobs_table(jobs: &[JobInfo]) -> String {
             "{:>5}  {:<20}  {:<12}  {:>4} {}  {:<11}  {:<16}  {}\n",
             j.job.0,
             utc(j.started_ms),
-            j.actor_name,
+            Escaped(&j.actor_name),
             j.targets,
             counts_cell(&j.counts),
             job_state(j),
-            j.selector,
-            j.command.display()
+            Escaped(&j.selector),
+            escaped_controls(&j.command.display())
         ));
     }
     out
@@ -95,7 +95,7 @@ pub fn result_status(r: &AgentResult) -> String {
             if r.message.is_empty() {
                 word
             } else {
-                format!("{word}: {}", r.message)
+                format!("{word}: {}", Escaped(&r.message))
             }
         }
     }
@@ -106,10 +106,10 @@ pub fn job_detail(info: &JobInfo, results: &[AgentResult]) -> String {
     let mut out = format!(
         "job:       {}\nby:        {} ({})\nselector:  {}\ncommand:   {}\nstarted:   {}\nended:     {}\nstate:     {}\ntargets:   {}\nresults:   {} succeeded, {} failed, {} timed out, {} cancelled, {} refused, {} unreachable\n",
         info.job,
-        info.actor_name,
-        info.actor,
-        info.selector,
-        info.command.display(),
+        Escaped(&info.actor_name),
+        Escaped(&info.actor),
+        Escaped(&info.selector),
+        escaped_controls(&info.command.display()),
         utc(info.started_ms),
         info.ended_ms.map(utc).unwrap_or_else(|| "-".into()),
         job_state(info),
@@ -122,14 +122,18 @@ pub fn job_detail(info: &JobInfo, results: &[AgentResult]) -> String {
         info.counts.unreachable
     );
     if let Some(by) = &info.cancelled_by {
-        out.push_str(&format!("cancelled: by {by}\n"));
+        out.push_str(&format!("cancelled: by {}\n", Escaped(by)));
     }
-    let width = results.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let width = results
+        .iter()
+        .map(|r| crate::util::escaped(&r.name).chars().count())
+        .max()
+        .unwrap_or(0);
     out.push('\n');
     for r in results {
         out.push_str(&format!(
             "  {:<width$}  {:<40} {}\n",
-            r.name,
+            Escaped(&r.name),
             result_status(r),
             r.duration_ms.map(seconds).unwrap_or_default()
         ));
@@ -147,7 +151,7 @@ pub fn job_detail(info: &JobInfo, results: &[AgentResult]) -> String {
             } else {
                 String::new()
             };
-            out.push_str(&format!("\n--- {} {label}{cut}\n", r.name));
+            out.push_str(&format!("\n--- {} {label}{cut}\n", Escaped(&r.name)));
             let text = String::from_utf8_lossy(&tail.0);
             out.push_str(&text);
             if !text.ends_with('\n') {
@@ -186,10 +190,10 @@ pub fn audit_table(entries: &[AuditEntry]) -> String {
         out.push_str(&format!(
             "{:<20}  {:<19}  {:<12}  {:<20}  {}\n",
             utc(e.at_ms),
-            e.actor,
-            e.action,
-            e.target,
-            e.detail
+            Escaped(&e.actor),
+            Escaped(&e.action),
+            Escaped(&e.target),
+            Escaped(&e.detail)
         ));
     }
     out
@@ -200,11 +204,15 @@ pub fn ping_line(p: &PingResult, width: usize) -> String {
     match p.rtt_us {
         Some(us) => format!(
             "{:<width$}  {:>8.2} ms  clock {:+} ms",
-            p.name,
+            Escaped(&p.name),
             us as f64 / 1000.0,
             p.clock_offset_ms.unwrap_or(0)
         ),
-        None => format!("{:<width$}  unreachable: {}", p.name, p.error),
+        None => format!(
+            "{:<width$}  unreachable: {}",
+            Escaped(&p.name),
+            Escaped(&p.error)
+        ),
     }
 }
 
@@ -231,7 +239,11 @@ pub async fn ping_command(client: &Client, selector: &str, json: bool) -> Result
             crate::util::outln!("{}", json!(p)).map_err(ClientError::Output)?;
         }
     } else {
-        let width = pings.iter().map(|p| p.name.len()).max().unwrap_or(0);
+        let width = pings
+            .iter()
+            .map(|p| crate::util::escaped(&p.name).chars().count())
+            .max()
+            .unwrap_or(0);
         for p in &pings {
             crate::util::outln!("{}", ping_line(p, width)).map_err(ClientError::Output)?;
         }
@@ -323,4 +335,24 @@ pub async fn audit_command(client: &Client, limit: u32, json: bool) -> Result<u8
         crate::util::out!("{}", audit_table(&entries)).map_err(ClientError::Output)?;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_text_is_escaped() {
+        let table = audit_table(&[AuditEntry {
+            seq: 1,
+            at_ms: 0,
+            actor: "a\x1b".into(),
+            action: "exec".into(),
+            target: "t\u{9b}".into(),
+            detail: "rm -rf \u{202e}/".into(),
+        }]);
+        assert!(table.contains(r"a\x1b "), "{table}");
+        assert!(table.contains(r"t\u{9b} "), "{table}");
+        assert!(table.ends_with("rm -rf \\u{202e}/\n"), "{table}");
+    }
 }

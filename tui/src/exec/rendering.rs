@@ -99,7 +99,11 @@ pub fn describe(last: &AgentEvent) -> String {
                 how
             }
         }
-        AgentEvent::Failed(f) => format!("{}: {}", f.kind.as_str().replace('_', " "), f.message),
+        AgentEvent::Failed(f) => format!(
+            "{}: {}",
+            f.kind.as_str().replace('_', " "),
+            crate::util::Escaped(&f.message)
+        ),
         AgentEvent::Started { .. } | AgentEvent::Output { .. } => "running".into(),
     }
 }
@@ -131,7 +135,11 @@ impl Renderer {
     /// The agent's name padded to the widest target, coloured if asked, followed by `tail`.
     fn cell(&self, i: usize, colour: bool, tail: &str) -> String {
         let a = &self.agents[i];
-        let text = format!("{:<w$}{tail}", a.target.name, w = self.width);
+        let text = format!(
+            "{:<w$}{tail}",
+            crate::util::Escaped(&a.target.name),
+            w = self.width
+        );
         if colour {
             format!("\x1b[{}m{text}\x1b[0m", a.colour)
         } else {
@@ -220,7 +228,9 @@ impl Renderer {
             ExecEvent::Targets(list) => {
                 for t in list {
                     let colour = COLOURS[self.agents.len() % COLOURS.len()];
-                    self.width = self.width.max(t.name.len());
+                    self.width = self
+                        .width
+                        .max(crate::util::escaped(&t.name).chars().count());
                     self.index.insert(t.id.clone(), self.agents.len());
                     self.agents.push(AgentView {
                         target: t,
@@ -525,6 +535,32 @@ mod tests {
             },
             duration_ms: 1500,
         })
+    }
+
+    /// Prefixes and failure messages are escaped; the command's own output stays raw, as ssh
+    /// passes it.
+    #[test]
+    fn prefixes_and_messages_are_escaped_output_is_not() {
+        let (out, err, _) = render(
+            RenderOptions::default(),
+            vec![
+                ExecEvent::Accepted {
+                    job: JobId(7),
+                    targets: 2,
+                },
+                ExecEvent::Targets(vec![target(1, "a\x1bb"), target(2, "c")]),
+                output(1, OutputStream::Stdout, "x\x1b[1m\n"),
+                ExecEvent::Agent {
+                    agent: id(2),
+                    event: AgentEvent::Failed(ExecFailure {
+                        kind: FailureKind::Refused,
+                        message: "no \u{202e}way".into(),
+                    }),
+                },
+            ],
+        );
+        assert_eq!(out, "a\\x1bb | x\x1b[1m\n");
+        assert_eq!(err, "c      | ! refused: no \\u{202e}way\n");
     }
 
     #[test]

@@ -122,7 +122,7 @@ pub async fn run_exec(
                     r.handle(ev.clone(), out, err).map_err(io_err)?;
                     let status = if matches!(refusal.code, ErrorCode::BadRequest | ErrorCode::NotFound) { EXIT_USAGE } else { 1 };
                     if !opts.json {
-                        writeln!(err, "flotilla: {}", refusal.message).map_err(io_err)?;
+                        writeln!(err, "flotilla: {}", crate::util::Escaped(&refusal.message)).map_err(io_err)?;
                     }
                     return Ok(status);
                 }

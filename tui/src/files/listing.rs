@@ -2,7 +2,7 @@
 
 use super::FilesError;
 use crate::client::{Client, ClientError};
-use crate::util::utc_minute;
+use crate::util::{Escaped, utc_minute};
 use flotilla_wire::files::{Entry, EntryKind, ListEnd, ListReply, ListRequest};
 use flotilla_wire::io::{FrameError, read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_SNAPSHOT_FRAME};
@@ -97,11 +97,11 @@ pub fn listing_table(l: &Listing) -> String {
         format!("{}/", l.path)
     };
     for e in &l.entries {
-        let name = e.path.strip_prefix(&prefix).unwrap_or(&e.path);
+        let name = Escaped(e.path.strip_prefix(&prefix).unwrap_or(&e.path));
         let shown = match &e.kind {
             EntryKind::Dir => format!("{name}/"),
-            EntryKind::Symlink { target } => format!("{name} -> {target}"),
-            _ => name.to_owned(),
+            EntryKind::Symlink { target } => format!("{name} -> {}", Escaped(target)),
+            _ => name.to_string(),
         };
         out.push_str(&format!(
             "{} {:>8} {} {}\n",
@@ -114,14 +114,14 @@ pub fn listing_table(l: &Listing) -> String {
     if !l.end.online {
         out.push_str(&format!(
             "({} is offline: its last known tree, as of {} UTC)\n",
-            l.end.name,
+            Escaped(&l.end.name),
             utc_minute(l.end.as_of_ms as i64)
         ));
     }
     if l.end.truncated {
         out.push_str(&format!(
             "({} shares more files than the hub lists: the listing is cut short)\n",
-            l.end.name
+            Escaped(&l.end.name)
         ));
     }
     out
@@ -130,6 +130,41 @@ pub fn listing_table(l: &Listing) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_shown_escaped() {
+        let entry = |path: &str, kind| Entry {
+            path: path.into(),
+            kind,
+            size: 1,
+            mtime_ms: 0,
+            mode: 0o644,
+        };
+        let l = Listing {
+            end: ListEnd {
+                agent: flotilla_wire::IdentityId::from_random(flotilla_wire::Role::Agent, [1; 8]),
+                name: "web-1".into(),
+                online: false,
+                as_of_ms: 0,
+                total: 2,
+                truncated: false,
+            },
+            path: String::new(),
+            entries: vec![
+                entry("evil\x1b[2Jname", EntryKind::File),
+                entry(
+                    "l\u{9b}",
+                    EntryKind::Symlink {
+                        target: "t\u{202e}\\".into(),
+                    },
+                ),
+            ],
+        };
+        let table = listing_table(&l);
+        assert!(table.contains(" evil\\x1b[2Jname\n"), "{table}");
+        assert!(table.contains(" l\\u{9b} -> t\\u{202e}\\\\\n"), "{table}");
+        assert!(!table.contains('\x1b'), "{table}");
+    }
 
     #[test]
     fn listings_read_like_ls() {

@@ -86,6 +86,8 @@ fn rate_of(s: &ProgressState) -> f64 {
 
 /// `name` cut to its last [`MAX_NAME`] characters.
 fn short_name(name: &str) -> String {
+    let name = crate::util::escaped(name);
+    let name = name.as_ref();
     let n = name.chars().count();
     if n <= MAX_NAME {
         name.to_string()
@@ -128,7 +130,10 @@ impl Progress {
     }
 
     /// Prints a line above the bars (stderr), or just prints it when there are none.
+    /// Prints a line above the bars; names from agents in it are shown with their control
+    /// characters escaped.
     fn say(&self, line: &str) {
+        let line = crate::util::escaped_controls(line);
         self.bars.suspend(|| eprintln!("{line}"));
     }
 
@@ -300,6 +305,7 @@ impl Progress {
                     bytes(rate as u64),
                     &blake3[..16.min(blake3.len())]
                 );
+                let line = crate::util::escaped_controls(&line);
                 self.bars.suspend(|| println!("{line}"));
             }
             CopyEvent::Mkdir { .. } => {}

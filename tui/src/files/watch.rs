@@ -2,6 +2,7 @@
 
 use super::FilesError;
 use crate::client::{Client, ClientError};
+use crate::util::Escaped;
 use flotilla_wire::files::{FileEvent, WatchRequest};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_EVENTS_FRAME};
@@ -36,31 +37,39 @@ pub fn event_line(ev: &FileEvent) -> String {
             entries,
             reason,
             ..
-        } => format!("snapshot {name:<20} {entries} entries ({reason:?})"),
+        } => format!(
+            "snapshot {:<20} {entries} entries ({reason:?})",
+            Escaped(name)
+        ),
         FileEvent::Changed { name, changes, .. } => changes
             .iter()
             .map(|c| match c {
                 flotilla_wire::files::Change::Upsert(e) => {
                     format!(
-                        "changed  {name}:{} ({})",
-                        e.path,
+                        "changed  {}:{} ({})",
+                        Escaped(name),
+                        Escaped(&e.path),
                         crate::format::bytes(e.size)
                     )
                 }
-                flotilla_wire::files::Change::Remove { path } => format!("removed  {name}:{path}"),
+                flotilla_wire::files::Change::Remove { path } => {
+                    format!("removed  {}:{}", Escaped(name), Escaped(path))
+                }
             })
             .collect::<Vec<_>>()
             .join("\n"),
         FileEvent::Transfer(t) => {
             let state = match &t.state {
-                flotilla_wire::files::TransferState::Failed(e) => format!("failed: {}", e.message),
+                flotilla_wire::files::TransferState::Failed(e) => {
+                    format!("failed: {}", Escaped(&e.message))
+                }
                 other => format!("{other:?}").to_lowercase(),
             };
             format!(
                 "transfer {} {} -> {} {}/{} {state}",
                 t.transfer,
-                t.src,
-                t.dst,
+                Escaped(&t.src),
+                Escaped(&t.dst),
                 crate::format::bytes(t.bytes),
                 crate::format::bytes(t.size)
             )
@@ -68,6 +77,6 @@ pub fn event_line(ev: &FileEvent) -> String {
         FileEvent::Lagged { missed } => {
             format!("(missed {missed} file events: output fell behind)")
         }
-        FileEvent::Error(r) => format!("error: {}", r.message),
+        FileEvent::Error(r) => format!("error: {}", Escaped(&r.message)),
     }
 }

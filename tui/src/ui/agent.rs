@@ -4,6 +4,7 @@
 use super::{Theme, bar};
 use crate::app::App;
 use crate::format;
+use crate::util::{Escaped, escaped};
 use flotilla_wire::IdentityId;
 use flotilla_wire::msg::{MetricsSample, Status};
 use ratatui::Frame;
@@ -11,8 +12,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table};
 
+/// The first `n` characters of `s` as shown: escaped, then cut.
 fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
+    escaped(s).chars().take(n).collect()
 }
 
 pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, id: &IdentityId) {
@@ -41,10 +43,15 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect,
     };
     let facts = vec![
         Line::from(vec![
-            Span::styled(a.name.clone(), theme.heading()),
+            Span::styled(escaped(&a.name).into_owned(), theme.heading()),
             Span::raw(format!("  {}  {}  seen {seen}", a.id, status.as_str())),
         ]),
-        Line::from(format!("{} · {} · agentd {}", a.hostname, a.os, a.version)),
+        Line::from(format!(
+            "{} · {} · agentd {}",
+            Escaped(&a.hostname),
+            Escaped(&a.os),
+            Escaped(&a.version)
+        )),
         Line::from(format!("labels {}", format::labels(a))),
         Line::from(match &a.latest {
             Some(s) => format!(

@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::app::tree::TransferState;
 use crate::files::mode_string;
 use crate::format;
+use crate::util::{Escaped, escaped};
 use flotilla_wire::files::EntryKind;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -32,7 +33,7 @@ pub(super) fn render_tree(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
         .get(&tree.agent)
         .is_some_and(|a| a.status == flotilla_wire::msg::Status::Online);
     let mut title = vec![
-        Span::styled(format!("{}:/", tree.name), theme.heading()),
+        Span::styled(format!("{}:/", Escaped(&tree.name)), theme.heading()),
         Span::raw(match &tree.entries {
             Some(e) => format!(" · {} entries", e.len()),
             None => " · loading…".into(),
@@ -50,7 +51,7 @@ pub(super) fn render_tree(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
     frame.render_widget(Paragraph::new(Line::from(title)), title_area);
     if let Some(err) = &tree.error {
         frame.render_widget(
-            Paragraph::new(Span::styled(err.as_str(), theme.bad())),
+            Paragraph::new(Span::styled(escaped(err).into_owned(), theme.bad())),
             table_area,
         );
         return;
@@ -74,10 +75,10 @@ pub(super) fn render_tree(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
             let (icon, suffix) = match &r.entry.kind {
                 EntryKind::Dir if r.open => ("▾ ", "/".to_string()),
                 EntryKind::Dir => ("▸ ", "/".to_string()),
-                EntryKind::Symlink { target } => ("  ", format!(" → {target}")),
+                EntryKind::Symlink { target } => ("  ", format!(" → {}", Escaped(target))),
                 _ => ("  ", String::new()),
             };
-            let name = format!("{}{icon}{}{suffix}", "  ".repeat(r.depth), r.label);
+            let name = format!("{}{icon}{}{suffix}", "  ".repeat(r.depth), Escaped(r.label));
             let size = match r.entry.kind {
                 EntryKind::Dir => String::new(),
                 _ => format::bytes(r.entry.size),
@@ -140,19 +141,19 @@ pub(super) fn render_transfers(app: &App, theme: Theme, frame: &mut Frame<'_>, a
                         .unwrap_or_else(|| "running".into()),
                     theme.warn(),
                 ),
-                TransferState::Retrying(e) => (format!("retrying: {e}"), theme.warn()),
+                TransferState::Retrying(e) => (format!("retrying: {}", Escaped(e)), theme.warn()),
                 TransferState::Done(r) => (
                     format!("done: {} file(s), {}", r.files, format::bytes(r.bytes)),
                     theme.ok(),
                 ),
-                TransferState::Failed(e) => (format!("failed: {e}"), theme.bad()),
+                TransferState::Failed(e) => (format!("failed: {}", Escaped(e)), theme.bad()),
                 TransferState::Cancelling => ("cancelling".to_string(), theme.warn()),
                 TransferState::Cancelled => ("cancelled".to_string(), theme.bad()),
             };
             let progress = format!("{} {:>3.0}%", bar(t.pct(), bar_w), t.pct());
             let row = Row::new(vec![
-                Cell::from(t.src.clone()),
-                Cell::from(t.dst.clone()),
+                Cell::from(escaped(&t.src).into_owned()),
+                Cell::from(escaped(&t.dst).into_owned()),
                 Cell::from(progress),
                 Cell::from(state).style(style),
             ]);

@@ -2,6 +2,7 @@
 
 use super::{Theme, spark};
 use crate::app::{App, SORTS};
+use crate::util::escaped;
 use crate::{format, strings};
 use flotilla_wire::msg::Status;
 use ratatui::Frame;
@@ -121,7 +122,7 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
                     Span::raw(mark),
                     Span::styled(dot, dot_style),
                 ])),
-                Cell::from(a.name.clone()),
+                Cell::from(escaped(&a.name).into_owned()),
                 Cell::from(pct(format::cpu(a))).style(theme.level(format::cpu(a).unwrap_or(0.0))),
                 Cell::from(pct(format::mem_pct(a)))
                     .style(theme.level(format::mem_pct(a).unwrap_or(0.0))),
@@ -143,7 +144,7 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
                 };
                 cells.extend([
                     Cell::from(seen),
-                    Cell::from(a.version.clone()),
+                    Cell::from(escaped(&a.version).into_owned()),
                     Cell::from(format::labels(a)),
                 ]);
             } else {

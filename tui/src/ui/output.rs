@@ -4,6 +4,7 @@
 use super::Theme;
 use crate::app::App;
 use crate::app::output::{ExecRun, OutLine, PaneState, duration};
+use crate::util::{escaped, escaped_controls};
 use flotilla_wire::exec::OutputStream;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -33,13 +34,13 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
         let width = run
             .panes
             .iter()
-            .map(|p| p.name.chars().count())
+            .map(|p| escaped(&p.name).chars().count())
             .max()
             .unwrap_or(0)
             .min(PREFIX_MAX);
         let lines = window(run.merged.iter(), run.merged.len(), app.scroll, body.height)
             .map(|(i, l)| {
-                let name: String = run.panes[*i].name.chars().take(width).collect();
+                let name: String = escaped(&run.panes[*i].name).chars().take(width).collect();
                 let mut spans = vec![
                     Span::styled(format!("{name:<width$}"), theme.heading()),
                     Span::styled(" │ ", theme.dim()),
@@ -64,7 +65,10 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
         .take(visible_rows)
         .map(|(i, p)| {
             let (word, style) = state_style(&p.state, theme);
-            let name: String = p.name.chars().take(LIST_WIDTH as usize - 12).collect();
+            let name: String = escaped(&p.name)
+                .chars()
+                .take(LIST_WIDTH as usize - 12)
+                .collect();
             let line = Line::from(vec![
                 Span::raw(format!("{name:<12} ")),
                 Span::styled(word, style),
@@ -133,11 +137,14 @@ fn status_lines(run: &ExecRun, theme: Theme) -> Vec<Line<'_>> {
             1 => " · 1 agent · ".to_string(),
             n => format!(" · {n} agents · "),
         }),
-        Span::styled(format!("$ {}", run.command), theme.heading()),
+        Span::styled(
+            format!("$ {}", escaped_controls(&run.command)),
+            theme.heading(),
+        ),
     ]);
     let (done, ok) = run.progress();
     let second = if let Some(err) = &run.error {
-        Line::from(Span::styled(err.as_str(), theme.bad()))
+        Line::from(Span::styled(escaped(err).into_owned(), theme.bad()))
     } else if let Some(s) = &run.summary {
         let c = &s.counts;
         let mut parts = vec![format!("{} ok", c.succeeded)];

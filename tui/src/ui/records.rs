@@ -3,6 +3,7 @@
 use super::Theme;
 use crate::app::{App, Fetched};
 use crate::exec::{job_detail, job_state, utc};
+use crate::util::{escaped, escaped_controls};
 use flotilla_wire::IdentityId;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
@@ -15,7 +16,7 @@ const WIDE: u16 = 120;
 fn placeholder<T>(fetched: &Fetched<T>, theme: Theme, frame: &mut Frame<'_>, area: Rect) -> bool {
     let (text, style) = match fetched {
         Fetched::Loading => ("loading…".to_string(), theme.dim()),
-        Fetched::Failed(e) => (e.clone(), theme.bad()),
+        Fetched::Failed(e) => (escaped(e).into_owned(), theme.bad()),
         Fetched::Ready(_) => return false,
     };
     frame.render_widget(Paragraph::new(Span::styled(text, style)), area);
@@ -28,14 +29,16 @@ pub(super) fn render_jobs(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
             return;
         }
         if let Fetched::Ready((info, results)) = detail {
+            // Names in it are escaped already; the output tails are the agents' bytes.
             let text = job_detail(info, results);
             let lines: Vec<Line<'_>> = text
                 .lines()
+                .map(|l| escaped_controls(&l.replace('\t', " ")).into_owned())
                 .map(|l| {
                     if l.starts_with("--- ") {
-                        Line::from(Span::styled(l.to_string(), theme.heading()))
+                        Line::from(Span::styled(l, theme.heading()))
                     } else {
-                        Line::from(l.to_string())
+                        Line::from(l)
                     }
                 })
                 .collect();
@@ -89,7 +92,7 @@ pub(super) fn render_jobs(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
             let mut cells = vec![
                 Cell::from(j.job.to_string()),
                 Cell::from(started),
-                Cell::from(j.actor_name.clone()),
+                Cell::from(escaped(&j.actor_name).into_owned()),
                 Cell::from(format!("{}/{}", j.counts.succeeded, j.targets)),
                 Cell::from(state).style(style),
             ];
@@ -97,7 +100,9 @@ pub(super) fn render_jobs(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
                 let who: Vec<String> = j.selector.split(',').map(|t| name_or_id(app, t)).collect();
                 cells.push(Cell::from(who.join(",")));
             }
-            cells.push(Cell::from(j.command.display()));
+            cells.push(Cell::from(
+                escaped_controls(&j.command.display()).into_owned(),
+            ));
             let row = Row::new(cells);
             if i == app.job_selected {
                 row.style(theme.selected())
@@ -128,12 +133,13 @@ pub(super) fn render_jobs(app: &App, theme: Theme, frame: &mut Frame<'_>, area: 
     );
 }
 
-/// An agent's name where the console knows the id (ids are unreadable in a narrow column).
+/// An agent's name where the console knows the id (ids are unreadable in a narrow column), as
+/// shown (escaped).
 fn name_or_id(app: &App, s: &str) -> String {
-    IdentityId::parse(s)
+    let shown = IdentityId::parse(s)
         .and_then(|id| app.agents.get(&id))
-        .map(|a| a.name.clone())
-        .unwrap_or_else(|| s.to_owned())
+        .map_or(s, |a| a.name.as_str());
+    escaped(shown).into_owned()
 }
 
 pub(super) fn render_audit(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
@@ -172,9 +178,9 @@ pub(super) fn render_audit(app: &App, theme: Theme, frame: &mut Frame<'_>, area:
             Row::new(vec![
                 Cell::from(at),
                 Cell::from(name_or_id(app, &e.actor)),
-                Cell::from(e.action.clone()).style(style),
+                Cell::from(escaped(&e.action).into_owned()).style(style),
                 Cell::from(name_or_id(app, &e.target)),
-                Cell::from(e.detail.clone()),
+                Cell::from(escaped(&e.detail).into_owned()),
             ])
         })
         .collect();
