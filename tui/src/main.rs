@@ -10,14 +10,24 @@ use std::process::ExitCode;
 /// default); while the console or the demo owns the terminal they go to `console.log` in the
 /// user's cache directory.
 fn init_logging(console: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // Without FLOTILLA_LOG a plain level filter: an EnvFilter's directive matching is only worth
+    // its start-up cost when someone asked for per-module levels.
+    let filter: Box<dyn tracing_subscriber::layer::Layer<_> + Send + Sync> =
+        match tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG") {
+            Ok(f) => Box::new(f),
+            Err(_) => Box::new(tracing_subscriber::filter::LevelFilter::WARN),
+        };
     if !console {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init();
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
+            .try_init();
         return;
     }
     let Some(dir) = flotilla::util::project_dirs().map(|d| d.cache_dir().to_owned()) else {
@@ -27,11 +37,14 @@ fn init_logging(console: bool) {
         return;
     }
     if let Ok(file) = std::fs::File::create(dir.join("console.log")) {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file))
-            .init();
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file)),
+            )
+            .try_init();
     }
 }
 
