@@ -118,7 +118,7 @@ CREATE TABLE job_results (
 );
 CREATE INDEX job_results_agent ON job_results(agent_id, job_id);
 "#,
-    // 4: file transfers (issue 6).
+    // 4: file transfers.
     r#"
 CREATE TABLE transfers (
     id         TEXT PRIMARY KEY,

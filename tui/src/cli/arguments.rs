@@ -239,8 +239,8 @@ impl Command {
     /// connection's driver handed work to each other across threads: 17 thread wake-ups per
     /// `flotilla exec` in `perf sched`, each 50–60 µs from wake-up to running on the 2-vCPU
     /// machine. On one thread an exec through it took 0.12–0.21 ms less (p50, three alternating
-    /// runs of 300), and 512 MiB of exec output went through it as fast (docs/benchmarks.md,
-    /// "Session 10"). One core relays a few thousand commands a second, as a ControlMaster does.
+    /// runs of 300), and 512 MiB of exec output went through it as fast (`hubd/benches/interleave.py`,
+    /// docs/benchmarks.md). One core relays a few thousand commands a second, as a ControlMaster does.
     pub fn runs_on_one_thread(&self) -> bool {
         self.is_one_shot() || matches!(self, Self::Mux { .. })
     }

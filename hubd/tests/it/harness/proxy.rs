@@ -119,6 +119,7 @@ impl Shared {
             self.tracker.spawn(async move {
                 tokio::select! {
                     _ = cancel.cancelled() => {}
+                    // The delay is the fault itself: this sleep is the event.
                     _ = tokio::time::sleep(wait) => {
                         send(&sock, to, &data);
                         me.counts.forwarded.fetch_add(1, Ordering::Relaxed);
