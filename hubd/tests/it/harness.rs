@@ -654,7 +654,7 @@ impl Fleet {
         let id = agent.id.clone();
         agent.stop().await;
         if self.ctx().registry.is_online(&id) {
-            events.offline(&id, DEADLINE).await;
+            events.offline(&id, WORK_DEADLINE).await;
         }
     }
 
