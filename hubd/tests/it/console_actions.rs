@@ -9,18 +9,16 @@
 //! ([`Scene::run_on_web`], [`Scene::fail_on_db`], [`Scene::open_db_folder`], [`Scene::copy_report`]),
 //! so that every view shows what it showed at that point of one long session.
 
-use crate::harness::console::render;
-use crate::harness::exec::{AgentSpec, DEADLINE, Fleet, exec_fleet};
-use crossterm::event::{KeyCode, KeyEvent};
+use crate::harness::console::{key, keys, render, until};
+use crate::harness::exec::{AgentSpec, Fleet, exec_fleet};
+use crossterm::event::KeyCode;
 use flotilla::app::tree::TransferState;
 use flotilla::app::{App, Fetched, View};
 use flotilla::client::Login;
 use flotilla::console::Console;
-use flotilla::event::Event;
 use flotilla::history::HistoryFile;
 use flotilla_wire::Role;
 use flotilla_wire::msg::Status;
-use std::time::Duration;
 use tempfile::TempDir;
 
 /// The clock the console renders relative times against.
@@ -50,39 +48,6 @@ fn without_metrics(app: &mut App) {
         a.latest = None;
     }
     app.cpu_history.clear();
-}
-
-fn key(code: KeyCode) -> Event {
-    Event::Key(KeyEvent::from(code))
-}
-
-fn keys(console: &mut Console, text: &str) {
-    for c in text.chars() {
-        console.apply(key(KeyCode::Char(c)));
-    }
-}
-
-/// Applies events from the hub until `done` accepts the state. `nudge` runs every half second
-/// without news (to ask again for a listing the agent has not reported yet).
-async fn until(
-    console: &mut Console,
-    what: &str,
-    done: impl Fn(&App) -> bool,
-    mut nudge: impl FnMut(&mut Console),
-) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !done(&console.app) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "console never showed {what}; screen:\n{}",
-            render(&console.app, 120, 30)
-        );
-        match tokio::time::timeout(Duration::from_millis(500), console.step()).await {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("console queue closed while waiting for {what}"),
-            Err(_) => nudge(console),
-        }
-    }
 }
 
 fn online(app: &App) -> usize {

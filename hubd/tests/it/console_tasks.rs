@@ -2,24 +2,14 @@
 //! agent, not left behind on a connection nobody reads) and they have all ended within the quit
 //! deadline.
 
+use crate::harness::console::{key, keys};
 use crate::harness::exec::{AgentSpec, DEADLINE, exec_fleet, process_gone};
-use crossterm::event::{KeyCode, KeyEvent};
+use crossterm::event::KeyCode;
 use flotilla::app::{App, View};
 use flotilla::client::Login;
 use flotilla::console::{Console, QUIT_WAIT};
-use flotilla::event::Event;
 use flotilla_wire::msg::Status;
 use std::time::Duration;
-
-fn key(code: KeyCode) -> Event {
-    Event::Key(KeyEvent::from(code))
-}
-
-fn keys(console: &mut Console, text: &str) {
-    for c in text.chars() {
-        console.apply(key(KeyCode::Char(c)));
-    }
-}
 
 /// Applies the console's events until `done` gives a value.
 async fn until<T>(console: &mut Console, what: &str, done: impl Fn(&App) -> Option<T>) -> T {

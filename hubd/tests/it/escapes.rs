@@ -7,14 +7,13 @@
 //! the real protocol, says hello with a hostile host name, OS and version and reports a process
 //! and a disk with hostile names (any unprivileged user on a host can rename a process).
 
-use crate::harness::console::render;
+use crate::harness::console::{key, keys, render, until};
 use crate::harness::files::{DEADLINE, Fleet, files_fleet_with, spec};
 use crate::harness::{TestAgent, run_cmd, within};
-use crossterm::event::{KeyCode, KeyEvent};
-use flotilla::app::{App, View};
+use crossterm::event::KeyCode;
+use flotilla::app::View;
 use flotilla::client::Login;
 use flotilla::console::Console;
-use flotilla::event::Event;
 use flotilla_certs::dial;
 use flotilla_wire::PROTOCOL_VERSION;
 use flotilla_wire::io::write_frame;
@@ -23,7 +22,6 @@ use flotilla_wire::msg::{
     DiskUsage, FleetEvent, Hello, MetricsFrame, MetricsSample, ProcessInfo, StreamOpen,
 };
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// A file name that clears the screen of whoever lists it raw.
 const EVIL_FILE: &str = "evil\x1b[2Jname";
@@ -242,39 +240,6 @@ async fn the_cli_shows_control_characters_escaped_and_json_exact() {
     let table = flotilla(&fleet, &["agents"]).await;
     assert!(table.contains(PROC_AGENT), "agents printed:\n{table}");
     assert_eq!(raw_controls(&table), [], "agents printed:\n{table:?}");
-}
-
-fn key(code: KeyCode) -> Event {
-    Event::Key(KeyEvent::from(code))
-}
-
-fn keys(console: &mut Console, text: &str) {
-    for c in text.chars() {
-        console.apply(key(KeyCode::Char(c)));
-    }
-}
-
-/// Applies the console's events until `done` accepts the state; `nudge` runs every half second
-/// without news.
-async fn until(
-    console: &mut Console,
-    what: &str,
-    done: impl Fn(&App) -> bool,
-    mut nudge: impl FnMut(&mut Console),
-) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !done(&console.app) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "console never showed {what}; screen:\n{}",
-            render(&console.app, 160, 48)
-        );
-        match tokio::time::timeout(Duration::from_millis(500), console.step()).await {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("console queue closed while waiting for {what}"),
-            Err(_) => nudge(console),
-        }
-    }
 }
 
 /// Opens the agent called `name` from the fleet view through the filter.
