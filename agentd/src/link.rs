@@ -474,6 +474,9 @@ async fn serve_hub_stream(
                 }
             }
         }
+        HubStreamOpen::Logs(_) => {
+            let _ = send.reset(ErrorCode::BadRequest.as_u32().into());
+        }
     }
 }
 

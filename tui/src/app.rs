@@ -559,7 +559,7 @@ impl App {
                 self.order_stale |= SORTS[self.sort] != "name";
                 return true;
             }
-            FleetEvent::Lagged { .. } => return false,
+            FleetEvent::Lagged { .. } | FleetEvent::Workloads { .. } => return false,
         }
         self.refresh_visible();
         true

@@ -277,6 +277,9 @@ pub fn event_json(ev: &FleetEvent) -> Value {
             json!({ "event": "metrics", "id": id, "sample": sample })
         }
         FleetEvent::Lagged { missed } => json!({ "event": "lagged", "missed": missed }),
+        FleetEvent::Workloads { id, counts } => {
+            json!({ "event": "workloads", "id": id, "counts": counts })
+        }
     }
 }
 

@@ -76,6 +76,15 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
                 crate::util::outln!("(missed {missed} events: output fell behind)")
                     .map_err(ClientError::Output)?
             }
+            FleetEvent::Workloads { id, counts } => crate::util::outln!(
+                "workload {:<20} containers {}/{} running, {} troubled; units {} failed",
+                Escaped(&name(id)),
+                counts.containers_running,
+                counts.containers_total,
+                counts.containers_troubled,
+                counts.units_failed
+            )
+            .map_err(ClientError::Output)?,
         }
     }
 }

@@ -72,6 +72,30 @@ pub enum ExecCommand {
     },
     /// A check built into agentd; runs under every exec policy because it starts no program.
     Builtin(Builtin),
+    /// Act on containers through the engine's API; needs `containers = "manage"` on the agent.
+    Container {
+        /// What to do.
+        action: crate::workloads::ContainerAction,
+        /// Container names or ids, each checked with [`crate::workloads::valid_workload_name`].
+        containers: Vec<String>,
+        /// Seconds between SIGTERM and SIGKILL for stop and restart; `None` for the engine's
+        /// default.
+        stop_timeout_s: Option<u32>,
+    },
+    /// Act on systemd units over D-Bus; needs `services = "manage"` and the unit in the allowlist.
+    Service {
+        /// What to do.
+        action: crate::workloads::ServiceAction,
+        /// Unit names with their suffix.
+        units: Vec<String>,
+    },
+    /// Run a compose action on one project folder of `compose_dir`; needs `compose = "on"`.
+    Compose {
+        /// What to do.
+        action: crate::workloads::ComposeAction,
+        /// Folder name, checked with [`crate::workloads::valid_project_name`].
+        project: String,
+    },
 }
 
 impl ExecCommand {
@@ -87,6 +111,23 @@ impl ExecCommand {
                 }
             }
             Self::Builtin(b) => format!("@{}", b.as_str()),
+            Self::Container {
+                action,
+                containers,
+                stop_timeout_s,
+            } => {
+                let mut s = format!("container {} {}", action.as_str(), containers.join(" "));
+                if let Some(t) = stop_timeout_s {
+                    s.push_str(&format!(" --time {t}"));
+                }
+                s
+            }
+            Self::Service { action, units } => {
+                format!("service {} {}", action.as_str(), units.join(" "))
+            }
+            Self::Compose { action, project } => {
+                format!("compose {} {project}", action.as_str())
+            }
         }
     }
 }
@@ -435,6 +476,32 @@ pub enum Query {
         /// Same grammar as [`ExecRequest::selector`].
         selector: String,
     },
+    /// Containers of the selected agents (viewer and up), answered by
+    /// [`QueryReply::Containers`] frames.
+    Containers {
+        /// Same grammar as [`ExecRequest::selector`].
+        selector: String,
+        /// Stopped containers too (`docker ps --all`).
+        all: bool,
+    },
+    /// systemd units of the selected agents (viewer and up), answered by
+    /// [`QueryReply::Services`] frames.
+    Services {
+        /// Same grammar as [`ExecRequest::selector`].
+        selector: String,
+        /// Only failed units.
+        failed: bool,
+    },
+    /// One container's per-minute history (viewer and up), answered by one
+    /// [`QueryReply::ContainerMinutes`].
+    ContainerHistory {
+        /// Agent name or id.
+        agent: String,
+        /// Container name or id.
+        container: String,
+        /// Minutes back from now.
+        minutes: u32,
+    },
 }
 
 /// Hub to operator on a query stream.
@@ -452,6 +519,12 @@ pub enum QueryReply {
     End,
     /// The query was refused; nothing else follows.
     Error(Refusal),
+    /// Containers, at most [`crate::workloads::ROWS_PER_FRAME`] per frame.
+    Containers(Vec<crate::workloads::ContainerRow>),
+    /// Units, at most [`crate::workloads::ROWS_PER_FRAME`] per frame.
+    Services(Vec<crate::workloads::UnitRow>),
+    /// One container's history, oldest first.
+    ContainerMinutes(Vec<crate::workloads::ContainerMinute>),
 }
 
 /// A job as stored.

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod msg;
 pub mod text;
 pub mod token;
+pub mod workloads;
 
 pub use chunk::Chunk;
 pub use codes::ErrorCode;

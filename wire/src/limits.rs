@@ -19,6 +19,8 @@ pub enum StreamKind {
     Exec,
     /// One file transfer.
     Transfer,
+    /// One container's or unit's logs.
+    Logs,
 }
 
 /// Control frames are small: hello, welcome, a CSR and a certificate (a few KiB) with headroom.
@@ -38,6 +40,8 @@ pub const MAX_EXEC_FRAME: usize = 128 * 1024;
 pub const MAX_EXEC_REQUEST_FRAME: usize = 4 * 1024 * 1024;
 /// Transfer data chunks of 256 KiB plus the envelope.
 pub const MAX_TRANSFER_FRAME: usize = 512 * 1024;
+/// Log data travels in chunks of at most 64 KiB plus the envelope, as exec output does.
+pub const MAX_LOGS_FRAME: usize = 128 * 1024;
 /// Samples per back-fill frame: an hour at 1-minute resolution fits in one batch.
 pub const MAX_BACKFILL_BATCH: usize = 120;
 
@@ -52,6 +56,7 @@ impl StreamKind {
             Self::Snapshot => MAX_SNAPSHOT_FRAME,
             Self::Exec => MAX_EXEC_FRAME,
             Self::Transfer => MAX_TRANSFER_FRAME,
+            Self::Logs => MAX_LOGS_FRAME,
         }
     }
 }

@@ -178,6 +178,9 @@ pub enum HubStreamOpen {
         /// Why, for the agent's log.
         reason: String,
     },
+    /// Stream a container's or unit's logs: [`crate::workloads::LogFrame`]s answer until `End`,
+    /// `Error`, or the hub stops reading.
+    Logs(crate::workloads::LogsOpen),
 }
 
 /// Typed first frame of every stream but the control stream.
@@ -211,6 +214,9 @@ pub enum StreamOpen {
     /// Operator to hub, bidirectional: one [`crate::files::CopyRequest`], then
     /// [`crate::files::TransferFrame`]s both ways.
     Copy,
+    /// Operator to hub, bidirectional: one [`crate::workloads::LogsRequest`], then
+    /// [`crate::workloads::LogFrame`]s until `End` or `Error`, or until either side closes.
+    Logs,
 }
 
 /// Frames on the metrics stream.
@@ -222,6 +228,8 @@ pub enum MetricsFrame {
     Backfill(Vec<MetricsSample>),
     /// Per-minute aggregates buffered while the hub was unreachable, oldest first.
     BackfillMinutes(Vec<MinuteAggregate>),
+    /// What changed in the containers and units since the last delta.
+    Workloads(crate::workloads::WorkloadDelta),
 }
 
 /// One minute (or ten) of one agent's metrics: what history stores and back-fill carries.
@@ -541,6 +549,13 @@ pub enum FleetEvent {
     },
     /// More of the fleet, following a [`FleetEvent::Snapshot`] too large for one frame.
     SnapshotMore(Vec<AgentInfo>),
+    /// An agent's workload counts changed (and once per agent that has any, after the snapshot).
+    Workloads {
+        /// Which agent.
+        id: IdentityId,
+        /// The counts.
+        counts: crate::workloads::WorkloadCounts,
+    },
 }
 
 /// Agents per frame in long lists: at about 500 bytes per summarised agent, 2,000 fit well under

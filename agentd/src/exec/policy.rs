@@ -140,6 +140,9 @@ impl ExecPolicy {
         let (argv, shell) = match command {
             ExecCommand::Builtin(b) => return Ok(Runnable::Builtin(*b)),
             ExecCommand::Argv { argv, shell } => (argv, *shell),
+            ExecCommand::Container { .. }
+            | ExecCommand::Service { .. }
+            | ExecCommand::Compose { .. } => return Err(PolicyError::Off),
         };
         let Some((program, args)) = argv.split_first() else {
             return Err(PolicyError::NotAllowed {

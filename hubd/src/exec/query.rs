@@ -105,6 +105,13 @@ async fn answer(
     send: &mut quinn::SendStream,
 ) -> Result<(), Answer> {
     match query {
+        Query::Containers { .. } | Query::Services { .. } | Query::ContainerHistory { .. } => {
+            Err(HubError::refused(
+                ErrorCode::BadRequest,
+                "workload queries are not served by this hub yet".to_string(),
+            )
+            .into())
+        }
         Query::Jobs { limit } => {
             if !actor.role.can_act() {
                 return Err(forbidden(actor, "listing jobs").into());

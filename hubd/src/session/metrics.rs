@@ -36,6 +36,7 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
                 tracing::debug!(minutes = minutes.len(), "back-fill received");
                 ctx.history.record_backfill(&id, minutes).await;
             }
+            Ok(Some(MetricsFrame::Workloads(_))) => {}
             Ok(None) => return,
             // The connection went away: the session reports that; nothing to refuse.
             Err(flotilla_wire::io::FrameError::Io(e)) => {
