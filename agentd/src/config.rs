@@ -35,6 +35,11 @@ pub struct AgentConfig {
     /// Join token to enrol with while the data directory holds no identity (`agentd install`,
     /// `enroll` and `run` use it); unused once enrolled. Prints as `***`.
     pub token: Option<deploy::SecretString>,
+    /// What the hub may see and do of systemd units: `off`, `read` (inventory, stats, journal) or
+    /// `manage` (also start, stop, restart, reload, enable, disable).
+    pub services: flotilla_wire::workloads::Access,
+    /// With `services = "manage"`: unit globs (`*`, `?`) actions are limited to; empty allows all.
+    pub services_allow: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -50,6 +55,8 @@ impl Default for AgentConfig {
             shared_dir: None,
             read_only: false,
             token: None,
+            services: flotilla_wire::workloads::Access::Read,
+            services_allow: Vec::new(),
         }
     }
 }
@@ -138,6 +145,13 @@ impl AgentConfig {
                 return bad(format!(
                     "allowlist entry {} must not contain '..'",
                     entry.display()
+                ));
+            }
+        }
+        for glob in &self.services_allow {
+            if glob.is_empty() || glob.contains('/') || glob.chars().any(char::is_control) {
+                return bad(format!(
+                    "services_allow entry {glob:?} must be a unit name glob such as \"nginx*.service\""
                 ));
             }
         }

@@ -19,6 +19,7 @@ pub mod status;
 pub mod swarm;
 pub mod transfer;
 mod watch;
+pub mod workloads;
 
 pub use config::{AgentConfig, AgentPaths, ExecMode};
 pub use error::AgentError;

@@ -474,7 +474,39 @@ async fn serve_hub_stream(
                 }
             }
         }
-        HubStreamOpen::Logs(_) => {
+        HubStreamOpen::Logs(open) => serve_logs(&exec, open, send, recv).await,
+    }
+}
+
+/// Serves a logs stream: a unit's journal; container logs are refused here.
+async fn serve_logs(
+    exec: &crate::exec::ExecContext,
+    open: flotilla_wire::workloads::LogsOpen,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    use flotilla_wire::workloads::LogSource;
+    match open.source {
+        #[cfg(unix)]
+        LogSource::Unit(unit) => {
+            tracing::info!(actor = %open.actor, %unit, tail = open.tail, follow = open.follow, "unit logs");
+            let req = crate::workloads::journal::JournalRequest {
+                unit,
+                tail: open.tail,
+                follow: open.follow,
+                user: crate::workloads::services::Bus::for_this_process()
+                    == crate::workloads::services::Bus::Session,
+            };
+            // The hub dropping its end (or the connection closing) stops journalctl. The receive
+            // half stays open meanwhile: stopping it would tell the hub the stream failed.
+            let stopped = send.stopped();
+            let closed = async move {
+                let _keep = recv;
+                let _ = stopped.await;
+            };
+            crate::workloads::journal::serve(exec.policy.services.access, req, send, closed).await;
+        }
+        _ => {
             let _ = send.reset(ErrorCode::BadRequest.as_u32().into());
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::config::{AgentConfig, ExecMode};
 use flotilla_wire::exec::{Builtin, ExecCommand};
+use flotilla_wire::workloads::{Access, ServiceAction, valid_workload_name};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +49,34 @@ pub enum PolicyError {
         /// Where it leads.
         target: String,
     },
+    /// A unit action where `services` is not `manage`.
+    #[error(
+        "refused by this agent's services policy (services = \"{}\"): unit actions need services = \"manage\" in agent.toml",
+        access.as_str()
+    )]
+    ServicesNotManaged {
+        /// The agent's setting.
+        access: Access,
+    },
+    /// A unit outside a non-empty `services_allow`.
+    #[error(
+        "refused by this agent's services policy (services_allow = {allow:?}): {unit} matches none of the globs"
+    )]
+    UnitNotAllowed {
+        /// The unit as asked.
+        unit: String,
+        /// The globs.
+        allow: Vec<String>,
+    },
+    /// A unit name that is empty, too long, a path, an option or has control characters.
+    #[error("invalid unit name {unit:?}: give a unit name such as nginx.service")]
+    BadUnitName {
+        /// The name as asked.
+        unit: String,
+    },
+    /// A unit action without units.
+    #[error("no unit given: name at least one unit")]
+    NoUnits,
 }
 
 /// What the policy decided to run.
@@ -62,6 +91,82 @@ pub enum Runnable {
     },
     /// A built-in check.
     Builtin(Builtin),
+    /// A systemd unit action over D-Bus.
+    Service {
+        /// What to do.
+        action: ServiceAction,
+        /// Unit names, checked against the services policy.
+        units: Vec<String>,
+    },
+}
+
+/// What the hub may see and do of systemd units here (`services`, `services_allow`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServicePolicy {
+    /// `services` in agent.toml.
+    pub access: Access,
+    /// `services_allow`: unit globs (`*`, `?`) actions are limited to; empty allows every unit.
+    pub allow: Vec<String>,
+}
+
+impl ServicePolicy {
+    /// Decides whether `action` may run on `units`: only under `manage`, every name valid, and
+    /// every unit matching `allow` when it is non-empty. All or nothing: one refused unit refuses
+    /// the job, so a job never half-runs.
+    pub fn check(&self, action: ServiceAction, units: &[String]) -> Result<Runnable, PolicyError> {
+        if self.access != Access::Manage {
+            return Err(PolicyError::ServicesNotManaged {
+                access: self.access,
+            });
+        }
+        if units.is_empty() {
+            return Err(PolicyError::NoUnits);
+        }
+        for unit in units {
+            if !valid_workload_name(unit) {
+                return Err(PolicyError::BadUnitName { unit: unit.clone() });
+            }
+            if !self.allow.is_empty() && !self.allow.iter().any(|g| glob_match(g, unit)) {
+                return Err(PolicyError::UnitNotAllowed {
+                    unit: unit.clone(),
+                    allow: self.allow.clone(),
+                });
+            }
+        }
+        Ok(Runnable::Service {
+            action,
+            units: units.to_vec(),
+        })
+    }
+}
+
+/// Shell-style glob over a whole name: `*` any run of characters, `?` one character, anything else
+/// itself. Iterative with one backtrack point, so a hostile pattern costs O(pattern × name).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// The policy and the process settings resolved once at start.
@@ -82,6 +187,8 @@ pub struct ExecPolicy {
     /// The account commands run as, when not agentd's own (`run_as`).
     #[cfg(unix)]
     pub run_as: Option<super::account::RunAs>,
+    /// Unit actions.
+    pub services: ServicePolicy,
 }
 
 impl ExecPolicy {
@@ -131,6 +238,10 @@ impl ExecPolicy {
             env,
             #[cfg(unix)]
             run_as,
+            services: ServicePolicy {
+                access: cfg.services,
+                allow: cfg.services_allow.clone(),
+            },
         })
     }
 
@@ -140,9 +251,10 @@ impl ExecPolicy {
         let (argv, shell) = match command {
             ExecCommand::Builtin(b) => return Ok(Runnable::Builtin(*b)),
             ExecCommand::Argv { argv, shell } => (argv, *shell),
-            ExecCommand::Container { .. }
-            | ExecCommand::Service { .. }
-            | ExecCommand::Compose { .. } => return Err(PolicyError::Off),
+            ExecCommand::Service { action, units } => return self.services.check(*action, units),
+            ExecCommand::Container { .. } | ExecCommand::Compose { .. } => {
+                return Err(PolicyError::Off);
+            }
         };
         let Some((program, args)) = argv.split_first() else {
             return Err(PolicyError::NotAllowed {
@@ -227,6 +339,73 @@ fn script_in(dir: &Path, rel: &Path, program: &str) -> Result<Option<PathBuf>, P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(access: Access, allow: &[&str], units: &[&str]) -> Result<Runnable, PolicyError> {
+        let p = ServicePolicy {
+            access,
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+        };
+        p.check(
+            ServiceAction::Restart,
+            &units.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn unit_actions_need_manage_and_the_allowlist() {
+        for access in [Access::Off, Access::Read] {
+            let e = service(access, &[], &["nginx.service"]).expect_err("refused");
+            assert_eq!(e, PolicyError::ServicesNotManaged { access });
+            assert!(e.to_string().contains(&format!(
+                "services policy (services = \"{}\")",
+                access.as_str()
+            )));
+        }
+        assert_eq!(
+            service(Access::Manage, &[], &["nginx.service", "db.service"]),
+            Ok(Runnable::Service {
+                action: ServiceAction::Restart,
+                units: vec!["nginx.service".into(), "db.service".into()],
+            })
+        );
+        let allow = ["web-*.service", "db?.service"];
+        assert!(service(Access::Manage, &allow, &["web-1.service", "db2.service"]).is_ok());
+        let e = service(Access::Manage, &allow, &["web-1.service", "sshd.service"])
+            .expect_err("sshd is outside the allowlist");
+        assert_eq!(
+            e,
+            PolicyError::UnitNotAllowed {
+                unit: "sshd.service".into(),
+                allow: allow.iter().map(|s| s.to_string()).collect(),
+            }
+        );
+        assert!(e.to_string().contains("services_allow"));
+        assert_eq!(service(Access::Manage, &[], &[]), Err(PolicyError::NoUnits));
+        for bad in ["-f", "a/b", "x\ny", ""] {
+            assert_eq!(
+                service(Access::Manage, &[], &[bad]),
+                Err(PolicyError::BadUnitName { unit: bad.into() })
+            );
+        }
+    }
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob_match("*", "anything.service"));
+        assert!(glob_match("nginx*", "nginx.service"));
+        assert!(glob_match("*.service", "a.service"));
+        assert!(!glob_match("*.service", "a.socket"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(!glob_match("nginx", "nginx.service"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
+        assert!(!glob_match("*a*b", "xxaxxbxxc"));
+        // Quadratic at worst, not exponential.
+        assert!(!glob_match(
+            &"*a".repeat(50),
+            &format!("{}b", "a".repeat(200))
+        ));
+    }
 
     fn argv(words: &[&str]) -> ExecCommand {
         ExecCommand::Argv {
