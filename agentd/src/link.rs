@@ -496,6 +496,7 @@ async fn serve_logs(
                 follow: open.follow,
                 user: crate::workloads::services::Bus::for_this_process()
                     == crate::workloads::services::Bus::Session,
+                directory: None,
             };
             // The hub dropping its end (or the connection closing) stops journalctl. The receive
             // half stays open meanwhile: stopping it would tell the hub the stream failed.

@@ -39,6 +39,9 @@ pub struct JournalRequest {
     pub follow: bool,
     /// The user's manager's unit (a non-root agent) rather than a system unit.
     pub user: bool,
+    /// Read the journal files in this folder instead of the machine's journal (a container's
+    /// journal mounted on the host).
+    pub directory: Option<std::path::PathBuf>,
 }
 
 impl JournalRequest {
@@ -65,6 +68,9 @@ impl JournalRequest {
             },
             format!("--lines={}", self.tail),
         ];
+        if let Some(dir) = &self.directory {
+            args.push(format!("--directory={}", dir.display()));
+        }
         if self.follow {
             args.push("--follow".into());
         }
@@ -297,6 +303,7 @@ mod tests {
             tail: 20,
             follow: true,
             user: false,
+            directory: None,
         };
         assert_eq!(
             req.args(),

@@ -91,12 +91,15 @@ pub(crate) trait Manager {
 }
 
 /// Which manager the agent talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Bus {
     /// The system manager (a root agent).
     System,
     /// The user's manager (`systemd --user`) on the session bus.
     Session,
+    /// A bus at a D-Bus address (`unix:path=…`): a manager in a container, whose bus socket is
+    /// mounted where the agent can reach it.
+    Address(String),
 }
 
 impl Bus {
@@ -111,10 +114,15 @@ impl Bus {
     }
 
     /// Connects to it.
-    pub async fn connect(self) -> zbus::Result<Connection> {
+    pub async fn connect(&self) -> zbus::Result<Connection> {
         match self {
             Self::System => Connection::system().await,
             Self::Session => Connection::session().await,
+            Self::Address(addr) => {
+                zbus::connection::Builder::address(addr.as_str())
+                    .build()
+                    .await
+            }
         }
     }
 }
