@@ -76,6 +76,21 @@ impl SystemdBox {
         assert!(copied.success(), "copying /etc into the container root");
         std::fs::write(root.join("etc/machine-id"), b"").expect("empty machine-id");
         let system = root.join("etc/systemd/system");
+        // The host's enabled services and timers (a database, podman auto-update…) have no place
+        // in the container: they would hold its boot up or collide with the host on its network.
+        for entry in std::fs::read_dir(&system).expect("read etc/systemd/system") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name.ends_with(".wants") || name.ends_with(".requires") {
+                std::fs::remove_dir_all(&path).expect("remove the host's enablement");
+            }
+        }
+        let _ = std::fs::remove_file(system.join("default.target"));
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/multi-user.target",
+            system.join("default.target"),
+        )
+        .expect("default target");
         let wants = system.join("multi-user.target.wants");
         std::fs::create_dir_all(&wants).expect("wants folder");
         for unit in units {

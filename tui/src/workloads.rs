@@ -1,0 +1,3 @@
+//! Workload subcommands: systemd unit actions (`flotilla service`).
+
+pub mod services_cli;
