@@ -4,7 +4,7 @@
 
 use crate::harness::exec::{exec_text, query};
 use crate::harness::systemd::{SystemdBox, UnitFile, podman_present};
-use crate::harness::{Daemon, Fleet, agentd_bin, run_json};
+use crate::harness::{Daemon, Fleet, agentd_bin, run_cmd, run_json};
 use agentd::workloads::journal::{self, JournalRequest};
 use agentd::workloads::services::{Bus, UnitSource};
 use flotilla_wire::exec::{ExecCommand, ExecRequest, OutputStream, Query, QueryReply};
@@ -40,6 +40,16 @@ const ECHO: UnitFile = UnitFile {
     text: "[Unit]\nDescription=Flotilla test echo\n[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo hello-$$$$; echo \"<3>trouble-$$$$\"'\n",
     enabled: false,
 };
+
+fn flotilla_bin() -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
@@ -329,6 +339,56 @@ async fn unit_actions_run_as_jobs_under_each_services_policy() {
         err.contains("services_allow = [\"fl-sl*\"]): fl-flap.service matches none of the globs"),
         "{err}"
     );
+    assert_eq!(sd.systemctl(&["is-active", SLEEPER.name]), "active");
+
+    // The same through `flotilla service`: exit 0, 1 when refused, 2 for a target without agents.
+    let cli = |args: Vec<&'static str>| {
+        let dir = fleet.paths.admin_dir();
+        async move {
+            let mut all = vec!["--no-mux", "--login-dir", path_str(&dir)];
+            all.extend(args);
+            let all: Vec<String> = all.into_iter().map(String::from).collect();
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            let out = run_cmd(&flotilla_bin(), &all).await;
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, out, err) = cli(vec!["service", "stop", "sd-manage/fl-sleep.service"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("fl-sleep.service: stop done, now inactive (dead)"),
+        "{out}"
+    );
+    assert_eq!(sd.systemctl(&["is-active", SLEEPER.name]), "inactive");
+    let (code, out, err) = cli(vec![
+        "service",
+        "start",
+        "sd-manage/fl-sleep.service",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.to_string().contains("fl-sleep.service: start done")),
+        "{out}"
+    );
+    assert_eq!(sd.systemctl(&["is-active", SLEEPER.name]), "active");
+    let (code, _, err) = cli(vec!["service", "stop", "sd-read/fl-sleep.service"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("services = \"read\""), "{err}");
+    let (code, _, err) = cli(vec!["service", "stop", "fl-sleep.service"]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("give SELECTOR/UNIT"), "{err}");
     assert_eq!(sd.systemctl(&["is-active", SLEEPER.name]), "active");
 
     // Viewers may not act at all: the hub refuses before any agent is asked.

@@ -111,8 +111,13 @@ mod tests {
 
     #[test]
     fn units_are_grouped_by_selector() {
-        let args = parse(&["restart", "web-*/nginx.service", "db-1/pg.service", "web-*/app.service"])
-            .expect("parse");
+        let args = parse(&[
+            "restart",
+            "web-*/nginx.service",
+            "db-1/pg.service",
+            "web-*/app.service",
+        ])
+        .expect("parse");
         let reqs = args.requests().expect("requests");
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[0].selector, "web-*");
@@ -144,7 +149,10 @@ mod tests {
             .requests()
             .expect_err("option as unit");
         assert!(e.contains("invalid unit name"), "{e}");
-        let e = parse(&["bounce", "all/x.service"]).err().expect("unknown action");
-        assert!(e.to_string().contains("use one of start, stop, restart, reload, enable, disable"));
+        let e = parse(&["bounce", "all/x.service"]).expect_err("unknown action");
+        assert!(
+            e.to_string()
+                .contains("use one of start, stop, restart, reload, enable, disable")
+        );
     }
 }

@@ -80,7 +80,11 @@ impl SystemdBox {
         // in the container: they would hold its boot up or collide with the host on its network.
         for entry in std::fs::read_dir(&system).expect("read etc/systemd/system") {
             let path = entry.expect("entry").path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if name.ends_with(".wants") || name.ends_with(".requires") {
                 std::fs::remove_dir_all(&path).expect("remove the host's enablement");
             }
