@@ -10,6 +10,7 @@ use flotilla_wire::msg::{Hello, HubControl, MetricsFrame, MetricsSample, StreamO
 use flotilla_wire::{ErrorCode, IdentityId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -102,6 +103,9 @@ pub struct Outbox {
     pub backfill: BackfillBuffer,
     /// Count of samples ever buffered for back-fill (for tests and `agentd status`).
     pub buffered: watch::Sender<u64>,
+    /// The latest workload inventory and the policy to announce with it; `None` when this agent
+    /// reports no workloads.
+    pub workloads: Option<(flotilla_wire::workloads::WorkloadPolicy, crate::workloads::InventoryWatch)>,
 }
 
 impl Outbox {
@@ -474,8 +478,11 @@ async fn serve_hub_stream(
                 }
             }
         }
-        HubStreamOpen::Logs(_) => {
-            let _ = send.reset(ErrorCode::BadRequest.as_u32().into());
+        HubStreamOpen::Logs(open) => {
+            let span = tracing::info_span!("logs");
+            crate::workloads::logs::serve(exec.workloads.clone(), send, recv, open)
+                .instrument(span)
+                .await
         }
     }
 }
@@ -517,8 +524,37 @@ async fn send_metrics(conn: &quinn::Connection, outbox: &mut Outbox) -> DialErro
             return lost(format!("metrics stream: {e}"));
         }
     }
+    // Each connection's hub hears the whole inventory first, then what changed.
+    let mut feed = outbox
+        .workloads
+        .as_ref()
+        .map(|(policy, rx)| crate::workloads::DeltaFeed::new(rx.clone(), policy.clone()));
     loop {
-        let Some(sample) = outbox.samples.recv().await else {
+        let deltas = async {
+            match feed.as_mut() {
+                Some(f) => f.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        // Both branches are cancel-safe: a sample stays queued, an inventory stays published.
+        let sample = tokio::select! {
+            s = outbox.samples.recv() => s,
+            frames = deltas => {
+                for frame in frames {
+                    if let Err(e) = write_frame(
+                        &mut send,
+                        &MetricsFrame::Workloads(frame),
+                        MAX_METRICS_FRAME,
+                    )
+                    .await
+                    {
+                        return lost(format!("metrics stream: {e}"));
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(sample) = sample else {
             return DialError::Local("sampler stopped".into());
         };
         if let Err(e) = write_frame(
