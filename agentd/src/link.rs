@@ -10,9 +10,9 @@ use flotilla_wire::msg::{Hello, HubControl, MetricsFrame, MetricsSample, StreamO
 use flotilla_wire::{ErrorCode, IdentityId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// First back-off ceiling.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -105,7 +105,10 @@ pub struct Outbox {
     pub buffered: watch::Sender<u64>,
     /// The latest workload inventory and the policy to announce with it; `None` when this agent
     /// reports no workloads.
-    pub workloads: Option<(flotilla_wire::workloads::WorkloadPolicy, crate::workloads::InventoryWatch)>,
+    pub workloads: Option<(
+        flotilla_wire::workloads::WorkloadPolicy,
+        crate::workloads::InventoryWatch,
+    )>,
 }
 
 impl Outbox {

@@ -273,7 +273,11 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
-    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = yy.div_euclid(400);
     let yoe = yy - era * 400;
     let doy = (153 * mm + 2) / 5 + d - 1;
@@ -320,6 +324,9 @@ mod tests {
         let d = WorkloadSettings::from_config(&AgentConfig::default());
         assert_eq!(d.containers, Access::Read, "read by default");
         assert!(!d.compose, "compose off by default");
-        assert_eq!(d.engine_sockets[0], PathBuf::from(DEFAULT_ENGINE_SOCKETS[0]));
+        assert_eq!(
+            d.engine_sockets[0],
+            PathBuf::from(DEFAULT_ENGINE_SOCKETS[0])
+        );
     }
 }

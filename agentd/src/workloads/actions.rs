@@ -3,11 +3,11 @@
 //! after another; a cancel or the job's timeout stops before the next one.
 
 use super::Engine;
+use flotilla_wire::Chunk;
 use flotilla_wire::exec::{AgentEvent, ExecControl, ExecStart, ExitReport, OutputStream};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::MAX_EXEC_FRAME;
 use flotilla_wire::workloads::ContainerAction;
-use flotilla_wire::Chunk;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -54,7 +54,10 @@ pub async fn run<W, R>(
             () = expired => { timed_out = true; break }
         };
         let (stream, line) = match outcome {
-            Ok(()) => (OutputStream::Stdout, format!("{name}: {}\n", done_word(action))),
+            Ok(()) => (
+                OutputStream::Stdout,
+                format!("{name}: {}\n", done_word(action)),
+            ),
             Err(e) => {
                 failures += 1;
                 (OutputStream::Stderr, format!("{name}: {e}\n"))

@@ -110,13 +110,17 @@ mod tests {
             t.command(ComposeAction::Up, "web"),
             (
                 PathBuf::from("/usr/bin/docker"),
-                ["compose", "-p", "web", "up", "-d"].map(String::from).to_vec()
+                ["compose", "-p", "web", "up", "-d"]
+                    .map(String::from)
+                    .to_vec()
             )
         );
         let t = ComposeTool::DockerCompose("/usr/bin/docker-compose".into());
         assert_eq!(
             t.command(ComposeAction::Logs, "web").1,
-            ["-p", "web", "logs", "--no-color"].map(String::from).to_vec()
+            ["-p", "web", "logs", "--no-color"]
+                .map(String::from)
+                .to_vec()
         );
     }
 
@@ -131,8 +135,20 @@ mod tests {
         std::fs::write(root.join("file"), "").expect("write");
         let canon = root.canonicalize().expect("canon");
         assert_eq!(project_dir(&root, "web"), Ok(canon.join("web")));
-        assert!(project_dir(&root, "escape").expect_err("escape").contains("not a folder of"));
-        assert!(project_dir(&root, "file").expect_err("file").contains("not a folder of"));
-        assert!(project_dir(&root, "missing").expect_err("missing").contains("no project folder"));
+        assert!(
+            project_dir(&root, "escape")
+                .expect_err("escape")
+                .contains("not a folder of")
+        );
+        assert!(
+            project_dir(&root, "file")
+                .expect_err("file")
+                .contains("not a folder of")
+        );
+        assert!(
+            project_dir(&root, "missing")
+                .expect_err("missing")
+                .contains("no project folder")
+        );
     }
 }

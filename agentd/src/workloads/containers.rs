@@ -118,8 +118,9 @@ impl Engine {
             detail,
         };
         let path = socket.to_string_lossy();
-        let docker = Docker::connect_with_unix(&path, ENGINE_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| unreachable(e.to_string()))?;
+        let docker =
+            Docker::connect_with_unix(&path, ENGINE_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
+                .map_err(|e| unreachable(e.to_string()))?;
         let docker = docker
             .negotiate_version()
             .await
@@ -546,7 +547,10 @@ fn rates(
     // As `docker stats`: page cache the kernel can drop is not "used".
     let cache = mem
         .and_then(|m| m.stats.as_ref())
-        .and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")))
+        .and_then(|s| {
+            s.get("inactive_file")
+                .or_else(|| s.get("total_inactive_file"))
+        })
         .copied()
         .unwrap_or(0);
     let mut s = ContainerStats {

@@ -291,7 +291,10 @@ mod tests {
         b3.state = ContainerState::Exited;
         let stopped = d.next(&inv(Some(vec![b3.clone()])));
         assert_eq!(stopped[0].containers, [b3.clone()]);
-        assert!(d.next(&inv(Some(vec![b3]))).is_empty(), "nothing runs, nothing changed");
+        assert!(
+            d.next(&inv(Some(vec![b3]))).is_empty(),
+            "nothing runs, nothing changed"
+        );
     }
 
     #[test]
@@ -337,13 +340,20 @@ mod tests {
         assert_eq!(frames.len(), 3);
         assert!(frames[0].full && frames[0].policy.is_some());
         assert!(frames[1..].iter().all(|f| !f.full && f.policy.is_none()));
-        assert!(frames.iter().all(|f| f.containers.len() <= WORKLOADS_PER_FRAME));
+        assert!(
+            frames
+                .iter()
+                .all(|f| f.containers.len() <= WORKLOADS_PER_FRAME)
+        );
         assert_eq!(
             frames.iter().map(|f| f.containers.len()).sum::<usize>(),
             2500
         );
         assert_eq!(
-            frames.iter().map(|f| f.container_stats.len()).sum::<usize>(),
+            frames
+                .iter()
+                .map(|f| f.container_stats.len())
+                .sum::<usize>(),
             2500
         );
         for f in &frames {

@@ -40,7 +40,9 @@ pub async fn serve(
     open: LogsOpen,
 ) {
     let name = match &open.source {
-        LogSource::Unit(_) => return refuse(&mut send, ErrorCode::NotFound, NO_JOURNAL.into()).await,
+        LogSource::Unit(_) => {
+            return refuse(&mut send, ErrorCode::NotFound, NO_JOURNAL.into()).await;
+        }
         LogSource::Container(name) => name.clone(),
     };
     if workloads.settings.containers == Access::Off {
@@ -161,7 +163,10 @@ mod tests {
             split_timestamp(b"1970-01-01T00:00:01.5Z hello\n"),
             (Some(1500), &b"hello\n"[..])
         );
-        assert_eq!(split_timestamp(b"no stamp here\n"), (None, &b"no stamp here\n"[..]));
+        assert_eq!(
+            split_timestamp(b"no stamp here\n"),
+            (None, &b"no stamp here\n"[..])
+        );
         assert_eq!(split_timestamp(b""), (None, &b""[..]));
     }
 }
