@@ -1,6 +1,7 @@
 //! Agent configuration: `agent.toml` in the data directory (optional), flags override.
 
 use crate::AgentError;
+pub use flotilla_wire::workloads::Access;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -35,10 +36,21 @@ pub struct AgentConfig {
     /// Join token to enrol with while the data directory holds no identity (`agentd install`,
     /// `enroll` and `run` use it); unused once enrolled. Prints as `***`.
     pub token: Option<deploy::SecretString>,
-    /// What the hub may see and do of systemd units: `off`, `read` (inventory, stats, journal) or
-    /// `manage` (also start, stop, restart, reload, enable, disable).
-    pub services: flotilla_wire::workloads::Access,
-    /// With `services = "manage"`: unit globs (`*`, `?`) actions are limited to; empty allows all.
+    /// Containers: `off` reports nothing, `read` reports inventory, stats and logs, `manage` also
+    /// lets the hub start, stop, restart, kill and remove them. Default `read`: seeing what runs
+    /// is why an agent is installed; acting on it is opted into.
+    pub containers: Access,
+    /// The container engine's API socket; when unset the usual places are probed
+    /// ([`crate::workloads::DEFAULT_ENGINE_SOCKETS`], then Podman's rootless socket under
+    /// `$XDG_RUNTIME_DIR` for a non-root agent).
+    pub containers_socket: Option<PathBuf>,
+    /// Compose projects: `on` lets the hub run compose actions on the folders of `compose_dir`.
+    pub compose: ComposeMode,
+    /// The folder holding one folder per compose project.
+    pub compose_dir: Option<PathBuf>,
+    /// systemd units: `off`, `read` (inventory, stats, journal) or `manage` (actions too).
+    pub services: Access,
+    /// Unit globs `services = "manage"` is limited to (`nginx*.service`); empty means every unit.
     pub services_allow: Vec<String>,
 }
 
@@ -55,7 +67,11 @@ impl Default for AgentConfig {
             shared_dir: None,
             read_only: false,
             token: None,
-            services: flotilla_wire::workloads::Access::Read,
+            containers: Access::Read,
+            containers_socket: None,
+            compose: ComposeMode::Off,
+            compose_dir: None,
+            services: Access::Read,
             services_allow: Vec::new(),
         }
     }
@@ -94,6 +110,17 @@ impl ExecMode {
             .into_iter()
             .find(|m| m.as_str() == s)
     }
+}
+
+/// Whether compose actions may run (`compose` in agent.toml).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeMode {
+    /// Refused (the default: compose runs programs with the engine's full power).
+    #[default]
+    Off,
+    /// Runs on the project folders of `compose_dir`.
+    On,
 }
 
 impl AgentConfig {
@@ -149,7 +176,7 @@ impl AgentConfig {
             }
         }
         for glob in &self.services_allow {
-            if glob.is_empty() || glob.contains('/') || glob.chars().any(char::is_control) {
+            if glob.contains('/') || glob.chars().any(char::is_control) {
                 return bad(format!(
                     "services_allow entry {glob:?} must be a unit name glob such as \"nginx*.service\""
                 ));
@@ -196,6 +223,35 @@ impl AgentConfig {
             return Err(AgentError::Config(
                 "shared_dir is empty: give a folder, or leave it out for `shared` in the data directory"
                     .into(),
+            ));
+        }
+        for (key, path) in [
+            ("containers_socket", &self.containers_socket),
+            ("compose_dir", &self.compose_dir),
+        ] {
+            if let Some(path) = path
+                && !path.is_absolute()
+            {
+                return bad(format!(
+                    "{key} = {} must be an absolute path",
+                    path.display()
+                ));
+            }
+        }
+        if self.compose == ComposeMode::On && self.compose_dir.is_none() {
+            return bad(
+                "compose = \"on\" needs compose_dir, the folder holding one folder per project"
+                    .into(),
+            );
+        }
+        if self.compose == ComposeMode::On && self.containers == Access::Off {
+            return bad(
+                "compose = \"on\" with containers = \"off\": compose acts on containers; set containers = \"read\" or \"manage\", or compose = \"off\"".into(),
+            );
+        }
+        if let Some(i) = self.services_allow.iter().position(String::is_empty) {
+            return bad(format!(
+                "services_allow entry {i} is empty: give a unit name or glob"
             ));
         }
         Ok(())

@@ -154,13 +154,24 @@ pub async fn run_link<S: sampler::SampleSource>(
     };
     let (interval_tx, interval_rx) = tokio::sync::watch::channel(start);
     let (sample_tx, sample_rx) = tokio::sync::mpsc::channel(SAMPLE_QUEUE);
+    let poller_interval = interval_rx.clone();
     let sampler = tokio::spawn(sampler::run(source, sample_tx, interval_rx, cancel.clone()));
+    let workloads = link.exec.workloads.clone();
+    let (inventory_tx, inventory_rx) = tokio::sync::watch::channel(None);
+    let poller = tokio::spawn(workloads::run(
+        workloads.clone(),
+        poller_interval,
+        inventory_tx,
+        cancel.clone(),
+    ));
     let outbox = link::Outbox {
         samples: sample_rx,
         interval: interval_tx,
         backfill: sampler::BackfillBuffer::default(),
         buffered,
+        workloads: Some((workloads.settings.policy(), inventory_rx)),
     };
     link.run(outbox, cancel).await;
     let _ = sampler.await;
+    let _ = poller.await;
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// First back-off ceiling.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -102,6 +103,12 @@ pub struct Outbox {
     pub backfill: BackfillBuffer,
     /// Count of samples ever buffered for back-fill (for tests and `agentd status`).
     pub buffered: watch::Sender<u64>,
+    /// The latest workload inventory and the policy to announce with it; `None` when this agent
+    /// reports no workloads.
+    pub workloads: Option<(
+        flotilla_wire::workloads::WorkloadPolicy,
+        crate::workloads::InventoryWatch,
+    )>,
 }
 
 impl Outbox {
@@ -474,41 +481,11 @@ async fn serve_hub_stream(
                 }
             }
         }
-        HubStreamOpen::Logs(open) => serve_logs(&exec, open, send, recv).await,
-    }
-}
-
-/// Serves a logs stream: a unit's journal; container logs are refused here.
-async fn serve_logs(
-    exec: &crate::exec::ExecContext,
-    open: flotilla_wire::workloads::LogsOpen,
-    mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
-) {
-    use flotilla_wire::workloads::LogSource;
-    match open.source {
-        #[cfg(unix)]
-        LogSource::Unit(unit) => {
-            tracing::info!(actor = %open.actor, %unit, tail = open.tail, follow = open.follow, "unit logs");
-            let req = crate::workloads::journal::JournalRequest {
-                unit,
-                tail: open.tail,
-                follow: open.follow,
-                user: crate::workloads::services::Bus::for_this_process()
-                    == crate::workloads::services::Bus::Session,
-                directory: None,
-            };
-            // The hub dropping its end (or the connection closing) stops journalctl. The receive
-            // half stays open meanwhile: stopping it would tell the hub the stream failed.
-            let stopped = send.stopped();
-            let closed = async move {
-                let _keep = recv;
-                let _ = stopped.await;
-            };
-            crate::workloads::journal::serve(exec.policy.services.access, req, send, closed).await;
-        }
-        _ => {
-            let _ = send.reset(ErrorCode::BadRequest.as_u32().into());
+        HubStreamOpen::Logs(open) => {
+            let span = tracing::info_span!("logs");
+            crate::workloads::logs::serve(exec.workloads.clone(), send, recv, open)
+                .instrument(span)
+                .await
         }
     }
 }
@@ -550,8 +527,37 @@ async fn send_metrics(conn: &quinn::Connection, outbox: &mut Outbox) -> DialErro
             return lost(format!("metrics stream: {e}"));
         }
     }
+    // Each connection's hub hears the whole inventory first, then what changed.
+    let mut feed = outbox
+        .workloads
+        .as_ref()
+        .map(|(policy, rx)| crate::workloads::DeltaFeed::new(rx.clone(), policy.clone()));
     loop {
-        let Some(sample) = outbox.samples.recv().await else {
+        let deltas = async {
+            match feed.as_mut() {
+                Some(f) => f.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        // Both branches are cancel-safe: a sample stays queued, an inventory stays published.
+        let sample = tokio::select! {
+            s = outbox.samples.recv() => s,
+            frames = deltas => {
+                for frame in frames {
+                    if let Err(e) = write_frame(
+                        &mut send,
+                        &MetricsFrame::Workloads(frame),
+                        MAX_METRICS_FRAME,
+                    )
+                    .await
+                    {
+                        return lost(format!("metrics stream: {e}"));
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(sample) = sample else {
             return DialError::Local("sampler stopped".into());
         };
         if let Err(e) = write_frame(

@@ -2,8 +2,11 @@
 //! turns it into a program path and arguments, or a refusal that names the policy.
 
 use crate::config::{AgentConfig, ExecMode};
+use crate::workloads::WorkloadSettings;
 use flotilla_wire::exec::{Builtin, ExecCommand};
-use flotilla_wire::workloads::{Access, ServiceAction, valid_workload_name};
+use flotilla_wire::workloads::{
+    Access, ComposeAction, ContainerAction, ServiceAction, valid_workload_name,
+};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -77,6 +80,33 @@ pub enum PolicyError {
     /// A unit action without units.
     #[error("no unit given: name at least one unit")]
     NoUnits,
+    /// A container action under `containers = "off"` or `"read"`.
+    #[error(
+        "refused by this agent's container policy (containers = \"{mode}\"): container actions need containers = \"manage\" in agent.toml"
+    )]
+    ContainersNotManaged {
+        /// The configured word.
+        mode: &'static str,
+    },
+    /// A container reference the engine would not take as a name or id.
+    #[error(
+        "refused by this agent's container policy: {name:?} is not a container name or id (letters, digits, '_', '.', '-')"
+    )]
+    BadContainer {
+        /// The reference as asked.
+        name: String,
+    },
+    /// A compose action under `compose = "off"`.
+    #[error(
+        "refused by this agent's compose policy (compose = \"off\"): enable it with compose = \"on\" and compose_dir in agent.toml"
+    )]
+    ComposeOff,
+    /// A project that is not a plain folder name, or not a folder of `compose_dir`.
+    #[error("refused by this agent's compose policy (compose_dir): {reason}")]
+    BadProject {
+        /// Why, naming the project.
+        reason: String,
+    },
 }
 
 /// What the policy decided to run.
@@ -98,46 +128,56 @@ pub enum Runnable {
         /// Unit names, checked against the services policy.
         units: Vec<String>,
     },
+    /// Container actions through the engine's API.
+    Container {
+        /// What to do.
+        action: ContainerAction,
+        /// Names or ids, checked.
+        containers: Vec<String>,
+        /// Stop timeout in seconds.
+        stop_timeout_s: Option<u32>,
+    },
+    /// A compose action in a project folder.
+    Compose {
+        /// What to do.
+        action: ComposeAction,
+        /// Project name (the folder's).
+        project: String,
+        /// The project folder, resolved inside `compose_dir`.
+        dir: PathBuf,
+    },
 }
 
-/// What the hub may see and do of systemd units here (`services`, `services_allow`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServicePolicy {
-    /// `services` in agent.toml.
-    pub access: Access,
-    /// `services_allow`: unit globs (`*`, `?`) actions are limited to; empty allows every unit.
-    pub allow: Vec<String>,
-}
-
-impl ServicePolicy {
-    /// Decides whether `action` may run on `units`: only under `manage`, every name valid, and
-    /// every unit matching `allow` when it is non-empty. All or nothing: one refused unit refuses
-    /// the job, so a job never half-runs.
-    pub fn check(&self, action: ServiceAction, units: &[String]) -> Result<Runnable, PolicyError> {
-        if self.access != Access::Manage {
-            return Err(PolicyError::ServicesNotManaged {
-                access: self.access,
+/// Decides whether a unit action may run here (`services`, `services_allow`): only under
+/// `manage`, every name valid, and every unit matching one of `allow` when it is non-empty. All or
+/// nothing: one refused unit refuses the job, so a job never half-runs.
+pub fn check_service(
+    access: Access,
+    allow: &[String],
+    action: ServiceAction,
+    units: &[String],
+) -> Result<Runnable, PolicyError> {
+    if access != Access::Manage {
+        return Err(PolicyError::ServicesNotManaged { access });
+    }
+    if units.is_empty() {
+        return Err(PolicyError::NoUnits);
+    }
+    for unit in units {
+        if !valid_workload_name(unit) {
+            return Err(PolicyError::BadUnitName { unit: unit.clone() });
+        }
+        if !allow.is_empty() && !allow.iter().any(|g| glob_match(g, unit)) {
+            return Err(PolicyError::UnitNotAllowed {
+                unit: unit.clone(),
+                allow: allow.to_vec(),
             });
         }
-        if units.is_empty() {
-            return Err(PolicyError::NoUnits);
-        }
-        for unit in units {
-            if !valid_workload_name(unit) {
-                return Err(PolicyError::BadUnitName { unit: unit.clone() });
-            }
-            if !self.allow.is_empty() && !self.allow.iter().any(|g| glob_match(g, unit)) {
-                return Err(PolicyError::UnitNotAllowed {
-                    unit: unit.clone(),
-                    allow: self.allow.clone(),
-                });
-            }
-        }
-        Ok(Runnable::Service {
-            action,
-            units: units.to_vec(),
-        })
     }
+    Ok(Runnable::Service {
+        action,
+        units: units.to_vec(),
+    })
 }
 
 /// Shell-style glob over a whole name: `*` any run of characters, `?` one character, anything else
@@ -187,8 +227,8 @@ pub struct ExecPolicy {
     /// The account commands run as, when not agentd's own (`run_as`).
     #[cfg(unix)]
     pub run_as: Option<super::account::RunAs>,
-    /// Unit actions.
-    pub services: ServicePolicy,
+    /// Containers, compose and services keys.
+    pub workloads: WorkloadSettings,
 }
 
 impl ExecPolicy {
@@ -238,10 +278,7 @@ impl ExecPolicy {
             env,
             #[cfg(unix)]
             run_as,
-            services: ServicePolicy {
-                access: cfg.services,
-                allow: cfg.services_allow.clone(),
-            },
+            workloads: WorkloadSettings::from_config(cfg),
         })
     }
 
@@ -251,9 +288,21 @@ impl ExecPolicy {
         let (argv, shell) = match command {
             ExecCommand::Builtin(b) => return Ok(Runnable::Builtin(*b)),
             ExecCommand::Argv { argv, shell } => (argv, *shell),
-            ExecCommand::Service { action, units } => return self.services.check(*action, units),
-            ExecCommand::Container { .. } | ExecCommand::Compose { .. } => {
-                return Err(PolicyError::Off);
+            ExecCommand::Container {
+                action,
+                containers,
+                stop_timeout_s,
+            } => return self.check_container(*action, containers, *stop_timeout_s),
+            ExecCommand::Compose { action, project } => {
+                return self.check_compose(*action, project);
+            }
+            ExecCommand::Service { action, units } => {
+                return check_service(
+                    self.workloads.services,
+                    &self.workloads.services_allow,
+                    *action,
+                    units,
+                );
             }
         };
         let Some((program, args)) = argv.split_first() else {
@@ -277,6 +326,56 @@ impl ExecPolicy {
                 args: args.to_vec(),
             }),
         }
+    }
+
+    fn check_container(
+        &self,
+        action: ContainerAction,
+        containers: &[String],
+        stop_timeout_s: Option<u32>,
+    ) -> Result<Runnable, PolicyError> {
+        if self.workloads.containers != Access::Manage {
+            return Err(PolicyError::ContainersNotManaged {
+                mode: self.workloads.containers.as_str(),
+            });
+        }
+        if containers.is_empty() {
+            return Err(PolicyError::BadContainer {
+                name: String::new(),
+            });
+        }
+        if let Some(bad) = containers
+            .iter()
+            .find(|c| !crate::workloads::containers::valid_container_ref(c))
+        {
+            return Err(PolicyError::BadContainer { name: bad.clone() });
+        }
+        Ok(Runnable::Container {
+            action,
+            containers: containers.to_vec(),
+            stop_timeout_s,
+        })
+    }
+
+    fn check_compose(&self, action: ComposeAction, project: &str) -> Result<Runnable, PolicyError> {
+        let w = &self.workloads;
+        let Some(root) = w.compose_dir.as_deref().filter(|_| w.compose) else {
+            return Err(PolicyError::ComposeOff);
+        };
+        if !flotilla_wire::workloads::valid_project_name(project) {
+            return Err(PolicyError::BadProject {
+                reason: format!(
+                    "{project:?} is not a project name: one folder name of compose_dir, 1-64 of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
+                ),
+            });
+        }
+        let dir = crate::workloads::compose::project_dir(root, project)
+            .map_err(|reason| PolicyError::BadProject { reason })?;
+        Ok(Runnable::Compose {
+            action,
+            project: project.to_string(),
+            dir,
+        })
     }
 
     fn allowed_program(&self, program: &str) -> Result<PathBuf, PolicyError> {
@@ -341,14 +440,9 @@ mod tests {
     use super::*;
 
     fn service(access: Access, allow: &[&str], units: &[&str]) -> Result<Runnable, PolicyError> {
-        let p = ServicePolicy {
-            access,
-            allow: allow.iter().map(|s| s.to_string()).collect(),
-        };
-        p.check(
-            ServiceAction::Restart,
-            &units.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
+        let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        let units: Vec<String> = units.iter().map(|s| s.to_string()).collect();
+        check_service(access, &allow, ServiceAction::Restart, &units)
     }
 
     #[test]

@@ -172,8 +172,8 @@ pub struct UnitSource {
 impl UnitSource {
     /// Connects to the manager the agent's user has (never fails: without a bus, or with
     /// `services = "off"`, the source is [`SourceState::Absent`] and polls return nothing).
-    pub async fn open(access: Access) -> Self {
-        Self::open_on(access, Bus::for_this_process()).await
+    pub async fn open(settings: &super::WorkloadSettings) -> Self {
+        Self::open_on(settings.services, Bus::for_this_process()).await
     }
 
     /// [`Self::open`] on a given bus.

@@ -53,10 +53,6 @@ const PROC_AGENT: &str = "proc-1";
 const FILES_AGENT: &str = "web-1";
 
 /// Characters no output meant for a terminal may hold raw.
-/// What `raw_controls` finds in clean text. Typed: with a crate that links `proc_macro` in the
-/// build (zbus does), a bare `[]` no longer infers.
-const NO_CONTROLS: [char; 0] = [];
-
 fn raw_controls(text: &str) -> Vec<char> {
     text.chars()
         .filter(|&c| {
@@ -210,7 +206,7 @@ async fn the_cli_shows_control_characters_escaped_and_json_exact() {
     let ls = flotilla(&fleet, &["ls", FILES_AGENT]).await;
     assert!(ls.contains(EVIL_FILE_SHOWN), "ls printed:\n{ls}");
     assert!(ls.contains(RTL_FILE_SHOWN), "ls printed:\n{ls}");
-    assert_eq!(raw_controls(&ls), NO_CONTROLS, "ls printed:\n{ls:?}");
+    assert_eq!(raw_controls(&ls), Vec::<char>::new(), "ls printed:\n{ls:?}");
 
     let json = flotilla(&fleet, &["ls", FILES_AGENT, "--json"]).await;
     let listing: serde_json::Value = serde_json::from_str(&json).expect("ls --json");
@@ -237,7 +233,7 @@ async fn the_cli_shows_control_characters_escaped_and_json_exact() {
     }
     assert_eq!(
         raw_controls(&detail),
-        NO_CONTROLS,
+        Vec::<char>::new(),
         "agent printed:\n{detail:?}"
     );
     let json = flotilla(&fleet, &["agent", PROC_AGENT, "--json"]).await;
@@ -249,7 +245,7 @@ async fn the_cli_shows_control_characters_escaped_and_json_exact() {
     assert!(table.contains(PROC_AGENT), "agents printed:\n{table}");
     assert_eq!(
         raw_controls(&table),
-        NO_CONTROLS,
+        Vec::<char>::new(),
         "agents printed:\n{table:?}"
     );
 }
@@ -302,7 +298,11 @@ async fn the_console_shows_control_characters_escaped() {
             "agent view lacks {shown}:\n{screen}"
         );
     }
-    assert_eq!(raw_controls(&screen), NO_CONTROLS, "agent view:\n{screen}");
+    assert_eq!(
+        raw_controls(&screen),
+        Vec::<char>::new(),
+        "agent view:\n{screen}"
+    );
 
     // The files browser of the agent sharing hostile names.
     console.apply(key(KeyCode::Esc));
@@ -330,6 +330,10 @@ async fn the_console_shows_control_characters_escaped() {
             "files view lacks {shown}:\n{screen}"
         );
     }
-    assert_eq!(raw_controls(&screen), NO_CONTROLS, "files view:\n{screen}");
+    assert_eq!(
+        raw_controls(&screen),
+        Vec::<char>::new(),
+        "files view:\n{screen}"
+    );
     drop(console);
 }

@@ -22,6 +22,7 @@ pub(crate) mod client;
 pub(crate) mod console;
 pub(crate) mod exec;
 pub(crate) mod files;
+pub(crate) mod podman;
 pub(crate) mod proxy;
 pub(crate) mod systemd;
 

@@ -262,10 +262,10 @@ impl SystemdBox {
         ]);
         let conf = self.dir.path().join("containers.conf");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Daemon::spawn_with_env(
+        Daemon::spawn_env(
             Path::new("podman"),
             &args,
-            &[("CONTAINERS_CONF", conf.display().to_string())],
+            &[("CONTAINERS_CONF".into(), conf.display().to_string())],
         )
     }
 }
