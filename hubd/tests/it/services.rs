@@ -1,6 +1,7 @@
 //! systemd units against a real systemd (PID 1 in a podman container): the agent's inventory over
-//! D-Bus, unit actions as jobs through a real hub and the real agentd running inside the container
-//! under each services policy, and the journal tailed and followed.
+//! D-Bus; unit actions as jobs and unit journals through a real hub, `flotilla service` and
+//! `flotilla logs --unit`, with the real agentd running inside the container under each services
+//! policy; the journal reader's tail and follow on its own.
 
 use crate::harness::exec::{exec_text, query};
 use crate::harness::systemd::{SystemdBox, UnitFile, podman_present};
@@ -218,8 +219,10 @@ fn service(selector: &str, action: ServiceAction, units: &[&str]) -> ExecRequest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unit_actions_run_as_jobs_under_each_services_policy() {
-    if !podman_present("services::unit_actions_run_as_jobs_under_each_services_policy") {
+async fn unit_actions_and_journals_through_the_hub_under_each_services_policy() {
+    if !podman_present(
+        "services::unit_actions_and_journals_through_the_hub_under_each_services_policy",
+    ) {
         return;
     }
     let fleet = Fleet::builder().start().await;
@@ -390,6 +393,71 @@ async fn unit_actions_run_as_jobs_under_each_services_policy() {
     assert_eq!(code, Some(2));
     assert!(err.contains("give SELECTOR/UNIT"), "{err}");
     assert_eq!(sd.systemctl(&["is-active", SLEEPER.name]), "active");
+
+    // The journal through the hub's logs relay and `flotilla logs --unit`: the tail, the policy,
+    // and following until the reader goes away, which stops journalctl on the agent.
+    for _ in 0..2 {
+        assert_eq!(sd.systemctl(&["start", ECHO.name]), "");
+    }
+    let began = std::time::Instant::now();
+    loop {
+        let (code, out, err) = cli(vec!["logs", "sd-read", "--unit", "fl-echo", "-n", "200"]).await;
+        assert_eq!(code, Some(0), "{out}{err}");
+        if out.matches("hello-").count() >= 2 {
+            assert!(
+                err.contains("trouble-"),
+                "error priority goes to stderr: {err}"
+            );
+            assert!(!out.contains("trouble-"), "{out}");
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "journal via the hub: {out}{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (code, out, err) = cli(vec!["logs", "sd-off", "--unit", "fl-echo"]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(err.contains("services = \"off\""), "{err}");
+    let dir = fleet.paths.admin_dir();
+    let mut follower = tokio::process::Command::new(flotilla_bin())
+        .args(["--no-mux", "--login-dir", path_str(&dir)])
+        .args(["logs", "sd-read", "--unit", "fl-echo", "-f", "-n", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("flotilla logs -f");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        follower.stdout.take().expect("stdout"),
+    ));
+    // Each start while following adds a line; keep starting until one arrives (the follower may
+    // not have reached journalctl's end yet when the first run writes).
+    let followed = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            assert_eq!(sd.systemctl(&["start", ECHO.name]), "");
+            let next = tokio::time::timeout(Duration::from_secs(3), lines.next_line()).await;
+            if let Ok(line) = next {
+                let line = line.expect("read").expect("a line, not the end");
+                if line.contains("hello-") {
+                    return line;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a new run's line arrives while following");
+    assert!(followed.contains("hello-"), "{followed}");
+    assert!(
+        sd.exec(&["pgrep", "-x", "journalctl"]).status.success(),
+        "journalctl follows on the agent while someone reads"
+    );
+    let _ = follower.kill().await;
+    sd.wait_until("journalctl stopped after the reader left", |sd| {
+        !sd.exec(&["pgrep", "-x", "journalctl"]).status.success()
+    });
 
     // Viewers may not act at all: the hub refuses before any agent is asked.
     let viewer = fleet.client_as(Role::Viewer, "vera").await;
