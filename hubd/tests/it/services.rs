@@ -148,6 +148,10 @@ async fn the_inventory_shows_running_failed_and_restarting_units_with_stats() {
     let first = fresh.calls_last_poll();
     let (_, stats) = fresh.poll().await;
     let steady = fresh.calls_last_poll();
+    eprintln!(
+        "D-Bus calls per poll: {first} on the first, {steady} steady, for {} units listed",
+        all.len()
+    );
     assert!(steady < first, "steady poll {steady} calls, first {first}");
     assert!(
         steady as usize <= 1 + all.len(),
