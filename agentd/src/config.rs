@@ -317,6 +317,45 @@ mod tests {
     }
 
     #[test]
+    fn workload_examples_in_docs_parse() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/workloads.md"),
+        )
+        .expect("docs/workloads.md");
+        let mut found = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            parse(text).unwrap_or_else(|e| panic!("docs/workloads.md example: {e}"));
+            found += 1;
+        }
+        assert!(
+            found > 0,
+            "no agent.toml example found in docs/workloads.md"
+        );
+    }
+
+    #[test]
+    fn bad_workload_settings_are_named() {
+        let err = |t: &str| parse(t).expect_err(t);
+        assert_eq!(
+            err("compose = \"on\""),
+            "config: compose = \"on\" needs compose_dir, the folder holding one folder per project"
+        );
+        assert_eq!(
+            err("containers_socket = \"docker.sock\""),
+            "config: containers_socket = docker.sock must be an absolute path"
+        );
+        assert!(err("containers = \"write\"").contains("unknown variant `write`"));
+        assert!(
+            err("containers = \"off\"\ncompose = \"on\"\ncompose_dir = \"/srv/c\"")
+                .contains("compose acts on containers")
+        );
+        let cfg = parse("").expect("defaults");
+        assert_eq!(cfg.containers, Access::Read);
+        assert_eq!(cfg.compose, ComposeMode::Off);
+    }
+
+    #[test]
     fn bad_exec_settings_are_named() {
         let err = |t: &str| parse(t).expect_err(t);
         assert!(err("exec = \"all\"").contains("unknown variant `all`"));

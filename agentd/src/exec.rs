@@ -115,6 +115,9 @@ fn compose_policy(ctx: &ExecContext, dir: &std::path::Path) -> Result<ExecPolicy
     let mut policy = ctx.policy.clone();
     policy.workdir = dir.to_path_buf();
     policy.run_as = None;
+    policy
+        .env
+        .extend(ctx.policy.workloads.compose_env.iter().cloned());
     let engine = &ctx.workloads.engine;
     let socket = engine.socket().or_else(|| {
         ctx.policy

@@ -59,7 +59,17 @@ pub struct WorkloadSettings {
     pub services: Access,
     /// `services_allow`.
     pub services_allow: Vec<String>,
+    /// Podman's configuration variables agentd started with, handed to compose tools so that
+    /// `podman-compose` drives the same Podman as agentd's engine.
+    pub compose_env: Vec<(String, String)>,
 }
+
+/// Environment variables that choose which Podman the `podman` command drives.
+const PODMAN_ENV: [&str; 3] = [
+    "CONTAINERS_CONF",
+    "CONTAINERS_STORAGE_CONF",
+    "XDG_RUNTIME_DIR",
+];
 
 impl Default for WorkloadSettings {
     /// Everything off: for agents that must not touch the machine's workloads (the swarm).
@@ -71,6 +81,7 @@ impl Default for WorkloadSettings {
             compose_dir: None,
             services: Access::Off,
             services_allow: Vec::new(),
+            compose_env: Vec::new(),
         }
     }
 }
@@ -98,6 +109,10 @@ impl WorkloadSettings {
             compose_dir: cfg.compose_dir.clone(),
             services: cfg.services,
             services_allow: cfg.services_allow.clone(),
+            compose_env: PODMAN_ENV
+                .iter()
+                .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+                .collect(),
         }
     }
 

@@ -677,4 +677,79 @@ mod tests {
             "scripts run by name, not by absolute path"
         );
     }
+
+    #[test]
+    fn container_actions_need_manage_and_engine_names() {
+        let with = |containers: Access| {
+            ExecPolicy::from_config(&AgentConfig {
+                containers,
+                ..AgentConfig::default()
+            })
+            .expect("policy")
+        };
+        let stop = |names: &[&str]| ExecCommand::Container {
+            action: ContainerAction::Stop,
+            containers: names.iter().map(|s| s.to_string()).collect(),
+            stop_timeout_s: Some(5),
+        };
+        let read = with(Access::Read).check(&stop(&["web"])).expect_err("read");
+        assert_eq!(
+            read.to_string(),
+            "refused by this agent's container policy (containers = \"read\"): container actions need containers = \"manage\" in agent.toml"
+        );
+        assert_eq!(
+            with(Access::Off).check(&stop(&["web"])),
+            Err(PolicyError::ContainersNotManaged { mode: "off" })
+        );
+        let manage = with(Access::Manage);
+        assert_eq!(
+            manage.check(&stop(&["web", "db-1"])),
+            Ok(Runnable::Container {
+                action: ContainerAction::Stop,
+                containers: vec!["web".into(), "db-1".into()],
+                stop_timeout_s: Some(5),
+            })
+        );
+        assert_eq!(
+            manage.check(&stop(&["web", "a?all=1"])),
+            Err(PolicyError::BadContainer {
+                name: "a?all=1".into()
+            })
+        );
+        assert!(manage.check(&stop(&[])).is_err(), "nothing to act on");
+    }
+
+    #[test]
+    fn compose_needs_on_and_a_folder_of_compose_dir() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(tmp.path().join("web")).expect("mkdir");
+        let up = |project: &str| ExecCommand::Compose {
+            action: ComposeAction::Up,
+            project: project.into(),
+        };
+        let off = ExecPolicy::from_config(&AgentConfig::default()).expect("policy");
+        assert_eq!(off.check(&up("web")), Err(PolicyError::ComposeOff));
+        let on = ExecPolicy::from_config(&AgentConfig {
+            compose: crate::config::ComposeMode::On,
+            compose_dir: Some(tmp.path().to_path_buf()),
+            ..AgentConfig::default()
+        })
+        .expect("policy");
+        assert_eq!(
+            on.check(&up("web")),
+            Ok(Runnable::Compose {
+                action: ComposeAction::Up,
+                project: "web".into(),
+                dir: tmp.path().canonicalize().expect("canon").join("web"),
+            })
+        );
+        for bad in ["..", "../etc", "a/b", ".hidden", "missing"] {
+            match on.check(&up(bad)) {
+                Err(PolicyError::BadProject { reason }) => {
+                    assert!(reason.contains(bad), "{reason}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
 }

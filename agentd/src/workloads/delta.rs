@@ -357,8 +357,10 @@ mod tests {
             2500
         );
         for f in &frames {
-            let bytes = postcard::to_stdvec(f).expect("encode");
-            assert!(bytes.len() < flotilla_wire::limits::MAX_METRICS_FRAME);
+            let mut buf = bytes::BytesMut::new();
+            let frame = flotilla_wire::msg::MetricsFrame::Workloads(f.clone());
+            flotilla_wire::encode(&frame, &mut buf, flotilla_wire::limits::MAX_METRICS_FRAME)
+                .expect("a frame fits the metrics limit");
         }
     }
 }
