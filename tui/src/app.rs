@@ -1106,6 +1106,10 @@ impl App {
                 View::Logs => {
                     if let Some(l) = self.logs.as_mut() {
                         l.scroll_by(delta);
+                        // `G` (End) means "follow": it ends a pause too.
+                        if delta == i32::MAX / 2 {
+                            l.paused = false;
+                        }
                     }
                 }
                 View::Agent(_) => {}

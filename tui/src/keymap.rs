@@ -129,7 +129,6 @@ pub const CONTAINERS: &[Binding] = &[
     w("S/T/R", "start/stop/restart", false, Need::Containers),
     w("K/D", "kill/rm", false, Need::Containers),
     b("r", "refresh", false, false),
-    b("esc", "back", false, false),
 ];
 
 /// Bindings of a units list (an agent's tab or the fleet's).
@@ -143,7 +142,6 @@ pub const SERVICES: &[Binding] = &[
     w("L", "reload", false, Need::Services),
     w("E/D", "enable/disable", false, Need::Services),
     b("r", "refresh", false, false),
-    b("esc", "back", false, false),
 ];
 
 /// Bindings of the logs pane.

@@ -704,6 +704,16 @@ fn l_follows_a_log_with_search_and_pause_and_esc_closes_it() {
         Some(0),
         "following again"
     );
+    app.update(key(KeyCode::Char('p')));
+    app.update(key(KeyCode::Char('k')));
+    assert!(app.logs.as_ref().is_some_and(|l| l.paused && l.scroll == 1));
+    app.update(key(KeyCode::Char('G')));
+    assert!(
+        app.logs
+            .as_ref()
+            .is_some_and(|l| !l.paused && l.scroll == 0),
+        "G follows the newest line again"
+    );
     // A stale stream's frames are dropped.
     assert!(!app.update(Event::Log {
         id: id + 1,

@@ -609,3 +609,190 @@ fn highlight<'a>(text: &'a str, term: &str, base: Style, theme: Theme) -> Line<'
     }
     Line::from(spans)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Theme, render};
+    use crate::app::workload_tests::{
+        all_containers, all_units, container, containers_open, fixture, key, web1,
+    };
+    use crate::app::{App, View};
+    use crate::event::{Event, LogUpdate};
+    use crossterm::event::KeyCode;
+    use flotilla_wire::Role;
+    use flotilla_wire::exec::OutputStream;
+    use flotilla_wire::workloads::{ContainerState, Health, LogFrame};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn screen(app: &App, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+        terminal
+            .draw(|f| render(app, Theme { color: false }, f))
+            .expect("draw");
+        let buf = terminal.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..height {
+            let mut line = String::new();
+            for x in 0..width {
+                line.push_str(buf[(x, y)].symbol());
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        assert!(
+            !out.chars()
+                .any(|c| c != '\n' && crate::util::must_escape(c)),
+            "{out:?}"
+        );
+        out
+    }
+
+    fn both(name: &str, app: &App) {
+        insta::assert_snapshot!(format!("{name}_80x24"), screen(app, 80, 24));
+        insta::assert_snapshot!(format!("{name}_160x48"), screen(app, 160, 48));
+    }
+
+    fn answer_twice(app: &mut App) {
+        // Two answers make a two-point sparkline.
+        let mut rows = all_containers();
+        for r in &mut rows {
+            if let Some(s) = r.stats.as_mut() {
+                s.cpu_pct = (s.cpu_pct * 0.5).round();
+            }
+        }
+        app.update(Event::Containers {
+            selector: app.containers.selector(),
+            result: Ok(rows),
+        });
+        app.update(Event::Containers {
+            selector: app.containers.selector(),
+            result: Ok(all_containers()),
+        });
+    }
+
+    #[test]
+    fn fleet_containers() {
+        let mut app = containers_open(Role::Operator);
+        answer_twice(&mut app);
+        both("fleet_containers", &app);
+    }
+
+    #[test]
+    fn fleet_services() {
+        let mut app = fixture(Role::Operator);
+        app.update(key(KeyCode::Char('7')));
+        app.update(Event::Services {
+            selector: "all".into(),
+            result: Ok(all_units()),
+        });
+        both("fleet_services", &app);
+    }
+
+    #[test]
+    fn agent_tabs() {
+        let mut app = fixture(Role::Operator);
+        app.view = View::Agent(web1());
+        insta::assert_snapshot!("agent_overview_tab_80x24", screen(&app, 80, 24));
+        app.update(key(KeyCode::Tab));
+        let rows = all_containers()
+            .into_iter()
+            .filter(|r| r.agent == web1())
+            .collect::<Vec<_>>();
+        app.update(Event::Containers {
+            selector: web1().to_string(),
+            result: Ok(rows),
+        });
+        both("agent_containers_tab", &app);
+        app.update(key(KeyCode::Tab));
+        app.update(Event::Services {
+            selector: web1().to_string(),
+            result: Ok(all_units()
+                .into_iter()
+                .filter(|r| r.agent == web1())
+                .collect()),
+        });
+        insta::assert_snapshot!("agent_services_tab_80x24", screen(&app, 80, 24));
+    }
+
+    #[test]
+    fn fleet_with_workload_counts() {
+        let app = fixture(Role::Operator);
+        insta::assert_snapshot!("fleet_with_counts_80x24", screen(&app, 80, 24));
+    }
+
+    #[test]
+    fn confirmation_and_help() {
+        let mut app = containers_open(Role::Operator);
+        let pos = app
+            .containers
+            .visible_rows()
+            .position(|r| r.info.name == "worker")
+            .expect("worker");
+        app.containers.selected = pos;
+        app.update(key(KeyCode::Char('K')));
+        insta::assert_snapshot!("confirm_kill_80x24", screen(&app, 80, 24));
+        app.update(key(KeyCode::Char('n')));
+        app.update(key(KeyCode::Char('?')));
+        insta::assert_snapshot!("containers_help_80x24", screen(&app, 80, 24));
+    }
+
+    #[test]
+    fn logs_pane() {
+        let mut app = containers_open(Role::Viewer);
+        app.update(key(KeyCode::Char('l')));
+        let id = app.logs.as_ref().map(|l| l.id).expect("logs");
+        let frame = |f: LogFrame| Event::Log {
+            id,
+            update: LogUpdate::Frame(Box::new(f)),
+        };
+        app.update(frame(LogFrame::Started {
+            resolved: "x".into(),
+        }));
+        let mut text = String::new();
+        for i in 0..40 {
+            text.push_str(&format!("GET /item/{i} 200\n"));
+        }
+        text.push_str("evil \x1b[2J\u{202e}line\n");
+        app.update(frame(LogFrame::Data {
+            stream: OutputStream::Stdout,
+            at_ms: None,
+            data: flotilla_wire::Chunk(text.into_bytes()),
+        }));
+        app.update(frame(LogFrame::Data {
+            stream: OutputStream::Stderr,
+            at_ms: None,
+            data: flotilla_wire::Chunk(b"warning: slow request /item/39\n".to_vec()),
+        }));
+        both("logs_following", &app);
+        app.update(key(KeyCode::Char('/')));
+        for c in "item/3".chars() {
+            app.update(key(KeyCode::Char(c)));
+        }
+        app.update(key(KeyCode::Enter));
+        app.update(key(KeyCode::Char(' ')));
+        insta::assert_snapshot!("logs_search_paused_80x24", screen(&app, 80, 24));
+    }
+
+    #[test]
+    fn hostile_names_are_shown_escaped() {
+        let mut app = containers_open(Role::Operator);
+        let mut evil = container(
+            &web1(),
+            "web\x1b[2J-1",
+            "x\u{9b}y\u{202e}",
+            ContainerState::Running,
+            Health::None,
+            1.0,
+        );
+        evil.info.image = "img\x07".into();
+        app.update(Event::Containers {
+            selector: "all".into(),
+            result: Ok(vec![evil]),
+        });
+        let shown = screen(&app, 160, 48);
+        for s in [r"web\x1b[2J-1", r"x\u{9b}y\u{202e}", r"img\x07"] {
+            assert!(shown.contains(s), "no {s} in\n{shown}");
+        }
+    }
+}
