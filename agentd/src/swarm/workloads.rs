@@ -191,7 +191,11 @@ mod tests {
         assert_eq!(ids.len(), 2_500, "ids are unique");
         let d = w.delta(2).expect("stats");
         assert_eq!(d.container_stats.len(), 2_000, "one in five is stopped");
-        assert_eq!(d.unit_stats.len(), 18, "failed units (one in seven) have no stats");
+        assert_eq!(
+            d.unit_stats.len(),
+            18,
+            "failed units (one in seven) have no stats"
+        );
         assert!(!d.full && d.containers.is_empty());
     }
 }
