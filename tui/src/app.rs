@@ -1431,12 +1431,8 @@ impl App {
             WorkKind::Containers => "container",
             WorkKind::Services => "service",
         };
-        let label = format!(
-            "{kind} {} {} on {}",
-            action.verb(),
-            crate::util::escaped(&name),
-            crate::util::escaped(&agent_name)
-        );
+        // Raw: the footer and the output view escape what they show.
+        let label = format!("{kind} {} {name} on {agent_name}", action.verb());
         let request = ExecRequest {
             selector: agent.to_string(),
             command,
@@ -1444,6 +1440,7 @@ impl App {
             batch: 0,
         };
         if action.destructive() {
+            // Shown as it is: the names are escaped here.
             self.confirm = Some(Confirm {
                 question: format!(
                     "{} {} on {}? y/N",

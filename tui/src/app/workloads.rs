@@ -407,7 +407,7 @@ impl WorkAction {
 /// A destructive action waiting for `y`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Confirm {
-    /// The question, in words (`stop web on db-1?`).
+    /// The question, in words (`stop web on db-1? y/N`), names already escaped.
     pub question: String,
     /// What `y` runs.
     pub request: flotilla_wire::exec::ExecRequest,

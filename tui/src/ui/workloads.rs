@@ -391,18 +391,24 @@ fn units_table(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, fleet
         header.push(Cell::from(title("HOST", "host", sort)));
         widths.push(Constraint::Length(if wide { 16 } else { 10 }));
     }
+    // At 80 columns the host column of a fleet list takes the sub-state's room: unit names are
+    // long, and `failed` says what matters.
+    let sub = wide || !fleet;
     header.extend([
         Cell::from(title("UNIT", "name", sort)),
         Cell::from(title("ACTIVE", "trouble", sort)),
-        Cell::from("SUB"),
+    ]);
+    widths.extend([Constraint::Min(20), Constraint::Length(8)]);
+    if sub {
+        header.push(Cell::from("SUB"));
+        widths.push(Constraint::Length(9));
+    }
+    header.extend([
         Cell::from(title("CPU", "cpu", sort)),
         Cell::from(title("MEM", "mem", sort)),
         Cell::from("CPU HIST"),
     ]);
     widths.extend([
-        Constraint::Min(14),
-        Constraint::Length(8),
-        Constraint::Length(9),
         Constraint::Length(5),
         Constraint::Length(6),
         Constraint::Length(spark_w as u16),
@@ -479,7 +485,11 @@ fn unit_row<'a>(
         } else {
             Style::default()
         }),
-        Cell::from(cut(&r.info.sub_state, 9)),
+    ]);
+    if wide || !fleet {
+        cells.push(Cell::from(cut(&r.info.sub_state, 9)));
+    }
+    cells.extend([
         Cell::from(pct(r.cpu())).style(theme.level(r.cpu().unwrap_or(0.0))),
         Cell::from(r.mem().map(format::bytes).unwrap_or_else(|| "-".into())),
         Cell::from(
@@ -786,6 +796,7 @@ mod tests {
             1.0,
         );
         evil.info.image = "img\x07".into();
+        evil.info.id = "ab".repeat(32);
         app.update(Event::Containers {
             selector: "all".into(),
             result: Ok(vec![evil]),
@@ -794,5 +805,26 @@ mod tests {
         for s in [r"web\x1b[2J-1", r"x\u{9b}y\u{202e}", r"img\x07"] {
             assert!(shown.contains(s), "no {s} in\n{shown}");
         }
+        // The confirmation, the footer's notice and the logs pane show it escaped, once; a name
+        // that is no valid request name is sent by id.
+        app.update(key(KeyCode::Char('K')));
+        let id = "ab".repeat(32);
+        let shown = screen(&app, 160, 48);
+        assert!(
+            shown.contains(&format!(r"kill {id} on web\x1b[2J-1? y/N")),
+            "{shown}"
+        );
+        app.update(key(KeyCode::Char('y')));
+        let shown = screen(&app, 160, 48);
+        assert!(
+            shown.contains(&format!(r"container kill {id} on web\x1b[2J-1: running")),
+            "{shown}"
+        );
+        app.update(key(KeyCode::Char('l')));
+        let shown = screen(&app, 160, 48);
+        assert!(
+            shown.contains(r"container x\u{9b}y\u{202e} on web\x1b[2J-1 · opening"),
+            "{shown}"
+        );
     }
 }
