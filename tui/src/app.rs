@@ -23,7 +23,7 @@ use flotilla_wire::{IdentityId, Role};
 use output::ExecRun;
 use std::collections::{HashMap, HashSet, VecDeque};
 use tree::{FolderTree, Transfer, TransferState};
-use workloads::{Confirm, LogView, WorkAction, WorkKind, WorkList};
+use workloads::{Confirm, ContainerHistory, LogView, WorkAction, WorkKind, WorkList};
 
 /// CPU points kept per agent for the fleet sparkline: a minute at 1 s, or several at 5 s.
 pub const SPARK_POINTS: usize = 12;
@@ -260,6 +260,8 @@ pub struct App {
     pub services: WorkList<UnitRow>,
     /// The logs pane, while open.
     pub logs: Option<LogView>,
+    /// The selected container's last hour, shown under the list where there is room.
+    pub container_history: Option<ContainerHistory>,
     /// A destructive action waiting for `y`.
     pub confirm: Option<Confirm>,
     /// The run started by an action key: its end is reported in the footer.
@@ -325,6 +327,7 @@ impl App {
             containers: WorkList::new(None),
             services: WorkList::new(None),
             logs: None,
+            container_history: None,
             confirm: None,
             action_run: None,
             next_logs: 1,
@@ -562,13 +565,17 @@ impl App {
                 }
                 self.containers
                     .set_rows(result, WorkKind::Containers.sorts());
-                matches!(
+                let shown = matches!(
                     self.view,
                     View::Workloads {
                         kind: WorkKind::Containers,
                         ..
                     }
-                )
+                );
+                if shown {
+                    self.ask_history();
+                }
+                shown
             }
             Event::Services { selector, result } => {
                 if self.services.selector() != selector {
@@ -579,6 +586,27 @@ impl App {
                     self.view,
                     View::Workloads {
                         kind: WorkKind::Services,
+                        ..
+                    }
+                )
+            }
+            Event::ContainerHistory {
+                agent,
+                container,
+                result,
+            } => {
+                let Some(h) = self
+                    .container_history
+                    .as_mut()
+                    .filter(|h| h.agent == agent && h.container == container)
+                else {
+                    return false;
+                };
+                h.minutes = fetched(result);
+                matches!(
+                    self.view,
+                    View::Workloads {
+                        kind: WorkKind::Containers,
                         ..
                     }
                 )
@@ -997,6 +1025,7 @@ impl App {
                                 selector: self.containers.selector(),
                             });
                         }
+                        self.ask_history();
                     }
                     WorkKind::Services => {
                         if self.services.scope != agent {
@@ -1326,6 +1355,42 @@ impl App {
         self.filtering = false;
         self.view = tabs[next].clone();
         self.refresh_view();
+    }
+
+    /// Asks for the selected container's minutes when the selection moved to another container or
+    /// the last answer is older than [`workloads::HISTORY_REFRESH_TICKS`].
+    fn ask_history(&mut self) {
+        let Some(r) = self.containers.selected_row() else {
+            return;
+        };
+        let (agent, container) = (r.agent.to_string(), r.info.id.clone());
+        let fresh = self.container_history.as_ref().is_some_and(|h| {
+            h.agent == agent
+                && h.container == container
+                && self.ticks < h.asked_tick + workloads::HISTORY_REFRESH_TICKS
+        });
+        if fresh {
+            return;
+        }
+        let same = self
+            .container_history
+            .as_ref()
+            .is_some_and(|h| h.agent == agent && h.container == container);
+        let minutes = match self.container_history.take() {
+            // The same container keeps showing its last answer until the new one.
+            Some(h) if same => h.minutes,
+            _ => Fetched::Loading,
+        };
+        self.commands.push(Command::ContainerHistory {
+            agent: agent.clone(),
+            container: container.clone(),
+        });
+        self.container_history = Some(ContainerHistory {
+            agent,
+            container,
+            asked_tick: self.ticks,
+            minutes,
+        });
     }
 
     /// `l` on a container or unit: opens its log, following.

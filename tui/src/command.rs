@@ -64,6 +64,13 @@ pub enum Command {
         /// What to read.
         request: LogsRequest,
     },
+    /// One container's last hour, a point a minute; answered by `Event::ContainerHistory`.
+    ContainerHistory {
+        /// Agent id.
+        agent: String,
+        /// Full container id.
+        container: String,
+    },
     /// Stop following log `id`.
     CloseLogs {
         /// Which stream.

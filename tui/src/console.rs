@@ -149,6 +149,11 @@ async fn refuse(cmd: Command, tx: &mpsc::Sender<Event>) {
             selector,
             result: Err(reason()),
         },
+        Command::ContainerHistory { agent, container } => Event::ContainerHistory {
+            agent,
+            container,
+            result: Err(reason()),
+        },
         Command::Logs { id, .. } => Event::Log {
             id,
             update: LogUpdate::Failed(reason()),
@@ -395,6 +400,30 @@ fn handle(
                 })
                 .map_err(|e| e.to_string());
             Event::Services { selector, result }
+        }),
+        Command::ContainerHistory { agent, container } => spawner.request(tx, async move {
+            let q = Query::ContainerHistory {
+                agent: agent.clone(),
+                container: container.clone(),
+                minutes: crate::app::workloads::HISTORY_MINUTES,
+            };
+            let result = query(&client, &q)
+                .await
+                .map(|replies| {
+                    replies
+                        .into_iter()
+                        .flat_map(|r| match r {
+                            QueryReply::ContainerMinutes(m) => m,
+                            _ => Vec::new(),
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
+            Event::ContainerHistory {
+                agent,
+                container,
+                result,
+            }
         }),
         Command::Logs { id, request } => {
             logs.retain(|_, t| !t.is_cancelled());
@@ -717,6 +746,12 @@ impl Console {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(cmd)) => {
                     tracing::warn!(?cmd, "command queue full: command dropped");
+                    // A list waits for its query's answer before asking again: there will be none.
+                    match cmd {
+                        Command::Containers { .. } => self.app.containers.in_flight = false,
+                        Command::Services { .. } => self.app.services.in_flight = false,
+                        _ => {}
+                    }
                     self.app.notice = Some(crate::strings::COMMAND_DROPPED.into());
                 }
                 // The network task is gone: the console is closing.

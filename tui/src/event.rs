@@ -4,7 +4,7 @@ use crate::files::{CopyEvent, CopyReport, Listing};
 use crossterm::event::KeyEvent;
 use flotilla_wire::exec::{AgentResult, AuditEntry, ExecEvent, JobInfo};
 use flotilla_wire::msg::{AgentInfo, FleetEvent, MetricsSeries, Welcome};
-use flotilla_wire::workloads::{ContainerRow, LogFrame, UnitRow};
+use flotilla_wire::workloads::{ContainerMinute, ContainerRow, LogFrame, UnitRow};
 
 /// News of a job started from the console.
 #[derive(Debug)]
@@ -94,6 +94,15 @@ pub enum Event {
         selector: String,
         /// The rows, or why not.
         result: Result<Vec<UnitRow>, String>,
+    },
+    /// One container's minutes, as asked for agent and container id.
+    ContainerHistory {
+        /// Agent id as asked.
+        agent: String,
+        /// Container id as asked.
+        container: String,
+        /// Oldest first, or why not.
+        result: Result<Vec<ContainerMinute>, String>,
     },
     /// A log stream moved on.
     Log {

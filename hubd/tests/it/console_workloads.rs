@@ -1,8 +1,9 @@
 //! The console's containers and services views against a real hub: two swarm agents report
 //! synthetic containers and units over the real metrics stream (every fifth container stopped,
 //! every tenth unhealthy, every seventh unit failed, policy `read`), and an admin console shows
-//! their counts in the fleet view, the fleet-wide lists with a host column and trouble first, an
-//! agent's tabs, and no action key (the agents only let the hub read).
+//! their counts in the fleet view, the fleet-wide lists with a host column and trouble first, the
+//! selected container's history, an agent's tabs, and no action key (the agents only let the hub
+//! read).
 
 use crate::harness::console::{key, keys, render, until};
 use crate::harness::{Fleet, IDLE_DEADLINE, within};
@@ -126,6 +127,19 @@ async fn containers_and_services_of_swarm_agents_show_in_the_console() {
         .filter(|n| *n > 0)
         .collect();
     assert_eq!(trends, [2; 8], "two points for each running container");
+    // The selected container's hour comes from the hub's minute store (empty before its first
+    // minute closes, but answered, not refused).
+    until(
+        &mut console,
+        "the selected container's history",
+        |app| {
+            app.container_history
+                .as_ref()
+                .is_some_and(|h| matches!(h.minutes, Fetched::Ready(_)))
+        },
+        |_| {},
+    )
+    .await;
     let screen = render(&console.app, 80, 24);
     for shown in [
         "HOST",

@@ -234,6 +234,14 @@ pub(crate) fn containers_open(role: Role) -> App {
         selector: "all".into(),
         result: Ok(all_containers()),
     });
+    // The first row (db-1's restarting cache) is selected: its last hour is asked for.
+    assert_eq!(
+        app.take_commands(),
+        [Command::ContainerHistory {
+            agent: db1().to_string(),
+            container: all_containers()[4].info.id.clone(),
+        }]
+    );
     app
 }
 
@@ -473,9 +481,15 @@ fn start_runs_at_once_and_stop_asks_first_as_a_job_on_that_agent() {
     );
     assert_eq!(
         app.take_commands(),
-        [Command::Containers {
-            selector: "all".into()
-        }]
+        [
+            Command::Containers {
+                selector: "all".into()
+            },
+            Command::ContainerHistory {
+                agent: web1().to_string(),
+                container: all_containers()[0].info.id.clone(),
+            }
+        ]
     );
 
     for (k, action) in [
@@ -726,6 +740,10 @@ fn l_follows_a_log_with_search_and_pause_and_esc_closes_it() {
             Command::CloseLogs { id },
             Command::Containers {
                 selector: "all".into()
+            },
+            Command::ContainerHistory {
+                agent: web1().to_string(),
+                container: all_containers()[0].info.id.clone(),
             }
         ],
         "the stream ends; the list it came from is asked for again"
@@ -745,5 +763,89 @@ fn workload_counts_arrive_with_the_fleet_and_are_cleared_by_a_new_snapshot() {
     assert!(
         app.workload_counts.is_empty(),
         "the hub sends them again after its snapshot"
+    );
+}
+
+#[test]
+fn the_selected_containers_hour_is_asked_for_when_the_selection_moves_and_every_30_s() {
+    let mut app = containers_open(Role::Viewer);
+    let cache = all_containers()[4].info.id.clone();
+    let minute = |cpu: f32| flotilla_wire::workloads::ContainerMinute {
+        start_ms: 0,
+        cpu_avg: cpu,
+        cpu_max: cpu,
+        mem_avg: 1 << 20,
+        ..Default::default()
+    };
+    assert!(app.update(Event::ContainerHistory {
+        agent: db1().to_string(),
+        container: cache.clone(),
+        result: Ok(vec![minute(5.0), minute(7.0)]),
+    }));
+    assert!(matches!(
+        app.container_history.as_ref().map(|h| &h.minutes),
+        Some(Fetched::Ready(m)) if m.len() == 2
+    ));
+    // Same selection: the next refreshes ask for the list only.
+    app.update(Event::Tick);
+    app.update(Event::Tick);
+    assert_eq!(
+        app.take_commands(),
+        [Command::Containers {
+            selector: "all".into()
+        }]
+    );
+    app.update(Event::Containers {
+        selector: "all".into(),
+        result: Ok(all_containers()),
+    });
+    // Another container: its hour, and the old answer is no longer shown.
+    app.update(key(KeyCode::Char('j')));
+    app.update(Event::Tick);
+    app.update(Event::Tick);
+    let worker = all_containers()[1].info.id.clone();
+    assert_eq!(
+        app.take_commands(),
+        [
+            Command::Containers {
+                selector: "all".into()
+            },
+            Command::ContainerHistory {
+                agent: web1().to_string(),
+                container: worker.clone(),
+            }
+        ]
+    );
+    assert!(matches!(
+        app.container_history.as_ref().map(|h| &h.minutes),
+        Some(Fetched::Loading)
+    ));
+    assert!(
+        !app.update(Event::ContainerHistory {
+            agent: db1().to_string(),
+            container: cache,
+            result: Ok(Vec::new()),
+        }),
+        "a late answer for the old selection is dropped"
+    );
+    // Thirty seconds on, the same container's hour is asked for again.
+    app.update(Event::Containers {
+        selector: "all".into(),
+        result: Ok(all_containers()),
+    });
+    for _ in 0..30 {
+        app.update(Event::Tick);
+        if let Some(h) = app.container_history.as_mut() {
+            h.minutes = Fetched::Ready(Vec::new());
+        }
+        app.containers.in_flight = false;
+    }
+    let cmds = app.take_commands();
+    assert!(
+        cmds.contains(&Command::ContainerHistory {
+            agent: web1().to_string(),
+            container: worker,
+        }),
+        "{cmds:?}"
     );
 }

@@ -24,6 +24,25 @@ pub const TREND_POINTS: usize = 20;
 pub const LOG_LINES: usize = 5000;
 /// Longest log line kept; the rest of a longer one starts a new line, as the output view does.
 pub const LOG_LINE_CHARS: usize = 4096;
+/// Minutes of history shown for the selected container (`Query::ContainerHistory`).
+pub const HISTORY_MINUTES: u32 = 60;
+/// The selected container's history is asked for again after this many ticks (seconds): minute
+/// points change once a minute.
+pub const HISTORY_REFRESH_TICKS: u64 = 30;
+
+/// The selected container's minutes, as the hub keeps them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerHistory {
+    /// Agent id.
+    pub agent: String,
+    /// Full container id.
+    pub container: String,
+    /// The tick it was asked at.
+    pub asked_tick: u64,
+    /// The minutes, oldest first.
+    pub minutes: Fetched<Vec<flotilla_wire::workloads::ContainerMinute>>,
+}
+
 /// Lines of history a logs pane asks for when it opens: a screenful or two of context.
 pub const LOG_TAIL: u32 = 200;
 

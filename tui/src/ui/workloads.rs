@@ -15,7 +15,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table};
 
 /// From this width the lists add restarts, uptime, ports or enablement, and a memory sparkline.
 const WIDE: u16 = 120;
@@ -228,7 +228,20 @@ fn window(selected: usize, height: u16) -> (usize, usize) {
     )
 }
 
+/// Rows from which the containers list shows the selected container's last hour below it.
+const HISTORY_FROM_ROWS: u16 = 30;
+/// Rows of that history panel.
+const HISTORY_ROWS: u16 = 6;
+
 fn containers_table(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, fleet: bool) {
+    let area = if area.height >= HISTORY_FROM_ROWS {
+        let [table, history] =
+            Layout::vertical([Constraint::Min(4), Constraint::Length(HISTORY_ROWS)]).areas(area);
+        render_history(app, theme, frame, history);
+        table
+    } else {
+        area
+    };
     let list = &app.containers;
     let wide = area.width >= WIDE;
     let spark_w = if wide {
@@ -296,6 +309,69 @@ fn containers_table(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, 
         .header(Row::new(header).style(theme.heading()))
         .column_spacing(1);
     frame.render_widget(table, area);
+}
+
+/// The selected container's CPU and memory over the last hour, a point a minute, from the hub's
+/// history (`Query::ContainerHistory`).
+fn render_history(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
+    let Some(row) = app.containers.selected_row() else {
+        return;
+    };
+    let name = escaped(&row.info.name);
+    let minutes = match app.container_history.as_ref().map(|h| &h.minutes) {
+        Some(Fetched::Ready(m)) if !m.is_empty() => m,
+        other => {
+            let msg = match other {
+                Some(Fetched::Failed(e)) => format!("{name}: no history: {}", escaped(e)),
+                Some(Fetched::Ready(_)) => {
+                    format!("{name}: no history yet (the hub keeps a point a minute)")
+                }
+                _ => format!("{name}: asking for its last hour…"),
+            };
+            frame.render_widget(
+                Paragraph::new(Span::styled(msg, theme.dim()))
+                    .block(Block::default().borders(Borders::TOP)),
+                area,
+            );
+            return;
+        }
+    };
+    let [cpu_area, mem_area] =
+        Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(area);
+    let tail = |w: u16| minutes.len().saturating_sub(w.saturating_sub(1) as usize);
+    let cpu: Vec<u64> = minutes.iter().map(|m| m.cpu_avg.round() as u64).collect();
+    let mem: Vec<u64> = minutes.iter().map(|m| m.mem_avg).collect();
+    let last_cpu = cpu.last().copied().unwrap_or(0);
+    let last_mem = mem.last().copied().unwrap_or(0);
+    for (area, title, data, last, max) in [
+        (
+            cpu_area,
+            format!("{name} cpu 1h "),
+            &cpu,
+            format!("{last_cpu}%"),
+            Some(cpu.iter().copied().max().unwrap_or(0).max(100)),
+        ),
+        (
+            mem_area,
+            "mem 1h ".to_string(),
+            &mem,
+            format::bytes(last_mem),
+            None,
+        ),
+    ] {
+        let block = Block::default()
+            .borders(Borders::TOP)
+            .title(Line::from(vec![
+                Span::styled(title, theme.heading()),
+                Span::raw(last),
+            ]));
+        let data = &data[tail(area.width).min(data.len())..];
+        let mut spark = Sparkline::default().block(block).data(data);
+        if let Some(max) = max {
+            spark = spark.max(max);
+        }
+        frame.render_widget(spark.style(theme.ok()), area);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -685,6 +761,26 @@ mod tests {
     fn fleet_containers() {
         let mut app = containers_open(Role::Operator);
         answer_twice(&mut app);
+        // db-1's cache is selected; its last hour fills the panel under a tall list.
+        let minutes = (0..60)
+            .map(|i| flotilla_wire::workloads::ContainerMinute {
+                start_ms: i * 60_000,
+                cpu_avg: (i % 20) as f32 * 5.0,
+                cpu_max: 100.0,
+                mem_avg: (64 + i) << 20,
+                ..Default::default()
+            })
+            .collect();
+        let (agent, container) = app
+            .container_history
+            .as_ref()
+            .map(|h| (h.agent.clone(), h.container.clone()))
+            .expect("history asked");
+        app.update(Event::ContainerHistory {
+            agent,
+            container,
+            result: Ok(minutes),
+        });
         both("fleet_containers", &app);
     }
 
