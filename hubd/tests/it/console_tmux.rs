@@ -308,7 +308,7 @@ async fn q_quits_the_console() {
 /// agent's services tab shows its failed unit first.
 #[tokio::test(flavor = "multi_thread")]
 async fn six_lists_the_fleets_containers_and_tab_an_agents_services() {
-    let fleet = crate::harness::Fleet::new().await;
+    let fleet = Fleet::new().await;
     let token = fleet.token(flotilla_wire::Role::Agent, 2, Vec::new()).await;
     let dir = tempfile::tempdir().expect("swarm dir");
     let cancel = tokio_util::sync::CancellationToken::new();
