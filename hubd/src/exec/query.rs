@@ -1,4 +1,5 @@
-//! Queries around exec: past jobs, one job with its per-agent results, the audit log, and ping.
+//! Queries around exec: past jobs, one job with its per-agent results, the audit log, and ping;
+//! and the fleet's workloads: containers, units and one container's history (docs/workloads.md).
 
 use super::resolve;
 use crate::admin::Actor;
