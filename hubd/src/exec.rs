@@ -4,9 +4,10 @@
 //!
 //! - [`selector`]: the selector grammar and its resolution against the registry.
 //! - `job`: running one job (batching, cancel, lost agents, results into the store).
-//! - `query`: `jobs`, `job ID`, `audit` and `ping`.
+//! - `query`: `jobs`, `job ID`, `audit`, `ping`, and the workload queries (containers, units,
+//!   container history).
 //!
-//! Roles: viewers may ping; running commands and reading jobs and the audit log needs the operator
+//! Roles: viewers may ping and read workloads; running commands and reading jobs and the audit log needs the operator
 //! role. The agent's own policy has the last word on what runs; the hub cannot raise it.
 
 mod job;

@@ -1,4 +1,5 @@
-//! Queries around exec: past jobs, one job with its per-agent results, the audit log, and ping.
+//! Queries around exec: past jobs, one job with its per-agent results, the audit log, and ping;
+//! and the fleet's workloads: containers, units and one container's history (docs/workloads.md).
 
 use super::resolve;
 use crate::admin::Actor;
@@ -393,4 +394,31 @@ async fn ping(target: Target, conn: Option<quinn::Connection>) -> PingResult {
         Err(_) => result.error = format!("no answer within {} s", PING_TIMEOUT.as_secs()),
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_hold_at_most_their_rows_and_bytes() {
+        let mut pager = Pager::default();
+        let mut pages = Vec::new();
+        for i in 0..(ROWS_PER_FRAME * 2 + 1) {
+            pages.extend(pager.push(i, 10));
+        }
+        pages.extend(pager.finish());
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [ROWS_PER_FRAME, ROWS_PER_FRAME, 1]);
+        // Large rows: the byte budget cuts first; a row larger than the budget goes alone.
+        let mut pager = Pager::default();
+        let mut pages = Vec::new();
+        for size in [PAGE_BYTES / 2, PAGE_BYTES / 2, 1, PAGE_BYTES * 2, 1] {
+            pages.extend(pager.push(size, size));
+        }
+        pages.extend(pager.finish());
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 1, 1, 1]);
+        assert!(Pager::<u8>::default().finish().is_none());
+    }
 }

@@ -49,3 +49,4 @@ mod hostile_net;
 mod lifecycle;
 mod metrics;
 mod rejections;
+mod workloads;
