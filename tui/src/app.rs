@@ -1053,6 +1053,14 @@ impl App {
 
     /// Who a command would run on: the marked agents, else the one in view or under the cursor.
     fn exec_targets(&self) -> Option<(String, String)> {
+        // In a containers or units list: the agent of the row under the cursor, marks aside.
+        if let View::Workloads { kind, .. } = &self.view {
+            let id = match kind {
+                WorkKind::Containers => self.containers.selected_row().map(|r| r.agent.clone()),
+                WorkKind::Services => self.services.selected_row().map(|r| r.agent.clone()),
+            }?;
+            return Some((id.to_string(), self.name_of(&id)));
+        }
         if !self.marks.is_empty() {
             if self.marks.len() == self.agents.len() {
                 return Some(("all".into(), format!("all {} agents", self.marks.len())));

@@ -128,6 +128,7 @@ pub const CONTAINERS: &[Binding] = &[
     b("tab", "next tab", true, false),
     w("S/T/R", "start/stop/restart", false, Need::Containers),
     w("K/D", "kill/rm", false, Need::Containers),
+    b(":", "run on its agent", false, true),
     b("r", "refresh", false, false),
 ];
 
@@ -141,6 +142,7 @@ pub const SERVICES: &[Binding] = &[
     w("S/T/R", "start/stop/restart", false, Need::Services),
     w("L", "reload", false, Need::Services),
     w("E/D", "enable/disable", false, Need::Services),
+    b(":", "run on its agent", false, true),
     b("r", "refresh", false, false),
 ];
 
@@ -299,6 +301,7 @@ fn workloads(kind: WorkKind, code: KeyCode) -> Option<Action> {
         (_, KeyCode::Char('/')) => Action::StartFilter,
         (_, KeyCode::Char('s')) => Action::NextSort,
         (_, KeyCode::Char('r')) => Action::Refresh,
+        (_, KeyCode::Char(':')) => Action::ExecPrompt,
         (_, KeyCode::Tab) => Action::NextTab(1),
         (_, KeyCode::BackTab) => Action::NextTab(-1),
         (_, KeyCode::Left | KeyCode::Char('h') | KeyCode::Backspace) => Action::Back,

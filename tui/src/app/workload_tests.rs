@@ -849,3 +849,23 @@ fn the_selected_containers_hour_is_asked_for_when_the_selection_moves_and_every_
         "{cmds:?}"
     );
 }
+
+#[test]
+fn colon_in_a_list_runs_on_the_agent_of_the_row_under_the_cursor() {
+    let mut app = containers_open(Role::Operator);
+    // A mark from the fleet view does not decide here: the row's agent does.
+    app.marks.insert(web1());
+    app.update(key(KeyCode::Char(':')));
+    let Some(Prompt {
+        kind: PromptKind::Exec { selector, who },
+        ..
+    }) = &app.prompt
+    else {
+        panic!("exec prompt expected")
+    };
+    assert_eq!((selector.as_str(), who.as_str()), (db1().as_str(), "db-1"));
+    app.update(key(KeyCode::Esc));
+    let mut app = containers_open(Role::Viewer);
+    app.update(key(KeyCode::Char(':')));
+    assert!(app.prompt.is_none(), "a viewer runs nothing");
+}
