@@ -185,11 +185,8 @@ impl WorkRow for UnitRow {
 
 /// Orders two rows by `sort`; ties by name, then host, so the order is stable between answers.
 fn compare<R: WorkRow>(a: &R, b: &R, sort: &str) -> Ordering {
-    let desc = |x: Option<f64>, y: Option<f64>| {
-        y.unwrap_or(-1.0)
-            .total_cmp(&x.unwrap_or(-1.0))
-            .then(Ordering::Equal)
-    };
+    // Largest first; unmeasured (stopped) last.
+    let desc = |x: Option<f64>, y: Option<f64>| y.unwrap_or(-1.0).total_cmp(&x.unwrap_or(-1.0));
     let first = match sort {
         "trouble" => b.troubled().cmp(&a.troubled()),
         "cpu" => desc(a.cpu().map(f64::from), b.cpu().map(f64::from)),
@@ -282,7 +279,7 @@ impl<R: WorkRow> WorkList<R> {
                 }
                 self.rows = Fetched::Ready(rows);
             }
-            // An error after rows keeps showing them is tempting, but stale rows would look live.
+            // The reason replaces the rows: stale rows would look live.
             Err(e) => self.rows = Fetched::Failed(e),
         }
         self.refresh(sorts);
