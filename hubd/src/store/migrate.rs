@@ -166,6 +166,27 @@ DROP TABLE name_fixes;
 CREATE UNIQUE INDEX identities_live_name_nocase ON identities(name COLLATE NOCASE)
     WHERE revoked_ms IS NULL;
 "#,
+    // 7: one-minute history per container (hubd/src/store/workloads.rs). The name is kept with each
+    // minute so that a container's history can be asked for by name after it is gone.
+    r#"
+CREATE TABLE container_1m (
+    agent_id      TEXT NOT NULL,
+    container_id  TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    start_ms      INTEGER NOT NULL,
+    samples       INTEGER NOT NULL,
+    cpu_avg       REAL NOT NULL,
+    cpu_max       REAL NOT NULL,
+    mem_avg       INTEGER NOT NULL,
+    net_rx_avg    INTEGER NOT NULL,
+    net_tx_avg    INTEGER NOT NULL,
+    blk_read_avg  INTEGER NOT NULL,
+    blk_write_avg INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, container_id, start_ms)
+) WITHOUT ROWID;
+CREATE INDEX container_1m_start ON container_1m(start_ms);
+CREATE INDEX container_1m_name ON container_1m(agent_id, name, start_ms);
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.
