@@ -398,6 +398,72 @@ async fn unit_actions_and_journals_through_the_hub_under_each_services_policy() 
     assert!(err.contains("give SELECTOR/UNIT"), "{err}");
     assert_eq!(sd.systemctl(&["is-active", SLEEPER.name]), "active");
 
+    // The inventory through the hub: `flotilla services` lists what systemd says, failed units
+    // flagged, and follows a state change; an agent with services = "off" reports none.
+    let listing = |selector: &'static str, failed: bool| {
+        let cli = &cli;
+        async move {
+            let mut args = vec!["services", selector, "--json"];
+            if failed {
+                args.push("--failed");
+            }
+            let (code, out, err) = cli(args).await;
+            assert_eq!(code, Some(0), "{out}{err}");
+            let rows: Vec<serde_json::Value> = if out.trim().is_empty() {
+                Vec::new()
+            } else {
+                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+            };
+            rows.iter()
+                .map(|r| {
+                    (
+                        r["info"]["name"].as_str().unwrap_or_default().to_string(),
+                        r["info"]["active_state"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let began = std::time::Instant::now();
+    let state_of = |rows: &[(String, String)], unit: &str| {
+        rows.iter().find(|(n, _)| n == unit).map(|(_, s)| s.clone())
+    };
+    loop {
+        let rows = listing("sd-read", false).await;
+        if state_of(&rows, SLEEPER.name).as_deref() == Some("active")
+            && state_of(&rows, FAILING.name).as_deref() == Some("failed")
+        {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "listing via the hub: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let failed = listing("sd-read", true).await;
+    assert!(state_of(&failed, FAILING.name).is_some(), "{failed:?}");
+    assert!(state_of(&failed, SLEEPER.name).is_none(), "{failed:?}");
+    assert!(
+        listing("sd-off", false).await.is_empty(),
+        "services = off reports no units"
+    );
+    let (code, _, _) = cli(vec!["service", "stop", "sd-manage/fl-sleep.service"]).await;
+    assert_eq!(code, Some(0));
+    let began = std::time::Instant::now();
+    while state_of(&listing("sd-read", false).await, SLEEPER.name).as_deref() != Some("inactive") {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "the stop never showed in the listing"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (code, _, _) = cli(vec!["service", "start", "sd-manage/fl-sleep.service"]).await;
+    assert_eq!(code, Some(0));
+
     // The journal through the hub's logs relay and `flotilla logs --unit`: the tail, the policy,
     // and following until the reader goes away, which stops journalctl on the agent.
     for _ in 0..2 {
