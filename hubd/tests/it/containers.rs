@@ -573,3 +573,131 @@ async fn compose_projects_go_up_and_down_and_names_stay_inside_compose_dir() {
     let _ = within(DEADLINE, "agentd exits", agent.child.wait()).await;
     fleet.shutdown().await;
 }
+
+/// Resident memory of process `pid`, bytes.
+fn rss_of(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Lines the flooding container writes, 1,025 bytes each: about 100 MB of log.
+const FLOOD_LINES: u64 = 99_999;
+/// How much agentd may grow while a reader stalls on 100 MB of log: QUIC's stream and connection
+/// windows plus a few chunks. Without flow control it would take the whole log.
+const FLOOD_RSS_GROWTH: u64 = 40 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_flooding_its_log_keeps_agentd_memory_bounded() {
+    use flotilla_wire::io::read_frame;
+    use flotilla_wire::limits::MAX_LOGS_FRAME;
+    use flotilla_wire::msg::StreamOpen;
+    use flotilla_wire::workloads::{LogFrame, LogSource, LogsRequest};
+
+    let podman = Podman::start().await;
+    podman
+        .container(
+            "flood",
+            &format!(
+                "l=x; for i in 1 2 3 4 5 6 7 8 9 10; do l=$l$l; done; yes $l | head -n {FLOOD_LINES}; echo done; sleep 3600"
+            ),
+        )
+        .await;
+    let fleet = Fleet::new().await;
+    let data = fleet.dir.path().join("flood-host");
+    let data_s = data.to_str().expect("utf-8").to_string();
+    let token = fleet.token(Role::Agent, 1, Vec::new()).await.token;
+    run_json(
+        &agentd_bin(),
+        &[
+            "--data-dir",
+            &data_s,
+            "enroll",
+            "--token",
+            &token,
+            "--name",
+            "flood-host",
+            "--json",
+        ],
+    )
+    .await;
+    let cfg = AgentConfig {
+        containers_socket: Some(podman.socket.clone()),
+        ..AgentConfig::default()
+    };
+    std::fs::write(
+        data.join(agentd::config::CONFIG_FILE),
+        toml::to_string(&cfg).expect("toml"),
+    )
+    .expect("agent.toml");
+    let mut agent = Daemon::spawn_env(&agentd_bin(), &["--data-dir", &data_s, "run"], podman.env());
+    agent.wait_log("connected to hub", DEADLINE).await;
+    within(Duration::from_secs(120), "the flood is logged", async {
+        while podman.run(&["logs", "--tail", "1", "flood"]).await != "done" {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+
+    let client = fleet.admin_client().await;
+    let (mut send, mut recv) = client.open_bi().await.expect("stream");
+    let req = LogsRequest {
+        agent: "flood-host".into(),
+        source: LogSource::Container("flood".into()),
+        tail: u32::try_from(FLOOD_LINES + 1).expect("fits"),
+        follow: false,
+    };
+    send.write_opening(&StreamOpen::Logs, &req, MAX_LOGS_FRAME)
+        .await
+        .expect("request");
+    let started = within(
+        DEADLINE,
+        "the first log frame",
+        read_frame::<LogFrame, _>(&mut recv, MAX_LOGS_FRAME),
+    )
+    .await
+    .expect("frame");
+    assert!(
+        matches!(started, Some(LogFrame::Started { .. })),
+        "{started:?}"
+    );
+    let baseline = rss_of(agent.pid());
+    // The reader stalls: agentd may only fill the windows, whatever the engine could give it.
+    let mut peak = baseline;
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_of(agent.pid()));
+    }
+    assert!(
+        peak < baseline + FLOOD_RSS_GROWTH,
+        "agentd grew from {baseline} to {peak} bytes while the reader stalled"
+    );
+    // Then everything arrives, in order.
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    within(Duration::from_secs(120), "the whole log", async {
+        loop {
+            match read_frame::<LogFrame, _>(&mut recv, MAX_LOGS_FRAME).await {
+                Ok(Some(LogFrame::Data { data, .. })) => {
+                    bytes += data.0.len() as u64;
+                    lines += data.0.iter().filter(|&&b| b == b'\n').count() as u64;
+                }
+                Ok(Some(LogFrame::End)) => return,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(lines, FLOOD_LINES + 1, "every line and the marker");
+    assert_eq!(bytes, FLOOD_LINES * 1025 + 5);
+    drop(send);
+    client.close().await;
+    agent.sigterm();
+    let _ = within(DEADLINE, "agentd exits", agent.child.wait()).await;
+    fleet.shutdown().await;
+}
