@@ -270,6 +270,29 @@ pub fn holder_of_name(
     .map(|o| o.and_then(|(id, held)| IdentityId::parse(&id).map(|id| (id, held))))
 }
 
+/// Records the SHA-256 of the public key `id` enrolled with (migration 7).
+pub fn set_enrol_key(conn: &Connection, id: &IdentityId, key: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE identities SET enrol_key = ?2 WHERE id = ?1")?
+        .execute(params![id.as_str(), key])?;
+    Ok(())
+}
+
+/// The live identity enrolled with token `token_id` under `name` with the public key whose
+/// SHA-256 is `key`: an earlier attempt of the same enrolment whose answer never arrived.
+pub fn enrolled_with_key(
+    conn: &Connection,
+    token_id: &str,
+    name: &str,
+    key: &[u8],
+) -> rusqlite::Result<Option<IdentityRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM identities WHERE token_id = ?1 AND name = ?2 AND enrol_key = ?3 \
+             AND revoked_ms IS NULL"
+    ))?
+    .query_row(params![token_id, name, key], from_row)
+    .optional()
+}
+
 /// Inserts a new identity.
 pub fn insert(conn: &Connection, row: &IdentityRow) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(

@@ -166,6 +166,13 @@ DROP TABLE name_fixes;
 CREATE UNIQUE INDEX identities_live_name_nocase ON identities(name COLLATE NOCASE)
     WHERE revoked_ms IS NULL;
 "#,
+    // 7: the SHA-256 of the public key each identity enrolled with, so that an enrolment whose
+    // answer was lost (hub or agent killed after the commit) and is tried again with the same key
+    // and token gets the identity back instead of a "name taken" with the token use spent.
+    // Identities enrolled before have none and are never matched.
+    r#"
+ALTER TABLE identities ADD COLUMN enrol_key BLOB;
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.
