@@ -109,13 +109,14 @@ pub const STOPPED_WHILE_RUNNING: &str = "hub stopped while it ran; the destinati
 /// happened instead of `running` forever. Returns how many it marked.
 pub fn mark_interrupted(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
-    let rows: Vec<(String, String, i64)> = {
+    let rows: Vec<(String, String)> = {
         let mut stmt =
-            tx.prepare_cached("SELECT id, actor, bytes FROM transfers WHERE state = 'running'")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            tx.prepare_cached("SELECT id, actor FROM transfers WHERE state = 'running'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    for (id, actor, bytes) in &rows {
+    // How far the attempt got died with the hub; the next attempt learns it from the destination.
+    for (id, actor) in &rows {
         tx.execute(
             "UPDATE transfers SET state = ?2, error = ?3, updated_ms = ?4 WHERE id = ?1",
             params![
@@ -131,7 +132,7 @@ pub fn mark_interrupted(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<
             actor,
             "transfer.interrupt",
             id,
-            &format!("bytes={bytes} error={STOPPED_WHILE_RUNNING}"),
+            &format!("error={STOPPED_WHILE_RUNNING}"),
         )?;
     }
     tx.commit()?;
