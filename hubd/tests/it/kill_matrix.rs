@@ -975,10 +975,13 @@ async fn enrol_hub_killed_after_commit_retry_gets_the_committed_identity() {
     proxy.unmute();
     let status = proc.exit(WORK_DEADLINE).await;
     assert_eq!(status.code(), Some(1), "{}", proc.stderr());
+    // The restarted hub resets the connection at the client's next retransmission; on a loaded
+    // machine the client's backed-off retransmissions may come after its 10 s wait for the answer.
+    let err = proc.stderr();
     assert!(
-        proc.stderr().contains("hub restarted"),
-        "a clear reason: {}",
-        proc.stderr()
+        err.contains("hub restarted: it no longer knows this connection")
+            || err.contains("hub accepted the connection but did not answer in time"),
+        "a clear reason: {err}"
     );
     assert_retry_gets_the_same_identity(&hub, &dir, &token, &token_id, "n1", 0).await;
 }
