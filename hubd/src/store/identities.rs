@@ -270,7 +270,7 @@ pub fn holder_of_name(
     .map(|o| o.and_then(|(id, held)| IdentityId::parse(&id).map(|id| (id, held))))
 }
 
-/// Records the SHA-256 of the public key `id` enrolled with (migration 7).
+/// Records the SHA-256 of the public key `id` enrolled with (migration 8).
 pub fn set_enrol_key(conn: &Connection, id: &IdentityId, key: &[u8]) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE identities SET enrol_key = ?2 WHERE id = ?1")?
         .execute(params![id.as_str(), key])?;
