@@ -405,6 +405,32 @@ mod tests {
         assert_eq!(live_agents(&c).expect("list"), [Selectable::from(kept)]);
     }
 
+    #[test]
+    fn an_enrolment_is_found_again_only_by_its_token_name_and_key() {
+        let mut c = Connection::open_in_memory().expect("open");
+        super::super::migrate::migrate(&mut c).expect("migrate");
+        let (web, old) = (row(1, Role::Agent, "web-1"), row(2, Role::Agent, "web-2"));
+        insert(&c, &web).expect("insert");
+        insert(&c, &old).expect("insert");
+        set_enrol_key(&c, &web.id, &[7; 32]).expect("key");
+        let found = |token: &str, name: &str, key: &[u8]| {
+            enrolled_with_key(&c, token, name, key)
+                .expect("query")
+                .map(|r| r.id)
+        };
+        assert_eq!(found("t", "web-1", &[7; 32]), Some(web.id.clone()));
+        assert_eq!(found("t", "web-1", &[8; 32]), None, "another key");
+        assert_eq!(found("u", "web-1", &[7; 32]), None, "another token");
+        assert_eq!(found("t", "web-3", &[7; 32]), None, "another name");
+        assert_eq!(
+            found("t", "web-2", &[]),
+            None,
+            "enrolled before keys were kept"
+        );
+        assert!(revoke(&c, &web.id, 5).expect("revoke"));
+        assert_eq!(found("t", "web-1", &[7; 32]), None, "revoked");
+    }
+
     fn sorted_names(agents: Vec<Selectable>) -> Vec<String> {
         let mut names: Vec<String> = agents.into_iter().map(|a| a.name).collect();
         names.sort();
