@@ -9,6 +9,7 @@
 //! (default 200 containers, 12 intervals = 1 minute). Needs podman, runc and busybox-static, and
 //! root (rootful Podman); the containers run with `--network none` and are removed at the end.
 
+use agentd::link::WorkloadFeed;
 use agentd::workloads::{DeltaFeed, WorkloadSettings, Workloads};
 use flotilla_wire::limits::MAX_METRICS_FRAME;
 use flotilla_wire::msg::MetricsFrame;
@@ -213,10 +214,16 @@ fn main() {
             tx,
             cancel.clone(),
         ));
+        // The link asks the feed after each sample; here, after each inventory.
+        let mut published = rx.clone();
         let mut feed = DeltaFeed::new(rx, settings.policy());
+        published
+            .wait_for(Option::is_some)
+            .await
+            .expect("first inventory");
         // The first (full) inventory is set-up: counted apart.
         let mut first_bytes = 0;
-        for frame in feed.next().await {
+        for frame in feed.full(0) {
             let mut buf = bytes::BytesMut::new();
             flotilla_wire::encode(&MetricsFrame::Workloads(frame), &mut buf, MAX_METRICS_FRAME)
                 .expect("encode");
@@ -226,7 +233,8 @@ fn main() {
         let mut bytes = 0usize;
         let mut rss_max = rss();
         for _ in 0..intervals {
-            for frame in feed.next().await {
+            published.changed().await.expect("poller runs");
+            for frame in feed.delta(0) {
                 let mut buf = bytes::BytesMut::new();
                 flotilla_wire::encode(&MetricsFrame::Workloads(frame), &mut buf, MAX_METRICS_FRAME)
                     .expect("encode");

@@ -173,6 +173,38 @@ async fn inventory_and_stats_come_from_the_engine() {
     assert!(next[0].containers.is_empty(), "nothing changed: {next:?}");
     assert_eq!(next[0].container_stats.len(), 1);
     cancel.cancel();
+
+    // The same through an agent and the hub: `flotilla ps` lists both, the burner busy.
+    let fleet = Fleet::builder()
+        .agent(agent("web-1", &podman, Access::Read))
+        .start()
+        .await;
+    let rows = within(Duration::from_secs(30), "ps shows the burner busy", async {
+        loop {
+            let (status, out, err) = flotilla(&fleet, &["ps", "--all", "--json"]).await;
+            assert_eq!(status, 0, "{err}");
+            let rows: Vec<serde_json::Value> = serde_json::from_str::<serde_json::Value>(&out)
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            let busy = rows.iter().any(|r| {
+                r["info"]["id"] == burner.as_str()
+                    && r["stats"]["cpu_pct"].as_f64().is_some_and(|c| c > 20.0)
+            });
+            if busy {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let quiet_row = rows
+        .iter()
+        .find(|r| r["info"]["id"] == quiet.as_str())
+        .expect("stopped container listed with --all");
+    assert_eq!(quiet_row["info"]["state"], "exited");
+    assert_eq!(quiet_row["agent_name"], "web-1");
+    fleet.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,21 +563,28 @@ async fn compose_projects_go_up_and_down_and_names_stay_inside_compose_dir() {
     let (status, _, err) = flotilla(&fleet, &["compose", "box-1", "up", "../etc"]).await;
     assert_eq!(status, 2, "the CLI checks the name first: {err}");
     let client = fleet.admin_client().await;
+    let up = |project: &str| ExecRequest {
+        selector: "box-1".into(),
+        command: ExecCommand::Compose {
+            action: ComposeAction::Up,
+            project: project.into(),
+        },
+        timeout_ms: 0,
+        batch: 0,
+    };
+    // A path never leaves the hub; a folder name that is not a project folder is the agent's call.
+    match exec_events(&client, &up("../etc")).await.last() {
+        Some(ExecEvent::Refused(r)) => {
+            assert_eq!(r.code, flotilla_wire::ErrorCode::BadRequest);
+            assert!(r.message.contains("\"../etc\""), "{}", r.message);
+        }
+        other => panic!("the hub let ../etc through: {other:?}"),
+    }
     for (project, why) in [
-        ("../etc", "is not a project name"),
         ("escape", "not a folder of"),
         ("missing", "no project folder missing"),
     ] {
-        let req = ExecRequest {
-            selector: "box-1".into(),
-            command: ExecCommand::Compose {
-                action: ComposeAction::Up,
-                project: project.into(),
-            },
-            timeout_ms: 0,
-            batch: 0,
-        };
-        let events = exec_events(&client, &req).await;
+        let events = exec_events(&client, &up(project)).await;
         let failure = events
             .iter()
             .find_map(|e| match e {

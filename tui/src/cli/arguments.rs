@@ -151,6 +151,28 @@ pub enum Command {
     /// Run a compose action on a project folder of each selected agent's compose_dir (needs
     /// compose = "on" there): up, down, pull, restart, ps, logs.
     Compose(crate::workloads::actions::ComposeArgs),
+    /// Containers across the fleet, with the agent each runs on (running ones unless --all).
+    Ps {
+        /// Agents (same grammar as exec; default: all).
+        selector: Option<String>,
+        /// Stopped containers too.
+        #[arg(short, long)]
+        all: bool,
+        /// Print JSON (an array, one row per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// systemd units across the fleet, with the agent each runs on.
+    Services {
+        /// Agents (same grammar as exec; default: all).
+        selector: Option<String>,
+        /// Only failed units.
+        #[arg(long)]
+        failed: bool,
+        /// Print JSON (an array, one row per line).
+        #[arg(long)]
+        json: bool,
+    },
     /// List an agent's shared folder (AGENT or AGENT:PATH), as the hub last heard of it.
     Ls {
         /// AGENT[:PATH].
@@ -240,6 +262,8 @@ impl Command {
                 | Self::Logs(_)
                 | Self::Container(_)
                 | Self::Compose(_)
+                | Self::Ps { .. }
+                | Self::Services { .. }
         )
     }
 
