@@ -158,11 +158,11 @@ impl WorkloadFeed for SyntheticWorkloads {
         out
     }
 
-    fn delta(&mut self, at_ms: u64) -> Option<WorkloadDelta> {
+    fn delta(&mut self, at_ms: u64) -> Vec<WorkloadDelta> {
         if self.containers.is_empty() && self.units.is_empty() {
-            return None;
+            return Vec::new();
         }
-        Some(self.stats(at_ms))
+        vec![self.stats(at_ms)]
     }
 }
 
@@ -189,7 +189,7 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 2_500, "ids are unique");
-        let d = w.delta(2).expect("stats");
+        let d = w.delta(2).pop().expect("stats");
         assert_eq!(d.container_stats.len(), 2_000, "one in five is stopped");
         assert_eq!(
             d.unit_stats.len(),

@@ -174,12 +174,13 @@ impl Engine {
                 message,
             } if status_code < 500 => EngineError::Refused(message),
             other => {
+                let socket = self
+                    .socket()
+                    .map(|s| s.display().to_string())
+                    .unwrap_or_else(|| "?".into());
                 self.forget();
                 EngineError::Unreachable {
-                    socket: self
-                        .socket()
-                        .map(|s| s.display().to_string())
-                        .unwrap_or_default(),
+                    socket,
                     detail: other.to_string(),
                 }
             }

@@ -47,6 +47,7 @@ mod files_nospace;
 mod hostile_agent;
 mod hostile_hub;
 mod hostile_net;
+mod kill_matrix;
 mod lifecycle;
 mod metrics;
 mod rejections;
