@@ -19,6 +19,7 @@ pub mod status;
 pub mod swarm;
 pub mod transfer;
 mod watch;
+pub mod workloads;
 
 pub use config::{AgentConfig, AgentPaths, ExecMode};
 pub use error::AgentError;
@@ -145,7 +146,7 @@ pub async fn run_link<S: sampler::SampleSource>(
     source: S,
     interval_override_ms: u32,
     buffered: tokio::sync::watch::Sender<u64>,
-    workloads: Option<Box<dyn link::WorkloadFeed>>,
+    synthetic: Option<swarm::workloads::SyntheticWorkloads>,
     cancel: CancellationToken,
 ) {
     let start = if interval_override_ms > 0 {
@@ -155,14 +156,39 @@ pub async fn run_link<S: sampler::SampleSource>(
     };
     let (interval_tx, interval_rx) = tokio::sync::watch::channel(start);
     let (sample_tx, sample_rx) = tokio::sync::mpsc::channel(SAMPLE_QUEUE);
+    let poller_interval = interval_rx.clone();
     let sampler = tokio::spawn(sampler::run(source, sample_tx, interval_rx, cancel.clone()));
+    let workloads = link.exec.workloads.clone();
+    let (inventory_tx, inventory_rx) = tokio::sync::watch::channel(None);
+    // A swarm agent reports its synthetic inventory through the same differ and stream.
+    let (policy, poller) = match synthetic {
+        Some(synthetic) => (
+            synthetic.policy(),
+            tokio::spawn(swarm::workloads::run(
+                synthetic,
+                poller_interval,
+                inventory_tx,
+                cancel.clone(),
+            )),
+        ),
+        None => (
+            workloads.settings.policy(),
+            tokio::spawn(workloads::run(
+                workloads.clone(),
+                poller_interval,
+                inventory_tx,
+                cancel.clone(),
+            )),
+        ),
+    };
     let outbox = link::Outbox {
         samples: sample_rx,
         interval: interval_tx,
         backfill: sampler::BackfillBuffer::default(),
         buffered,
-        workloads,
+        workloads: Some((policy, inventory_rx)),
     };
     link.run(outbox, cancel).await;
     let _ = sampler.await;
+    let _ = poller.await;
 }

@@ -2,7 +2,7 @@
 //! certificate, keeps its own QUIC connection (sockets are shared, a few hundred connections each, to
 //! stay within file-descriptor limits), and sends real metrics messages over the real protocol.
 
-mod workloads;
+pub mod workloads;
 
 use crate::link::{Link, LinkState};
 use crate::sampler::SyntheticSource;
@@ -134,6 +134,9 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
             exec: Arc::new(crate::exec::ExecContext::new(
                 crate::exec::ExecPolicy::from_config(&crate::AgentConfig {
                     exec: opts.exec,
+                    // Simulated agents share one machine: none of them reports its workloads.
+                    containers: crate::config::Access::Off,
+                    services: crate::config::Access::Off,
                     ..crate::AgentConfig::default()
                 })?,
             )),
@@ -144,13 +147,8 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
             SyntheticSource::new(i as u64),
             opts.metrics_interval_ms,
             watch::channel(0).0,
-            (opts.containers + opts.units > 0).then(|| {
-                Box::new(workloads::SyntheticWorkloads::new(
-                    i as u64,
-                    opts.containers,
-                    opts.units,
-                )) as Box<dyn crate::link::WorkloadFeed>
-            }),
+            (opts.containers + opts.units > 0)
+                .then(|| workloads::SyntheticWorkloads::new(i as u64, opts.containers, opts.units)),
             cancel.clone(),
         ));
     }

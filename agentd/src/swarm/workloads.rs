@@ -1,12 +1,18 @@
 //! Synthetic containers and units for swarm agents: a fixed inventory per agent whose stats change
-//! every interval, sent over the real [`flotilla_wire::msg::MetricsFrame::Workloads`] path so the
-//! hub's inventory, counts, history and queries can be loaded without a container engine.
+//! every interval, published as the machine's poller publishes a real one, so it reaches the hub
+//! through the real differ and [`flotilla_wire::msg::MetricsFrame::Workloads`] path and loads the
+//! hub's inventory, counts, history and queries without a container engine.
 
-use crate::link::WorkloadFeed;
+use crate::workloads::Inventory;
+use flotilla_certs::clock::now_ms;
 use flotilla_wire::workloads::{
     Access, ContainerInfo, ContainerState, ContainerStats, Health, PortMap, SourceState, UnitInfo,
-    UnitStats, WORKLOADS_PER_FRAME, WorkloadDelta, WorkloadPolicy,
+    UnitStats, WorkloadPolicy,
 };
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Every fifth container is stopped, so `ps` and `ps --all` differ.
 const STOPPED_EVERY: usize = 5;
@@ -15,8 +21,23 @@ const UNHEALTHY_EVERY: usize = 10;
 /// Every seventh unit has failed.
 const FAILED_UNIT_EVERY: usize = 7;
 
+/// A 64-hex-digit id that looks random, as an engine's do, and whose every 16-digit part differs
+/// between the containers of all swarm agents (the hub keys history by the first 16): each part is
+/// an odd multiple, a bijection of the 64-bit word, of a word unique to the agent and container.
+fn container_id(seed: u64, i: usize) -> String {
+    let k = (seed << 32) | i as u64;
+    let mix = |x: u64| x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        mix(k),
+        mix(!k),
+        mix(k.rotate_left(17)),
+        mix(k ^ 0x5555_5555_5555_5555)
+    )
+}
+
 /// A swarm agent's containers (`app-00`, `app-01`…) and units (`svc-00.service`…).
-pub(super) struct SyntheticWorkloads {
+pub struct SyntheticWorkloads {
     rng: fastrand::Rng,
     containers: Vec<ContainerInfo>,
     units: Vec<UnitInfo>,
@@ -24,13 +45,13 @@ pub(super) struct SyntheticWorkloads {
 
 impl SyntheticWorkloads {
     /// `containers` containers and `units` units, their ids and stats drawn from `seed`.
-    pub(super) fn new(seed: u64, containers: usize, units: usize) -> Self {
-        let started_ms = flotilla_certs::clock::now_ms().saturating_sub(3_600_000);
+    pub fn new(seed: u64, containers: usize, units: usize) -> Self {
+        let started_ms = now_ms().saturating_sub(3_600_000);
         let containers = (0..containers)
             .map(|i| {
                 let stopped = i % STOPPED_EVERY == STOPPED_EVERY - 1;
                 ContainerInfo {
-                    id: format!("{seed:016x}{i:016x}{:016x}{:016x}", !seed, i * 7919),
+                    id: container_id(seed, i),
                     name: format!("app-{i:02}"),
                     image: format!("localhost/app:{}", i % 3 + 1),
                     state: if stopped {
@@ -79,10 +100,27 @@ impl SyntheticWorkloads {
         }
     }
 
-    fn stats(&mut self, at_ms: u64) -> WorkloadDelta {
+    /// The policy swarm agents announce: read-only, so a console offers no actions on them.
+    pub fn policy(&self) -> WorkloadPolicy {
+        WorkloadPolicy {
+            containers: Access::Read,
+            compose: false,
+            services: Access::Read,
+            services_allow: Vec::new(),
+        }
+    }
+
+    /// The inventory now: the same containers and units, fresh stats for what runs.
+    pub fn inventory(&mut self, at_ms: u64) -> Inventory {
         let r = &mut self.rng;
-        WorkloadDelta {
+        let up = || SourceState::Up {
+            name: "synthetic".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        Inventory {
             at_ms,
+            engine: up(),
+            containers: Some(self.containers.clone()),
             container_stats: self
                 .containers
                 .iter()
@@ -99,6 +137,8 @@ impl SyntheticWorkloads {
                     pids: r.u32(1..50),
                 })
                 .collect(),
+            systemd: up(),
+            units: Some(self.units.clone()),
             unit_stats: self
                 .units
                 .iter()
@@ -109,60 +149,26 @@ impl SyntheticWorkloads {
                     memory_bytes: Some(r.u64(1 << 20..64 << 20)),
                 })
                 .collect(),
-            ..WorkloadDelta::default()
         }
     }
 }
 
-impl WorkloadFeed for SyntheticWorkloads {
-    fn full(&mut self, at_ms: u64) -> Vec<WorkloadDelta> {
-        let mut first = WorkloadDelta {
-            at_ms,
-            full: true,
-            policy: Some(WorkloadPolicy {
-                containers: Access::Read,
-                compose: false,
-                services: Access::Read,
-                services_allow: Vec::new(),
-            }),
-            engine: Some(SourceState::Up {
-                name: "synthetic".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            }),
-            systemd: Some(SourceState::Up {
-                name: "synthetic".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            }),
-            ..WorkloadDelta::default()
-        };
-        let mut out = Vec::new();
-        let chunks = self.containers.chunks(WORKLOADS_PER_FRAME).count().max(1);
-        let unit_chunks = self.units.chunks(WORKLOADS_PER_FRAME).count().max(1);
-        for i in 0..chunks.max(unit_chunks) {
-            let mut d = if i == 0 {
-                std::mem::take(&mut first)
-            } else {
-                WorkloadDelta {
-                    at_ms,
-                    ..WorkloadDelta::default()
-                }
-            };
-            if let Some(c) = self.containers.chunks(WORKLOADS_PER_FRAME).nth(i) {
-                d.containers = c.to_vec();
-            }
-            if let Some(u) = self.units.chunks(WORKLOADS_PER_FRAME).nth(i) {
-                d.units = u.to_vec();
-            }
-            out.push(d);
+/// Publishes an inventory of `synthetic` now and then every `interval` (milliseconds, as the
+/// machine's poller does), until cancelled.
+pub async fn run(
+    mut synthetic: SyntheticWorkloads,
+    mut interval: watch::Receiver<u32>,
+    tx: watch::Sender<Option<Arc<Inventory>>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tx.send_replace(Some(Arc::new(synthetic.inventory(now_ms()))));
+        let period = Duration::from_millis(u64::from((*interval.borrow_and_update()).max(1000)));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+            changed = interval.changed() => if changed.is_err() { return },
         }
-        out
-    }
-
-    fn delta(&mut self, at_ms: u64) -> Option<WorkloadDelta> {
-        if self.containers.is_empty() && self.units.is_empty() {
-            return None;
-        }
-        Some(self.stats(at_ms))
     }
 }
 
@@ -171,16 +177,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_inventory_splits_into_frames_and_stats_cover_what_runs() {
+    fn the_differ_sends_a_full_inventory_in_frames_then_stats_of_what_runs() {
         let mut w = SyntheticWorkloads::new(3, 2_500, 20);
-        let full = w.full(1);
-        assert_eq!(full.len(), 3);
-        assert!(full[0].full && !full[1].full && !full[2].full);
+        let mut differ = crate::workloads::Differ::new(w.policy());
+        let full = differ.next(&w.inventory(1));
+        assert!(full.len() >= 3, "2,500 containers take several frames");
+        assert!(full[0].full && full[1..].iter().all(|d| !d.full));
         assert_eq!(
             full.iter().map(|d| d.containers.len()).sum::<usize>(),
             2_500
         );
-        assert_eq!(full[0].units.len(), 20);
+        assert_eq!(full.iter().map(|d| d.units.len()).sum::<usize>(), 20);
         let mut ids: Vec<&str> = full
             .iter()
             .flat_map(|d| d.containers.iter().map(|c| c.id.as_str()))
@@ -189,13 +196,21 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 2_500, "ids are unique");
-        let d = w.delta(2).expect("stats");
-        assert_eq!(d.container_stats.len(), 2_000, "one in five is stopped");
+        let other = SyntheticWorkloads::new(4, 2_500, 0);
+        let mut heads: Vec<&str> = ids.iter().map(|id| &id[..16]).collect();
+        heads.extend(other.containers.iter().map(|c| &c.id[..16]));
+        heads.sort_unstable();
+        heads.dedup();
         assert_eq!(
-            d.unit_stats.len(),
-            18,
-            "failed units (one in seven) have no stats"
+            heads.len(),
+            5_000,
+            "so are their first 16 digits, across agents too"
         );
-        assert!(!d.full && d.containers.is_empty());
+        let next = differ.next(&w.inventory(2));
+        let stats: usize = next.iter().map(|d| d.container_stats.len()).sum();
+        assert_eq!(stats, 2_000, "one in five is stopped");
+        let unit_stats: usize = next.iter().map(|d| d.unit_stats.len()).sum();
+        assert_eq!(unit_stats, 18, "failed units (one in seven) have no stats");
+        assert!(next.iter().all(|d| !d.full && d.containers.is_empty()));
     }
 }

@@ -22,6 +22,7 @@ pub(crate) mod client;
 pub(crate) mod console;
 pub(crate) mod exec;
 pub(crate) mod files;
+pub(crate) mod podman;
 pub(crate) mod proxy;
 
 pub(crate) use binaries::{Daemon, HubProc, agentd_bin, hubd_bin, run_cmd, run_json};

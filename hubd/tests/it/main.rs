@@ -34,6 +34,7 @@ mod console_actions;
 mod console_tasks;
 mod console_tmux;
 mod console_views;
+mod containers;
 mod deploy;
 mod enrolment;
 mod escapes;

@@ -165,6 +165,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log lines of a container (AGENT/CONTAINER) or, with --unit, of a systemd unit's journal.
+    Logs(crate::workloads::logs::LogsArgs),
+    /// Start, stop, restart, kill or remove containers: SELECTOR/CONTAINER… (needs
+    /// containers = "manage" on the agents).
+    Container(crate::workloads::actions::ContainerArgs),
+    /// Run a compose action on a project folder of each selected agent's compose_dir (needs
+    /// compose = "on" there): up, down, pull, restart, ps, logs.
+    Compose(crate::workloads::actions::ComposeArgs),
     /// List an agent's shared folder (AGENT or AGENT:PATH), as the hub last heard of it.
     Ls {
         /// AGENT[:PATH].
@@ -253,6 +261,9 @@ impl Command {
                 | Self::Audit { .. }
                 | Self::Ps { .. }
                 | Self::Services { .. }
+                | Self::Logs(_)
+                | Self::Container(_)
+                | Self::Compose(_)
         )
     }
 

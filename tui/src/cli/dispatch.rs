@@ -234,6 +234,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Logs(args) => {
+            let req = match args.request() {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            exec_like(&cli, |c| async move {
+                crate::workloads::logs::logs_command(&c, &req, args.json).await
+            })
+            .await
+        }
+        Command::Container(args) => {
+            let reqs = match args.requests() {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            exec_like(&cli, |c| async move {
+                // One job per selector, one after another; the worst exit status wins.
+                let mut worst = 0;
+                for req in &reqs {
+                    let code = crate::exec::exec_command(&c, req, args.json).await?;
+                    worst = worst.max(code);
+                    if code == crate::exec::EXIT_INTERRUPTED {
+                        break;
+                    }
+                }
+                Ok(worst)
+            })
+            .await
+        }
+        Command::Compose(args) => {
+            let req = match args.request() {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            exec_like(&cli, |c| async move {
+                crate::exec::exec_command(&c, &req, args.json).await
+            })
+            .await
+        }
         Command::Audit { limit, json } => {
             exec_like(&cli, |c| async move {
                 crate::exec::audit_command(&c, *limit, *json).await
@@ -267,6 +306,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             .await
         }
     }
+}
+
+/// A usage error found before dialling: said on standard error, exit 2 as clap does.
+fn usage(message: &str) -> anyhow::Result<u8> {
+    eprintln!("flotilla: {message}");
+    Ok(crate::exec::EXIT_USAGE)
 }
 
 /// Connects (through the mux when one runs), runs `f`, closes; the exit status comes from `f`.
