@@ -531,8 +531,28 @@ async fn compose_projects_go_up_and_down_and_names_stay_inside_compose_dir() {
     let (status, _, err) = flotilla(&fleet, &["compose", "box-1", "up", "../etc"]).await;
     assert_eq!(status, 2, "the CLI checks the name first: {err}");
     let client = fleet.admin_client().await;
+    // The hub refuses a name that is not a plain folder name before any agent sees it.
+    let req = ExecRequest {
+        selector: "box-1".into(),
+        command: ExecCommand::Compose {
+            action: ComposeAction::Up,
+            project: "../etc".into(),
+        },
+        timeout_ms: 0,
+        batch: 0,
+    };
+    match exec_events(&client, &req).await.as_slice() {
+        [ExecEvent::Refused(r)] => {
+            assert_eq!(r.code, flotilla_wire::ErrorCode::BadRequest);
+            assert!(
+                r.message.contains("is not a compose project"),
+                "{}",
+                r.message
+            );
+        }
+        other => panic!("../etc: not refused by the hub: {other:?}"),
+    }
     for (project, why) in [
-        ("../etc", "is not a project name"),
         ("escape", "not a folder of"),
         ("missing", "no project folder missing"),
     ] {
