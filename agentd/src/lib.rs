@@ -140,13 +140,15 @@ const DEFAULT_INTERVAL_MS: u32 = 5000;
 /// suffice.
 const SAMPLE_QUEUE: usize = 16;
 
-/// Runs a sampler over `source` and a link, until cancelled.
+/// Runs a sampler over `source` and a link, until cancelled. `workloads` stands in for the
+/// machine's own containers and units (the swarm's synthetic ones); `None` reports the machine's,
+/// as the link's workload settings allow.
 pub async fn run_link<S: sampler::SampleSource>(
     link: link::Link,
     source: S,
     interval_override_ms: u32,
     buffered: tokio::sync::watch::Sender<u64>,
-    synthetic: Option<swarm::workloads::SyntheticWorkloads>,
+    workloads: Option<Box<dyn link::WorkloadFeed>>,
     cancel: CancellationToken,
 ) {
     let start = if interval_override_ms > 0 {
@@ -158,37 +160,37 @@ pub async fn run_link<S: sampler::SampleSource>(
     let (sample_tx, sample_rx) = tokio::sync::mpsc::channel(SAMPLE_QUEUE);
     let poller_interval = interval_rx.clone();
     let sampler = tokio::spawn(sampler::run(source, sample_tx, interval_rx, cancel.clone()));
-    let workloads = link.exec.workloads.clone();
-    let (inventory_tx, inventory_rx) = tokio::sync::watch::channel(None);
-    // A swarm agent reports its synthetic inventory through the same differ and stream.
-    let (policy, poller) = match synthetic {
-        Some(synthetic) => (
-            synthetic.policy(),
-            tokio::spawn(swarm::workloads::run(
-                synthetic,
+    // The machine's own containers and units, unless a synthetic feed stands in for them or the
+    // policy reports neither.
+    let mut poller = None;
+    let own = link.exec.workloads.clone();
+    let workloads = match workloads {
+        Some(feed) => Some(feed),
+        None if own.settings.reports_anything() => {
+            let (inventory_tx, inventory_rx) = tokio::sync::watch::channel(None);
+            poller = Some(tokio::spawn(workloads::run(
+                own.clone(),
                 poller_interval,
                 inventory_tx,
                 cancel.clone(),
-            )),
-        ),
-        None => (
-            workloads.settings.policy(),
-            tokio::spawn(workloads::run(
-                workloads.clone(),
-                poller_interval,
-                inventory_tx,
-                cancel.clone(),
-            )),
-        ),
+            )));
+            Some(Box::new(workloads::DeltaFeed::new(
+                inventory_rx,
+                own.settings.policy(),
+            )) as Box<dyn link::WorkloadFeed>)
+        }
+        None => None,
     };
     let outbox = link::Outbox {
         samples: sample_rx,
         interval: interval_tx,
         backfill: sampler::BackfillBuffer::default(),
         buffered,
-        workloads: Some((policy, inventory_rx)),
+        workloads,
     };
     link.run(outbox, cancel).await;
     let _ = sampler.await;
-    let _ = poller.await;
+    if let Some(poller) = poller {
+        let _ = poller.await;
+    }
 }

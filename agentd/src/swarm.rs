@@ -2,7 +2,7 @@
 //! certificate, keeps its own QUIC connection (sockets are shared, a few hundred connections each, to
 //! stay within file-descriptor limits), and sends real metrics messages over the real protocol.
 
-pub mod workloads;
+mod workloads;
 
 use crate::link::{Link, LinkState};
 use crate::sampler::SyntheticSource;
@@ -147,8 +147,13 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
             SyntheticSource::new(i as u64),
             opts.metrics_interval_ms,
             watch::channel(0).0,
-            (opts.containers + opts.units > 0)
-                .then(|| workloads::SyntheticWorkloads::new(i as u64, opts.containers, opts.units)),
+            (opts.containers + opts.units > 0).then(|| {
+                Box::new(workloads::SyntheticWorkloads::new(
+                    i as u64,
+                    opts.containers,
+                    opts.units,
+                )) as Box<dyn crate::link::WorkloadFeed>
+            }),
             cancel.clone(),
         ));
     }

@@ -106,6 +106,11 @@ impl WorkloadSettings {
         }
     }
 
+    /// Whether any workload is reported (containers or services not `off`).
+    pub fn reports_anything(&self) -> bool {
+        self.containers != Access::Off || self.services != Access::Off
+    }
+
     /// The policy as the hub is told it.
     pub fn policy(&self) -> WorkloadPolicy {
         WorkloadPolicy {
@@ -220,34 +225,45 @@ pub async fn run(
     }
 }
 
-/// Sends the deltas of the inventories published on `rx` to one connection; the first is full.
-/// Cancel-safe between frames only: meant for a dedicated future in the metrics sender.
+/// The metrics stream's workload feed over the inventories the poller publishes: each new
+/// stream gets the current inventory in full, then, after each sample, what changed since.
 pub struct DeltaFeed {
     rx: InventoryWatch,
+    policy: WorkloadPolicy,
     differ: Differ,
 }
 
 impl DeltaFeed {
-    /// A feed for a new connection: the current inventory goes out at once, in full.
-    pub fn new(mut rx: InventoryWatch, policy: WorkloadPolicy) -> Self {
-        rx.mark_changed();
+    /// A feed over `rx`, announcing `policy` in every full delta.
+    pub fn new(rx: InventoryWatch, policy: WorkloadPolicy) -> Self {
         Self {
             rx,
-            differ: Differ::new(policy),
+            differ: Differ::new(policy.clone()),
+            policy,
         }
     }
 
-    /// Waits for the next inventory and returns its frames (possibly none). Cancel-safe.
-    pub async fn next(&mut self) -> Vec<WorkloadDelta> {
-        loop {
-            if self.rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            let inv = self.rx.borrow_and_update().clone();
-            if let Some(inv) = inv {
-                return self.differ.next(&inv);
-            }
+    /// Frames for the latest inventory, if the poller published one since the last call.
+    fn changed(&mut self) -> Vec<WorkloadDelta> {
+        if !self.rx.has_changed().unwrap_or(false) {
+            return Vec::new();
         }
+        let inv = self.rx.borrow_and_update().clone();
+        inv.map(|inv| self.differ.next(&inv)).unwrap_or_default()
+    }
+}
+
+impl crate::link::WorkloadFeed for DeltaFeed {
+    /// Starts over for a new stream. Before the poller's first inventory there is nothing to
+    /// send: the first delta that follows is the full one.
+    fn full(&mut self, _at_ms: u64) -> Vec<WorkloadDelta> {
+        self.differ = Differ::new(self.policy.clone());
+        self.rx.mark_changed();
+        self.changed()
+    }
+
+    fn delta(&mut self, _at_ms: u64) -> Vec<WorkloadDelta> {
+        self.changed()
     }
 }
 

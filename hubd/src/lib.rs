@@ -318,6 +318,7 @@ pub async fn start(
         .map_err(|e| HubError::io("local address", e))?;
     let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port()).await?;
     exec::recover(&ctx).await;
+    relay::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     let maint_listener = maint::bind(&paths.data_dir.join(maint::SOCKET))?;
     let metrics_listener = match ctx.config.metrics_listen {

@@ -1,8 +1,8 @@
-//! Workloads across the fleet from the command line: `flotilla ps` (containers) and `flotilla
-//! services` (systemd units), whose rows stream from the hub a frame at a time and are printed as
-//! they come, so the first host's containers show before the last host's arrive; `flotilla logs`
-//! (a container's or unit's log lines, relayed by the hub), `flotilla container` and `flotilla
-//! compose` (actions run as jobs, rendered like `flotilla exec`).
+//! Workloads across the fleet: `flotilla ps` (containers) and `flotilla services` (systemd units),
+//! whose rows stream from the hub a frame at a time and are printed as they come, so the first
+//! host's containers show before the last host's arrive; `flotilla logs` (a container's or unit's
+//! log lines, relayed by the hub); `flotilla container` and `flotilla compose` (actions run as
+//! jobs, rendered like `flotilla exec`).
 
 pub mod actions;
 pub mod logs;

@@ -1,18 +1,12 @@
 //! Synthetic containers and units for swarm agents: a fixed inventory per agent whose stats change
-//! every interval, published as the machine's poller publishes a real one, so it reaches the hub
-//! through the real differ and [`flotilla_wire::msg::MetricsFrame::Workloads`] path and loads the
-//! hub's inventory, counts, history and queries without a container engine.
+//! every interval, sent over the real [`flotilla_wire::msg::MetricsFrame::Workloads`] path so the
+//! hub's inventory, counts, history and queries can be loaded without a container engine.
 
-use crate::workloads::Inventory;
-use flotilla_certs::clock::now_ms;
+use crate::link::WorkloadFeed;
 use flotilla_wire::workloads::{
     Access, ContainerInfo, ContainerState, ContainerStats, Health, PortMap, SourceState, UnitInfo,
-    UnitStats, WorkloadPolicy,
+    UnitStats, WORKLOADS_PER_FRAME, WorkloadDelta, WorkloadPolicy,
 };
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 /// Every fifth container is stopped, so `ps` and `ps --all` differ.
 const STOPPED_EVERY: usize = 5;
@@ -37,7 +31,7 @@ fn container_id(seed: u64, i: usize) -> String {
 }
 
 /// A swarm agent's containers (`app-00`, `app-01`…) and units (`svc-00.service`…).
-pub struct SyntheticWorkloads {
+pub(super) struct SyntheticWorkloads {
     rng: fastrand::Rng,
     containers: Vec<ContainerInfo>,
     units: Vec<UnitInfo>,
@@ -45,8 +39,8 @@ pub struct SyntheticWorkloads {
 
 impl SyntheticWorkloads {
     /// `containers` containers and `units` units, their ids and stats drawn from `seed`.
-    pub fn new(seed: u64, containers: usize, units: usize) -> Self {
-        let started_ms = now_ms().saturating_sub(3_600_000);
+    pub(super) fn new(seed: u64, containers: usize, units: usize) -> Self {
+        let started_ms = flotilla_certs::clock::now_ms().saturating_sub(3_600_000);
         let containers = (0..containers)
             .map(|i| {
                 let stopped = i % STOPPED_EVERY == STOPPED_EVERY - 1;
@@ -100,27 +94,10 @@ impl SyntheticWorkloads {
         }
     }
 
-    /// The policy swarm agents announce: read-only, so a console offers no actions on them.
-    pub fn policy(&self) -> WorkloadPolicy {
-        WorkloadPolicy {
-            containers: Access::Read,
-            compose: false,
-            services: Access::Read,
-            services_allow: Vec::new(),
-        }
-    }
-
-    /// The inventory now: the same containers and units, fresh stats for what runs.
-    pub fn inventory(&mut self, at_ms: u64) -> Inventory {
+    fn stats(&mut self, at_ms: u64) -> WorkloadDelta {
         let r = &mut self.rng;
-        let up = || SourceState::Up {
-            name: "synthetic".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        };
-        Inventory {
+        WorkloadDelta {
             at_ms,
-            engine: up(),
-            containers: Some(self.containers.clone()),
             container_stats: self
                 .containers
                 .iter()
@@ -137,8 +114,6 @@ impl SyntheticWorkloads {
                     pids: r.u32(1..50),
                 })
                 .collect(),
-            systemd: up(),
-            units: Some(self.units.clone()),
             unit_stats: self
                 .units
                 .iter()
@@ -149,26 +124,60 @@ impl SyntheticWorkloads {
                     memory_bytes: Some(r.u64(1 << 20..64 << 20)),
                 })
                 .collect(),
+            ..WorkloadDelta::default()
         }
     }
 }
 
-/// Publishes an inventory of `synthetic` now and then every `interval` (milliseconds, as the
-/// machine's poller does), until cancelled.
-pub async fn run(
-    mut synthetic: SyntheticWorkloads,
-    mut interval: watch::Receiver<u32>,
-    tx: watch::Sender<Option<Arc<Inventory>>>,
-    cancel: CancellationToken,
-) {
-    loop {
-        tx.send_replace(Some(Arc::new(synthetic.inventory(now_ms()))));
-        let period = Duration::from_millis(u64::from((*interval.borrow_and_update()).max(1000)));
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-            changed = interval.changed() => if changed.is_err() { return },
+impl WorkloadFeed for SyntheticWorkloads {
+    fn full(&mut self, at_ms: u64) -> Vec<WorkloadDelta> {
+        let mut first = WorkloadDelta {
+            at_ms,
+            full: true,
+            policy: Some(WorkloadPolicy {
+                containers: Access::Read,
+                compose: false,
+                services: Access::Read,
+                services_allow: Vec::new(),
+            }),
+            engine: Some(SourceState::Up {
+                name: "synthetic".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+            systemd: Some(SourceState::Up {
+                name: "synthetic".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+            ..WorkloadDelta::default()
+        };
+        let mut out = Vec::new();
+        let chunks = self.containers.chunks(WORKLOADS_PER_FRAME).count().max(1);
+        let unit_chunks = self.units.chunks(WORKLOADS_PER_FRAME).count().max(1);
+        for i in 0..chunks.max(unit_chunks) {
+            let mut d = if i == 0 {
+                std::mem::take(&mut first)
+            } else {
+                WorkloadDelta {
+                    at_ms,
+                    ..WorkloadDelta::default()
+                }
+            };
+            if let Some(c) = self.containers.chunks(WORKLOADS_PER_FRAME).nth(i) {
+                d.containers = c.to_vec();
+            }
+            if let Some(u) = self.units.chunks(WORKLOADS_PER_FRAME).nth(i) {
+                d.units = u.to_vec();
+            }
+            out.push(d);
         }
+        out
+    }
+
+    fn delta(&mut self, at_ms: u64) -> Vec<WorkloadDelta> {
+        if self.containers.is_empty() && self.units.is_empty() {
+            return Vec::new();
+        }
+        vec![self.stats(at_ms)]
     }
 }
 
@@ -177,17 +186,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_differ_sends_a_full_inventory_in_frames_then_stats_of_what_runs() {
+    fn a_full_inventory_splits_into_frames_and_stats_cover_what_runs() {
         let mut w = SyntheticWorkloads::new(3, 2_500, 20);
-        let mut differ = crate::workloads::Differ::new(w.policy());
-        let full = differ.next(&w.inventory(1));
-        assert!(full.len() >= 3, "2,500 containers take several frames");
-        assert!(full[0].full && full[1..].iter().all(|d| !d.full));
+        let full = w.full(1);
+        assert_eq!(full.len(), 3);
+        assert!(full[0].full && !full[1].full && !full[2].full);
         assert_eq!(
             full.iter().map(|d| d.containers.len()).sum::<usize>(),
             2_500
         );
-        assert_eq!(full.iter().map(|d| d.units.len()).sum::<usize>(), 20);
+        assert_eq!(full[0].units.len(), 20);
         let mut ids: Vec<&str> = full
             .iter()
             .flat_map(|d| d.containers.iter().map(|c| c.id.as_str()))
@@ -206,11 +214,13 @@ mod tests {
             5_000,
             "so are their first 16 digits, across agents too"
         );
-        let next = differ.next(&w.inventory(2));
-        let stats: usize = next.iter().map(|d| d.container_stats.len()).sum();
-        assert_eq!(stats, 2_000, "one in five is stopped");
-        let unit_stats: usize = next.iter().map(|d| d.unit_stats.len()).sum();
-        assert_eq!(unit_stats, 18, "failed units (one in seven) have no stats");
-        assert!(next.iter().all(|d| !d.full && d.containers.is_empty()));
+        let d = w.delta(2).pop().expect("stats");
+        assert_eq!(d.container_stats.len(), 2_000, "one in five is stopped");
+        assert_eq!(
+            d.unit_stats.len(),
+            18,
+            "failed units (one in seven) have no stats"
+        );
+        assert!(!d.full && d.containers.is_empty());
     }
 }

@@ -18,6 +18,9 @@ use flotilla_wire::{Chunk, ErrorCode};
 use futures::StreamExt;
 use std::sync::Arc;
 
+/// How long a logs request may wait for the engine's first bytes: as long as anyone reads.
+const LOGS_WAIT: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
 /// Why unit logs are refused while this agent has no journal reader built in.
 const NO_JOURNAL: &str = "unit logs are not available on this agent";
 
@@ -66,7 +69,9 @@ pub async fn serve(
         Err(e) => return refuse(&mut send, ErrorCode::Internal, e.to_string()).await,
     };
     let docker = match engine.docker().await {
-        Ok(d) => d,
+        // Podman answers a follow only with its first line: the usual request timeout would end
+        // a quiet container's stream. The hub going away ends it instead.
+        Ok(d) => d.with_timeout(LOGS_WAIT),
         Err(e) => return refuse(&mut send, ErrorCode::Internal, e.to_string()).await,
     };
     tracing::info!(actor = %open.actor, container = %name, id = %id, tail = open.tail, follow = open.follow, "logs");

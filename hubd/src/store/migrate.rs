@@ -187,6 +187,13 @@ CREATE TABLE container_1m (
 CREATE INDEX container_1m_start ON container_1m(start_ms);
 CREATE INDEX container_1m_name ON container_1m(agent_id, name, start_ms);
 "#,
+    // 8: the SHA-256 of the public key each identity enrolled with, so that an enrolment whose
+    // answer was lost (hub or agent killed after the commit) and is tried again with the same key
+    // and token gets the identity back instead of a "name taken" with the token use spent.
+    // Identities enrolled before have none and are never matched.
+    r#"
+ALTER TABLE identities ADD COLUMN enrol_key BLOB;
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.

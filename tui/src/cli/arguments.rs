@@ -143,6 +143,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log lines of a container (AGENT/CONTAINER) or, with --unit, of a systemd unit's journal.
+    Logs(crate::workloads::logs::LogsArgs),
+    /// Start, stop, restart, kill or remove containers: SELECTOR/CONTAINER… (needs
+    /// containers = "manage" on the agents).
+    Container(crate::workloads::actions::ContainerArgs),
+    /// Run a compose action on a project folder of each selected agent's compose_dir (needs
+    /// compose = "on" there): up, down, pull, restart, ps, logs.
+    Compose(crate::workloads::actions::ComposeArgs),
     /// Containers across the fleet, with the agent each runs on (running ones unless --all).
     Ps {
         /// Agents (same grammar as exec; default: all).
@@ -165,14 +173,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Log lines of a container (AGENT/CONTAINER) or, with --unit, of a systemd unit's journal.
-    Logs(crate::workloads::logs::LogsArgs),
-    /// Start, stop, restart, kill or remove containers: SELECTOR/CONTAINER… (needs
-    /// containers = "manage" on the agents).
-    Container(crate::workloads::actions::ContainerArgs),
-    /// Run a compose action on a project folder of each selected agent's compose_dir (needs
-    /// compose = "on" there): up, down, pull, restart, ps, logs.
-    Compose(crate::workloads::actions::ComposeArgs),
     /// List an agent's shared folder (AGENT or AGENT:PATH), as the hub last heard of it.
     Ls {
         /// AGENT[:PATH].
@@ -259,11 +259,11 @@ impl Command {
                 | Self::Jobs { .. }
                 | Self::Job { .. }
                 | Self::Audit { .. }
-                | Self::Ps { .. }
-                | Self::Services { .. }
                 | Self::Logs(_)
                 | Self::Container(_)
                 | Self::Compose(_)
+                | Self::Ps { .. }
+                | Self::Services { .. }
         )
     }
 
