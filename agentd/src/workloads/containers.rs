@@ -286,6 +286,8 @@ struct Details {
 pub struct ContainerSource {
     engine: std::sync::Arc<Engine>,
     was_up: bool,
+    /// The last poll got an answer: a failure now is worth one warning, not one per interval.
+    answering: bool,
     previous: HashMap<String, Counters>,
     details: HashMap<String, (String, Details)>,
 }
@@ -304,6 +306,7 @@ impl ContainerSource {
         Self {
             engine,
             was_up: false,
+            answering: false,
             previous: HashMap::new(),
             details: HashMap::new(),
         }
@@ -312,9 +315,15 @@ impl ContainerSource {
     /// Lists containers and takes stats of the running ones. Never fails: an engine that is
     /// missing is `Absent` (or `Down` once it had been up), one that errs is `Down`.
     pub async fn poll(&mut self) -> ContainerPoll {
-        let down = |error: String| ContainerPoll {
-            state: SourceState::Down { error },
-            inventory: None,
+        let answering = self.answering;
+        let down = |error: String| {
+            if answering {
+                tracing::warn!(%error, "container engine stopped answering; retrying every interval");
+            }
+            ContainerPoll {
+                state: SourceState::Down { error },
+                inventory: None,
+            }
         };
         let connected = match self.engine.connect().await {
             Ok(c) => c,
@@ -325,7 +334,10 @@ impl ContainerSource {
                     inventory: None,
                 };
             }
-            Err(e) => return down(e.to_string()),
+            Err(e) => {
+                self.answering = false;
+                return down(e.to_string());
+            }
         };
         let list = connected
             .docker
@@ -336,9 +348,13 @@ impl ContainerSource {
             .await;
         let list = match list {
             Ok(l) => l,
-            Err(e) => return down(self.engine.error("", e).to_string()),
+            Err(e) => {
+                self.answering = false;
+                return down(self.engine.error("", e).to_string());
+            }
         };
         self.was_up = true;
+        self.answering = true;
         let mut infos = Vec::with_capacity(list.len());
         for summary in &list {
             if let Some(info) = self.info(&connected.docker, summary).await {
