@@ -229,6 +229,14 @@ impl Drop for Podman {
         // container's rootfs and shm under it: unmount whatever is left below our dir, deepest
         // first, so the temp dir can go.
         let root = self.dir.path().to_string_lossy().into_owned();
+        // A container's monitor runs `podman container cleanup` after it dies, which mounts again:
+        // wait (bounded) until no process names our dir any more.
+        for _ in 0..100 {
+            if !processes_naming(&root) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         for _ in 0..8 {
             let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
                 .unwrap_or_default()
@@ -250,4 +258,20 @@ impl Drop for Podman {
             }
         }
     }
+}
+
+/// Whether a process other than this one has `needle` in its command line.
+fn processes_naming(needle: &str) -> bool {
+    let own = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let name = p.file_name();
+        let name = name.to_string_lossy();
+        name.bytes().all(|b| b.is_ascii_digit())
+            && name != own
+            && std::fs::read(p.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+    })
 }
