@@ -175,6 +175,13 @@ impl AgentConfig {
                 ));
             }
         }
+        for glob in &self.services_allow {
+            if glob.contains('/') || glob.chars().any(char::is_control) {
+                return bad(format!(
+                    "services_allow entry {glob:?} must be a unit name glob such as \"nginx*.service\""
+                ));
+            }
+        }
         for (key, dir) in [
             ("scripts_dir", &self.scripts_dir),
             ("workdir", &self.workdir),

@@ -38,6 +38,10 @@ use tracing::Instrument;
 const WINDOWS_EXEC: &str =
     "exec of programs is not supported on Windows agents yet (only the health builtin runs)";
 
+/// Why a Windows agent refuses unit actions: there is no systemd.
+#[cfg(not(unix))]
+const WINDOWS_SERVICES: &str = "systemd unit actions are not supported on Windows agents";
+
 /// Commands one agent runs at once. Each holds a hub stream (the hub's connection window is
 /// shared), two pipes and a process group; more than this is a runaway script, not a fleet job.
 pub const MAX_CONCURRENT_EXEC: usize = 32;
@@ -208,6 +212,23 @@ async fn run(
             {
                 let _ = (action, project, dir, recv);
                 fail(&mut send, FailureKind::Refused, WINDOWS_EXEC.into()).await;
+            }
+        }
+        Runnable::Service { action, units } => {
+            #[cfg(unix)]
+            crate::workloads::unit_actions::run(
+                crate::workloads::services::Bus::for_this_process(),
+                action,
+                &units,
+                &start,
+                send,
+                recv,
+            )
+            .await;
+            #[cfg(not(unix))]
+            {
+                let _ = (action, units, recv);
+                fail(&mut send, FailureKind::Refused, WINDOWS_SERVICES.into()).await;
             }
         }
         Runnable::Builtin(flotilla_wire::exec::Builtin::Health) => {

@@ -6,6 +6,9 @@
 //! - `delta`: the pure differ turning inventories into [`WorkloadDelta`]s for the metrics stream.
 //! - `logs`: the logs stream the hub opens, under QUIC flow control.
 //! - `compose`: which compose tool runs a project and how.
+//! - `services`: systemd units over D-Bus, inventory with cgroup stats.
+//! - `unit_actions`: start, stop, restart, reload, enable and disable as exec jobs.
+//! - `journal`: a unit's journal, tailed and followed on a logs stream.
 //!
 //! A poller ([`run`]) takes an [`Inventory`] every metrics interval and publishes the latest; each
 //! connection's metrics sender diffs it against what that connection's hub was told.
@@ -14,16 +17,23 @@ pub mod actions;
 pub mod compose;
 pub mod containers;
 pub mod delta;
+#[cfg(unix)]
+pub mod journal;
 pub mod logs;
+#[cfg(unix)]
+pub mod services;
+#[cfg(unix)]
+pub mod unit_actions;
+
+#[cfg(unix)]
+use services::UnitSource;
 
 pub use containers::{ContainerSource, Engine, EngineError};
 pub use delta::{Differ, Inventory};
 
 use crate::config::{AgentConfig, ComposeMode};
 use flotilla_certs::clock::now_ms;
-use flotilla_wire::workloads::{
-    Access, SourceState, UnitInfo, UnitStats, WorkloadDelta, WorkloadPolicy,
-};
+use flotilla_wire::workloads::{Access, SourceState, WorkloadDelta, WorkloadPolicy};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,10 +151,11 @@ impl Workloads {
 /// The latest inventory, as the poller publishes it (`None` before the first).
 pub type InventoryWatch = watch::Receiver<Option<Arc<Inventory>>>;
 
-/// systemd's side of the inventory. Units are reported absent until the D-Bus source is built
-/// in; it replaces this type with the same three methods.
+/// Without systemd (Windows): units are always absent.
+#[cfg(not(unix))]
 struct UnitSource;
 
+#[cfg(not(unix))]
 impl UnitSource {
     async fn open(_settings: &WorkloadSettings) -> Self {
         Self
@@ -154,7 +165,12 @@ impl UnitSource {
         SourceState::Absent
     }
 
-    async fn poll(&mut self) -> (Vec<UnitInfo>, Vec<UnitStats>) {
+    async fn poll(
+        &mut self,
+    ) -> (
+        Vec<flotilla_wire::workloads::UnitInfo>,
+        Vec<flotilla_wire::workloads::UnitStats>,
+    ) {
         (Vec::new(), Vec::new())
     }
 }

@@ -4,7 +4,9 @@
 use crate::config::{AgentConfig, ExecMode};
 use crate::workloads::WorkloadSettings;
 use flotilla_wire::exec::{Builtin, ExecCommand};
-use flotilla_wire::workloads::{Access, ComposeAction, ContainerAction};
+use flotilla_wire::workloads::{
+    Access, ComposeAction, ContainerAction, ServiceAction, valid_workload_name,
+};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -50,6 +52,34 @@ pub enum PolicyError {
         /// Where it leads.
         target: String,
     },
+    /// A unit action where `services` is not `manage`.
+    #[error(
+        "refused by this agent's services policy (services = \"{}\"): unit actions need services = \"manage\" in agent.toml",
+        access.as_str()
+    )]
+    ServicesNotManaged {
+        /// The agent's setting.
+        access: Access,
+    },
+    /// A unit outside a non-empty `services_allow`.
+    #[error(
+        "refused by this agent's services policy (services_allow = {allow:?}): {unit} matches none of the globs"
+    )]
+    UnitNotAllowed {
+        /// The unit as asked.
+        unit: String,
+        /// The globs.
+        allow: Vec<String>,
+    },
+    /// A unit name that is empty, too long, a path, an option or has control characters.
+    #[error("invalid unit name {unit:?}: give a unit name such as nginx.service")]
+    BadUnitName {
+        /// The name as asked.
+        unit: String,
+    },
+    /// A unit action without units.
+    #[error("no unit given: name at least one unit")]
+    NoUnits,
     /// A container action under `containers = "off"` or `"read"`.
     #[error(
         "refused by this agent's container policy (containers = \"{mode}\"): container actions need containers = \"manage\" in agent.toml"
@@ -91,6 +121,13 @@ pub enum Runnable {
     },
     /// A built-in check.
     Builtin(Builtin),
+    /// A systemd unit action over D-Bus.
+    Service {
+        /// What to do.
+        action: ServiceAction,
+        /// Unit names, checked against the services policy.
+        units: Vec<String>,
+    },
     /// Container actions through the engine's API.
     Container {
         /// What to do.
@@ -109,6 +146,67 @@ pub enum Runnable {
         /// The project folder, resolved inside `compose_dir`.
         dir: PathBuf,
     },
+}
+
+/// Decides whether a unit action may run here (`services`, `services_allow`): only under
+/// `manage`, every name valid, and every unit matching one of `allow` when it is non-empty. All or
+/// nothing: one refused unit refuses the job, so a job never half-runs.
+pub fn check_service(
+    access: Access,
+    allow: &[String],
+    action: ServiceAction,
+    units: &[String],
+) -> Result<Runnable, PolicyError> {
+    if access != Access::Manage {
+        return Err(PolicyError::ServicesNotManaged { access });
+    }
+    if units.is_empty() {
+        return Err(PolicyError::NoUnits);
+    }
+    for unit in units {
+        if !valid_workload_name(unit) {
+            return Err(PolicyError::BadUnitName { unit: unit.clone() });
+        }
+        if !allow.is_empty() && !allow.iter().any(|g| glob_match(g, unit)) {
+            return Err(PolicyError::UnitNotAllowed {
+                unit: unit.clone(),
+                allow: allow.to_vec(),
+            });
+        }
+    }
+    Ok(Runnable::Service {
+        action,
+        units: units.to_vec(),
+    })
+}
+
+/// Shell-style glob over a whole name: `*` any run of characters, `?` one character, anything else
+/// itself. Iterative with one backtrack point, so a hostile pattern costs O(pattern × name).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// The policy and the process settings resolved once at start.
@@ -198,7 +296,14 @@ impl ExecPolicy {
             ExecCommand::Compose { action, project } => {
                 return self.check_compose(*action, project);
             }
-            ExecCommand::Service { .. } => return Err(PolicyError::Off),
+            ExecCommand::Service { action, units } => {
+                return check_service(
+                    self.workloads.services,
+                    &self.workloads.services_allow,
+                    *action,
+                    units,
+                );
+            }
         };
         let Some((program, args)) = argv.split_first() else {
             return Err(PolicyError::NotAllowed {
@@ -333,6 +438,68 @@ fn script_in(dir: &Path, rel: &Path, program: &str) -> Result<Option<PathBuf>, P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(access: Access, allow: &[&str], units: &[&str]) -> Result<Runnable, PolicyError> {
+        let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        let units: Vec<String> = units.iter().map(|s| s.to_string()).collect();
+        check_service(access, &allow, ServiceAction::Restart, &units)
+    }
+
+    #[test]
+    fn unit_actions_need_manage_and_the_allowlist() {
+        for access in [Access::Off, Access::Read] {
+            let e = service(access, &[], &["nginx.service"]).expect_err("refused");
+            assert_eq!(e, PolicyError::ServicesNotManaged { access });
+            assert!(e.to_string().contains(&format!(
+                "services policy (services = \"{}\")",
+                access.as_str()
+            )));
+        }
+        assert_eq!(
+            service(Access::Manage, &[], &["nginx.service", "db.service"]),
+            Ok(Runnable::Service {
+                action: ServiceAction::Restart,
+                units: vec!["nginx.service".into(), "db.service".into()],
+            })
+        );
+        let allow = ["web-*.service", "db?.service"];
+        assert!(service(Access::Manage, &allow, &["web-1.service", "db2.service"]).is_ok());
+        let e = service(Access::Manage, &allow, &["web-1.service", "sshd.service"])
+            .expect_err("sshd is outside the allowlist");
+        assert_eq!(
+            e,
+            PolicyError::UnitNotAllowed {
+                unit: "sshd.service".into(),
+                allow: allow.iter().map(|s| s.to_string()).collect(),
+            }
+        );
+        assert!(e.to_string().contains("services_allow"));
+        assert_eq!(service(Access::Manage, &[], &[]), Err(PolicyError::NoUnits));
+        for bad in ["-f", "a/b", "x\ny", ""] {
+            assert_eq!(
+                service(Access::Manage, &[], &[bad]),
+                Err(PolicyError::BadUnitName { unit: bad.into() })
+            );
+        }
+    }
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob_match("*", "anything.service"));
+        assert!(glob_match("nginx*", "nginx.service"));
+        assert!(glob_match("*.service", "a.service"));
+        assert!(!glob_match("*.service", "a.socket"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(!glob_match("nginx", "nginx.service"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
+        assert!(!glob_match("*a*b", "xxaxxbxxc"));
+        // Quadratic at worst, not exponential.
+        assert!(!glob_match(
+            &"*a".repeat(50),
+            &format!("{}b", "a".repeat(200))
+        ));
+    }
 
     fn argv(words: &[&str]) -> ExecCommand {
         ExecCommand::Argv {

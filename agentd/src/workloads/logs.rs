@@ -21,7 +21,8 @@ use std::sync::Arc;
 /// How long a logs request may wait for the engine's first bytes: as long as anyone reads.
 const LOGS_WAIT: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
-/// Why unit logs are refused while this agent has no journal reader built in.
+/// Why unit logs are refused where there is no journal (Windows).
+#[cfg(not(unix))]
 const NO_JOURNAL: &str = "unit logs are not available on this agent";
 
 async fn refuse(send: &mut quinn::SendStream, code: ErrorCode, message: String) {
@@ -35,6 +36,35 @@ async fn refuse(send: &mut quinn::SendStream, code: ErrorCode, message: String) 
     let _ = send.finish();
 }
 
+/// A unit's journal: the services policy and name rules are checked by the journal reader.
+#[cfg(unix)]
+async fn serve_unit(
+    workloads: &Workloads,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    open: &LogsOpen,
+    unit: String,
+) {
+    use super::journal::{JournalRequest, serve};
+    use super::services::Bus;
+    tracing::info!(actor = %open.actor, %unit, tail = open.tail, follow = open.follow, "unit logs");
+    let req = JournalRequest {
+        unit,
+        tail: open.tail.min(MAX_LOG_TAIL),
+        follow: open.follow,
+        user: Bus::for_this_process() == Bus::Session,
+        directory: None,
+    };
+    // The hub dropping its end (or the connection closing) stops journalctl. The receive half
+    // stays open meanwhile: stopping it would tell the hub the stream failed.
+    let stopped = send.stopped();
+    let closed = async move {
+        let _keep = recv;
+        let _ = stopped.await;
+    };
+    serve(workloads.settings.services, req, send, closed).await;
+}
+
 /// Serves one logs stream until its source ends, it fails, or the hub goes away.
 pub async fn serve(
     workloads: Arc<Workloads>,
@@ -43,6 +73,12 @@ pub async fn serve(
     open: LogsOpen,
 ) {
     let name = match &open.source {
+        #[cfg(unix)]
+        LogSource::Unit(unit) => {
+            let unit = unit.clone();
+            return serve_unit(&workloads, send, recv, &open, unit).await;
+        }
+        #[cfg(not(unix))]
         LogSource::Unit(_) => {
             return refuse(&mut send, ErrorCode::NotFound, NO_JOURNAL.into()).await;
         }

@@ -51,4 +51,5 @@ mod kill_matrix;
 mod lifecycle;
 mod metrics;
 mod rejections;
+mod services;
 mod workloads;

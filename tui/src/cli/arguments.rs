@@ -98,6 +98,9 @@ pub enum Command {
     },
     /// Run a command on the selected agents: `flotilla exec 'web-*' --timeout 30s -- uptime`.
     Exec(crate::exec::ExecArgs),
+    /// Start, stop, restart, reload, enable or disable systemd units on the selected agents, as
+    /// a job (needs services = "manage" on each agent).
+    Service(crate::workloads::services_cli::ServiceArgs),
     /// Health of the selected agents: healthy, degraded or unhealthy, with reasons.
     Health {
         /// Agents (same grammar as exec).
@@ -254,6 +257,7 @@ impl Command {
                 | Self::Agent { .. }
                 | Self::Metrics { .. }
                 | Self::Exec(_)
+                | Self::Service(_)
                 | Self::Health { .. }
                 | Self::Ping { .. }
                 | Self::Jobs { .. }

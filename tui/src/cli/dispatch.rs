@@ -205,6 +205,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Service(args) => {
+            let requests = match args.requests() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("flotilla service: {e}");
+                    return Ok(2);
+                }
+            };
+            exec_like(&cli, |c| async move {
+                crate::workloads::services_cli::service_command(&c, &requests, args.json).await
+            })
+            .await
+        }
         Command::Health {
             selector,
             timeout,
