@@ -79,12 +79,19 @@ impl Drop for Setup {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path().join("root/overlay"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // Each podman process may have mounted the layer folder privately on top of the last:
+        // unmount until none is left, so the temp dir can go.
+        for _ in 0..8 {
+            let unmounted = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path().join("root/overlay"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !unmounted.is_ok_and(|s| s.success()) {
+                break;
+            }
+        }
     }
 }
 

@@ -73,6 +73,12 @@ impl Differ {
     /// The frames that bring the hub from what it was told to `inv`; empty when nothing changed
     /// and nothing runs.
     pub fn next(&mut self, inv: &Inventory) -> Vec<WorkloadDelta> {
+        // A machine without an engine or systemd (or with both off) has nothing to report: the
+        // hub hears nothing, and its views show no workload section, until a source appears.
+        if !self.started && inv.engine == SourceState::Absent && inv.systemd == SourceState::Absent
+        {
+            return Vec::new();
+        }
         let came_back = |prev: &Option<SourceState>, now: &SourceState| {
             is_up(now) && prev.as_ref().is_some_and(|p| !is_up(p))
         };
@@ -318,16 +324,23 @@ mod tests {
     }
 
     #[test]
-    fn a_new_differ_starts_full_even_when_the_engine_is_absent() {
+    fn nothing_is_sent_until_a_source_exists() {
         let mut d = Differ::new(policy());
         let absent = Inventory {
             containers: Some(Vec::new()),
+            units: Some(Vec::new()),
             ..Inventory::default()
         };
-        let first = d.next(&absent);
-        assert!(first[0].full);
-        assert_eq!(first[0].engine, Some(SourceState::Absent));
         assert!(d.next(&absent).is_empty());
+        assert!(d.next(&absent).is_empty());
+        let a = c("a", ContainerState::Exited);
+        let first = d.next(&inv(Some(vec![a.clone()])));
+        assert!(first[0].full, "the first delta sent is full");
+        assert_eq!(first[0].containers, [a]);
+        assert_eq!(first[0].policy, Some(policy()));
+        let gone = d.next(&absent);
+        assert_eq!(gone[0].engine, Some(SourceState::Absent));
+        assert_eq!(gone[0].containers_removed, ["a".to_string()]);
     }
 
     #[test]

@@ -208,6 +208,15 @@ impl Drop for Podman {
     fn drop(&mut self) {
         if let Some(child) = self.service.as_mut() {
             let _ = child.start_kill();
+            // Reaped by tokio; give it a moment to let go of the storage before removing.
+            if let Some(pid) = child.id() {
+                for _ in 0..50 {
+                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
         }
         let _ = std::process::Command::new("podman")
             .args(["rm", "--all", "--force", "--time", "0"])
@@ -216,11 +225,53 @@ impl Drop for Podman {
             .stderr(Stdio::null())
             .status();
         // The storage driver may keep its layer folder mounted: unmount it so the temp dir goes.
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path().join("root/overlay"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // Podman mounts the layer folder privately (each of its processes may stack one more) and a
+        // container's rootfs and shm under it: unmount whatever is left below our dir, deepest
+        // first, so the temp dir can go.
+        let root = self.dir.path().to_string_lossy().into_owned();
+        // A container's monitor runs `podman container cleanup` after it dies, which mounts again:
+        // wait (bounded) until no process names our dir any more.
+        for _ in 0..100 {
+            if !processes_naming(&root) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for _ in 0..8 {
+            let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+                .filter(|m| m.starts_with(&root))
+                .collect();
+            if points.is_empty() {
+                break;
+            }
+            points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in points {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&m)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
+}
+
+/// Whether a process other than this one has `needle` in its command line.
+fn processes_naming(needle: &str) -> bool {
+    let own = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let name = p.file_name();
+        let name = name.to_string_lossy();
+        name.bytes().all(|b| b.is_ascii_digit())
+            && name != own
+            && std::fs::read(p.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+    })
 }
