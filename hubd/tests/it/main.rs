@@ -48,3 +48,4 @@ mod hostile_net;
 mod lifecycle;
 mod metrics;
 mod rejections;
+mod resumption;
