@@ -41,6 +41,12 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
+def udp_datagrams_sent():
+    """UDP datagrams this host has sent (all sockets: on loopback, the swarm's and the hub's)."""
+    lines = [l.split() for l in open("/proc/net/snmp") if l.startswith("Udp:")]
+    return dict(zip(lines[0][1:], map(int, lines[1][1:])))["OutDatagrams"]
+
+
 def cpu_over(pid, seconds):
     """Average cores used by pid over `seconds`."""
     a, t = cpu_s(pid), time.time()
@@ -151,12 +157,15 @@ def main():
         sw.next_event("all_connected", 600)
         time.sleep(10)  # let the first metrics round and allocator settle
         rss = rss_kib(hub.proc.pid)
+        sent, t = udp_datagrams_sent(), time.time()
         hub_cpu = cpu_over(hub.proc.pid, args.idle_window)
+        per_agent_s = (udp_datagrams_sent() - sent) / (time.time() - t) / n
         swarm_cpu = cpu_s(sw.proc.pid)
         per_agent = (rss - base) / n
         print(f"{n:>6} agents: hub RSS {rss/1024:.1f} MiB (idle hub {base/1024:.1f} MiB) = {per_agent:.1f} KiB per agent; "
-              f"hub CPU {hub_cpu*100:.1f}% of a core with metrics every 5 s", flush=True)
-        results[f"agents_{n}"] = {"hub_rss_kib": rss, "hub_base_rss_kib": base, "kib_per_agent": round(per_agent, 1), "hub_cpu_cores": round(hub_cpu, 3)}
+              f"hub CPU {hub_cpu*100:.1f}% of a core with metrics every 5 s; "
+              f"{per_agent_s:.2f} datagrams per agent and second, both ways together", flush=True)
+        results[f"agents_{n}"] = {"hub_rss_kib": rss, "hub_base_rss_kib": base, "kib_per_agent": round(per_agent, 1), "hub_cpu_cores": round(hub_cpu, 3), "datagrams_per_agent_s": round(per_agent_s, 3)}
         if n == args.restart:
             # Graceful restart with the swarm connected: time from the new hub's start to all back.
             ts = time.time()
