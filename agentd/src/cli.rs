@@ -68,6 +68,12 @@ pub enum Command {
         /// Exec policy of every agent: off, allowlist or any.
         #[arg(long, default_value = "off", value_parser = ["off", "allowlist", "any"])]
         exec: String,
+        /// Synthetic containers each agent reports, with stats changing every interval.
+        #[arg(long, default_value_t = 0)]
+        containers: usize,
+        /// Synthetic systemd units each agent reports.
+        #[arg(long, default_value_t = 0)]
+        units: usize,
     },
     /// Enrol if needed and install agentd as a service (systemd, launchd, Windows).
     Install(crate::service::InstallArgs),
@@ -365,6 +371,8 @@ async fn run(cli: Cli, service: CancellationToken) -> anyhow::Result<ExitCode> {
             prefix,
             metrics_interval_ms,
             exec,
+            containers,
+            units,
         } => {
             let opts = crate::swarm::SwarmOptions {
                 token,
@@ -373,6 +381,8 @@ async fn run(cli: Cli, service: CancellationToken) -> anyhow::Result<ExitCode> {
                 prefix,
                 metrics_interval_ms,
                 exec: crate::ExecMode::parse(&exec).unwrap_or_default(),
+                containers,
+                units,
             };
             let cancel = CancellationToken::new();
             let task = tokio::spawn(crate::swarm::run(opts, cancel.clone()));

@@ -118,6 +118,7 @@ pub fn start(
         metrics::Collector::new(),
         config.metrics_interval_ms,
         buffered_tx,
+        None,
         cancel,
     );
     let task = tokio::spawn(async move {
@@ -144,6 +145,7 @@ pub async fn run_link<S: sampler::SampleSource>(
     source: S,
     interval_override_ms: u32,
     buffered: tokio::sync::watch::Sender<u64>,
+    workloads: Option<Box<dyn link::WorkloadFeed>>,
     cancel: CancellationToken,
 ) {
     let start = if interval_override_ms > 0 {
@@ -159,6 +161,7 @@ pub async fn run_link<S: sampler::SampleSource>(
         interval: interval_tx,
         backfill: sampler::BackfillBuffer::default(),
         buffered,
+        workloads,
     };
     link.run(outbox, cancel).await;
     let _ = sampler.await;

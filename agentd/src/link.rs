@@ -3,10 +3,12 @@
 //! agents does not become a thundering herd.
 
 use crate::sampler::BackfillBuffer;
+use flotilla_certs::clock::now_ms;
 use flotilla_certs::dial::{self, DialError};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::{MAX_BACKFILL_BATCH, MAX_CONTROL_FRAME, MAX_METRICS_FRAME};
 use flotilla_wire::msg::{Hello, HubControl, MetricsFrame, MetricsSample, StreamOpen};
+use flotilla_wire::workloads::WorkloadDelta;
 use flotilla_wire::{ErrorCode, IdentityId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +94,15 @@ pub struct Link {
     pub files: Option<Arc<crate::transfer::SharedFolder>>,
 }
 
+/// Where the metrics stream's workload deltas come from.
+pub trait WorkloadFeed: Send {
+    /// The whole inventory, for a new metrics stream: the first delta has `full = true`, the rest
+    /// (an inventory over [`flotilla_wire::workloads::WORKLOADS_PER_FRAME`]) `full = false`.
+    fn full(&mut self, at_ms: u64) -> Vec<WorkloadDelta>;
+    /// What changed since the last call, with the stats of what runs; sent after each sample.
+    fn delta(&mut self, at_ms: u64) -> Option<WorkloadDelta>;
+}
+
 /// Samples from the sampler, and what accumulates while no session can take them.
 pub struct Outbox {
     /// Samples as they are taken.
@@ -102,6 +113,8 @@ pub struct Outbox {
     pub backfill: BackfillBuffer,
     /// Count of samples ever buffered for back-fill (for tests and `agentd status`).
     pub buffered: watch::Sender<u64>,
+    /// Workload deltas sent beside the samples, if any.
+    pub workloads: Option<Box<dyn WorkloadFeed>>,
 }
 
 impl Outbox {
@@ -517,10 +530,24 @@ async fn send_metrics(conn: &quinn::Connection, outbox: &mut Outbox) -> DialErro
             return lost(format!("metrics stream: {e}"));
         }
     }
+    if let Some(feed) = outbox.workloads.as_mut() {
+        for delta in feed.full(now_ms()) {
+            if let Err(e) = write_frame(
+                &mut send,
+                &MetricsFrame::Workloads(delta),
+                MAX_METRICS_FRAME,
+            )
+            .await
+            {
+                return lost(format!("metrics stream: {e}"));
+            }
+        }
+    }
     loop {
         let Some(sample) = outbox.samples.recv().await else {
             return DialError::Local("sampler stopped".into());
         };
+        let at_ms = sample.at_ms;
         if let Err(e) = write_frame(
             &mut send,
             &MetricsFrame::Sample(sample.clone()),
@@ -529,6 +556,17 @@ async fn send_metrics(conn: &quinn::Connection, outbox: &mut Outbox) -> DialErro
         .await
         {
             outbox.keep(&sample);
+            return lost(format!("metrics stream: {e}"));
+        }
+        // A delta lost with the stream is not resent: the next stream starts with a full one.
+        if let Some(delta) = outbox.workloads.as_mut().and_then(|f| f.delta(at_ms))
+            && let Err(e) = write_frame(
+                &mut send,
+                &MetricsFrame::Workloads(delta),
+                MAX_METRICS_FRAME,
+            )
+            .await
+        {
             return lost(format!("metrics stream: {e}"));
         }
     }

@@ -2,6 +2,8 @@
 //! certificate, keeps its own QUIC connection (sockets are shared, a few hundred connections each, to
 //! stay within file-descriptor limits), and sends real metrics messages over the real protocol.
 
+mod workloads;
+
 use crate::link::{Link, LinkState};
 use crate::sampler::SyntheticSource;
 use crate::{AgentError, AgentPaths, local_hello};
@@ -34,6 +36,10 @@ pub struct SwarmOptions {
     pub metrics_interval_ms: u32,
     /// Exec policy of every agent (`any` for fan-out benchmarks: real processes run).
     pub exec: crate::ExecMode,
+    /// Synthetic containers each agent reports (0: none, and no workload deltas at all).
+    pub containers: usize,
+    /// Synthetic systemd units each agent reports.
+    pub units: usize,
 }
 
 fn agent_dir(opts: &SwarmOptions, i: usize) -> (String, PathBuf) {
@@ -138,6 +144,13 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
             SyntheticSource::new(i as u64),
             opts.metrics_interval_ms,
             watch::channel(0).0,
+            (opts.containers + opts.units > 0).then(|| {
+                Box::new(workloads::SyntheticWorkloads::new(
+                    i as u64,
+                    opts.containers,
+                    opts.units,
+                )) as Box<dyn crate::link::WorkloadFeed>
+            }),
             cancel.clone(),
         ));
     }

@@ -76,6 +76,26 @@ pub fn generate_key_and_csr() -> Result<(Vec<u8>, Vec<u8>), CertError> {
     Ok((key.serialize_der(), csr.der().to_vec()))
 }
 
+/// A CSR for a key made earlier (PKCS#8 DER): an enrolment that is tried again asks with the key
+/// of its first attempt, so the hub can tell the retry from a new agent.
+pub fn csr_for_key(key_der: &[u8]) -> Result<Vec<u8>, CertError> {
+    let key = KeyPair::try_from(key_der).map_err(build_err)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    let csr = params.serialize_request(&key).map_err(build_err)?;
+    Ok(csr.der().to_vec())
+}
+
+/// SHA-256 of the public key a CSR asks to have signed: what the hub keeps of an enrolment to
+/// recognise the same key asking again.
+pub fn csr_key_fingerprint(csr_der: &[u8]) -> Result<crate::Fingerprint, CertError> {
+    use rcgen::PublicKeyData;
+    let csr =
+        CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+            .map_err(|e| CertError::BadCsr(e.to_string()))?;
+    Ok(fingerprint(csr.public_key.der_bytes()))
+}
+
 impl Ca {
     /// Creates a CA in `dir`, refusing to overwrite an existing one.
     pub fn create(dir: &Path) -> Result<Self, CertError> {
@@ -230,5 +250,17 @@ mod tests {
         assert_eq!(peer.id, id);
         assert_eq!(peer.role, Role::Agent);
         assert!(ca.sign_csr(b"not a csr", &id, Role::Agent).is_err());
+    }
+
+    #[test]
+    fn a_csr_for_the_same_key_has_the_same_key_fingerprint() {
+        let (key, first) = generate_key_and_csr().expect("csr");
+        let again = csr_for_key(&key).expect("csr for the kept key");
+        let (_other_key, other) = generate_key_and_csr().expect("csr");
+        let of = |csr: &[u8]| csr_key_fingerprint(csr).expect("fingerprint");
+        assert_eq!(of(&first), of(&again));
+        assert_ne!(of(&first), of(&other));
+        assert!(csr_key_fingerprint(b"not a csr").is_err());
+        assert!(csr_for_key(b"not a key").is_err());
     }
 }

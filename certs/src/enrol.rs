@@ -1,8 +1,13 @@
 //! Enrolment from the client side: make a key here, send only a CSR with the token, pin the hub's CA
 //! by the token's fingerprint, store the certificate next to the key.
+//!
+//! The key is written (0600) to [`PENDING_KEY_FILE`] before the request goes out and kept until the
+//! certificate is stored: if the hub commits the enrolment and its answer never arrives (the hub
+//! or this process killed, the path cut), the next attempt asks with the same key, and the hub
+//! hands back the identity it committed instead of counting a new agent against the token.
 
 use crate::dial::{self, DialError};
-use crate::{CertError, Identity, JoinToken, TokenError, generate_key_and_csr};
+use crate::{CertError, Identity, JoinToken, TokenError, generate_key_and_csr, keyfile};
 use flotilla_wire::PROTOCOL_VERSION;
 use flotilla_wire::msg::{ClientOpen, EnrollRequest, Enrolled, Hello, Labels, ServerOpen};
 use std::path::Path;
@@ -22,6 +27,45 @@ pub enum EnrolError {
     /// A key or file could not be made or written.
     #[error(transparent)]
     Cert(#[from] CertError),
+}
+
+/// Key of an enrolment whose answer has not arrived yet, in the identity's directory.
+pub const PENDING_KEY_FILE: &str = "enrol.key";
+
+/// The key and CSR of this enrolment: the pending key of an earlier attempt, or a new one saved
+/// as pending before anything is sent.
+fn pending_key_and_csr(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), CertError> {
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    let path = dir.join(PENDING_KEY_FILE);
+    if path.exists() {
+        let pem = keyfile::read_private(&path)?;
+        let Ok(PrivateKeyDer::Pkcs8(key)) = PrivateKeyDer::from_pem_slice(&pem) else {
+            return Err(CertError::EmptyPem {
+                path,
+                what: "PKCS#8 private key",
+            });
+        };
+        let key_der = key.secret_pkcs8_der().to_vec();
+        let csr_der = crate::csr_for_key(&key_der)?;
+        return Ok((key_der, csr_der));
+    }
+    let (key_der, csr_der) = generate_key_and_csr()?;
+    keyfile::write_private(
+        &path,
+        crate::identity::to_pem("PRIVATE KEY", &key_der).as_bytes(),
+    )?;
+    Ok((key_der, csr_der))
+}
+
+/// Removes the pending key once the enrolment's outcome is known.
+fn drop_pending_key(dir: &Path) -> Result<(), CertError> {
+    let path = dir.join(PENDING_KEY_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CertError::io(&path, e)),
+    }
 }
 
 /// A finished enrolment.
@@ -45,14 +89,18 @@ pub async fn enrol(
     if Identity::exists(dir, crate::IDENTITY_STEM) {
         return Err(EnrolError::AlreadyEnrolled(dir.display().to_string()));
     }
-    let (key_der, csr_der) = generate_key_and_csr()?;
+    let (key_der, csr_der) = pending_key_and_csr(dir)?;
     let (tls, pin) = crate::tls::enrol_client_config(token.ca_fingerprint)?;
     let mut config = quinn::ClientConfig::new(tls);
     config.transport_config(dial::client_transport());
     let endpoint = dial::client_endpoint(dial::wants_ipv6(&token.hubs))?;
     let conn = match dial::connect(&endpoint, &token.hubs, config).await {
         Ok(conn) => conn,
-        Err(e) => return Err(pin.mismatch().map(DialError::Tls).unwrap_or(e).into()),
+        Err(e) => {
+            // Nothing was sent: no hub can have committed anything for this key.
+            drop_pending_key(dir)?;
+            return Err(pin.mismatch().map(DialError::Tls).unwrap_or(e).into());
+        }
     };
     let req = EnrollRequest {
         protocol_version: PROTOCOL_VERSION,
@@ -63,7 +111,16 @@ pub async fn enrol(
         labels,
         hello,
     };
-    let (_send, _recv, answer) = dial::open(&conn, &ClientOpen::Enroll(req)).await?;
+    let answer = match dial::open(&conn, &ClientOpen::Enroll(req)).await {
+        Ok((_send, _recv, answer)) => answer,
+        Err(e @ DialError::Refused(_)) => {
+            // A refusal rolls the hub's transaction back: nothing to recover by this key.
+            drop_pending_key(dir)?;
+            return Err(e.into());
+        }
+        // Anything else may have come after the hub's commit: keep the key for the next attempt.
+        Err(e) => return Err(e.into()),
+    };
     let ServerOpen::Enrolled(enrolled) = answer else {
         return Err(DialError::Protocol(
             "hub answered enrolment with something other than a certificate".into(),
@@ -80,6 +137,7 @@ pub async fn enrol(
     };
     identity.save(dir, crate::IDENTITY_STEM)?;
     Identity::save_hubs(dir, &token.hubs)?;
+    drop_pending_key(dir)?;
     conn.close(0u32.into(), b"enrolled");
     endpoint.wait_idle().await;
     Ok(Enrolment {

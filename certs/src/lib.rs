@@ -17,7 +17,7 @@ pub mod tickets;
 pub mod tls;
 mod token;
 
-pub use ca::{Ca, HubCert, generate_key_and_csr};
+pub use ca::{Ca, HubCert, csr_for_key, csr_key_fingerprint, generate_key_and_csr};
 pub use error::CertError;
 pub use fingerprint::{Fingerprint, fingerprint};
 pub use identity::{

@@ -4,9 +4,10 @@
 //!
 //! - [`selector`]: the selector grammar and its resolution against the registry.
 //! - `job`: running one job (batching, cancel, lost agents, results into the store).
-//! - `query`: `jobs`, `job ID`, `audit` and `ping`.
+//! - `query`: `jobs`, `job ID`, `audit`, `ping`, and the workload queries (containers, units,
+//!   container history).
 //!
-//! Roles: viewers may ping; running commands and reading jobs and the audit log needs the operator
+//! Roles: viewers may ping and read workloads; running commands and reading jobs and the audit log needs the operator
 //! role. The agent's own policy has the last word on what runs; the hub cannot raise it.
 
 mod job;
@@ -104,8 +105,60 @@ fn bad(message: String) -> HubError {
     HubError::refused(ErrorCode::BadRequest, message)
 }
 
+/// The audit action of a job: `exec` for a command line or a builtin check, else what it does to
+/// which kind of workload (`container.stop`, `service.restart`, `compose.up`), so the audit log can
+/// be searched by it.
+pub fn audit_action(command: &ExecCommand) -> String {
+    match command {
+        ExecCommand::Argv { .. } | ExecCommand::Builtin(_) => "exec".into(),
+        ExecCommand::Container { action, .. } => format!("container.{}", action.as_str()),
+        ExecCommand::Service { action, .. } => format!("service.{}", action.as_str()),
+        ExecCommand::Compose { action, .. } => format!("compose.{}", action.as_str()),
+    }
+}
+
+/// Most containers or units one action names: a console selection of a host's containers is a
+/// few dozen; the agent acts on them one after the other.
+pub const MAX_WORKLOAD_NAMES: usize = 1000;
+
+/// Checks the names of a workload action: each must be a plain name (no path, option or control
+/// character), so the agent never sees one that could be read as something else.
+fn validate_workload(command: &ExecCommand) -> Result<(), HubError> {
+    use flotilla_wire::workloads::{valid_project_name, valid_workload_name};
+    let (kind, names) = match command {
+        ExecCommand::Argv { .. } | ExecCommand::Builtin(_) => return Ok(()),
+        ExecCommand::Container { containers, .. } => ("container", containers),
+        ExecCommand::Service { units, .. } => ("unit", units),
+        ExecCommand::Compose { project, .. } => {
+            if valid_project_name(project) {
+                return Ok(());
+            }
+            return Err(bad(format!(
+                "{project:?} is not a compose project: give one folder name of the agent's compose_dir (letters, digits, _ . -, at most 64 bytes)"
+            )));
+        }
+    };
+    if names.is_empty() {
+        return Err(bad(format!("no {kind} named: give at least one")));
+    }
+    if names.len() > MAX_WORKLOAD_NAMES {
+        return Err(bad(format!(
+            "{} {kind}s named; at most {MAX_WORKLOAD_NAMES} per action",
+            names.len()
+        )));
+    }
+    if let Some(name) = names.iter().find(|n| !valid_workload_name(n)) {
+        return Err(bad(format!(
+            "{name:?} is not a {kind} name: 1 to {} bytes, no '/', no control character, not starting with '-'",
+            flotilla_wire::workloads::MAX_WORKLOAD_NAME
+        )));
+    }
+    Ok(())
+}
+
 /// Checks what the hub can check about a request before resolving anything.
 pub fn validate(req: &ExecRequest) -> Result<(), HubError> {
+    validate_workload(&req.command)?;
     if let ExecCommand::Argv { argv, .. } = &req.command {
         match argv.first() {
             None => return Err(bad("empty command: give a program after --".into())),
@@ -222,8 +275,9 @@ fn resolve_on(
         .collect())
 }
 
-async fn audit(ctx: &HubCtx, actor: &str, action: &'static str, target: String, detail: String) {
+async fn audit(ctx: &HubCtx, actor: &str, action: String, target: String, detail: String) {
     let actor = actor.to_string();
+    let logged = action.clone();
     if let Err(e) = ctx
         .store
         .call(move |c| {
@@ -231,14 +285,14 @@ async fn audit(ctx: &HubCtx, actor: &str, action: &'static str, target: String, 
                 c,
                 now_ms(),
                 &actor,
-                action,
+                &action,
                 &target,
                 &detail,
             )?)
         })
         .await
     {
-        tracing::error!(error = %e, action, "could not write audit record");
+        tracing::error!(error = %e, action = %logged, "could not write audit record");
     }
 }
 
@@ -248,7 +302,7 @@ async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepar
         audit(
             ctx,
             &actor.name,
-            "exec.denied",
+            format!("{}.denied", audit_action(&req.command)),
             format!("selector:{}", selector_summary(&req.selector)),
             format!("role={} command={}", actor.role, req.command.display()),
         )
@@ -265,6 +319,7 @@ async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepar
     let selector_kept = selector_summary(&req.selector);
     let (selector, command) = (selector_kept.clone(), req.command.clone());
     let (timeout_ms, batch) = (req.timeout_ms, req.batch);
+    let action = audit_action(&req.command);
     // One trip to the store thread: resolving, naming the actor, and recording the job and its
     // audit line are on the path of every command's latency.
     let (job, actor_name, targets) = ctx
@@ -302,7 +357,7 @@ async fn prepare(ctx: &HubCtx, actor: &Actor, req: ExecRequest) -> Result<Prepar
                 &tx,
                 new.started_ms,
                 &new.actor,
-                "exec",
+                &action,
                 &format!("job:{job}"),
                 &detail,
             )?;
@@ -439,6 +494,51 @@ mod tests {
         let mut long = req(&["sleep", "1"]);
         long.timeout_ms = MAX_TIMEOUT_MS + 1;
         assert!(message(validate(&long)).contains("exceeds the 604800 s limit"));
+    }
+
+    #[test]
+    fn workload_actions_are_checked_and_audited_by_what_they_do() {
+        use flotilla_wire::workloads::{ComposeAction, ContainerAction, ServiceAction};
+        let with = |command: ExecCommand| ExecRequest {
+            command,
+            ..req(&["true"])
+        };
+        let stop = |names: &[&str]| ExecCommand::Container {
+            action: ContainerAction::Stop,
+            containers: names.iter().map(|s| s.to_string()).collect(),
+            stop_timeout_s: None,
+        };
+        assert!(validate(&with(stop(&["web", "3f2a"]))).is_ok());
+        assert_eq!(audit_action(&stop(&["web"])), "container.stop");
+        assert_eq!(
+            message(validate(&with(stop(&[])))),
+            "no container named: give at least one"
+        );
+        assert!(
+            message(validate(&with(stop(&["../etc"]))))
+                .starts_with("\"../etc\" is not a container name")
+        );
+        assert!(message(validate(&with(stop(&["-f"])))).contains("not starting with '-'"));
+        assert!(message(validate(&with(stop(&["a\u{1b}[2J"])))).contains("\\u{1b}"));
+        let restart = ExecCommand::Service {
+            action: ServiceAction::Restart,
+            units: vec!["nginx.service".into()],
+        };
+        assert!(validate(&with(restart.clone())).is_ok());
+        assert_eq!(audit_action(&restart), "service.restart");
+        let bad_unit = ExecCommand::Service {
+            action: ServiceAction::Stop,
+            units: vec!["a/b.service".into()],
+        };
+        assert!(message(validate(&with(bad_unit))).contains("is not a unit name"));
+        let up = |project: &str| ExecCommand::Compose {
+            action: ComposeAction::Up,
+            project: project.into(),
+        };
+        assert!(validate(&with(up("shop"))).is_ok());
+        assert_eq!(audit_action(&up("shop")), "compose.up");
+        assert!(message(validate(&with(up("../etc")))).contains("is not a compose project"));
+        assert_eq!(audit_action(&req(&["true"]).command), "exec");
     }
 
     /// Reading only what names, ids, glob starts and labels find picks the same agents, and fails

@@ -82,6 +82,11 @@ impl History {
         self.retention.send_replace(retention);
     }
 
+    /// Follows retention changes (the container history prunes by the same minute retention).
+    pub fn retention_watch(&self) -> watch::Receiver<Retention> {
+        self.retention.subscribe()
+    }
+
     /// Retention now.
     pub fn retention(&self) -> Retention {
         *self.retention.borrow()

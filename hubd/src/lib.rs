@@ -26,6 +26,7 @@ mod session;
 pub mod settings;
 pub mod stats;
 pub mod store;
+pub mod workloads;
 
 pub use admin_socket::request as admin_request;
 pub use config::{HubConfig, HubPaths};
@@ -73,6 +74,10 @@ pub struct HubCtx {
     pub files: Arc<Files>,
     /// The TLS session tickets the hub issues and opens (counts resumable handshakes).
     pub tickets: Arc<flotilla_certs::tickets::SessionTickets>,
+    /// Containers and units of every agent, as their last deltas left them.
+    pub workloads: workloads::Workloads,
+    /// Container history writer.
+    pub container_history: workloads::history::ContainerHistory,
 }
 
 /// What `hubd init` made.
@@ -260,6 +265,8 @@ async fn open_ctx(
         ten_minute_days: config.history_ten_minute_days,
     };
     let history = history::History::start(store.clone(), retention).await;
+    let container_history =
+        workloads::history::ContainerHistory::start(store.clone(), history.retention_watch()).await;
     let registry = Registry::new(config.metrics_interval_ms);
     let ctx = HubCtx {
         store,
@@ -272,6 +279,8 @@ async fn open_ctx(
         jobs: exec::Jobs::default(),
         files: Arc::new(Files::new()),
         tickets,
+        workloads: workloads::Workloads::default(),
+        container_history,
     };
     Ok((Arc::new(ctx), store_thread))
 }
@@ -316,6 +325,7 @@ pub async fn start(
         .map_err(|e| HubError::io("local address", e))?;
     let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port(), tickets).await?;
     exec::recover(&ctx).await;
+    relay::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     let maint_listener = maint::bind(&paths.data_dir.join(maint::SOCKET))?;
     let metrics_listener = match ctx.config.metrics_listen {
@@ -454,6 +464,14 @@ pub async fn start(
         if !ctx.history.close(DRAIN_DEADLINE).await {
             tracing::warn!("metrics history still being written at the drain deadline");
         }
+        let open_minutes = ctx.workloads.close_all_minutes();
+        if !ctx
+            .container_history
+            .close(open_minutes, DRAIN_DEADLINE)
+            .await
+        {
+            tracing::warn!("container history still being written at the drain deadline");
+        }
         drop(ctx);
         join_store(store_thread).await;
         phase("history and store flushed");
@@ -522,6 +540,9 @@ pub async fn offline_request_with(
     };
     let resp = admin::handle(&ctx, &actor, req).await;
     ctx.history.close(DRAIN_DEADLINE).await;
+    ctx.container_history
+        .close(Vec::new(), DRAIN_DEADLINE)
+        .await;
     drop(ctx);
     join_store(store_thread).await;
     Ok(resp)

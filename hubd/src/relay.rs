@@ -19,6 +19,28 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tree::AgentTree;
 
+/// Marks the transfers a previous hub process left running as interrupted (call once at start):
+/// a hub killed mid-copy never wrote their end.
+pub(crate) async fn recover(ctx: &crate::HubCtx) {
+    match ctx
+        .store
+        .call(|c| {
+            Ok(crate::store::transfers::mark_interrupted(
+                c,
+                crate::store::now_ms(),
+            )?)
+        })
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            transfers = n,
+            "transfers interrupted by the previous hub stop marked as such"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not mark interrupted transfers"),
+    }
+}
+
 /// File events buffered per watcher. Events carry up to [`EVENT_CHANGES`] changes, so a watcher that
 /// lags by the whole buffer holds a few tens of MB at worst before it gets `Lagged`.
 const FILE_EVENT_BUFFER: usize = 1024;

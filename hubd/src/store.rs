@@ -8,6 +8,7 @@ pub mod metrics;
 pub(crate) mod migrate;
 pub mod tokens;
 pub mod transfers;
+pub mod workloads;
 
 pub use audit::AuditRecord;
 pub use identities::{IdentityRow, Selectable};

@@ -1,6 +1,7 @@
 //! What a key asks the console to do.
 
 use crate::app::View;
+use crate::app::workloads::WorkAction;
 
 /// An intent, produced by the keymap and applied by `App::apply`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,4 +44,12 @@ pub enum Action {
     Back,
     /// Leave the console.
     Quit,
+    /// Next (+1) or previous (-1) tab: an agent's overview, containers and services.
+    NextTab(i32),
+    /// Open the log of the container or unit under the cursor.
+    OpenLogs,
+    /// Pause or resume the logs pane.
+    TogglePause,
+    /// Act on the container or unit under the cursor.
+    Work(WorkAction),
 }

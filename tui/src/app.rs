@@ -3,20 +3,27 @@
 
 pub mod output;
 pub mod tree;
+#[cfg(test)]
+pub(crate) mod workload_tests;
+pub mod workloads;
 
 use crate::action::Action;
 use crate::command::Command;
-use crate::event::{CopyUpdate, Event, ExecUpdate};
+use crate::event::{CopyUpdate, Event, ExecUpdate, LogUpdate};
 use crate::files::Place;
 use crate::keymap;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use flotilla_wire::exec::{AgentResult, AuditEntry, ExecRequest, JobInfo};
 use flotilla_wire::files::EntryKind;
 use flotilla_wire::msg::{AgentInfo, FleetEvent, MetricsSeries, Status};
+use flotilla_wire::workloads::{
+    ContainerRow, LogSource, LogsRequest, UnitRow, WorkloadCounts, valid_workload_name,
+};
 use flotilla_wire::{IdentityId, Role};
 use output::ExecRun;
 use std::collections::{HashMap, HashSet, VecDeque};
 use tree::{FolderTree, Transfer, TransferState};
+use workloads::{Confirm, ContainerHistory, LogView, WorkAction, WorkKind, WorkList};
 
 /// CPU points kept per agent for the fleet sparkline: a minute at 1 s, or several at 5 s.
 pub const SPARK_POINTS: usize = 12;
@@ -32,6 +39,9 @@ pub const RECORDS_LIMIT: u32 = 200;
 const REFRESH_TICKS: u64 = 5;
 /// Views remembered for `Esc`.
 const BACK_DEPTH: usize = 8;
+/// Open containers and services lists are asked for again this often, in ticks (seconds): live
+/// enough for stats, and a list waits for its last answer before asking again.
+const WORKLOAD_REFRESH_TICKS: u64 = 2;
 
 /// The hub connection as the header shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +78,15 @@ pub enum View {
     Jobs,
     /// The audit log.
     Audit,
+    /// Containers or units of one agent (a tab of its view) or of the whole fleet (`agent: None`).
+    Workloads {
+        /// Whose: one agent, or the fleet.
+        agent: Option<IdentityId>,
+        /// Containers or units.
+        kind: WorkKind,
+    },
+    /// A container's or unit's log (see [`App::logs`]).
+    Logs,
 }
 
 impl View {
@@ -81,6 +100,8 @@ impl View {
             Self::Transfers => "transfers",
             Self::Jobs => "jobs",
             Self::Audit => "audit",
+            Self::Workloads { kind, .. } => kind.title(),
+            Self::Logs => "logs",
         }
     }
 }
@@ -231,6 +252,21 @@ pub struct App {
     pub audit_scroll: usize,
     /// A one-line message for the footer (a refused key, a bad command line).
     pub notice: Option<String>,
+    /// Workload counts and policy per agent, from the hub's fleet events.
+    pub workload_counts: HashMap<IdentityId, WorkloadCounts>,
+    /// The containers list (an agent's tab or the fleet's).
+    pub containers: WorkList<ContainerRow>,
+    /// The units list (an agent's tab or the fleet's).
+    pub services: WorkList<UnitRow>,
+    /// The logs pane, while open.
+    pub logs: Option<LogView>,
+    /// The selected container's last hour, shown under the list where there is room.
+    pub container_history: Option<ContainerHistory>,
+    /// A destructive action waiting for `y`.
+    pub confirm: Option<Confirm>,
+    /// The run started by an action key: its end is reported in the footer.
+    action_run: Option<u64>,
+    next_logs: u64,
     /// Ids in display order, recomputed when agents, filter or sort change.
     visible: Vec<IdentityId>,
     /// Metrics changed the order of a metric sort; re-sorted once before the next frame rather than
@@ -287,6 +323,14 @@ impl App {
             audit: Fetched::Loading,
             audit_scroll: 0,
             notice: None,
+            workload_counts: HashMap::new(),
+            containers: WorkList::new(None),
+            services: WorkList::new(None),
+            logs: None,
+            container_history: None,
+            confirm: None,
+            action_run: None,
+            next_logs: 1,
             visible: Vec::new(),
             order_stale: false,
             back: Vec::new(),
@@ -347,9 +391,43 @@ impl App {
     /// The agent whose view is open: the network task watches it (1 s samples, detail, history).
     pub fn focused(&self) -> Option<IdentityId> {
         match &self.view {
-            View::Agent(id) => Some(id.clone()),
+            View::Agent(id)
+            | View::Workloads {
+                agent: Some(id), ..
+            } => Some(id.clone()),
             _ => None,
         }
+    }
+
+    /// What the keys of the current view may do for us: acting at all (operators and admins), and
+    /// acting on the selected container or unit (its agent's policy manages that kind, and a unit
+    /// is in its allowlist). The agent decides in the end; this hides what it would refuse.
+    pub fn grants(&self) -> keymap::Grants {
+        let act = self.can_act();
+        let mut grants = keymap::Grants {
+            act,
+            ..keymap::Grants::default()
+        };
+        if let View::Workloads { kind, .. } = &self.view
+            && act
+        {
+            match kind {
+                WorkKind::Containers => {
+                    grants.containers = self.containers.selected_row().is_some_and(|r| {
+                        workloads::manages(self.workload_counts.get(&r.agent), *kind)
+                    });
+                }
+                WorkKind::Services => {
+                    grants.services = self.services.selected_row().is_some_and(|r| {
+                        let counts = self.workload_counts.get(&r.agent);
+                        workloads::manages(counts, *kind)
+                            && counts
+                                .is_some_and(|c| workloads::unit_allowed(&c.policy, &r.info.name))
+                    });
+                }
+            }
+        }
+        grants
     }
 
     /// Online and total agent counts.
@@ -419,12 +497,20 @@ impl App {
             Event::Tick => {
                 self.now_ms = crate::util::now_ms();
                 self.ticks += 1;
-                if self.ticks.is_multiple_of(REFRESH_TICKS) {
+                let every = if matches!(self.view, View::Workloads { .. }) {
+                    WORKLOAD_REFRESH_TICKS
+                } else {
+                    REFRESH_TICKS
+                };
+                if self.ticks.is_multiple_of(every) {
                     self.refresh_view();
                 }
                 true
             }
             Event::Connected(w) => {
+                // Queries of the last session ended unanswered with it.
+                self.containers.in_flight = false;
+                self.services.in_flight = false;
                 self.conn = Conn::Connected {
                     name: w.name,
                     role: w.role,
@@ -464,7 +550,76 @@ impl App {
                     ExecUpdate::Event(ev) => current.apply(*ev),
                     ExecUpdate::Failed(reason) => current.fail(reason),
                 }
+                if self.action_run == Some(run) && !current.running() {
+                    self.action_run = None;
+                    self.notice = Some(action_outcome(current));
+                    // The list shows the action's effect without waiting for the next refresh.
+                    self.refresh_view();
+                    return true;
+                }
                 self.view == View::Output
+            }
+            Event::Containers { selector, result } => {
+                if self.containers.selector() != selector {
+                    return false;
+                }
+                self.containers
+                    .set_rows(result, WorkKind::Containers.sorts());
+                let shown = matches!(
+                    self.view,
+                    View::Workloads {
+                        kind: WorkKind::Containers,
+                        ..
+                    }
+                );
+                if shown {
+                    self.ask_history();
+                }
+                shown
+            }
+            Event::Services { selector, result } => {
+                if self.services.selector() != selector {
+                    return false;
+                }
+                self.services.set_rows(result, WorkKind::Services.sorts());
+                matches!(
+                    self.view,
+                    View::Workloads {
+                        kind: WorkKind::Services,
+                        ..
+                    }
+                )
+            }
+            Event::ContainerHistory {
+                agent,
+                container,
+                result,
+            } => {
+                let Some(h) = self
+                    .container_history
+                    .as_mut()
+                    .filter(|h| h.agent == agent && h.container == container)
+                else {
+                    return false;
+                };
+                h.minutes = fetched(result);
+                matches!(
+                    self.view,
+                    View::Workloads {
+                        kind: WorkKind::Containers,
+                        ..
+                    }
+                )
+            }
+            Event::Log { id, update } => {
+                let Some(logs) = self.logs.as_mut().filter(|l| l.id == id) else {
+                    return false;
+                };
+                match update {
+                    LogUpdate::Frame(frame) => logs.apply(*frame),
+                    LogUpdate::Failed(reason) => logs.fail(reason),
+                }
+                self.view == View::Logs
             }
             Event::Listing { agent, result } => {
                 let Some(tree) = self.tree.as_mut().filter(|t| t.agent.as_str() == agent) else {
@@ -510,6 +665,8 @@ impl App {
     pub fn apply_fleet(&mut self, ev: FleetEvent) -> bool {
         match ev {
             FleetEvent::Snapshot(list) => {
+                // Counts follow the snapshot again, once per agent that has workloads.
+                self.workload_counts.clear();
                 self.agents = list.into_iter().map(|a| (a.id.clone(), a)).collect();
                 let ids: Vec<(IdentityId, Option<f32>)> = self
                     .agents
@@ -559,7 +716,14 @@ impl App {
                 self.order_stale |= SORTS[self.sort] != "name";
                 return true;
             }
-            FleetEvent::Lagged { .. } | FleetEvent::Workloads { .. } => return false,
+            FleetEvent::Workloads { id, counts } => {
+                self.workload_counts.insert(id, counts);
+                return matches!(
+                    self.view,
+                    View::Fleet | View::Agent(_) | View::Workloads { .. }
+                );
+            }
+            FleetEvent::Lagged { .. } => return false,
         }
         self.refresh_visible();
         true
@@ -575,29 +739,93 @@ impl App {
             self.picker_key(key);
             return;
         }
+        if let Some(confirm) = self.confirm.take() {
+            if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                self.launch(confirm.label, confirm.request);
+            } else {
+                self.notice = Some(format!("not run: {}", confirm.label));
+            }
+            return;
+        }
         if self.prompt.is_some() {
             self.prompt_key(key);
             return;
         }
         if self.filtering {
-            match key.code {
+            let Some(filter) = self.filter_text() else {
+                self.filtering = false;
+                return;
+            };
+            let done = match key.code {
                 KeyCode::Esc => {
-                    self.filtering = false;
-                    self.filter.clear();
+                    filter.clear();
+                    true
                 }
-                KeyCode::Enter => self.filtering = false,
+                KeyCode::Enter => true,
                 KeyCode::Backspace => {
-                    self.filter.pop();
+                    filter.pop();
+                    false
                 }
-                KeyCode::Char(c) => self.filter.push(c),
+                KeyCode::Char(c) => {
+                    filter.push(c);
+                    false
+                }
                 _ => return,
+            };
+            if done {
+                self.filtering = false;
             }
-            self.selected = 0;
-            self.refresh_visible();
+            self.filter_changed();
             return;
         }
-        if let Some(action) = keymap::action(&self.view, key, self.can_act()) {
+        if let Some(action) = keymap::action(&self.view, key, self.grants()) {
             self.apply(action);
+        }
+    }
+
+    /// The filter text of the current view: agents, containers, units, or the logs search.
+    fn filter_text(&mut self) -> Option<&mut String> {
+        match &self.view {
+            View::Fleet => Some(&mut self.filter),
+            View::Workloads {
+                kind: WorkKind::Containers,
+                ..
+            } => Some(&mut self.containers.filter),
+            View::Workloads {
+                kind: WorkKind::Services,
+                ..
+            } => Some(&mut self.services.filter),
+            View::Logs => self.logs.as_mut().map(|l| &mut l.search),
+            _ => None,
+        }
+    }
+
+    fn filter_changed(&mut self) {
+        match &self.view {
+            View::Fleet => {
+                self.selected = 0;
+                self.refresh_visible();
+            }
+            View::Workloads {
+                kind: WorkKind::Containers,
+                ..
+            } => {
+                self.containers.selected = 0;
+                self.containers.refresh(WorkKind::Containers.sorts());
+            }
+            View::Workloads {
+                kind: WorkKind::Services,
+                ..
+            } => {
+                self.services.selected = 0;
+                self.services.refresh(WorkKind::Services.sorts());
+            }
+            View::Logs => {
+                if let Some(l) = self.logs.as_mut() {
+                    l.scroll = 0;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -764,6 +992,9 @@ impl App {
             return;
         }
         let from = std::mem::replace(&mut self.view, view);
+        if from == View::Logs {
+            self.close_logs();
+        }
         self.back.push(from);
         if self.back.len() > BACK_DEPTH {
             self.back.remove(0);
@@ -781,6 +1012,34 @@ impl App {
                 }
             }
             View::Audit => self.commands.push(Command::Audit),
+            View::Workloads { agent, kind } => {
+                let agent = agent.clone();
+                match kind {
+                    WorkKind::Containers => {
+                        if self.containers.scope != agent {
+                            self.containers = WorkList::new(agent);
+                        }
+                        if !self.containers.in_flight {
+                            self.containers.in_flight = true;
+                            self.commands.push(Command::Containers {
+                                selector: self.containers.selector(),
+                            });
+                        }
+                        self.ask_history();
+                    }
+                    WorkKind::Services => {
+                        if self.services.scope != agent {
+                            self.services = WorkList::new(agent);
+                        }
+                        if !self.services.in_flight {
+                            self.services.in_flight = true;
+                            self.commands.push(Command::Services {
+                                selector: self.services.selector(),
+                            });
+                        }
+                    }
+                }
+            }
             View::Files => {
                 if let Some(t) = &self.tree {
                     self.commands.push(Command::List {
@@ -794,6 +1053,14 @@ impl App {
 
     /// Who a command would run on: the marked agents, else the one in view or under the cursor.
     fn exec_targets(&self) -> Option<(String, String)> {
+        // In a containers or units list: the agent of the row under the cursor, marks aside.
+        if let View::Workloads { kind, .. } = &self.view {
+            let id = match kind {
+                WorkKind::Containers => self.containers.selected_row().map(|r| r.agent.clone()),
+                WorkKind::Services => self.services.selected_row().map(|r| r.agent.clone()),
+            }?;
+            return Some((id.to_string(), self.name_of(&id)));
+        }
         if !self.marks.is_empty() {
             if self.marks.len() == self.agents.len() {
                 return Some(("all".into(), format!("all {} agents", self.marks.len())));
@@ -865,6 +1132,23 @@ impl App {
                     self.audit_scroll =
                         (self.audit_scroll as i64 - i64::from(delta)).clamp(0, len) as usize;
                 }
+                View::Workloads {
+                    kind: WorkKind::Containers,
+                    ..
+                } => self.containers.move_by(delta),
+                View::Workloads {
+                    kind: WorkKind::Services,
+                    ..
+                } => self.services.move_by(delta),
+                View::Logs => {
+                    if let Some(l) = self.logs.as_mut() {
+                        l.scroll_by(delta);
+                        // `G` (End) means "follow": it ends a pause too.
+                        if delta == i32::MAX / 2 {
+                            l.paused = false;
+                        }
+                    }
+                }
                 View::Agent(_) => {}
             },
             Action::Open => match &self.view {
@@ -899,10 +1183,37 @@ impl App {
                 }
             }
             Action::StartFilter => self.filtering = true,
-            Action::NextSort => {
-                self.sort = (self.sort + 1) % SORTS.len();
-                self.refresh_visible();
+            Action::NextSort => match &self.view {
+                View::Workloads {
+                    kind: WorkKind::Containers,
+                    ..
+                } => {
+                    self.containers.sort = (self.containers.sort + 1) % CONTAINER_SORTS_LEN;
+                    self.containers.refresh(WorkKind::Containers.sorts());
+                }
+                View::Workloads {
+                    kind: WorkKind::Services,
+                    ..
+                } => {
+                    self.services.sort = (self.services.sort + 1) % UNIT_SORTS_LEN;
+                    self.services.refresh(WorkKind::Services.sorts());
+                }
+                _ => {
+                    self.sort = (self.sort + 1) % SORTS.len();
+                    self.refresh_visible();
+                }
+            },
+            Action::NextTab(delta) => self.next_tab(delta),
+            Action::OpenLogs => self.open_logs(),
+            Action::TogglePause => {
+                if let Some(l) = self.logs.as_mut() {
+                    l.paused = !l.paused;
+                    if !l.paused {
+                        l.scroll = 0;
+                    }
+                }
             }
+            Action::Work(action) => self.work(action),
             Action::ToggleMark => {
                 if let Some(id) = self.visible.get(self.selected).cloned()
                     && !self.marks.remove(&id)
@@ -993,6 +1304,9 @@ impl App {
                 if self.view == View::Jobs && self.job_detail.is_some() {
                     self.job_detail = None;
                 } else if self.view != View::Fleet {
+                    if self.view == View::Logs {
+                        self.close_logs();
+                    }
                     self.view = self.back.pop().unwrap_or(View::Fleet);
                     self.refresh_view();
                 } else if !self.filter.is_empty() {
@@ -1011,6 +1325,219 @@ impl App {
             Some(r) => r.panes.get(self.pane).map_or(0, |p| p.lines.len()),
             None => 0,
         }
+    }
+
+    /// Tab in an agent's view: overview, containers, services; in the fleet's lists: containers,
+    /// services. The view is replaced, not stacked, so `Esc` still goes back where the agent was
+    /// opened from.
+    fn next_tab(&mut self, delta: i32) {
+        let tabs: Vec<View> = match &self.view {
+            View::Agent(id)
+            | View::Workloads {
+                agent: Some(id), ..
+            } => vec![
+                View::Agent(id.clone()),
+                View::Workloads {
+                    agent: Some(id.clone()),
+                    kind: WorkKind::Containers,
+                },
+                View::Workloads {
+                    agent: Some(id.clone()),
+                    kind: WorkKind::Services,
+                },
+            ],
+            View::Workloads { agent: None, .. } => vec![
+                View::Workloads {
+                    agent: None,
+                    kind: WorkKind::Containers,
+                },
+                View::Workloads {
+                    agent: None,
+                    kind: WorkKind::Services,
+                },
+            ],
+            _ => return,
+        };
+        let at = tabs.iter().position(|v| *v == self.view).unwrap_or(0) as i64;
+        let next = (at + i64::from(delta)).rem_euclid(tabs.len() as i64) as usize;
+        self.filtering = false;
+        self.view = tabs[next].clone();
+        self.refresh_view();
+    }
+
+    /// Asks for the selected container's minutes when the selection moved to another container or
+    /// the last answer is older than [`workloads::HISTORY_REFRESH_TICKS`].
+    fn ask_history(&mut self) {
+        let Some(r) = self.containers.selected_row() else {
+            return;
+        };
+        let (agent, container) = (r.agent.to_string(), r.info.id.clone());
+        let fresh = self.container_history.as_ref().is_some_and(|h| {
+            h.agent == agent
+                && h.container == container
+                && self.ticks < h.asked_tick + workloads::HISTORY_REFRESH_TICKS
+        });
+        if fresh {
+            return;
+        }
+        let same = self
+            .container_history
+            .as_ref()
+            .is_some_and(|h| h.agent == agent && h.container == container);
+        let minutes = match self.container_history.take() {
+            // The same container keeps showing its last answer until the new one.
+            Some(h) if same => h.minutes,
+            _ => Fetched::Loading,
+        };
+        self.commands.push(Command::ContainerHistory {
+            agent: agent.clone(),
+            container: container.clone(),
+        });
+        self.container_history = Some(ContainerHistory {
+            agent,
+            container,
+            asked_tick: self.ticks,
+            minutes,
+        });
+    }
+
+    /// `l` on a container or unit: opens its log, following.
+    fn open_logs(&mut self) {
+        let target = match &self.view {
+            View::Workloads {
+                kind: WorkKind::Containers,
+                ..
+            } => self.containers.selected_row().map(|r| {
+                (
+                    r.agent.clone(),
+                    r.agent_name.clone(),
+                    LogSource::Container(r.info.id.clone()),
+                    r.info.name.clone(),
+                )
+            }),
+            View::Workloads {
+                kind: WorkKind::Services,
+                ..
+            } => self.services.selected_row().map(|r| {
+                (
+                    r.agent.clone(),
+                    r.agent_name.clone(),
+                    LogSource::Unit(r.info.name.clone()),
+                    r.info.name.clone(),
+                )
+            }),
+            _ => None,
+        };
+        let Some((agent, agent_name, source, name)) = target else {
+            self.notice = Some("nothing selected".into());
+            return;
+        };
+        self.close_logs();
+        let id = self.next_logs;
+        self.next_logs += 1;
+        // The pane is titled by name; the stream asks by container id, which cannot be ambiguous.
+        let shown_source = match &source {
+            LogSource::Container(_) => LogSource::Container(name),
+            LogSource::Unit(n) => LogSource::Unit(n.clone()),
+        };
+        self.commands.push(Command::Logs {
+            id,
+            request: LogsRequest {
+                agent: agent.to_string(),
+                source,
+                tail: workloads::LOG_TAIL,
+                follow: true,
+            },
+        });
+        self.logs = Some(LogView::new(id, agent, agent_name, shown_source));
+        self.filtering = false;
+        self.open(View::Logs);
+    }
+
+    /// Ends the logs stream, if one is open.
+    fn close_logs(&mut self) {
+        if let Some(l) = self.logs.as_ref() {
+            self.commands.push(Command::CloseLogs { id: l.id });
+        }
+        self.filtering = false;
+    }
+
+    /// An action key on the selected container or unit: runs it as a job on its agent, after a
+    /// `y` when it interrupts service or loses state.
+    fn work(&mut self, action: WorkAction) {
+        use flotilla_wire::exec::ExecCommand;
+        let (agent, agent_name, name, command) = match action {
+            WorkAction::Container(a) => {
+                let Some(r) = self.containers.selected_row() else {
+                    return;
+                };
+                // By name, as an operator reads it in the audit log, unless it is no valid name.
+                let name = if valid_workload_name(&r.info.name) {
+                    r.info.name.clone()
+                } else {
+                    r.info.id.clone()
+                };
+                let command = ExecCommand::Container {
+                    action: a,
+                    containers: vec![name.clone()],
+                    stop_timeout_s: None,
+                };
+                (r.agent.clone(), r.agent_name.clone(), name, command)
+            }
+            WorkAction::Service(a) => {
+                let Some(r) = self.services.selected_row() else {
+                    return;
+                };
+                let command = ExecCommand::Service {
+                    action: a,
+                    units: vec![r.info.name.clone()],
+                };
+                (
+                    r.agent.clone(),
+                    r.agent_name.clone(),
+                    r.info.name.clone(),
+                    command,
+                )
+            }
+        };
+        let kind = match action.kind() {
+            WorkKind::Containers => "container",
+            WorkKind::Services => "service",
+        };
+        // Raw: the footer and the output view escape what they show.
+        let label = format!("{kind} {} {name} on {agent_name}", action.verb());
+        let request = ExecRequest {
+            selector: agent.to_string(),
+            command,
+            timeout_ms: 0,
+            batch: 0,
+        };
+        if action.destructive() {
+            // Shown as it is: the names are escaped here.
+            self.confirm = Some(Confirm {
+                question: format!(
+                    "{} {} on {}? y/N",
+                    action.verb(),
+                    crate::util::escaped(&name),
+                    crate::util::escaped(&agent_name)
+                ),
+                request,
+                label,
+            });
+        } else {
+            self.launch(label, request);
+        }
+    }
+
+    /// Starts a job for an action key; the list stays in view and the footer tells how it ended
+    /// (`2` shows its output).
+    fn launch(&mut self, label: String, request: ExecRequest) {
+        let run = self.next_run;
+        self.next_run += 1;
+        self.run = Some(ExecRun::new(run, label.clone(), request.selector.clone()));
+        self.action_run = Some(run);
+        self.commands.push(Command::Exec { run, request });
+        self.notice = Some(format!("{label}: running (2 shows its output)"));
     }
 
     fn start_copy(&mut self) {
@@ -1047,6 +1574,39 @@ impl App {
             selected: 0,
             agents,
         });
+    }
+}
+
+const CONTAINER_SORTS_LEN: usize = workloads::CONTAINER_SORTS.len();
+const UNIT_SORTS_LEN: usize = workloads::UNIT_SORTS.len();
+
+/// How an action's job ended, for the footer: `container stop web on db-1: ok`, or the agent's
+/// words when it failed or was refused.
+fn action_outcome(run: &ExecRun) -> String {
+    if let Some(e) = &run.error {
+        return format!("{}: {e}", run.command);
+    }
+    let failed = run.panes.iter().find(|p| !p.state.ok());
+    match failed {
+        None if !run.panes.is_empty() => format!("{}: ok", run.command),
+        None => format!("{}: no agent ran it", run.command),
+        Some(p) => {
+            let detail = match &p.state {
+                output::PaneState::Failed(f) if !f.message.is_empty() => {
+                    format!("{}: {}", p.state.label(), f.message)
+                }
+                s => {
+                    // The engine's or systemd's complaint is the last line the job printed.
+                    let last = p.lines.back().map(|l| l.text.as_str()).unwrap_or_default();
+                    if last.is_empty() {
+                        s.label()
+                    } else {
+                        format!("{}: {last}", s.label())
+                    }
+                }
+            };
+            format!("{}: {detail}", run.command)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::files::Place;
 use flotilla_wire::exec::{ExecRequest, JobId};
+use flotilla_wire::workloads::LogsRequest;
 
 /// A request from the UI to the network task.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,4 +47,33 @@ pub enum Command {
     Job(JobId),
     /// The newest audit entries.
     Audit,
+    /// Containers of the selected agents, stopped ones too; answered by `Event::Containers`.
+    Containers {
+        /// An agent id, or `all`.
+        selector: String,
+    },
+    /// Units of the selected agents; answered by `Event::Services`.
+    Services {
+        /// An agent id, or `all`.
+        selector: String,
+    },
+    /// Follow a log; frames come back as `Event::Log` tagged with `id`.
+    Logs {
+        /// The console's number for this stream.
+        id: u64,
+        /// What to read.
+        request: LogsRequest,
+    },
+    /// One container's last hour, a point a minute; answered by `Event::ContainerHistory`.
+    ContainerHistory {
+        /// Agent id.
+        agent: String,
+        /// Full container id.
+        container: String,
+    },
+    /// Stop following log `id`.
+    CloseLogs {
+        /// Which stream.
+        id: u64,
+    },
 }

@@ -9,14 +9,17 @@
 use crate::app::{App, RECORDS_LIMIT};
 use crate::client::{Client, Login};
 use crate::command::Command;
-use crate::event::{CopyUpdate, Event, ExecUpdate};
+use crate::event::{CopyUpdate, Event, ExecUpdate, LogUpdate};
 use crate::exec::{ExecSession, query, split_job};
 use crate::files::{CopyEvent, CopyOptions};
 use crate::history::HistoryFile;
 use crate::ui::{self, Theme};
 use flotilla_wire::IdentityId;
-use flotilla_wire::exec::{ExecEvent, Query};
-use flotilla_wire::msg::{OpRequest, OpResponse};
+use flotilla_wire::exec::{ExecEvent, Query, QueryReply};
+use flotilla_wire::io::read_frame;
+use flotilla_wire::limits::MAX_LOGS_FRAME;
+use flotilla_wire::msg::{OpRequest, OpResponse, StreamOpen};
+use flotilla_wire::workloads::{LogFrame, LogsRequest};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
 use std::collections::HashMap;
@@ -138,7 +141,27 @@ async fn refuse(cmd: Command, tx: &mpsc::Sender<Event>) {
         Command::Jobs => Event::Jobs(Err(reason())),
         Command::Job(_) => Event::Job(Err(reason())),
         Command::Audit => Event::Audit(Err(reason())),
-        Command::CancelExec { .. } | Command::Copy { .. } | Command::CancelCopy { .. } => return,
+        Command::Containers { selector } => Event::Containers {
+            selector,
+            result: Err(reason()),
+        },
+        Command::Services { selector } => Event::Services {
+            selector,
+            result: Err(reason()),
+        },
+        Command::ContainerHistory { agent, container } => Event::ContainerHistory {
+            agent,
+            container,
+            result: Err(reason()),
+        },
+        Command::Logs { id, .. } => Event::Log {
+            id,
+            update: LogUpdate::Failed(reason()),
+        },
+        Command::CancelExec { .. }
+        | Command::Copy { .. }
+        | Command::CancelCopy { .. }
+        | Command::CloseLogs { .. } => return,
     };
     let _ = tx.send(ev).await;
 }
@@ -197,6 +220,56 @@ async fn run_exec(
     }
 }
 
+/// Follows one log, forwarding its frames, until its end, until `close` fires (the pane closed),
+/// or until the session ends (said to the pane). The UI queue's back-pressure holds the stream, so
+/// a container that logs fast waits in QUIC flow control, not in memory.
+async fn follow_logs(
+    client: Arc<Client>,
+    id: u64,
+    request: LogsRequest,
+    tx: mpsc::Sender<Event>,
+    close: CancellationToken,
+    session: CancellationToken,
+) {
+    let link = client.link().clone();
+    let work = async {
+        let (mut send, mut recv) = client.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_opening(&StreamOpen::Logs, &request, MAX_LOGS_FRAME)
+            .await
+            .map_err(|e| link.stream_error(e).to_string())?;
+        // Our side stays open while following: closing it would tell the hub we are done.
+        loop {
+            match read_frame::<LogFrame, _>(&mut recv, MAX_LOGS_FRAME).await {
+                Ok(Some(frame)) => {
+                    let last = matches!(frame, LogFrame::End | LogFrame::Error(_));
+                    let update = LogUpdate::Frame(Box::new(frame));
+                    if tx.send(Event::Log { id, update }).await.is_err() || last {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Err("hub ended the log stream".to_string()),
+                Err(e) => return Err(link.stream_error(e).to_string()),
+            }
+        }
+    };
+    let failed = |reason: String| Event::Log {
+        id,
+        update: LogUpdate::Failed(reason),
+    };
+    tokio::select! {
+        _ = close.cancelled() => {}
+        _ = session.cancelled() => {
+            // The console may be quitting: the pane hears of it only if there is room.
+            let _ = tx.try_send(failed(NOT_CONNECTED.into()));
+        }
+        r = work => {
+            if let Err(e) = r {
+                let _ = tx.send(failed(e)).await;
+            }
+        }
+    }
+}
+
 /// What a session's command tasks need: where to spawn, and the token that ends them.
 struct Spawner {
     tracker: TaskTracker,
@@ -230,6 +303,7 @@ fn handle(
     client: &Arc<Client>,
     tx: &mpsc::Sender<Event>,
     jobs: &mut HashMap<u64, CancellationToken>,
+    logs: &mut HashMap<u64, CancellationToken>,
     copies: &mut Copies,
     spawner: &Spawner,
 ) {
@@ -289,6 +363,86 @@ fn handle(
                 .map_err(|e| e.to_string());
             Event::Audit(result)
         }),
+        Command::Containers { selector } => spawner.request(tx, async move {
+            let q = Query::Containers {
+                selector: selector.clone(),
+                all: true,
+            };
+            let result = query(&client, &q)
+                .await
+                .map(|replies| {
+                    replies
+                        .into_iter()
+                        .flat_map(|r| match r {
+                            QueryReply::Containers(rows) => rows,
+                            _ => Vec::new(),
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
+            Event::Containers { selector, result }
+        }),
+        Command::Services { selector } => spawner.request(tx, async move {
+            let q = Query::Services {
+                selector: selector.clone(),
+                failed: false,
+            };
+            let result = query(&client, &q)
+                .await
+                .map(|replies| {
+                    replies
+                        .into_iter()
+                        .flat_map(|r| match r {
+                            QueryReply::Services(rows) => rows,
+                            _ => Vec::new(),
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
+            Event::Services { selector, result }
+        }),
+        Command::ContainerHistory { agent, container } => spawner.request(tx, async move {
+            let q = Query::ContainerHistory {
+                agent: agent.clone(),
+                container: container.clone(),
+                minutes: crate::app::workloads::HISTORY_MINUTES,
+            };
+            let result = query(&client, &q)
+                .await
+                .map(|replies| {
+                    replies
+                        .into_iter()
+                        .flat_map(|r| match r {
+                            QueryReply::ContainerMinutes(m) => m,
+                            _ => Vec::new(),
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
+            Event::ContainerHistory {
+                agent,
+                container,
+                result,
+            }
+        }),
+        Command::Logs { id, request } => {
+            logs.retain(|_, t| !t.is_cancelled());
+            let close = spawner.quit.child_token();
+            logs.insert(id, close.clone());
+            spawner.tracker.spawn(follow_logs(
+                client,
+                id,
+                request,
+                tx,
+                close,
+                spawner.session.clone(),
+            ));
+        }
+        Command::CloseLogs { id } => {
+            if let Some(t) = logs.remove(&id) {
+                t.cancel();
+            }
+        }
     }
 }
 
@@ -400,11 +554,12 @@ async fn session(
     let mut history_due = tokio::time::Instant::now();
     let mut watching: Option<(IdentityId, quinn::SendStream)> = None;
     let mut jobs = HashMap::new();
+    let mut logs = HashMap::new();
     let result = loop {
         tokio::select! {
             r = &mut reader => break r.unwrap_or_else(|e| Err(e.to_string())),
             cmd = commands.recv() => match cmd {
-                Some(cmd) => handle(cmd, &client, tx, &mut jobs, copies, &spawner),
+                Some(cmd) => handle(cmd, &client, tx, &mut jobs, &mut logs, copies, &spawner),
                 None => break Ok(()),
             },
             changed = focus.changed() => {
@@ -591,6 +746,12 @@ impl Console {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(cmd)) => {
                     tracing::warn!(?cmd, "command queue full: command dropped");
+                    // A list waits for its query's answer before asking again: there will be none.
+                    match cmd {
+                        Command::Containers { .. } => self.app.containers.in_flight = false,
+                        Command::Services { .. } => self.app.services.in_flight = false,
+                        _ => {}
+                    }
                     self.app.notice = Some(crate::strings::COMMAND_DROPPED.into());
                 }
                 // The network task is gone: the console is closing.

@@ -4,6 +4,7 @@ use crate::files::{CopyEvent, CopyReport, Listing};
 use crossterm::event::KeyEvent;
 use flotilla_wire::exec::{AgentResult, AuditEntry, ExecEvent, JobInfo};
 use flotilla_wire::msg::{AgentInfo, FleetEvent, MetricsSeries, Welcome};
+use flotilla_wire::workloads::{ContainerMinute, ContainerRow, LogFrame, UnitRow};
 
 /// News of a job started from the console.
 #[derive(Debug)]
@@ -11,6 +12,15 @@ pub enum ExecUpdate {
     /// An event from the hub.
     Event(Box<ExecEvent>),
     /// The job could not start or its stream broke; nothing more comes.
+    Failed(String),
+}
+
+/// News of a log followed in the console.
+#[derive(Debug)]
+pub enum LogUpdate {
+    /// A frame from the hub.
+    Frame(Box<LogFrame>),
+    /// The stream could not open or broke; nothing more comes.
     Failed(String),
 }
 
@@ -71,4 +81,34 @@ pub enum Event {
     Job(Result<Box<(JobInfo, Vec<AgentResult>)>, String>),
     /// The newest audit entries.
     Audit(Result<Vec<AuditEntry>, String>),
+    /// Containers, as asked with this selector.
+    Containers {
+        /// The selector asked (answers for a list since replaced are dropped).
+        selector: String,
+        /// The rows, or why not.
+        result: Result<Vec<ContainerRow>, String>,
+    },
+    /// Units, as asked with this selector.
+    Services {
+        /// The selector asked.
+        selector: String,
+        /// The rows, or why not.
+        result: Result<Vec<UnitRow>, String>,
+    },
+    /// One container's minutes, as asked for agent and container id.
+    ContainerHistory {
+        /// Agent id as asked.
+        agent: String,
+        /// Container id as asked.
+        container: String,
+        /// Oldest first, or why not.
+        result: Result<Vec<ContainerMinute>, String>,
+    },
+    /// A log stream moved on.
+    Log {
+        /// The console's number for it.
+        id: u64,
+        /// What happened.
+        update: LogUpdate,
+    },
 }

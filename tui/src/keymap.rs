@@ -1,10 +1,55 @@
 //! Keys per view. The help overlay and the footer hints are generated from these tables, so what is
-//! shown is what is handled; bindings that act on the fleet (run, copy, cancel) are neither shown
-//! nor handled for a viewer.
+//! shown is what is handled; bindings that act on the fleet (run, copy, cancel, container and unit
+//! actions) are neither shown nor handled for a viewer, nor where the agent's policy would refuse.
 
 use crate::action::Action;
 use crate::app::View;
+use crate::app::workloads::{WorkAction, WorkKind};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use flotilla_wire::workloads::{ContainerAction, ServiceAction};
+
+/// What a binding needs of us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Everyone has it.
+    Nothing,
+    /// Operators and admins.
+    Act,
+    /// Acting, on an agent whose policy manages containers.
+    Containers,
+    /// Acting, on an agent whose policy manages units, for a unit in its allowlist.
+    Services,
+}
+
+/// What the keys of the current screen may do (see `App::grants`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// We may run commands, copy and cancel: operators and admins.
+    pub act: bool,
+    /// We may act on the container under the cursor.
+    pub containers: bool,
+    /// We may act on the unit under the cursor.
+    pub services: bool,
+}
+
+impl Grants {
+    /// Only the plain acting grant (no container or unit selected).
+    pub fn acting(act: bool) -> Self {
+        Self {
+            act,
+            ..Self::default()
+        }
+    }
+
+    fn allows(self, need: Need) -> bool {
+        match need {
+            Need::Nothing => true,
+            Need::Act => self.act,
+            Need::Containers => self.act && self.containers,
+            Need::Services => self.act && self.services,
+        }
+    }
+}
 
 /// One binding: the key, its label in hints, and what it does.
 pub struct Binding {
@@ -14,8 +59,15 @@ pub struct Binding {
     pub help: &'static str,
     /// Whether it appears in the one-line footer (the rest only in `?`).
     pub in_footer: bool,
+    /// Who has it.
+    pub needs: Need,
+}
+
+impl Binding {
     /// Whether only operators and admins have it.
-    pub acts: bool,
+    pub fn acts(&self) -> bool {
+        self.needs != Need::Nothing
+    }
 }
 
 const fn b(keys: &'static str, help: &'static str, in_footer: bool, acts: bool) -> Binding {
@@ -23,13 +75,23 @@ const fn b(keys: &'static str, help: &'static str, in_footer: bool, acts: bool) 
         keys,
         help,
         in_footer,
-        acts,
+        needs: if acts { Need::Act } else { Need::Nothing },
+    }
+}
+
+const fn w(keys: &'static str, help: &'static str, in_footer: bool, needs: Need) -> Binding {
+    Binding {
+        keys,
+        help,
+        in_footer,
+        needs,
     }
 }
 
 /// Keys every view has (after its own in `?`).
 pub const GLOBAL: &[Binding] = &[
     b("1-5", "fleet output transfers jobs audit", false, false),
+    b("6/7", "all containers/services", false, false),
     b("?", "help", true, false),
     b("esc", "back", false, false),
     b("q", "quit", true, false),
@@ -51,8 +113,45 @@ pub const FLEET: &[Binding] = &[
 
 /// Bindings of the agent view.
 pub const AGENT: &[Binding] = &[
+    b("tab", "containers/services", true, false),
     b(":", "run here", true, true),
     b("f", "files", true, false),
+    b("esc", "back", true, false),
+];
+
+/// Bindings of a containers list (an agent's tab or the fleet's).
+pub const CONTAINERS: &[Binding] = &[
+    b("↑↓/jk", "move", false, false),
+    b("enter/l", "logs", true, false),
+    b("/", "filter", true, false),
+    b("s", "sort", true, false),
+    b("tab", "next tab", true, false),
+    w("S/T/R", "start/stop/restart", false, Need::Containers),
+    w("K/D", "kill/rm", false, Need::Containers),
+    b(":", "run on its agent", false, true),
+    b("r", "refresh", false, false),
+];
+
+/// Bindings of a units list (an agent's tab or the fleet's).
+pub const SERVICES: &[Binding] = &[
+    b("↑↓/jk", "move", false, false),
+    b("enter/l", "journal", true, false),
+    b("/", "filter", true, false),
+    b("s", "sort", true, false),
+    b("tab", "next tab", true, false),
+    w("S/T/R", "start/stop/restart", false, Need::Services),
+    w("L", "reload", false, Need::Services),
+    w("E/D", "enable/disable", false, Need::Services),
+    b(":", "run on its agent", false, true),
+    b("r", "refresh", false, false),
+];
+
+/// Bindings of the logs pane.
+pub const LOGS: &[Binding] = &[
+    b("↑↓/pgup", "scroll", false, false),
+    b("space/p", "pause", true, false),
+    b("/", "search", true, false),
+    b("G", "follow", true, false),
     b("esc", "back", true, false),
 ];
 
@@ -106,11 +205,20 @@ pub fn bindings(view: &View) -> &'static [Binding] {
         View::Transfers => TRANSFERS,
         View::Jobs => JOBS,
         View::Audit => AUDIT,
+        View::Workloads {
+            kind: WorkKind::Containers,
+            ..
+        } => CONTAINERS,
+        View::Workloads {
+            kind: WorkKind::Services,
+            ..
+        } => SERVICES,
+        View::Logs => LOGS,
     }
 }
 
-/// Maps a key in `view` to an action; `acts` says whether we may run and copy.
-pub fn action(view: &View, key: KeyEvent, acts: bool) -> Option<Action> {
+/// Maps a key in `view` to an action, if `grants` allow it.
+pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
     let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
     let action = match (view, key.code) {
         (View::Output, KeyCode::Char('c')) if ctrl => Action::Cancel,
@@ -124,13 +232,30 @@ pub fn action(view: &View, key: KeyEvent, acts: bool) -> Option<Action> {
         (_, KeyCode::Char('3')) => Action::Show(View::Transfers),
         (_, KeyCode::Char('4')) => Action::Show(View::Jobs),
         (_, KeyCode::Char('5')) => Action::Show(View::Audit),
+        (_, KeyCode::Char('6')) => Action::Show(View::Workloads {
+            agent: None,
+            kind: WorkKind::Containers,
+        }),
+        (_, KeyCode::Char('7')) => Action::Show(View::Workloads {
+            agent: None,
+            kind: WorkKind::Services,
+        }),
         (_, KeyCode::Esc) => Action::Back,
         (View::Fleet, code) => fleet(code)?,
         (View::Agent(_), code) => match code {
             KeyCode::Char('h') | KeyCode::Left | KeyCode::Backspace => Action::Back,
             KeyCode::Char(':') => Action::ExecPrompt,
             KeyCode::Char('f') => Action::OpenFiles,
+            KeyCode::Tab => Action::NextTab(1),
+            KeyCode::BackTab => Action::NextTab(-1),
             _ => return None,
+        },
+        (View::Workloads { kind, .. }, code) => workloads(*kind, code)?,
+        (View::Logs, code) => match code {
+            KeyCode::Char(' ' | 'p') => Action::TogglePause,
+            KeyCode::Char('/') => Action::StartFilter,
+            KeyCode::Left | KeyCode::Char('h') => Action::Back,
+            code => scroll(code)?,
         },
         (View::Output, code) => match code {
             KeyCode::Char('m') => Action::ToggleMerged,
@@ -161,8 +286,48 @@ pub fn action(view: &View, key: KeyEvent, acts: bool) -> Option<Action> {
             code => scroll(code)?,
         },
     };
-    let acting = matches!(action, Action::ExecPrompt | Action::Copy | Action::Cancel);
-    (acts || !acting).then_some(action)
+    let needs = match action {
+        Action::ExecPrompt | Action::Copy | Action::Cancel => Need::Act,
+        Action::Work(WorkAction::Container(_)) => Need::Containers,
+        Action::Work(WorkAction::Service(_)) => Need::Services,
+        _ => Need::Nothing,
+    };
+    grants.allows(needs).then_some(action)
+}
+
+fn workloads(kind: WorkKind, code: KeyCode) -> Option<Action> {
+    Some(match (kind, code) {
+        (_, KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right) => Action::OpenLogs,
+        (_, KeyCode::Char('/')) => Action::StartFilter,
+        (_, KeyCode::Char('s')) => Action::NextSort,
+        (_, KeyCode::Char('r')) => Action::Refresh,
+        (_, KeyCode::Char(':')) => Action::ExecPrompt,
+        (_, KeyCode::Tab) => Action::NextTab(1),
+        (_, KeyCode::BackTab) => Action::NextTab(-1),
+        (_, KeyCode::Left | KeyCode::Char('h') | KeyCode::Backspace) => Action::Back,
+        (WorkKind::Containers, KeyCode::Char(c)) if c.is_ascii_uppercase() && c != 'G' => {
+            Action::Work(WorkAction::Container(match c {
+                'S' => ContainerAction::Start,
+                'T' => ContainerAction::Stop,
+                'R' => ContainerAction::Restart,
+                'K' => ContainerAction::Kill,
+                'D' => ContainerAction::Remove,
+                _ => return None,
+            }))
+        }
+        (WorkKind::Services, KeyCode::Char(c)) if c.is_ascii_uppercase() && c != 'G' => {
+            Action::Work(WorkAction::Service(match c {
+                'S' => ServiceAction::Start,
+                'T' => ServiceAction::Stop,
+                'R' => ServiceAction::Restart,
+                'L' => ServiceAction::Reload,
+                'E' => ServiceAction::Enable,
+                'D' => ServiceAction::Disable,
+                _ => return None,
+            }))
+        }
+        (_, code) => scroll(code)?,
+    })
 }
 
 fn scroll(code: KeyCode) -> Option<Action> {
@@ -191,24 +356,24 @@ fn fleet(code: KeyCode) -> Option<Action> {
     })
 }
 
-/// The footer line for a view: its own hints then the global ones, without acting keys for a
-/// viewer.
-pub fn footer(view: &View, acts: bool) -> String {
+/// The footer line for a view: its own hints then the global ones, without the keys `grants`
+/// leave out.
+pub fn footer(view: &View, grants: Grants) -> String {
     bindings(view)
         .iter()
         .chain(GLOBAL)
-        .filter(|b| b.in_footer && (acts || !b.acts))
+        .filter(|b| b.in_footer && grants.allows(b.needs))
         .map(|b| format!("{} {}", b.keys, b.help))
         .collect::<Vec<_>>()
         .join("  ")
 }
 
-/// Every binding of a view for the help overlay, without acting keys for a viewer.
-pub fn help(view: &View, acts: bool) -> Vec<&'static Binding> {
+/// Every binding of a view for the help overlay, without the keys `grants` leave out.
+pub fn help(view: &View, grants: Grants) -> Vec<&'static Binding> {
     bindings(view)
         .iter()
         .chain(GLOBAL)
-        .filter(|b| acts || !b.acts)
+        .filter(|b| grants.allows(b.needs))
         .collect()
 }
 
@@ -223,24 +388,43 @@ mod tests {
     #[test]
     fn a_viewer_has_no_acting_keys_and_sees_none() {
         assert_eq!(
-            action(&View::Fleet, key(KeyCode::Char(':')), true),
+            action(&View::Fleet, key(KeyCode::Char(':')), Grants::acting(true)),
             Some(Action::ExecPrompt)
         );
-        assert_eq!(action(&View::Fleet, key(KeyCode::Char(':')), false), None);
-        assert_eq!(action(&View::Files, key(KeyCode::Char('c')), false), None);
-        assert!(!footer(&View::Fleet, false).contains("run"));
-        assert!(footer(&View::Fleet, true).contains(": run"));
-        assert!(help(&View::Files, false).iter().all(|b| !b.acts));
+        assert_eq!(
+            action(&View::Fleet, key(KeyCode::Char(':')), Grants::acting(false)),
+            None
+        );
+        assert_eq!(
+            action(&View::Files, key(KeyCode::Char('c')), Grants::acting(false)),
+            None
+        );
+        assert!(!footer(&View::Fleet, Grants::acting(false)).contains("run"));
+        assert!(footer(&View::Fleet, Grants::acting(true)).contains(": run"));
+        assert!(
+            help(&View::Files, Grants::acting(false))
+                .iter()
+                .all(|b| !b.acts())
+        );
     }
 
     #[test]
     fn ctrl_c_cancels_in_panes_and_quits_elsewhere() {
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(action(&View::Output, ctrl_c, true), Some(Action::Cancel));
-        assert_eq!(action(&View::Transfers, ctrl_c, true), Some(Action::Cancel));
-        assert_eq!(action(&View::Fleet, ctrl_c, true), Some(Action::Quit));
         assert_eq!(
-            action(&View::Output, ctrl_c, false),
+            action(&View::Output, ctrl_c, Grants::acting(true)),
+            Some(Action::Cancel)
+        );
+        assert_eq!(
+            action(&View::Transfers, ctrl_c, Grants::acting(true)),
+            Some(Action::Cancel)
+        );
+        assert_eq!(
+            action(&View::Fleet, ctrl_c, Grants::acting(true)),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            action(&View::Output, ctrl_c, Grants::acting(false)),
             None,
             "a viewer has no job to cancel"
         );
@@ -255,8 +439,26 @@ mod tests {
             View::Transfers,
             View::Jobs,
             View::Audit,
+            View::Logs,
+            View::Agent(flotilla_wire::IdentityId::from_random(
+                flotilla_wire::Role::Agent,
+                [1; 8],
+            )),
+            View::Workloads {
+                agent: None,
+                kind: WorkKind::Containers,
+            },
+            View::Workloads {
+                agent: None,
+                kind: WorkKind::Services,
+            },
         ] {
-            let f = footer(&view, true);
+            let all = Grants {
+                act: true,
+                containers: true,
+                services: true,
+            };
+            let f = footer(&view, all);
             assert!(f.chars().count() <= 80, "{view:?} footer too long: {f}");
         }
     }

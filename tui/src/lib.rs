@@ -27,3 +27,4 @@ pub mod strings;
 pub mod ui;
 pub mod util;
 pub mod watch;
+pub mod workloads;

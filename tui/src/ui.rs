@@ -5,6 +5,7 @@ mod files;
 mod fleet;
 mod output;
 mod records;
+mod workloads;
 
 use crate::app::{App, Conn, PromptKind, View};
 use crate::util::{Escaped, escaped};
@@ -95,7 +96,16 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame<'_>) {
     render_header(app, theme, frame, header);
     match &app.view {
         View::Fleet => fleet::render(app, theme, frame, body),
-        View::Agent(id) => agent::render(app, theme, frame, body, id),
+        View::Agent(id) => {
+            let [tabs, rest] =
+                Layout::vertical([Constraint::Length(1), Constraint::Min(2)]).areas(body);
+            workloads::render_tabs(app, theme, frame, tabs, id, None);
+            agent::render(app, theme, frame, rest, id);
+        }
+        View::Workloads { agent, kind } => {
+            workloads::render_list(app, theme, frame, body, agent.as_ref(), *kind);
+        }
+        View::Logs => workloads::render_logs(app, theme, frame, body),
         View::Output => output::render(app, theme, frame, body),
         View::Files => files::render_tree(app, theme, frame, body),
         View::Transfers => files::render_transfers(app, theme, frame, body),
@@ -107,7 +117,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame<'_>) {
         render_picker(app, theme, frame);
     }
     if app.help {
-        render_help(theme, frame, &keymap::help(&app.view, app.can_act()));
+        render_help(theme, frame, &keymap::help(&app.view, app.grants()));
     }
 }
 
@@ -131,6 +141,8 @@ fn render_footer(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
             Span::raw(text),
             Span::raw("▏"),
         ])
+    } else if let Some(confirm) = &app.confirm {
+        Line::from(Span::styled(confirm.question.clone(), theme.bad()))
     } else if let Some(notice) = &app.notice {
         Line::from(Span::styled(escaped(notice).into_owned(), theme.warn()))
     } else if app.filtering {
@@ -140,7 +152,7 @@ fn render_footer(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
         ))
     } else {
         Line::from(Span::styled(
-            keymap::footer(&app.view, app.can_act()),
+            keymap::footer(&app.view, app.grants()),
             theme.dim(),
         ))
     };

@@ -301,7 +301,7 @@ async fn note_cancel(
     audit(
         ctx,
         actor,
-        "exec.cancel",
+        "exec.cancel".to_string(),
         format!("job:{job}"),
         format!("reason={reason}"),
     )

@@ -1,14 +1,17 @@
-//! Queries around exec: past jobs, one job with its per-agent results, the audit log, and ping.
+//! Queries around exec: past jobs, one job with its per-agent results, the audit log, and ping;
+//! and the fleet's workloads: containers, units and one container's history (docs/workloads.md).
 
 use super::resolve;
 use crate::admin::Actor;
 use crate::session::{describe_close, frame_error_code};
 use crate::store::{self, now_ms};
+use crate::workloads;
 use crate::{HubCtx, HubError};
 use flotilla_wire::ErrorCode;
 use flotilla_wire::exec::{AuditEntry, HubStreamOpen, PingResult, Pong, Query, QueryReply, Target};
 use flotilla_wire::io::{FrameError, read_frame, write_frame};
 use flotilla_wire::limits::{MAX_EXEC_FRAME, MAX_REQUEST_FRAME};
+use flotilla_wire::workloads::{ContainerMinute, ROWS_PER_FRAME};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -105,12 +108,52 @@ async fn answer(
     send: &mut quinn::SendStream,
 ) -> Result<(), Answer> {
     match query {
-        Query::Containers { .. } | Query::Services { .. } | Query::ContainerHistory { .. } => {
-            Err(HubError::refused(
-                ErrorCode::BadRequest,
-                "workload queries are not served by this hub yet".to_string(),
-            )
-            .into())
+        Query::Containers { selector, all } => {
+            let targets = resolve_sorted(ctx, &selector).await?;
+            let mut page = Pager::default();
+            for target in targets {
+                let mut rows = Vec::new();
+                ctx.workloads.with_agent(&target.id, |w| {
+                    w.container_rows(&target.name, all, &mut rows)
+                });
+                for row in rows {
+                    let size = workloads::container_row_bytes(&row);
+                    if let Some(full) = page.push(row, size) {
+                        reply(send, &QueryReply::Containers(full)).await?;
+                    }
+                }
+            }
+            if let Some(last) = page.finish() {
+                reply(send, &QueryReply::Containers(last)).await?;
+            }
+            Ok(())
+        }
+        Query::Services { selector, failed } => {
+            let targets = resolve_sorted(ctx, &selector).await?;
+            let mut page = Pager::default();
+            for target in targets {
+                let mut rows = Vec::new();
+                ctx.workloads
+                    .with_agent(&target.id, |w| w.unit_rows(&target.name, failed, &mut rows));
+                for row in rows {
+                    let size = workloads::unit_row_bytes(&row);
+                    if let Some(full) = page.push(row, size) {
+                        reply(send, &QueryReply::Services(full)).await?;
+                    }
+                }
+            }
+            if let Some(last) = page.finish() {
+                reply(send, &QueryReply::Services(last)).await?;
+            }
+            Ok(())
+        }
+        Query::ContainerHistory {
+            agent,
+            container,
+            minutes,
+        } => {
+            let minutes = container_history(ctx, agent, container, minutes).await?;
+            reply(send, &QueryReply::ContainerMinutes(minutes)).await
         }
         Query::Jobs { limit } => {
             if !actor.role.can_act() {
@@ -188,6 +231,122 @@ async fn answer(
     }
 }
 
+/// The agents a selector picks, by name: `ps` lists hosts in the order a sysadmin reads them.
+async fn resolve_sorted(ctx: &HubCtx, selector: &str) -> Result<Vec<Target>, HubError> {
+    let selector = if selector.trim().is_empty() {
+        "all"
+    } else {
+        selector
+    };
+    let mut targets: Vec<Target> = resolve(ctx, selector)
+        .await?
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    targets.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(targets)
+}
+
+/// Budget of one reply frame's rows: half the frame limit, so the estimate's slack never matters.
+const PAGE_BYTES: usize = MAX_REQUEST_FRAME / 2;
+
+/// Rows cut into frames of at most [`ROWS_PER_FRAME`] rows and [`PAGE_BYTES`].
+struct Pager<T> {
+    rows: Vec<T>,
+    bytes: usize,
+}
+
+impl<T> Default for Pager<T> {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> Pager<T> {
+    /// Adds a row of about `size` bytes; returns a full page to send first if it would not fit.
+    fn push(&mut self, row: T, size: usize) -> Option<Vec<T>> {
+        let full = (self.rows.len() >= ROWS_PER_FRAME || self.bytes + size > PAGE_BYTES)
+            && !self.rows.is_empty();
+        let out = full.then(|| {
+            self.bytes = 0;
+            std::mem::take(&mut self.rows)
+        });
+        self.rows.push(row);
+        self.bytes += size;
+        out
+    }
+
+    fn finish(self) -> Option<Vec<T>> {
+        (!self.rows.is_empty()).then_some(self.rows)
+    }
+}
+
+/// Most minutes a history query returns: a day more than the default retention keeps.
+const MAX_HISTORY_MINUTES: u32 = 31 * 24 * 60;
+
+/// One container's minutes: found among the agent's live containers first, then in the history
+/// (a removed container, until retention forgets it); the minute in progress comes last.
+async fn container_history(
+    ctx: &HubCtx,
+    agent: String,
+    reference: String,
+    minutes: u32,
+) -> Result<Vec<ContainerMinute>, HubError> {
+    if !flotilla_wire::workloads::valid_workload_name(&reference) {
+        return Err(HubError::refused(
+            ErrorCode::BadRequest,
+            format!("{reference:?} is not a container name or id"),
+        ));
+    }
+    let q = agent.clone();
+    let row = ctx
+        .store
+        .call(move |c| Ok(store::identities::find(c, &q)?))
+        .await?
+        .filter(|r| r.role == flotilla_wire::Role::Agent)
+        .ok_or_else(|| HubError::refused(ErrorCode::NotFound, format!("no agent {agent:?}")))?;
+    let live = ctx
+        .workloads
+        .with_agent(&row.id, |w| w.find_container(&reference))
+        .transpose()
+        .map_err(|e| HubError::refused(ErrorCode::BadRequest, e))?
+        .flatten();
+    let found = match live {
+        Some(found) => Some(found),
+        None => {
+            let (id, r) = (row.id.clone(), reference.clone());
+            ctx.store
+                .call(move |c| Ok(store::workloads::find(c, &id, &r)?))
+                .await?
+        }
+    };
+    let Some((container, _name)) = found else {
+        return Err(HubError::refused(
+            ErrorCode::NotFound,
+            format!("no container {reference:?} on {}", row.name),
+        ));
+    };
+    let span = u64::from(minutes.clamp(1, MAX_HISTORY_MINUTES)) * 60_000;
+    let since = now_ms().saturating_sub(span);
+    let (id, cid) = (row.id.clone(), container.clone());
+    let mut series = ctx
+        .store
+        .call(move |c| Ok(store::workloads::series(c, &id, &cid, since)?))
+        .await?;
+    if let Some(open) = ctx
+        .workloads
+        .with_agent(&row.id, |w| w.minute_in_progress(&container))
+        .flatten()
+        && series.last().is_none_or(|m| m.start_ms < open.start_ms)
+    {
+        series.push(open);
+    }
+    Ok(series)
+}
+
 /// One round trip over a new stream: what an exec pays before its command starts.
 async fn ping(target: Target, conn: Option<quinn::Connection>) -> PingResult {
     let mut result = PingResult {
@@ -235,4 +394,31 @@ async fn ping(target: Target, conn: Option<quinn::Connection>) -> PingResult {
         Err(_) => result.error = format!("no answer within {} s", PING_TIMEOUT.as_secs()),
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_hold_at_most_their_rows_and_bytes() {
+        let mut pager = Pager::default();
+        let mut pages = Vec::new();
+        for i in 0..(ROWS_PER_FRAME * 2 + 1) {
+            pages.extend(pager.push(i, 10));
+        }
+        pages.extend(pager.finish());
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [ROWS_PER_FRAME, ROWS_PER_FRAME, 1]);
+        // Large rows: the byte budget cuts first; a row larger than the budget goes alone.
+        let mut pager = Pager::default();
+        let mut pages = Vec::new();
+        for size in [PAGE_BYTES / 2, PAGE_BYTES / 2, 1, PAGE_BYTES * 2, 1] {
+            pages.extend(pager.push(size, size));
+        }
+        pages.extend(pager.finish());
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 1, 1, 1]);
+        assert!(Pager::<u8>::default().finish().is_none());
+    }
 }

@@ -132,6 +132,8 @@ pub(super) async fn run(
     ctx.history.flush_agent(&id).await;
     if ctx.registry.disconnect(&id, conn_id) {
         tracing::info!(name = %row.name, %reason, "agent offline");
+        let minutes = ctx.workloads.offline(&id);
+        ctx.container_history.record(minutes).await;
         mark_offline(&ctx, &id, reason).await;
     }
 }

@@ -1,6 +1,12 @@
 //! Enrolment: a certificate-less client presents a join token and a CSR; the hub checks the token,
 //! signs the public key with an identity and role it chooses, and records the new identity — all in
 //! one transaction, so a failed enrolment never consumes a token use.
+//!
+//! The answer can be lost after the commit (the hub or the client killed, the path cut). The client
+//! then asks again with the same key (it keeps it until the certificate is stored), and the hub,
+//! finding a live identity enrolled with that token, name and key, signs the key again for the same
+//! identity without consuming another use: an enrolment is either not committed, or committed and
+//! recoverable by its own key, never an identity row nobody holds a certificate for.
 
 use super::{close, refuse};
 use crate::stats::StreamKind;
@@ -97,6 +103,8 @@ async fn enrol(ctx: &HubCtx, req: EnrollRequest, remote: SocketAddr) -> Result<E
     for (k, v) in &req.labels {
         check_label(k, v)?;
     }
+    let key = flotilla_certs::csr_key_fingerprint(&req.csr_der)
+        .map_err(|e| HubError::refused(ErrorCode::BadRequest, e.to_string()))?;
     let ca = ctx.ca.clone();
     let ca_der = ca.cert_der().to_vec();
     let addr = remote.to_string();
@@ -104,6 +112,17 @@ async fn enrol(ctx: &HubCtx, req: EnrollRequest, remote: SocketAddr) -> Result<E
         .call(move |c| {
             let tx = c.transaction()?;
             let now = now_ms();
+            if let Some(row) =
+                store::identities::enrolled_with_key(&tx, &req.token_id, &name, &key.0)?
+            {
+                store::tokens::verify(&tx, &req.token_id, &req.secret, now)?;
+                let cert_der = ca
+                    .sign_csr(&req.csr_der, &row.id, row.role)
+                    .map_err(|e| HubError::refused(ErrorCode::BadRequest, e.to_string()))?;
+                store::audit::append(&tx, now, &format!("token:{}", req.token_id), "enrol", row.id.as_str(), &format!("name={name} role={} again: the first answer was lost", row.role))?;
+                tx.commit()?;
+                return Ok(Enrolled { identity: row.id, role: row.role, name: row.name, labels: row.labels, cert_der, ca_der });
+            }
             let grant = store::tokens::redeem(&tx, &req.token_id, &req.secret, now)?;
             if let Some((holder, held)) = store::identities::holder_of_name(&tx, &name)? {
                 let variant = if held == name {
@@ -140,6 +159,7 @@ async fn enrol(ctx: &HubCtx, req: EnrollRequest, remote: SocketAddr) -> Result<E
                 revoked_ms: None,
             };
             store::identities::insert(&tx, &row)?;
+            store::identities::set_enrol_key(&tx, &id, &key.0)?;
             store::audit::append(&tx, now, &format!("token:{}", req.token_id), "enrol", id.as_str(), &format!("name={name} role={}", grant.role))?;
             tx.commit()?;
             Ok(Enrolled { identity: id, role: grant.role, name, labels, cert_der, ca_der })

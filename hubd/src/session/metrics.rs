@@ -4,7 +4,7 @@ use crate::HubCtx;
 use crate::stats::StreamKind;
 use flotilla_wire::io::read_frame;
 use flotilla_wire::limits::MAX_METRICS_FRAME;
-use flotilla_wire::msg::MetricsFrame;
+use flotilla_wire::msg::{FleetEvent, MetricsFrame};
 use flotilla_wire::{ErrorCode, IdentityId};
 use std::sync::Arc;
 
@@ -36,7 +36,24 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
                 tracing::debug!(minutes = minutes.len(), "back-fill received");
                 ctx.history.record_backfill(&id, minutes).await;
             }
-            Ok(Some(MetricsFrame::Workloads(_))) => {}
+            Ok(Some(MetricsFrame::Workloads(delta))) => {
+                let full = delta.full;
+                let (applied, counts) = ctx.workloads.apply(&id, delta);
+                // Warned once per inventory, not on every delta that repeats the stats.
+                if applied.refused > 0 && full {
+                    tracing::warn!(
+                        refused = applied.refused,
+                        "workload entries over the hub's limits left out"
+                    );
+                }
+                if applied.counts_changed {
+                    ctx.registry.publish(FleetEvent::Workloads {
+                        id: id.clone(),
+                        counts,
+                    });
+                }
+                ctx.container_history.record(applied.minutes).await;
+            }
             Ok(None) => return,
             // The connection went away: the session reports that; nothing to refuse.
             Err(flotilla_wire::io::FrameError::Io(e)) => {

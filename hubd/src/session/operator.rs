@@ -227,6 +227,20 @@ async fn serve_events(ctx: &HubCtx, send: &mut quinn::SendStream, cancel: Cancel
             return;
         }
     }
+    // Then the workload counts of every agent that reported any, so a console's count column is
+    // complete without a query per agent.
+    for (id, counts) in ctx.workloads.all_counts() {
+        if write_frame(
+            &mut ctx.stats.writer(StreamKind::Events, send),
+            &FleetEvent::Workloads { id, counts },
+            MAX_EVENTS_FRAME,
+        )
+        .await
+        .is_err()
+        {
+            return;
+        }
+    }
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => return,

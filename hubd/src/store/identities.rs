@@ -270,6 +270,29 @@ pub fn holder_of_name(
     .map(|o| o.and_then(|(id, held)| IdentityId::parse(&id).map(|id| (id, held))))
 }
 
+/// Records the SHA-256 of the public key `id` enrolled with (migration 8).
+pub fn set_enrol_key(conn: &Connection, id: &IdentityId, key: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE identities SET enrol_key = ?2 WHERE id = ?1")?
+        .execute(params![id.as_str(), key])?;
+    Ok(())
+}
+
+/// The live identity enrolled with token `token_id` under `name` with the public key whose
+/// SHA-256 is `key`: an earlier attempt of the same enrolment whose answer never arrived.
+pub fn enrolled_with_key(
+    conn: &Connection,
+    token_id: &str,
+    name: &str,
+    key: &[u8],
+) -> rusqlite::Result<Option<IdentityRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM identities WHERE token_id = ?1 AND name = ?2 AND enrol_key = ?3 \
+             AND revoked_ms IS NULL"
+    ))?
+    .query_row(params![token_id, name, key], from_row)
+    .optional()
+}
+
 /// Inserts a new identity.
 pub fn insert(conn: &Connection, row: &IdentityRow) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(
@@ -380,6 +403,32 @@ mod tests {
         }
         assert!(revoke(&c, &revoked.id, 5).expect("revoke"));
         assert_eq!(live_agents(&c).expect("list"), [Selectable::from(kept)]);
+    }
+
+    #[test]
+    fn an_enrolment_is_found_again_only_by_its_token_name_and_key() {
+        let mut c = Connection::open_in_memory().expect("open");
+        super::super::migrate::migrate(&mut c).expect("migrate");
+        let (web, old) = (row(1, Role::Agent, "web-1"), row(2, Role::Agent, "web-2"));
+        insert(&c, &web).expect("insert");
+        insert(&c, &old).expect("insert");
+        set_enrol_key(&c, &web.id, &[7; 32]).expect("key");
+        let found = |token: &str, name: &str, key: &[u8]| {
+            enrolled_with_key(&c, token, name, key)
+                .expect("query")
+                .map(|r| r.id)
+        };
+        assert_eq!(found("t", "web-1", &[7; 32]), Some(web.id.clone()));
+        assert_eq!(found("t", "web-1", &[8; 32]), None, "another key");
+        assert_eq!(found("u", "web-1", &[7; 32]), None, "another token");
+        assert_eq!(found("t", "web-3", &[7; 32]), None, "another name");
+        assert_eq!(
+            found("t", "web-2", &[]),
+            None,
+            "enrolled before keys were kept"
+        );
+        assert!(revoke(&c, &web.id, 5).expect("revoke"));
+        assert_eq!(found("t", "web-1", &[7; 32]), None, "revoked");
     }
 
     fn sorted_names(agents: Vec<Selectable>) -> Vec<String> {

@@ -166,6 +166,34 @@ DROP TABLE name_fixes;
 CREATE UNIQUE INDEX identities_live_name_nocase ON identities(name COLLATE NOCASE)
     WHERE revoked_ms IS NULL;
 "#,
+    // 7: one-minute history per container (hubd/src/store/workloads.rs). The name is kept with each
+    // minute so that a container's history can be asked for by name after it is gone.
+    r#"
+CREATE TABLE container_1m (
+    agent_id      TEXT NOT NULL,
+    container_id  TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    start_ms      INTEGER NOT NULL,
+    samples       INTEGER NOT NULL,
+    cpu_avg       REAL NOT NULL,
+    cpu_max       REAL NOT NULL,
+    mem_avg       INTEGER NOT NULL,
+    net_rx_avg    INTEGER NOT NULL,
+    net_tx_avg    INTEGER NOT NULL,
+    blk_read_avg  INTEGER NOT NULL,
+    blk_write_avg INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, container_id, start_ms)
+) WITHOUT ROWID;
+CREATE INDEX container_1m_start ON container_1m(start_ms);
+CREATE INDEX container_1m_name ON container_1m(agent_id, name, start_ms);
+"#,
+    // 8: the SHA-256 of the public key each identity enrolled with, so that an enrolment whose
+    // answer was lost (hub or agent killed after the commit) and is tried again with the same key
+    // and token gets the identity back instead of a "name taken" with the token use spent.
+    // Identities enrolled before have none and are never matched.
+    r#"
+ALTER TABLE identities ADD COLUMN enrol_key BLOB;
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.

@@ -94,14 +94,8 @@ pub fn delete(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
     Ok(conn.execute("DELETE FROM tokens WHERE id = ?1", [id])? == 1)
 }
 
-/// Checks a presented secret and consumes one use. Call inside the enrolment transaction so the use
-/// is given back if the enrolment fails afterwards.
-pub fn redeem(
-    conn: &Connection,
-    id: &str,
-    secret: &[u8],
-    now_ms: u64,
-) -> Result<EnrolGrant, HubError> {
+/// The token `id` if `secret` is its secret and it has not expired.
+fn checked(conn: &Connection, id: &str, secret: &[u8], now_ms: u64) -> Result<TokenRow, HubError> {
     let row = conn
         .query_row(
             "SELECT id, hash, role, labels, uses_left, expires_ms, created_ms FROM tokens WHERE id = ?1",
@@ -125,6 +119,24 @@ pub fn redeem(
             "join token expired: ask an admin for a new one",
         ));
     }
+    Ok(row)
+}
+
+/// Checks a presented secret and the token's expiry without consuming a use: for an enrolment
+/// tried again whose first attempt the hub committed (and counted) already.
+pub fn verify(conn: &Connection, id: &str, secret: &[u8], now_ms: u64) -> Result<(), HubError> {
+    checked(conn, id, secret, now_ms).map(drop)
+}
+
+/// Checks a presented secret and consumes one use. Call inside the enrolment transaction so the use
+/// is given back if the enrolment fails afterwards.
+pub fn redeem(
+    conn: &Connection,
+    id: &str,
+    secret: &[u8],
+    now_ms: u64,
+) -> Result<EnrolGrant, HubError> {
+    let row = checked(conn, id, secret, now_ms)?;
     if row.uses_left == 0 {
         return Err(HubError::refused(
             ErrorCode::TokenUsedUp,

@@ -100,6 +100,45 @@ pub fn finish(
     Ok(())
 }
 
+/// What a hub that was killed or crashed mid-transfer leaves in a row the next start marks.
+pub const STOPPED_WHILE_RUNNING: &str = "hub stopped while it ran; the destination keeps its bytes";
+
+/// Marks the transfers a previous hub process left running as interrupted, each with an audit
+/// line from its actor (as if the attempt had ended then), in one transaction: a console that
+/// retries later resumes them, and one that never comes back leaves a record that says what
+/// happened instead of `running` forever. Returns how many it marked.
+pub fn mark_interrupted(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let rows: Vec<(String, String)> = {
+        let mut stmt =
+            tx.prepare_cached("SELECT id, actor FROM transfers WHERE state = 'running'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    // How far the attempt got died with the hub; the next attempt learns it from the destination.
+    for (id, actor) in &rows {
+        tx.execute(
+            "UPDATE transfers SET state = ?2, error = ?3, updated_ms = ?4 WHERE id = ?1",
+            params![
+                id,
+                TransferOutcome::Interrupted.as_str(),
+                STOPPED_WHILE_RUNNING,
+                now_ms as i64
+            ],
+        )?;
+        crate::store::audit::append(
+            &tx,
+            now_ms,
+            actor,
+            "transfer.interrupt",
+            id,
+            &format!("error={STOPPED_WHILE_RUNNING}"),
+        )?;
+    }
+    tx.commit()?;
+    Ok(rows.len())
+}
+
 /// One transfer by id.
 pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<TransferRow>> {
     conn.query_row(
@@ -159,5 +198,30 @@ mod tests {
             ("done", 10, 2, 5)
         );
         assert_eq!(get(&conn, "t-2").expect("get"), None);
+    }
+
+    #[test]
+    fn running_transfers_become_interrupted_once() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        crate::store::migrate::migrate(&mut conn).expect("migrate");
+        begin(&conn, "t-1", "o-1", "a:x", "b:y", 10, 0, 5).expect("begin");
+        begin(&conn, "t-2", "o-1", "a:x", "b:z", 10, 0, 5).expect("begin");
+        finish(&conn, "t-2", TransferOutcome::Done, 10, "", "ab", 6).expect("finish");
+        assert_eq!(mark_interrupted(&mut conn, 9).expect("mark"), 1);
+        let row = get(&conn, "t-1").expect("get").expect("row");
+        assert_eq!(
+            (row.state.as_str(), row.error.as_str(), row.updated_ms),
+            ("interrupted", STOPPED_WHILE_RUNNING, 9)
+        );
+        assert_eq!(get(&conn, "t-2").expect("get").expect("row").state, "done");
+        let audited: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE action = 'transfer.interrupt' AND target = 't-1'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("audit");
+        assert_eq!(audited, 1);
+        assert_eq!(mark_interrupted(&mut conn, 10).expect("again"), 0);
     }
 }

@@ -302,3 +302,78 @@ async fn q_quits_the_console() {
     }
     scene.shutdown().await;
 }
+
+/// The real console at 80x24 over two swarm agents reporting synthetic containers and units: the
+/// fleet counts them, `6` lists every container with its host (the unhealthy ones first), and an
+/// agent's services tab shows its failed unit first.
+#[tokio::test(flavor = "multi_thread")]
+async fn six_lists_the_fleets_containers_and_tab_an_agents_services() {
+    let fleet = Fleet::new().await;
+    let token = fleet.token(flotilla_wire::Role::Agent, 2, Vec::new()).await;
+    let dir = tempfile::tempdir().expect("swarm dir");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let opts = agentd::swarm::SwarmOptions {
+        token: Some(token.token.clone()),
+        count: 2,
+        dir: dir.path().join("swarm"),
+        prefix: "sw".into(),
+        metrics_interval_ms: 1000,
+        exec: agentd::ExecMode::Off,
+        containers: 5,
+        units: 7,
+    };
+    let swarm = tokio::spawn(agentd::swarm::run(opts, cancel.clone()));
+    let command = format!(
+        "NO_COLOR=1 FLOTILLA_LOGIN_DIR={} {}",
+        fleet.paths.admin_dir().display(),
+        flotilla_bin().display()
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("both agents with their workload counts", |s| {
+        s.contains("2/2 online") && s.matches("4/5 2!").count() == 2
+    })
+    .await;
+    tmux.keys(&["6"]);
+    let screen = tmux
+        .wait_for("the fleet's containers", |s| {
+            s.contains("10 containers") && s.contains("sw-00001") && s.contains("app-04")
+        })
+        .await;
+    let rows: Vec<&str> = screen
+        .lines()
+        .skip_while(|l| !l.contains("HOST"))
+        .skip(1)
+        .take(2)
+        .collect();
+    assert!(
+        rows.iter()
+            .all(|r| r.contains("app-01") && r.contains("unhealthy")),
+        "unhealthy containers first:\n{screen}"
+    );
+    assert!(
+        screen.lines().all(|l| l.chars().count() <= 80),
+        "nothing drawn past 80 columns:\n{screen}"
+    );
+    tmux.keys(&["1", "g", "Enter", "Tab", "Tab"]);
+    let screen = tmux
+        .wait_for("an agent's services", |s| {
+            s.contains("7 services") && s.contains("svc-06.service")
+        })
+        .await;
+    let first = screen
+        .lines()
+        .skip_while(|l| !l.contains("UNIT"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        first.contains("svc-06.service") && first.contains("failed"),
+        "the failed unit first:\n{screen}"
+    );
+    drop(tmux);
+    cancel.cancel();
+    crate::harness::within(crate::harness::IDLE_DEADLINE, "swarm stop", swarm)
+        .await
+        .expect("swarm task")
+        .expect("swarm ran");
+    fleet.shutdown().await;
+}

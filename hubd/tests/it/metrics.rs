@@ -281,6 +281,8 @@ async fn a_swarm_of_200_agents_reports_to_a_real_hub() {
         prefix: "sw".into(),
         metrics_interval_ms: 1000,
         exec: agentd::ExecMode::Off,
+        containers: 0,
+        units: 0,
     };
     let swarm = tokio::spawn(agentd::swarm::run(opts, cancel.clone()));
     let mut online: HashSet<IdentityId> = HashSet::new();

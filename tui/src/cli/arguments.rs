@@ -143,6 +143,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Containers across the fleet, with the agent each runs on (running ones unless --all).
+    Ps {
+        /// Agents (same grammar as exec; default: all).
+        selector: Option<String>,
+        /// Stopped containers too.
+        #[arg(short, long)]
+        all: bool,
+        /// Print JSON (an array, one row per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// systemd units across the fleet, with the agent each runs on.
+    Services {
+        /// Agents (same grammar as exec; default: all).
+        selector: Option<String>,
+        /// Only failed units.
+        #[arg(long)]
+        failed: bool,
+        /// Print JSON (an array, one row per line).
+        #[arg(long)]
+        json: bool,
+    },
     /// List an agent's shared folder (AGENT or AGENT:PATH), as the hub last heard of it.
     Ls {
         /// AGENT[:PATH].
@@ -229,6 +251,8 @@ impl Command {
                 | Self::Jobs { .. }
                 | Self::Job { .. }
                 | Self::Audit { .. }
+                | Self::Ps { .. }
+                | Self::Services { .. }
         )
     }
 

@@ -240,6 +240,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Ps {
+            selector,
+            all,
+            json,
+        } => {
+            exec_like(&cli, |c| async move {
+                crate::workloads::ps::ps_command(&c, selector.as_deref(), *all, *json).await
+            })
+            .await
+        }
+        Command::Services {
+            selector,
+            failed,
+            json,
+        } => {
+            exec_like(&cli, |c| async move {
+                crate::workloads::services::services_command(
+                    &c,
+                    selector.as_deref(),
+                    *failed,
+                    *json,
+                )
+                .await
+            })
+            .await
+        }
     }
 }
 

@@ -74,6 +74,12 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
         Constraint::Length(crate::app::SPARK_POINTS as u16),
         Constraint::Length(6),
     ];
+    // Only once the hub reported workloads: a fleet without containers or units keeps its room.
+    let show_work = !app.workload_counts.is_empty();
+    if show_work {
+        header.push(Cell::from("CTRS !"));
+        widths.push(Constraint::Length(9));
+    }
     if wide {
         header.extend([
             Cell::from(title("SEEN", "last-seen")),
@@ -136,6 +142,9 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
                 Cell::from(history),
                 Cell::from(uptime),
             ];
+            if show_work {
+                cells.push(work_cell(app.workload_counts.get(&a.id), theme));
+            }
             if wide {
                 let seen = if a.status == Status::Online {
                     "now".into()
@@ -165,4 +174,23 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
         .header(Row::new(header).style(theme.heading()))
         .column_spacing(1);
     frame.render_widget(table, table_area);
+}
+
+/// `3/4 2!`: containers running of known, then troubled containers plus failed units in red.
+fn work_cell(
+    counts: Option<&flotilla_wire::workloads::WorkloadCounts>,
+    theme: Theme,
+) -> Cell<'static> {
+    let Some(c) = counts else {
+        return Cell::from("");
+    };
+    let mut spans = vec![Span::raw(format!(
+        "{}/{}",
+        c.containers_running, c.containers_total
+    ))];
+    let trouble = c.containers_troubled + c.units_failed;
+    if trouble > 0 {
+        spans.push(Span::styled(format!(" {trouble}!"), theme.bad()));
+    }
+    Cell::from(Line::from(spans))
 }

@@ -1,5 +1,8 @@
 //! A userspace UDP proxy that stands between QUIC peers and the hub and loses, delays, duplicates
-//! and reorders datagrams, or cuts the path entirely (this machine's kernel has no `netem`).
+//! and reorders datagrams, limits the bandwidth, or cuts the path entirely (this machine's kernel
+//! has no `netem`); it can also let a client's request through and drop the hub's answer
+//! ([`FaultProxy::mute_hub_after_request`]), the moment an enrolment commits without its client
+//! hearing of it.
 //!
 //! Each client address gets its own upstream socket, as a NAT would, so the hub sees one peer per
 //! client. Delayed datagrams are sent by tracked tasks; at most [`MAX_IN_FLIGHT`] wait at once and
@@ -7,9 +10,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,7 +33,15 @@ pub(crate) struct Faults {
     pub(crate) duplicate: f64,
     /// Drop everything: the path is cut.
     pub(crate) cut: bool,
+    /// Bytes per second through the path, both directions together (0: unlimited). Datagrams
+    /// over the rate queue behind each other for up to [`MAX_QUEUE_DELAY`], and are dropped past
+    /// it as a router's full buffer drops them, so the peers' congestion control finds the rate.
+    pub(crate) rate_bps: u64,
 }
+
+/// Longest a datagram waits for its turn under [`Faults::rate_bps`]: a router's buffer, short
+/// enough that the queue never looks like a dead path to QUIC's loss detection.
+pub(crate) const MAX_QUEUE_DELAY: Duration = Duration::from_millis(200);
 
 impl Faults {
     /// A bad path: `loss` lost, `rtt` round trip with a tenth of it as jitter, 1 % duplicated.
@@ -41,9 +52,25 @@ impl Faults {
             jitter: rtt / 10,
             duplicate: 0.01,
             cut: false,
+            rate_bps: 0,
+        }
+    }
+
+    /// A clean path limited to `rate_bps` bytes per second.
+    pub(crate) fn rate(rate_bps: u64) -> Self {
+        Self {
+            rate_bps,
+            ..Self::default()
         }
     }
 }
+
+/// Where [`FaultProxy::mute_hub_after_request`] stands.
+const MUTE_OFF: u8 = 0;
+/// Armed: the next client datagram carrying a 1-RTT packet mutes the hub.
+const MUTE_ARMED: u8 = 1;
+/// Everything from the hub to its clients is dropped.
+const MUTE_ON: u8 = 2;
 
 /// Counters, for a test to check that the faults happened.
 #[derive(Debug, Default)]
@@ -58,6 +85,7 @@ pub(crate) struct FaultProxy {
     pub(crate) addr: SocketAddr,
     faults: Arc<Mutex<Faults>>,
     pub(crate) counts: Arc<Counts>,
+    mute: Arc<AtomicU8>,
     cancel: CancellationToken,
 }
 
@@ -71,6 +99,9 @@ struct Shared {
     faults: Arc<Mutex<Faults>>,
     counts: Arc<Counts>,
     in_flight: AtomicUsize,
+    /// When the rate-limited path is free for the next datagram.
+    next_free: Mutex<Instant>,
+    mute: Arc<AtomicU8>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -80,13 +111,46 @@ impl Shared {
         *self.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `data` to `to` through `sock` after the faults have had their say.
+    /// How long a datagram of `len` bytes waits for its turn at `rate_bps`; `None` when the
+    /// queue is full and it is dropped.
+    fn queue_delay(&self, len: usize, rate_bps: u64) -> Option<Duration> {
+        if rate_bps == 0 {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut next_free = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
+        let start = (*next_free).max(now);
+        let wait = start - now;
+        if wait > MAX_QUEUE_DELAY {
+            return None;
+        }
+        *next_free = start + Duration::from_secs_f64(len as f64 / rate_bps as f64);
+        Some(wait)
+    }
+
+    /// Sends `data` to `to` through `sock` after the faults have had their say. `to` is the
+    /// client for the hub's datagrams and `None` for a client's.
     fn pass(self: &Arc<Self>, sock: &Arc<UdpSocket>, to: Option<SocketAddr>, data: Vec<u8>) {
         let f = self.faults();
-        if f.cut || fastrand::f64() < f.loss {
+        let muted = match to {
+            Some(_) => self.mute.load(Ordering::SeqCst) == MUTE_ON,
+            None => false,
+        };
+        if f.cut || muted || fastrand::f64() < f.loss {
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        if to.is_none() && carries_1rtt(&data) {
+            // The client has its 1-RTT keys: whatever it sends from here on (its request) reaches
+            // the hub, and nothing the hub says back reaches the client.
+            let _ =
+                self.mute
+                    .compare_exchange(MUTE_ARMED, MUTE_ON, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        let Some(queued) = self.queue_delay(data.len(), f.rate_bps) else {
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let copies = if fastrand::f64() < f.duplicate {
             self.counts.duplicated.fetch_add(1, Ordering::Relaxed);
             2
@@ -99,7 +163,7 @@ impl Shared {
             } else {
                 f.jitter.mul_f64(fastrand::f64())
             };
-            let wait = f.delay + extra;
+            let wait = f.delay + extra + queued;
             if wait.is_zero() {
                 send(sock, to, &data);
                 self.counts.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -131,6 +195,48 @@ impl Shared {
     }
 }
 
+/// Whether a UDP datagram holds a QUIC 1-RTT (short header) packet: long-header packets are walked
+/// by their length fields (RFC 9000 §17.2); a short-header packet is always the last one.
+fn carries_1rtt(mut d: &[u8]) -> bool {
+    fn varint(d: &[u8]) -> Option<(u64, usize)> {
+        let first = *d.first()?;
+        let len = 1usize << (first >> 6);
+        let bytes = d.get(..len)?;
+        let mut v = u64::from(first & 0x3f);
+        for b in &bytes[1..] {
+            v = (v << 8) | u64::from(*b);
+        }
+        Some((v, len))
+    }
+    fn skip_long(d: &[u8]) -> Option<usize> {
+        let kind = (d[0] >> 4) & 0x3;
+        let mut at = 5;
+        let dcid = usize::from(*d.get(at)?);
+        at += 1 + dcid;
+        let scid = usize::from(*d.get(at)?);
+        at += 1 + scid;
+        if kind == 0 {
+            let (token, n) = varint(d.get(at..)?)?;
+            at += n + usize::try_from(token).ok()?;
+        }
+        if kind == 3 {
+            return None;
+        }
+        let (len, n) = varint(d.get(at..)?)?;
+        Some(at + n + usize::try_from(len).ok()?)
+    }
+    while let Some(&first) = d.first() {
+        if first & 0x80 == 0 {
+            return true;
+        }
+        match skip_long(d) {
+            Some(n) if n <= d.len() => d = &d[n..],
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// A datagram that cannot be sent at once is lost, as on a real path.
 fn send(sock: &UdpSocket, to: Option<SocketAddr>, data: &[u8]) {
     let _ = match to {
@@ -147,10 +253,13 @@ impl FaultProxy {
         let faults = Arc::new(Mutex::new(Faults::default()));
         let counts = Arc::new(Counts::default());
         let cancel = CancellationToken::new();
+        let mute = Arc::new(AtomicU8::new(MUTE_OFF));
         let shared = Arc::new(Shared {
             faults: faults.clone(),
             counts: counts.clone(),
             in_flight: AtomicUsize::new(0),
+            next_free: Mutex::new(Instant::now()),
+            mute: mute.clone(),
             tracker: TaskTracker::new(),
             cancel: cancel.clone(),
         });
@@ -159,6 +268,7 @@ impl FaultProxy {
             addr,
             faults,
             counts,
+            mute,
             cancel,
         }
     }
@@ -171,6 +281,23 @@ impl FaultProxy {
     /// Changes the faults from the next datagram on.
     pub(crate) fn set(&self, faults: Faults) {
         *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+    }
+
+    /// From the next client datagram that carries a 1-RTT packet (the first the client may send
+    /// a request in) on, drops everything the hub sends to its clients: the request arrives, the
+    /// answer never does, until [`FaultProxy::unmute`].
+    pub(crate) fn mute_hub_after_request(&self) {
+        self.mute.store(MUTE_ARMED, Ordering::SeqCst);
+    }
+
+    /// Whether the hub is muted (a client sent its request since [`FaultProxy::mute_hub_after_request`]).
+    pub(crate) fn hub_muted(&self) -> bool {
+        self.mute.load(Ordering::SeqCst) == MUTE_ON
+    }
+
+    /// Lets the hub's datagrams through again.
+    pub(crate) fn unmute(&self) {
+        self.mute.store(MUTE_OFF, Ordering::SeqCst);
     }
 
     /// Cuts the path (`true`) or restores it with the faults it had.

@@ -1,0 +1,201 @@
+//! Synthetic containers and units for swarm agents: a fixed inventory per agent whose stats change
+//! every interval, sent over the real [`flotilla_wire::msg::MetricsFrame::Workloads`] path so the
+//! hub's inventory, counts, history and queries can be loaded without a container engine.
+
+use crate::link::WorkloadFeed;
+use flotilla_wire::workloads::{
+    Access, ContainerInfo, ContainerState, ContainerStats, Health, PortMap, SourceState, UnitInfo,
+    UnitStats, WORKLOADS_PER_FRAME, WorkloadDelta, WorkloadPolicy,
+};
+
+/// Every fifth container is stopped, so `ps` and `ps --all` differ.
+const STOPPED_EVERY: usize = 5;
+/// Every tenth container fails its health check: the fleet view's trouble count.
+const UNHEALTHY_EVERY: usize = 10;
+/// Every seventh unit has failed.
+const FAILED_UNIT_EVERY: usize = 7;
+
+/// A swarm agent's containers (`app-00`, `app-01`…) and units (`svc-00.service`…).
+pub(super) struct SyntheticWorkloads {
+    rng: fastrand::Rng,
+    containers: Vec<ContainerInfo>,
+    units: Vec<UnitInfo>,
+}
+
+impl SyntheticWorkloads {
+    /// `containers` containers and `units` units, their ids and stats drawn from `seed`.
+    pub(super) fn new(seed: u64, containers: usize, units: usize) -> Self {
+        let started_ms = flotilla_certs::clock::now_ms().saturating_sub(3_600_000);
+        let containers = (0..containers)
+            .map(|i| {
+                let stopped = i % STOPPED_EVERY == STOPPED_EVERY - 1;
+                ContainerInfo {
+                    id: format!("{seed:016x}{i:016x}{:016x}{:016x}", !seed, i * 7919),
+                    name: format!("app-{i:02}"),
+                    image: format!("localhost/app:{}", i % 3 + 1),
+                    state: if stopped {
+                        ContainerState::Exited
+                    } else {
+                        ContainerState::Running
+                    },
+                    health: if i % UNHEALTHY_EVERY == 1 {
+                        Health::Unhealthy
+                    } else {
+                        Health::Healthy
+                    },
+                    restart_count: 0,
+                    started_ms: (!stopped).then_some(started_ms),
+                    ports: vec![PortMap {
+                        host_ip: "0.0.0.0".into(),
+                        host_port: 8000 + i as u16,
+                        container_port: 80,
+                        protocol: "tcp".into(),
+                    }],
+                    compose_project: None,
+                    compose_service: None,
+                }
+            })
+            .collect();
+        let units = (0..units)
+            .map(|i| {
+                let failed = i % FAILED_UNIT_EVERY == FAILED_UNIT_EVERY - 1;
+                UnitInfo {
+                    name: format!("svc-{i:02}.service"),
+                    description: format!("Synthetic service {i}"),
+                    load_state: "loaded".into(),
+                    active_state: if failed { "failed" } else { "active" }.into(),
+                    sub_state: if failed { "failed" } else { "running" }.into(),
+                    since_ms: Some(started_ms),
+                    main_pid: (!failed).then_some(1000 + i as u32),
+                    restarts: u32::from(failed),
+                    unit_file_state: "enabled".into(),
+                }
+            })
+            .collect();
+        Self {
+            rng: fastrand::Rng::with_seed(seed),
+            containers,
+            units,
+        }
+    }
+
+    fn stats(&mut self, at_ms: u64) -> WorkloadDelta {
+        let r = &mut self.rng;
+        WorkloadDelta {
+            at_ms,
+            container_stats: self
+                .containers
+                .iter()
+                .filter(|c| c.state == ContainerState::Running)
+                .map(|c| ContainerStats {
+                    id: c.id.clone(),
+                    cpu_pct: r.f32() * 100.0,
+                    mem_used: r.u64(16 << 20..512 << 20),
+                    mem_limit: 8 << 30,
+                    net_rx_bps: r.u64(0..1 << 20),
+                    net_tx_bps: r.u64(0..1 << 20),
+                    blk_read_bps: r.u64(0..1 << 20),
+                    blk_write_bps: r.u64(0..1 << 20),
+                    pids: r.u32(1..50),
+                })
+                .collect(),
+            unit_stats: self
+                .units
+                .iter()
+                .filter(|u| u.active_state == "active")
+                .map(|u| UnitStats {
+                    name: u.name.clone(),
+                    cpu_pct: Some(r.f32() * 10.0),
+                    memory_bytes: Some(r.u64(1 << 20..64 << 20)),
+                })
+                .collect(),
+            ..WorkloadDelta::default()
+        }
+    }
+}
+
+impl WorkloadFeed for SyntheticWorkloads {
+    fn full(&mut self, at_ms: u64) -> Vec<WorkloadDelta> {
+        let mut first = WorkloadDelta {
+            at_ms,
+            full: true,
+            policy: Some(WorkloadPolicy {
+                containers: Access::Read,
+                compose: false,
+                services: Access::Read,
+                services_allow: Vec::new(),
+            }),
+            engine: Some(SourceState::Up {
+                name: "synthetic".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+            systemd: Some(SourceState::Up {
+                name: "synthetic".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+            ..WorkloadDelta::default()
+        };
+        let mut out = Vec::new();
+        let chunks = self.containers.chunks(WORKLOADS_PER_FRAME).count().max(1);
+        let unit_chunks = self.units.chunks(WORKLOADS_PER_FRAME).count().max(1);
+        for i in 0..chunks.max(unit_chunks) {
+            let mut d = if i == 0 {
+                std::mem::take(&mut first)
+            } else {
+                WorkloadDelta {
+                    at_ms,
+                    ..WorkloadDelta::default()
+                }
+            };
+            if let Some(c) = self.containers.chunks(WORKLOADS_PER_FRAME).nth(i) {
+                d.containers = c.to_vec();
+            }
+            if let Some(u) = self.units.chunks(WORKLOADS_PER_FRAME).nth(i) {
+                d.units = u.to_vec();
+            }
+            out.push(d);
+        }
+        out
+    }
+
+    fn delta(&mut self, at_ms: u64) -> Option<WorkloadDelta> {
+        if self.containers.is_empty() && self.units.is_empty() {
+            return None;
+        }
+        Some(self.stats(at_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_inventory_splits_into_frames_and_stats_cover_what_runs() {
+        let mut w = SyntheticWorkloads::new(3, 2_500, 20);
+        let full = w.full(1);
+        assert_eq!(full.len(), 3);
+        assert!(full[0].full && !full[1].full && !full[2].full);
+        assert_eq!(
+            full.iter().map(|d| d.containers.len()).sum::<usize>(),
+            2_500
+        );
+        assert_eq!(full[0].units.len(), 20);
+        let mut ids: Vec<&str> = full
+            .iter()
+            .flat_map(|d| d.containers.iter().map(|c| c.id.as_str()))
+            .collect();
+        assert!(ids.iter().all(|id| id.len() == 64));
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 2_500, "ids are unique");
+        let d = w.delta(2).expect("stats");
+        assert_eq!(d.container_stats.len(), 2_000, "one in five is stopped");
+        assert_eq!(
+            d.unit_stats.len(),
+            18,
+            "failed units (one in seven) have no stats"
+        );
+        assert!(!d.full && d.containers.is_empty());
+    }
+}
