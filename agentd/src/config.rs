@@ -1,6 +1,7 @@
 //! Agent configuration: `agent.toml` in the data directory (optional), flags override.
 
 use crate::AgentError;
+pub use flotilla_wire::workloads::Access;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,22 @@ pub struct AgentConfig {
     /// Join token to enrol with while the data directory holds no identity (`agentd install`,
     /// `enroll` and `run` use it); unused once enrolled. Prints as `***`.
     pub token: Option<deploy::SecretString>,
+    /// Containers: `off` reports nothing, `read` reports inventory, stats and logs, `manage` also
+    /// lets the hub start, stop, restart, kill and remove them. Default `read`: seeing what runs
+    /// is why an agent is installed; acting on it is opted into.
+    pub containers: Access,
+    /// The container engine's API socket; when unset the usual places are probed
+    /// ([`crate::workloads::DEFAULT_ENGINE_SOCKETS`], then Podman's rootless socket under
+    /// `$XDG_RUNTIME_DIR` for a non-root agent).
+    pub containers_socket: Option<PathBuf>,
+    /// Compose projects: `on` lets the hub run compose actions on the folders of `compose_dir`.
+    pub compose: ComposeMode,
+    /// The folder holding one folder per compose project.
+    pub compose_dir: Option<PathBuf>,
+    /// systemd units: `off`, `read` (inventory, stats, journal) or `manage` (actions too).
+    pub services: Access,
+    /// Unit globs `services = "manage"` is limited to (`nginx*.service`); empty means every unit.
+    pub services_allow: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -50,6 +67,12 @@ impl Default for AgentConfig {
             shared_dir: None,
             read_only: false,
             token: None,
+            containers: Access::Read,
+            containers_socket: None,
+            compose: ComposeMode::Off,
+            compose_dir: None,
+            services: Access::Read,
+            services_allow: Vec::new(),
         }
     }
 }
@@ -87,6 +110,17 @@ impl ExecMode {
             .into_iter()
             .find(|m| m.as_str() == s)
     }
+}
+
+/// Whether compose actions may run (`compose` in agent.toml).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeMode {
+    /// Refused (the default: compose runs programs with the engine's full power).
+    #[default]
+    Off,
+    /// Runs on the project folders of `compose_dir`.
+    On,
 }
 
 impl AgentConfig {
@@ -141,6 +175,13 @@ impl AgentConfig {
                 ));
             }
         }
+        for glob in &self.services_allow {
+            if glob.contains('/') || glob.chars().any(char::is_control) {
+                return bad(format!(
+                    "services_allow entry {glob:?} must be a unit name glob such as \"nginx*.service\""
+                ));
+            }
+        }
         for (key, dir) in [
             ("scripts_dir", &self.scripts_dir),
             ("workdir", &self.workdir),
@@ -182,6 +223,35 @@ impl AgentConfig {
             return Err(AgentError::Config(
                 "shared_dir is empty: give a folder, or leave it out for `shared` in the data directory"
                     .into(),
+            ));
+        }
+        for (key, path) in [
+            ("containers_socket", &self.containers_socket),
+            ("compose_dir", &self.compose_dir),
+        ] {
+            if let Some(path) = path
+                && !path.is_absolute()
+            {
+                return bad(format!(
+                    "{key} = {} must be an absolute path",
+                    path.display()
+                ));
+            }
+        }
+        if self.compose == ComposeMode::On && self.compose_dir.is_none() {
+            return bad(
+                "compose = \"on\" needs compose_dir, the folder holding one folder per project"
+                    .into(),
+            );
+        }
+        if self.compose == ComposeMode::On && self.containers == Access::Off {
+            return bad(
+                "compose = \"on\" with containers = \"off\": compose acts on containers; set containers = \"read\" or \"manage\", or compose = \"off\"".into(),
+            );
+        }
+        if let Some(i) = self.services_allow.iter().position(String::is_empty) {
+            return bad(format!(
+                "services_allow entry {i} is empty: give a unit name or glob"
             ));
         }
         Ok(())
@@ -244,6 +314,45 @@ mod tests {
             found += 1;
         }
         assert!(found > 0, "no agent.toml example found in docs/exec.md");
+    }
+
+    #[test]
+    fn workload_examples_in_docs_parse() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/workloads.md"),
+        )
+        .expect("docs/workloads.md");
+        let mut found = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            parse(text).unwrap_or_else(|e| panic!("docs/workloads.md example: {e}"));
+            found += 1;
+        }
+        assert!(
+            found > 0,
+            "no agent.toml example found in docs/workloads.md"
+        );
+    }
+
+    #[test]
+    fn bad_workload_settings_are_named() {
+        let err = |t: &str| parse(t).expect_err(t);
+        assert_eq!(
+            err("compose = \"on\""),
+            "config: compose = \"on\" needs compose_dir, the folder holding one folder per project"
+        );
+        assert_eq!(
+            err("containers_socket = \"docker.sock\""),
+            "config: containers_socket = docker.sock must be an absolute path"
+        );
+        assert!(err("containers = \"write\"").contains("unknown variant `write`"));
+        assert!(
+            err("containers = \"off\"\ncompose = \"on\"\ncompose_dir = \"/srv/c\"")
+                .contains("compose acts on containers")
+        );
+        let cfg = parse("").expect("defaults");
+        assert_eq!(cfg.containers, Access::Read);
+        assert_eq!(cfg.compose, ComposeMode::Off);
     }
 
     #[test]

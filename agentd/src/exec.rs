@@ -38,22 +38,30 @@ use tracing::Instrument;
 const WINDOWS_EXEC: &str =
     "exec of programs is not supported on Windows agents yet (only the health builtin runs)";
 
+/// Why a Windows agent refuses unit actions: there is no systemd.
+#[cfg(not(unix))]
+const WINDOWS_SERVICES: &str = "systemd unit actions are not supported on Windows agents";
+
 /// Commands one agent runs at once. Each holds a hub stream (the hub's connection window is
 /// shared), two pipes and a process group; more than this is a runaway script, not a fleet job.
 pub const MAX_CONCURRENT_EXEC: usize = 32;
 
-/// What exec streams share: the policy and the slots.
+/// What exec streams share: the policy, the slots and the workloads (container actions, logs).
 pub struct ExecContext {
     /// Policy and process settings.
     pub policy: ExecPolicy,
+    /// Containers and compose, under the policy's workload settings.
+    pub workloads: Arc<crate::workloads::Workloads>,
     slots: Arc<Semaphore>,
 }
 
 impl ExecContext {
     /// A context with all slots free.
     pub fn new(policy: ExecPolicy) -> Self {
+        let workloads = Arc::new(crate::workloads::Workloads::new(policy.workloads.clone()));
         Self {
             policy,
+            workloads,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXEC)),
         }
     }
@@ -96,6 +104,43 @@ pub async fn serve_open(
     }
 }
 
+/// The search path compose tools are looked up in (the commands' clean `PATH`).
+#[cfg(unix)]
+const CLEAN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The process settings of a compose job: in the project folder, as agentd's own account (the one
+/// with access to the engine socket), with `DOCKER_HOST` naming the engine agentd uses.
+#[cfg(unix)]
+fn compose_policy(ctx: &ExecContext, dir: &std::path::Path) -> Result<ExecPolicy, String> {
+    let mut policy = ctx.policy.clone();
+    policy.workdir = dir.to_path_buf();
+    policy.run_as = None;
+    policy
+        .env
+        .extend(ctx.policy.workloads.compose_env.iter().cloned());
+    let engine = &ctx.workloads.engine;
+    let socket = engine.socket().or_else(|| {
+        ctx.policy
+            .workloads
+            .engine_sockets
+            .iter()
+            .find(|s| s.exists())
+            .cloned()
+    });
+    match socket {
+        Some(s) => policy
+            .env
+            .push(("DOCKER_HOST".into(), format!("unix://{}", s.display()))),
+        None => {
+            return Err(
+                "no container engine socket found for compose (containers_socket in agent.toml)"
+                    .into(),
+            );
+        }
+    }
+    Ok(policy)
+}
+
 async fn run(
     ctx: Arc<ExecContext>,
     conn: quinn::Connection,
@@ -125,6 +170,65 @@ async fn run(
             {
                 let _ = (program, args, recv);
                 fail(&mut send, FailureKind::Refused, WINDOWS_EXEC.into()).await;
+            }
+        }
+        Runnable::Container {
+            action,
+            containers,
+            stop_timeout_s,
+        } => {
+            let engine = &ctx.workloads.engine;
+            crate::workloads::actions::run(
+                engine,
+                action,
+                &containers,
+                stop_timeout_s,
+                &start,
+                send,
+                recv,
+            )
+            .await
+        }
+        Runnable::Compose {
+            action,
+            project,
+            dir,
+        } => {
+            #[cfg(unix)]
+            match compose_policy(&ctx, &dir) {
+                Ok(policy) => match crate::workloads::compose::ComposeTool::find(CLEAN_PATH) {
+                    Some(tool) => {
+                        let (program, args) = tool.command(action, &project);
+                        process::run(&program, &args, &policy, &start, send, recv).await;
+                    }
+                    None => {
+                        let message = "no compose tool on this agent: install the docker compose plugin, docker-compose or podman-compose".to_string();
+                        fail(&mut send, FailureKind::Spawn, message).await;
+                    }
+                },
+                Err(message) => fail(&mut send, FailureKind::Spawn, message).await,
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = (action, project, dir, recv);
+                fail(&mut send, FailureKind::Refused, WINDOWS_EXEC.into()).await;
+            }
+        }
+        Runnable::Service { action, units } => {
+            #[cfg(unix)]
+            crate::workloads::unit_actions::run(
+                crate::workloads::services::Bus::for_this_process(),
+                action,
+                &units,
+                &start,
+                send,
+                recv,
+            )
+            .await;
+            #[cfg(not(unix))]
+            {
+                let _ = (action, units, recv);
+                fail(&mut send, FailureKind::Refused, WINDOWS_SERVICES.into()).await;
             }
         }
         Runnable::Builtin(flotilla_wire::exec::Builtin::Health) => {

@@ -19,6 +19,7 @@ pub mod status;
 pub mod swarm;
 pub mod transfer;
 mod watch;
+pub mod workloads;
 
 pub use config::{AgentConfig, AgentPaths, ExecMode};
 pub use error::AgentError;
@@ -139,7 +140,9 @@ const DEFAULT_INTERVAL_MS: u32 = 5000;
 /// suffice.
 const SAMPLE_QUEUE: usize = 16;
 
-/// Runs a sampler over `source` and a link, until cancelled.
+/// Runs a sampler over `source` and a link, until cancelled. `workloads` stands in for the
+/// machine's own containers and units (the swarm's synthetic ones); `None` reports the machine's,
+/// as the link's workload settings allow.
 pub async fn run_link<S: sampler::SampleSource>(
     link: link::Link,
     source: S,
@@ -155,7 +158,29 @@ pub async fn run_link<S: sampler::SampleSource>(
     };
     let (interval_tx, interval_rx) = tokio::sync::watch::channel(start);
     let (sample_tx, sample_rx) = tokio::sync::mpsc::channel(SAMPLE_QUEUE);
+    let poller_interval = interval_rx.clone();
     let sampler = tokio::spawn(sampler::run(source, sample_tx, interval_rx, cancel.clone()));
+    // The machine's own containers and units, unless a synthetic feed stands in for them or the
+    // policy reports neither.
+    let mut poller = None;
+    let own = link.exec.workloads.clone();
+    let workloads = match workloads {
+        Some(feed) => Some(feed),
+        None if own.settings.reports_anything() => {
+            let (inventory_tx, inventory_rx) = tokio::sync::watch::channel(None);
+            poller = Some(tokio::spawn(workloads::run(
+                own.clone(),
+                poller_interval,
+                inventory_tx,
+                cancel.clone(),
+            )));
+            Some(Box::new(workloads::DeltaFeed::new(
+                inventory_rx,
+                own.settings.policy(),
+            )) as Box<dyn link::WorkloadFeed>)
+        }
+        None => None,
+    };
     let outbox = link::Outbox {
         samples: sample_rx,
         interval: interval_tx,
@@ -165,4 +190,7 @@ pub async fn run_link<S: sampler::SampleSource>(
     };
     link.run(outbox, cancel).await;
     let _ = sampler.await;
+    if let Some(poller) = poller {
+        let _ = poller.await;
+    }
 }

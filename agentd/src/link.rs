@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// First back-off ceiling.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -99,8 +100,9 @@ pub trait WorkloadFeed: Send {
     /// The whole inventory, for a new metrics stream: the first delta has `full = true`, the rest
     /// (an inventory over [`flotilla_wire::workloads::WORKLOADS_PER_FRAME`]) `full = false`.
     fn full(&mut self, at_ms: u64) -> Vec<WorkloadDelta>;
-    /// What changed since the last call, with the stats of what runs; sent after each sample.
-    fn delta(&mut self, at_ms: u64) -> Option<WorkloadDelta>;
+    /// What changed since the last call, with the stats of what runs; sent after each sample
+    /// (several frames when more changed than one frame carries, none when nothing did).
+    fn delta(&mut self, at_ms: u64) -> Vec<WorkloadDelta>;
 }
 
 /// Samples from the sampler, and what accumulates while no session can take them.
@@ -487,8 +489,11 @@ async fn serve_hub_stream(
                 }
             }
         }
-        HubStreamOpen::Logs(_) => {
-            let _ = send.reset(ErrorCode::BadRequest.as_u32().into());
+        HubStreamOpen::Logs(open) => {
+            let span = tracing::info_span!("logs");
+            crate::workloads::logs::serve(exec.workloads.clone(), send, recv, open)
+                .instrument(span)
+                .await
         }
     }
 }
@@ -559,15 +564,21 @@ async fn send_metrics(conn: &quinn::Connection, outbox: &mut Outbox) -> DialErro
             return lost(format!("metrics stream: {e}"));
         }
         // A delta lost with the stream is not resent: the next stream starts with a full one.
-        if let Some(delta) = outbox.workloads.as_mut().and_then(|f| f.delta(at_ms))
-            && let Err(e) = write_frame(
+        let deltas = outbox
+            .workloads
+            .as_mut()
+            .map(|f| f.delta(at_ms))
+            .unwrap_or_default();
+        for delta in deltas {
+            if let Err(e) = write_frame(
                 &mut send,
                 &MetricsFrame::Workloads(delta),
                 MAX_METRICS_FRAME,
             )
             .await
-        {
-            return lost(format!("metrics stream: {e}"));
+            {
+                return lost(format!("metrics stream: {e}"));
+            }
         }
     }
 }

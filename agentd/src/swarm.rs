@@ -134,6 +134,9 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
             exec: Arc::new(crate::exec::ExecContext::new(
                 crate::exec::ExecPolicy::from_config(&crate::AgentConfig {
                     exec: opts.exec,
+                    // Simulated agents share one machine: none of them reports its workloads.
+                    containers: crate::config::Access::Off,
+                    services: crate::config::Access::Off,
                     ..crate::AgentConfig::default()
                 })?,
             )),

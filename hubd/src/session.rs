@@ -4,6 +4,7 @@
 mod agent;
 pub(crate) mod enrol;
 mod files;
+mod logs;
 mod metrics;
 mod operator;
 mod snapshot;

@@ -30,12 +30,23 @@ pub const MAX_UNITS_PER_AGENT: usize = 10_000;
 /// every query row far below the frame limit.
 pub const MAX_ENTRY_BYTES: usize = 4096;
 
+/// Hex digits of a container id the history keeps. A full id is 64; stored in the key and in both
+/// indexes it made a minute row 400 bytes instead of 225 (measured with SQLite, 120,000 rows).
+/// 16 digits (64 bits) tell one agent's containers apart as surely, and are more than the 12 that
+/// `docker ps` shows.
+pub const HISTORY_ID_HEX: usize = 16;
+
+/// The part of a container id (or of a longer id prefix) the history keys minutes by.
+pub fn history_id(id: &str) -> &str {
+    id.get(..HISTORY_ID_HEX).unwrap_or(id)
+}
+
 /// A finished minute of one container, ready for the store.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MinuteRow {
     /// Agent.
     pub agent: IdentityId,
-    /// Container id.
+    /// Container id, its first [`HISTORY_ID_HEX`] digits.
     pub container: String,
     /// Container name at the time.
     pub name: String,
@@ -248,7 +259,7 @@ impl AgentWorkloads {
         let sums = entry.minute.take()?;
         (sums.samples > 0).then(|| MinuteRow {
             agent: self.agent.clone(),
-            container: id.to_owned(),
+            container: history_id(id).to_owned(),
             name: entry.info.name.clone(),
             samples: sums.samples,
             minute: sums.finish(),
@@ -685,7 +696,7 @@ mod tests {
         let m = &a.minutes[0];
         assert_eq!(
             (m.container.as_str(), m.name.as_str()),
-            (id.as_str(), "app-1")
+            (&id[..HISTORY_ID_HEX], "app-1")
         );
         assert_eq!((m.samples, m.minute.start_ms), (2, 0));
         assert_eq!(

@@ -1,9 +1,14 @@
-//! Workloads across the fleet: `flotilla ps` (containers) and `flotilla services` (systemd units).
-//! Rows stream from the hub a frame at a time and are printed as they come, so the first host's
-//! containers show before the last host's arrive.
+//! Workloads across the fleet from the command line: `flotilla ps` (containers) and `flotilla
+//! services` (systemd units), whose rows stream from the hub a frame at a time and are printed as
+//! they come, so the first host's containers show before the last host's arrive; `flotilla logs`
+//! (a container's or unit's log lines, relayed by the hub); `flotilla container`, `flotilla
+//! compose` and `flotilla service` (actions run as jobs, rendered like `flotilla exec`).
 
+pub mod actions;
+pub mod logs;
 pub mod ps;
 pub mod services;
+pub mod services_cli;
 
 use crate::client::{Client, ClientError};
 use flotilla_wire::exec::{Query, QueryReply};

@@ -2,7 +2,11 @@
 //! turns it into a program path and arguments, or a refusal that names the policy.
 
 use crate::config::{AgentConfig, ExecMode};
+use crate::workloads::WorkloadSettings;
 use flotilla_wire::exec::{Builtin, ExecCommand};
+use flotilla_wire::workloads::{
+    Access, ComposeAction, ContainerAction, ServiceAction, valid_workload_name,
+};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +52,61 @@ pub enum PolicyError {
         /// Where it leads.
         target: String,
     },
+    /// A unit action where `services` is not `manage`.
+    #[error(
+        "refused by this agent's services policy (services = \"{}\"): unit actions need services = \"manage\" in agent.toml",
+        access.as_str()
+    )]
+    ServicesNotManaged {
+        /// The agent's setting.
+        access: Access,
+    },
+    /// A unit outside a non-empty `services_allow`.
+    #[error(
+        "refused by this agent's services policy (services_allow = {allow:?}): {unit} matches none of the globs"
+    )]
+    UnitNotAllowed {
+        /// The unit as asked.
+        unit: String,
+        /// The globs.
+        allow: Vec<String>,
+    },
+    /// A unit name that is empty, too long, a path, an option or has control characters.
+    #[error("invalid unit name {unit:?}: give a unit name such as nginx.service")]
+    BadUnitName {
+        /// The name as asked.
+        unit: String,
+    },
+    /// A unit action without units.
+    #[error("no unit given: name at least one unit")]
+    NoUnits,
+    /// A container action under `containers = "off"` or `"read"`.
+    #[error(
+        "refused by this agent's container policy (containers = \"{mode}\"): container actions need containers = \"manage\" in agent.toml"
+    )]
+    ContainersNotManaged {
+        /// The configured word.
+        mode: &'static str,
+    },
+    /// A container reference the engine would not take as a name or id.
+    #[error(
+        "refused by this agent's container policy: {name:?} is not a container name or id (letters, digits, '_', '.', '-')"
+    )]
+    BadContainer {
+        /// The reference as asked.
+        name: String,
+    },
+    /// A compose action under `compose = "off"`.
+    #[error(
+        "refused by this agent's compose policy (compose = \"off\"): enable it with compose = \"on\" and compose_dir in agent.toml"
+    )]
+    ComposeOff,
+    /// A project that is not a plain folder name, or not a folder of `compose_dir`.
+    #[error("refused by this agent's compose policy (compose_dir): {reason}")]
+    BadProject {
+        /// Why, naming the project.
+        reason: String,
+    },
 }
 
 /// What the policy decided to run.
@@ -62,6 +121,92 @@ pub enum Runnable {
     },
     /// A built-in check.
     Builtin(Builtin),
+    /// A systemd unit action over D-Bus.
+    Service {
+        /// What to do.
+        action: ServiceAction,
+        /// Unit names, checked against the services policy.
+        units: Vec<String>,
+    },
+    /// Container actions through the engine's API.
+    Container {
+        /// What to do.
+        action: ContainerAction,
+        /// Names or ids, checked.
+        containers: Vec<String>,
+        /// Stop timeout in seconds.
+        stop_timeout_s: Option<u32>,
+    },
+    /// A compose action in a project folder.
+    Compose {
+        /// What to do.
+        action: ComposeAction,
+        /// Project name (the folder's).
+        project: String,
+        /// The project folder, resolved inside `compose_dir`.
+        dir: PathBuf,
+    },
+}
+
+/// Decides whether a unit action may run here (`services`, `services_allow`): only under
+/// `manage`, every name valid, and every unit matching one of `allow` when it is non-empty. All or
+/// nothing: one refused unit refuses the job, so a job never half-runs.
+pub fn check_service(
+    access: Access,
+    allow: &[String],
+    action: ServiceAction,
+    units: &[String],
+) -> Result<Runnable, PolicyError> {
+    if access != Access::Manage {
+        return Err(PolicyError::ServicesNotManaged { access });
+    }
+    if units.is_empty() {
+        return Err(PolicyError::NoUnits);
+    }
+    for unit in units {
+        if !valid_workload_name(unit) {
+            return Err(PolicyError::BadUnitName { unit: unit.clone() });
+        }
+        if !allow.is_empty() && !allow.iter().any(|g| glob_match(g, unit)) {
+            return Err(PolicyError::UnitNotAllowed {
+                unit: unit.clone(),
+                allow: allow.to_vec(),
+            });
+        }
+    }
+    Ok(Runnable::Service {
+        action,
+        units: units.to_vec(),
+    })
+}
+
+/// Shell-style glob over a whole name: `*` any run of characters, `?` one character, anything else
+/// itself. Iterative with one backtrack point, so a hostile pattern costs O(pattern × name).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// The policy and the process settings resolved once at start.
@@ -82,6 +227,8 @@ pub struct ExecPolicy {
     /// The account commands run as, when not agentd's own (`run_as`).
     #[cfg(unix)]
     pub run_as: Option<super::account::RunAs>,
+    /// Containers, compose and services keys.
+    pub workloads: WorkloadSettings,
 }
 
 impl ExecPolicy {
@@ -131,6 +278,7 @@ impl ExecPolicy {
             env,
             #[cfg(unix)]
             run_as,
+            workloads: WorkloadSettings::from_config(cfg),
         })
     }
 
@@ -140,9 +288,22 @@ impl ExecPolicy {
         let (argv, shell) = match command {
             ExecCommand::Builtin(b) => return Ok(Runnable::Builtin(*b)),
             ExecCommand::Argv { argv, shell } => (argv, *shell),
-            ExecCommand::Container { .. }
-            | ExecCommand::Service { .. }
-            | ExecCommand::Compose { .. } => return Err(PolicyError::Off),
+            ExecCommand::Container {
+                action,
+                containers,
+                stop_timeout_s,
+            } => return self.check_container(*action, containers, *stop_timeout_s),
+            ExecCommand::Compose { action, project } => {
+                return self.check_compose(*action, project);
+            }
+            ExecCommand::Service { action, units } => {
+                return check_service(
+                    self.workloads.services,
+                    &self.workloads.services_allow,
+                    *action,
+                    units,
+                );
+            }
         };
         let Some((program, args)) = argv.split_first() else {
             return Err(PolicyError::NotAllowed {
@@ -165,6 +326,56 @@ impl ExecPolicy {
                 args: args.to_vec(),
             }),
         }
+    }
+
+    fn check_container(
+        &self,
+        action: ContainerAction,
+        containers: &[String],
+        stop_timeout_s: Option<u32>,
+    ) -> Result<Runnable, PolicyError> {
+        if self.workloads.containers != Access::Manage {
+            return Err(PolicyError::ContainersNotManaged {
+                mode: self.workloads.containers.as_str(),
+            });
+        }
+        if containers.is_empty() {
+            return Err(PolicyError::BadContainer {
+                name: String::new(),
+            });
+        }
+        if let Some(bad) = containers
+            .iter()
+            .find(|c| !crate::workloads::containers::valid_container_ref(c))
+        {
+            return Err(PolicyError::BadContainer { name: bad.clone() });
+        }
+        Ok(Runnable::Container {
+            action,
+            containers: containers.to_vec(),
+            stop_timeout_s,
+        })
+    }
+
+    fn check_compose(&self, action: ComposeAction, project: &str) -> Result<Runnable, PolicyError> {
+        let w = &self.workloads;
+        let Some(root) = w.compose_dir.as_deref().filter(|_| w.compose) else {
+            return Err(PolicyError::ComposeOff);
+        };
+        if !flotilla_wire::workloads::valid_project_name(project) {
+            return Err(PolicyError::BadProject {
+                reason: format!(
+                    "{project:?} is not a project name: one folder name of compose_dir, 1-64 of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
+                ),
+            });
+        }
+        let dir = crate::workloads::compose::project_dir(root, project)
+            .map_err(|reason| PolicyError::BadProject { reason })?;
+        Ok(Runnable::Compose {
+            action,
+            project: project.to_string(),
+            dir,
+        })
     }
 
     fn allowed_program(&self, program: &str) -> Result<PathBuf, PolicyError> {
@@ -227,6 +438,68 @@ fn script_in(dir: &Path, rel: &Path, program: &str) -> Result<Option<PathBuf>, P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(access: Access, allow: &[&str], units: &[&str]) -> Result<Runnable, PolicyError> {
+        let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        let units: Vec<String> = units.iter().map(|s| s.to_string()).collect();
+        check_service(access, &allow, ServiceAction::Restart, &units)
+    }
+
+    #[test]
+    fn unit_actions_need_manage_and_the_allowlist() {
+        for access in [Access::Off, Access::Read] {
+            let e = service(access, &[], &["nginx.service"]).expect_err("refused");
+            assert_eq!(e, PolicyError::ServicesNotManaged { access });
+            assert!(e.to_string().contains(&format!(
+                "services policy (services = \"{}\")",
+                access.as_str()
+            )));
+        }
+        assert_eq!(
+            service(Access::Manage, &[], &["nginx.service", "db.service"]),
+            Ok(Runnable::Service {
+                action: ServiceAction::Restart,
+                units: vec!["nginx.service".into(), "db.service".into()],
+            })
+        );
+        let allow = ["web-*.service", "db?.service"];
+        assert!(service(Access::Manage, &allow, &["web-1.service", "db2.service"]).is_ok());
+        let e = service(Access::Manage, &allow, &["web-1.service", "sshd.service"])
+            .expect_err("sshd is outside the allowlist");
+        assert_eq!(
+            e,
+            PolicyError::UnitNotAllowed {
+                unit: "sshd.service".into(),
+                allow: allow.iter().map(|s| s.to_string()).collect(),
+            }
+        );
+        assert!(e.to_string().contains("services_allow"));
+        assert_eq!(service(Access::Manage, &[], &[]), Err(PolicyError::NoUnits));
+        for bad in ["-f", "a/b", "x\ny", ""] {
+            assert_eq!(
+                service(Access::Manage, &[], &[bad]),
+                Err(PolicyError::BadUnitName { unit: bad.into() })
+            );
+        }
+    }
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob_match("*", "anything.service"));
+        assert!(glob_match("nginx*", "nginx.service"));
+        assert!(glob_match("*.service", "a.service"));
+        assert!(!glob_match("*.service", "a.socket"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(!glob_match("nginx", "nginx.service"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
+        assert!(!glob_match("*a*b", "xxaxxbxxc"));
+        // Quadratic at worst, not exponential.
+        assert!(!glob_match(
+            &"*a".repeat(50),
+            &format!("{}b", "a".repeat(200))
+        ));
+    }
 
     fn argv(words: &[&str]) -> ExecCommand {
         ExecCommand::Argv {
@@ -403,5 +676,80 @@ mod tests {
             },
             "scripts run by name, not by absolute path"
         );
+    }
+
+    #[test]
+    fn container_actions_need_manage_and_engine_names() {
+        let with = |containers: Access| {
+            ExecPolicy::from_config(&AgentConfig {
+                containers,
+                ..AgentConfig::default()
+            })
+            .expect("policy")
+        };
+        let stop = |names: &[&str]| ExecCommand::Container {
+            action: ContainerAction::Stop,
+            containers: names.iter().map(|s| s.to_string()).collect(),
+            stop_timeout_s: Some(5),
+        };
+        let read = with(Access::Read).check(&stop(&["web"])).expect_err("read");
+        assert_eq!(
+            read.to_string(),
+            "refused by this agent's container policy (containers = \"read\"): container actions need containers = \"manage\" in agent.toml"
+        );
+        assert_eq!(
+            with(Access::Off).check(&stop(&["web"])),
+            Err(PolicyError::ContainersNotManaged { mode: "off" })
+        );
+        let manage = with(Access::Manage);
+        assert_eq!(
+            manage.check(&stop(&["web", "db-1"])),
+            Ok(Runnable::Container {
+                action: ContainerAction::Stop,
+                containers: vec!["web".into(), "db-1".into()],
+                stop_timeout_s: Some(5),
+            })
+        );
+        assert_eq!(
+            manage.check(&stop(&["web", "a?all=1"])),
+            Err(PolicyError::BadContainer {
+                name: "a?all=1".into()
+            })
+        );
+        assert!(manage.check(&stop(&[])).is_err(), "nothing to act on");
+    }
+
+    #[test]
+    fn compose_needs_on_and_a_folder_of_compose_dir() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(tmp.path().join("web")).expect("mkdir");
+        let up = |project: &str| ExecCommand::Compose {
+            action: ComposeAction::Up,
+            project: project.into(),
+        };
+        let off = ExecPolicy::from_config(&AgentConfig::default()).expect("policy");
+        assert_eq!(off.check(&up("web")), Err(PolicyError::ComposeOff));
+        let on = ExecPolicy::from_config(&AgentConfig {
+            compose: crate::config::ComposeMode::On,
+            compose_dir: Some(tmp.path().to_path_buf()),
+            ..AgentConfig::default()
+        })
+        .expect("policy");
+        assert_eq!(
+            on.check(&up("web")),
+            Ok(Runnable::Compose {
+                action: ComposeAction::Up,
+                project: "web".into(),
+                dir: tmp.path().canonicalize().expect("canon").join("web"),
+            })
+        );
+        for bad in ["..", "../etc", "a/b", ".hidden", "missing"] {
+            match on.check(&up(bad)) {
+                Err(PolicyError::BadProject { reason }) => {
+                    assert!(reason.contains(bad), "{reason}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 }

@@ -15,6 +15,21 @@ const UNHEALTHY_EVERY: usize = 10;
 /// Every seventh unit has failed.
 const FAILED_UNIT_EVERY: usize = 7;
 
+/// A 64-hex-digit id that looks random, as an engine's do, and whose every 16-digit part differs
+/// between the containers of all swarm agents (the hub keys history by the first 16): each part is
+/// an odd multiple, a bijection of the 64-bit word, of a word unique to the agent and container.
+fn container_id(seed: u64, i: usize) -> String {
+    let k = (seed << 32) | i as u64;
+    let mix = |x: u64| x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        mix(k),
+        mix(!k),
+        mix(k.rotate_left(17)),
+        mix(k ^ 0x5555_5555_5555_5555)
+    )
+}
+
 /// A swarm agent's containers (`app-00`, `app-01`…) and units (`svc-00.service`…).
 pub(super) struct SyntheticWorkloads {
     rng: fastrand::Rng,
@@ -30,7 +45,7 @@ impl SyntheticWorkloads {
             .map(|i| {
                 let stopped = i % STOPPED_EVERY == STOPPED_EVERY - 1;
                 ContainerInfo {
-                    id: format!("{seed:016x}{i:016x}{:016x}{:016x}", !seed, i * 7919),
+                    id: container_id(seed, i),
                     name: format!("app-{i:02}"),
                     image: format!("localhost/app:{}", i % 3 + 1),
                     state: if stopped {
@@ -158,11 +173,11 @@ impl WorkloadFeed for SyntheticWorkloads {
         out
     }
 
-    fn delta(&mut self, at_ms: u64) -> Option<WorkloadDelta> {
+    fn delta(&mut self, at_ms: u64) -> Vec<WorkloadDelta> {
         if self.containers.is_empty() && self.units.is_empty() {
-            return None;
+            return Vec::new();
         }
-        Some(self.stats(at_ms))
+        vec![self.stats(at_ms)]
     }
 }
 
@@ -189,7 +204,17 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 2_500, "ids are unique");
-        let d = w.delta(2).expect("stats");
+        let other = SyntheticWorkloads::new(4, 2_500, 0);
+        let mut heads: Vec<&str> = ids.iter().map(|id| &id[..16]).collect();
+        heads.extend(other.containers.iter().map(|c| &c.id[..16]));
+        heads.sort_unstable();
+        heads.dedup();
+        assert_eq!(
+            heads.len(),
+            5_000,
+            "so are their first 16 digits, across agents too"
+        );
+        let d = w.delta(2).pop().expect("stats");
         assert_eq!(d.container_stats.len(), 2_000, "one in five is stopped");
         assert_eq!(
             d.unit_stats.len(),

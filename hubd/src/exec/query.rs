@@ -331,7 +331,7 @@ async fn container_history(
     };
     let span = u64::from(minutes.clamp(1, MAX_HISTORY_MINUTES)) * 60_000;
     let since = now_ms().saturating_sub(span);
-    let (id, cid) = (row.id.clone(), container.clone());
+    let (id, cid) = (row.id.clone(), workloads::history_id(&container).to_owned());
     let mut series = ctx
         .store
         .call(move |c| Ok(store::workloads::series(c, &id, &cid, since)?))

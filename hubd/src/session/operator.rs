@@ -168,7 +168,7 @@ async fn serve_stream(
                 _ = recv.read(&mut buf) => {}
             }
         }
-        StreamOpen::Logs => refuse(&mut send, &mut recv, ErrorCode::BadRequest),
+        StreamOpen::Logs => super::logs::serve(&ctx, &actor, send, recv, cancel).await,
         StreamOpen::Exec => crate::exec::serve_exec(ctx, actor, send, recv, cancel).await,
         StreamOpen::Query => crate::exec::serve_query(ctx, actor, send, recv, cancel).await,
         StreamOpen::FileList => super::files::list(&ctx, &mut send, &mut recv).await,

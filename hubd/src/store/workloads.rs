@@ -46,7 +46,8 @@ pub fn upsert_minutes(conn: &Connection, rows: &[MinuteRow]) -> rusqlite::Result
 }
 
 /// The most recent container of `agent` that `reference` names in the history (name, full id or
-/// id prefix): how a removed container's minutes are still found.
+/// id prefix; the history keeps the first [`crate::workloads::HISTORY_ID_HEX`] digits of ids): how
+/// a removed container's minutes are still found.
 pub fn find(
     conn: &Connection,
     agent: &IdentityId,
@@ -54,10 +55,11 @@ pub fn find(
 ) -> rusqlite::Result<Option<(String, String)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT container_id, name FROM container_1m
-         WHERE agent_id = ?1 AND (name = ?2 OR substr(container_id, 1, length(?2)) = ?2)
+         WHERE agent_id = ?1 AND (name = ?2 OR substr(container_id, 1, length(?3)) = ?3)
          ORDER BY start_ms DESC LIMIT 1",
     )?;
-    stmt.query_row(params![agent.as_str(), reference], |r| {
+    let id_prefix = crate::workloads::history_id(reference);
+    stmt.query_row(params![agent.as_str(), reference, id_prefix], |r| {
         Ok((r.get(0)?, r.get(1)?))
     })
     .optional()
@@ -132,7 +134,8 @@ mod tests {
         crate::store::migrate::migrate(&mut c).expect("migrate");
         let a = IdentityId::from_random(Role::Agent, [1; 8]);
         let b = IdentityId::from_random(Role::Agent, [2; 8]);
-        let id = "abcdef".repeat(10) + "0123";
+        let full = "abcdef".repeat(10) + "0123";
+        let id = crate::workloads::history_id(&full).to_string();
         upsert_minutes(
             &c,
             &[
@@ -152,6 +155,10 @@ mod tests {
         );
         assert_eq!(
             find(&c, &a, "abcd").expect("find").map(|f| f.0),
+            Some(id.clone())
+        );
+        assert_eq!(
+            find(&c, &a, &full).expect("find").map(|f| f.0),
             Some(id.clone())
         );
         assert_eq!(find(&c, &a, "nope").expect("find"), None);

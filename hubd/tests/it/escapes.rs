@@ -206,7 +206,7 @@ async fn the_cli_shows_control_characters_escaped_and_json_exact() {
     let ls = flotilla(&fleet, &["ls", FILES_AGENT]).await;
     assert!(ls.contains(EVIL_FILE_SHOWN), "ls printed:\n{ls}");
     assert!(ls.contains(RTL_FILE_SHOWN), "ls printed:\n{ls}");
-    assert_eq!(raw_controls(&ls), [], "ls printed:\n{ls:?}");
+    assert_eq!(raw_controls(&ls), Vec::<char>::new(), "ls printed:\n{ls:?}");
 
     let json = flotilla(&fleet, &["ls", FILES_AGENT, "--json"]).await;
     let listing: serde_json::Value = serde_json::from_str(&json).expect("ls --json");
@@ -231,7 +231,11 @@ async fn the_cli_shows_control_characters_escaped_and_json_exact() {
             "agent printed no {shown}:\n{detail}"
         );
     }
-    assert_eq!(raw_controls(&detail), [], "agent printed:\n{detail:?}");
+    assert_eq!(
+        raw_controls(&detail),
+        Vec::<char>::new(),
+        "agent printed:\n{detail:?}"
+    );
     let json = flotilla(&fleet, &["agent", PROC_AGENT, "--json"]).await;
     let info: serde_json::Value = serde_json::from_str(&json).expect("agent --json");
     assert_eq!(info["hostname"], EVIL_HOST);
@@ -239,7 +243,11 @@ async fn the_cli_shows_control_characters_escaped_and_json_exact() {
 
     let table = flotilla(&fleet, &["agents"]).await;
     assert!(table.contains(PROC_AGENT), "agents printed:\n{table}");
-    assert_eq!(raw_controls(&table), [], "agents printed:\n{table:?}");
+    assert_eq!(
+        raw_controls(&table),
+        Vec::<char>::new(),
+        "agents printed:\n{table:?}"
+    );
 }
 
 /// Opens the agent called `name` from the fleet view through the filter.
@@ -290,7 +298,11 @@ async fn the_console_shows_control_characters_escaped() {
             "agent view lacks {shown}:\n{screen}"
         );
     }
-    assert_eq!(raw_controls(&screen), [], "agent view:\n{screen}");
+    assert_eq!(
+        raw_controls(&screen),
+        Vec::<char>::new(),
+        "agent view:\n{screen}"
+    );
 
     // The files browser of the agent sharing hostile names.
     console.apply(key(KeyCode::Esc));
@@ -318,6 +330,10 @@ async fn the_console_shows_control_characters_escaped() {
             "files view lacks {shown}:\n{screen}"
         );
     }
-    assert_eq!(raw_controls(&screen), [], "files view:\n{screen}");
+    assert_eq!(
+        raw_controls(&screen),
+        Vec::<char>::new(),
+        "files view:\n{screen}"
+    );
     drop(console);
 }

@@ -1,10 +1,12 @@
 //! Workloads through a real hub: swarm agents report synthetic containers and units over the real
 //! metrics stream, and `flotilla ps` / `flotilla services` (the real binary) and the query stream
 //! list them with their hosts, page after page, filtered by selector, with counts pushed to event
-//! subscribers, minutes kept in SQLite, and viewers allowed to read but not to act.
+//! subscribers, minutes kept in SQLite, and viewers allowed to read but not to act; and one agent
+//! over a private Podman, whose real containers `flotilla ps` lists.
 
 use crate::harness::exec::{exec_events, query};
-use crate::harness::{DEADLINE, Fleet, IDLE_DEADLINE, run_cmd, within};
+use crate::harness::podman::{IMAGE, Podman};
+use crate::harness::{AgentSpec, DEADLINE, Fleet, IDLE_DEADLINE, run_cmd, within};
 use flotilla_wire::exec::{ExecCommand, ExecEvent, ExecRequest, Query, QueryReply};
 use flotilla_wire::msg::FleetEvent;
 use flotilla_wire::workloads::{ContainerAction, ContainerRow, ROWS_PER_FRAME};
@@ -406,5 +408,88 @@ async fn viewers_read_workloads_and_bad_requests_are_refused_by_name() {
     swarm.stop().await;
     viewer.close().await;
     admin.close().await;
+    fleet.shutdown().await;
+}
+
+/// `flotilla ps --json` rows until `ok` accepts them (the agent polls its engine every interval).
+async fn ps_until(
+    login_dir: &Path,
+    args: &[&str],
+    what: &str,
+    ok: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    within(Duration::from_secs(60), what, async {
+        loop {
+            let rows = json_rows(login_dir, args).await;
+            if ok(&rows) {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ps_lists_real_podman_containers_with_their_agent() {
+    let podman = Podman::start().await;
+    let web = podman.container("web", "while :; do sleep 1; done").await;
+    podman.container("batch", "true").await;
+    podman.wait_state("batch", Some("exited")).await;
+    let fleet = Fleet::builder()
+        .agent(AgentSpec::new("podhost").config(agentd::AgentConfig {
+            containers: agentd::config::Access::Read,
+            containers_socket: Some(podman.socket.clone()),
+            ..agentd::AgentConfig::default()
+        }))
+        .start()
+        .await;
+    let admin = fleet.paths.admin_dir();
+    let rows = ps_until(
+        &admin,
+        &["ps", "--json"],
+        "web listed with its stats",
+        |rows| {
+            rows.iter()
+                .any(|r| r["info"]["name"] == "web" && !r["stats"].is_null())
+        },
+    )
+    .await;
+    assert_eq!(rows.len(), 1, "only the running container: {rows:?}");
+    let row: ContainerRow = serde_json::from_value(rows[0].clone()).expect("a ContainerRow");
+    assert_eq!(row.agent_name, "podhost");
+    assert_eq!(
+        (row.info.id.as_str(), row.info.image.as_str()),
+        (web.as_str(), IMAGE)
+    );
+    assert_eq!(
+        row.info.state,
+        flotilla_wire::workloads::ContainerState::Running
+    );
+    assert!(
+        row.stats.as_ref().is_some_and(|s| s.mem_used > 0),
+        "{row:?}"
+    );
+    let all = json_rows(&admin, &["ps", "--all", "--json"]).await;
+    let mut names: Vec<&str> = all
+        .iter()
+        .filter_map(|r| r["info"]["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["batch", "web"]);
+    let (code, table, _) = flotilla(&admin, &["ps", "podhost"]).await;
+    assert_eq!(code, 0);
+    let line = table.lines().nth(1).expect("one row");
+    assert!(
+        line.starts_with("podhost") && line.contains("web") && line.contains("running"),
+        "{table}"
+    );
+
+    // Removed on the engine: gone from ps once the agent's next delta says so.
+    podman.run(&["rm", "-f", "web"]).await;
+    ps_until(&admin, &["ps", "--all", "--json"], "web gone", |rows| {
+        rows.len() == 1 && rows[0]["info"]["name"] == "batch"
+    })
+    .await;
     fleet.shutdown().await;
 }

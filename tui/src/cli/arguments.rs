@@ -98,6 +98,9 @@ pub enum Command {
     },
     /// Run a command on the selected agents: `flotilla exec 'web-*' --timeout 30s -- uptime`.
     Exec(crate::exec::ExecArgs),
+    /// Start, stop, restart, reload, enable or disable systemd units on the selected agents, as
+    /// a job (needs services = "manage" on each agent).
+    Service(crate::workloads::services_cli::ServiceArgs),
     /// Health of the selected agents: healthy, degraded or unhealthy, with reasons.
     Health {
         /// Agents (same grammar as exec).
@@ -143,6 +146,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log lines of a container (AGENT/CONTAINER) or, with --unit, of a systemd unit's journal.
+    Logs(crate::workloads::logs::LogsArgs),
+    /// Start, stop, restart, kill or remove containers: SELECTOR/CONTAINER… (needs
+    /// containers = "manage" on the agents).
+    Container(crate::workloads::actions::ContainerArgs),
+    /// Run a compose action on a project folder of each selected agent's compose_dir (needs
+    /// compose = "on" there): up, down, pull, restart, ps, logs.
+    Compose(crate::workloads::actions::ComposeArgs),
     /// Containers across the fleet, with the agent each runs on (running ones unless --all).
     Ps {
         /// Agents (same grammar as exec; default: all).
@@ -246,11 +257,15 @@ impl Command {
                 | Self::Agent { .. }
                 | Self::Metrics { .. }
                 | Self::Exec(_)
+                | Self::Service(_)
                 | Self::Health { .. }
                 | Self::Ping { .. }
                 | Self::Jobs { .. }
                 | Self::Job { .. }
                 | Self::Audit { .. }
+                | Self::Logs(_)
+                | Self::Container(_)
+                | Self::Compose(_)
                 | Self::Ps { .. }
                 | Self::Services { .. }
         )

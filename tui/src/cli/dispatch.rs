@@ -205,6 +205,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Service(args) => {
+            let requests = match args.requests() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("flotilla service: {e}");
+                    return Ok(2);
+                }
+            };
+            exec_like(&cli, |c| async move {
+                crate::workloads::services_cli::service_command(&c, &requests, args.json).await
+            })
+            .await
+        }
         Command::Health {
             selector,
             timeout,
@@ -231,6 +244,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Job { id, json } => {
             exec_like(&cli, |c| async move {
                 crate::exec::job_command(&c, *id, *json).await
+            })
+            .await
+        }
+        Command::Logs(args) => {
+            let req = match args.request() {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            exec_like(&cli, |c| async move {
+                crate::workloads::logs::logs_command(&c, &req, args.json).await
+            })
+            .await
+        }
+        Command::Container(args) => {
+            let reqs = match args.requests() {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            exec_like(&cli, |c| async move {
+                // One job per selector, one after another; the worst exit status wins.
+                let mut worst = 0;
+                for req in &reqs {
+                    let code = crate::exec::exec_command(&c, req, args.json).await?;
+                    worst = worst.max(code);
+                    if code == crate::exec::EXIT_INTERRUPTED {
+                        break;
+                    }
+                }
+                Ok(worst)
+            })
+            .await
+        }
+        Command::Compose(args) => {
+            let req = match args.request() {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            exec_like(&cli, |c| async move {
+                crate::exec::exec_command(&c, &req, args.json).await
             })
             .await
         }
@@ -267,6 +319,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             .await
         }
     }
+}
+
+/// A usage error found before dialling: said on standard error, exit 2 as clap does.
+fn usage(message: &str) -> anyhow::Result<u8> {
+    eprintln!("flotilla: {message}");
+    Ok(crate::exec::EXIT_USAGE)
 }
 
 /// Connects (through the mux when one runs), runs `f`, closes; the exit status comes from `f`.

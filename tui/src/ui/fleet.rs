@@ -74,8 +74,11 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
         Constraint::Length(crate::app::SPARK_POINTS as u16),
         Constraint::Length(6),
     ];
-    // Only once the hub reported workloads: a fleet without containers or units keeps its room.
-    let show_work = !app.workload_counts.is_empty();
+    // Only once an agent reported a container or a unit: a fleet without any keeps its room.
+    let show_work = app
+        .workload_counts
+        .values()
+        .any(|c| c.containers_total > 0 || c.units_total > 0);
     if show_work {
         header.push(Cell::from("CTRS !"));
         widths.push(Constraint::Length(9));

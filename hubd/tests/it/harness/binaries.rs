@@ -456,8 +456,14 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Spawns `bin args`.
     pub(crate) fn spawn(bin: &Path, args: &[&str]) -> Self {
+        Self::spawn_env(bin, args, &[])
+    }
+
+    /// Spawns `bin args` with `env` added to its environment.
+    pub(crate) fn spawn_env(bin: &Path, args: &[&str], env: &[(String, String)]) -> Self {
         let what = format!("{} {}", bin.display(), args.join(" "));
         let mut child = logged_command(bin, args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
