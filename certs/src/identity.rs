@@ -43,6 +43,23 @@ pub struct PeerIdentity {
     pub role: Role,
 }
 
+/// Refuses a certificate outside its validity period. The TLS verifier checks validity at a full
+/// handshake; a resumed session (see [`crate::tickets`]) carries the chain as verified then, up to
+/// a week earlier, so the hub checks again at every hello.
+pub fn check_current(der: &[u8]) -> Result<(), CertError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| CertError::BadCert(e.to_string()))?;
+    let validity = cert.validity();
+    if validity.is_valid() {
+        Ok(())
+    } else {
+        Err(CertError::BadCert(format!(
+            "certificate valid from {} to {}, not now",
+            validity.not_before, validity.not_after
+        )))
+    }
+}
+
 /// Reads the identity from a certificate the TLS layer already verified against our CA.
 pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, CertError> {
     let (_, cert) =
@@ -176,6 +193,25 @@ impl Identity {
 mod tests {
     use super::*;
     use crate::Ca;
+
+    /// A self-signed certificate valid from `from` to `to` days from now.
+    fn cert_valid(from: i64, to: i64) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["x".into()]).expect("params");
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(from);
+        params.not_after = now + time::Duration::days(to);
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("sign").der().to_vec()
+    }
+
+    #[test]
+    fn only_a_certificate_within_its_validity_is_current() {
+        assert!(check_current(&cert_valid(-1, 1)).is_ok());
+        let expired = check_current(&cert_valid(-10, -1)).expect_err("expired");
+        assert!(expired.to_string().contains("not now"), "{expired}");
+        assert!(check_current(&cert_valid(1, 10)).is_err(), "not yet valid");
+        assert!(matches!(check_current(b"junk"), Err(CertError::BadCert(_))));
+    }
 
     #[test]
     fn identity_round_trips_through_files() {

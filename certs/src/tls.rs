@@ -42,13 +42,20 @@ fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, CertError> {
     Ok(Arc::new(roots))
 }
 
+/// Session tickets a hub issues per handshake. One: a client uses each ticket once and every
+/// resumed handshake brings a new one, and each ticket carries the client's certificate chain
+/// (about 700 bytes sealed), so a second would only add bytes to every handshake.
+const TICKETS_PER_HANDSHAKE: usize = 1;
+
 /// The hub's TLS: presents `hub_cert` with the CA in its chain (enrolling clients pin the CA from it),
 /// verifies client certificates against the CA, and lets certificate-less clients in so they can enrol;
-/// the hub then allows them nothing but an enrolment request.
+/// the hub then allows them nothing but an enrolment request. Sessions resume with `tickets`
+/// (see [`crate::tickets`]): a restarted hub with the same ticket key resumes its clients' sessions.
 pub fn server_config(
     ca_der: &[u8],
     hub_cert_der: &[u8],
     hub_key_der: &[u8],
+    tickets: Arc<crate::tickets::SessionTickets>,
 ) -> Result<Arc<QuicServerConfig>, CertError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_der)?, provider())
         .allow_unauthenticated()
@@ -66,6 +73,8 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(tls_err)?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.ticketer = tickets;
+    cfg.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
     Ok(Arc::new(QuicServerConfig::try_from(cfg).map_err(tls_err)?))
 }
 

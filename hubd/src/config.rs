@@ -198,6 +198,11 @@ impl HubPaths {
     pub fn reset_key(&self) -> PathBuf {
         self.data_dir.join("quic-reset.key")
     }
+    /// The key that seals TLS session tickets (0600): kept across restarts so that a restarted
+    /// hub resumes its former peers' sessions instead of a full handshake with each.
+    pub fn ticket_key(&self) -> PathBuf {
+        self.data_dir.join("tls-ticket.key")
+    }
     /// Written at start-up with the bound address, for scripts and tests.
     pub fn addr_file(&self) -> PathBuf {
         self.data_dir.join("hub.addr")

@@ -4,6 +4,7 @@
 use crate::{HubError, HubPaths};
 use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,17 +132,43 @@ const RESET_SECRET_LEN: usize = 32;
 /// next start. It must outlive the process: a hub restarted with another secret sends resets its
 /// former peers cannot recognise, and they sit out their idle timeout.
 pub(crate) fn reset_secret(paths: &HubPaths) -> Result<Vec<u8>, HubError> {
-    let path = paths.reset_key();
+    kept_secret::<RESET_SECRET_LEN>(
+        &paths.reset_key(),
+        "stateless reset key",
+        "agents of the running hub then wait out their idle timeout once",
+    )
+}
+
+/// The key that seals the hub's TLS session tickets, from `paths.ticket_key()` (0600), made there
+/// on first use like the reset key. It must outlive the process, or a restarted hub cannot open
+/// the tickets its agents hold and each of them runs a full handshake (see
+/// [`flotilla_certs::tickets`]).
+pub(crate) fn session_tickets(
+    paths: &HubPaths,
+) -> Result<Arc<flotilla_certs::tickets::SessionTickets>, HubError> {
+    let key = kept_secret::<{ flotilla_certs::tickets::TICKET_KEY_LEN }>(
+        &paths.ticket_key(),
+        "session ticket key",
+        "agents then run one full handshake each at their next connect",
+    )?;
+    let tickets = flotilla_certs::tickets::SessionTickets::new(
+        &key[..flotilla_certs::tickets::TICKET_KEY_LEN],
+    )?;
+    Ok(Arc::new(tickets))
+}
+
+/// Reads a secret of at least `LEN` bytes the hub keeps across restarts at `path`, making it
+/// (0600, from the system RNG) if it is missing. `cost` says what replacing a bad one costs.
+fn kept_secret<const LEN: usize>(path: &Path, what: &str, cost: &str) -> Result<Vec<u8>, HubError> {
     if !path.exists() {
-        let secret: [u8; RESET_SECRET_LEN] = flotilla_certs::random_bytes();
-        flotilla_certs::write_private(&path, &secret)?;
-        tracing::info!(path = %path.display(), "created the stateless reset key");
+        let secret: [u8; LEN] = flotilla_certs::random_bytes();
+        flotilla_certs::write_private(path, &secret)?;
+        tracing::info!(path = %path.display(), "created the {what}");
     }
-    let secret = flotilla_certs::read_private(&path)?;
-    if secret.len() < RESET_SECRET_LEN {
+    let secret = flotilla_certs::read_private(path)?;
+    if secret.len() < LEN {
         return Err(HubError::Config(format!(
-            "{} holds {} bytes, not {RESET_SECRET_LEN}: delete it and restart (agents of the \
-             running hub then wait out their idle timeout once)",
+            "{} holds {} bytes, not {LEN}: delete it and restart ({cost})",
             path.display(),
             secret.len()
         )));

@@ -72,6 +72,8 @@ pub struct HubCtx {
     pub jobs: exec::Jobs,
     /// Shared-folder trees, file events and transfers in flight.
     pub files: Arc<Files>,
+    /// The TLS session tickets the hub issues and opens (counts resumable handshakes).
+    pub tickets: Arc<flotilla_certs::tickets::SessionTickets>,
     /// Containers and units of every agent, as their last deltas left them.
     pub workloads: workloads::Workloads,
     /// Container history writer.
@@ -157,6 +159,7 @@ pub async fn init(paths: &HubPaths, config: &HubConfig) -> Result<InitReport, Hu
     flotilla_certs::write_private(&paths.hub_key(), &hub.key_der)?;
     flotilla_certs::write_cert_pem(&paths.hub_cert(), &hub.cert_der)?;
     endpoint::reset_secret(paths)?;
+    endpoint::session_tickets(paths)?;
 
     let admin_id = IdentityId::from_random(Role::Admin, flotilla_certs::random_bytes());
     let admin = ca.issue_local_identity(&admin_id, Role::Admin)?;
@@ -252,6 +255,7 @@ async fn open_ctx(
     paths: &HubPaths,
     config: HubConfig,
     port: u16,
+    tickets: Arc<flotilla_certs::tickets::SessionTickets>,
 ) -> Result<(Arc<HubCtx>, std::thread::JoinHandle<()>), HubError> {
     let ca = Ca::load(&paths.data_dir)?;
     let (store, store_thread) = store::Store::open(&paths.db())?;
@@ -274,6 +278,7 @@ async fn open_ctx(
         history,
         jobs: exec::Jobs::default(),
         files: Arc::new(Files::new()),
+        tickets,
         workloads: workloads::Workloads::default(),
         container_history,
     };
@@ -304,7 +309,9 @@ pub async fn start(
     let hub_key = flotilla_certs::read_private(&paths.hub_key())?;
     let hub_cert = flotilla_certs::read_cert_pem(&paths.hub_cert())?;
     let ca = Ca::load(&paths.data_dir)?;
-    let crypto = flotilla_certs::tls::server_config(ca.cert_der(), &hub_cert, &hub_key)?;
+    let tickets = endpoint::session_tickets(&paths)?;
+    let crypto =
+        flotilla_certs::tls::server_config(ca.cert_der(), &hub_cert, &hub_key, tickets.clone())?;
     let mut server = quinn::ServerConfig::with_crypto(crypto);
     let mut bulk = server.clone();
     server.transport_config(endpoint::transport(config.idle_timeout_s));
@@ -316,7 +323,7 @@ pub async fn start(
     let local_addr = endpoint
         .local_addr()
         .map_err(|e| HubError::io("local address", e))?;
-    let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port()).await?;
+    let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port(), tickets).await?;
     exec::recover(&ctx).await;
     relay::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
@@ -497,6 +504,7 @@ async fn log_stats(ctx: Arc<HubCtx>, cancel: CancellationToken) {
             metrics_samples = ctx.stats.metrics_samples.load(Relaxed),
             handshakes_ok = ctx.stats.handshakes_ok.load(Relaxed),
             handshakes_failed = ctx.stats.handshakes_failed.load(Relaxed),
+            tickets_accepted = ctx.tickets.accepted(),
             enrolments = ctx.stats.enrolments_ok.load(Relaxed),
             "stats"
         );
@@ -521,7 +529,11 @@ pub async fn offline_request_with(
     }
     let config = config()?;
     let port = config.listen.port();
-    let (ctx, store_thread) = open_ctx(paths, config, port).await?;
+    // No handshakes here: tickets under a throwaway key, so that the key file is not touched.
+    let tickets = flotilla_certs::tickets::SessionTickets::new(&flotilla_certs::random_bytes::<
+        { flotilla_certs::tickets::TICKET_KEY_LEN },
+    >())?;
+    let (ctx, store_thread) = open_ctx(paths, config, port, Arc::new(tickets)).await?;
     let actor = admin::Actor {
         name: "local-admin".into(),
         role: Role::Admin,

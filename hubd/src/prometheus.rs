@@ -301,6 +301,12 @@ pub(crate) async fn render(ctx: &HubCtx, started_ms: u64) -> Result<String, HubE
             ),
         ],
     );
+    t.counter(
+        "flotilla_hub_session_tickets_accepted",
+        "TLS session tickets the hub opened and found valid: handshakes that resumed a session \
+         instead of exchanging certificates (after a hub restart, most reconnects).",
+        ctx.tickets.accepted(),
+    );
     t.counters(
         "flotilla_hub_enrolments",
         "Enrolments by result.",

@@ -173,6 +173,11 @@ pub(crate) async fn serve(
                         return;
                     }
                 };
+                if let Err(e) = flotilla_certs::check_current(&cert) {
+                    tracing::info!(error = %e, "refused an expired certificate");
+                    refuse(&conn, &mut send, Refusal { code: ErrorCode::UnknownIdentity, message: e.to_string() }).await;
+                    return;
+                }
                 tracing::Span::current().record("id", tracing::field::display(&peer.id));
                 let id = peer.id.clone();
                 let row = match ctx.store.call(move |c| Ok(store::identities::get(c, &id)?)).await {

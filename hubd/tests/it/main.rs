@@ -51,5 +51,6 @@ mod kill_matrix;
 mod lifecycle;
 mod metrics;
 mod rejections;
+mod resumption;
 mod services;
 mod workloads;

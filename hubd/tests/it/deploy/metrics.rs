@@ -130,6 +130,15 @@ async fn metrics_endpoint_serves_valid_prometheus_text() {
         Some(calls)
     );
     assert_eq!(s.type_of("flotilla_hub_handshakes_total"), Some("counter"));
+    assert_eq!(
+        s.type_of("flotilla_hub_session_tickets_accepted_total"),
+        Some("counter")
+    );
+    assert!(
+        s.one("flotilla_hub_session_tickets_accepted_total", &[])
+            .is_some(),
+        "resumed handshakes are exported"
+    );
     assert!(s.one("process_open_fds", &[]) > Some(0.0));
     assert!(
         s.one(
