@@ -3,8 +3,8 @@
 //! `cp` as a user would.
 
 use crate::harness::files::{
-    DEADLINE, FileWatch, Fleet, cp_as, files_fleet, files_fleet_with, next_copy_event,
-    partial_files, random_bytes, spawn_cp, spec,
+    DEADLINE, FileWatch, Fleet, PACED_RATE, cp_as, files_fleet, files_fleet_with, next_copy_event,
+    pace_agent, partial_files, random_bytes, spawn_cp, spec,
 };
 use agentd::AgentConfig;
 use flotilla::files::{self, CopyEvent, CopyOptions, FilesError};
@@ -395,6 +395,7 @@ async fn interrupted_by_hub(
     Vec<u8>,
     tokio::task::JoinHandle<Result<files::CopyReport, FilesError>>,
     tokio::sync::mpsc::Receiver<CopyEvent>,
+    crate::harness::proxy::FaultProxy,
 ) {
     let data = random_bytes(size, 7);
     let d = data.clone();
@@ -403,6 +404,7 @@ async fn interrupted_by_hub(
         spec("web-2"),
     ])
     .await;
+    let pace = pace_agent(&mut fleet, "web-1", PACED_RATE).await;
     let hub_cancel = fleet.hub_cancel_token();
     let stopped = Arc::new(AtomicBool::new(false));
     let (task, mut rx) = spawn_cp(
@@ -426,12 +428,12 @@ async fn interrupted_by_hub(
     )
     .await;
     fleet.stop().await;
-    (fleet, data, task, rx)
+    (fleet, data, task, rx, pace)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_copy_resumes_after_the_hub_restarts_mid_transfer() {
-    let (mut fleet, data, task, mut rx) = interrupted_by_hub(24 * MIB).await;
+    let (mut fleet, data, task, mut rx, _pace) = interrupted_by_hub(24 * MIB).await;
     let partial = partial_files(&fleet.agents[1].shared);
     assert_eq!(
         partial.len(),
@@ -492,7 +494,7 @@ async fn a_copy_resumes_after_the_hub_restarts_mid_transfer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupted_byte_in_the_partial_file_is_caught_and_the_copy_starts_over() {
-    let (mut fleet, data, task, mut rx) = interrupted_by_hub(24 * MIB).await;
+    let (mut fleet, data, task, mut rx, _pace) = interrupted_by_hub(24 * MIB).await;
     let partial = partial_files(&fleet.agents[1].shared);
     assert_eq!(partial.len(), 1);
     let mut bytes = std::fs::read(&partial[0]).expect("read");
@@ -756,11 +758,12 @@ async fn cancelling_a_copy_cleans_both_ends() {
         .try_init();
     let data = random_bytes(24 * MIB, 5);
     let d = data.clone();
-    let fleet = files_fleet_with(vec![
+    let mut fleet = files_fleet_with(vec![
         spec("web-1").prepare(move |s| std::fs::write(s.join("big.bin"), &d).expect("write")),
         spec("web-2"),
     ])
     .await;
+    let _pace = pace_agent(&mut fleet, "web-1", PACED_RATE).await;
     let local = fleet.dir.path().join("down.bin");
     // A second identity: the hub keeps one connection per identity, and the copies use the admin's.
     let viewer = fleet.login_as(Role::Viewer, "watcher").await;
@@ -835,6 +838,7 @@ async fn resumes_after_agent_restart(restarted: &str, seed: u64) {
         spec("web-2"),
     ])
     .await;
+    let _pace = pace_agent(&mut fleet, "web-1", PACED_RATE).await;
     let stop = fleet.agent(restarted).cancel_token();
     let (task, mut rx) = spawn_cp(
         fleet.admin_login().clone(),

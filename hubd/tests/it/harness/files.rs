@@ -188,3 +188,25 @@ pub(crate) async fn wait_listing(client: &Client, agent: &str) -> files::Listing
         .await
         .expect("listing once the snapshot is in")
 }
+
+/// Bytes per second the source of an interrupted copy sends at: 24 MiB take 3 s, so a stop at
+/// 2 MiB always lands mid-transfer, however fast the machine copies over loopback.
+pub(crate) const PACED_RATE: u64 = 8 * 1024 * 1024;
+
+/// Reconnects agent `name` through a proxy that passes `rate` bytes per second, and returns the
+/// proxy (it keeps forwarding to the same hub address across hub restarts).
+pub(crate) async fn pace_agent(
+    fleet: &mut Fleet,
+    name: &str,
+    rate: u64,
+) -> super::proxy::FaultProxy {
+    let proxy = super::proxy::FaultProxy::start(fleet.addr()).await;
+    proxy.set(super::proxy::Faults::rate(rate));
+    let agent = fleet.agent_mut(name);
+    agent.stop().await;
+    flotilla_certs::Identity::save_hubs(&agent.paths.data_dir, &[proxy.hub()])
+        .expect("point the agent at the proxy");
+    let _ = agent.start();
+    agent.wait_connected().await;
+    proxy
+}
