@@ -5,9 +5,14 @@
 //! the CPU this process used per interval and as a share of one core, its RSS before and during,
 //! and the bytes of metrics frames per interval. Figures in docs/benchmarks.md.
 //!
-//! `cargo bench -p flotilla-agentd --bench containers_200 [-- CONTAINERS [INTERVALS]]`
+//! `cargo bench -p flotilla-agentd --bench containers_200 [-- CONTAINERS [INTERVALS [agentd]]]`
 //! (default 200 containers, 12 intervals = 1 minute). Needs podman, runc and busybox-static, and
 //! root (rootful Podman); the containers run with `--network none` and are removed at the end.
+//!
+//! With `agentd` as third argument it measures a whole agent instead: the release `hubd` and
+//! `agentd` (`cargo build --release -p flotilla-hubd -p flotilla-agentd` first) run on 127.0.0.1,
+//! the agent enrolled with `containers_socket` set to the private engine, and the agent process's
+//! CPU and RSS are read from /proc over the intervals, after one interval of warm-up.
 
 use agentd::link::WorkloadFeed;
 use agentd::workloads::{DeltaFeed, WorkloadSettings, Workloads};
@@ -194,11 +199,162 @@ fn setup(n: usize) -> Setup {
     setup
 }
 
+/// User plus system CPU time of process `pid` so far, from /proc.
+fn proc_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("agent's stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let t = |i: usize| fields[i].parse::<f64>().expect("clock ticks") / ticks;
+    Duration::from_secs_f64(t(11) + t(12))
+}
+
+/// Resident set size of process `pid`, bytes.
+fn proc_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// A whole agent: release hubd and agentd on 127.0.0.1, the agent reading the private engine.
+fn whole_agent(setup: &Setup, n: usize, intervals: u32) {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+    let d = setup.dir.path();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(bin.join(args[0]))
+            .args(&args[1..])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run a release binary (build them first)");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let hub_dir = d.join("hub");
+    let hub_data = hub_dir.to_str().expect("utf-8");
+    run(
+        &[
+            "hubd",
+            "--data-dir",
+            hub_data,
+            "init",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let mut hub = Command::new(bin.join("hubd"))
+        .args(["--data-dir", hub_data, "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hubd run");
+    let addr_file = hub_dir.join("hub.addr");
+    for _ in 0..300 {
+        if addr_file.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token_json = run(
+        &[
+            "hubd",
+            "--data-dir",
+            hub_data,
+            "token",
+            "create",
+            "--role",
+            "agent",
+            "--uses",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
+    let token =
+        serde_json::from_str::<serde_json::Value>(&token_json).expect("token json")["token"]
+            .as_str()
+            .expect("token")
+            .to_string();
+    let agent_dir = d.join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("agent dir");
+    std::fs::write(
+        agent_dir.join("agent.toml"),
+        format!(
+            "containers = \"read\"\nservices = \"off\"\ncontainers_socket = \"{}\"\n",
+            d.join("engine.sock").display()
+        ),
+    )
+    .expect("agent.toml");
+    let agent_data = agent_dir.to_str().expect("utf-8");
+    run(
+        &[
+            "agentd",
+            "--data-dir",
+            agent_data,
+            "enroll",
+            "--name",
+            "bench",
+        ],
+        &[("FLOTILLA_TOKEN", token.as_str())],
+    );
+    let mut agent = Command::new(bin.join("agentd"))
+        .args(["--data-dir", agent_data, "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agentd run");
+    let pid = agent.id();
+    let interval = Duration::from_millis(u64::from(INTERVAL_MS));
+    std::thread::sleep(interval * 2);
+    let (cpu0, t0) = (proc_cpu(pid), Instant::now());
+    let mut rss_max = 0;
+    for _ in 0..intervals {
+        std::thread::sleep(interval);
+        rss_max = rss_max.max(proc_rss(pid));
+    }
+    let (cpu, wall) = (proc_cpu(pid) - cpu0, t0.elapsed());
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+    let _ = hub.kill();
+    let _ = hub.wait();
+    println!("containers running:            {n}");
+    println!("whole agentd (release), {intervals} intervals of {INTERVAL_MS} ms over {wall:.1?}");
+    println!(
+        "CPU:                           {:.2} % of one core",
+        cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+    );
+    println!(
+        "RSS:                           {:.1} MB at most",
+        rss_max as f64 / 1e6
+    );
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let intervals: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(12);
+    let whole = args.next().is_some_and(|a| a == "agentd");
     let setup = setup(n);
+    if whole {
+        whole_agent(&setup, n, intervals);
+        drop(setup);
+        return;
+    }
     let settings = WorkloadSettings {
         containers: Access::Read,
         engine_sockets: vec![setup.dir.path().join("engine.sock")],
