@@ -92,6 +92,8 @@ async fn the_inventory_shows_running_failed_and_restarting_units_with_stats() {
             began.elapsed() < Duration::from_secs(60),
             "the flapping unit did not restart twice: {units:#?}"
         );
+        // Polled: the unit source is read as the agent reads it, one poll per interval; the
+        // pause stands in for that interval, bounded by the deadline above.
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let _ = first_calls;
@@ -442,6 +444,8 @@ async fn unit_actions_and_journals_through_the_hub_under_each_services_policy() 
             began.elapsed() < Duration::from_secs(60),
             "listing via the hub: {rows:?}"
         );
+        // Polled: the hub pushes no event when a unit's state changes (only counts), so the
+        // listing is asked again; the pause is the wait, bounded by the deadline above.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let failed = listing("sd-read", true).await;
@@ -459,6 +463,7 @@ async fn unit_actions_and_journals_through_the_hub_under_each_services_policy() 
             began.elapsed() < Duration::from_secs(60),
             "the stop never showed in the listing"
         );
+        // Polled, as above: a unit's state change is not pushed to operators.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (code, _, _) = cli(vec!["service", "start", "sd-manage/fl-sleep.service"]).await;
@@ -485,6 +490,8 @@ async fn unit_actions_and_journals_through_the_hub_under_each_services_policy() 
             began.elapsed() < Duration::from_secs(60),
             "journal via the hub: {out}{err}"
         );
+        // Polled: journald writes the entries on its own time and says nothing; each try is a
+        // fresh `flotilla logs` tail, bounded by the deadline above.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let (code, out, err) = cli(vec!["logs", "sd-off", "--unit", "fl-echo"]).await;
@@ -654,6 +661,8 @@ async fn the_journal_of_a_unit_is_tailed_and_followed() {
             "journal: {:?}",
             texts(&frames)
         );
+        // Polled: journald writes the entries on its own time and says nothing; each try is a
+        // fresh tail, bounded by the deadline above.
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let lines = texts(&everything);

@@ -264,6 +264,7 @@ async fn ps_and_services_list_every_swarm_workload_with_its_host() {
                     if !got.is_empty() {
                         return got;
                     }
+                    // Polled: the history writer batches and announces nothing; bounded above.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
@@ -424,6 +425,8 @@ async fn ps_until(
             if ok(&rows) {
                 return rows;
             }
+            // Polled: a container's changed state reaches operators only through this query
+            // (no event carries it); bounded by the deadline above.
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })

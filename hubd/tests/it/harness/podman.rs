@@ -169,6 +169,8 @@ impl Podman {
                 tokio::time::Instant::now() < deadline,
                 "{name} is {now:?}, not {want:?}"
             );
+            // Polled: read through `podman inspect`, which cannot wait on a change; bounded by
+            // the deadline above.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -189,6 +191,8 @@ impl Podman {
                 tokio::time::Instant::now() < deadline,
                 "podman's API socket did not open"
             );
+            // Polled: `podman system service` gives no readiness signal but the socket itself;
+            // bounded by the deadline above.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -214,6 +218,8 @@ impl Drop for Podman {
                     if !Path::new(&format!("/proc/{pid}")).exists() {
                         break;
                     }
+                    // Polled: the child is tokio's to reap, so its exit is seen only in /proc;
+                    // bounded to 50 tries.
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
@@ -235,6 +241,7 @@ impl Drop for Podman {
             if !processes_naming(&root) {
                 break;
             }
+            // Polled: those cleanup processes are not ours to wait on; bounded to 100 tries.
             std::thread::sleep(Duration::from_millis(100));
         }
         for _ in 0..8 {

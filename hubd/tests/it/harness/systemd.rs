@@ -197,6 +197,8 @@ impl SystemdBox {
                     String::from_utf8_lossy(&jobs.stdout)
                 );
             }
+            // Polled: `is-system-running` is the only sign of a finished boot from outside the
+            // container; bounded by BOOT_DEADLINE above.
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -230,6 +232,8 @@ impl SystemdBox {
                 began.elapsed() < Duration::from_secs(60),
                 "{what} did not happen within 60 s"
             );
+            // Polled: systemd's state is read through `podman exec`, which cannot wait on a
+            // change; bounded by the deadline above.
             std::thread::sleep(Duration::from_millis(200));
         }
     }
