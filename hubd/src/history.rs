@@ -181,11 +181,38 @@ async fn write_batch(store: &Store, batch: Vec<Row>) {
 }
 
 async fn writer(
-    mut rx: mpsc::Receiver<Vec<Row>>,
+    rx: mpsc::Receiver<Vec<Row>>,
     store: Store,
     retention: watch::Receiver<Retention>,
     stop: CancellationToken,
 ) {
+    batch_writer(
+        rx,
+        store,
+        retention,
+        stop,
+        |store, batch| async move { write_batch(&store, batch).await },
+        |store, now| async move { prune(&store, now).await },
+    )
+    .await
+}
+
+/// The loop of a history writer: takes queued rows in batches of up to [`MAX_BATCH`] and hands
+/// them to `write`, prunes with `prune` every [`PRUNE_EVERY`], and on `stop` refuses new rows but
+/// writes every row already queued before it returns. Host minutes and container minutes share it.
+pub(crate) async fn batch_writer<R, W, WF, P, PF>(
+    mut rx: mpsc::Receiver<Vec<R>>,
+    store: Store,
+    retention: watch::Receiver<Retention>,
+    stop: CancellationToken,
+    write: W,
+    prune: P,
+) where
+    W: Fn(Store, Vec<R>) -> WF,
+    WF: Future<Output = ()>,
+    P: Fn(Store, Retention) -> PF,
+    PF: Future<Output = ()>,
+{
     let mut prune_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     loop {
@@ -202,7 +229,7 @@ async fn writer(
             }
             _ = prune_tick.tick(), if !stop.is_cancelled() => {
                 let now = *retention.borrow();
-                prune(&store, now).await;
+                prune(store.clone(), now).await;
                 continue;
             }
         };
@@ -212,6 +239,6 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        write_batch(&store, batch).await;
+        write(store.clone(), batch).await;
     }
 }

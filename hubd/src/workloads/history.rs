@@ -15,11 +15,6 @@ use tokio_util::sync::CancellationToken;
 /// about 1,000 batches; this holds several minutes of them, and a full queue makes metrics streams
 /// wait (back-pressure to the agents) instead of growing memory.
 const WRITE_QUEUE: usize = 8192;
-/// Rows per transaction: big enough to amortise the commit, small enough to keep the store thread
-/// responsive to enrolments and operator queries.
-const MAX_BATCH: usize = 5_000;
-/// How often old minutes are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Front of the container history writer.
 pub struct ContainerHistory {
@@ -92,37 +87,18 @@ async fn write_batch(store: &Store, batch: Vec<MinuteRow>) {
 }
 
 async fn writer(
-    mut rx: mpsc::Receiver<Vec<MinuteRow>>,
+    rx: mpsc::Receiver<Vec<MinuteRow>>,
     store: Store,
     retention: watch::Receiver<Retention>,
     stop: CancellationToken,
 ) {
-    let mut prune_tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
-    loop {
-        let mut batch = tokio::select! {
-            biased;
-            rows = rx.recv() => match rows {
-                Some(rows) => rows,
-                None => return,
-            },
-            // Closing the queue refuses new rows; `recv` still hands out what is queued, then None.
-            _ = stop.cancelled(), if !rx.is_closed() => {
-                rx.close();
-                continue;
-            }
-            _ = prune_tick.tick(), if !stop.is_cancelled() => {
-                let now = *retention.borrow();
-                prune(&store, now).await;
-                continue;
-            }
-        };
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(rows) => batch.extend(rows),
-                Err(_) => break,
-            }
-        }
-        write_batch(&store, batch).await;
-    }
+    crate::history::batch_writer(
+        rx,
+        store,
+        retention,
+        stop,
+        |store, batch| async move { write_batch(&store, batch).await },
+        |store, now| async move { prune(&store, now).await },
+    )
+    .await
 }
