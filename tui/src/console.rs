@@ -15,7 +15,7 @@ use crate::files::{CopyEvent, CopyOptions};
 use crate::history::HistoryFile;
 use crate::ui::{self, Theme};
 use flotilla_wire::IdentityId;
-use flotilla_wire::exec::{ExecEvent, Query, QueryReply};
+use flotilla_wire::exec::{ExecEvent, Query};
 use flotilla_wire::io::read_frame;
 use flotilla_wire::limits::MAX_LOGS_FRAME;
 use flotilla_wire::msg::{OpRequest, OpResponse, StreamOpen};
@@ -364,61 +364,26 @@ fn handle(
             Event::Audit(result)
         }),
         Command::Containers { selector } => spawner.request(tx, async move {
-            let q = Query::Containers {
-                selector: selector.clone(),
-                all: true,
-            };
-            let result = query(&client, &q)
+            let result = crate::workloads::containers(&client, selector.clone(), true)
                 .await
-                .map(|replies| {
-                    replies
-                        .into_iter()
-                        .flat_map(|r| match r {
-                            QueryReply::Containers(rows) => rows,
-                            _ => Vec::new(),
-                        })
-                        .collect()
-                })
                 .map_err(|e| e.to_string());
             Event::Containers { selector, result }
         }),
         Command::Services { selector } => spawner.request(tx, async move {
-            let q = Query::Services {
-                selector: selector.clone(),
-                failed: false,
-            };
-            let result = query(&client, &q)
+            let result = crate::workloads::services(&client, selector.clone(), false)
                 .await
-                .map(|replies| {
-                    replies
-                        .into_iter()
-                        .flat_map(|r| match r {
-                            QueryReply::Services(rows) => rows,
-                            _ => Vec::new(),
-                        })
-                        .collect()
-                })
                 .map_err(|e| e.to_string());
             Event::Services { selector, result }
         }),
         Command::ContainerHistory { agent, container } => spawner.request(tx, async move {
-            let q = Query::ContainerHistory {
-                agent: agent.clone(),
-                container: container.clone(),
-                minutes: crate::app::workloads::HISTORY_MINUTES,
-            };
-            let result = query(&client, &q)
-                .await
-                .map(|replies| {
-                    replies
-                        .into_iter()
-                        .flat_map(|r| match r {
-                            QueryReply::ContainerMinutes(m) => m,
-                            _ => Vec::new(),
-                        })
-                        .collect()
-                })
-                .map_err(|e| e.to_string());
+            let result = crate::workloads::container_history(
+                &client,
+                agent.clone(),
+                container.clone(),
+                crate::app::workloads::HISTORY_MINUTES,
+            )
+            .await
+            .map_err(|e| e.to_string());
             Event::ContainerHistory {
                 agent,
                 container,

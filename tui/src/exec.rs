@@ -16,6 +16,7 @@ pub use crate::util::utc;
 pub use queries::{
     audit, audit_command, audit_table, job_command, job_detail, job_json, job_state, jobs,
     jobs_command, jobs_table, ping_command, ping_line, query, result_status, split_job,
+    stream_query,
 };
 pub use rendering::{MAX_LINE, RenderOptions, Renderer, SUMMARY_ALL_UP_TO, describe};
 pub use session::{ExecSession, Interrupts, run_exec};

@@ -12,40 +12,66 @@ pub mod services_cli;
 
 use crate::client::{Client, ClientError};
 use flotilla_wire::exec::{Query, QueryReply};
-use flotilla_wire::io::read_frame;
-use flotilla_wire::limits::MAX_REQUEST_FRAME;
-use flotilla_wire::msg::StreamOpen;
-use tokio::io::AsyncWriteExt;
+use flotilla_wire::workloads::{ContainerMinute, ContainerRow, UnitRow};
 
-/// Most reply frames one query reads: 10,000 agents × 10,000 containers at 2,000 rows a frame
-/// (the hub's caps) stays below it.
-const MAX_FRAMES: usize = 100_000;
+pub use crate::exec::stream_query;
 
-/// Sends `q` and hands each reply to `each` as it arrives, up to the hub's end marker; a refusal
-/// becomes an error.
-pub async fn stream_query(
+/// Containers of the agents `selector` names (stopped ones too with `all`), every page collected.
+pub async fn containers(
     client: &Client,
-    q: &Query,
-    mut each: impl FnMut(QueryReply) -> Result<(), ClientError>,
-) -> Result<(), ClientError> {
-    let link = client.link();
-    let (mut send, mut recv) = client.open_bi().await?;
-    send.write_opening(&StreamOpen::Query, q, MAX_REQUEST_FRAME)
-        .await
-        .map_err(|e| link.stream_error(e))?;
-    let _ = send.shutdown().await;
-    for _ in 0..MAX_FRAMES {
-        match read_frame::<QueryReply, _>(&mut recv, MAX_REQUEST_FRAME).await {
-            Ok(Some(QueryReply::End)) => return Ok(()),
-            Ok(Some(QueryReply::Error(r))) => return Err(ClientError::Refused(r)),
-            Ok(Some(reply)) => each(reply)?,
-            Ok(None) => break,
-            Err(e) => return Err(link.stream_error(e)),
+    selector: String,
+    all: bool,
+) -> Result<Vec<ContainerRow>, ClientError> {
+    let mut rows = Vec::new();
+    stream_query(client, &Query::Containers { selector, all }, |r| {
+        if let QueryReply::Containers(page) = r {
+            rows.extend(page);
         }
-    }
-    Err(ClientError::Stream(
-        "hub ended the query without its end marker".into(),
-    ))
+        Ok(())
+    })
+    .await?;
+    Ok(rows)
+}
+
+/// systemd units of the agents `selector` names (only failed ones with `failed`), every page
+/// collected.
+pub async fn services(
+    client: &Client,
+    selector: String,
+    failed: bool,
+) -> Result<Vec<UnitRow>, ClientError> {
+    let mut rows = Vec::new();
+    stream_query(client, &Query::Services { selector, failed }, |r| {
+        if let QueryReply::Services(page) = r {
+            rows.extend(page);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(rows)
+}
+
+/// One container's last `minutes` of per-minute history, oldest first.
+pub async fn container_history(
+    client: &Client,
+    agent: String,
+    container: String,
+    minutes: u32,
+) -> Result<Vec<ContainerMinute>, ClientError> {
+    let mut out = Vec::new();
+    let q = Query::ContainerHistory {
+        agent,
+        container,
+        minutes,
+    };
+    stream_query(client, &q, |r| {
+        if let QueryReply::ContainerMinutes(m) = r {
+            out.extend(m);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(out)
 }
 
 /// Prints rows as a JSON array one row per line, or as a table, while pages arrive.

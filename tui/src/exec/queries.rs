@@ -14,6 +14,22 @@ use tokio::io::AsyncWriteExt;
 
 /// Sends one query and collects every reply up to `End`; a refusal becomes an error.
 pub async fn query(client: &Client, q: &Query) -> Result<Vec<QueryReply>, ClientError> {
+    let mut replies = Vec::new();
+    stream_query(client, q, |reply| {
+        replies.push(reply);
+        Ok(())
+    })
+    .await?;
+    Ok(replies)
+}
+
+/// Sends one query and hands each reply to `each` as it arrives, up to `End` (so a long listing
+/// prints its first page before the last arrives); a refusal becomes an error.
+pub async fn stream_query(
+    client: &Client,
+    q: &Query,
+    mut each: impl FnMut(QueryReply) -> Result<(), ClientError>,
+) -> Result<(), ClientError> {
     let link = client.link();
     let (mut send, mut recv) = client.open_bi().await?;
     send.write_opening(&StreamOpen::Query, q, MAX_REQUEST_FRAME)
@@ -21,13 +37,13 @@ pub async fn query(client: &Client, q: &Query) -> Result<Vec<QueryReply>, Client
         .map_err(|e| link.stream_error(e))?;
     // Ends our side: finishes a QUIC stream, half-closes a connection to the mux.
     let _ = send.shutdown().await;
-    let mut replies = Vec::new();
-    // Bounded: a reply per job, result, entry or agent; the hub caps lists at 10,000.
+    // Bounded: a frame per job, result, entry or agent (the hub caps those lists at 10,000), or a
+    // page of 2,000 workload rows (10,000 agents × 10,000 containers stay below it).
     for _ in 0..1_000_000 {
         match read_frame::<QueryReply, _>(&mut recv, MAX_REQUEST_FRAME).await {
-            Ok(Some(QueryReply::End)) => return Ok(replies),
+            Ok(Some(QueryReply::End)) => return Ok(()),
             Ok(Some(QueryReply::Error(r))) => return Err(ClientError::Refused(r)),
-            Ok(Some(reply)) => replies.push(reply),
+            Ok(Some(reply)) => each(reply)?,
             Ok(None) => break,
             Err(e) => return Err(link.stream_error(e)),
         }
