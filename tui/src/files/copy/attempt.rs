@@ -106,6 +106,14 @@ fn agent_end(p: &Place) -> CopyEnd {
     }
 }
 
+/// A frame the hub should not have sent at this point of the exchange: a protocol error, final.
+fn unexpected(frame: &TransferFrame, when: &str) -> Attempt {
+    Attempt::Fatal(FilesError::Transfer(TransferError::new(
+        TransferErrorKind::Protocol,
+        format!("hub sent {frame:?} {when}"),
+    )))
+}
+
 /// Sends `Cancel` and waits for the hub to confirm both ends are clean.
 async fn cancel_remote(send: &mut quinn::SendStream, frames: &mut Frames) -> Attempt {
     let _ = write_frame(send, &TransferFrame::Cancel, MAX_TRANSFER_FRAME).await;
@@ -160,10 +168,7 @@ pub(super) async fn attempt_remote(
             TransferFrame::Failed(e) => return Err(e.into()),
             TransferFrame::Cancelled => return Err(Attempt::Cancelled),
             other => {
-                return Err(Attempt::Fatal(FilesError::Transfer(TransferError::new(
-                    TransferErrorKind::Protocol,
-                    format!("hub sent {other:?} to a watching console"),
-                ))));
+                return Err(unexpected(&other, "to a watching console"));
             }
         }
     }
@@ -214,10 +219,7 @@ pub(super) async fn attempt_upload(
             TransferFrame::ReadFrom { offset, prefix } => (offset, prefix),
             TransferFrame::Failed(e) => return Err(e.into()),
             other => {
-                return Err(Attempt::Fatal(FilesError::Transfer(TransferError::new(
-                    TransferErrorKind::Protocol,
-                    format!("hub sent {other:?} before the data"),
-                ))));
+                return Err(unexpected(&other, "before the data"));
             }
         }
     };
@@ -289,10 +291,7 @@ pub(super) async fn attempt_upload(
                 TransferFrame::Failed(e) => return Err(e.into()),
                 TransferFrame::Cancelled => return Err(Attempt::Cancelled),
                 other => {
-                    return Err(Attempt::Fatal(FilesError::Transfer(TransferError::new(
-                        TransferErrorKind::Protocol,
-                        format!("hub sent {other:?} during an upload"),
-                    ))));
+                    return Err(unexpected(&other, "during an upload"));
                 }
             },
         }
@@ -387,10 +386,7 @@ pub(super) async fn attempt_download(
             TransferFrame::Prepare { meta, resume_key } => (meta, resume_key),
             TransferFrame::Failed(e) => return Err(e.into()),
             other => {
-                return Err(Attempt::Fatal(FilesError::Transfer(TransferError::new(
-                    TransferErrorKind::Protocol,
-                    format!("hub sent {other:?} before the data"),
-                ))));
+                return Err(unexpected(&other, "before the data"));
             }
         }
     };
@@ -437,10 +433,7 @@ pub(super) async fn attempt_download(
                 return Err(e.into());
             }
             other => {
-                return Err(Attempt::Fatal(FilesError::Transfer(TransferError::new(
-                    TransferErrorKind::Protocol,
-                    format!("hub sent {other:?} instead of the data"),
-                ))));
+                return Err(unexpected(&other, "instead of the data"));
             }
         }
     };
@@ -557,10 +550,7 @@ pub(super) async fn attempt_download(
         }
         Ok(other) => {
             sink.keep();
-            Err(Attempt::Fatal(FilesError::Transfer(TransferError::new(
-                TransferErrorKind::Protocol,
-                format!("hub sent {other:?} during the data"),
-            ))))
+            Err(unexpected(&other, "during the data"))
         }
         Err(why) => {
             sink.keep();
