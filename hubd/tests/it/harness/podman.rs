@@ -113,6 +113,17 @@ impl Podman {
         cmd
     }
 
+    /// Runs `podman args…`; its standard output, trimmed, if it succeeded.
+    pub(crate) async fn try_run(&self, args: &[&str]) -> Option<String> {
+        let out = tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("podman {} took over a minute", args.join(" ")))
+            .expect("spawn podman");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// Runs `podman args…`, which must succeed; returns its standard output, trimmed.
     pub(crate) async fn run(&self, args: &[&str]) -> String {
         let out = tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
