@@ -52,4 +52,8 @@ pub enum Action {
     TogglePause,
     /// Act on the container or unit under the cursor.
     Work(WorkAction),
+    /// Acknowledge the firing alert under the cursor.
+    AckAlert,
+    /// Ask how long to silence the alert under the cursor, and why.
+    SilenceAlert,
 }

@@ -1,6 +1,7 @@
 //! Console state and how events change it. Rendering reads `&App` only (see `ui`); network work is
 //! queued as [`Command`]s that the console's network task picks up (see [`App::take_commands`]).
 
+pub mod alerts;
 pub mod output;
 pub mod tree;
 #[cfg(test)]
@@ -12,6 +13,7 @@ use crate::command::Command;
 use crate::event::{CopyUpdate, Event, ExecUpdate, LogUpdate};
 use crate::files::Place;
 use crate::keymap;
+use alerts::AlertBoard;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use flotilla_wire::exec::{AgentResult, AuditEntry, ExecRequest, JobInfo};
 use flotilla_wire::files::EntryKind;
@@ -87,6 +89,8 @@ pub enum View {
     },
     /// A container's or unit's log (see [`App::logs`]).
     Logs,
+    /// The fleet's alerts: firing, pending, silenced, recently resolved (see [`App::alerts`]).
+    Alerts,
 }
 
 impl View {
@@ -102,6 +106,7 @@ impl View {
             Self::Audit => "audit",
             Self::Workloads { kind, .. } => kind.title(),
             Self::Logs => "logs",
+            Self::Alerts => "alerts",
         }
     }
 }
@@ -130,6 +135,15 @@ pub enum PromptKind {
         agent: String,
         /// Destination agent name.
         name: String,
+    },
+    /// How long to silence an alert's rule on its agent, and why (`2h deploying db`).
+    Silence {
+        /// Rule name.
+        rule: String,
+        /// Agent id, the silence's selector.
+        agent: String,
+        /// Who, in words (the agent's name).
+        who: String,
     },
 }
 
@@ -264,6 +278,8 @@ pub struct App {
     pub container_history: Option<ContainerHistory>,
     /// A destructive action waiting for `y`.
     pub confirm: Option<Confirm>,
+    /// The fleet's alerts, for the header, the fleet view's markers and the alerts view.
+    pub alerts: AlertBoard,
     /// The run started by an action key: its end is reported in the footer.
     action_run: Option<u64>,
     next_logs: u64,
@@ -329,6 +345,7 @@ impl App {
             logs: None,
             container_history: None,
             confirm: None,
+            alerts: AlertBoard::default(),
             action_run: None,
             next_logs: 1,
             visible: Vec::new(),
@@ -516,6 +533,8 @@ impl App {
                     role: w.role,
                     hub_version: w.hub_version,
                 };
+                // The session asks for the alerts itself (see `console::session`).
+                self.alerts.in_flight = true;
                 true
             }
             Event::Disconnected(reason) => {
@@ -658,6 +677,24 @@ impl App {
                 self.audit = fetched(result);
                 self.view == View::Audit
             }
+            Event::Alerts(result) => {
+                self.alerts.set_list(result);
+                true
+            }
+            Event::AlertDone(result) => {
+                match result {
+                    Ok((notice, alert)) => {
+                        self.notice = Some(notice);
+                        match alert {
+                            Some(a) => self.alerts.apply(*a),
+                            // A silence mutes alerts the hub picks: ask for them as they stand.
+                            None => self.ask_alerts(),
+                        }
+                    }
+                    Err(e) => self.notice = Some(e),
+                }
+                true
+            }
         }
     }
 
@@ -724,6 +761,11 @@ impl App {
                 );
             }
             FleetEvent::Lagged { .. } => return false,
+            FleetEvent::Alert(alert) => {
+                // The header's count and the fleet's markers may change, whatever the view.
+                self.alerts.apply(alert);
+                return true;
+            }
         }
         self.refresh_visible();
         true
@@ -983,6 +1025,9 @@ impl App {
                 });
                 self.open(View::Transfers);
             }
+            PromptKind::Silence { rule, agent, who } => {
+                self.submit_silence(rule, agent, &who, &prompt.text);
+            }
         }
     }
 
@@ -1012,6 +1057,7 @@ impl App {
                 }
             }
             View::Audit => self.commands.push(Command::Audit),
+            View::Alerts => self.ask_alerts(),
             View::Workloads { agent, kind } => {
                 let agent = agent.clone();
                 match kind {
@@ -1149,6 +1195,7 @@ impl App {
                         }
                     }
                 }
+                View::Alerts => self.alerts.move_by(delta),
                 View::Agent(_) => {}
             },
             Action::Open => match &self.view {
@@ -1163,6 +1210,14 @@ impl App {
                 View::Files => {
                     if let Some(t) = self.tree.as_mut() {
                         t.toggle();
+                    }
+                }
+                View::Alerts => {
+                    if let Some(a) = self.alerts.selected_alert() {
+                        let id = a.agent.clone();
+                        self.detail = None;
+                        self.history = None;
+                        self.open(View::Agent(id));
                     }
                 }
                 View::Jobs => {
@@ -1214,6 +1269,8 @@ impl App {
                 }
             }
             Action::Work(action) => self.work(action),
+            Action::AckAlert => self.ack_alert(),
+            Action::SilenceAlert => self.silence_prompt(),
             Action::ToggleMark => {
                 if let Some(id) = self.visible.get(self.selected).cloned()
                     && !self.marks.remove(&id)

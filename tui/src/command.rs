@@ -2,6 +2,7 @@
 //! so key handling never waits on the network and tests can read what a key asked for.
 
 use crate::files::Place;
+use flotilla_wire::alerts::AlertId;
 use flotilla_wire::exec::{ExecRequest, JobId};
 use flotilla_wire::workloads::LogsRequest;
 
@@ -75,5 +76,27 @@ pub enum Command {
     CloseLogs {
         /// Which stream.
         id: u64,
+    },
+    /// Every alert, recently resolved ones too; answered by `Event::Alerts`.
+    Alerts,
+    /// Acknowledge a firing alert; answered by `Event::AlertDone`.
+    AckAlert {
+        /// Which alert.
+        id: AlertId,
+        /// Rule and agent in words, for the footer.
+        label: String,
+    },
+    /// Add a silence of `rule` on one agent from now; answered by `Event::AlertDone`.
+    SilenceAlert {
+        /// Rule name.
+        rule: String,
+        /// Agent id.
+        agent: String,
+        /// How long, ms.
+        duration_ms: u64,
+        /// Why.
+        comment: String,
+        /// Rule and agent in words, for the footer.
+        label: String,
     },
 }

@@ -158,6 +158,12 @@ async fn refuse(cmd: Command, tx: &mpsc::Sender<Event>) {
             id,
             update: LogUpdate::Failed(reason()),
         },
+        cmd @ (Command::Alerts | Command::AckAlert { .. } | Command::SilenceAlert { .. }) => {
+            match crate::alerts::console::refused(cmd, reason()) {
+                Some(ev) => ev,
+                None => return,
+            }
+        }
         Command::CancelExec { .. }
         | Command::Copy { .. }
         | Command::CancelCopy { .. }
@@ -408,6 +414,9 @@ fn handle(
                 t.cancel();
             }
         }
+        cmd @ (Command::Alerts | Command::AckAlert { .. } | Command::SilenceAlert { .. }) => {
+            spawner.request(tx, crate::alerts::console::answer(client, cmd));
+        }
     }
 }
 
@@ -492,6 +501,11 @@ async fn session(
         return Ok(());
     }
     let mut events = client.subscribe().await.map_err(|e| e.to_string())?;
+    // The header counts firing alerts from the start; the subscription's pushes keep them current.
+    spawner.request(
+        tx.clone(),
+        crate::alerts::console::answer(client.clone(), Command::Alerts),
+    );
     // Reading frames is not cancel-safe, so the subscription gets a task of its own, which the
     // session's end abandons with the stream.
     let reader_tx = tx.clone();
@@ -715,6 +729,7 @@ impl Console {
                     match cmd {
                         Command::Containers { .. } => self.app.containers.in_flight = false,
                         Command::Services { .. } => self.app.services.in_flight = false,
+                        Command::Alerts => self.app.alerts.in_flight = false,
                         _ => {}
                     }
                     self.app.notice = Some(crate::strings::COMMAND_DROPPED.into());

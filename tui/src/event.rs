@@ -2,6 +2,7 @@
 
 use crate::files::{CopyEvent, CopyReport, Listing};
 use crossterm::event::KeyEvent;
+use flotilla_wire::alerts::AlertInfo;
 use flotilla_wire::exec::{AgentResult, AuditEntry, ExecEvent, JobInfo};
 use flotilla_wire::msg::{AgentInfo, FleetEvent, MetricsSeries, Welcome};
 use flotilla_wire::workloads::{ContainerMinute, ContainerRow, LogFrame, UnitRow};
@@ -111,4 +112,9 @@ pub enum Event {
         /// What happened.
         update: LogUpdate,
     },
+    /// Every alert the hub holds, or why not.
+    Alerts(Result<Vec<AlertInfo>, String>),
+    /// An acknowledgement or silence asked from the console: the footer's words and the alert as
+    /// it now stands (none for a silence, whose alerts are asked for again), or why it failed.
+    AlertDone(Result<(String, Option<Box<AlertInfo>>), String>),
 }

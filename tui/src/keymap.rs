@@ -92,6 +92,7 @@ const fn w(keys: &'static str, help: &'static str, in_footer: bool, needs: Need)
 pub const GLOBAL: &[Binding] = &[
     b("1-5", "fleet output transfers jobs audit", false, false),
     b("6/7", "all containers/services", false, false),
+    b("8", "alerts", false, false),
     b("?", "help", true, false),
     b("esc", "back", false, false),
     b("q", "quit", true, false),
@@ -195,6 +196,16 @@ pub const AUDIT: &[Binding] = &[
     b("esc", "back", true, false),
 ];
 
+/// Bindings of the alerts view.
+pub const ALERTS: &[Binding] = &[
+    b("↑↓/jk", "move", false, false),
+    b("enter", "agent", true, false),
+    b("a", "acknowledge", true, true),
+    b("S", "silence", true, true),
+    b("r", "refresh", false, false),
+    b("esc", "back", true, false),
+];
+
 /// The bindings of a view.
 pub fn bindings(view: &View) -> &'static [Binding] {
     match view {
@@ -214,6 +225,7 @@ pub fn bindings(view: &View) -> &'static [Binding] {
             ..
         } => SERVICES,
         View::Logs => LOGS,
+        View::Alerts => ALERTS,
     }
 }
 
@@ -240,6 +252,7 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             agent: None,
             kind: WorkKind::Services,
         }),
+        (_, KeyCode::Char('8')) => Action::Show(View::Alerts),
         (_, KeyCode::Esc) => Action::Back,
         (View::Fleet, code) => fleet(code)?,
         (View::Agent(_), code) => match code {
@@ -285,9 +298,21 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             KeyCode::Char('r') => Action::Refresh,
             code => scroll(code)?,
         },
+        (View::Alerts, code) => match code {
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => Action::Open,
+            KeyCode::Left | KeyCode::Char('h') => Action::Back,
+            KeyCode::Char('a') => Action::AckAlert,
+            KeyCode::Char('S') => Action::SilenceAlert,
+            KeyCode::Char('r') => Action::Refresh,
+            code => scroll(code)?,
+        },
     };
     let needs = match action {
-        Action::ExecPrompt | Action::Copy | Action::Cancel => Need::Act,
+        Action::ExecPrompt
+        | Action::Copy
+        | Action::Cancel
+        | Action::AckAlert
+        | Action::SilenceAlert => Need::Act,
         Action::Work(WorkAction::Container(_)) => Need::Containers,
         Action::Work(WorkAction::Service(_)) => Need::Services,
         _ => Need::Nothing,
@@ -408,6 +433,36 @@ mod tests {
         );
     }
 
+    /// Acknowledging and silencing act on the fleet's alerts: a viewer neither sees nor has them.
+    #[test]
+    fn a_viewer_cannot_acknowledge_or_silence() {
+        for (c, want) in [('a', Action::AckAlert), ('S', Action::SilenceAlert)] {
+            assert_eq!(
+                action(&View::Alerts, key(KeyCode::Char(c)), Grants::acting(true)),
+                Some(want)
+            );
+            assert_eq!(
+                action(&View::Alerts, key(KeyCode::Char(c)), Grants::acting(false)),
+                None
+            );
+        }
+        let viewer = footer(&View::Alerts, Grants::acting(false));
+        assert!(
+            !viewer.contains("acknowledge") && !viewer.contains("silence"),
+            "{viewer}"
+        );
+        let operator = footer(&View::Alerts, Grants::acting(true));
+        assert!(
+            operator.contains("a acknowledge") && operator.contains("S silence"),
+            "{operator}"
+        );
+        assert_eq!(
+            action(&View::Fleet, key(KeyCode::Char('8')), Grants::acting(false)),
+            Some(Action::Show(View::Alerts)),
+            "everyone may look"
+        );
+    }
+
     #[test]
     fn ctrl_c_cancels_in_panes_and_quits_elsewhere() {
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
@@ -440,6 +495,7 @@ mod tests {
             View::Jobs,
             View::Audit,
             View::Logs,
+            View::Alerts,
             View::Agent(flotilla_wire::IdentityId::from_random(
                 flotilla_wire::Role::Agent,
                 [1; 8],

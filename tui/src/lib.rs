@@ -10,6 +10,7 @@
 //! nothing of ours.
 
 pub mod action;
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod client;

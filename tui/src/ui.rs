@@ -1,6 +1,7 @@
 //! Drawing: a pure function of `&App` into a ratatui frame, at any size from 80x24 up.
 
 mod agent;
+mod alerts;
 mod files;
 mod fleet;
 mod output;
@@ -111,6 +112,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame<'_>) {
         View::Transfers => files::render_transfers(app, theme, frame, body),
         View::Jobs => records::render_jobs(app, theme, frame, body),
         View::Audit => records::render_audit(app, theme, frame, body),
+        View::Alerts => alerts::render(app, theme, frame, body),
     }
     render_footer(app, theme, frame, footer);
     if app.picker.is_some() {
@@ -127,6 +129,13 @@ fn render_footer(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
         let label = match &prompt.kind {
             PromptKind::Exec { who, .. } => format!("run on {}: ", Escaped(who)),
             PromptKind::CopyTo { name, .. } => format!("copy to {}:", Escaped(name)),
+            PromptKind::Silence { rule, who, .. } => {
+                format!(
+                    "silence {} on {} (e.g. 2h deploy): ",
+                    Escaped(rule),
+                    Escaped(who)
+                )
+            }
         };
         // Keep the end of a long line in view, as a shell does.
         let room = (area.width as usize).saturating_sub(label.chars().count() + 1);
@@ -238,6 +247,10 @@ fn render_header(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
             format!("{} marked · ", app.marks.len()),
             theme.warn(),
         ));
+    }
+    let firing = app.alerts.firing();
+    if firing > 0 {
+        spans.push(Span::styled(format!("{firing} firing · "), theme.bad()));
     }
     spans.push(conn);
     let line = Line::from(spans);

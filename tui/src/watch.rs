@@ -85,6 +85,8 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
                 counts.units_failed
             )
             .map_err(ClientError::Output)?,
+            FleetEvent::Alert(a) => crate::util::outln!("{}", crate::alerts::text::event_line(a))
+                .map_err(ClientError::Output)?,
         }
     }
 }

@@ -176,6 +176,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Alerts firing, pending and silenced (and recently resolved with --all), loudest first.
+    Alerts(crate::alerts::AlertsArgs),
+    /// Alert rules: add, list, show, rm, test; and ack to acknowledge a firing alert.
+    Alert(crate::alerts::AlertArgs),
+    /// Silences: mute matching alerts' notifications for a while (add, list, rm).
+    Silence(crate::alerts::SilenceArgs),
     /// List an agent's shared folder (AGENT or AGENT:PATH), as the hub last heard of it.
     Ls {
         /// AGENT[:PATH].
@@ -268,6 +274,9 @@ impl Command {
                 | Self::Compose(_)
                 | Self::Ps { .. }
                 | Self::Services { .. }
+                | Self::Alerts(_)
+                | Self::Alert(_)
+                | Self::Silence(_)
         )
     }
 

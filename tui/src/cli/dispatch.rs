@@ -318,6 +318,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Alerts(args) => {
+            exec_like(&cli, |c| async move {
+                crate::alerts::alerts_command(&c, args.all, args.firing_exit, args.json).await
+            })
+            .await
+        }
+        Command::Alert(args) => {
+            let rules = match args.rules() {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            exec_like(&cli, |c| async move {
+                crate::alerts::alert_command(&c, &args.command, &rules).await
+            })
+            .await
+        }
+        Command::Silence(args) => {
+            exec_like(&cli, |c| async move {
+                crate::alerts::silence_command(&c, &args.command).await
+            })
+            .await
+        }
     }
 }
 

@@ -64,8 +64,10 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
         Cell::from("CPU HIST"),
         Cell::from("UP"),
     ];
+    // Agents with an alert firing unsilenced get a `!` after their dot, coloured by the loudest.
+    let affected = app.alerts.affected();
     let mut widths = vec![
-        Constraint::Length(2),
+        Constraint::Length(if affected.is_empty() { 2 } else { 3 }),
         Constraint::Min(12),
         Constraint::Length(5),
         Constraint::Length(5),
@@ -126,11 +128,12 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
                 .as_ref()
                 .map(|s| format::uptime(s.uptime_s))
                 .unwrap_or_else(|| "-".into());
+            let mut status = vec![Span::raw(mark), Span::styled(dot, dot_style)];
+            if let Some(sev) = affected.get(&a.id) {
+                status.push(Span::styled("!", super::alerts::severity(theme, *sev).1));
+            }
             let mut cells = vec![
-                Cell::from(Line::from(vec![
-                    Span::raw(mark),
-                    Span::styled(dot, dot_style),
-                ])),
+                Cell::from(Line::from(status)),
                 Cell::from(escaped(&a.name).into_owned()),
                 Cell::from(pct(format::cpu(a))).style(theme.level(format::cpu(a).unwrap_or(0.0))),
                 Cell::from(pct(format::mem_pct(a)))
