@@ -7,7 +7,7 @@ mod backup;
 mod docs;
 mod install;
 mod metrics;
-mod prom;
+pub(crate) mod prom;
 mod reload;
 mod secrets;
 mod shutdown;

@@ -29,6 +29,7 @@
 
 mod harness;
 
+mod alerts_cli;
 mod cli;
 mod console_actions;
 mod console_tasks;
