@@ -32,6 +32,7 @@ mod harness;
 mod alerts_cli;
 mod cli;
 mod console_actions;
+mod console_alerts;
 mod console_tasks;
 mod console_tmux;
 mod console_views;
