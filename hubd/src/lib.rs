@@ -8,6 +8,7 @@
 mod accept;
 pub mod admin;
 mod admin_socket;
+pub mod alerts;
 pub mod backup;
 pub mod cli;
 pub mod config;
