@@ -5,7 +5,9 @@
 //!
 //! Exported: agents by state, connections, handshakes, enrolments, messages and bytes per stream
 //! kind, metrics samples, exec and transfer counts, the store's call latency, and the process's
-//! memory and file descriptors (Linux).
+//! memory and file descriptors (Linux); and alerts firing by rule and severity.
+
+mod alerts;
 
 use crate::stats::{Direction, LATENCY_BUCKETS_S, StreamKind};
 use crate::{HubCtx, HubError, store};
