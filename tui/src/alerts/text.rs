@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(v["state"], "firing");
         assert_eq!(v["severity"], "warning");
         assert_eq!(v["shown"], "firing");
-        assert!(alerts_table(&[a.clone()], 0).contains(&a.id.to_string()));
+        assert!(alerts_table(std::slice::from_ref(&a), 0).contains(&a.id.to_string()));
     }
 
     #[test]

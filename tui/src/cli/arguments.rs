@@ -179,7 +179,7 @@ pub enum Command {
     /// Alerts firing, pending and silenced (and recently resolved with --all), loudest first.
     Alerts(crate::alerts::AlertsArgs),
     /// Alert rules: add, list, show, rm, test; and ack to acknowledge a firing alert.
-    Alert(crate::alerts::AlertArgs),
+    Alert(Box<crate::alerts::AlertArgs>),
     /// Silences: mute matching alerts' notifications for a while (add, list, rm).
     Silence(crate::alerts::SilenceArgs),
     /// List an agent's shared folder (AGENT or AGENT:PATH), as the hub last heard of it.
