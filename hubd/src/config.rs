@@ -48,6 +48,10 @@ pub struct HubConfig {
     /// Log filter (`info`, `debug`, `hubd=debug,quinn=warn`…) when `RUST_LOG` is not set; SIGHUP
     /// applies a change.
     pub log_level: Option<String>,
+    /// Alert rules, one `[[alert]]` table each (docs/alerts.md); SIGHUP applies a change, and
+    /// refuses the whole file if one rule is wrong.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alert: Vec<flotilla_wire::alerts::RuleSpec>,
 }
 
 impl Default for HubConfig {
@@ -65,6 +69,7 @@ impl Default for HubConfig {
             history_ten_minute_days: 365,
             metrics_listen: None,
             log_level: None,
+            alert: Vec::new(),
         }
     }
 }
@@ -139,7 +144,16 @@ impl HubConfig {
                 "log_level = {level:?} is not a log filter ({e}): use e.g. info, debug or hubd=debug,quinn=warn"
             )));
         }
+        crate::alerts::compile(&self.alert, self.receiver_names().as_deref())
+            .map_err(HubError::Config)?;
         Ok(())
+    }
+
+    /// Names of the notification receivers this configuration defines, which alert rules may
+    /// route to; `None` while the configuration has no receiver section, and then rules' receiver
+    /// names are not checked.
+    pub fn receiver_names(&self) -> Option<Vec<String>> {
+        None
     }
 
     /// `host:port` addresses to put in tokens, for a hub bound to `port`.

@@ -79,6 +79,8 @@ pub struct HubCtx {
     pub workloads: workloads::Workloads,
     /// Container history writer.
     pub container_history: workloads::history::ContainerHistory,
+    /// Alert rules, alerts and silences.
+    pub alerts: alerts::Alerts,
 }
 
 /// What `hubd init` made.
@@ -282,6 +284,7 @@ async fn open_ctx(
         tickets,
         workloads: workloads::Workloads::default(),
         container_history,
+        alerts: alerts::Alerts::default(),
     };
     Ok((Arc::new(ctx), store_thread))
 }
@@ -381,6 +384,7 @@ pub async fn start(
         ));
     }
     tracker.spawn(log_stats(ctx.clone(), cancel.clone()));
+    alerts::Alerts::start(ctx.clone(), &tracker, cancel.clone()).await?;
     tracker.spawn(admin_socket::serve(
         ctx.clone(),
         admin_listener,

@@ -1,6 +1,7 @@
 //! The hub's SQLite store: one thread owns the connection (WAL, single writer) and runs jobs sent to
 //! it over a bounded channel, so async tasks never block on SQLite and writes never contend.
 
+pub mod alerts;
 pub mod audit;
 pub mod identities;
 pub mod jobs;
