@@ -168,6 +168,8 @@ impl Engine {
             agent.rules = matching(&self.rules, id, agent);
             agent.fits.clear();
         }
+        // A new certificate rule looks at every agent at the next tick, not a minute later.
+        self.last_cert_check_ms = 0;
     }
 
     /// The rules, in order.
@@ -179,6 +181,12 @@ impl Engine {
     /// dropped.
     pub fn restore(&mut self, alerts: Vec<AlertInfo>, out: &mut Output) {
         for info in alerts {
+            // A pending alert starts again from fresh observations: its condition may have
+            // ended while the hub was down.
+            if info.state == AlertState::Pending {
+                out.deletes.push(info.id);
+                continue;
+            }
             let Some(&rule) = self.by_name.get(&info.rule) else {
                 out.deletes.push(info.id);
                 continue;

@@ -29,6 +29,7 @@
 
 mod harness;
 
+mod alerts;
 mod alerts_cli;
 mod cli;
 mod console_actions;
