@@ -196,3 +196,64 @@ async fn a_firing_alert_shows_in_the_fleet_and_is_acknowledged_and_silenced_from
         viewer.app.notice
     );
 }
+
+/// The same as a sysadmin over SSH meets it: the real `flotilla` binary in tmux at 80×24.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_console_in_tmux_counts_marks_and_acknowledges_an_alert() {
+    use crate::console_tmux::{Tmux, flotilla_bin};
+    let fleet = Fleet::builder()
+        .agent(AgentSpec::new("web-1"))
+        .agent(AgentSpec::new("db-1"))
+        .start()
+        .await;
+    let rule = RuleSpec {
+        name: "cpu-any".into(),
+        kind: "cpu".into(),
+        selector: Some("db-1".into()),
+        severity: Severity::Warning,
+        above: Some(-1.0),
+        ..RuleSpec::default()
+    }
+    .to_rule()
+    .expect("rule");
+    let admin = fleet.admin_client().await;
+    admin
+        .request(&OpRequest::AlertRuleAdd(rule))
+        .await
+        .expect("rule added");
+    let tmux = Tmux::start(&format!(
+        "NO_COLOR=1 FLOTILLA_LOGIN_DIR={} {}",
+        fleet.admin_login().dir.display(),
+        flotilla_bin().display()
+    ));
+    let screen = tmux
+        .wait_for("db-1's alert counted and marked", |s| {
+            s.lines().next().is_some_and(|h| h.contains("1 firing"))
+                && s.lines()
+                    .any(|l| l.starts_with(" ●!") && l.contains("db-1"))
+        })
+        .await;
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.starts_with(" ● ") && l.contains("web-1")),
+        "web-1 unmarked:\n{screen}"
+    );
+    tmux.text("8");
+    tmux.wait_for("the alerts view", |s| {
+        s.contains("cpu-any") && s.contains("warn") && s.contains("a acknowledge")
+    })
+    .await;
+    tmux.text("a");
+    tmux.wait_for("the acknowledgement", |s| s.contains("acked by"))
+        .await;
+    tmux.text("S1h replacing fans");
+    tmux.keys(&["Enter"]);
+    let screen = tmux
+        .wait_for("the alert silenced", |s| {
+            s.contains("silence #") && !s.lines().next().is_some_and(|h| h.contains("firing"))
+        })
+        .await;
+    assert!(screen.contains("1 silenced"), "{screen}");
+    tmux.text("q");
+}
