@@ -385,6 +385,13 @@ pub(crate) async fn render(ctx: &HubCtx, started_ms: u64) -> Result<String, HubE
         ],
     );
     t.0.register_collector(Box::new(StoreLatency::read(ctx.store.latency())));
+    let rules = ctx.alerts.rule_infos();
+    t.alert_gauges(alerts::firing_counts(
+        rules
+            .iter()
+            .map(|r| (r.rule.name.as_str(), r.rule.severity)),
+        &ctx.alerts.list(false),
+    ));
     process_metrics(&mut t);
     t.encode()
 }
