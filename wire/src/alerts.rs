@@ -592,9 +592,9 @@ impl RuleSpec {
                 if within_ms == 0 {
                     return Err(params("within must be longer than 0".into()));
                 }
-                if !(600_000..=MAX_LOOKBACK_MS).contains(&lookback_ms) {
+                if !(60_000..=MAX_LOOKBACK_MS).contains(&lookback_ms) {
                     return Err(params(format!(
-                        "lookback {:?} must be between 10m and 7d",
+                        "lookback {:?} must be between 1m and 7d",
                         self.lookback.as_deref().unwrap_or_default()
                     )));
                 }
