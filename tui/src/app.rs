@@ -760,7 +760,11 @@ impl App {
                     View::Fleet | View::Agent(_) | View::Workloads { .. }
                 );
             }
-            FleetEvent::Lagged { .. } => return false,
+            FleetEvent::Lagged { .. } => {
+                // Alert pushes may be among the missed: the header's count is asked for again.
+                self.ask_alerts();
+                return false;
+            }
             FleetEvent::Alert(alert) => {
                 // The header's count and the fleet's markers may change, whatever the view.
                 self.alerts.apply(alert);

@@ -351,6 +351,11 @@ pub(crate) mod tests {
         app.update(Event::AlertDone(Ok(("silenced".into(), None))));
         assert_eq!(app.take_commands(), [Command::Alerts]);
 
+        // Pushes missed by a lagging subscription: the list is asked for again.
+        app.update(Event::Alerts(Ok(two_alerts())));
+        app.update(Event::Fleet(Box::new(FleetEvent::Lagged { missed: 3 })));
+        assert_eq!(app.take_commands(), [Command::Alerts]);
+
         // The hub's push resolves the firing one: the header count drops.
         let mut resolved = two_alerts()[0].clone();
         resolved.state = AlertState::Resolved;
