@@ -48,6 +48,11 @@ pub struct HubConfig {
     /// Log filter (`info`, `debug`, `hubd=debug,quinn=warn`…) when `RUST_LOG` is not set; SIGHUP
     /// applies a change.
     pub log_level: Option<String>,
+    /// Where alerts go: one `[[receiver]]` table each (see docs/alerts.md, Delivery).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub receiver: Vec<crate::notify::ReceiverConfig>,
+    /// How alert messages are grouped, retried and given up.
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl Default for HubConfig {
@@ -65,6 +70,8 @@ impl Default for HubConfig {
             history_ten_minute_days: 365,
             metrics_listen: None,
             log_level: None,
+            receiver: Vec::new(),
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }
@@ -139,6 +146,7 @@ impl HubConfig {
                 "log_level = {level:?} is not a log filter ({e}): use e.g. info, debug or hubd=debug,quinn=warn"
             )));
         }
+        crate::notify::config::validate(&self.receiver, &self.notify).map_err(HubError::Config)?;
         Ok(())
     }
 

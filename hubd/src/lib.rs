@@ -17,6 +17,7 @@ pub mod exec;
 pub mod history;
 mod local_socket;
 pub mod maint;
+pub mod notify;
 mod prometheus;
 pub mod registry;
 mod relay;
@@ -78,6 +79,8 @@ pub struct HubCtx {
     pub workloads: workloads::Workloads,
     /// Container history writer.
     pub container_history: workloads::history::ContainerHistory,
+    /// Alert delivery: the outbox and its receivers.
+    pub notifier: notify::Notifier,
 }
 
 /// What `hubd init` made.
@@ -268,6 +271,7 @@ async fn open_ctx(
     let container_history =
         workloads::history::ContainerHistory::start(store.clone(), history.retention_watch()).await;
     let registry = Registry::new(config.metrics_interval_ms);
+    let notifier = notify::Notifier::new(store.clone(), &config);
     let ctx = HubCtx {
         store,
         registry,
@@ -281,6 +285,7 @@ async fn open_ctx(
         tickets,
         workloads: workloads::Workloads::default(),
         container_history,
+        notifier,
     };
     Ok((Arc::new(ctx), store_thread))
 }
@@ -380,6 +385,7 @@ pub async fn start(
         ));
     }
     tracker.spawn(log_stats(ctx.clone(), cancel.clone()));
+    tracker.spawn(notify::deliver::run(ctx.notifier.clone(), cancel.clone()));
     tracker.spawn(admin_socket::serve(
         ctx.clone(),
         admin_listener,
