@@ -10,11 +10,13 @@
 //! stable id (`X-Flotilla-Delivery`) so that a receiver can drop the duplicate a crash between
 //! "2xx received" and "marked sent" can cause.
 
+pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod email;
 pub mod http;
 pub mod render;
+pub mod test;
 
 pub use config::{NotifyConfig, QuietHours, ReceiverConfig, ReceiverKind};
 

@@ -44,11 +44,15 @@ pub async fn run(notifier: Notifier, cancel: CancellationToken) {
     let now = store::now_ms();
     match notifier
         .store()
-        .call(move |c| Ok(outbox::release_claims(c, now)?))
+        .call(move |c| Ok((outbox::release_claims(c, now)?, outbox::queued(c)?)))
         .await
     {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(messages = n, "alert outbox: resending what was queued"),
+        Ok((_, 0)) => {}
+        Ok((released, queued)) => tracing::info!(
+            queued,
+            released,
+            "alert outbox: sending what was queued before the start"
+        ),
         Err(e) => tracing::warn!(error = %e, "alert outbox: could not release earlier claims"),
     }
     let mut in_flight: JoinSet<Outcome> = JoinSet::new();

@@ -7,7 +7,7 @@
 
 use crate::notify::AlertTransition;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Most transitions in one message: a fleet-wide outage still reads as a list, not a book.
 pub const MAX_GROUP: u32 = 100;
@@ -28,7 +28,7 @@ pub struct Routed {
 }
 
 /// Where a message stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutboxState {
     /// Waiting to be sent (or to be tried again).
@@ -55,7 +55,7 @@ impl OutboxState {
 }
 
 /// One message as stored.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OutboxRow {
     /// Stable notification id (`X-Flotilla-Delivery`): the same on every try.
     pub id: String,
@@ -256,6 +256,13 @@ pub fn reschedule_held(conn: &Connection, receiver: &str, due_ms: u64) -> rusqli
          AND state = 'queued' AND held = 1 AND attempts = 0",
     )?
     .execute(params![receiver, due_ms as i64])
+}
+
+/// How many messages are queued.
+pub fn queued(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM notify_outbox WHERE state = 'queued'")?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
 }
 
 /// When the next queued message is due, if any.
