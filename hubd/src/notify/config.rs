@@ -257,10 +257,10 @@ impl ReceiverConfig {
                 }
             }
         }
-        if let Some(path) = &self.ca_file {
-            if let Err(e) = super::http::read_ca_file(path) {
-                return err(e.to_string());
-            }
+        if let Some(path) = &self.ca_file
+            && let Err(e) = super::http::read_ca_file(path)
+        {
+            return err(e.to_string());
         }
         let mut covered = [false; DAY_MINUTES];
         for q in &self.quiet_hours {

@@ -137,17 +137,21 @@ async fn try_send(plan: &super::Plan, row: &outbox::OutboxRow) -> Result<(), Sen
         )));
     };
     let timeout = Duration::from_secs(u64::from(plan.settings.send_timeout_s));
-    let sent = match receiver.kind {
-        ReceiverKind::Email => super::email::send(receiver, row, timeout).await,
-        _ => match tokio::time::timeout(timeout, super::http::send(receiver, row)).await {
-            Ok(r) => r,
-            Err(_) => Err(SendError::Transport(format!(
+    // lettre's own timeout bounds each SMTP step; this bounds the whole try, for every kind.
+    let send = async {
+        match receiver.kind {
+            ReceiverKind::Email => super::email::send(receiver, row, timeout).await,
+            _ => super::http::send(receiver, row).await,
+        }
+    };
+    tokio::time::timeout(timeout, send)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SendError::Transport(format!(
                 "no answer within {} s",
                 timeout.as_secs()
-            ))),
-        },
-    };
-    sent
+            )))
+        })
 }
 
 async fn record(notifier: &Notifier, Outcome { row, result }: Outcome) {

@@ -92,13 +92,16 @@ fn new_id() -> String {
 }
 
 /// Writes each routed transition into its receiver's open message, or a new one. Run inside a
-/// transaction so that a batch is queued whole or not at all.
+/// transaction so that a batch is queued whole or not at all. A message written by this same
+/// batch (same `now_ms`, still untried) stays open even when already due, so that with no group
+/// wait one batch still makes one message per receiver.
 pub fn enqueue(conn: &Connection, routed: &[Routed], now_ms: u64) -> rusqlite::Result<()> {
     for r in routed {
         let open: Option<(i64, String)> = conn
             .prepare_cached(
                 "SELECT seq, payload FROM notify_outbox WHERE receiver = ?1 AND state = 'queued' \
-                 AND attempts = 0 AND held = ?2 AND next_try_ms > ?3 AND items < ?4 \
+                 AND attempts = 0 AND held = ?2 AND (next_try_ms > ?3 OR created_ms = ?3) \
+                 AND items < ?4 \
                  ORDER BY seq DESC LIMIT 1",
             )?
             .query_row(
