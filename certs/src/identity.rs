@@ -60,6 +60,15 @@ pub fn check_current(der: &[u8]) -> Result<(), CertError> {
     }
 }
 
+/// When a certificate stops being valid, ms since the epoch (0 for a date before 1970): what the
+/// hub's certificate-expiry alerts count down to.
+pub fn not_after_ms(der: &[u8]) -> Result<u64, CertError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| CertError::BadCert(e.to_string()))?;
+    let secs = cert.validity().not_after.timestamp();
+    Ok(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
+}
+
 /// Reads the identity from a certificate the TLS layer already verified against our CA.
 pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, CertError> {
     let (_, cert) =

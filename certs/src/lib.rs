@@ -21,8 +21,8 @@ pub use ca::{Ca, HubCert, csr_for_key, csr_key_fingerprint, generate_key_and_csr
 pub use error::CertError;
 pub use fingerprint::{Fingerprint, fingerprint};
 pub use identity::{
-    IDENTITY_STEM, Identity, PeerIdentity, check_current, peer_identity, read_cert_pem,
-    write_cert_pem,
+    IDENTITY_STEM, Identity, PeerIdentity, check_current, not_after_ms, peer_identity,
+    read_cert_pem, write_cert_pem,
 };
 pub use keyfile::{
     PUBLIC_FILE_MODE, create_private_dir, read_private, write_private, write_with_mode,

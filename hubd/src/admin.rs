@@ -51,6 +51,7 @@ fn audit_name(req: &OpRequest) -> (&'static str, String) {
         OpRequest::TokenList => ("token.list", String::new()),
         OpRequest::TokenDelete { id } => ("token.delete", id.clone()),
         OpRequest::Revoke { query } => ("revoke", query.clone()),
+        other => crate::alerts::api::audit_name(other),
     }
 }
 
@@ -85,7 +86,7 @@ pub(crate) async fn audit_denied(
     }
 }
 
-fn require(actor: &Actor, ok: bool, what: &str, needed: &str) -> Result<(), HubError> {
+pub(crate) fn require(actor: &Actor, ok: bool, what: &str, needed: &str) -> Result<(), HubError> {
     if ok {
         Ok(())
     } else {
@@ -147,6 +148,9 @@ fn validate_spec(spec: &TokenSpec) -> Result<(), HubError> {
 }
 
 async fn answer(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> Result<OpResponse, HubError> {
+    if crate::alerts::api::is_alert_request(&req) {
+        return crate::alerts::api::answer(ctx, actor, req).await;
+    }
     match req {
         OpRequest::ListAgents => {
             let rows = ctx
@@ -287,6 +291,7 @@ async fn answer(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> Result<OpRespons
             // Closing after the row is committed: a reconnect racing this close is refused.
             let closed = ctx.registry.revoke(&row.id);
             ctx.workloads.forget(&row.id);
+            ctx.alerts.agent_revoked(ctx, &row.id);
             ctx.registry
                 .publish(FleetEvent::Revoked { id: row.id.clone() });
             tracing::info!(actor = %actor.name, id = %row.id, name = %row.name, connections_closed = closed, "identity revoked");
@@ -294,5 +299,9 @@ async fn answer(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> Result<OpRespons
             info.status = flotilla_wire::msg::Status::Revoked;
             Ok(OpResponse::Revoked(info))
         }
+        _ => Err(HubError::refused(
+            ErrorCode::BadRequest,
+            "request not understood by this hub",
+        )),
     }
 }

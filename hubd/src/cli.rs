@@ -506,6 +506,15 @@ pub fn json_of(resp: &OpResponse) -> serde_json::Result<serde_json::Value> {
             Ok(serde_json::json!({ "error": { "code": r.code, "message": r.message } }))
         }
         OpResponse::Series(s) => serde_json::to_value(s),
+        OpResponse::AlertRules(list) => serde_json::to_value(list),
+        OpResponse::AlertRule(r) => serde_json::to_value(r),
+        OpResponse::AlertRuleDetail(d) => serde_json::to_value(d),
+        OpResponse::AlertTest(list) | OpResponse::Alerts(list) | OpResponse::AlertsMore(list) => {
+            serde_json::to_value(list)
+        }
+        OpResponse::Alert(a) => serde_json::to_value(a),
+        OpResponse::Silence(s) => serde_json::to_value(s),
+        OpResponse::Silences(list) => serde_json::to_value(list),
     }
 }
 
@@ -548,6 +557,12 @@ fn print_human(resp: &OpResponse) {
             s.name
         ),
         OpResponse::Error(_) => {}
+        // Alert replies are the console's to lay out (`flotilla alerts`); here, their JSON.
+        other => {
+            if let Ok(v) = json_of(other) {
+                println!("{v:#}");
+            }
+        }
     }
 }
 

@@ -53,6 +53,10 @@ pub struct HubConfig {
     pub receiver: Vec<crate::notify::ReceiverConfig>,
     /// How alert messages are grouped, retried and given up.
     pub notify: crate::notify::NotifyConfig,
+    /// Alert rules, one `[[alert]]` table each (docs/alerts.md); SIGHUP applies a change, and
+    /// refuses the whole file if one rule is wrong.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alert: Vec<flotilla_wire::alerts::RuleSpec>,
 }
 
 impl Default for HubConfig {
@@ -72,6 +76,7 @@ impl Default for HubConfig {
             log_level: None,
             receiver: Vec::new(),
             notify: crate::notify::NotifyConfig::default(),
+            alert: Vec::new(),
         }
     }
 }
@@ -147,7 +152,15 @@ impl HubConfig {
             )));
         }
         crate::notify::config::validate(&self.receiver, &self.notify).map_err(HubError::Config)?;
+        crate::alerts::compile(&self.alert, self.receiver_names().as_deref())
+            .map_err(HubError::Config)?;
         Ok(())
+    }
+
+    /// Names of the `[[receiver]]` tables, which alert rules may route to: a rule naming another
+    /// is refused (always `Some`: every configuration has a receiver list, maybe empty).
+    pub fn receiver_names(&self) -> Option<Vec<String>> {
+        Some(self.receiver.iter().map(|r| r.name.clone()).collect())
     }
 
     /// `host:port` addresses to put in tokens, for a hub bound to `port`.

@@ -8,6 +8,7 @@
 mod accept;
 pub mod admin;
 mod admin_socket;
+pub mod alerts;
 pub mod backup;
 pub mod cli;
 pub mod config;
@@ -81,6 +82,8 @@ pub struct HubCtx {
     pub container_history: workloads::history::ContainerHistory,
     /// Alert delivery: the outbox and its receivers.
     pub notifier: notify::Notifier,
+    /// Alert rules, alerts and silences.
+    pub alerts: alerts::Alerts,
 }
 
 /// What `hubd init` made.
@@ -286,6 +289,7 @@ async fn open_ctx(
         workloads: workloads::Workloads::default(),
         container_history,
         notifier,
+        alerts: alerts::Alerts::default(),
     };
     Ok((Arc::new(ctx), store_thread))
 }
@@ -386,6 +390,8 @@ pub async fn start(
     }
     tracker.spawn(log_stats(ctx.clone(), cancel.clone()));
     tracker.spawn(notify::deliver::run(ctx.notifier.clone(), cancel.clone()));
+    ctx.alerts.set_sink(Arc::new(ctx.notifier.clone()));
+    alerts::Alerts::start(ctx.clone(), &tracker, cancel.clone()).await?;
     tracker.spawn(admin_socket::serve(
         ctx.clone(),
         admin_listener,

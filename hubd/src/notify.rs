@@ -21,89 +21,29 @@ pub mod test;
 pub use config::{NotifyConfig, QuietHours, ReceiverConfig, ReceiverKind};
 
 use crate::store::{self, Store, outbox};
-use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 
-/// How bad an alert is; receivers subscribe by severity, and only `critical` breaks quiet hours.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing; nobody needs to act now.
-    Info,
-    /// Someone should look during working hours.
-    Warning,
-    /// Someone must act now: delivered even in quiet hours.
-    Critical,
-}
+pub use crate::alerts::{AlertTransition, TransitionState};
+pub use flotilla_wire::alerts::Severity;
 
-impl Severity {
-    /// The lowercase name used in configuration and payloads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-        }
+/// Parses a severity as written on the command line (`info`, `warning`, `critical`).
+pub fn parse_severity(s: &str) -> Result<Severity, String> {
+    match s {
+        "info" => Ok(Severity::Info),
+        "warning" => Ok(Severity::Warning),
+        "critical" => Ok(Severity::Critical),
+        other => Err(format!(
+            "severity {other:?} is not one of info, warning, critical"
+        )),
     }
 }
 
-impl std::str::FromStr for Severity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "info" => Ok(Self::Info),
-            "warning" => Ok(Self::Warning),
-            "critical" => Ok(Self::Critical),
-            other => Err(format!(
-                "severity {other:?} is not one of info, warning, critical"
-            )),
-        }
+/// The lowercase word of a transition state, as payloads and the audit log write it.
+pub fn state_str(state: TransitionState) -> &'static str {
+    match state {
+        TransitionState::Firing => "firing",
+        TransitionState::Resolved => "resolved",
     }
-}
-
-/// Whether an alert started or stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TransitionState {
-    /// The alert's condition holds (past its `for` duration).
-    Firing,
-    /// The condition no longer holds.
-    Resolved,
-}
-
-impl TransitionState {
-    /// The lowercase name used in payloads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Firing => "firing",
-            Self::Resolved => "resolved",
-        }
-    }
-}
-
-/// One alert starting or stopping: what rule evaluation hands to the [`Notifier`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AlertTransition {
-    /// Stable per (rule, agent, subject) firing: a firing and its resolution share it.
-    pub alert_id: String,
-    /// The rule's name.
-    pub rule: String,
-    /// The rule's severity.
-    pub severity: Severity,
-    /// The agent's name.
-    pub agent: String,
-    /// What on the agent (a mount, a container, a unit), when the rule watches several.
-    pub subject: Option<String>,
-    /// Firing or resolved.
-    pub state: TransitionState,
-    /// The value that crossed the threshold, when there is one.
-    pub value: Option<f64>,
-    /// One line for people.
-    pub summary: String,
-    /// When the transition happened, ms since the epoch.
-    pub at_ms: u64,
-    /// Receivers the rule routes to; empty: every receiver whose severities accept it.
-    pub receivers: Vec<String>,
 }
 
 /// Why transitions could not be queued.
@@ -245,6 +185,46 @@ impl Notifier {
             .await?;
         self.wake();
         Ok(())
+    }
+}
+
+impl crate::alerts::TransitionSink for Notifier {
+    /// Rule evaluation may not wait: the outbox write is queued on the store thread at once (in
+    /// order with every other write) and committed there, then the delivery task is woken. Only
+    /// a store queue that is full falls back to a task that waits for room; a hub killed in the
+    /// moment between this call and the commit loses the batch, as it would the alert state
+    /// written the same way. [`Notifier::submit`] is the variant that returns after the commit.
+    fn submit(&self, batch: Vec<AlertTransition>) {
+        let now = store::now_ms();
+        let routed = route(&self.plan(), batch, now);
+        if routed.is_empty() {
+            return;
+        }
+        let notifier = self.clone();
+        let job = move |c: &mut rusqlite::Connection| {
+            let written = c.transaction().and_then(|tx| {
+                outbox::enqueue(&tx, &routed, now)?;
+                tx.commit()
+            });
+            match written {
+                Ok(()) => notifier.wake(),
+                Err(e) => {
+                    tracing::error!(error = %e, "alert outbox not written: these notifications are lost")
+                }
+            }
+        };
+        if let Err(job) = self.inner.store.try_run(job) {
+            let store = self.inner.store.clone();
+            match tokio::runtime::Handle::try_current() {
+                // Ends once the job is queued: bounded by the store queue, not a loop.
+                Ok(rt) => drop(rt.spawn(async move {
+                    if store.run(job).await.is_err() {
+                        tracing::error!("alert outbox closed: notifications lost at shutdown");
+                    }
+                })),
+                Err(_) => tracing::error!("alert outbox busy and no runtime: notifications lost"),
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "log_level",
     "receiver",
     "notify",
+    "alert",
 ];
 
 /// What a reload did.
@@ -78,6 +79,12 @@ pub fn apply(ctx: &HubCtx, running: &HubConfig, new: &HubConfig) -> (ReloadRepor
             minute_days: new.history_minute_days,
             ten_minute_days: new.history_ten_minute_days,
         });
+    }
+    if effective.alert != new.alert {
+        effective.alert = new.alert.clone();
+        let changes = ctx.alerts.set_config_rules(ctx, &new.alert);
+        report.applied.retain(|a| !a.starts_with("alert:"));
+        report.applied.extend(changes);
     }
     if effective.log_level != new.log_level {
         effective.log_level = new.log_level.clone();

@@ -210,6 +210,9 @@ pub(crate) async fn serve(
                 } else if peer.role.is_operator_kind() {
                     operator::run(ctx, conn, send, recv, row, hello, remote, cancel).await;
                 } else {
+                    if let Ok(expires) = flotilla_certs::not_after_ms(&cert) {
+                        ctx.alerts.note_cert(&row.id, expires);
+                    }
                     agent::run(ctx, conn, send, recv, row, hello, remote, cancel).await;
                 }
             }
@@ -342,6 +345,7 @@ pub(crate) async fn mark_offline(ctx: &HubCtx, id: &flotilla_wire::IdentityId, r
     {
         tracing::warn!(error = %e, "could not record last seen");
     }
+    ctx.alerts.agent_offline(ctx, id);
     ctx.registry
         .publish(flotilla_wire::msg::FleetEvent::Offline {
             id: id.clone(),

@@ -418,6 +418,16 @@ impl AgentWorkloads {
         minutes
     }
 
+    /// Every container as last reported.
+    pub fn containers(&self) -> impl Iterator<Item = &ContainerInfo> + Clone {
+        self.containers.values().map(|e| &e.info)
+    }
+
+    /// Every unit as last reported.
+    pub fn units(&self) -> impl Iterator<Item = &UnitInfo> + Clone {
+        self.units.values().map(|e| &e.info)
+    }
+
     /// Rows of `ps`: running containers, or every one with `all`.
     pub fn container_rows(&self, name: &str, all: bool, out: &mut Vec<ContainerRow>) {
         let start = out.len();

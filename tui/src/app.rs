@@ -723,7 +723,7 @@ impl App {
                     View::Fleet | View::Agent(_) | View::Workloads { .. }
                 );
             }
-            FleetEvent::Lagged { .. } => return false,
+            FleetEvent::Lagged { .. } | FleetEvent::Alert(_) => return false,
         }
         self.refresh_visible();
         true

@@ -280,6 +280,7 @@ pub fn event_json(ev: &FleetEvent) -> Value {
         FleetEvent::Workloads { id, counts } => {
             json!({ "event": "workloads", "id": id, "counts": counts })
         }
+        FleetEvent::Alert(a) => json!({ "event": "alert", "alert": a }),
     }
 }
 

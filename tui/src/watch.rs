@@ -85,6 +85,14 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
                 counts.units_failed
             )
             .map_err(ClientError::Output)?,
+            FleetEvent::Alert(a) => crate::util::outln!(
+                "alert    {:<20} {} {} {}",
+                Escaped(&a.agent_name),
+                a.state.as_str(),
+                Escaped(&a.rule),
+                Escaped(&a.summary)
+            )
+            .map_err(ClientError::Output)?,
         }
     }
 }

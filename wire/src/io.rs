@@ -108,11 +108,20 @@ pub async fn write_response<W: AsyncWrite + Unpin>(
             }
             write_frame(writer, &OpResponse::Agents(last), max).await
         }
+        OpResponse::Alerts(mut list) if list.len() > crate::alerts::ALERTS_PER_FRAME => {
+            let per = crate::alerts::ALERTS_PER_FRAME;
+            let last = list.split_off((list.len() - 1) / per * per);
+            for chunk in list.chunks(per) {
+                write_frame(writer, &OpResponse::AlertsMore(chunk.to_vec()), max).await?;
+            }
+            write_frame(writer, &OpResponse::Alerts(last), max).await
+        }
         other => write_frame(writer, &other, max).await,
     }
 }
 
-/// Reads an operator reply written by [`write_response`], joining `AgentsMore` parts.
+/// Reads an operator reply written by [`write_response`], joining `AgentsMore` and `AlertsMore`
+/// parts.
 /// `Ok(None)` if the stream ended before any reply. Not cancel-safe.
 pub async fn read_response<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -120,16 +129,22 @@ pub async fn read_response<R: AsyncRead + Unpin>(
     use crate::msg::OpResponse;
     let max = crate::limits::MAX_REQUEST_FRAME;
     let mut parts = Vec::new();
+    let mut alerts = Vec::new();
     loop {
         match read_frame::<OpResponse, _>(reader, max).await? {
-            Some(OpResponse::AgentsMore(more)) => parts.extend(more),
-            Some(OpResponse::Agents(last)) => {
+            Some(OpResponse::AgentsMore(more)) if alerts.is_empty() => parts.extend(more),
+            Some(OpResponse::Agents(last)) if alerts.is_empty() => {
                 parts.extend(last);
                 return Ok(Some(OpResponse::Agents(parts)));
             }
-            Some(other) if parts.is_empty() => return Ok(Some(other)),
+            Some(OpResponse::AlertsMore(more)) if parts.is_empty() => alerts.extend(more),
+            Some(OpResponse::Alerts(last)) if parts.is_empty() => {
+                alerts.extend(last);
+                return Ok(Some(OpResponse::Alerts(alerts)));
+            }
+            Some(other) if parts.is_empty() && alerts.is_empty() => return Ok(Some(other)),
             Some(_) => return Err(FrameError::Truncated),
-            None if parts.is_empty() => return Ok(None),
+            None if parts.is_empty() && alerts.is_empty() => return Ok(None),
             None => return Err(FrameError::Truncated),
         }
     }

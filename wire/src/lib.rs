@@ -5,6 +5,7 @@
 //! so every enum here is append-only; a changed field means a new variant and a [`PROTOCOL_VERSION`] bump.
 
 pub mod aggregate;
+pub mod alerts;
 mod chunk;
 pub mod codes;
 pub mod exec;

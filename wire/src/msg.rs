@@ -381,6 +381,47 @@ pub enum OpRequest {
         /// How far back, seconds.
         since_s: u64,
     },
+    /// Every alert rule, config and live (viewer and up).
+    AlertRules,
+    /// Adds a live rule, stored and audited (operator and up); refused when the name is taken.
+    AlertRuleAdd(crate::alerts::AlertRule),
+    /// Removes a live rule and its alerts (operator and up); config rules are edited in the file.
+    AlertRuleRemove {
+        /// Rule name.
+        name: String,
+    },
+    /// One rule and its current alerts (viewer and up).
+    AlertRuleShow {
+        /// Rule name.
+        name: String,
+    },
+    /// Dry run: what the rule would say about every agent in scope now, changing nothing
+    /// (viewer and up).
+    AlertRuleTest(crate::alerts::AlertRule),
+    /// Pending and firing alerts, and resolved ones still remembered when asked (viewer and up).
+    Alerts {
+        /// Include recently resolved alerts.
+        include_resolved: bool,
+    },
+    /// Acknowledges a firing alert (operator and up): shown in lists, audited.
+    AlertAck {
+        /// Which alert.
+        id: crate::alerts::AlertId,
+        /// Why or what is being done, for the audit log.
+        comment: String,
+    },
+    /// Adds a silence (operator and up), audited.
+    SilenceAdd(crate::alerts::SilenceSpec),
+    /// Lists silences (viewer and up).
+    Silences {
+        /// Include silences whose window has ended.
+        include_expired: bool,
+    },
+    /// Ends a silence now (operator and up), audited.
+    SilenceExpire {
+        /// Which one.
+        id: crate::alerts::SilenceId,
+    },
 }
 
 /// What a new token allows.
@@ -419,6 +460,25 @@ pub enum OpResponse {
     /// A leading part of a long [`OpResponse::Agents`] reply; more frames follow on the same stream,
     /// the last one being `Agents`. Keeps every frame under the limit at any fleet size.
     AgentsMore(Vec<AgentInfo>),
+    /// Reply to [`OpRequest::AlertRules`].
+    AlertRules(Vec<crate::alerts::RuleInfo>),
+    /// Reply to [`OpRequest::AlertRuleAdd`]: the rule as stored.
+    AlertRule(crate::alerts::RuleInfo),
+    /// Reply to [`OpRequest::AlertRuleShow`].
+    AlertRuleDetail(crate::alerts::RuleDetail),
+    /// Reply to [`OpRequest::AlertRuleTest`]: the alerts the rule would hold now, as pending or
+    /// firing by the value alone (no `for` has elapsed in a dry run).
+    AlertTest(Vec<crate::alerts::AlertInfo>),
+    /// Reply to [`OpRequest::Alerts`]; at most [`crate::alerts::ALERTS_PER_FRAME`].
+    Alerts(Vec<crate::alerts::AlertInfo>),
+    /// A leading part of a long [`OpResponse::Alerts`] reply; the last frame is `Alerts`.
+    AlertsMore(Vec<crate::alerts::AlertInfo>),
+    /// Reply to [`OpRequest::AlertAck`]: the alert as it stands.
+    Alert(crate::alerts::AlertInfo),
+    /// Reply to [`OpRequest::SilenceAdd`] and [`OpRequest::SilenceExpire`].
+    Silence(crate::alerts::Silence),
+    /// Reply to [`OpRequest::Silences`].
+    Silences(Vec<crate::alerts::Silence>),
 }
 
 /// A metrics history.
@@ -556,6 +616,8 @@ pub enum FleetEvent {
         /// The counts.
         counts: crate::workloads::WorkloadCounts,
     },
+    /// An alert changed state (pending, firing, resolved), or was acknowledged or silenced.
+    Alert(crate::alerts::AlertInfo),
 }
 
 /// Agents per frame in long lists: at about 500 bytes per summarised agent, 2,000 fit well under

@@ -545,6 +545,15 @@ async fn run_agent(
         stdout_bytes: out.stdout.total,
         stderr_bytes: out.stderr.total,
     };
+    // Cancelled, unreachable or refused runs say nothing about the agent's health either way.
+    let verdict = match outcome {
+        Outcome::Exited => Some(code != Some(0)),
+        Outcome::TimedOut | Outcome::Failed | Outcome::Lost => Some(true),
+        _ => None,
+    };
+    if let Some(failed) = verdict {
+        ctx.alerts.job_result(&ctx, &agent, failed, code);
+    }
     let _ = spec.records.send(Record::Done(Box::new(result))).await;
     let _ = tx
         .send(ToOperator {

@@ -260,12 +260,38 @@ impl Term {
 }
 
 fn part_matches(part: &Part, row: &Selectable) -> bool {
+    part_matches_agent(part, &row.id, &row.name, &row.labels)
+}
+
+fn part_matches_agent(
+    part: &Part,
+    id: &IdentityId,
+    name: &str,
+    labels: &flotilla_wire::msg::Labels,
+) -> bool {
     match part {
         Part::All => true,
-        Part::Name(name) => row.name == *name,
-        Part::Glob(glob) => glob_matches(glob, &row.name),
-        Part::Id(id) => row.id == *id,
-        Part::Label { key, value } => row.labels.iter().any(|(k, v)| k == key && v == value),
+        Part::Name(n) => name == n,
+        Part::Glob(glob) => glob_matches(glob, name),
+        Part::Id(i) => id == i,
+        Part::Label { key, value } => labels.iter().any(|(k, v)| k == key && v == value),
+    }
+}
+
+impl Selector {
+    /// Whether one agent matches any term. Unlike [`Selector::resolve`], a term matching no
+    /// agent is not an error: standing rules (alerts, silences) select from a fleet that changes.
+    pub fn matches(
+        &self,
+        id: &IdentityId,
+        name: &str,
+        labels: &flotilla_wire::msg::Labels,
+    ) -> bool {
+        self.terms.iter().any(|t| {
+            t.parts
+                .iter()
+                .all(|p| part_matches_agent(p, id, name, labels))
+        })
     }
 }
 

@@ -16,7 +16,7 @@ pub enum NotifyCommand {
         #[arg(long = "receiver")]
         receivers: Vec<String>,
         /// info, warning or critical.
-        #[arg(long, default_value = "warning")]
+        #[arg(long, default_value = "warning", value_parser = super::parse_severity)]
         severity: Severity,
         /// Send a resolution instead of a firing.
         #[arg(long)]

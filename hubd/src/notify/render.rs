@@ -26,8 +26,8 @@ pub struct WebhookPayload<'a> {
 /// One transition in a [`WebhookPayload`].
 #[derive(Debug, Serialize)]
 pub struct WebhookAlert<'a> {
-    /// Stable per (rule, agent, subject) firing: a firing and its resolution share it.
-    pub alert_id: &'a str,
+    /// Stable per (rule, agent, subject), 16 hex digits: a firing and its resolution share it.
+    pub alert_id: String,
     /// The rule's name.
     pub rule: &'a str,
     /// `info`, `warning` or `critical`.
@@ -36,10 +36,12 @@ pub struct WebhookAlert<'a> {
     pub state: TransitionState,
     /// The agent's name.
     pub agent: &'a str,
+    /// The agent's identity id (names can be reused after a revocation; ids cannot).
+    pub agent_id: &'a str,
     /// What on the agent (mount, container, unit), or null.
     pub subject: Option<&'a str>,
-    /// The value that crossed the threshold, or null.
-    pub value: Option<f64>,
+    /// The value that decided it.
+    pub value: f64,
     /// One line for people.
     pub summary: &'a str,
     /// When the transition happened, ms since the epoch.
@@ -61,12 +63,13 @@ pub fn webhook_body(
         alerts: alerts
             .iter()
             .map(|a| WebhookAlert {
-                alert_id: &a.alert_id,
+                alert_id: a.alert_id.to_string(),
                 rule: &a.rule,
                 severity: a.severity,
                 state: a.state,
-                agent: &a.agent,
-                subject: a.subject.as_deref(),
+                agent: &a.agent_name,
+                agent_id: a.agent.as_str(),
+                subject: (!a.subject.is_empty()).then_some(a.subject.as_str()),
                 value: a.value,
                 summary: &a.summary,
                 at_ms: a.at_ms,
@@ -94,18 +97,16 @@ pub fn line(a: &AlertTransition) -> String {
         "[{state}] {} {} on {}",
         a.severity.as_str(),
         a.rule,
-        a.agent
+        a.agent_name
     );
-    if let Some(subject) = &a.subject {
-        s.push_str(&format!(" ({subject})"));
+    if !a.subject.is_empty() {
+        s.push_str(&format!(" ({})", a.subject));
     }
     if !a.summary.is_empty() {
         s.push_str(": ");
         s.push_str(&a.summary);
     }
-    if let Some(v) = a.value {
-        s.push_str(&format!(" (value {v})"));
-    }
+    s.push_str(&format!(" (value {})", a.value));
     s
 }
 
@@ -115,8 +116,8 @@ pub fn title(alerts: &[AlertTransition]) -> String {
         [one] => format!(
             "Flotilla: {} {} on {}",
             one.rule,
-            one.state.as_str(),
-            one.agent
+            super::state_str(one.state),
+            one.agent_name
         ),
         many => {
             let firing = many
@@ -185,13 +186,14 @@ mod tests {
 
     fn t(state: TransitionState, severity: Severity) -> AlertTransition {
         AlertTransition {
-            alert_id: "disk/web-1//".into(),
+            alert_id: flotilla_wire::alerts::AlertId(0xab),
             rule: "disk".into(),
             severity,
-            agent: "web-1".into(),
-            subject: Some("/".into()),
+            agent: flotilla_wire::IdentityId::from_random(flotilla_wire::Role::Agent, [7; 8]),
+            agent_name: "web-1".into(),
+            subject: "/".into(),
             state,
-            value: Some(97.5),
+            value: 97.5,
             summary: "disk / at 97.5%".into(),
             at_ms: 1_700_000_000_000,
             receivers: vec!["ops".into()],
@@ -208,7 +210,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(body).expect("utf8"),
-            r#"{"version":1,"id":"ntf-1","receiver":"ops","created_ms":5,"alerts":[{"alert_id":"disk/web-1//","rule":"disk","severity":"critical","state":"firing","agent":"web-1","subject":"/","value":97.5,"summary":"disk / at 97.5%","at_ms":1700000000000}]}"#
+            r#"{"version":1,"id":"ntf-1","receiver":"ops","created_ms":5,"alerts":[{"alert_id":"00000000000000ab","rule":"disk","severity":"critical","state":"firing","agent":"web-1","agent_id":"a-0707070707070707","subject":"/","value":97.5,"summary":"disk / at 97.5%","at_ms":1700000000000}]}"#
         );
     }
 

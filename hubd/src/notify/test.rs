@@ -2,10 +2,12 @@
 //! goes through the same routing, outbox and delivery as a rule's, so a sysadmin can check a
 //! receiver (URL, secret, SMTP, quiet hours) before an incident does.
 
-use super::{AlertTransition, Severity, TransitionState};
+use super::{AlertTransition, Severity, TransitionState, state_str};
 use crate::HubCtx;
 use crate::maint::MaintResponse;
 use crate::store::{self, outbox};
+use flotilla_wire::alerts::AlertId;
+use flotilla_wire::{IdentityId, Role};
 use serde::{Deserialize, Serialize};
 
 /// Most outbox rows one `hubd notify list` returns: a screenful of history, and well inside the
@@ -32,22 +34,24 @@ pub struct NotifyTestSpec {
 }
 
 impl NotifyTestSpec {
-    /// The transition it stands for, at `now_ms`; its alert id is stable per (rule, agent,
-    /// subject), as a rule's is, so that a firing and its resolution pair up.
+    /// The transition it stands for, at `now_ms`. The agent is a name only: its id is derived
+    /// from the name, so the alert id is stable per (rule, agent, subject), as a rule's is, and a
+    /// test firing and its resolution pair up.
     pub fn transition(&self, now_ms: u64) -> AlertTransition {
+        let digest = blake3::hash(self.agent.as_bytes());
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest.as_bytes()[..8]);
+        let agent = IdentityId::from_random(Role::Agent, bytes);
+        let subject = self.subject.clone().unwrap_or_default();
         AlertTransition {
-            alert_id: format!(
-                "test:{}:{}:{}",
-                self.rule,
-                self.agent,
-                self.subject.as_deref().unwrap_or("")
-            ),
+            alert_id: AlertId::of(&self.rule, &agent, &subject),
             rule: self.rule.clone(),
             severity: self.severity,
-            agent: self.agent.clone(),
-            subject: self.subject.clone(),
+            agent,
+            agent_name: self.agent.clone(),
+            subject,
             state: self.state,
-            value: None,
+            value: 0.0,
             summary: self.summary.clone(),
             at_ms: now_ms,
             receivers: self.receivers.clone(),
@@ -91,7 +95,7 @@ pub(crate) async fn answer(ctx: &HubCtx, spec: NotifyTestSpec) -> MaintResponse 
     let detail = format!(
         "severity={} state={} rule={} receivers={}",
         spec.severity.as_str(),
-        spec.state.as_str(),
+        state_str(spec.state),
         spec.rule,
         targets.join(",")
     );

@@ -80,6 +80,7 @@ pub(super) async fn run(
     info.hostname = hello.hostname.clone();
     info.addr = remote.to_string();
     info.last_seen_ms = now;
+    ctx.alerts.agent_online(&ctx, crate::alerts::facts_of(&row));
     ctx.registry.publish(FleetEvent::Online(info));
     tracing::info!(name = %row.name, version = ?hello.software_version, "agent online");
     if ctx.registry.is_watched(&id) {

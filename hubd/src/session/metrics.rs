@@ -24,6 +24,7 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
             Ok(Some(MetricsFrame::Sample(sample))) => {
                 ctx.stats.metrics_sample();
                 ctx.history.record(&id, &sample).await;
+                ctx.alerts.sample(&ctx, &id, &sample);
                 ctx.registry.set_latest(&id, sample);
             }
             Ok(Some(MetricsFrame::Backfill(samples))) => {
@@ -52,6 +53,7 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
                         counts,
                     });
                 }
+                ctx.alerts.workloads(&ctx, &id);
                 ctx.container_history.record(applied.minutes).await;
             }
             Ok(None) => return,

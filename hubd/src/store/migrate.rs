@@ -194,7 +194,34 @@ CREATE INDEX container_1m_name ON container_1m(agent_id, name, start_ms);
     r#"
 ALTER TABLE identities ADD COLUMN enrol_key BLOB;
 "#,
-    // 9: the alert outbox. One row per message to one receiver, written before it is sent;
+    // 9: alerts. Live rules in their text form (JSON of `RuleSpec`), silences, and the alerts the
+    // engine holds, so that a restarted hub neither forgets a firing alert nor tells it again.
+    r#"
+CREATE TABLE alert_rules (
+    name      TEXT PRIMARY KEY,
+    spec      TEXT NOT NULL,
+    added_by  TEXT NOT NULL,
+    added_ms  INTEGER NOT NULL
+);
+CREATE TABLE silences (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule        TEXT NOT NULL,
+    selector    TEXT NOT NULL,
+    starts_ms   INTEGER NOT NULL,
+    ends_ms     INTEGER NOT NULL,
+    comment     TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE INDEX silences_ends ON silences(ends_ms);
+CREATE TABLE alerts (
+    id    INTEGER PRIMARY KEY,
+    rule  TEXT NOT NULL,
+    info  TEXT NOT NULL
+);
+CREATE INDEX alerts_rule ON alerts(rule);
+"#,
+    // 10: the alert outbox. One row per message to one receiver, written before it is sent;
     // `id` is the stable notification id receivers deduplicate on. The index serves the
     // delivery task's "what is due" and the grouping lookup.
     r#"

@@ -302,14 +302,16 @@ mod tests {
     }
 
     fn t(alert: &str, severity: Severity) -> AlertTransition {
+        let agent = flotilla_wire::IdentityId::from_random(flotilla_wire::Role::Agent, [1; 8]);
         AlertTransition {
-            alert_id: alert.into(),
+            alert_id: flotilla_wire::alerts::AlertId::of("disk", &agent, alert),
             rule: "disk".into(),
             severity,
-            agent: "web-1".into(),
-            subject: Some("/".into()),
+            agent,
+            agent_name: "web-1".into(),
+            subject: alert.into(),
             state: TransitionState::Firing,
-            value: Some(97.0),
+            value: 97.0,
             summary: "disk / at 97%".into(),
             at_ms: 1,
             receivers: Vec::new(),

@@ -673,3 +673,36 @@ async fn email_goes_out_over_starttls_with_authentication() {
     hub.stop().await;
     let _ = smtp.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_firing_on_a_real_agent_reaches_the_webhook() {
+    let receiver = Receiver::start(0).await;
+    let mut hub = Hub::init().await;
+    // Memory in use is above 0 % on every host: the rule fires with the agent's first sample.
+    let rule = "[[alert]]\nname = \"mem-used\"\nkind = \"mem\"\nabove = 0.0\nseverity = \"critical\"\nreceivers = [\"ops\"]\n";
+    configure(
+        &hub,
+        &fast(200),
+        &format!("{}{rule}", webhook("ops", &receiver.url, "")),
+    );
+    hub.start().await;
+    let token = hub.token("agent", 1).await;
+    let paths = crate::harness::binaries::enrol(hub.dir.path(), "web-1", &token).await;
+    let mut agent = crate::harness::binaries::Agent::start(&paths);
+    agent.connected().await;
+    let got = receiver
+        .until("the rule's notification", |v| {
+            v.iter()
+                .any(|r| r.status == 200 && rules_of(r) == ["mem-used"])
+        })
+        .await;
+    let alert = &got[0].body["alerts"][0];
+    assert_eq!(alert["agent"], "web-1");
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(alert["severity"], "critical");
+    assert!(alert["value"].as_f64().is_some_and(|v| v > 0.0), "{alert}");
+    assert_eq!(alert["alert_id"].as_str().map(str::len), Some(16));
+    assert!(got[0].signed);
+    agent.stop().await;
+    hub.stop().await;
+}
