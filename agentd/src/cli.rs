@@ -74,6 +74,9 @@ pub enum Command {
         /// Synthetic systemd units each agent reports.
         #[arg(long, default_value_t = 0)]
         units: usize,
+        /// JSON file of values forced on the agents' samples, re-read at every sample.
+        #[arg(long)]
+        overrides: Option<PathBuf>,
     },
     /// Enrol if needed and install agentd as a service (systemd, launchd, Windows).
     Install(crate::service::InstallArgs),
@@ -373,6 +376,7 @@ async fn run(cli: Cli, service: CancellationToken) -> anyhow::Result<ExitCode> {
             exec,
             containers,
             units,
+            overrides,
         } => {
             let opts = crate::swarm::SwarmOptions {
                 token,
@@ -383,6 +387,7 @@ async fn run(cli: Cli, service: CancellationToken) -> anyhow::Result<ExitCode> {
                 exec: crate::ExecMode::parse(&exec).unwrap_or_default(),
                 containers,
                 units,
+                overrides,
             };
             let cancel = CancellationToken::new();
             let task = tokio::spawn(crate::swarm::run(opts, cancel.clone()));

@@ -2,6 +2,7 @@
 //! certificate, keeps its own QUIC connection (sockets are shared, a few hundred connections each, to
 //! stay within file-descriptor limits), and sends real metrics messages over the real protocol.
 
+pub mod overrides;
 mod workloads;
 
 use crate::link::{Link, LinkState};
@@ -40,6 +41,9 @@ pub struct SwarmOptions {
     pub containers: usize,
     /// Synthetic systemd units each agent reports.
     pub units: usize,
+    /// A JSON file of values forced on agents' samples, re-read at every sample
+    /// ([`overrides`]); `None`: random values only.
+    pub overrides: Option<PathBuf>,
 }
 
 fn agent_dir(opts: &SwarmOptions, i: usize) -> (String, PathBuf) {
@@ -116,6 +120,7 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
     let started = Instant::now();
     for i in 0..opts.count {
         let (name, dir) = agent_dir(&opts, i);
+        let agent_name = name.clone();
         let identity = Identity::load(&dir, IDENTITY_STEM)?;
         let client = flotilla_certs::dial::identity_config(&identity)?;
         let bulk_client = flotilla_certs::dial::identity_bulk_config(&identity)?;
@@ -142,9 +147,14 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
             )),
             files: None,
         };
+        let source = overrides::OverriddenSource::new(
+            SyntheticSource::new(i as u64),
+            opts.overrides.clone().unwrap_or_default(),
+            agent_name,
+        );
         set.spawn(crate::run_link(
             link,
-            SyntheticSource::new(i as u64),
+            source,
             opts.metrics_interval_ms,
             watch::channel(0).0,
             (opts.containers + opts.units > 0).then(|| {

@@ -161,6 +161,8 @@ pub struct Alerts {
     config_rules: Mutex<Vec<AlertRule>>,
     live_rules: Mutex<Vec<LiveRule>>,
     certs: Mutex<HashMap<IdentityId, u64>>,
+    /// Cancelled when the hub stops: agents dropped by the shutdown are not "offline".
+    stopping: Mutex<CancellationToken>,
     sink: RwLock<Arc<dyn TransitionSink>>,
     writes: mpsc::Sender<Output>,
     writes_rx: Mutex<Option<mpsc::Receiver<Output>>>,
@@ -176,6 +178,7 @@ impl Default for Alerts {
             config_rules: Mutex::new(Vec::new()),
             live_rules: Mutex::new(Vec::new()),
             certs: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(CancellationToken::new()),
             sink: RwLock::new(Arc::new(LogSink)),
             writes,
             writes_rx: Mutex::new(None),
@@ -227,9 +230,16 @@ impl Alerts {
         if (!out.upserts.is_empty() || !out.deletes.is_empty())
             && self.writes.try_send(out).is_err()
         {
-            self.dropped_writes
+            let before = self
+                .dropped_writes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!("alert state writer behind: a change is kept in memory only");
+            // Logged at the 1st, 2nd, 4th, 8th… drop: a backlog must not flood the log too.
+            if (before + 1).is_power_of_two() {
+                tracing::warn!(
+                    dropped = before + 1,
+                    "alert state writer behind: changes kept in memory only"
+                );
+            }
         }
     }
 
@@ -358,18 +368,21 @@ impl Alerts {
             }
         }
         *lock(&ctx.alerts.live_rules) = live;
+        *lock(&ctx.alerts.stopping) = cancel.clone();
         ctx.alerts.set_config_rules(&ctx, &ctx.config.alert);
         let alerts_ctx = ctx.clone();
         ctx.alerts.with_engine(&ctx, |e, out| {
             e.set_silences(silences);
+            // Restored first: an agent still offline keeps its firing alert instead of starting
+            // a new pending one.
+            e.restore(alerts, out);
             for row in agents.iter().filter(|r| r.revoked_ms.is_none()) {
                 let online = alerts_ctx.registry.is_online(&row.id);
                 e.handle_agent(facts_of(row), online, row.last_seen_ms.max(now), now, out);
             }
-            e.restore(alerts, out);
         });
         if let Some(rx) = lock(&ctx.alerts.writes_rx).take() {
-            tracker.spawn(write_rows(ctx.clone(), rx));
+            tracker.spawn(write_rows(ctx.clone(), rx, cancel.clone()));
         }
         tracker.spawn(clock(ctx, cancel));
         Ok(())
@@ -417,6 +430,9 @@ impl Alerts {
 
     /// An agent disconnected.
     pub fn agent_offline(&self, ctx: &HubCtx, id: &IdentityId) {
+        if lock(&self.stopping).is_cancelled() {
+            return;
+        }
         self.with_engine(ctx, |e, out| e.handle_offline(id, now_ms(), out));
     }
 
@@ -479,12 +495,28 @@ pub(crate) fn facts_of(row: &store::IdentityRow) -> AgentFacts {
     }
 }
 
-/// Writes alert rows in the order the engine changed them, one transaction per batch of calls.
-async fn write_rows(ctx: Arc<HubCtx>, mut rx: mpsc::Receiver<Output>) {
+/// Writes alert rows in the order the engine changed them, one transaction per batch of calls;
+/// at shutdown, writes what is queued and ends.
+async fn write_rows(ctx: Arc<HubCtx>, mut rx: mpsc::Receiver<Output>, cancel: CancellationToken) {
     let mut batch: Vec<Output> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let mut stopping = false;
+    while !stopping {
+        // Cancel-safe: `recv` loses nothing when the other branch wins.
+        let first = tokio::select! {
+            got = rx.recv() => match got {
+                Some(o) => o,
+                None => break,
+            },
+            _ = cancel.cancelled() => {
+                stopping = true;
+                match rx.try_recv() {
+                    Ok(o) => o,
+                    Err(_) => break,
+                }
+            }
+        };
         batch.push(first);
-        while batch.len() < 256 {
+        while stopping || batch.len() < 256 {
             match rx.try_recv() {
                 Ok(more) => batch.push(more),
                 Err(_) => break,

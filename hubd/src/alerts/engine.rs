@@ -168,6 +168,8 @@ impl Engine {
             agent.rules = matching(&self.rules, id, agent);
             agent.fits.clear();
         }
+        // A new certificate rule looks at every agent at the next tick, not a minute later.
+        self.last_cert_check_ms = 0;
     }
 
     /// The rules, in order.
@@ -179,6 +181,12 @@ impl Engine {
     /// dropped.
     pub fn restore(&mut self, alerts: Vec<AlertInfo>, out: &mut Output) {
         for info in alerts {
+            // A pending alert starts again from fresh observations: its condition may have
+            // ended while the hub was down.
+            if info.state == AlertState::Pending {
+                out.deletes.push(info.id);
+                continue;
+            }
             let Some(&rule) = self.by_name.get(&info.rule) else {
                 out.deletes.push(info.id);
                 continue;
@@ -1096,5 +1104,367 @@ impl DiskFit {
         let t_now = now.saturating_sub(self.base_ms?) as f64 / 3_600_000.0;
         let y_now = intercept + slope * t_now;
         Some(((100.0 - y_now) / slope).max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_wire::Role;
+    use flotilla_wire::alerts::RuleSpec;
+    use flotilla_wire::msg::DiskUsage;
+
+    fn agent(n: u8, name: &str, labels: &[(&str, &str)]) -> AgentFacts {
+        AgentFacts {
+            id: IdentityId::from_random(Role::Agent, [n; 8]),
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn rule(text: &str) -> CompiledRule {
+        let spec: RuleSpec = toml::from_str(text).expect("rule text");
+        CompiledRule::new(spec.to_rule().expect("valid")).expect("selector")
+    }
+
+    fn engine(rules: &[&str], agents: &[AgentFacts]) -> Engine {
+        let mut e = Engine::default();
+        let mut out = Output::default();
+        e.set_rules(rules.iter().map(|r| rule(r)).collect(), &mut out);
+        for a in agents {
+            e.handle_agent(a.clone(), true, 0, 0, &mut out);
+        }
+        e
+    }
+
+    fn cpu(at: u64, pct: f32) -> MetricsSample {
+        MetricsSample {
+            at_ms: at,
+            cpu_pct: pct,
+            ..MetricsSample::default()
+        }
+    }
+
+    /// Feeds a sample at `at` and returns the states of what changed.
+    fn feed(e: &mut Engine, id: &IdentityId, at: u64, s: &MetricsSample) -> Output {
+        let mut out = Output::default();
+        e.handle_sample(id, s, at, &mut out);
+        out
+    }
+
+    fn states(out: &Output) -> Vec<AlertState> {
+        out.events.iter().map(|a| a.state).collect()
+    }
+
+    const CPU_HOT: &str = r#"name = "hot"
+kind = "cpu"
+above = 90.0
+resolve = 50.0
+for = "10s""#;
+
+    #[test]
+    fn pending_fires_after_for_then_resolves_past_the_resolve_line_once() {
+        let a = agent(1, "web-1", &[]);
+        let mut e = engine(&[CPU_HOT], std::slice::from_ref(&a));
+        assert!(feed(&mut e, &a.id, 1_000, &cpu(1_000, 20.0)).is_empty());
+        assert_eq!(
+            states(&feed(&mut e, &a.id, 2_000, &cpu(2_000, 95.0))),
+            [AlertState::Pending]
+        );
+        // Still inside `for`: no change, no duplicate.
+        assert!(feed(&mut e, &a.id, 7_000, &cpu(7_000, 96.0)).is_empty());
+        let fired = feed(&mut e, &a.id, 12_000, &cpu(12_000, 97.0));
+        assert_eq!(states(&fired), [AlertState::Firing]);
+        assert_eq!(fired.transitions.len(), 1);
+        assert_eq!(fired.transitions[0].state, TransitionState::Firing);
+        assert_eq!(fired.transitions[0].value, 97.0);
+        // Hovering between the lines: nothing, however often.
+        for t in 0..20 {
+            let at = 13_000 + t * 1000;
+            let v = if t % 2 == 0 { 85.0 } else { 92.0 };
+            assert!(feed(&mut e, &a.id, at, &cpu(at, v)).is_empty(), "at {at}");
+        }
+        let resolved = feed(&mut e, &a.id, 40_000, &cpu(40_000, 40.0));
+        assert_eq!(states(&resolved), [AlertState::Resolved]);
+        assert_eq!(resolved.transitions.len(), 1);
+        assert!(feed(&mut e, &a.id, 41_000, &cpu(41_000, 30.0)).is_empty());
+    }
+
+    #[test]
+    fn a_pending_alert_that_clears_is_dropped_without_a_notification() {
+        let a = agent(1, "web-1", &[]);
+        let mut e = engine(&[CPU_HOT], std::slice::from_ref(&a));
+        feed(&mut e, &a.id, 1_000, &cpu(1_000, 95.0));
+        let out = feed(&mut e, &a.id, 3_000, &cpu(3_000, 80.0));
+        assert_eq!(states(&out), [AlertState::Resolved]);
+        assert!(out.transitions.is_empty());
+        assert_eq!(out.deletes.len(), 1);
+        assert_eq!(e.alert_count(), 0);
+    }
+
+    #[test]
+    fn for_elapses_on_the_clock_without_new_samples() {
+        let a = agent(1, "web-1", &[]);
+        let mut e = engine(&[CPU_HOT], std::slice::from_ref(&a));
+        feed(&mut e, &a.id, 1_000, &cpu(1_000, 95.0));
+        let mut out = Output::default();
+        e.handle_tick(10_999, &mut out);
+        assert!(out.transitions.is_empty());
+        e.handle_tick(11_000, &mut out);
+        assert_eq!(out.transitions.len(), 1);
+    }
+
+    #[test]
+    fn keep_firing_holds_an_alert_for_its_minimum_time() {
+        let a = agent(1, "web-1", &[]);
+        let text = "name = \"spiky\"\nkind = \"cpu\"\nabove = 90.0\nkeep_firing = \"30s\"";
+        let mut e = engine(&[text], std::slice::from_ref(&a));
+        assert_eq!(
+            states(&feed(&mut e, &a.id, 0, &cpu(0, 95.0))),
+            [AlertState::Firing]
+        );
+        assert!(feed(&mut e, &a.id, 5_000, &cpu(5_000, 10.0)).is_empty());
+        let mut out = Output::default();
+        e.handle_tick(29_000, &mut out);
+        assert!(out.events.is_empty());
+        e.handle_tick(30_000, &mut out);
+        assert_eq!(states(&out), [AlertState::Resolved]);
+    }
+
+    #[test]
+    fn selectors_scope_rules_and_subjects_are_separate_alerts() {
+        let prod = agent(1, "db-1", &[("env", "prod")]);
+        let dev = agent(2, "db-2", &[("env", "dev")]);
+        let text = "name = \"disk\"\nkind = \"disk\"\nabove = 90.0\nselector = \"env=prod\"";
+        let mut e = engine(&[text], &[prod.clone(), dev.clone()]);
+        let s = MetricsSample {
+            disks: vec![
+                DiskUsage {
+                    mount: "/".into(),
+                    used: 95,
+                    total: 100,
+                },
+                DiskUsage {
+                    mount: "/var".into(),
+                    used: 99,
+                    total: 100,
+                },
+            ],
+            ..MetricsSample::default()
+        };
+        let out = feed(&mut e, &prod.id, 0, &s);
+        let mut subjects: Vec<&str> = out.events.iter().map(|a| a.subject.as_str()).collect();
+        subjects.sort();
+        assert_eq!(subjects, ["/", "/var"]);
+        assert!(
+            feed(&mut e, &dev.id, 0, &s).is_empty(),
+            "dev is out of scope"
+        );
+        // /var unmounted: its alert resolves; / keeps firing.
+        let only_root = MetricsSample {
+            disks: vec![s.disks[0].clone()],
+            ..MetricsSample::default()
+        };
+        let out = feed(&mut e, &prod.id, 1_000, &only_root);
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.events[0].subject, "/var");
+        assert_eq!(out.events[0].state, AlertState::Resolved);
+    }
+
+    #[test]
+    fn a_silence_mutes_the_notification_and_its_end_lets_it_out() {
+        let a = agent(1, "web-1", &[]);
+        let text = "name = \"hot\"\nkind = \"cpu\"\nabove = 90.0";
+        let mut e = engine(&[text], std::slice::from_ref(&a));
+        e.set_silences(vec![Silence {
+            id: SilenceId(7),
+            rule: "h*".into(),
+            selector: "web-*".into(),
+            starts_ms: 0,
+            ends_ms: 5_000,
+            comment: "deploy".into(),
+            created_by: "alice".into(),
+            created_ms: 0,
+        }]);
+        let out = feed(&mut e, &a.id, 1_000, &cpu(1_000, 95.0));
+        assert_eq!(out.events[0].silenced_by, Some(SilenceId(7)));
+        assert!(out.transitions.is_empty());
+        let mut out = Output::default();
+        e.handle_tick(4_999, &mut out);
+        assert!(out.transitions.is_empty());
+        e.handle_tick(5_000, &mut out);
+        assert_eq!(out.transitions.len(), 1);
+        assert_eq!(out.events[0].silenced_by, None);
+        // Told once: later ticks add nothing.
+        let mut later = Output::default();
+        e.handle_tick(6_000, &mut later);
+        assert!(later.transitions.is_empty());
+    }
+
+    #[test]
+    fn agents_offline_at_start_get_their_for_from_the_hub_start() {
+        let a = agent(1, "web-1", &[]);
+        let mut e = Engine::default();
+        let mut out = Output::default();
+        e.set_rules(
+            vec![rule("name = \"gone\"\nkind = \"offline\"\nfor = \"1m\"")],
+            &mut out,
+        );
+        // Last seen long ago, hub started at 1,000,000: counted from the start.
+        e.handle_agent(a.clone(), false, 1_000_000, 1_000_000, &mut out);
+        assert_eq!(states(&out), [AlertState::Pending]);
+        let mut out = Output::default();
+        e.handle_tick(1_059_999, &mut out);
+        assert!(out.transitions.is_empty());
+        e.handle_tick(1_060_000, &mut out);
+        assert_eq!(out.transitions.len(), 1);
+        assert_eq!(out.transitions[0].value, 60.0);
+        let mut out = Output::default();
+        e.handle_agent(a, true, 1_070_000, 1_070_000, &mut out);
+        assert_eq!(out.transitions[0].state, TransitionState::Resolved);
+    }
+
+    #[test]
+    fn restored_firing_alerts_are_not_told_again_and_pending_ones_start_over() {
+        let a = agent(1, "web-1", &[]);
+        let mut e = engine(&[CPU_HOT], std::slice::from_ref(&a));
+        feed(&mut e, &a.id, 0, &cpu(0, 95.0));
+        feed(&mut e, &a.id, 10_000, &cpu(10_000, 95.0));
+        let firing = e.alerts(false);
+        assert_eq!(firing[0].state, AlertState::Firing);
+        let mut pending = firing[0].clone();
+        pending.state = AlertState::Pending;
+        pending.subject = "x".into();
+        pending.id = AlertId(1);
+
+        let mut again = Engine::default();
+        let mut out = Output::default();
+        again.set_rules(vec![rule(CPU_HOT)], &mut out);
+        again.restore(vec![firing[0].clone(), pending], &mut out);
+        again.handle_agent(a.clone(), true, 20_000, 20_000, &mut out);
+        assert_eq!(out.deletes, [AlertId(1)]);
+        assert!(feed(&mut again, &a.id, 21_000, &cpu(21_000, 96.0)).is_empty());
+        let resolved = feed(&mut again, &a.id, 22_000, &cpu(22_000, 10.0));
+        assert_eq!(resolved.transitions.len(), 1, "its end is still told");
+    }
+
+    #[test]
+    fn changing_a_rule_drops_its_alerts_and_keeps_the_others() {
+        let a = agent(1, "web-1", &[]);
+        let other = "name = \"any\"\nkind = \"cpu\"\nabove = 1.0";
+        let mut e = engine(&[CPU_HOT, other], std::slice::from_ref(&a));
+        feed(&mut e, &a.id, 0, &cpu(0, 95.0));
+        assert_eq!(e.alert_count(), 2);
+        let mut out = Output::default();
+        let changed = CPU_HOT.replace("90.0", "80.0");
+        e.set_rules(vec![rule(&changed), rule(other)], &mut out);
+        assert_eq!(out.deletes.len(), 1);
+        assert_eq!(e.alerts(true)[0].rule, "any");
+    }
+
+    #[test]
+    fn acks_need_a_firing_alert() {
+        let a = agent(1, "web-1", &[]);
+        let mut e = engine(&[CPU_HOT], std::slice::from_ref(&a));
+        feed(&mut e, &a.id, 0, &cpu(0, 95.0));
+        let id = e.alerts(false)[0].id;
+        let mut out = Output::default();
+        assert_eq!(
+            e.ack(id, "bob", &mut out).expect_err("pending"),
+            format!("alert {id} is pending, not firing: only a firing alert can be acknowledged")
+        );
+        feed(&mut e, &a.id, 10_000, &cpu(10_000, 95.0));
+        assert_eq!(
+            e.ack(id, "bob", &mut out)
+                .expect("acked")
+                .acked_by
+                .as_deref(),
+            Some("bob")
+        );
+        assert!(e.ack(AlertId(3), "bob", &mut out).is_err());
+    }
+
+    #[test]
+    fn disk_forecast_fits_a_line_and_says_when_it_reaches_full() {
+        let mut fit = DiskFit::new(3_600_000);
+        // 50 % growing 10 points an hour: full in 5 hours.
+        for minute in 0..=60u64 {
+            let at = minute * 60_000;
+            fit.push(at, 50.0 + minute as f64 / 6.0);
+        }
+        let hours = fit.hours_to_full(3_600_000).expect("enough points");
+        assert!((hours - 4.0).abs() < 0.01, "{hours}");
+        let mut flat = DiskFit::new(3_600_000);
+        for minute in 0..=60u64 {
+            flat.push(minute * 60_000, 70.0);
+        }
+        assert_eq!(flat.hours_to_full(3_600_000), Some(f64::INFINITY));
+        let mut young = DiskFit::new(3_600_000);
+        young.push(0, 10.0);
+        young.push(60_000, 20.0);
+        assert_eq!(young.hours_to_full(60_000), None, "too little history");
+    }
+
+    #[test]
+    fn disk_full_fires_within_its_horizon() {
+        let a = agent(1, "db-1", &[]);
+        let text = "name = \"filling\"\nkind = \"disk_full\"\nwithin = \"2h\"\nlookback = \"1h\"";
+        let mut e = engine(&[text], std::slice::from_ref(&a));
+        let mut fired_at = None;
+        for minute in 0..=60u64 {
+            let at = minute * 60_000;
+            let used = 80 + minute / 6; // 10 points an hour, from 80 %
+            let s = MetricsSample {
+                disks: vec![DiskUsage {
+                    mount: "/".into(),
+                    used,
+                    total: 100,
+                }],
+                ..MetricsSample::default()
+            };
+            let out = feed(&mut e, &a.id, at, &s);
+            if !out.transitions.is_empty() && fired_at.is_none() {
+                fired_at = Some(minute);
+            }
+        }
+        // From 80 % at 10 points an hour the disk is full in 2 h; use grows in whole points
+        // every 6 minutes, so the line needs a few steps to show the slope.
+        assert!(
+            fired_at.is_some_and(|m| (6..=15).contains(&m)),
+            "{fired_at:?}"
+        );
+    }
+
+    #[test]
+    fn summaries_fill_their_placeholders() {
+        let r = rule("name = \"t\"\nkind = \"temp\"\nabove = 80.0\nseverity = \"critical\"");
+        let info = AlertInfo {
+            id: AlertId(1),
+            rule: "t".into(),
+            severity: r.rule.severity,
+            agent: IdentityId::from_random(Role::Agent, [1; 8]),
+            agent_name: "web-1".into(),
+            subject: "cpu".into(),
+            state: AlertState::Firing,
+            since_ms: 0,
+            started_ms: 0,
+            value: 85.25,
+            summary: String::new(),
+            acked_by: None,
+            silenced_by: None,
+        };
+        assert_eq!(
+            render(&r.rule, &info),
+            "web-1 temp cpu at 85.2°C (above 80)"
+        );
+        let mut custom = r.rule.clone();
+        custom.summary = "{severity}: {rule} on {agent}/{subject} = {value} > {threshold}".into();
+        assert_eq!(
+            render(&custom, &info),
+            "critical: t on web-1/cpu = 85.2 > 80"
+        );
     }
 }

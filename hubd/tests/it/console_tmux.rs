@@ -321,6 +321,7 @@ async fn six_lists_the_fleets_containers_and_tab_an_agents_services() {
         exec: agentd::ExecMode::Off,
         containers: 5,
         units: 7,
+        overrides: None,
     };
     let swarm = tokio::spawn(agentd::swarm::run(opts, cancel.clone()));
     let command = format!(

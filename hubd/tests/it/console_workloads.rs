@@ -43,6 +43,7 @@ async fn containers_and_services_of_swarm_agents_show_in_the_console() {
         exec: agentd::ExecMode::Off,
         containers: CONTAINERS,
         units: UNITS,
+        overrides: None,
     };
     let swarm = tokio::spawn(agentd::swarm::run(opts, cancel.clone()));
 

@@ -29,6 +29,7 @@
 
 mod harness;
 
+mod alerts;
 mod cli;
 mod console_actions;
 mod console_tasks;

@@ -283,6 +283,7 @@ async fn a_swarm_of_200_agents_reports_to_a_real_hub() {
         exec: agentd::ExecMode::Off,
         containers: 0,
         units: 0,
+        overrides: None,
     };
     let swarm = tokio::spawn(agentd::swarm::run(opts, cancel.clone()));
     let mut online: HashSet<IdentityId> = HashSet::new();

@@ -78,6 +78,7 @@ impl Swarm {
             exec: agentd::ExecMode::Off,
             containers,
             units: UNITS,
+            overrides: None,
         };
         let task = tokio::spawn(agentd::swarm::run(opts, cancel.clone()));
         Self { cancel, task }
