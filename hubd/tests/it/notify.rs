@@ -35,6 +35,21 @@ struct Request {
     body: Value,
     /// What the receiver answered.
     status: u16,
+    /// Request path.
+    path: String,
+    /// Headers, names lowercased.
+    headers: Vec<(String, String)>,
+    /// The body as text.
+    text: String,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A webhook receiver on 127.0.0.1 that answers 503 to its first `fail_first` requests (or
@@ -148,6 +163,19 @@ async fn serve(
         .is_ok();
     let status = if failing { 503 } else { 200 };
     let request = Request {
+        path: head
+            .first()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_string(),
+        headers: head
+            .iter()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            })
+            .collect(),
+        text: String::from_utf8_lossy(&body).into_owned(),
         delivery: header("x-flotilla-delivery").unwrap_or_default(),
         signed: header("x-flotilla-signature").is_some_and(|s| signature_ok(&s, &body)),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
@@ -704,5 +732,68 @@ async fn a_rule_firing_on_a_real_agent_reaches_the_webhook() {
     assert_eq!(alert["alert_id"].as_str().map(str::len), Some(16));
     assert!(got[0].signed);
     agent.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_and_ntfy_receivers_get_their_own_formats() {
+    let receiver = Receiver::start(0).await;
+    let mut hub = Hub::init().await;
+    let base = receiver.url.trim_end_matches("/hook").to_string();
+    let receivers = format!(
+        "[[receiver]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{base}/slack\"\n\
+         [[receiver]]\nname = \"phone\"\nkind = \"ntfy\"\nurl = \"{base}/alerts\"\nsecret = \"tk_ntfy\"\n"
+    );
+    configure(&hub, &fast(100), &receivers);
+    hub.start().await;
+    let queued = notify_test(
+        &hub,
+        &[
+            "--severity",
+            "critical",
+            "--rule",
+            "disk",
+            "--agent",
+            "db-1",
+            "--subject",
+            "/var",
+        ],
+    )
+    .await;
+    assert_eq!(queued["receivers"], serde_json::json!(["chat", "phone"]));
+    let got = receiver.until("both messages", |v| v.len() >= 2).await;
+    let slack = got.iter().find(|r| r.path == "/slack").expect("slack");
+    let text = slack.body["text"].as_str().expect("slack text");
+    assert!(
+        text.starts_with("*Flotilla: disk firing on db-1*\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[FIRING] critical disk on db-1 (/var)"),
+        "{text}"
+    );
+    assert_eq!(
+        slack.header("x-flotilla-signature"),
+        None,
+        "no secret, no signature"
+    );
+    let ntfy = got.iter().find(|r| r.path == "/alerts").expect("ntfy");
+    assert_eq!(ntfy.header("title"), Some("Flotilla: disk firing on db-1"));
+    assert_eq!(ntfy.header("priority"), Some("5"));
+    assert_eq!(ntfy.header("tags"), Some("rotating_light,flotilla"));
+    assert_eq!(ntfy.header("authorization"), Some("Bearer tk_ntfy"));
+    assert!(
+        ntfy.text
+            .starts_with("[FIRING] critical disk on db-1 (/var)"),
+        "{}",
+        ntfy.text
+    );
+    assert!(
+        ntfy.text
+            .ends_with(&format!("notification {}", ntfy.delivery)),
+        "{}",
+        ntfy.text
+    );
+    assert_ne!(slack.delivery, ntfy.delivery, "one message per receiver");
     hub.stop().await;
 }
