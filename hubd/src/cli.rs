@@ -117,6 +117,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Alert receivers: send a test alert, list the outbox (the hub must be running).
+    #[command(subcommand)]
+    Notify(crate::notify::cli::NotifyCommand),
     /// Print the shell completion script (bash: `hubd completions bash > /etc/bash_completion.d/hubd`).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -363,6 +366,7 @@ async fn run(
         Command::Backup { file, force, json } => {
             Ok(crate::backup::command(&paths, &file, force, json).await)
         }
+        Command::Notify(cmd) => crate::notify::cli::run(&paths, cmd).await,
         Command::Restore { file, force, json } => {
             Ok(crate::backup::restore_command(&paths, &file, force, json))
         }

@@ -48,6 +48,11 @@ pub struct HubConfig {
     /// Log filter (`info`, `debug`, `hubd=debug,quinn=warn`…) when `RUST_LOG` is not set; SIGHUP
     /// applies a change.
     pub log_level: Option<String>,
+    /// Where alerts go: one `[[receiver]]` table each (see docs/alerts.md, Delivery).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub receiver: Vec<crate::notify::ReceiverConfig>,
+    /// How alert messages are grouped, retried and given up.
+    pub notify: crate::notify::NotifyConfig,
     /// Alert rules, one `[[alert]]` table each (docs/alerts.md); SIGHUP applies a change, and
     /// refuses the whole file if one rule is wrong.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -69,6 +74,8 @@ impl Default for HubConfig {
             history_ten_minute_days: 365,
             metrics_listen: None,
             log_level: None,
+            receiver: Vec::new(),
+            notify: crate::notify::NotifyConfig::default(),
             alert: Vec::new(),
         }
     }
@@ -144,16 +151,16 @@ impl HubConfig {
                 "log_level = {level:?} is not a log filter ({e}): use e.g. info, debug or hubd=debug,quinn=warn"
             )));
         }
+        crate::notify::config::validate(&self.receiver, &self.notify).map_err(HubError::Config)?;
         crate::alerts::compile(&self.alert, self.receiver_names().as_deref())
             .map_err(HubError::Config)?;
         Ok(())
     }
 
-    /// Names of the notification receivers this configuration defines, which alert rules may
-    /// route to; `None` while the configuration has no receiver section, and then rules' receiver
-    /// names are not checked.
+    /// Names of the `[[receiver]]` tables, which alert rules may route to: a rule naming another
+    /// is refused (always `Some`: every configuration has a receiver list, maybe empty).
     pub fn receiver_names(&self) -> Option<Vec<String>> {
-        None
+        Some(self.receiver.iter().map(|r| r.name.clone()).collect())
     }
 
     /// `host:port` addresses to put in tokens, for a hub bound to `port`.

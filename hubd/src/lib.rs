@@ -18,6 +18,7 @@ pub mod exec;
 pub mod history;
 mod local_socket;
 pub mod maint;
+pub mod notify;
 mod prometheus;
 pub mod registry;
 mod relay;
@@ -79,6 +80,8 @@ pub struct HubCtx {
     pub workloads: workloads::Workloads,
     /// Container history writer.
     pub container_history: workloads::history::ContainerHistory,
+    /// Alert delivery: the outbox and its receivers.
+    pub notifier: notify::Notifier,
     /// Alert rules, alerts and silences.
     pub alerts: alerts::Alerts,
 }
@@ -271,6 +274,7 @@ async fn open_ctx(
     let container_history =
         workloads::history::ContainerHistory::start(store.clone(), history.retention_watch()).await;
     let registry = Registry::new(config.metrics_interval_ms);
+    let notifier = notify::Notifier::new(store.clone(), &config);
     let ctx = HubCtx {
         store,
         registry,
@@ -284,6 +288,7 @@ async fn open_ctx(
         tickets,
         workloads: workloads::Workloads::default(),
         container_history,
+        notifier,
         alerts: alerts::Alerts::default(),
     };
     Ok((Arc::new(ctx), store_thread))
@@ -384,6 +389,8 @@ pub async fn start(
         ));
     }
     tracker.spawn(log_stats(ctx.clone(), cancel.clone()));
+    tracker.spawn(notify::deliver::run(ctx.notifier.clone(), cancel.clone()));
+    ctx.alerts.set_sink(Arc::new(ctx.notifier.clone()));
     alerts::Alerts::start(ctx.clone(), &tracker, cancel.clone()).await?;
     tracker.spawn(admin_socket::serve(
         ctx.clone(),

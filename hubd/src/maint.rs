@@ -34,6 +34,13 @@ pub enum MaintRequest {
     Status,
     /// A consistent copy of the database, written into the data directory's `backups/`.
     Backup,
+    /// A test alert transition through the hub's notifier (`hubd notify test`).
+    NotifyTest(crate::notify::test::NotifyTestSpec),
+    /// The newest messages of the alert outbox (`hubd notify list`).
+    NotifyList {
+        /// How many, newest first.
+        limit: u32,
+    },
 }
 
 /// The hub's answer.
@@ -44,6 +51,16 @@ pub enum MaintResponse {
     Status(HubStatus),
     /// A backup was made.
     Backup(backup::BackupInfo),
+    /// A test transition was queued for these receivers.
+    Notified {
+        /// The receivers it was routed to.
+        receivers: Vec<String>,
+    },
+    /// Messages of the alert outbox.
+    Outbox {
+        /// Newest first.
+        messages: Vec<crate::store::outbox::OutboxRow>,
+    },
     /// The request failed.
     Error {
         /// Why.
@@ -194,6 +211,8 @@ async fn answer(ctx: &HubCtx, facts: &Facts, req: MaintRequest) -> MaintResponse
                 },
             }
         }
+        MaintRequest::NotifyTest(spec) => crate::notify::test::answer(ctx, spec).await,
+        MaintRequest::NotifyList { limit } => crate::notify::test::list(ctx, limit).await,
     }
 }
 
@@ -216,7 +235,7 @@ pub async fn request(
     write.write_all(&line).await.map_err(|e| ctx("write", e))?;
     let limit = match req {
         MaintRequest::Backup => BACKUP_TIMEOUT,
-        MaintRequest::Status => REQUEST_TIMEOUT,
+        _ => REQUEST_TIMEOUT,
     };
     let mut answer = String::new();
     tokio::time::timeout(
@@ -248,5 +267,33 @@ mod tests {
         );
         let r: MaintRequest = serde_json::from_str(r#"{"op":"status"}"#).expect("de");
         assert_eq!(r, MaintRequest::Status);
+    }
+
+    #[test]
+    fn notify_requests_and_answers_serialise() {
+        let answer = MaintResponse::Outbox {
+            messages: Vec::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&answer).expect("json"),
+            r#"{"result":"outbox","messages":[]}"#
+        );
+        let req: MaintRequest =
+            serde_json::from_str(r#"{"op":"notify_list","limit":5}"#).expect("de");
+        assert_eq!(req, MaintRequest::NotifyList { limit: 5 });
+        let spec = crate::notify::test::NotifyTestSpec {
+            receivers: vec!["ops".into()],
+            severity: crate::notify::Severity::Critical,
+            state: crate::notify::TransitionState::Firing,
+            rule: "disk".into(),
+            agent: "web-1".into(),
+            subject: None,
+            summary: "s".into(),
+        };
+        let text = serde_json::to_string(&MaintRequest::NotifyTest(spec.clone())).expect("json");
+        assert_eq!(
+            serde_json::from_str::<MaintRequest>(&text).expect("de"),
+            MaintRequest::NotifyTest(spec)
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! SIGHUP: the configuration is read again and what can change under a running hub is applied —
-//! the metrics interval, history retention and the log filter. Everything else (addresses,
+//! the metrics interval, history retention, the log filter and the alert receivers. Everything else (addresses,
 //! timeouts, limits, any key added later) needs a restart and is reported as such: a key is
 //! live only if this module says so.
 
@@ -12,6 +12,8 @@ pub const LIVE_KEYS: &[&str] = &[
     "history_minute_days",
     "history_ten_minute_days",
     "log_level",
+    "receiver",
+    "notify",
     "alert",
 ];
 
@@ -24,6 +26,8 @@ pub struct ReloadReport {
     pub needs_restart: Vec<String>,
     /// The log filter changed (the caller owns the subscriber and applies it).
     pub log_level_changed: bool,
+    /// Receivers or `[notify]` changed (the caller hands them to the notifier, which writes).
+    pub notify_changed: bool,
 }
 
 fn table(config: &HubConfig) -> toml::Table {
@@ -85,6 +89,17 @@ pub fn apply(ctx: &HubCtx, running: &HubConfig, new: &HubConfig) -> (ReloadRepor
     if effective.log_level != new.log_level {
         effective.log_level = new.log_level.clone();
         report.log_level_changed = true;
+    }
+    if (&effective.receiver, &effective.notify) != (&new.receiver, &new.notify) {
+        // Secrets print as `***`, so a changed secret alone is invisible in the table diff.
+        if !report.applied.iter().any(|a| a.starts_with("receiver:"))
+            && effective.receiver != new.receiver
+        {
+            report.applied.push("receiver: a secret changed".into());
+        }
+        effective.receiver = new.receiver.clone();
+        effective.notify = new.notify.clone();
+        report.notify_changed = true;
     }
     (report, effective)
 }
@@ -165,6 +180,11 @@ pub async fn serve(
                 match again {
                     Ok(effective) => {
                         let (report, now) = apply(&hub.ctx, &running, &effective.config);
+                        if report.notify_changed
+                            && let Err(e) = hub.ctx.notifier.reconfigure(&now).await
+                        {
+                            tracing::warn!(error = %e, "alert receivers changed, but held messages were not rescheduled");
+                        }
                         let log_said = report
                             .log_level_changed
                             .then(|| log.apply(now.log_level.as_deref()));

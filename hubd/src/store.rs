@@ -7,6 +7,7 @@ pub mod identities;
 pub mod jobs;
 pub mod metrics;
 pub(crate) mod migrate;
+pub mod outbox;
 pub mod tokens;
 pub mod transfers;
 pub mod workloads;
@@ -153,6 +154,34 @@ impl Store {
             started,
             latency: self.latency.clone(),
         })
+    }
+
+    /// Queues `f` without waiting, for a caller that cannot await (a synchronous callback):
+    /// gives `f` back when the queue is full or the store closed.
+    pub fn try_run<F>(&self, f: F) -> Result<(), F>
+    where
+        F: FnOnce(&mut Connection) + Send + 'static,
+    {
+        use mpsc::error::TrySendError;
+        // A permit first, so that a refusal can hand back `f` itself rather than a boxed job.
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Box::new(f));
+                Ok(())
+            }
+            Err(TrySendError::Full(()) | TrySendError::Closed(())) => Err(f),
+        }
+    }
+
+    /// Queues `f` and waits for room, not for `f` to run; `Err` once the store is closed.
+    pub async fn run<F>(&self, f: F) -> Result<(), HubError>
+    where
+        F: FnOnce(&mut Connection) + Send + 'static,
+    {
+        self.tx
+            .send(Box::new(f))
+            .await
+            .map_err(|_| HubError::StoreClosed)
     }
 
     /// Latency of [`Store::call`], queue wait included.

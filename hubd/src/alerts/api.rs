@@ -74,7 +74,7 @@ pub(crate) async fn answer(
                 "adding alert rules",
                 "operator",
             )?;
-            let receivers = ctx.config.receiver_names();
+            let receivers = Some(ctx.notifier.receiver_names());
             let compiled = super::compile_one(rule, receivers.as_deref()).map_err(bad)?;
             let rule = compiled.rule;
             if let Some(origin) = ctx.alerts.origin_of(&rule.name) {
@@ -163,7 +163,7 @@ pub(crate) async fn answer(
             Ok(OpResponse::Done)
         }
         OpRequest::AlertRuleTest(rule) => {
-            let receivers = ctx.config.receiver_names();
+            let receivers = Some(ctx.notifier.receiver_names());
             let compiled = super::compile_one(rule, receivers.as_deref()).map_err(bad)?;
             dry_run(ctx, compiled).await.map(OpResponse::AlertTest)
         }

@@ -221,6 +221,28 @@ CREATE TABLE alerts (
 );
 CREATE INDEX alerts_rule ON alerts(rule);
 "#,
+    // 10: the alert outbox. One row per message to one receiver, written before it is sent;
+    // `id` is the stable notification id receivers deduplicate on. The index serves the
+    // delivery task's "what is due" and the grouping lookup.
+    r#"
+CREATE TABLE notify_outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    receiver    TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    items       INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    due_ms      INTEGER NOT NULL,
+    held        INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL,
+    next_try_ms INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    last_error  TEXT NOT NULL,
+    done_ms     INTEGER
+);
+CREATE INDEX notify_outbox_due ON notify_outbox(state, next_try_ms);
+CREATE INDEX notify_outbox_receiver ON notify_outbox(receiver, state);
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.

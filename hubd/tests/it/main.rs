@@ -53,6 +53,7 @@ mod hostile_net;
 mod kill_matrix;
 mod lifecycle;
 mod metrics;
+mod notify;
 mod rejections;
 mod resumption;
 mod services;
