@@ -15,6 +15,7 @@ mod endpoint;
 mod error;
 pub mod exec;
 pub mod history;
+pub mod host_history;
 mod local_socket;
 pub mod maint;
 mod prometheus;

@@ -194,6 +194,8 @@ CREATE INDEX container_1m_name ON container_1m(agent_id, name, start_ms);
     r#"
 ALTER TABLE identities ADD COLUMN enrol_key BLOB;
 "#,
+    // 9: per-series host history and per-minute top processes, keyed by integers.
+    super::series::MIGRATION,
 ];
 
 /// Brings the schema up to date in one transaction per step.
