@@ -10,6 +10,7 @@ pub mod codes;
 pub mod exec;
 pub mod files;
 pub mod frame;
+pub mod host;
 pub mod ids;
 #[cfg(feature = "io")]
 pub mod io;
