@@ -489,6 +489,9 @@ async fn serve_hub_stream(
                 }
             }
         }
+        HubStreamOpen::HostReport => {
+            let _ = send.reset(ErrorCode::Forbidden.as_u32().into());
+        }
         HubStreamOpen::Logs(open) => {
             let span = tracing::info_span!("logs");
             crate::workloads::logs::serve(exec.workloads.clone(), send, recv, open)

@@ -10,9 +10,9 @@ use crate::store::{self, Store, now_ms};
 use crate::{HubCtx, HubError};
 use deploy::sync::lock;
 use flotilla_wire::history::{
-    MAX_SERIES_NAME, Metric, SeriesPoint, SeriesPoints, SeriesSelector, TOP_PROCESSES, TopMinute,
-    TopProcess,
+    MAX_SERIES_NAME, Metric, SeriesKind, SeriesPoint, SeriesPoints, SeriesSelector, TopMinute,
 };
+use flotilla_wire::host::{GpuVendor, HostDetail, HostMinute, TOP_PROCESSES, TopProcess};
 use flotilla_wire::msg::MetricsSample;
 use flotilla_wire::{ErrorCode, IdentityId, Role};
 use std::collections::HashMap;
@@ -59,6 +59,8 @@ pub struct Observation {
     pub values: Vec<(Metric, String, f64)>,
     /// Processes named by the sample; `None` when it carries no process list.
     pub procs: Option<Vec<TopProcess>>,
+    /// Whether it came from a [`HostDetail`] (whose processes carry command lines and users).
+    pub from_detail: bool,
 }
 
 impl Observation {
@@ -90,7 +92,7 @@ impl Observation {
                     cmd: String::new(),
                     user: String::new(),
                     cpu_pct: p.cpu_pct,
-                    rss: p.rss,
+                    mem: p.rss,
                 });
             }
         }
@@ -98,8 +100,93 @@ impl Observation {
             at_ms: s.at_ms,
             values,
             procs: Some(procs),
+            from_detail: false,
         }
     }
+
+    /// Per block device I/O, GPU utilisation, memory and temperature, custom series and the top
+    /// processes (with command lines and users) of a detail. Interface errors and drops come as
+    /// increases since the previous detail; `prev_ms` (that detail's time) turns them into rates,
+    /// and without it they are left out.
+    pub fn from_detail(d: &HostDetail, prev_ms: Option<u64>) -> Self {
+        let mut values = Vec::with_capacity(
+            d.block_io.len() * 5 + d.net_errors.len() * 2 + d.gpus.len() * 3 + d.custom.len(),
+        );
+        for io in &d.block_io {
+            let name = &io.device;
+            values.push((Metric::IoRead, name.clone(), io.read_bps as f64));
+            values.push((Metric::IoWrite, name.clone(), io.write_bps as f64));
+            values.push((Metric::IoReadOps, name.clone(), f64::from(io.read_iops)));
+            values.push((Metric::IoWriteOps, name.clone(), f64::from(io.write_iops)));
+            values.push((Metric::IoBusy, name.clone(), f64::from(io.busy_pct)));
+        }
+        let secs = prev_ms
+            .filter(|p| *p < d.at_ms)
+            .map(|p| (d.at_ms - p) as f64 / 1000.0);
+        if let Some(secs) = secs {
+            for n in &d.net_errors {
+                let rx = n.new.rx_errors + n.new.rx_dropped;
+                let tx = n.new.tx_errors + n.new.tx_dropped;
+                values.push((Metric::NetRxErrors, n.iface.clone(), rx as f64 / secs));
+                values.push((Metric::NetTxErrors, n.iface.clone(), tx as f64 / secs));
+            }
+        }
+        for g in &d.gpus {
+            let name = gpu_name(g.vendor, g.index);
+            if let Some(u) = g.util_pct {
+                values.push((Metric::GpuUtil, name.clone(), f64::from(u)));
+            }
+            if let Some(m) = g.mem_used {
+                values.push((Metric::GpuMem, name.clone(), m as f64));
+            }
+            if let Some(t) = g.temp_c {
+                values.push((Metric::Temp, format!("gpu{name}"), f64::from(t)));
+            }
+        }
+        for c in &d.custom {
+            values.push((Metric::Custom, custom_name(&c.name, &c.labels), c.value));
+        }
+        let mut procs: Vec<TopProcess> = Vec::new();
+        for p in d.top_cpu.iter().chain(&d.top_mem) {
+            if procs.iter().all(|q| q.pid != p.pid) {
+                procs.push(p.clone());
+            }
+        }
+        Self {
+            at_ms: d.at_ms,
+            values,
+            procs: Some(procs),
+            from_detail: true,
+        }
+    }
+}
+
+/// The series name of a GPU: its index for NVIDIA (`0`), `amd` and the index for AMD (`amd0`).
+pub fn gpu_name(vendor: GpuVendor, index: u32) -> String {
+    match vendor {
+        GpuVendor::Nvidia => index.to_string(),
+        GpuVendor::Amd => format!("amd{index}"),
+    }
+}
+
+/// The series name of a custom value: its name, with its labels as Prometheus writes them.
+pub fn custom_name(name: &str, labels: &[(String, String)]) -> String {
+    if labels.is_empty() {
+        return name.to_owned();
+    }
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{name}{{{}}}", inner.join(","))
+}
+
+/// Whether `selector` names the series `(metric, name)`: the kind matches and the name is the
+/// same, or for a custom metric, the name with labels.
+fn names(selector: &SeriesSelector, metric: Metric, name: &str) -> bool {
+    selector.kind == metric.kind()
+        && (selector.name == name
+            || (selector.kind == SeriesKind::Custom
+                && name
+                    .strip_prefix(selector.name.as_str())
+                    .is_some_and(|rest| rest.starts_with('{'))))
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -146,6 +233,11 @@ struct Folder {
     procs: HashMap<u32, ProcAcc>,
     /// Whether this agent was already told (in the log) that it has too many series.
     warned: bool,
+    /// Whether this agent sends details: then their process lists (with command lines and
+    /// users) are the ones folded, and the samples' are ignored.
+    detail_procs: bool,
+    /// Time of the agent's previous detail (interface error rates).
+    last_detail_ms: Option<u64>,
 }
 
 impl Folder {
@@ -190,13 +282,17 @@ impl Folder {
                 }
             }
         }
-        if let Some(procs) = o.procs {
+        if o.from_detail {
+            self.detail_procs = true;
+        }
+        let procs = o.procs.filter(|_| o.from_detail || !self.detail_procs);
+        if let Some(procs) = procs {
             self.top_samples += 1;
             for p in procs {
                 let cpu = f64::from(p.cpu_pct.max(0.0));
                 if let Some(acc) = self.procs.get_mut(&p.pid) {
                     acc.cpu_sum += cpu;
-                    acc.proc.rss = acc.proc.rss.max(p.rss);
+                    acc.proc.mem = acc.proc.mem.max(p.mem);
                     if acc.proc.cmd.is_empty() {
                         acc.proc.cmd = p.cmd;
                     }
@@ -239,7 +335,7 @@ impl Folder {
             .take(TOP_PROCESSES)
             .cloned()
             .collect();
-        all.sort_by(|a, b| b.rss.cmp(&a.rss).then(a.pid.cmp(&b.pid)));
+        all.sort_by(|a, b| b.mem.cmp(&a.mem).then(a.pid.cmp(&b.pid)));
         let by_mem = all.into_iter().take(TOP_PROCESSES).collect();
         Some(TopMinute {
             start_ms: self.start_ms,
@@ -313,6 +409,61 @@ impl HostHistory {
         self.send(done).await;
     }
 
+    /// Folds a live detail (it follows the sample of the same time).
+    pub async fn record_detail(&self, id: &IdentityId, d: &HostDetail) {
+        let done = {
+            let mut folders = lock(&self.folders);
+            let f = folders.entry(id.clone()).or_default();
+            let o = Observation::from_detail(d, f.last_detail_ms);
+            f.last_detail_ms = Some(d.at_ms);
+            f.push(id, o)
+        };
+        self.send(done).await;
+    }
+
+    /// Stores detail minutes an agent folded while the hub was unreachable: each value as the
+    /// minute's mean (and maximum, the agent keeps no other), error counts as a rate over the
+    /// minute, the top lists as the agent chose them.
+    pub async fn record_backfill(&self, id: &IdentityId, minutes: Vec<HostMinute>) {
+        let mut rows = Vec::new();
+        for m in minutes {
+            let start_ms = m.start_ms - m.start_ms % MINUTE_MS;
+            let samples = m.samples.max(1);
+            // A minute's increases, over a minute: as if the previous detail came 60 s before.
+            let mut o = Observation::from_detail(
+                &HostDetail {
+                    at_ms: start_ms + MINUTE_MS,
+                    ..m.detail.clone()
+                },
+                Some(start_ms),
+            );
+            rows.extend(o.values.drain(..).filter_map(|(metric, name, v)| {
+                (!name.is_empty() && name.len() <= MAX_SERIES_NAME && v.is_finite()).then(|| {
+                    Finished::Series(SeriesMinute {
+                        agent: id.clone(),
+                        metric,
+                        name,
+                        start_ms,
+                        samples,
+                        avg: v,
+                        max: v,
+                    })
+                })
+            }));
+            let top = |list: &[TopProcess]| list.iter().take(TOP_PROCESSES).cloned().collect();
+            rows.push(Finished::Top(
+                id.clone(),
+                TopMinute {
+                    start_ms,
+                    samples,
+                    by_cpu: top(&m.detail.top_cpu),
+                    by_mem: top(&m.detail.top_mem),
+                },
+            ));
+        }
+        self.send(rows).await;
+    }
+
     /// Writes the minute in progress of `id` (it disconnected; a reconnect in the same minute merges).
     pub async fn flush_agent(&self, id: &IdentityId) {
         let done = lock(&self.folders)
@@ -350,11 +501,7 @@ impl HostHistory {
         };
         f.series
             .iter()
-            .filter(|((m, name), _)| {
-                selectors
-                    .iter()
-                    .any(|s| s.kind == m.kind() && &s.name == name)
-            })
+            .filter(|((m, name), _)| selectors.iter().any(|s| names(s, *m, name)))
             .map(|((m, name), acc)| (*m, name.clone(), acc.point(f.start_ms)))
             .collect()
     }
@@ -553,12 +700,12 @@ pub(crate) async fn top_query(
 mod tests {
     use super::*;
 
-    fn proc(pid: u32, cpu: f32, rss: u64) -> TopProcess {
+    fn proc(pid: u32, cpu: f32, mem: u64) -> TopProcess {
         TopProcess {
             pid,
             name: format!("p{pid}"),
             cpu_pct: cpu,
-            rss,
+            mem,
             ..TopProcess::default()
         }
     }
@@ -572,6 +719,7 @@ mod tests {
             at_ms: at,
             values: vec![(Metric::NetRx, "eth0".into(), v)],
             procs: Some(procs),
+            from_detail: false,
         };
         assert!(
             f.push(&id, obs(t0, 10.0, vec![proc(1, 100.0, 5)]))
@@ -621,6 +769,7 @@ mod tests {
                 at_ms: 60_000,
                 values,
                 procs: None,
+                from_detail: false,
             },
         );
         assert_eq!(f.series.len(), MAX_SERIES_PER_AGENT);

@@ -15,6 +15,7 @@ mod endpoint;
 mod error;
 pub mod exec;
 pub mod history;
+pub mod host;
 pub mod host_history;
 mod local_socket;
 pub mod maint;
@@ -79,6 +80,8 @@ pub struct HubCtx {
     pub workloads: workloads::Workloads,
     /// Container history writer.
     pub container_history: workloads::history::ContainerHistory,
+    /// Latest host depth (GPUs, disk health, per-device I/O…) per agent.
+    pub host: host::HostState,
 }
 
 /// What `hubd init` made.
@@ -282,6 +285,7 @@ async fn open_ctx(
         tickets,
         workloads: workloads::Workloads::default(),
         container_history,
+        host: host::HostState::default(),
     };
     Ok((Arc::new(ctx), store_thread))
 }

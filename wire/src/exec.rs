@@ -502,6 +502,15 @@ pub enum Query {
         /// Minutes back from now.
         minutes: u32,
     },
+    /// One agent's host depth as the hub holds it (viewer and up), answered by one
+    /// [`QueryReply::Host`].
+    Host {
+        /// Agent name or id.
+        agent: String,
+        /// Run the agent's slow collectors (SMART) first and wait for their report (operator and
+        /// admin: it starts processes on the agent).
+        refresh: bool,
+    },
     /// Per-series host history of one agent (viewer and up), answered by one
     /// [`QueryReply::HostSeries`] per series found. Up to six hours back at one-minute
     /// resolution, beyond that ten-minute buckets.
@@ -546,6 +555,8 @@ pub enum QueryReply {
     Services(Vec<crate::workloads::UnitRow>),
     /// One container's history, oldest first.
     ContainerMinutes(Vec<crate::workloads::ContainerMinute>),
+    /// Reply to [`Query::Host`].
+    Host(crate::host::HostView),
     /// One series of a [`Query::HostSeries`].
     HostSeries(crate::history::SeriesPoints),
     /// Minutes of a [`Query::HostTop`], at most [`crate::history::TOP_MINUTES_PER_FRAME`] per

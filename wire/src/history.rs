@@ -4,14 +4,12 @@
 //! The hub keeps one series per agent, [`Metric`] and name (a mount, an interface, a block device,
 //! a sensor, a GPU, a custom metric), at one-minute and ten-minute resolution.
 
+use crate::host::TopProcess;
 use serde::{Deserialize, Serialize};
 
 /// Longest series name the hub keeps (mount points, interface and sensor labels, custom names):
 /// real ones are far shorter, and a longer one would only cost disk on every minute.
 pub const MAX_SERIES_NAME: usize = 128;
-/// Processes per list in a [`TopMinute`]: the five that used most CPU and the five that used most
-/// memory answer "what ran then" without storing every process every minute.
-pub const TOP_PROCESSES: usize = 5;
 /// [`TopMinute`]s per [`crate::exec::QueryReply::HostTop`] frame: a minute of ten processes with
 /// command lines is under 3 KiB, so 120 stay well below the frame limit.
 pub const TOP_MINUTES_PER_FRAME: usize = 120;
@@ -41,11 +39,12 @@ pub enum Metric {
     IoBusy,
     /// Degrees Celsius of a sensor (`temp:` + label).
     Temp,
-    /// GPU utilisation, percent (`gpu:` + index).
+    /// GPU utilisation, percent (`gpu:` + index; `gpu:amd0` for the first AMD GPU).
     GpuUtil,
     /// GPU memory used, bytes (`gpu:`).
     GpuMem,
-    /// A custom metric's value (`custom:` + name).
+    /// A custom metric's value (`custom:` + name; a labelled one is stored as
+    /// `name{key="value",…}`, and `custom:name` names it with every label set).
     Custom,
     /// Receive errors and drops per second on an interface (`net:`).
     NetRxErrors,
@@ -248,23 +247,6 @@ pub struct SeriesPoints {
     pub points: Vec<SeriesPoint>,
 }
 
-/// One process in a minute's top list.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TopProcess {
-    /// Process id.
-    pub pid: u32,
-    /// Process name.
-    pub name: String,
-    /// Command line, shortened by the agent (empty where the agent does not send it).
-    pub cmd: String,
-    /// User name (empty where unknown).
-    pub user: String,
-    /// Mean CPU use over the minute, percent of one core (0 in the minutes samples missed it).
-    pub cpu_pct: f32,
-    /// Highest resident set size seen in the minute, bytes.
-    pub rss: u64,
-}
-
 /// The processes that used most CPU and most memory in one minute.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopMinute {
@@ -272,9 +254,10 @@ pub struct TopMinute {
     pub start_ms: u64,
     /// Samples the minute folded.
     pub samples: u32,
-    /// Top [`TOP_PROCESSES`] by mean CPU, highest first.
+    /// Top [`crate::host::TOP_PROCESSES`] by CPU, highest first: `cpu_pct` is the mean over the
+    /// minute's samples (0 in those that missed the process), `mem` the highest seen.
     pub by_cpu: Vec<TopProcess>,
-    /// Top [`TOP_PROCESSES`] by highest resident memory, highest first.
+    /// Top [`crate::host::TOP_PROCESSES`] by highest resident memory, highest first.
     pub by_mem: Vec<TopProcess>,
 }
 
@@ -337,7 +320,7 @@ mod tests {
                 cmd: "burn --hard".into(),
                 user: "root".into(),
                 cpu_pct: 99.5,
-                rss: 1 << 20,
+                mem: 1 << 20,
             }],
             by_mem: vec![],
         };

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod files;
 pub mod frame;
 pub mod history;
+pub mod host;
 pub mod ids;
 #[cfg(feature = "io")]
 pub mod io;

@@ -155,6 +155,10 @@ async fn answer(
             let minutes = container_history(ctx, agent, container, minutes).await?;
             reply(send, &QueryReply::ContainerMinutes(minutes)).await
         }
+        Query::Host { agent, refresh } => {
+            let view = crate::host::query(ctx, actor, agent, refresh).await?;
+            reply(send, &QueryReply::Host(view)).await
+        }
         Query::HostSeries {
             agent,
             series,

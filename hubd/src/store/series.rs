@@ -11,8 +11,9 @@
 
 use flotilla_wire::IdentityId;
 use flotilla_wire::history::{
-    Metric, SeriesPoint, SeriesPoints, SeriesSelector, TOP_PROCESSES, TopMinute, TopProcess,
+    Metric, SeriesKind, SeriesPoint, SeriesPoints, SeriesSelector, TopMinute,
 };
+use flotilla_wire::host::{TOP_PROCESSES, TopProcess};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeSet, HashMap};
 
@@ -224,7 +225,7 @@ pub fn upsert_top(conn: &Connection, agent: &IdentityId, m: &TopMinute) -> rusql
                 p.cmd,
                 p.user,
                 f64::from(p.cpu_pct),
-                p.rss as i64,
+                p.mem as i64,
             ])?;
         }
     }
@@ -245,16 +246,24 @@ pub fn read(
     };
     let mut found: Vec<(Metric, String, i64)> = Vec::new();
     {
-        let mut stmt = conn
-            .prepare_cached("SELECT id, metric FROM series WHERE agent_key = ?1 AND name = ?2")?;
+        // A custom selector also names the labelled series of its metric: `name{…}`.
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, metric, name FROM series WHERE agent_key = ?1
+             AND (name = ?2 OR (?3 AND substr(name, 1, length(?2) + 1) = ?2 || '{'))",
+        )?;
         for sel in selectors {
-            let rows = stmt.query_map(params![key, sel.name], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, u8>(1)?))
+            let labelled = sel.kind == SeriesKind::Custom;
+            let rows = stmt.query_map(params![key, sel.name, labelled], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })?;
             for row in rows {
-                let (id, code) = row?;
+                let (id, code, name) = row?;
                 if let Some(metric) = Metric::from_code(code).filter(|m| m.kind() == sel.kind) {
-                    found.push((metric, sel.name.clone(), id));
+                    found.push((metric, name, id));
                 }
             }
         }
@@ -317,7 +326,7 @@ pub fn read_top(
                 cmd: r.get(5)?,
                 user: r.get(6)?,
                 cpu_pct: r.get::<_, f64>(7)? as f32,
-                rss: r.get::<_, i64>(8)? as u64,
+                mem: r.get::<_, i64>(8)? as u64,
             },
         ))
     })?;
@@ -398,7 +407,6 @@ pub fn prune(
 mod tests {
     use super::*;
     use flotilla_wire::Role;
-    use flotilla_wire::history::SeriesKind;
 
     fn row(agent: &IdentityId, metric: Metric, name: &str, minute: u64, avg: f64) -> SeriesMinute {
         SeriesMinute {
@@ -498,7 +506,7 @@ mod tests {
             cmd: format!("p{pid} --flag"),
             user: "root".into(),
             cpu_pct: cpu,
-            rss: u64::from(pid) << 20,
+            mem: u64::from(pid) << 20,
         };
         let minute = |start: u64, samples: u32, first: u32| TopMinute {
             start_ms: start * MINUTE_MS,
