@@ -86,7 +86,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Metrics { name, since, json } => {
+        Command::Metrics {
+            name,
+            since,
+            series: Some(spec),
+            json,
+        } => {
+            exec_like(&cli, |c| async move {
+                crate::host::cli::metrics_series_command(&c, name, spec, *since, *json).await
+            })
+            .await
+        }
+        Command::Top(args) => {
+            exec_like(&cli, |c| async move {
+                crate::host::cli::top_command(&c, args).await
+            })
+            .await
+        }
+        Command::Metrics {
+            name, since, json, ..
+        } => {
             let client = cli.one_shot_client().await?;
             let result = client
                 .request(&OpRequest::Metrics {
