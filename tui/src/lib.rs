@@ -21,6 +21,7 @@ pub mod exec;
 pub mod files;
 pub mod format;
 pub mod history;
+pub mod hostdetail;
 pub mod keymap;
 pub mod mux;
 pub mod strings;
