@@ -210,6 +210,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_examples_in_docs_parse() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/host.md"),
+        )
+        .expect("docs/host.md");
+        let mut found = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            let cfg: crate::AgentConfig =
+                toml::from_str(text).unwrap_or_else(|e| panic!("docs/host.md example: {e}"));
+            cfg.validate()
+                .unwrap_or_else(|e| panic!("docs/host.md example: {e}"));
+            assert!(!cfg.host.prometheus.is_empty() || !cfg.host.scripts.is_empty());
+            found += 1;
+        }
+        assert!(found > 0, "no agent.toml example found in docs/host.md");
+    }
+
+    #[test]
     fn only_loopback_http_urls_are_accepted() {
         let (addr, path) = parse_local_url("http://127.0.0.1:9100/metrics").expect("ok");
         assert_eq!(addr.port(), 9100);
