@@ -69,6 +69,9 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Run the agent's disk health check (smartctl) now and wait for it (operator role).
+        #[arg(long)]
+        health: bool,
     },
     /// Print an agent's metrics history.
     Metrics {
