@@ -144,14 +144,44 @@ async fn series_survive_a_restart_roll_up_and_are_read_by_the_cli() {
         events.metrics(&agent.id).await;
         seen += 1;
     }
+    // A block device from the agent's diskstats collector (its details follow the samples).
+    let ctx = fleet.ctx().clone();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let device = loop {
+        if let Some(io) = ctx
+            .host
+            .detail(&agent.id)
+            .and_then(|d| d.block_io.first().cloned())
+        {
+            break io.device;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no block device in the agent's details"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    // Enough samples after the first detail that every series has several.
+    for _ in 0..3 {
+        events.metrics(&agent.id).await;
+        seen += 1;
+    }
+    drop(ctx);
     let client = fleet.admin_client().await;
-    let wanted = vec![sel(SeriesKind::Disk, &mount), sel(SeriesKind::Net, &iface)];
+    let wanted = vec![
+        sel(SeriesKind::Disk, &mount),
+        sel(SeriesKind::Net, &iface),
+        sel(SeriesKind::Io, &device),
+    ];
     // The minute in progress shows before anything is written.
     let live = series(&client, "hh-1", wanted.clone(), 3600).await;
     let used = find(&live, Metric::DiskUsed, &mount);
     assert!(used.points.last().is_some_and(|p| p.avg > 0.0), "{used:?}");
     find(&live, Metric::NetRx, &iface);
     find(&live, Metric::NetTx, &iface);
+    for m in [Metric::IoRead, Metric::IoWrite, Metric::IoBusy] {
+        find(&live, m, &device);
+    }
     client.close().await;
 
     cancel.cancel();
@@ -173,6 +203,11 @@ async fn series_survive_a_restart_roll_up_and_are_read_by_the_cli() {
             .iter()
             .all(|p| p.avg > 0.0 && p.avg <= 100.0 && p.max >= p.avg),
         "{pct:?}"
+    );
+    let busy = find(&stored, Metric::IoBusy, &device);
+    assert!(
+        samples(busy) >= 2 && busy.points.iter().all(|p| (0.0..=100.0).contains(&p.avg)),
+        "{busy:?}"
     );
     // Ten-minute buckets hold the same samples.
     let long = series(&client, "hh-1", wanted, 24 * 3600).await;
@@ -463,9 +498,18 @@ async fn top_at_a_minute_names_the_process_that_burned_cpu_then_and_not_after() 
         assert_eq!(minutes.len(), 1, "--at {when}: {out}");
         assert_eq!(minutes[0]["start_ms"].as_u64(), Some(burn_minute));
         let by_cpu = minutes[0]["by_cpu"].as_array().expect("by_cpu");
+        let burned = by_cpu
+            .iter()
+            .find(|p| p["name"] == BURNER)
+            .unwrap_or_else(|| panic!("--at {when}: {out}"));
+        // The agent's details name its command line and user.
         assert!(
-            by_cpu.iter().any(|p| p["name"] == BURNER),
-            "--at {when}: {out}"
+            burned["cmd"].as_str().is_some_and(|c| c.contains(BURNER)),
+            "{burned}"
+        );
+        assert!(
+            burned["user"].as_str().is_some_and(|u| !u.is_empty()),
+            "{burned}"
         );
     }
     client.close().await;
