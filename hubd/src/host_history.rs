@@ -358,7 +358,7 @@ impl Folder {
                 name,
                 start_ms: self.start_ms,
                 samples: acc.samples,
-                avg: acc.sum / f64::from(acc.samples.max(1)),
+                avg: stored_avg(metric, &acc),
                 max: acc.max,
             })
         }));
@@ -366,6 +366,13 @@ impl Folder {
         self.procs.clear();
         out
     }
+}
+
+/// The mean a minute stores: whole bytes for byte-valued series, whose fractions mean nothing and
+/// cost SQLite eight bytes a value where a whole number takes one to six.
+fn stored_avg(metric: Metric, acc: &Acc) -> f64 {
+    let avg = acc.sum / f64::from(acc.samples.max(1));
+    if metric.is_bytes() { avg.round() } else { avg }
 }
 
 /// Front of the host history writer.
@@ -526,6 +533,7 @@ async fn prune(store: &Store, retention: Retention) {
             ten_minutes = p.ten_minutes,
             top = p.top,
             series = p.series,
+            processes = p.procs,
             "pruned host history"
         ),
         Ok(_) => {}

@@ -1,8 +1,12 @@
 //! Per-series host history (`series_1m`, `series_10m`) and per-minute top processes (`top_1m`).
 //!
 //! Rows are keyed by integers: `host_agents` gives each agent a small key and `series` one per
-//! (agent, metric, name), so a row of history is five numbers (about 20 bytes on disk) instead of
-//! repeating an agent id and a mount point on every minute. Times are minutes since the epoch.
+//! (agent, metric, name), so a row of history is five numbers instead of repeating an agent id and
+//! a mount point on every minute. A top process's pid, name, command line and user are kept once
+//! in `top_procs` for as long as a minute refers to them: the same daemons top the lists minute
+//! after minute, and their command lines were most of the bytes. Times are minutes since the
+//! epoch; a top process's CPU is kept in tenths of a percent (an integer takes 1-3 bytes where a
+//! REAL takes 8).
 //!
 //! Minutes merge on conflict (weighted means, maxima) as host minutes do, so a minute split across
 //! a reconnect adds up. Ten-minute buckets are rolled up from the minutes in SQL. Pruning deletes
@@ -46,21 +50,65 @@ CREATE TABLE series_10m (
     max       REAL NOT NULL,
     PRIMARY KEY (series_id, minute)
 ) WITHOUT ROWID;
+CREATE TABLE top_procs (
+    id          INTEGER PRIMARY KEY,
+    agent_key   INTEGER NOT NULL,
+    pid         INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    cmd         TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    last_minute INTEGER NOT NULL
+);
+CREATE INDEX top_procs_pid ON top_procs(agent_key, pid);
 CREATE TABLE top_1m (
     agent_key INTEGER NOT NULL,
     minute    INTEGER NOT NULL,
     by_mem    INTEGER NOT NULL,
     rank      INTEGER NOT NULL,
     samples   INTEGER NOT NULL,
-    pid       INTEGER NOT NULL,
-    name      TEXT NOT NULL,
-    cmd       TEXT NOT NULL,
-    user      TEXT NOT NULL,
-    cpu       REAL NOT NULL,
-    rss       INTEGER NOT NULL,
+    proc_id   INTEGER NOT NULL,
+    cpu_tenth INTEGER NOT NULL,
+    mem       INTEGER NOT NULL,
     PRIMARY KEY (agent_key, minute, by_mem, rank)
 ) WITHOUT ROWID;
 "#;
+
+/// How a metric's values are stored: percentages, temperatures and per-second counts in
+/// hundredths, as whole numbers; bytes as whole bytes; custom values as they are. SQLite writes a
+/// whole number in a REAL column in one to six bytes instead of eight, which makes a minute row
+/// about a third smaller; a hundredth of a percent or a degree is finer than any chart shows.
+fn scale(metric: Metric) -> Option<f64> {
+    match metric {
+        Metric::DiskPct
+        | Metric::IoReadOps
+        | Metric::IoWriteOps
+        | Metric::IoBusy
+        | Metric::Temp
+        | Metric::GpuUtil
+        | Metric::NetRxErrors
+        | Metric::NetTxErrors => Some(100.0),
+        m if m.is_bytes() => Some(1.0),
+        _ => None,
+    }
+}
+
+fn to_stored(metric: Metric, v: f64) -> f64 {
+    scale(metric).map_or(v, |k| (v * k).round())
+}
+
+fn from_stored(metric: Metric, v: f64) -> f64 {
+    scale(metric).map_or(v, |k| v / k)
+}
+
+/// The metric codes [`scale`] keeps as whole numbers, for the roll-up's `IN (…)`.
+fn whole_codes() -> String {
+    Metric::ALL
+        .iter()
+        .filter(|m| scale(**m).is_some())
+        .map(|m| m.code().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Milliseconds per minute.
 const MINUTE_MS: u64 = 60_000;
@@ -171,7 +219,13 @@ pub fn upsert_minutes(conn: &Connection, rows: &[SeriesMinute]) -> rusqlite::Res
         };
         let id = series_id(conn, key, r.metric, &r.name)?;
         let minute = minute_of(r.start_ms);
-        stmt.execute(params![id, minute, r.samples, r.avg, r.max])?;
+        stmt.execute(params![
+            id,
+            minute,
+            r.samples,
+            to_stored(r.metric, r.avg),
+            to_stored(r.metric, r.max)
+        ])?;
         windows.insert((key, minute - minute.rem_euclid(TEN)));
     }
     for (key, window) in windows {
@@ -184,13 +238,17 @@ pub fn upsert_minutes(conn: &Connection, rows: &[SeriesMinute]) -> rusqlite::Res
 /// minute `window`: one statement per agent and window, walking the agent's series by the unique
 /// index and each series' minutes by its primary key.
 pub fn rollup(conn: &Connection, key: i64, window: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO series_10m (series_id, minute, samples, avg, max)
-         SELECT m.series_id, ?2, sum(m.samples), sum(m.avg * m.samples) / sum(m.samples), max(m.max)
+         SELECT m.series_id, ?2, sum(m.samples),
+             CASE WHEN s.metric IN ({}) THEN round(sum(m.avg * m.samples) / sum(m.samples))
+                  ELSE sum(m.avg * m.samples) / sum(m.samples) END,
+             max(m.max)
          FROM series s JOIN series_1m m ON m.series_id = s.id
          WHERE s.agent_key = ?1 AND m.minute >= ?2 AND m.minute < ?3
          GROUP BY m.series_id",
-    )?
+        whole_codes()
+    ))?
     .execute(params![key, window, window + TEN])?;
     Ok(())
 }
@@ -209,27 +267,49 @@ pub fn upsert_top(conn: &Connection, agent: &IdentityId, m: &TopMinute) -> rusql
     conn.prepare_cached("DELETE FROM top_1m WHERE agent_key = ?1 AND minute = ?2")?
         .execute(params![key, minute])?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO top_1m (agent_key, minute, by_mem, rank, samples, pid, name, cmd, user, cpu, rss)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO top_1m (agent_key, minute, by_mem, rank, samples, proc_id, cpu_tenth, mem)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for (by_mem, list) in [(0, &m.by_cpu), (1, &m.by_mem)] {
         for (rank, p) in list.iter().take(TOP_PROCESSES).enumerate() {
+            let proc_id = top_proc(conn, key, p, minute)?;
             insert.execute(params![
                 key,
                 minute,
                 by_mem,
                 rank as i64,
                 m.samples,
-                p.pid,
-                p.name,
-                p.cmd,
-                p.user,
-                f64::from(p.cpu_pct),
+                proc_id,
+                (f64::from(p.cpu_pct.max(0.0)) * 10.0).round() as i64,
                 p.mem as i64,
             ])?;
         }
     }
     Ok(())
+}
+
+/// The id of a top process of agent `key` (made on first sight), marked as used at `minute`.
+fn top_proc(conn: &Connection, key: i64, p: &TopProcess, minute: i64) -> rusqlite::Result<i64> {
+    let found: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM top_procs
+             WHERE agent_key = ?1 AND pid = ?2 AND name = ?3 AND cmd = ?4 AND user = ?5",
+        )?
+        .query_row(params![key, p.pid, p.name, p.cmd, p.user], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = found {
+        conn.prepare_cached(
+            "UPDATE top_procs SET last_minute = ?2 WHERE id = ?1 AND last_minute < ?2",
+        )?
+        .execute(params![id, minute])?;
+        return Ok(id);
+    }
+    conn.prepare_cached(
+        "INSERT INTO top_procs (agent_key, pid, name, cmd, user, last_minute)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![key, p.pid, p.name, p.cmd, p.user, minute])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// The series of `agent` that `selectors` name, buckets from `since_ms` on, oldest first; series
@@ -285,8 +365,8 @@ pub fn read(
                 Ok(SeriesPoint {
                     start_ms: r.get::<_, i64>(0)? as u64 * MINUTE_MS,
                     samples: r.get(1)?,
-                    avg: r.get(2)?,
-                    max: r.get(3)?,
+                    avg: from_stored(metric, r.get(2)?),
+                    max: from_stored(metric, r.get(3)?),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -311,8 +391,10 @@ pub fn read_top(
         return Ok(Vec::new());
     };
     let mut stmt = conn.prepare_cached(
-        "SELECT minute, by_mem, samples, pid, name, cmd, user, cpu, rss FROM top_1m
-         WHERE agent_key = ?1 AND minute >= ?2 AND minute < ?3 ORDER BY minute, by_mem, rank",
+        "SELECT t.minute, t.by_mem, t.samples, p.pid, p.name, p.cmd, p.user, t.cpu_tenth, t.mem
+         FROM top_1m t JOIN top_procs p ON p.id = t.proc_id
+         WHERE t.agent_key = ?1 AND t.minute >= ?2 AND t.minute < ?3
+         ORDER BY t.minute, t.by_mem, t.rank",
     )?;
     let to_minute = (to_ms.div_ceil(MINUTE_MS)) as i64;
     let rows = stmt.query_map(params![key, minute_of(from_ms), to_minute], |r| {
@@ -325,7 +407,7 @@ pub fn read_top(
                 name: r.get(4)?,
                 cmd: r.get(5)?,
                 user: r.get(6)?,
-                cpu_pct: r.get::<_, f64>(7)? as f32,
+                cpu_pct: r.get::<_, i64>(7)? as f32 / 10.0,
                 mem: r.get::<_, i64>(8)? as u64,
             },
         ))
@@ -363,6 +445,8 @@ pub struct Pruned {
     pub top: usize,
     /// Series keys left without rows.
     pub series: usize,
+    /// Top processes no minute refers to any more.
+    pub procs: usize,
 }
 
 /// Deletes minutes (and top processes) older than `minute_cutoff_ms` and ten-minute buckets older
@@ -395,6 +479,8 @@ pub fn prune(
     for key in keys {
         pruned.top += del_top.execute(params![key, m_cut])?;
     }
+    // A process last used before the cut-off is referred to by no minute left.
+    pruned.procs = conn.execute("DELETE FROM top_procs WHERE last_minute < ?1", [m_cut])?;
     pruned.series = conn.execute(
         "DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM series_1m WHERE series_id = series.id)
              AND NOT EXISTS (SELECT 1 FROM series_10m WHERE series_id = series.id)",
@@ -476,6 +562,10 @@ mod tests {
         assert_eq!(ten[0].points.len(), 1);
         assert_eq!(ten[0].points[0].samples, 6);
         assert!((ten[0].points[0].avg - (200.0 * 4.0 + 500.0 * 2.0) / 6.0).abs() < 1e-9);
+        // A temperature is kept in hundredths of a degree.
+        upsert_minutes(&c, &[row(&b, Metric::Temp, "cpu0", base, 45.678)]).expect("temp");
+        let t = read(&c, &b, &[sel(SeriesKind::Temp, "cpu0")], Tier::Minute, 0).expect("temp");
+        assert_eq!((t[0].points[0].avg, t[0].points[0].max), (45.68, 91.36));
         // Agent b's series are its own.
         let bs = read(&c, &b, &[sel(SeriesKind::Net, "eth0")], Tier::Minute, 0).expect("b");
         assert_eq!(bs[0].points[0].avg, 7.0);
@@ -483,12 +573,12 @@ mod tests {
         // Minutes before base+1 go; the ten-minute bucket stays; disk:/ loses its only minute but
         // keeps its ten-minute bucket, so its key stays.
         let p = prune(&c, (base + 1) * MINUTE_MS, 0).expect("prune");
-        assert_eq!(p.minutes, 4);
+        assert_eq!(p.minutes, 5);
         assert_eq!(p.ten_minutes, 0);
         assert_eq!(p.series, 0);
         let p = prune(&c, (base + 100) * MINUTE_MS, (base + 100) * MINUTE_MS).expect("prune all");
         assert_eq!(p.minutes, 1);
-        assert_eq!(p.series, 4, "every key without rows is forgotten");
+        assert_eq!(p.series, 5, "every key without rows is forgotten");
         // A series written after its key was forgotten gets a new one.
         upsert_minutes(&c, &[row(&a, Metric::NetRx, "eth0", base + 200, 1.0)]).expect("again");
         let got = read(&c, &a, &[sel(SeriesKind::Net, "eth0")], Tier::Minute, 0).expect("read");
@@ -525,5 +615,10 @@ mod tests {
         assert_eq!(one[0].start_ms, 101 * MINUTE_MS);
         let p = prune(&c, 101 * MINUTE_MS, 0).expect("prune");
         assert_eq!(p.top, 3);
+        // p1 and p2 went with minute 100 (the ignored copy stored none); p7, which only the
+        // replaced copy of minute 101 named, goes once minute 101 does.
+        assert_eq!(p.procs, 2);
+        let got = read_top(&c, &a, 0, 200 * MINUTE_MS).expect("after prune");
+        assert_eq!(got, vec![minute(101, 5, 8)]);
     }
 }
