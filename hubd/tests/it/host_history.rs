@@ -390,6 +390,44 @@ async fn bad_history_queries_are_refused_by_name() {
     let none = series(&client, "hh-q", vec![sel(SeriesKind::Gpu, "7")], 60).await;
     assert!(none.is_empty(), "{none:?}");
     client.close().await;
+
+    // The CLI: the hub's refusal exits 1 naming the agent; bad arguments are usage errors (2)
+    // naming the entry; a series that matches nothing is said on stderr.
+    let viewer_dir = fleet.dir.path().join("login-vic");
+    let run = |args: &'static [&'static str]| {
+        let dir = viewer_dir.clone();
+        async move {
+            let mut all = vec!["--no-mux", "--login-dir", dir.to_str().expect("utf-8 path")];
+            all.extend_from_slice(args);
+            let out = run_cmd(&flotilla_bin(), &all).await;
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, err) = run(&["metrics", "nobody", "--series", "disk:/"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no agent \"nobody\""), "{err}");
+    let (code, err) = run(&["metrics", "hh-q", "--series", "cpu:0"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown series kind \"cpu\""), "{err}");
+    let (code, err) = run(&["top", "hh-q", "--at", "25:00"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("hour 25 is out of range"), "{err}");
+    let (code, err) = run(&["top", "hh-q"]).await;
+    assert_eq!(code, Some(2), "--at or --since is required: {err}");
+    let (code, err) = run(&[
+        "metrics",
+        "hh-q",
+        "--series",
+        "io:nosuchdev",
+        "--since",
+        "5m",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("no history for io:nosuchdev on hh-q"), "{err}");
 }
 
 /// A copy of `yes` under a name no other process has: its CPU use is easy to find in a top list.
