@@ -121,7 +121,11 @@ fn in_process(intervals: u32) {
     let rss_before = proc_rss("self");
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut parts = rt.block_on(async {
-        host::start(&config(dir.path(), url), HostPaths::default(), cancel.clone())
+        host::start(
+            &config(dir.path(), url),
+            HostPaths::default(),
+            cancel.clone(),
+        )
     });
     // Let SMART and the custom sources run once.
     rt.block_on(tokio::time::sleep(Duration::from_secs(3)));
@@ -199,7 +203,14 @@ fn whole_agent(intervals: u32) {
     let hub_dir = d.join("hub");
     let hub_data = hub_dir.to_str().expect("utf-8");
     run(
-        &["hubd", "--data-dir", hub_data, "init", "--listen", "127.0.0.1:0"],
+        &[
+            "hubd",
+            "--data-dir",
+            hub_data,
+            "init",
+            "--listen",
+            "127.0.0.1:0",
+        ],
         &[],
     );
     let mut hub = Command::new(bin.join("hubd"))
@@ -217,16 +228,24 @@ fn whole_agent(intervals: u32) {
     }
     let token_json = run(
         &[
-            "hubd", "--data-dir", hub_data, "token", "create", "--role", "agent", "--uses", "1",
+            "hubd",
+            "--data-dir",
+            hub_data,
+            "token",
+            "create",
+            "--role",
+            "agent",
+            "--uses",
+            "1",
             "--json",
         ],
         &[],
     );
-    let token = serde_json::from_str::<serde_json::Value>(&token_json).expect("token json")
-        ["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token =
+        serde_json::from_str::<serde_json::Value>(&token_json).expect("token json")["token"]
+            .as_str()
+            .expect("token")
+            .to_string();
     let agent_dir = d.join("agent");
     std::fs::create_dir_all(&agent_dir).expect("agent dir");
     let cfg = agentd::AgentConfig {
@@ -240,7 +259,14 @@ fn whole_agent(intervals: u32) {
     .expect("agent.toml");
     let agent_data = agent_dir.to_str().expect("utf-8");
     run(
-        &["agentd", "--data-dir", agent_data, "enroll", "--name", "bench"],
+        &[
+            "agentd",
+            "--data-dir",
+            agent_data,
+            "enroll",
+            "--name",
+            "bench",
+        ],
         &[("FLOTILLA_TOKEN", token.as_str())],
     );
     let mut agent = Command::new(bin.join("agentd"))
