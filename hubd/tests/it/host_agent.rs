@@ -105,7 +105,6 @@ async fn flotilla_agent_shows_collectors_custom_series_health_and_the_cpu_burner
     let burner_pid = u64::from(burner.id().expect("pid"));
 
     let start = Instant::now();
-    let mut last = Value::Null;
     let found = loop {
         let (status, json, err) = agent_json(&admin, &[]).await;
         assert_eq!(status, 0, "{err}");
@@ -122,10 +121,10 @@ async fn flotilla_agent_shows_collectors_custom_series_health_and_the_cpu_burner
         {
             break (json, p);
         }
-        last = json;
         assert!(
             start.elapsed() < WORK_DEADLINE * 2,
-            "no complete host view: {last:#}"
+            "no complete host view (burner pid {burner_pid}): {:#}",
+            json["host"]
         );
         // Polling: the view changes once per agent interval; no event tells a CLI that it did.
         tokio::time::sleep(Duration::from_millis(500)).await;
