@@ -763,6 +763,118 @@ mod tests {
         assert!(t.by_cpu.is_empty() && t.samples == 1);
     }
 
+    #[tokio::test]
+    async fn outage_minutes_and_live_details_reach_the_store() {
+        use flotilla_wire::host::{BlockIo, CustomValue, ErrorCounts, NetErrors};
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, thread) = Store::open(&dir.path().join("db")).expect("store");
+        let (_keep, rx) = watch::channel(Retention {
+            minute_days: 30,
+            ten_minute_days: 365,
+        });
+        let history = HostHistory::start(store.clone(), rx).await;
+        let id = IdentityId::from_random(Role::Agent, [5; 8]);
+        let start = (now_ms() - 3_600_000) / MINUTE_MS * MINUTE_MS;
+        let detail = HostDetail {
+            block_io: vec![BlockIo {
+                device: "vda".into(),
+                read_bps: 4096,
+                busy_pct: 12.5,
+                ..BlockIo::default()
+            }],
+            net_errors: vec![NetErrors {
+                iface: "eth0".into(),
+                new: ErrorCounts {
+                    rx_errors: 60,
+                    rx_dropped: 60,
+                    ..ErrorCounts::default()
+                },
+                ..NetErrors::default()
+            }],
+            custom: vec![CustomValue {
+                name: "req".into(),
+                labels: vec![("code".into(), "200".into())],
+                value: 7.5,
+            }],
+            top_cpu: vec![TopProcess {
+                pid: 9,
+                name: "backup".into(),
+                cmd: "backup --all".into(),
+                user: "root".into(),
+                cpu_pct: 88.0,
+                mem: 1 << 20,
+            }],
+            ..HostDetail::default()
+        };
+        // A back-filled minute, then two live details a second apart in a later minute.
+        history
+            .record_backfill(
+                &id,
+                vec![HostMinute {
+                    start_ms: start,
+                    samples: 12,
+                    detail: detail.clone(),
+                }],
+            )
+            .await;
+        for at in [start + 120_000, start + 121_000] {
+            let d = HostDetail {
+                at_ms: at,
+                ..detail.clone()
+            };
+            history.record_detail(&id, &d).await;
+        }
+        assert!(history.close(Duration::from_secs(30)).await);
+        let sels = vec![
+            SeriesSelector {
+                kind: SeriesKind::Io,
+                name: "vda".into(),
+            },
+            SeriesSelector {
+                kind: SeriesKind::Net,
+                name: "eth0".into(),
+            },
+            SeriesSelector {
+                kind: SeriesKind::Custom,
+                name: "req".into(),
+            },
+        ];
+        let q_id = id.clone();
+        let (series, top) = store
+            .call(move |c| {
+                Ok((
+                    store::series::read(c, &q_id, &sels, Tier::Minute, 0)?,
+                    store::series::read_top(c, &q_id, 0, u64::MAX / 2)?,
+                ))
+            })
+            .await
+            .expect("read");
+        let get = |m: Metric| {
+            series
+                .iter()
+                .find(|s| s.metric == m)
+                .unwrap_or_else(|| panic!("{m:?} in {series:?}"))
+        };
+        let busy = get(Metric::IoBusy);
+        assert_eq!(busy.points.len(), 2, "{busy:?}");
+        assert_eq!((busy.points[0].samples, busy.points[0].avg), (12, 12.5));
+        assert_eq!(busy.points[1].samples, 2);
+        // 120 errors and drops in the back-filled minute: 2 a second; live, 120 in one second.
+        let rx = get(Metric::NetRxErrors);
+        assert_eq!(rx.points[0].avg, 2.0);
+        assert_eq!(rx.points[1].avg, 120.0);
+        assert_eq!(rx.points[1].samples, 1, "the first live detail has no rate");
+        let custom = get(Metric::Custom);
+        assert_eq!(custom.name, "req{code=\"200\"}");
+        assert_eq!(custom.points[0].avg, 7.5);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].by_cpu[0].cmd, "backup --all");
+        assert_eq!(top[1].by_cpu[0].user, "root");
+        drop(store);
+        drop(history);
+        thread.join().expect("store thread");
+    }
+
     #[test]
     fn an_agent_past_the_series_cap_keeps_the_first_ones() {
         let id = IdentityId::from_random(Role::Agent, [4; 8]);
