@@ -40,6 +40,7 @@ const MAX_TOP_SPAN_MS: u64 = 31 * 86_400_000;
 /// Up to this far back, series are read at one-minute resolution (360 points); beyond it, at ten
 /// minutes: the same split as the host totals' history.
 const MINUTE_TIER_S: u64 = 6 * 3600;
+/// Milliseconds per minute: the resolution of the finest tier and of top processes.
 const MINUTE_MS: u64 = 60_000;
 
 /// What the writer stores.
