@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub services: Access,
     /// Unit globs `services = "manage"` is limited to (`nginx*.service`); empty means every unit.
     pub services_allow: Vec<String>,
+    /// Host depth collectors (`[host]`: GPUs, SMART, custom series; docs/host.md).
+    pub host: crate::host::config::HostConfig,
 }
 
 impl Default for AgentConfig {
@@ -73,6 +75,7 @@ impl Default for AgentConfig {
             compose_dir: None,
             services: Access::Read,
             services_allow: Vec::new(),
+            host: crate::host::config::HostConfig::default(),
         }
     }
 }
@@ -157,6 +160,7 @@ impl AgentConfig {
                 self.metrics_interval_ms
             )));
         }
+        self.host.validate()?;
         let bad = |m: String| Err(AgentError::Config(m));
         for entry in &self.allowlist {
             if !entry.is_absolute() {

@@ -52,6 +52,8 @@ pub struct ExecContext {
     pub policy: ExecPolicy,
     /// Containers and compose, under the policy's workload settings.
     pub workloads: Arc<crate::workloads::Workloads>,
+    /// Runs the slow host collectors when the hub asks (`None`: no host collectors, as in swarm).
+    pub host: Option<crate::host::HostHandle>,
     slots: Arc<Semaphore>,
 }
 
@@ -62,6 +64,7 @@ impl ExecContext {
         Self {
             policy,
             workloads,
+            host: None,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXEC)),
         }
     }

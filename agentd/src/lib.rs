@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 mod error;
 pub mod exec;
+pub mod host;
 pub mod link;
 pub mod metrics;
 mod platform;
@@ -100,6 +101,9 @@ pub fn start(
         hubs.clone(),
         state_rx.clone(),
     ));
+    let host = host::start(&config.host, host::HostPaths::default(), cancel.clone());
+    let mut exec = exec::ExecContext::new(exec::ExecPolicy::from_config(&config)?);
+    exec.host = Some(host.handle);
     let link = link::Link {
         endpoint,
         client,
@@ -108,22 +112,26 @@ pub fn start(
         hello: local_hello(),
         metrics_interval_ms: config.metrics_interval_ms,
         state: state_tx,
-        exec: Arc::new(exec::ExecContext::new(exec::ExecPolicy::from_config(
-            &config,
-        )?)),
+        exec: Arc::new(exec),
         files: Some(files),
     };
     let (buffered_tx, buffered_rx) = tokio::sync::watch::channel(0);
     let run = run_link(
         link,
-        metrics::Collector::new(),
+        host.sampler,
         config.metrics_interval_ms,
         buffered_tx,
         None,
+        Some(host.outbox),
         cancel,
     );
+    let host_tasks = host.tasks;
     let task = tokio::spawn(async move {
         run.await;
+        // The link ended on the cancel token, which stops the host tasks too.
+        for t in host_tasks {
+            let _ = t.await;
+        }
         // The link is gone with its state sender: the status writer records "stopped" and ends.
         let _ = status.await;
     });
@@ -142,13 +150,15 @@ const SAMPLE_QUEUE: usize = 16;
 
 /// Runs a sampler over `source` and a link, until cancelled. `workloads` stands in for the
 /// machine's own containers and units (the swarm's synthetic ones); `None` reports the machine's,
-/// as the link's workload settings allow.
+/// as the link's workload settings allow. `host` carries the host depth the source's sampler
+/// publishes (`None`: samples only).
 pub async fn run_link<S: sampler::SampleSource>(
     link: link::Link,
     source: S,
     interval_override_ms: u32,
     buffered: tokio::sync::watch::Sender<u64>,
     workloads: Option<Box<dyn link::WorkloadFeed>>,
+    host: Option<host::HostOutbox>,
     cancel: CancellationToken,
 ) {
     let start = if interval_override_ms > 0 {
@@ -187,6 +197,7 @@ pub async fn run_link<S: sampler::SampleSource>(
         backfill: sampler::BackfillBuffer::default(),
         buffered,
         workloads,
+        host,
     };
     link.run(outbox, cancel).await;
     let _ = sampler.await;

@@ -117,12 +117,17 @@ pub struct Outbox {
     pub buffered: watch::Sender<u64>,
     /// Workload deltas sent beside the samples, if any.
     pub workloads: Option<Box<dyn WorkloadFeed>>,
+    /// Host depth sent after each sample, if the sampler collects it.
+    pub host: Option<crate::host::HostOutbox>,
 }
 
 impl Outbox {
     /// Keeps one sample for back-fill.
     fn keep(&mut self, sample: &MetricsSample) {
         self.backfill.push(sample);
+        if let Some(host) = self.host.as_mut() {
+            host.keep();
+        }
         self.buffered.send_modify(|n| *n += 1);
     }
 
@@ -489,6 +494,7 @@ async fn serve_hub_stream(
                 }
             }
         }
+        HubStreamOpen::HostReport => crate::host::serve_report(exec.host.clone(), send).await,
         HubStreamOpen::Logs(open) => {
             let span = tracing::info_span!("logs");
             crate::workloads::logs::serve(exec.workloads.clone(), send, recv, open)
@@ -535,6 +541,32 @@ async fn send_metrics(conn: &quinn::Connection, outbox: &mut Outbox) -> DialErro
             return lost(format!("metrics stream: {e}"));
         }
     }
+    if let Some(host) = outbox.host.as_mut() {
+        let minutes = host.backfill.drain();
+        for (i, chunk) in minutes.chunks(MAX_BACKFILL_BATCH).enumerate() {
+            if let Err(e) = write_frame(
+                &mut send,
+                &MetricsFrame::BackfillHost(chunk.to_vec()),
+                MAX_METRICS_FRAME,
+            )
+            .await
+            {
+                host.backfill
+                    .restore(minutes[i * MAX_BACKFILL_BATCH..].to_vec());
+                return lost(format!("metrics stream: {e}"));
+            }
+        }
+        if let Some(report) = host.next_report(true)
+            && let Err(e) = write_frame(
+                &mut send,
+                &MetricsFrame::HostReport(report),
+                MAX_METRICS_FRAME,
+            )
+            .await
+        {
+            return lost(format!("metrics stream: {e}"));
+        }
+    }
     if let Some(feed) = outbox.workloads.as_mut() {
         for delta in feed.full(now_ms()) {
             if let Err(e) = write_frame(
@@ -562,6 +594,15 @@ async fn send_metrics(conn: &quinn::Connection, outbox: &mut Outbox) -> DialErro
         {
             outbox.keep(&sample);
             return lost(format!("metrics stream: {e}"));
+        }
+        if let Some(host) = outbox.host.as_mut() {
+            let detail = host.next_detail().map(MetricsFrame::HostDetail);
+            let report = host.next_report(false).map(MetricsFrame::HostReport);
+            for frame in detail.into_iter().chain(report) {
+                if let Err(e) = write_frame(&mut send, &frame, MAX_METRICS_FRAME).await {
+                    return lost(format!("metrics stream: {e}"));
+                }
+            }
         }
         // A delta lost with the stream is not resent: the next stream starts with a full one.
         let deltas = outbox

@@ -164,6 +164,7 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
                     opts.units,
                 )) as Box<dyn crate::link::WorkloadFeed>
             }),
+            None,
             cancel.clone(),
         ));
     }

@@ -44,6 +44,8 @@ pub struct History {
     folders: Mutex<HashMap<IdentityId, MinuteFolder>>,
     /// Read by the writer at each prune, so a reload takes effect at the next one.
     retention: watch::Sender<Retention>,
+    /// Per-series history and top processes, fed from the same samples.
+    pub host: crate::host_history::HostHistory,
 }
 
 impl History {
@@ -54,6 +56,8 @@ impl History {
         prune(&store, retention).await;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (retention, retention_rx) = watch::channel(retention);
+        let host =
+            crate::host_history::HostHistory::start(store.clone(), retention_rx.clone()).await;
         let stop = CancellationToken::new();
         let task = tokio::spawn(writer(rx, store, retention_rx, stop.clone()));
         Self {
@@ -62,18 +66,20 @@ impl History {
             writer: Mutex::new(Some(task)),
             folders: Mutex::default(),
             retention,
+            host,
         }
     }
 
     /// Writes every minute in progress, then stops the writer once its queue is stored and waits
     /// for it, at most `deadline` (shutdown). Returns whether the writer finished in time.
     pub async fn close(&self, deadline: Duration) -> bool {
+        let host = self.host.close(deadline).await;
         self.flush_all().await;
         self.stop.cancel();
         let task = lock(&self.writer).take();
         match task {
-            Some(task) => tokio::time::timeout(deadline, task).await.is_ok(),
-            None => true,
+            Some(task) => tokio::time::timeout(deadline, task).await.is_ok() && host,
+            None => host,
         }
     }
 
@@ -108,6 +114,9 @@ impl History {
         if let Some(minute) = done {
             self.send(vec![(id.clone(), minute)]).await;
         }
+        self.host
+            .record(id, crate::host_history::Observation::from_sample(sample))
+            .await;
     }
 
     /// The minute in progress of `id`, not yet written: a history query adds it so that an agent's
@@ -128,6 +137,7 @@ impl History {
         if let Some(m) = partial {
             self.send(vec![(id.clone(), m)]).await;
         }
+        self.host.flush_agent(id).await;
     }
 
     /// Writes every minute in progress (shutdown).

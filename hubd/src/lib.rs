@@ -16,6 +16,8 @@ mod endpoint;
 mod error;
 pub mod exec;
 pub mod history;
+pub mod host;
+pub mod host_history;
 mod local_socket;
 pub mod maint;
 pub mod notify;
@@ -84,6 +86,8 @@ pub struct HubCtx {
     pub notifier: notify::Notifier,
     /// Alert rules, alerts and silences.
     pub alerts: alerts::Alerts,
+    /// Latest host depth (GPUs, disk health, per-device I/O…) per agent.
+    pub host: host::HostState,
 }
 
 /// What `hubd init` made.
@@ -290,6 +294,7 @@ async fn open_ctx(
         container_history,
         notifier,
         alerts: alerts::Alerts::default(),
+        host: host::HostState::default(),
     };
     Ok((Arc::new(ctx), store_thread))
 }

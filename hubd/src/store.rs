@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod metrics;
 pub(crate) mod migrate;
 pub mod outbox;
+pub mod series;
 pub mod tokens;
 pub mod transfers;
 pub mod workloads;

@@ -22,6 +22,8 @@ pub mod exec;
 pub mod files;
 pub mod format;
 pub mod history;
+pub mod host;
+pub mod hostdetail;
 pub mod keymap;
 pub mod mux;
 pub mod strings;

@@ -502,6 +502,36 @@ pub enum Query {
         /// Minutes back from now.
         minutes: u32,
     },
+    /// One agent's host depth as the hub holds it (viewer and up), answered by one
+    /// [`QueryReply::Host`].
+    Host {
+        /// Agent name or id.
+        agent: String,
+        /// Run the agent's slow collectors (SMART) first and wait for their report (operator and
+        /// admin: it starts processes on the agent).
+        refresh: bool,
+    },
+    /// Per-series host history of one agent (viewer and up), answered by one
+    /// [`QueryReply::HostSeries`] per series found. Up to six hours back at one-minute
+    /// resolution, beyond that ten-minute buckets.
+    HostSeries {
+        /// Agent name or id.
+        agent: String,
+        /// Which series; each names a kind and a name (`net:eth0` gives rx and tx).
+        series: Vec<crate::history::SeriesSelector>,
+        /// How far back, seconds.
+        since_s: u64,
+    },
+    /// One agent's top processes per minute in `[from_ms, to_ms)` (viewer and up), answered by
+    /// [`QueryReply::HostTop`] frames, oldest minute first.
+    HostTop {
+        /// Agent name or id.
+        agent: String,
+        /// First minute wanted, ms since the epoch.
+        from_ms: u64,
+        /// End of the span, ms since the epoch (exclusive).
+        to_ms: u64,
+    },
 }
 
 /// Hub to operator on a query stream.
@@ -525,6 +555,13 @@ pub enum QueryReply {
     Services(Vec<crate::workloads::UnitRow>),
     /// One container's history, oldest first.
     ContainerMinutes(Vec<crate::workloads::ContainerMinute>),
+    /// Reply to [`Query::Host`].
+    Host(crate::host::HostView),
+    /// One series of a [`Query::HostSeries`].
+    HostSeries(crate::history::SeriesPoints),
+    /// Minutes of a [`Query::HostTop`], at most [`crate::history::TOP_MINUTES_PER_FRAME`] per
+    /// frame, oldest first.
+    HostTop(Vec<crate::history::TopMinute>),
 }
 
 /// A job as stored.

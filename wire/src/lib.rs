@@ -11,6 +11,8 @@ pub mod codes;
 pub mod exec;
 pub mod files;
 pub mod frame;
+pub mod history;
+pub mod host;
 pub mod ids;
 #[cfg(feature = "io")]
 pub mod io;

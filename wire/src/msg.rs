@@ -181,6 +181,9 @@ pub enum HubStreamOpen {
     /// Stream a container's or unit's logs: [`crate::workloads::LogFrame`]s answer until `End`,
     /// `Error`, or the hub stops reading.
     Logs(crate::workloads::LogsOpen),
+    /// Run the slow host collectors (SMART) now: the agent answers one
+    /// [`crate::host::HostReport`] on this stream and sends it on its metrics stream too.
+    HostReport,
 }
 
 /// Typed first frame of every stream but the control stream.
@@ -230,6 +233,13 @@ pub enum MetricsFrame {
     BackfillMinutes(Vec<MinuteAggregate>),
     /// What changed in the containers and units since the last delta.
     Workloads(crate::workloads::WorkloadDelta),
+    /// Host depth at the sample just sent (same `at_ms`): per-device I/O, interface errors, GPUs,
+    /// custom series, top processes, collector states.
+    HostDetail(crate::host::HostDetail),
+    /// A slow collector's result (disk health): when a run finishes and at the start of a stream.
+    HostReport(crate::host::HostReport),
+    /// Host detail folded per minute while the hub was unreachable, oldest first.
+    BackfillHost(Vec<crate::host::HostMinute>),
 }
 
 /// One minute (or ten) of one agent's metrics: what history stores and back-fill carries.

@@ -155,6 +155,31 @@ async fn answer(
             let minutes = container_history(ctx, agent, container, minutes).await?;
             reply(send, &QueryReply::ContainerMinutes(minutes)).await
         }
+        Query::Host { agent, refresh } => {
+            let view = crate::host::query(ctx, actor, agent, refresh).await?;
+            reply(send, &QueryReply::Host(view)).await
+        }
+        Query::HostSeries {
+            agent,
+            series,
+            since_s,
+        } => {
+            for s in crate::host_history::series_query(ctx, agent, series, since_s).await? {
+                reply(send, &QueryReply::HostSeries(s)).await?;
+            }
+            Ok(())
+        }
+        Query::HostTop {
+            agent,
+            from_ms,
+            to_ms,
+        } => {
+            let minutes = crate::host_history::top_query(ctx, agent, from_ms, to_ms).await?;
+            for page in minutes.chunks(flotilla_wire::history::TOP_MINUTES_PER_FRAME) {
+                reply(send, &QueryReply::HostTop(page.to_vec())).await?;
+            }
+            Ok(())
+        }
         Query::Jobs { limit } => {
             if !actor.role.can_act() {
                 return Err(forbidden(actor, "listing jobs").into());

@@ -56,6 +56,15 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
                 ctx.alerts.workloads(&ctx, &id);
                 ctx.container_history.record(applied.minutes).await;
             }
+            Ok(Some(MetricsFrame::HostDetail(detail))) => {
+                ctx.history.host.record_detail(&id, &detail).await;
+                ctx.host.set_detail(&id, detail);
+            }
+            Ok(Some(MetricsFrame::HostReport(report))) => ctx.host.set_report(&id, report),
+            Ok(Some(MetricsFrame::BackfillHost(minutes))) => {
+                tracing::debug!(minutes = minutes.len(), "host back-fill received");
+                ctx.history.host.record_backfill(&id, minutes).await;
+            }
             Ok(None) => return,
             // The connection went away: the session reports that; nothing to refuse.
             Err(flotilla_wire::io::FrameError::Io(e)) => {

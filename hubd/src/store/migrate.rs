@@ -243,6 +243,8 @@ CREATE TABLE notify_outbox (
 CREATE INDEX notify_outbox_due ON notify_outbox(state, next_try_ms);
 CREATE INDEX notify_outbox_receiver ON notify_outbox(receiver, state);
 "#,
+    // 11: per-series host history and per-minute top processes, keyed by integers.
+    super::series::MIGRATION,
 ];
 
 /// Brings the schema up to date in one transaction per step.

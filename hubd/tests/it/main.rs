@@ -47,6 +47,8 @@ mod exec_flood;
 mod faults;
 mod files;
 mod files_nospace;
+mod host_agent;
+mod host_history;
 mod hostile_agent;
 mod hostile_hub;
 mod hostile_net;

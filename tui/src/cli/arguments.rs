@@ -69,6 +69,9 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Run the agent's disk health check (smartctl) now and wait for it (operator role).
+        #[arg(long)]
+        health: bool,
     },
     /// Print an agent's metrics history.
     Metrics {
@@ -77,10 +80,15 @@ pub enum Command {
         /// How far back: 90s, 30m, 1h, 7d (minute buckets up to 6h, ten-minute buckets beyond).
         #[arg(long, default_value = "1h", value_parser = parse_duration_s)]
         since: u64,
+        /// Per-series history instead of host totals: 'disk:/,net:eth0,io:vda,temp:LABEL,gpu:0,custom:NAME'.
+        #[arg(long, value_parser = crate::host::cli::parse_series)]
+        series: Option<crate::host::cli::SeriesSpec>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// The processes that used most CPU and memory on an agent, minute by minute (times UTC).
+    Top(crate::host::cli::TopArgs),
     /// Print fleet events as they happen (NDJSON with --json).
     Watch {
         /// Also print every metrics sample.
@@ -262,6 +270,7 @@ impl Command {
             Self::Agents { .. }
                 | Self::Agent { .. }
                 | Self::Metrics { .. }
+                | Self::Top(_)
                 | Self::Exec(_)
                 | Self::Service(_)
                 | Self::Health { .. }

@@ -65,20 +65,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Agent { name, json } => {
+        Command::Agent { name, json, health } => {
             let client = cli.one_shot_client().await?;
             let result = client
                 .request(&OpRequest::Agent {
                     query: name.clone(),
                 })
                 .await;
+            let host = match &result {
+                Ok(OpResponse::Agent(a)) => {
+                    Some(crate::hostdetail::host_view(&client, a.id.to_string(), *health).await)
+                }
+                _ => None,
+            };
             client.close_within(ONE_SHOT_CLOSE_WAIT).await;
+            // Host depth is extra: a hub without it still shows the agent, unless it was asked for.
+            let host = match host {
+                Some(Ok(view)) => view,
+                Some(Err(e)) if *health => return Err(e.into()),
+                _ => None,
+            };
             match result {
                 Ok(OpResponse::Agent(a)) => {
                     if *json {
-                        crate::util::outln!("{}", serde_json::to_string_pretty(&a)?)?;
+                        let mut value = serde_json::to_value(&a)?;
+                        if let (Some(obj), Some(view)) = (value.as_object_mut(), &host) {
+                            obj.insert("host".into(), serde_json::to_value(view)?);
+                        }
+                        crate::util::outln!("{}", serde_json::to_string_pretty(&value)?)?;
                     } else {
                         crate::util::out!("{}", format::agent_detail(&a, now_ms()))?;
+                        if let Some(view) = &host {
+                            crate::util::out!("{}", crate::hostdetail::host_lines(view))?;
+                        }
                     }
                     Ok(0)
                 }
@@ -86,7 +105,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Metrics { name, since, json } => {
+        Command::Metrics {
+            name,
+            since,
+            series: Some(spec),
+            json,
+        } => {
+            exec_like(&cli, |c| async move {
+                crate::host::cli::metrics_series_command(&c, name, spec, *since, *json).await
+            })
+            .await
+        }
+        Command::Top(args) => {
+            exec_like(&cli, |c| async move {
+                crate::host::cli::top_command(&c, args).await
+            })
+            .await
+        }
+        Command::Metrics {
+            name, since, json, ..
+        } => {
             let client = cli.one_shot_client().await?;
             let result = client
                 .request(&OpRequest::Metrics {
