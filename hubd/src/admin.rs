@@ -287,6 +287,7 @@ async fn answer(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> Result<OpRespons
             // Closing after the row is committed: a reconnect racing this close is refused.
             let closed = ctx.registry.revoke(&row.id);
             ctx.workloads.forget(&row.id);
+            ctx.host.forget(&row.id);
             ctx.registry
                 .publish(FleetEvent::Revoked { id: row.id.clone() });
             tracing::info!(actor = %actor.name, id = %row.id, name = %row.name, connections_closed = closed, "identity revoked");
