@@ -128,13 +128,13 @@ fn in_process(intervals: u32) {
         )
     });
     // Let SMART and the custom sources run once.
-    rt.block_on(tokio::time::sleep(Duration::from_secs(3)));
+    rt.block_on(async { tokio::time::sleep(Duration::from_secs(3)).await });
     parts.sampler.sample();
     let _ = parts.outbox.next_detail();
     let (mut cpu, mut rss_max, mut sample_bytes, mut detail_bytes) = (Duration::ZERO, 0, 0, 0);
     let mut detail = None;
     for _ in 0..intervals {
-        rt.block_on(tokio::time::sleep(INTERVAL));
+        rt.block_on(async { tokio::time::sleep(INTERVAL).await });
         let c0 = proc_cpu("self");
         let sample = parts.sampler.sample();
         cpu += proc_cpu("self") - c0;

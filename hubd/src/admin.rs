@@ -292,6 +292,7 @@ async fn answer(ctx: &HubCtx, actor: &Actor, req: OpRequest) -> Result<OpRespons
             let closed = ctx.registry.revoke(&row.id);
             ctx.workloads.forget(&row.id);
             ctx.alerts.agent_revoked(ctx, &row.id);
+            ctx.host.forget(&row.id);
             ctx.registry
                 .publish(FleetEvent::Revoked { id: row.id.clone() });
             tracing::info!(actor = %actor.name, id = %row.id, name = %row.name, connections_closed = closed, "identity revoked");
