@@ -4,7 +4,7 @@
 //! spends on it, as a share of that core. Transport, decoding and history are not included: they
 //! are measured by `fleet_bench.py` and `history_ingest`, and alerting adds only this.
 //!
-//! Run: `cargo bench -p flotilla-hubd --bench alerts_eval`.
+//! Run: `cargo build --release -p flotilla-hubd --bin alerts_bench && target/release/alerts_bench`.
 
 use flotilla_wire::msg::{DiskUsage, MetricsSample, NetRate, Temperature};
 use flotilla_wire::{IdentityId, Role};
