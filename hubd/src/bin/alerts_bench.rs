@@ -147,11 +147,12 @@ fn main() {
     for round in 0..ROUNDS {
         let start_ms = base + round * INTERVAL_MS;
         samples.clear();
-        samples.extend((0..AGENTS).map(|i| sample(i, start_ms, round)));
+        // Samples spread over the interval, as agents' clocks are, each arriving when taken.
+        let at = |i: usize| start_ms + (i as u64 * INTERVAL_MS) / AGENTS as u64;
+        samples.extend((0..AGENTS).map(|i| sample(i, at(i), round)));
         let t = Instant::now();
         for (i, (id, s)) in ids.iter().zip(&samples).enumerate() {
-            // Samples spread over the interval, as agents' clocks are.
-            let now = start_ms + (i as u64 * INTERVAL_MS) / AGENTS as u64;
+            let now = at(i);
             let mut out = Output::default();
             engine.handle_sample(id, s, now, &mut out);
             changes += out.events.len();
