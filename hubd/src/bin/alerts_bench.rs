@@ -59,11 +59,10 @@ fn rules() -> Vec<CompiledRule> {
     texts.push("name = \"filling\"\nkind = \"disk_full\"\nwithin = \"24h\"".into());
     texts.push("name = \"cert\"\nkind = \"cert_expiring\"\nwithin = \"30d\"".into());
     assert_eq!(texts.len(), 45);
-    for i in 0..5 {
+    for (i, sel) in selectors.iter().enumerate() {
         texts.push(format!(
-            "name = \"rx-{i}\"\nkind = \"net_rx\"\nabove = {}e8\nselector = \"{}\"",
-            5 + i,
-            selectors[i]
+            "name = \"rx-{i}\"\nkind = \"net_rx\"\nabove = {}e8\nselector = \"{sel}\"",
+            5 + i
         ));
     }
     texts
