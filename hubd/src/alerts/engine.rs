@@ -73,7 +73,7 @@ struct Agent {
     /// Its alerts (any state), so that per-agent work never scans every alert.
     alerts: HashSet<AlertId>,
     /// Disk forecasts by (rule index, mount).
-    fits: HashMap<(usize, String), DiskFit>,
+    fits: HashMap<usize, Vec<(String, DiskFit)>>,
     cert_expires_ms: Option<u64>,
 }
 
@@ -311,6 +311,9 @@ impl Engine {
     }
 
     /// A live sample from `id`, received at `now` (the hub's clock).
+    ///
+    /// The hot path of a large fleet: no allocation per rule, and an agent without alerts skips
+    /// every observation whose condition does not hold.
     pub fn handle_sample(
         &mut self,
         id: &IdentityId,
@@ -318,67 +321,77 @@ impl Engine {
         now: u64,
         out: &mut Output,
     ) {
-        let Some(agent) = self.agents.get(id) else {
+        let Some(agent) = self.agents.get_mut(id) else {
             return;
         };
         if agent.rules.is_empty() {
             return;
         }
-        let rules = agent.rules.clone();
-        let mut values: Vec<(String, f64)> = Vec::new();
-        for r in rules {
-            match self.rules[r].rule.kind.clone() {
+        // Taken out while observing (nothing below reads an agent's rules) and put back after.
+        let rules = std::mem::take(&mut agent.rules);
+        let mut quiet = agent.alerts.is_empty();
+        let mut values: Vec<(&str, f64)> = Vec::new();
+        for &r in &rules {
+            let watch = match &self.rules[r].rule.kind {
                 AlertKind::Threshold {
                     series,
                     cmp,
                     threshold,
-                } => {
-                    values.clear();
-                    series_values(series, sample, &mut values);
-                    let resolve = self.rules[r].rule.resolve.unwrap_or(threshold);
-                    for (subject, v) in &values {
-                        let obs = match cmp {
-                            Comparison::Above => Obs {
-                                breach: *v > threshold,
-                                clear: *v <= resolve,
-                                value: *v,
-                            },
-                            Comparison::Below => Obs {
-                                breach: *v < threshold,
-                                clear: *v >= resolve,
-                                value: *v,
-                            },
-                        };
-                        self.observe(r, id, subject, obs, now, out);
-                    }
-                    self.clear_missing(r, id, values.iter().map(|(s, _)| s.as_str()), now, out);
-                }
+                } => Watch::Threshold(*series, *cmp, *threshold),
                 AlertKind::DiskFull {
                     within_ms,
                     lookback_ms,
-                } => {
-                    let verdicts: Vec<(String, Option<f64>)> = {
-                        let Some(agent) = self.agents.get_mut(id) else {
-                            return;
+                } => Watch::DiskFull(*within_ms, *lookback_ms),
+                AlertKind::ClockSkew { max_ms } => Watch::Skew(*max_ms),
+                _ => continue,
+            };
+            values.clear();
+            match watch {
+                Watch::Threshold(series, cmp, threshold) => {
+                    series_values(series, sample, &mut values);
+                    let resolve = self.rules[r].rule.resolve.unwrap_or(threshold);
+                    for (subject, v) in values.iter().copied() {
+                        let obs = match cmp {
+                            Comparison::Above => Obs {
+                                breach: v > threshold,
+                                clear: v <= resolve,
+                                value: v,
+                            },
+                            Comparison::Below => Obs {
+                                breach: v < threshold,
+                                clear: v >= resolve,
+                                value: v,
+                            },
                         };
-                        sample
-                            .disks
-                            .iter()
-                            .filter(|d| d.total > 0)
-                            .map(|d| {
-                                let pct = d.used as f64 * 100.0 / d.total as f64;
-                                let fit = agent
-                                    .fits
-                                    .entry((r, d.mount.clone()))
-                                    .or_insert_with(|| DiskFit::new(lookback_ms));
-                                fit.push(now, pct);
-                                (d.mount.clone(), fit.hours_to_full(now))
-                            })
-                            .collect()
+                        if obs.breach || !quiet {
+                            quiet &= !obs.breach;
+                            self.observe(r, id, subject, obs, now, out);
+                        }
+                    }
+                }
+                Watch::DiskFull(within_ms, lookback_ms) => {
+                    let Some(agent) = self.agents.get_mut(id) else {
+                        break;
                     };
-                    for (mount, hours) in &verdicts {
+                    let fits = agent.fits.entry(r).or_default();
+                    let mut verdicts: Vec<(&str, Option<f64>)> = Vec::new();
+                    for d in sample.disks.iter().filter(|d| d.total > 0) {
+                        let pct = d.used as f64 * 100.0 / d.total as f64;
+                        let at = match fits.iter().position(|(m, _)| *m == d.mount) {
+                            Some(at) => at,
+                            None => {
+                                fits.push((d.mount.clone(), DiskFit::new(lookback_ms)));
+                                fits.len() - 1
+                            }
+                        };
+                        let fit = &mut fits[at].1;
+                        fit.push(now, pct);
+                        verdicts.push((d.mount.as_str(), fit.hours_to_full(now)));
+                    }
+                    for (mount, hours) in verdicts {
+                        values.push((mount, 0.0));
                         let Some(hours) = hours else { continue };
-                        let full = *hours * 3_600_000.0 <= within_ms as f64;
+                        let full = hours * 3_600_000.0 <= within_ms as f64;
                         let obs = Obs {
                             breach: full,
                             clear: !full,
@@ -386,21 +399,32 @@ impl Engine {
                             // JSON has no infinity.
                             value: hours.min(1e6),
                         };
-                        self.observe(r, id, mount, obs, now, out);
+                        if obs.breach || !quiet {
+                            quiet &= !obs.breach;
+                            self.observe(r, id, mount, obs, now, out);
+                        }
                     }
-                    self.clear_missing(r, id, verdicts.iter().map(|(m, _)| m.as_str()), now, out);
                 }
-                AlertKind::ClockSkew { max_ms } => {
+                Watch::Skew(max_ms) => {
                     let skew = now.abs_diff(sample.at_ms);
                     let obs = Obs {
                         breach: skew > max_ms,
                         clear: skew <= max_ms,
                         value: skew as f64,
                     };
-                    self.observe(r, id, "", obs, now, out);
+                    if obs.breach || !quiet {
+                        quiet &= !obs.breach;
+                        self.observe(r, id, "", obs, now, out);
+                    }
+                    continue;
                 }
-                _ => {}
             }
+            if !quiet {
+                self.clear_missing(r, id, values.iter().map(|(s, _)| *s), now, out);
+            }
+        }
+        if let Some(agent) = self.agents.get_mut(id) {
+            agent.rules = rules;
         }
     }
 
@@ -938,8 +962,16 @@ fn matching(rules: &[CompiledRule], id: &IdentityId, agent: &Agent) -> Vec<usize
         .collect()
 }
 
+/// What a sample rule reads, copied out of the rule so the engine can change while it looks.
+#[derive(Clone, Copy)]
+enum Watch {
+    Threshold(Series, Comparison, f64),
+    DiskFull(u64, u64),
+    Skew(u64),
+}
+
 /// The values of `series` in `sample`, with their subjects.
-fn series_values(series: Series, s: &MetricsSample, out: &mut Vec<(String, f64)>) {
+fn series_values<'a>(series: Series, s: &'a MetricsSample, out: &mut Vec<(&'a str, f64)>) {
     let pct = |used: u64, total: u64| {
         if total == 0 {
             0.0
@@ -948,27 +980,27 @@ fn series_values(series: Series, s: &MetricsSample, out: &mut Vec<(String, f64)>
         }
     };
     match series {
-        Series::Cpu => out.push((String::new(), f64::from(s.cpu_pct))),
-        Series::Mem => out.push((String::new(), pct(s.mem_used, s.mem_total))),
-        Series::Swap => out.push((String::new(), pct(s.swap_used, s.swap_total))),
-        Series::Load => out.push((String::new(), f64::from(s.load[0]))),
+        Series::Cpu => out.push(("", f64::from(s.cpu_pct))),
+        Series::Mem => out.push(("", pct(s.mem_used, s.mem_total))),
+        Series::Swap => out.push(("", pct(s.swap_used, s.swap_total))),
+        Series::Load => out.push(("", f64::from(s.load[0]))),
         Series::Disk => out.extend(
             s.disks
                 .iter()
                 .filter(|d| d.total > 0)
-                .map(|d| (d.mount.clone(), pct(d.used, d.total))),
+                .map(|d| (d.mount.as_str(), pct(d.used, d.total))),
         ),
         Series::Temp => out.extend(
             s.temps
                 .iter()
-                .map(|t| (t.label.clone(), f64::from(t.celsius))),
+                .map(|t| (t.label.as_str(), f64::from(t.celsius))),
         ),
-        Series::NetRx => out.extend(s.nets.iter().map(|n| (n.iface.clone(), n.rx_bps as f64))),
-        Series::NetTx => out.extend(s.nets.iter().map(|n| (n.iface.clone(), n.tx_bps as f64))),
+        Series::NetRx => out.extend(s.nets.iter().map(|n| (n.iface.as_str(), n.rx_bps as f64))),
+        Series::NetTx => out.extend(s.nets.iter().map(|n| (n.iface.as_str(), n.tx_bps as f64))),
         Series::Net => out.extend(
             s.nets
                 .iter()
-                .map(|n| (n.iface.clone(), n.rx_bps.saturating_add(n.tx_bps) as f64)),
+                .map(|n| (n.iface.as_str(), n.rx_bps.saturating_add(n.tx_bps) as f64)),
         ),
     }
 }

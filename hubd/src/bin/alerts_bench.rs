@@ -4,7 +4,7 @@
 //! spends on it, as a share of that core. Transport, decoding and history are not included: they
 //! are measured by `fleet_bench.py` and `history_ingest`, and alerting adds only this.
 //!
-//! Run: `cargo bench -p flotilla-hubd --bench alerts_eval`.
+//! Run: `cargo build --release -p flotilla-hubd --bin alerts_bench && target/release/alerts_bench`.
 
 use flotilla_wire::msg::{DiskUsage, MetricsSample, NetRate, Temperature};
 use flotilla_wire::{IdentityId, Role};
@@ -59,11 +59,10 @@ fn rules() -> Vec<CompiledRule> {
     texts.push("name = \"filling\"\nkind = \"disk_full\"\nwithin = \"24h\"".into());
     texts.push("name = \"cert\"\nkind = \"cert_expiring\"\nwithin = \"30d\"".into());
     assert_eq!(texts.len(), 45);
-    for i in 0..5 {
+    for (i, sel) in selectors.iter().enumerate() {
         texts.push(format!(
-            "name = \"rx-{i}\"\nkind = \"net_rx\"\nabove = {}e8\nselector = \"{}\"",
-            5 + i,
-            selectors[i]
+            "name = \"rx-{i}\"\nkind = \"net_rx\"\nabove = {}e8\nselector = \"{sel}\"",
+            5 + i
         ));
     }
     texts
@@ -147,11 +146,12 @@ fn main() {
     for round in 0..ROUNDS {
         let start_ms = base + round * INTERVAL_MS;
         samples.clear();
-        samples.extend((0..AGENTS).map(|i| sample(i, start_ms, round)));
+        // Samples spread over the interval, as agents' clocks are, each arriving when taken.
+        let at = |i: usize| start_ms + (i as u64 * INTERVAL_MS) / AGENTS as u64;
+        samples.extend((0..AGENTS).map(|i| sample(i, at(i), round)));
         let t = Instant::now();
         for (i, (id, s)) in ids.iter().zip(&samples).enumerate() {
-            // Samples spread over the interval, as agents' clocks are.
-            let now = start_ms + (i as u64 * INTERVAL_MS) / AGENTS as u64;
+            let now = at(i);
             let mut out = Output::default();
             engine.handle_sample(id, s, now, &mut out);
             changes += out.events.len();
