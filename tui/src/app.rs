@@ -1,6 +1,7 @@
 //! Console state and how events change it. Rendering reads `&App` only (see `ui`); network work is
 //! queued as [`Command`]s that the console's network task picks up (see [`App::take_commands`]).
 
+pub mod host;
 pub mod output;
 pub mod tree;
 #[cfg(test)]
@@ -29,7 +30,8 @@ use workloads::{Confirm, ContainerHistory, LogView, WorkAction, WorkKind, WorkLi
 pub const SPARK_POINTS: usize = 12;
 
 /// Sort columns, in the order `s` cycles through them.
-pub const SORTS: [&str; 5] = ["name", "cpu", "mem", "disk", "last-seen"];
+/// `<` and `>` step through them both ways; every column with a value to order by is here.
+pub const SORTS: [&str; 7] = ["name", "cpu", "mem", "disk", "last-seen", "net", "uptime"];
 
 /// Commands typed at the `:` prompt that Up and Down recall.
 pub const HISTORY_LEN: usize = 100;
@@ -215,6 +217,8 @@ pub struct App {
     pub detail: Option<AgentInfo>,
     /// History of the agent in view.
     pub history: Option<MetricsSeries>,
+    /// The agent view's chart span and the minute its top tables show.
+    pub host_time: host::HostTime,
     /// The prompt being typed, if any.
     pub prompt: Option<Prompt>,
     /// The destination picker of a copy, if open.
@@ -305,6 +309,7 @@ impl App {
             now_ms,
             detail: None,
             history: None,
+            host_time: host::HostTime::default(),
             prompt: None,
             picker: None,
             exec_history: Vec::new(),
@@ -535,6 +540,7 @@ impl App {
                 }
                 fresh
             }
+            Event::HostTop { from_ms, result } => self.apply_host_top(from_ms, result),
             Event::History(series) => {
                 let fresh = self.focused().as_ref() == Some(&series.id);
                 if fresh {
@@ -1157,6 +1163,7 @@ impl App {
                         let id = a.id.clone();
                         self.detail = None;
                         self.history = None;
+                        self.reset_host_time();
                         self.open(View::Agent(id));
                     }
                 }
@@ -1203,6 +1210,12 @@ impl App {
                     self.refresh_visible();
                 }
             },
+            Action::PrevSort => {
+                self.sort = (self.sort + SORTS.len() - 1) % SORTS.len();
+                self.refresh_visible();
+            }
+            Action::Range(delta) => self.step_range(delta),
+            Action::TopStep(delta) => self.step_top(delta),
             Action::NextTab(delta) => self.next_tab(delta),
             Action::OpenLogs => self.open_logs(),
             Action::TogglePause => {

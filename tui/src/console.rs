@@ -40,8 +40,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const DETAIL_EVERY: Duration = Duration::from_secs(1);
 /// How often its history is re-read: minute buckets change once a minute.
 const HISTORY_EVERY: Duration = Duration::from_secs(30);
-/// History shown in the agent view.
+/// History shown in the agent view until its span is chosen.
 const HISTORY_SPAN_S: u64 = 3600;
+/// The agent in view, if any, and the span of its charts in seconds.
+type Focus = (Option<IdentityId>, u64);
 /// Progress reports of one transfer passed to the screen at most this often.
 const PROGRESS_EVERY_MS: u64 = 250;
 /// Commands from keys waiting for the network task: a key makes at most a few, and the task takes
@@ -157,6 +159,10 @@ async fn refuse(cmd: Command, tx: &mpsc::Sender<Event>) {
         Command::Logs { id, .. } => Event::Log {
             id,
             update: LogUpdate::Failed(reason()),
+        },
+        Command::HostTop { from_ms, .. } => Event::HostTop {
+            from_ms,
+            result: Err(reason()),
         },
         Command::CancelExec { .. }
         | Command::Copy { .. }
@@ -390,6 +396,16 @@ fn handle(
                 result,
             }
         }),
+        Command::HostTop {
+            agent,
+            from_ms,
+            to_ms,
+        } => spawner.request(tx, async move {
+            let result = crate::host::cli::top(&client, &agent, from_ms, to_ms)
+                .await
+                .map_err(|e| e.to_string());
+            Event::HostTop { from_ms, result }
+        }),
         Command::Logs { id, request } => {
             logs.retain(|_, t| !t.is_cancelled());
             let close = spawner.quit.child_token();
@@ -415,7 +431,7 @@ fn handle(
 async fn network(
     login: Login,
     tx: mpsc::Sender<Event>,
-    focus: watch::Receiver<Option<IdentityId>>,
+    focus: watch::Receiver<Focus>,
     mut commands: mpsc::Receiver<Command>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -470,7 +486,7 @@ async fn network(
 async fn session(
     login: &Login,
     tx: &mpsc::Sender<Event>,
-    mut focus: watch::Receiver<Option<IdentityId>>,
+    mut focus: watch::Receiver<Focus>,
     commands: &mut mpsc::Receiver<Command>,
     copies: &mut Copies,
     tracker: &TaskTracker,
@@ -518,6 +534,7 @@ async fn session(
     let mut detail_tick = tokio::time::interval(DETAIL_EVERY);
     let mut history_due = tokio::time::Instant::now();
     let mut watching: Option<(IdentityId, quinn::SendStream)> = None;
+    let mut span_s = HISTORY_SPAN_S;
     let mut jobs = HashMap::new();
     let mut logs = HashMap::new();
     let result = loop {
@@ -531,7 +548,12 @@ async fn session(
                 if changed.is_err() {
                     break Ok(());
                 }
-                let want = focus.borrow_and_update().clone();
+                let (want, want_span) = focus.borrow_and_update().clone();
+                if want_span != span_s {
+                    span_s = want_span;
+                    history_due = tokio::time::Instant::now();
+                    detail_tick.reset_immediately();
+                }
                 if watching.as_ref().map(|w| &w.0) != want.as_ref() {
                     // Dropping the old stream ends that watch on the hub.
                     watching = match want {
@@ -549,7 +571,7 @@ async fn session(
                 }
                 if tokio::time::Instant::now() >= history_due {
                     history_due = tokio::time::Instant::now() + HISTORY_EVERY;
-                    let req = OpRequest::Metrics { query: id.to_string(), since_s: HISTORY_SPAN_S };
+                    let req = OpRequest::Metrics { query: id.to_string(), since_s: span_s };
                     if let Ok(OpResponse::Series(series)) = client.request(&req).await {
                         let _ = tx.send(Event::History(Box::new(series))).await;
                     }
@@ -593,7 +615,7 @@ pub struct Console {
     events: mpsc::Receiver<Event>,
     sender: mpsc::Sender<Event>,
     commands: mpsc::Sender<Command>,
-    focus: watch::Sender<Option<IdentityId>>,
+    focus: watch::Sender<Focus>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     /// Where commands run at the prompt are remembered across consoles, if anywhere.
@@ -606,7 +628,7 @@ impl Console {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (sender, events) = mpsc::channel(EVENT_QUEUE);
-        let (focus, focus_rx) = watch::channel(None);
+        let (focus, focus_rx) = watch::channel((None, 0));
         let (commands, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         tracker.spawn(network(
             login,
@@ -732,7 +754,7 @@ impl Console {
         }
         let app = &self.app;
         self.focus.send_if_modified(|f| {
-            let now = app.focused();
+            let now = (app.focused(), app.history_span_s());
             let changed = *f != now;
             *f = now;
             changed

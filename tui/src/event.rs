@@ -111,4 +111,11 @@ pub enum Event {
         /// What happened.
         update: LogUpdate,
     },
+    /// Top processes of the minute starting at `from_ms`, as asked by `Command::HostTop`.
+    HostTop {
+        /// Minute start as asked.
+        from_ms: u64,
+        /// The minutes found (none when the hub kept nothing), or why not.
+        result: Result<Vec<flotilla_wire::history::TopMinute>, String>,
+    },
 }

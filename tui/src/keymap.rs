@@ -105,6 +105,7 @@ pub const FLEET: &[Binding] = &[
     b(":", "run", true, true),
     b("f", "files", true, false),
     b("s", "sort", true, false),
+    b("</>", "previous/next sort column", false, false),
     b("space", "mark agent", false, false),
     b("*", "mark all filtered", false, false),
     b("u", "unmark all", false, false),
@@ -117,6 +118,8 @@ pub const AGENT: &[Binding] = &[
     b(":", "run here", true, true),
     b("f", "files", true, false),
     b("esc", "back", true, false),
+    b("[/]", "chart span 5m-30d", false, false),
+    b("</>", "top processes a minute back/forward", false, false),
 ];
 
 /// Bindings of a containers list (an agent's tab or the fleet's).
@@ -248,6 +251,10 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             KeyCode::Char('f') => Action::OpenFiles,
             KeyCode::Tab => Action::NextTab(1),
             KeyCode::BackTab => Action::NextTab(-1),
+            KeyCode::Char('[') => Action::Range(-1),
+            KeyCode::Char(']') => Action::Range(1),
+            KeyCode::Char('<') => Action::TopStep(-1),
+            KeyCode::Char('>') => Action::TopStep(1),
             _ => return None,
         },
         (View::Workloads { kind, .. }, code) => workloads(*kind, code)?,
@@ -346,7 +353,8 @@ fn fleet(code: KeyCode) -> Option<Action> {
     Some(match code {
         KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right => Action::Open,
         KeyCode::Char('/') => Action::StartFilter,
-        KeyCode::Char('s') => Action::NextSort,
+        KeyCode::Char('s' | '>') => Action::NextSort,
+        KeyCode::Char('<') => Action::PrevSort,
         KeyCode::Char(' ') => Action::ToggleMark,
         KeyCode::Char('*') => Action::MarkAllFiltered,
         KeyCode::Char('u') => Action::ClearMarks,

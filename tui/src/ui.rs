@@ -3,6 +3,7 @@
 mod agent;
 mod files;
 mod fleet;
+mod host;
 mod output;
 mod records;
 mod workloads;

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 /// The screen is redrawn within a second of any change; this is generous for a loaded CI box.
 const SCREEN_DEADLINE: Duration = Duration::from_secs(20);
 
-struct Tmux {
+pub(crate) struct Tmux {
     session: String,
 }
 
 impl Tmux {
-    fn start(command: &str) -> Self {
+    pub(crate) fn start(command: &str) -> Self {
         // Unique per console, also when `cargo test` runs several cases in one process.
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let session = format!(
@@ -34,7 +34,7 @@ impl Tmux {
         Self { session }
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &self.session])
             .output()
@@ -42,7 +42,7 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let status = Command::new("tmux")
             .args(["send-keys", "-t", &self.session])
             .args(keys)
@@ -70,7 +70,7 @@ impl Tmux {
 
     /// Waits until `ok` accepts the screen. The terminal has no change notification, so this polls
     /// the screen on a timer, bounded by the deadline.
-    async fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
@@ -95,7 +95,7 @@ impl Drop for Tmux {
     }
 }
 
-fn flotilla_bin() -> PathBuf {
+pub(crate) fn flotilla_bin() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
     assert!(
         path.exists(),

@@ -1,0 +1,111 @@
+//! The agent view's time-dependent parts: chart points fitted to the chart's width whatever the
+//! span (a 30-day span holds thousands of ten-minute buckets), and the top-process tables of a
+//! minute in the past as the hub kept them.
+
+use super::Theme;
+use crate::app::App;
+use crate::format;
+use crate::util::escaped;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
+
+/// `data` in at most `width` columns: each column the highest value of its run of points, so a
+/// short spike in a long span still shows.
+pub(super) fn fit(data: &[u64], width: usize) -> Vec<u64> {
+    if width == 0 || data.len() <= width {
+        return data.to_vec();
+    }
+    (0..width)
+        .map(|col| {
+            let from = col * data.len() / width;
+            let to = ((col + 1) * data.len() / width).max(from + 1);
+            data[from..to].iter().copied().max().unwrap_or(0)
+        })
+        .collect()
+}
+
+/// The top tables of the minute the user stepped back to: waiting, the hub's error, nothing kept
+/// for that minute, or the processes with their user and command line.
+pub(super) fn render_past_top(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
+    let back = app.host_time.top_back_min;
+    let Some((from_ms, answer)) = &app.host_time.top else {
+        return;
+    };
+    let when = format!("{} ({back}m ago)", format::clock(*from_ms));
+    let note = match answer {
+        None => Some("asking the hub…".to_string()),
+        Some(Err(e)) => Some(format!("cannot read: {}", escaped(e))),
+        Some(Ok(None)) => Some("nothing kept for this minute".to_string()),
+        Some(Ok(Some(_))) => None,
+    };
+    if let Some(note) = note {
+        let block = Block::default()
+            .borders(Borders::TOP)
+            .title(format!("top by cpu at {when}"));
+        frame.render_widget(Paragraph::new(note).block(block), area);
+        return;
+    }
+    let Some(Ok(Some(minute))) = answer else {
+        return;
+    };
+    let [top_cpu, top_mem] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    for (list, title, area) in [
+        (&minute.by_cpu, "top by cpu", top_cpu),
+        (&minute.by_mem, "top by memory", top_mem),
+    ] {
+        frame.render_widget(past_table(list, &format!("{title} at {when}"), theme), area);
+    }
+}
+
+fn past_table<'a>(
+    list: &'a [flotilla_wire::host::TopProcess],
+    title: &str,
+    theme: Theme,
+) -> Table<'a> {
+    let rows: Vec<Row<'_>> = list
+        .iter()
+        .map(|p| {
+            let name = if p.cmd.is_empty() { &p.name } else { &p.cmd };
+            Row::new(vec![
+                p.pid.to_string(),
+                escaped(&p.user).chars().take(8).collect(),
+                escaped(name).into_owned(),
+                format!("{:.1}%", p.cpu_pct),
+                format::bytes(p.mem),
+            ])
+        })
+        .collect();
+    Table::new(
+        rows,
+        [
+            Constraint::Length(7),
+            Constraint::Length(8),
+            Constraint::Min(8),
+            Constraint::Length(6),
+            Constraint::Length(7),
+        ],
+    )
+    .header(Row::new(vec!["PID", "USER", "COMMAND", "CPU", "RSS"]).style(theme.heading()))
+    .block(
+        Block::default()
+            .borders(Borders::TOP)
+            .title(title.to_string()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fitting_keeps_short_series_and_the_peak_of_each_column_of_long_ones() {
+        assert_eq!(fit(&[1, 2, 3], 10), vec![1, 2, 3]);
+        let long: Vec<u64> = (0..4320).map(|i| if i == 100 { 99 } else { 1 }).collect();
+        let fitted = fit(&long, 24);
+        assert_eq!(fitted.len(), 24);
+        assert_eq!(fitted.iter().filter(|v| **v == 99).count(), 1);
+        assert_eq!(fitted[0], 99, "the spike is in the first column's run");
+    }
+}
