@@ -541,6 +541,7 @@ impl App {
                 fresh
             }
             Event::HostTop { from_ms, result } => self.apply_host_top(from_ms, result),
+            Event::HostView(view) => self.apply_host_view(*view),
             Event::History(series) => {
                 let fresh = self.focused().as_ref() == Some(&series.id);
                 if fresh {
@@ -1155,7 +1156,7 @@ impl App {
                         }
                     }
                 }
-                View::Agent(_) => {}
+                View::Agent(_) => self.scroll_host(delta),
             },
             Action::Open => match &self.view {
                 View::Fleet => {

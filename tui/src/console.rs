@@ -42,6 +42,8 @@ const DETAIL_EVERY: Duration = Duration::from_secs(1);
 const HISTORY_EVERY: Duration = Duration::from_secs(30);
 /// History shown in the agent view until its span is chosen.
 const HISTORY_SPAN_S: u64 = 3600;
+/// The agent view's host depth is re-read every this many detail ticks.
+const HOST_EVERY_TICKS: u64 = 3;
 /// The agent in view, if any, and the span of its charts in seconds.
 type Focus = (Option<IdentityId>, u64);
 /// Progress reports of one transfer passed to the screen at most this often.
@@ -535,6 +537,7 @@ async fn session(
     let mut history_due = tokio::time::Instant::now();
     let mut watching: Option<(IdentityId, quinn::SendStream)> = None;
     let mut span_s = HISTORY_SPAN_S;
+    let mut host_tick = 0u64;
     let mut jobs = HashMap::new();
     let mut logs = HashMap::new();
     let result = loop {
@@ -552,6 +555,7 @@ async fn session(
                 if want_span != span_s {
                     span_s = want_span;
                     history_due = tokio::time::Instant::now();
+                    host_tick = 0;
                     detail_tick.reset_immediately();
                 }
                 if watching.as_ref().map(|w| &w.0) != want.as_ref() {
@@ -561,6 +565,7 @@ async fn session(
                         None => None,
                     };
                     history_due = tokio::time::Instant::now();
+                    host_tick = 0;
                     detail_tick.reset_immediately();
                 }
             }
@@ -569,6 +574,13 @@ async fn session(
                 if let Ok(OpResponse::Agent(info)) = client.request(&OpRequest::Agent { query: id.to_string() }).await {
                     let _ = tx.send(Event::Detail(Box::new(info))).await;
                 }
+                // Host depth changes with each sample (5 s unwatched); SMART hourly.
+                if host_tick % HOST_EVERY_TICKS == 0
+                    && let Ok(Some(view)) = crate::hostdetail::host_view(&client, id.to_string(), false).await
+                {
+                    let _ = tx.send(Event::HostView(Box::new(view))).await;
+                }
+                host_tick += 1;
                 if tokio::time::Instant::now() >= history_due {
                     history_due = tokio::time::Instant::now() + HISTORY_EVERY;
                     let req = OpRequest::Metrics { query: id.to_string(), since_s: span_s };

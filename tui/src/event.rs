@@ -118,4 +118,6 @@ pub enum Event {
         /// The minutes found (none when the hub kept nothing), or why not.
         result: Result<Vec<flotilla_wire::history::TopMinute>, String>,
     },
+    /// Host depth of the agent in view, as the hub holds it.
+    HostView(Box<flotilla_wire::host::HostView>),
 }

@@ -119,6 +119,7 @@ pub const AGENT: &[Binding] = &[
     b("f", "files", true, false),
     b("esc", "back", true, false),
     b("[/]", "chart span 5m-30d", false, false),
+    b("↑↓/jk", "scroll usage and devices", false, false),
     b("</>", "top processes a minute back/forward", false, false),
 ];
 
@@ -255,7 +256,7 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             KeyCode::Char(']') => Action::Range(1),
             KeyCode::Char('<') => Action::TopStep(-1),
             KeyCode::Char('>') => Action::TopStep(1),
-            _ => return None,
+            code => scroll(code)?,
         },
         (View::Workloads { kind, .. }, code) => workloads(*kind, code)?,
         (View::Logs, code) => match code {

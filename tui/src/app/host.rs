@@ -9,6 +9,7 @@
 use super::App;
 use crate::command::Command;
 use flotilla_wire::history::TopMinute;
+use flotilla_wire::host::HostView;
 
 /// Chart spans the picker cycles through: label and seconds.
 pub const RANGES: [(&str, u64); 6] = [
@@ -37,6 +38,11 @@ pub struct HostTime {
     /// The minute asked for (its start, ms) and the hub's answer once it came: `Ok(None)` when the
     /// hub kept nothing for that minute.
     pub top: Option<(u64, Option<Result<Option<TopMinute>, String>>)>,
+    /// The hub's host depth of the agent (devices, interfaces, GPUs, SMART, custom series),
+    /// re-read every few seconds while the view is open.
+    pub view: Option<HostView>,
+    /// Lines the usage panel is scrolled by (↑↓), so host depth stays readable at 80x24.
+    pub scroll: u16,
 }
 
 impl Default for HostTime {
@@ -45,6 +51,8 @@ impl Default for HostTime {
             range: DEFAULT_RANGE,
             top_back_min: 0,
             top: None,
+            view: None,
+            scroll: 0,
         }
     }
 }
@@ -119,6 +127,21 @@ impl App {
             }
             _ => false,
         }
+    }
+
+    /// The hub's host depth, kept when it is the agent in view.
+    pub(super) fn apply_host_view(&mut self, view: HostView) -> bool {
+        let fresh = self.focused().as_ref() == Some(&view.id);
+        if fresh {
+            self.host_time.view = Some(view);
+        }
+        fresh
+    }
+
+    /// ↑↓ in the agent view: scrolls the usage and host depth panel.
+    pub(super) fn scroll_host(&mut self, delta: i32) {
+        let next = (i64::from(self.host_time.scroll) + i64::from(delta)).clamp(0, 200);
+        self.host_time.scroll = next as u16;
     }
 
     /// A newly opened agent view starts at the default span and live top tables.

@@ -70,7 +70,7 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect,
     let Some(s) = &a.latest else { return };
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);
-    render_usage(theme, frame, left, s);
+    render_usage(app, theme, frame, left, s);
     if app.host_time.top_back_min > 0 {
         super::host::render_past_top(app, theme, frame, right);
     } else {
@@ -130,7 +130,7 @@ fn render_history(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
     }
 }
 
-fn render_usage(theme: Theme, frame: &mut Frame<'_>, area: Rect, s: &MetricsSample) {
+fn render_usage(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, s: &MetricsSample) {
     let bar_w = (area.width as usize).saturating_sub(12).clamp(4, 40);
     let pct = |used: u64, total: u64| {
         if total > 0 {
@@ -162,8 +162,16 @@ fn render_usage(theme: Theme, frame: &mut Frame<'_>, area: Rect, s: &MetricsSamp
             .iter()
             .map(|d| line(truncate(&d.mount, 5), pct(d.used, d.total))),
     );
+    lines.extend(super::host::depth_lines(app, theme, s));
+    let title = if app.host_time.scroll > 0 {
+        "usage ↑".to_string()
+    } else {
+        "usage".to_string()
+    };
     frame.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title("usage")),
+        Paragraph::new(lines)
+            .scroll((app.host_time.scroll, 0))
+            .block(Block::default().borders(Borders::TOP).title(title)),
         area,
     );
 }

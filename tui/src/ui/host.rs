@@ -7,7 +7,10 @@ use crate::app::App;
 use crate::format;
 use crate::util::escaped;
 use ratatui::Frame;
+use flotilla_wire::host::SmartHealth;
+use flotilla_wire::msg::MetricsSample;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 
 /// `data` in at most `width` columns: each column the highest value of its run of points, so a
@@ -23,6 +26,82 @@ pub(super) fn fit(data: &[u64], width: usize) -> Vec<u64> {
             data[from..to].iter().copied().max().unwrap_or(0)
         })
         .collect()
+}
+
+/// Host depth under the usage bars, one line per thing: block device I/O, interface rates,
+/// GPUs, each disk's SMART health (failed in the alarm style), and custom series. Lines, not
+/// charts, so the panel scrolls (↑↓) and stays readable at 80x24.
+pub(super) fn depth_lines(app: &App, theme: Theme, s: &MetricsSample) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    for n in &s.nets {
+        lines.push(Line::from(format!(
+            "net {} rx {}/s tx {}/s",
+            escaped(&n.iface),
+            format::bytes(n.rx_bps),
+            format::bytes(n.tx_bps)
+        )));
+    }
+    let Some(view) = &app.host_time.view else {
+        return lines;
+    };
+    if let Some(d) = &view.detail {
+        for io in &d.block_io {
+            lines.push(Line::from(format!(
+                "io {} r {}/s w {}/s {:.0}%",
+                escaped(&io.device),
+                format::bytes(io.read_bps),
+                format::bytes(io.write_bps),
+                io.busy_pct
+            )));
+        }
+        for g in &d.gpus {
+            let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            lines.push(Line::from(format!(
+                "gpu{} {} {} mem {}/{} {} {}",
+                g.index,
+                escaped(&g.name),
+                opt(g.util_pct.map(|v| format!("{v:.0}%"))),
+                opt(g.mem_used.map(format::bytes)),
+                opt(g.mem_total.map(format::bytes)),
+                opt(g.temp_c.map(|v| format!("{v:.0}°C"))),
+                opt(g.power_w.map(|v| format!("{v:.0}W"))),
+            )));
+        }
+        for c in &d.custom {
+            lines.push(Line::from(format!(
+                "custom {} {}",
+                escaped(&c.name),
+                c.value
+            )));
+        }
+    }
+    if let Some(r) = &view.report {
+        for disk in &r.disks {
+            let style = match disk.health {
+                SmartHealth::Failed => theme.bad(),
+                SmartHealth::Passed => theme.ok(),
+                _ => theme.dim(),
+            };
+            let mut spans = vec![
+                Span::raw(format!("smart {} ", escaped(&disk.device))),
+                Span::styled(disk.health.as_str(), style),
+            ];
+            if let Some(t) = disk.temp_c {
+                spans.push(Span::raw(format!(" {t:.0}°C")));
+            }
+            if let Some(p) = disk.nvme_pct_used {
+                spans.push(Span::raw(format!(" worn {p}%")));
+            }
+            let bad_sectors = disk.reallocated.unwrap_or(0)
+                + disk.pending.unwrap_or(0)
+                + disk.uncorrectable.unwrap_or(0);
+            if bad_sectors > 0 {
+                spans.push(Span::styled(format!(" {bad_sectors} bad sectors"), theme.bad()));
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    lines
 }
 
 /// The top tables of the minute the user stepped back to: waiting, the hub's error, nothing kept
