@@ -6,9 +6,9 @@ use super::Theme;
 use crate::app::App;
 use crate::format;
 use crate::util::escaped;
-use ratatui::Frame;
 use flotilla_wire::host::SmartHealth;
 use flotilla_wire::msg::MetricsSample;
+use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
@@ -55,17 +55,19 @@ pub(super) fn depth_lines(app: &App, theme: Theme, s: &MetricsSample) -> Vec<Lin
             )));
         }
         for g in &d.gpus {
-            let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            lines.push(Line::from(format!(
-                "gpu{} {} {} mem {}/{} {} {}",
-                g.index,
-                escaped(&g.name),
-                opt(g.util_pct.map(|v| format!("{v:.0}%"))),
-                opt(g.mem_used.map(format::bytes)),
-                opt(g.mem_total.map(format::bytes)),
-                opt(g.temp_c.map(|v| format!("{v:.0}°C"))),
-                opt(g.power_w.map(|v| format!("{v:.0}W"))),
-            )));
+            // Only what the driver exposes: a narrow panel has no room for dashes.
+            let mut parts = vec![format!("gpu{} {}", g.index, escaped(&g.name))];
+            parts.extend(g.util_pct.map(|v| format!("{v:.0}%")));
+            if let (Some(used), Some(total)) = (g.mem_used, g.mem_total) {
+                parts.push(format!(
+                    "mem {}/{}",
+                    format::bytes(used),
+                    format::bytes(total)
+                ));
+            }
+            parts.extend(g.temp_c.map(|v| format!("{v:.0}°C")));
+            parts.extend(g.power_w.map(|v| format!("{v:.0}W")));
+            lines.push(Line::from(parts.join(" ")));
         }
         for c in &d.custom {
             lines.push(Line::from(format!(
@@ -96,7 +98,10 @@ pub(super) fn depth_lines(app: &App, theme: Theme, s: &MetricsSample) -> Vec<Lin
                 + disk.pending.unwrap_or(0)
                 + disk.uncorrectable.unwrap_or(0);
             if bad_sectors > 0 {
-                spans.push(Span::styled(format!(" {bad_sectors} bad sectors"), theme.bad()));
+                spans.push(Span::styled(
+                    format!(" {bad_sectors} bad sectors"),
+                    theme.bad(),
+                ));
             }
             lines.push(Line::from(spans));
         }
@@ -176,7 +181,81 @@ fn past_table<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::render;
     use super::*;
+    use crate::app::View;
+    use crate::app::workload_tests::{fixture, key, web1};
+    use crate::event::Event;
+    use crossterm::event::KeyCode;
+    use flotilla_wire::Role;
+    use flotilla_wire::host::{DiskHealth, Gpu, HostDetail, HostReport, HostView};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn screen(app: &App) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+        terminal
+            .draw(|f| render(app, Theme { color: false }, f))
+            .expect("draw");
+        let buf = terminal.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..24 {
+            for x in 0..80 {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn host_depth_fits_80x24_with_a_failed_disk_and_a_gpu_and_scrolls() {
+        let mut app = fixture(Role::Operator);
+        app.view = View::Agent(web1());
+        let view = HostView {
+            id: web1(),
+            name: "web-1".into(),
+            detail: Some(HostDetail {
+                gpus: vec![Gpu {
+                    name: "H100".into(),
+                    util_pct: Some(87.0),
+                    mem_used: Some(40 << 30),
+                    mem_total: Some(80 << 30),
+                    temp_c: Some(61.0),
+                    ..Gpu::default()
+                }],
+                ..HostDetail::default()
+            }),
+            report: Some(HostReport {
+                disks: vec![DiskHealth {
+                    device: "/dev/sda".into(),
+                    health: SmartHealth::Failed,
+                    pending: Some(8),
+                    ..DiskHealth::default()
+                }],
+                ..HostReport::default()
+            }),
+        };
+        assert!(app.update(Event::HostView(Box::new(view))));
+        let before = screen(&app);
+        for shown in [
+            "gpu0 H100 87% mem 40.0G/80.0G 61°C",
+            "smart /dev/sda failed 8 bad sectors",
+            "cpu % 1h",
+        ] {
+            assert!(before.contains(shown), "no {shown} in\n{before}");
+        }
+        app.update(key(KeyCode::Char(']')));
+        app.update(key(KeyCode::Down));
+        app.update(key(KeyCode::Down));
+        let after = screen(&app);
+        assert!(after.contains("cpu % 6h"), "{after}");
+        assert!(
+            after.contains("usage ↑") && !after.contains("cpu  █"),
+            "{after}"
+        );
+        assert!(after.contains("smart /dev/sda failed"), "{after}");
+    }
 
     #[test]
     fn fitting_keeps_short_series_and_the_peak_of_each_column_of_long_ones() {
