@@ -575,7 +575,7 @@ async fn session(
                     let _ = tx.send(Event::Detail(Box::new(info))).await;
                 }
                 // Host depth changes with each sample (5 s unwatched); SMART hourly.
-                if host_tick % HOST_EVERY_TICKS == 0
+                if host_tick.is_multiple_of(HOST_EVERY_TICKS)
                     && let Ok(Some(view)) = crate::hostdetail::host_view(&client, id.to_string(), false).await
                 {
                     let _ = tx.send(Event::HostView(Box::new(view))).await;

@@ -28,6 +28,10 @@ pub const DEFAULT_RANGE: usize = 1;
 /// one-minute tier only, which holds a day.
 pub const TOP_BACK_MAX_MIN: u32 = 24 * 60;
 
+/// The hub's answer for a past minute: its top processes, `None` when it kept nothing for it, or
+/// why it could not say.
+pub type PastTop = Result<Option<TopMinute>, String>;
+
 /// Time controls of the agent view.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTime {
@@ -37,7 +41,7 @@ pub struct HostTime {
     pub top_back_min: u32,
     /// The minute asked for (its start, ms) and the hub's answer once it came: `Ok(None)` when the
     /// hub kept nothing for that minute.
-    pub top: Option<(u64, Option<Result<Option<TopMinute>, String>>)>,
+    pub top: Option<(u64, Option<PastTop>)>,
     /// The hub's host depth of the agent (devices, interfaces, GPUs, SMART, custom series),
     /// re-read every few seconds while the view is open.
     pub view: Option<HostView>,
