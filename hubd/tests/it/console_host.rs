@@ -1,6 +1,6 @@
 //! The agent view's time controls and the fleet's sort columns in the real `flotilla` console in
 //! tmux at 80x24, against a real hub and real agentd processes: `]` and `[` change every chart's
-//! span, `<` steps the top-process tables back to a minute the hub kept, `>` returns to live, and
+//! span, `j` scrolls the agent's block devices into view, `<` steps the top-process tables back to a minute the hub kept, `>` returns to live, and
 //! `<`/`>` in the fleet pick any sort column, shown in the header, ordering the rows by it.
 
 use crate::console_tmux::{Tmux, flotilla_bin};
@@ -62,6 +62,14 @@ async fn the_span_picker_relabels_charts_and_the_top_tables_step_back_a_minute()
         screen.lines().all(|l| l.chars().count() <= 80),
         "nothing drawn past 80 columns:\n{screen}"
     );
+    // The agent's own block devices from /proc/diskstats, scrolled into view under the bars.
+    tmux.keys(&["j", "j", "j", "j", "j"]);
+    tmux.wait_for("a block device's I/O in the scrolled usage panel", |s| {
+        s.contains("usage ↑")
+            && s.lines()
+                .any(|l| l.starts_with("io ") && l.contains("/s w ") && l.contains('%'))
+    })
+    .await;
 
     // A minute back: the hub's table for that minute, with users and command lines, once the hub
     // has one (the agent has only just started, so the first minutes asked may be empty).
