@@ -56,4 +56,10 @@ pub enum Action {
     AckAlert,
     /// Ask how long to silence the alert under the cursor, and why.
     SilenceAlert,
+    /// Previous sort column of the fleet (`<`; `s` and `>` go to the next).
+    PrevSort,
+    /// Shorter (-1) or longer (+1) chart span in the agent view.
+    Range(i32),
+    /// Top-process tables a minute further back (-1) or nearer the present (+1).
+    TopStep(i32),
 }

@@ -2,6 +2,7 @@
 //! queued as [`Command`]s that the console's network task picks up (see [`App::take_commands`]).
 
 pub mod alerts;
+pub mod host;
 pub mod output;
 pub mod tree;
 #[cfg(test)]
@@ -31,7 +32,8 @@ use workloads::{Confirm, ContainerHistory, LogView, WorkAction, WorkKind, WorkLi
 pub const SPARK_POINTS: usize = 12;
 
 /// Sort columns, in the order `s` cycles through them.
-pub const SORTS: [&str; 5] = ["name", "cpu", "mem", "disk", "last-seen"];
+/// `<` and `>` step through them both ways; every column with a value to order by is here.
+pub const SORTS: [&str; 7] = ["name", "cpu", "mem", "disk", "last-seen", "net", "uptime"];
 
 /// Commands typed at the `:` prompt that Up and Down recall.
 pub const HISTORY_LEN: usize = 100;
@@ -229,6 +231,8 @@ pub struct App {
     pub detail: Option<AgentInfo>,
     /// History of the agent in view.
     pub history: Option<MetricsSeries>,
+    /// The agent view's chart span and the minute its top tables show.
+    pub host_time: host::HostTime,
     /// The prompt being typed, if any.
     pub prompt: Option<Prompt>,
     /// The destination picker of a copy, if open.
@@ -321,6 +325,7 @@ impl App {
             now_ms,
             detail: None,
             history: None,
+            host_time: host::HostTime::default(),
             prompt: None,
             picker: None,
             exec_history: Vec::new(),
@@ -554,6 +559,8 @@ impl App {
                 }
                 fresh
             }
+            Event::HostTop { from_ms, result } => self.apply_host_top(from_ms, result),
+            Event::HostView(view) => self.apply_host_view(*view),
             Event::History(series) => {
                 let fresh = self.focused().as_ref() == Some(&series.id);
                 if fresh {
@@ -1200,7 +1207,7 @@ impl App {
                     }
                 }
                 View::Alerts => self.alerts.move_by(delta),
-                View::Agent(_) => {}
+                View::Agent(_) => self.scroll_host(delta),
             },
             Action::Open => match &self.view {
                 View::Fleet => {
@@ -1208,6 +1215,7 @@ impl App {
                         let id = a.id.clone();
                         self.detail = None;
                         self.history = None;
+                        self.reset_host_time();
                         self.open(View::Agent(id));
                     }
                 }
@@ -1262,6 +1270,12 @@ impl App {
                     self.refresh_visible();
                 }
             },
+            Action::PrevSort => {
+                self.sort = (self.sort + SORTS.len() - 1) % SORTS.len();
+                self.refresh_visible();
+            }
+            Action::Range(delta) => self.step_range(delta),
+            Action::TopStep(delta) => self.step_top(delta),
             Action::NextTab(delta) => self.next_tab(delta),
             Action::OpenLogs => self.open_logs(),
             Action::TogglePause => {

@@ -99,4 +99,13 @@ pub enum Command {
         /// Rule and agent in words, for the footer.
         label: String,
     },
+    /// One agent's top processes in `[from_ms, to_ms)`; answered by `Event::HostTop`.
+    HostTop {
+        /// Agent id.
+        agent: String,
+        /// Minute start, ms since the epoch.
+        from_ms: u64,
+        /// End of the span, ms (exclusive).
+        to_ms: u64,
+    },
 }

@@ -40,8 +40,12 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const DETAIL_EVERY: Duration = Duration::from_secs(1);
 /// How often its history is re-read: minute buckets change once a minute.
 const HISTORY_EVERY: Duration = Duration::from_secs(30);
-/// History shown in the agent view.
+/// History shown in the agent view until its span is chosen.
 const HISTORY_SPAN_S: u64 = 3600;
+/// The agent view's host depth is re-read every this many detail ticks.
+const HOST_EVERY_TICKS: u64 = 3;
+/// The agent in view, if any, and the span of its charts in seconds.
+type Focus = (Option<IdentityId>, u64);
 /// Progress reports of one transfer passed to the screen at most this often.
 const PROGRESS_EVERY_MS: u64 = 250;
 /// Commands from keys waiting for the network task: a key makes at most a few, and the task takes
@@ -164,6 +168,10 @@ async fn refuse(cmd: Command, tx: &mpsc::Sender<Event>) {
                 None => return,
             }
         }
+        Command::HostTop { from_ms, .. } => Event::HostTop {
+            from_ms,
+            result: Err(reason()),
+        },
         Command::CancelExec { .. }
         | Command::Copy { .. }
         | Command::CancelCopy { .. }
@@ -396,6 +404,16 @@ fn handle(
                 result,
             }
         }),
+        Command::HostTop {
+            agent,
+            from_ms,
+            to_ms,
+        } => spawner.request(tx, async move {
+            let result = crate::host::cli::top(&client, &agent, from_ms, to_ms)
+                .await
+                .map_err(|e| e.to_string());
+            Event::HostTop { from_ms, result }
+        }),
         Command::Logs { id, request } => {
             logs.retain(|_, t| !t.is_cancelled());
             let close = spawner.quit.child_token();
@@ -424,7 +442,7 @@ fn handle(
 async fn network(
     login: Login,
     tx: mpsc::Sender<Event>,
-    focus: watch::Receiver<Option<IdentityId>>,
+    focus: watch::Receiver<Focus>,
     mut commands: mpsc::Receiver<Command>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -479,7 +497,7 @@ async fn network(
 async fn session(
     login: &Login,
     tx: &mpsc::Sender<Event>,
-    mut focus: watch::Receiver<Option<IdentityId>>,
+    mut focus: watch::Receiver<Focus>,
     commands: &mut mpsc::Receiver<Command>,
     copies: &mut Copies,
     tracker: &TaskTracker,
@@ -532,6 +550,8 @@ async fn session(
     let mut detail_tick = tokio::time::interval(DETAIL_EVERY);
     let mut history_due = tokio::time::Instant::now();
     let mut watching: Option<(IdentityId, quinn::SendStream)> = None;
+    let mut span_s = HISTORY_SPAN_S;
+    let mut host_tick = 0u64;
     let mut jobs = HashMap::new();
     let mut logs = HashMap::new();
     let result = loop {
@@ -545,7 +565,13 @@ async fn session(
                 if changed.is_err() {
                     break Ok(());
                 }
-                let want = focus.borrow_and_update().clone();
+                let (want, want_span) = focus.borrow_and_update().clone();
+                if want_span != span_s {
+                    span_s = want_span;
+                    history_due = tokio::time::Instant::now();
+                    host_tick = 0;
+                    detail_tick.reset_immediately();
+                }
                 if watching.as_ref().map(|w| &w.0) != want.as_ref() {
                     // Dropping the old stream ends that watch on the hub.
                     watching = match want {
@@ -553,6 +579,7 @@ async fn session(
                         None => None,
                     };
                     history_due = tokio::time::Instant::now();
+                    host_tick = 0;
                     detail_tick.reset_immediately();
                 }
             }
@@ -561,9 +588,16 @@ async fn session(
                 if let Ok(OpResponse::Agent(info)) = client.request(&OpRequest::Agent { query: id.to_string() }).await {
                     let _ = tx.send(Event::Detail(Box::new(info))).await;
                 }
+                // Host depth changes with each sample (5 s unwatched); SMART hourly.
+                if host_tick.is_multiple_of(HOST_EVERY_TICKS)
+                    && let Ok(Some(view)) = crate::hostdetail::host_view(&client, id.to_string(), false).await
+                {
+                    let _ = tx.send(Event::HostView(Box::new(view))).await;
+                }
+                host_tick += 1;
                 if tokio::time::Instant::now() >= history_due {
                     history_due = tokio::time::Instant::now() + HISTORY_EVERY;
-                    let req = OpRequest::Metrics { query: id.to_string(), since_s: HISTORY_SPAN_S };
+                    let req = OpRequest::Metrics { query: id.to_string(), since_s: span_s };
                     if let Ok(OpResponse::Series(series)) = client.request(&req).await {
                         let _ = tx.send(Event::History(Box::new(series))).await;
                     }
@@ -607,7 +641,7 @@ pub struct Console {
     events: mpsc::Receiver<Event>,
     sender: mpsc::Sender<Event>,
     commands: mpsc::Sender<Command>,
-    focus: watch::Sender<Option<IdentityId>>,
+    focus: watch::Sender<Focus>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     /// Where commands run at the prompt are remembered across consoles, if anywhere.
@@ -620,7 +654,7 @@ impl Console {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (sender, events) = mpsc::channel(EVENT_QUEUE);
-        let (focus, focus_rx) = watch::channel(None);
+        let (focus, focus_rx) = watch::channel((None, 0));
         let (commands, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         tracker.spawn(network(
             login,
@@ -747,7 +781,7 @@ impl Console {
         }
         let app = &self.app;
         self.focus.send_if_modified(|f| {
-            let now = app.focused();
+            let now = (app.focused(), app.history_span_s());
             let changed = *f != now;
             *f = now;
             changed

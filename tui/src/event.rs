@@ -117,4 +117,13 @@ pub enum Event {
     /// An acknowledgement or silence asked from the console: the footer's words and the alert as
     /// it now stands (none for a silence, whose alerts are asked for again), or why it failed.
     AlertDone(Result<(String, Option<Box<AlertInfo>>), String>),
+    /// Top processes of the minute starting at `from_ms`, as asked by `Command::HostTop`.
+    HostTop {
+        /// Minute start as asked.
+        from_ms: u64,
+        /// The minutes found (none when the hub kept nothing), or why not.
+        result: Result<Vec<flotilla_wire::history::TopMinute>, String>,
+    },
+    /// Host depth of the agent in view, as the hub holds it.
+    HostView(Box<flotilla_wire::host::HostView>),
 }

@@ -103,6 +103,8 @@ pub fn sort_agents<T: std::borrow::Borrow<AgentInfo>>(list: &mut [T], key: &str)
             "mem" => -f(mem_pct(a)),
             "disk" => -f(disk_pct(a)),
             "last-seen" => -(a.last_seen_ms as f64),
+            "net" => -net_bps(a).map_or(-1.0, |v| v as f64),
+            "uptime" => -a.latest.as_ref().map_or(-1.0, |s| s.uptime_s as f64),
             _ => 0.0,
         }
     };

@@ -106,6 +106,7 @@ pub const FLEET: &[Binding] = &[
     b(":", "run", true, true),
     b("f", "files", true, false),
     b("s", "sort", true, false),
+    b("</>", "previous/next sort column", false, false),
     b("space", "mark agent", false, false),
     b("*", "mark all filtered", false, false),
     b("u", "unmark all", false, false),
@@ -118,6 +119,9 @@ pub const AGENT: &[Binding] = &[
     b(":", "run here", true, true),
     b("f", "files", true, false),
     b("esc", "back", true, false),
+    b("[/]", "chart span 5m-30d", false, false),
+    b("↑↓/jk", "scroll usage and devices", false, false),
+    b("</>", "top processes a minute back/forward", false, false),
 ];
 
 /// Bindings of a containers list (an agent's tab or the fleet's).
@@ -261,7 +265,11 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             KeyCode::Char('f') => Action::OpenFiles,
             KeyCode::Tab => Action::NextTab(1),
             KeyCode::BackTab => Action::NextTab(-1),
-            _ => return None,
+            KeyCode::Char('[') => Action::Range(-1),
+            KeyCode::Char(']') => Action::Range(1),
+            KeyCode::Char('<') => Action::TopStep(-1),
+            KeyCode::Char('>') => Action::TopStep(1),
+            code => scroll(code)?,
         },
         (View::Workloads { kind, .. }, code) => workloads(*kind, code)?,
         (View::Logs, code) => match code {
@@ -371,7 +379,8 @@ fn fleet(code: KeyCode) -> Option<Action> {
     Some(match code {
         KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right => Action::Open,
         KeyCode::Char('/') => Action::StartFilter,
-        KeyCode::Char('s') => Action::NextSort,
+        KeyCode::Char('s' | '>') => Action::NextSort,
+        KeyCode::Char('<') => Action::PrevSort,
         KeyCode::Char(' ') => Action::ToggleMark,
         KeyCode::Char('*') => Action::MarkAllFiltered,
         KeyCode::Char('u') => Action::ClearMarks,

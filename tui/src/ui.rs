@@ -4,6 +4,7 @@ mod agent;
 mod alerts;
 mod files;
 mod fleet;
+mod host;
 mod output;
 mod records;
 mod workloads;

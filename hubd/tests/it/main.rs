@@ -34,6 +34,7 @@ mod alerts_cli;
 mod cli;
 mod console_actions;
 mod console_alerts;
+mod console_host;
 mod console_tasks;
 mod console_tmux;
 mod console_views;

@@ -70,8 +70,12 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect,
     let Some(s) = &a.latest else { return };
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);
-    render_usage(theme, frame, left, s);
-    render_processes(theme, frame, right, s);
+    render_usage(app, theme, frame, left, s);
+    if app.host_time.top_back_min > 0 {
+        super::host::render_past_top(app, theme, frame, right);
+    } else {
+        render_processes(theme, frame, right, s);
+    }
 }
 
 fn render_history(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
@@ -81,21 +85,21 @@ fn render_history(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
         .as_ref()
         .map(|h| h.points.as_slice())
         .unwrap_or(&[]);
-    let tail = |w: u16| points.len().saturating_sub(w.saturating_sub(2) as usize);
+    let span = app.host_time.range_label();
     let series: [(&str, Vec<u64>); 3] = [
         (
-            "cpu % 1h",
+            "cpu %",
             points.iter().map(|p| p.cpu_avg.round() as u64).collect(),
         ),
         (
-            "mem % 1h",
+            "mem %",
             points
                 .iter()
                 .map(|p| (p.mem_avg * 100).checked_div(p.mem_total).unwrap_or(0))
                 .collect(),
         ),
         (
-            "net 1h",
+            "net",
             points.iter().map(|p| p.net_rx_avg + p.net_tx_avg).collect(),
         ),
     ];
@@ -114,11 +118,11 @@ fn render_history(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
         let block = Block::default()
             .borders(Borders::TOP)
             .title(Line::from(vec![
-                Span::styled(format!("{title} "), theme.heading()),
+                Span::styled(format!("{title} {span} "), theme.heading()),
                 Span::raw(last),
             ]));
-        let data = &data[tail(area.width).min(data.len())..];
-        let mut spark = Sparkline::default().block(block).data(data);
+        let data = super::host::fit(data, area.width as usize);
+        let mut spark = Sparkline::default().block(block).data(&data);
         if i < 2 {
             spark = spark.max(100);
         }
@@ -126,7 +130,7 @@ fn render_history(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
     }
 }
 
-fn render_usage(theme: Theme, frame: &mut Frame<'_>, area: Rect, s: &MetricsSample) {
+fn render_usage(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, s: &MetricsSample) {
     let bar_w = (area.width as usize).saturating_sub(12).clamp(4, 40);
     let pct = |used: u64, total: u64| {
         if total > 0 {
@@ -158,8 +162,16 @@ fn render_usage(theme: Theme, frame: &mut Frame<'_>, area: Rect, s: &MetricsSamp
             .iter()
             .map(|d| line(truncate(&d.mount, 5), pct(d.used, d.total))),
     );
+    lines.extend(super::host::depth_lines(app, theme, s));
+    let title = if app.host_time.scroll > 0 {
+        "usage ↑".to_string()
+    } else {
+        "usage".to_string()
+    };
     frame.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title("usage")),
+        Paragraph::new(lines)
+            .scroll((app.host_time.scroll, 0))
+            .block(Block::default().borders(Borders::TOP).title(title)),
         area,
     );
 }

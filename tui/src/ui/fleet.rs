@@ -60,9 +60,9 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
         Cell::from(title("CPU", "cpu")),
         Cell::from(title("MEM", "mem")),
         Cell::from(title("DISK", "disk")),
-        Cell::from("NET/s"),
+        Cell::from(title("NET/s", "net")),
         Cell::from("CPU HIST"),
-        Cell::from("UP"),
+        Cell::from(title("UP", "uptime")),
     ];
     // Agents with an alert firing unsilenced get a `!` after their dot, coloured by the loudest.
     let affected = app.alerts.affected();
