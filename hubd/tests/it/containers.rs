@@ -237,7 +237,11 @@ async fn podman_stats_come_in_one_request_and_agree_with_the_per_container_api()
         },
     )
     .await;
-    assert_eq!(bulk.stats_api(), Some(StatsApi::Libpod), "Podman: one request");
+    assert_eq!(
+        bulk.stats_api(),
+        Some(StatsApi::Libpod),
+        "Podman: one request"
+    );
     assert_eq!(each.stats_api(), Some(StatsApi::PerContainer));
     for stats in [&bulk_stats, &each_stats] {
         let ids: Vec<&str> = stats.iter().map(|s| s.id.as_str()).collect();
@@ -280,6 +284,65 @@ async fn podman_stats_come_in_one_request_and_agree_with_the_per_container_api()
         "stats of running containers only"
     );
     assert_eq!(bulk.stats_api(), Some(StatsApi::Libpod));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_back_without_sources_makes_the_hub_drop_its_old_inventory() {
+    let podman = Podman::start().await;
+    podman.container("steady", "sleep 3600").await;
+    let mut fleet = Fleet::builder()
+        .agent(agent("web-1", &podman, Access::Read))
+        .start()
+        .await;
+    let rows_of_web_1 = |out: &str| -> usize {
+        serde_json::from_str::<serde_json::Value>(out)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r["agent_name"] == "web-1")
+            .count()
+    };
+    within(Duration::from_secs(30), "ps lists steady", async {
+        loop {
+            let (status, out, err) = flotilla(&fleet, &["ps", "--all", "--json"]).await;
+            assert_eq!(status, 0, "{err}");
+            if rows_of_web_1(&out) == 1 {
+                return;
+            }
+            // The inventory reaches the hub at the agent's next sample; no event says so.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+
+    // The same agent comes back with containers and services off: it says "none", and the
+    // hub forgets the containers it kept while the agent was away.
+    fleet.stop_agent("web-1").await;
+    let (status, out, _) = flotilla(&fleet, &["ps", "--all", "--json"]).await;
+    assert_eq!((status, rows_of_web_1(&out)), (0, 1), "kept while offline");
+    let web = fleet.agent_mut("web-1");
+    web.config.containers = Access::Off;
+    web.config.services = Access::Off;
+    web.start();
+    web.wait_connected().await;
+    within(
+        Duration::from_secs(30),
+        "ps drops web-1's containers",
+        async {
+            loop {
+                let (status, out, err) = flotilla(&fleet, &["ps", "--all", "--json"]).await;
+                assert_eq!(status, 0, "{err}");
+                if rows_of_web_1(&out) == 0 {
+                    return;
+                }
+                // As above: the "none" comes with the agent's first sample.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        },
+    )
+    .await;
+    fleet.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
