@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The request: one-shot (`stream=false`) stats of every running container. Version 4.0.0 is the
-/// oldest libpod API that Podman 4 and 5 serve; Podman 3 refuses it and gets the per-container
-/// path.
+/// oldest libpod API that Podman 4 and 5 serve; an engine without it answers 404 or 400 and gets
+/// the per-container path.
 const STATS_PATH: &str = "/v4.0.0/libpod/containers/stats?stream=false";
 /// Most bytes of a stats reply read: an entry is about 450 bytes (two CPUs' `PerCPU`; 1.5 KiB with
 /// 128), so this holds thousands of containers on any machine while bounding what a confused
