@@ -5,21 +5,24 @@
 //! the CPU this process used per interval and as a share of one core, its RSS before and during,
 //! and the bytes of metrics frames per interval. Figures in docs/benchmarks.md.
 //!
-//! `cargo bench -p flotilla-agentd --bench containers_200 [-- CONTAINERS [INTERVALS [agentd]]]`
+//! `cargo bench -p flotilla-agentd --bench containers_200 [-- CONTAINERS [INTERVALS [agentd [ROUNDS [AGENTD…]]]]]`
 //! (default 200 containers, 12 intervals = 1 minute). Needs podman, runc and busybox-static, and
 //! root (rootful Podman); the containers run with `--network none` and are removed at the end.
 //!
 //! With `agentd` as third argument it measures a whole agent instead: the release `hubd` and
 //! `agentd` (`cargo build --release -p flotilla-hubd -p flotilla-agentd` first) run on 127.0.0.1,
 //! the agent enrolled with `containers_socket` set to the private engine, and the agent process's
-//! CPU and RSS are read from /proc over the intervals, after one interval of warm-up.
+//! CPU and RSS are read from /proc over the intervals, after two intervals of warm-up. ROUNDS
+//! (default 1) runs each; given several agentd binaries (default `target/release/agentd`), they
+//! run one at a time in turn, ROUNDS times, each against the same engine and containers, and the
+//! median of each is printed: a baseline and a candidate compared under the same machine load.
 
 use agentd::link::WorkloadFeed;
 use agentd::workloads::{DeltaFeed, WorkloadSettings, Workloads};
 use flotilla_wire::limits::MAX_METRICS_FRAME;
 use flotilla_wire::msg::MetricsFrame;
 use flotilla_wire::workloads::Access;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -224,95 +227,18 @@ fn proc_rss(pid: u32) -> u64 {
         * 1024
 }
 
-/// A whole agent: release hubd and agentd on 127.0.0.1, the agent reading the private engine.
-fn whole_agent(setup: &Setup, n: usize, intervals: u32) {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
-    let d = setup.dir.path();
-    let run = |args: &[&str], env: &[(&str, &str)]| {
-        let out = Command::new(bin.join(args[0]))
-            .args(&args[1..])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run a release binary (build them first)");
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let hub_dir = d.join("hub");
-    let hub_data = hub_dir.to_str().expect("utf-8");
-    run(
-        &[
-            "hubd",
-            "--data-dir",
-            hub_data,
-            "init",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
-    let mut hub = Command::new(bin.join("hubd"))
-        .args(["--data-dir", hub_data, "run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hubd run");
-    let addr_file = hub_dir.join("hub.addr");
-    for _ in 0..300 {
-        if addr_file.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let token_json = run(
-        &[
-            "hubd",
-            "--data-dir",
-            hub_data,
-            "token",
-            "create",
-            "--role",
-            "agent",
-            "--uses",
-            "1",
-            "--json",
-        ],
-        &[],
-    );
-    let token =
-        serde_json::from_str::<serde_json::Value>(&token_json).expect("token json")["token"]
-            .as_str()
-            .expect("token")
-            .to_string();
-    let agent_dir = d.join("agent");
-    std::fs::create_dir_all(&agent_dir).expect("agent dir");
-    std::fs::write(
-        agent_dir.join("agent.toml"),
-        format!(
-            "containers = \"read\"\nservices = \"off\"\ncontainers_socket = \"{}\"\n",
-            d.join("engine.sock").display()
-        ),
-    )
-    .expect("agent.toml");
-    let agent_data = agent_dir.to_str().expect("utf-8");
-    run(
-        &[
-            "agentd",
-            "--data-dir",
-            agent_data,
-            "enroll",
-            "--name",
-            "bench",
-        ],
-        &[("FLOTILLA_TOKEN", token.as_str())],
-    );
-    let mut agent = Command::new(bin.join("agentd"))
-        .args(["--data-dir", agent_data, "run"])
+/// CPU share of one core and most RSS of one agent run.
+struct AgentRun {
+    cpu_pct: f64,
+    rss_max: u64,
+}
+
+/// Runs `agentd` (enrolled in `agent_dir`) for `intervals` after two of warm-up; its CPU and RSS.
+fn agent_run(agentd: &Path, agent_dir: &Path, intervals: u32) -> AgentRun {
+    let mut agent = Command::new(agentd)
+        .arg("--data-dir")
+        .arg(agent_dir)
+        .arg("run")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -330,18 +256,134 @@ fn whole_agent(setup: &Setup, n: usize, intervals: u32) {
     // SAFETY: kill sends a signal to our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = agent.wait();
+    AgentRun {
+        cpu_pct: cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
+        rss_max,
+    }
+}
+
+/// Whole agents: a release hubd on 127.0.0.1 and each of `agents` (agentd binaries, the release
+/// build by default) enrolled with the private engine, run one at a time, `rounds` times in turn,
+/// so that a baseline and a candidate meet the same machine load.
+fn whole_agent(setup: &Setup, n: usize, intervals: u32, rounds: usize, agents: &[PathBuf]) {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+    let d = setup.dir.path();
+    let run = |program: &Path, args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run a release binary (build them first)");
+        assert!(
+            out.status.success(),
+            "{} {}: {}",
+            program.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let hubd = bin.join("hubd");
+    let hub_dir = d.join("hub");
+    let hub_data = hub_dir.to_str().expect("utf-8");
+    run(
+        &hubd,
+        &["--data-dir", hub_data, "init", "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let mut hub = Command::new(&hubd)
+        .args(["--data-dir", hub_data, "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hubd run");
+    let addr_file = hub_dir.join("hub.addr");
+    for _ in 0..300 {
+        if addr_file.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut agent_dirs = Vec::new();
+    for (i, agentd) in agents.iter().enumerate() {
+        let token_json = run(
+            &hubd,
+            &[
+                "--data-dir",
+                hub_data,
+                "token",
+                "create",
+                "--role",
+                "agent",
+                "--uses",
+                "1",
+                "--json",
+            ],
+            &[],
+        );
+        let token =
+            serde_json::from_str::<serde_json::Value>(&token_json).expect("token json")["token"]
+                .as_str()
+                .expect("token")
+                .to_string();
+        let agent_dir = d.join(format!("agent-{i}"));
+        std::fs::create_dir_all(&agent_dir).expect("agent dir");
+        std::fs::write(
+            agent_dir.join("agent.toml"),
+            format!(
+                "containers = \"read\"\nservices = \"off\"\ncontainers_socket = \"{}\"\n",
+                d.join("engine.sock").display()
+            ),
+        )
+        .expect("agent.toml");
+        let agent_data = agent_dir.to_str().expect("utf-8");
+        run(
+            agentd,
+            &[
+                "--data-dir",
+                agent_data,
+                "enroll",
+                "--name",
+                &format!("bench-{i}"),
+            ],
+            &[("FLOTILLA_TOKEN", token.as_str())],
+        );
+        agent_dirs.push(agent_dir);
+    }
+    let mut runs: Vec<Vec<AgentRun>> = agents.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for (i, agentd) in agents.iter().enumerate() {
+            let r = agent_run(agentd, &agent_dirs[i], intervals);
+            println!(
+                "round {round}, {}: CPU {:.2} % of one core, RSS {:.1} MB at most",
+                agentd.display(),
+                r.cpu_pct,
+                r.rss_max as f64 / 1e6
+            );
+            runs[i].push(r);
+        }
+    }
     let _ = hub.kill();
     let _ = hub.wait();
     println!("containers running:            {n}");
-    println!("whole agentd (release), {intervals} intervals of {INTERVAL_MS} ms over {wall:.1?}");
     println!(
-        "CPU:                           {:.2} % of one core",
-        cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+        "whole agentd, {rounds} runs of {intervals} intervals of {INTERVAL_MS} ms each, in turn"
     );
-    println!(
-        "RSS:                           {:.1} MB at most",
-        rss_max as f64 / 1e6
-    );
+    for (agentd, runs) in agents.iter().zip(&mut runs) {
+        runs.sort_by(|a, b| a.cpu_pct.total_cmp(&b.cpu_pct));
+        let cpu: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.cpu_pct)).collect();
+        println!("{}:", agentd.display());
+        println!(
+            "  CPU:                         {:.2} % of one core median ({} %)",
+            runs[runs.len() / 2].cpu_pct,
+            cpu.join(", ")
+        );
+        println!(
+            "  RSS:                         {:.1} MB at most",
+            runs.iter().map(|r| r.rss_max).max().unwrap_or(0) as f64 / 1e6
+        );
+    }
 }
 
 fn main() {
@@ -349,9 +391,14 @@ fn main() {
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let intervals: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(12);
     let whole = args.next().is_some_and(|a| a == "agentd");
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    let mut agents: Vec<PathBuf> = args.map(PathBuf::from).collect();
+    if agents.is_empty() {
+        agents.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/agentd"));
+    }
     let setup = setup(n);
     if whole {
-        whole_agent(&setup, n, intervals);
+        whole_agent(&setup, n, intervals, rounds, &agents);
         drop(setup);
         return;
     }

@@ -170,13 +170,14 @@ pub async fn run_link<S: sampler::SampleSource>(
     let (sample_tx, sample_rx) = tokio::sync::mpsc::channel(SAMPLE_QUEUE);
     let poller_interval = interval_rx.clone();
     let sampler = tokio::spawn(sampler::run(source, sample_tx, interval_rx, cancel.clone()));
-    // The machine's own containers and units, unless a synthetic feed stands in for them or the
-    // policy reports neither.
+    // The machine's own containers and units, unless a synthetic feed stands in for them. With
+    // both off the poller publishes one inventory naming both absent and waits: each connection
+    // then tells its hub "none", so the hub drops an inventory an earlier run reported.
     let mut poller = None;
     let own = link.exec.workloads.clone();
     let workloads = match workloads {
         Some(feed) => Some(feed),
-        None if own.settings.reports_anything() => {
+        None => {
             let (inventory_tx, inventory_rx) = tokio::sync::watch::channel(None);
             poller = Some(tokio::spawn(workloads::run(
                 own.clone(),
@@ -189,7 +190,6 @@ pub async fn run_link<S: sampler::SampleSource>(
                 own.settings.policy(),
             )) as Box<dyn link::WorkloadFeed>)
         }
-        None => None,
     };
     let outbox = link::Outbox {
         samples: sample_rx,

@@ -3,6 +3,7 @@
 //!
 //! - [`WorkloadSettings`]: the policy keys of agent.toml, resolved once at start.
 //! - `containers`: the engine connection, inventory with stats, actions.
+//! - `libpod`: Podman's own API, for every running container's stats in one request.
 //! - `delta`: the pure differ turning inventories into [`WorkloadDelta`]s for the metrics stream.
 //! - `logs`: the logs stream the hub opens, under QUIC flow control.
 //! - `compose`: which compose tool runs a project and how.
@@ -19,6 +20,8 @@ pub mod containers;
 pub mod delta;
 #[cfg(unix)]
 pub mod journal;
+#[cfg(unix)]
+pub mod libpod;
 pub mod logs;
 #[cfg(unix)]
 pub mod services;
@@ -28,7 +31,7 @@ pub mod unit_actions;
 #[cfg(unix)]
 use services::UnitSource;
 
-pub use containers::{ContainerSource, Engine, EngineError};
+pub use containers::{ContainerSource, Engine, EngineError, StatsApi};
 pub use delta::{Differ, Inventory};
 
 use crate::config::{AgentConfig, ComposeMode};

@@ -20,7 +20,7 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, thread) = hubd::store::Store::open(&dir.path().join("bench.db")).expect("store");
-        let retention = Retention { minute_days: 30, ten_minute_days: 365 };
+        let retention = Retention { minute_days: 30, ten_minute_days: 365, container_days: 30 };
         let history = History::start(store.clone(), retention).await;
         let ids: Vec<IdentityId> = (0..AGENTS).map(|i| IdentityId::from_random(Role::Agent, (i as u64).to_be_bytes())).collect();
         // A round ten-minute boundary, so every agent fills whole buckets.

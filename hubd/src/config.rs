@@ -42,6 +42,10 @@ pub struct HubConfig {
     pub history_minute_days: u32,
     /// Days of 10-minute metrics history kept.
     pub history_ten_minute_days: u32,
+    /// Days of container history (a row per container and minute) kept; unset: as many as
+    /// `history_minute_days`. Container minutes outnumber host minutes by the containers per
+    /// host, so a large container fleet may keep them for less time than the host's.
+    pub container_history_days: Option<u32>,
     /// TCP address of the Prometheus endpoint (`GET /metrics`); none by default. It has no
     /// authentication: keep it on loopback or a management network.
     pub metrics_listen: Option<SocketAddr>,
@@ -72,6 +76,7 @@ impl Default for HubConfig {
             reconnect_per_s: 1000,
             history_minute_days: 30,
             history_ten_minute_days: 365,
+            container_history_days: None,
             metrics_listen: None,
             log_level: None,
             receiver: Vec::new(),
@@ -82,6 +87,12 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
+    /// Days of container history kept: `container_history_days`, else `history_minute_days`.
+    pub fn container_history_days(&self) -> u32 {
+        self.container_history_days
+            .unwrap_or(self.history_minute_days)
+    }
+
     /// Reads `hub.toml` from `data_dir`.
     pub fn load(data_dir: &Path) -> Result<Self, HubError> {
         let path = data_dir.join(CONFIG_FILE);
@@ -124,6 +135,11 @@ impl HubConfig {
                 "history_minute_days = {} and history_ten_minute_days = {}: both must be at least 1 and the 10-minute history at least as long",
                 self.history_minute_days, self.history_ten_minute_days
             )));
+        }
+        if self.container_history_days == Some(0) {
+            return Err(HubError::Config(
+                "container_history_days = 0: keep at least 1 day, or leave it unset to keep as many as history_minute_days".into(),
+            ));
         }
         if self.reconnect_per_s == 0 {
             return Err(HubError::Config(
@@ -251,6 +267,28 @@ mod tests {
                 .expect_err("too small")
                 .to_string()
                 .contains("1000 ms minimum")
+        );
+    }
+
+    #[test]
+    fn container_history_keeps_the_host_minutes_days_unless_set() {
+        let host = HubConfig {
+            history_minute_days: 7,
+            ..HubConfig::default()
+        };
+        assert_eq!(host.container_history_days(), 7);
+        let set: HubConfig =
+            toml::from_str("history_minute_days = 7\ncontainer_history_days = 2\n")
+                .expect("parses");
+        assert_eq!(set.container_history_days(), 2);
+        set.validate().expect("valid");
+        let zero = HubConfig {
+            container_history_days: Some(0),
+            ..HubConfig::default()
+        };
+        assert!(
+            matches!(zero.validate(), Err(HubError::Config(m)) if m.starts_with("container_history_days = 0")),
+            "zero days refused"
         );
     }
 

@@ -32,6 +32,8 @@ pub struct Retention {
     pub minute_days: u32,
     /// Days of 10-minute buckets.
     pub ten_minute_days: u32,
+    /// Days of container minutes (`container_history_days`).
+    pub container_days: u32,
 }
 
 /// Front of the history writer, and its owner: [`History::close`] flushes the minutes in progress
@@ -88,7 +90,7 @@ impl History {
         self.retention.send_replace(retention);
     }
 
-    /// Follows retention changes (the container history prunes by the same minute retention).
+    /// Follows retention changes (the container history prunes by its own days, set here too).
     pub fn retention_watch(&self) -> watch::Receiver<Retention> {
         self.retention.subscribe()
     }

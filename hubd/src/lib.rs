@@ -273,6 +273,7 @@ async fn open_ctx(
     let retention = history::Retention {
         minute_days: config.history_minute_days,
         ten_minute_days: config.history_ten_minute_days,
+        container_days: config.container_history_days(),
     };
     let history = history::History::start(store.clone(), retention).await;
     let container_history =

@@ -11,6 +11,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "metrics_interval_ms",
     "history_minute_days",
     "history_ten_minute_days",
+    "container_history_days",
     "log_level",
     "receiver",
     "notify",
@@ -71,13 +72,19 @@ pub fn apply(ctx: &HubCtx, running: &HubConfig, new: &HubConfig) -> (ReloadRepor
     if (
         effective.history_minute_days,
         effective.history_ten_minute_days,
-    ) != (new.history_minute_days, new.history_ten_minute_days)
-    {
+        effective.container_history_days,
+    ) != (
+        new.history_minute_days,
+        new.history_ten_minute_days,
+        new.container_history_days,
+    ) {
         effective.history_minute_days = new.history_minute_days;
         effective.history_ten_minute_days = new.history_ten_minute_days;
+        effective.container_history_days = new.container_history_days;
         ctx.history.set_retention(history::Retention {
             minute_days: new.history_minute_days,
             ten_minute_days: new.history_ten_minute_days,
+            container_days: new.container_history_days(),
         });
     }
     if effective.alert != new.alert {

@@ -2,9 +2,12 @@
 //! finding and keeping the connection, the inventory with per-container stats, and the actions.
 //!
 //! Stats are asked one-shot (no two-second wait for a second sample, as `docker stats` does) and
-//! rates are computed here against the previous interval's counters, so one poll of N running
-//! containers is N small requests, a few at a time.
+//! rates are computed here against the previous interval's counters. On Podman one libpod request
+//! (`libpod.rs`) brings every running container's counters; Docker's API has no such call, so
+//! with Docker one poll of N running containers is N small requests, a few at a time.
 
+#[cfg(unix)]
+use super::libpod::{self, LibpodError, PodStats};
 use bollard::Docker;
 use bollard::models::{
     ContainerStatsResponse, ContainerSummary, ContainerSummaryHealthStatusEnum,
@@ -18,10 +21,10 @@ use flotilla_wire::workloads::{
     ContainerAction, ContainerInfo, ContainerState, ContainerStats, Health, PortMap, SourceState,
 };
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Seconds an engine request may take before it counts as a failure: a wedged engine must not
 /// stall the inventory for ever, and a busy one answers `stop` within the stop timeout plus this.
@@ -67,6 +70,8 @@ struct Connected {
     docker: Docker,
     socket: PathBuf,
     state: SourceState,
+    /// The engine is Podman, whose libpod API answers all stats at once.
+    podman: bool,
 }
 
 impl Engine {
@@ -134,6 +139,7 @@ impl Engine {
                 .find(|c| c.name.to_ascii_lowercase().contains("podman"))
                 .map(|c| c.version.clone())
         });
+        let is_podman = podman.is_some();
         let state = match podman {
             Some(v) => SourceState::Up {
                 name: "podman".into(),
@@ -149,6 +155,7 @@ impl Engine {
             docker,
             socket: socket.clone(),
             state,
+            podman: is_podman,
         };
         if let Ok(mut slot) = self.conn.lock() {
             *slot = Some(c.clone());
@@ -275,6 +282,26 @@ struct Counters {
     blk_write: u64,
 }
 
+/// One container's stats at one instant, whichever API read them: the counters that rates come
+/// from and the gauges as read.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    counters: Counters,
+    mem_used: u64,
+    mem_limit: u64,
+    pids: u32,
+}
+
+/// Which API a poll read the running containers' stats from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsApi {
+    /// Podman's libpod API: every running container in one request.
+    Libpod,
+    /// The Docker Engine API: one request per running container (Docker, or a Podman whose libpod
+    /// stats failed).
+    PerContainer,
+}
+
 /// What `inspect` adds to the list: asked again only when the list's view of a container changes.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Details {
@@ -290,6 +317,12 @@ pub struct ContainerSource {
     answering: bool,
     previous: HashMap<String, Counters>,
     details: HashMap<String, (String, Details)>,
+    /// Podman's libpod stats may be asked: cleared for good when the engine says it has none.
+    libpod_stats: bool,
+    /// Where the last poll's stats came from.
+    stats_api: Option<StatsApi>,
+    /// The last libpod request succeeded (or none failed yet): a failure is worth one warning.
+    libpod_answering: bool,
 }
 
 /// One poll's result.
@@ -309,7 +342,22 @@ impl ContainerSource {
             answering: false,
             previous: HashMap::new(),
             details: HashMap::new(),
+            libpod_stats: true,
+            stats_api: None,
+            libpod_answering: true,
         }
+    }
+
+    /// Reads stats through Docker's per-container API even on Podman, as with an engine that has
+    /// no libpod API: both ways can then be compared on one engine.
+    pub fn per_container_stats(mut self) -> Self {
+        self.libpod_stats = false;
+        self
+    }
+
+    /// The API the last poll read stats from; `None` before a poll reached the engine.
+    pub fn stats_api(&self) -> Option<StatsApi> {
+        self.stats_api
     }
 
     /// Lists containers and takes stats of the running ones. Never fails: an engine that is
@@ -366,7 +414,61 @@ impl ContainerSource {
             .filter(|c| c.state == ContainerState::Running)
             .map(|c| c.id.clone())
             .collect();
-        let docker = &connected.docker;
+        let samples = self.samples(&connected, running).await;
+        let mut stats = Vec::with_capacity(samples.len());
+        let mut seen = HashMap::with_capacity(samples.len());
+        for (id, sample) in samples {
+            stats.push(rates(&id, &sample, self.previous.get(&id)));
+            seen.insert(id, sample.counters);
+        }
+        stats.sort_by(|a, b| a.id.cmp(&b.id));
+        self.previous = seen;
+        let ids: HashSet<&str> = infos.iter().map(|c| c.id.as_str()).collect();
+        self.details.retain(|id, _| ids.contains(id.as_str()));
+        ContainerPoll {
+            state: connected.state.clone(),
+            inventory: Some((infos, stats)),
+        }
+    }
+
+    /// Stats of the `running` containers: on Podman all of them in one libpod request, else (or
+    /// when that failed) one Docker API request each, a few at a time. A container whose stats
+    /// could not be read (it stopped meanwhile) is left out.
+    async fn samples(&mut self, c: &Connected, running: Vec<String>) -> Vec<(String, Sample)> {
+        #[cfg(unix)]
+        if c.podman && self.libpod_stats {
+            let timeout = Duration::from_secs(ENGINE_TIMEOUT_S);
+            match libpod::all_stats(&c.socket, timeout).await {
+                Ok(all) => {
+                    let at = Instant::now();
+                    self.libpod_answering = true;
+                    self.stats_api = Some(StatsApi::Libpod);
+                    // Started since the list: its stats wait for the list that names it.
+                    let running: HashSet<&str> = running.iter().map(String::as_str).collect();
+                    return all
+                        .into_iter()
+                        .filter(|s| running.contains(s.container_id.as_str()))
+                        .map(|s| {
+                            let sample = libpod_sample(&s, at);
+                            (s.container_id, sample)
+                        })
+                        .collect();
+                }
+                Err(error @ LibpodError::Unsupported { .. }) => {
+                    tracing::info!(%error, "container stats: one request per container");
+                    self.libpod_stats = false;
+                }
+                Err(error) => {
+                    // Once per run of failures: the per-container path still gives the stats.
+                    if self.libpod_answering {
+                        tracing::warn!(%error, "container stats: one request per container until libpod answers");
+                    }
+                    self.libpod_answering = false;
+                }
+            }
+        }
+        self.stats_api = Some(StatsApi::PerContainer);
+        let docker = &c.docker;
         let responses: Vec<(String, Option<ContainerStatsResponse>)> =
             futures::stream::iter(running)
                 .map(|id| async move {
@@ -383,24 +485,11 @@ impl ContainerSource {
                 .buffer_unordered(STATS_CONCURRENCY)
                 .collect()
                 .await;
-        let now = Instant::now();
-        let mut stats = Vec::with_capacity(responses.len());
-        let mut seen = HashMap::with_capacity(responses.len());
-        for (id, response) in responses {
-            let Some(r) = response else { continue };
-            let counters = counters_of(&r, now);
-            let s = rates(&id, &r, self.previous.get(&id), &counters);
-            seen.insert(id, counters);
-            stats.push(s);
-        }
-        stats.sort_by(|a, b| a.id.cmp(&b.id));
-        self.previous = seen;
-        let ids: std::collections::HashSet<&str> = infos.iter().map(|c| c.id.as_str()).collect();
-        self.details.retain(|id, _| ids.contains(id.as_str()));
-        ContainerPoll {
-            state: connected.state.clone(),
-            inventory: Some((infos, stats)),
-        }
+        let at = Instant::now();
+        responses
+            .into_iter()
+            .filter_map(|(id, r)| Some((id, docker_sample(&r?, at))))
+            .collect()
     }
 
     /// A container's info from the list, with the details `inspect` adds, asked only when the
@@ -515,7 +604,8 @@ fn health_of(s: &ContainerSummary) -> Health {
     }
 }
 
-fn counters_of(r: &ContainerStatsResponse, at: Instant) -> Counters {
+/// A sample from Docker's stats document of one container.
+fn docker_sample(r: &ContainerStatsResponse, at: Instant) -> Sample {
     let cpu_ns = r
         .cpu_stats
         .as_ref()
@@ -542,23 +632,6 @@ fn counters_of(r: &ContainerStatsResponse, at: Instant) -> Counters {
             _ => {}
         }
     }
-    Counters {
-        at,
-        cpu_ns,
-        net_rx,
-        net_tx,
-        blk_read,
-        blk_write,
-    }
-}
-
-/// One interval's stats against the previous counters (rates 0 on the first).
-fn rates(
-    id: &str,
-    r: &ContainerStatsResponse,
-    prev: Option<&Counters>,
-    now: &Counters,
-) -> ContainerStats {
     let mem = r.memory_stats.as_ref();
     let usage = mem.and_then(|m| m.usage).unwrap_or(0);
     // As `docker stats`: page cache the kernel can drop is not "used".
@@ -570,8 +643,15 @@ fn rates(
         })
         .copied()
         .unwrap_or(0);
-    let mut s = ContainerStats {
-        id: id.to_string(),
+    Sample {
+        counters: Counters {
+            at,
+            cpu_ns,
+            net_rx,
+            net_tx,
+            blk_read,
+            blk_write,
+        },
         mem_used: usage.saturating_sub(cache),
         mem_limit: mem.and_then(|m| m.limit).unwrap_or(0),
         pids: r
@@ -580,8 +660,39 @@ fn rates(
             .and_then(|p| p.current)
             .unwrap_or(0)
             .min(u64::from(u32::MAX)) as u32,
+    }
+}
+
+/// A sample from libpod's stats of one container: the same cgroup counters Podman builds its
+/// Docker-compatible document from (memory as `podman stats` shows it, which is also the
+/// `usage` of that document).
+#[cfg(unix)]
+fn libpod_sample(s: &PodStats, at: Instant) -> Sample {
+    Sample {
+        counters: Counters {
+            at,
+            cpu_ns: s.cpu_nano,
+            net_rx: s.net_input,
+            net_tx: s.net_output,
+            blk_read: s.block_input,
+            blk_write: s.block_output,
+        },
+        mem_used: s.mem_usage,
+        mem_limit: s.mem_limit,
+        pids: s.pids.min(u64::from(u32::MAX)) as u32,
+    }
+}
+
+/// One interval's stats against the previous counters (rates 0 on the first).
+fn rates(id: &str, now: &Sample, prev: Option<&Counters>) -> ContainerStats {
+    let mut s = ContainerStats {
+        id: id.to_string(),
+        mem_used: now.mem_used,
+        mem_limit: now.mem_limit,
+        pids: now.pids,
         ..ContainerStats::default()
     };
+    let now = &now.counters;
     if let Some(p) = prev {
         let secs = now.at.duration_since(p.at).as_secs_f64();
         if secs > 0.0 {
@@ -653,15 +764,58 @@ mod tests {
             blk_read: 0,
             blk_write: 0,
         };
-        let mut now = counters_of(&r, t0 + std::time::Duration::from_secs(2));
-        now.net_rx = 2_000;
-        let s = rates("c", &r, Some(&prev), &now);
+        let mut now = docker_sample(&r, t0 + Duration::from_secs(2));
+        now.counters.net_rx = 2_000;
+        let s = rates("c", &now, Some(&prev));
         assert!((s.cpu_pct - 100.0).abs() < 0.01, "{}", s.cpu_pct);
         assert_eq!(s.mem_used, 6_000);
         assert_eq!(s.mem_limit, 1 << 30);
         assert_eq!(s.net_rx_bps, 1_000);
-        let first = rates("c", &r, None, &now);
+        let first = rates("c", &now, None);
         assert_eq!(first.cpu_pct, 0.0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn libpod_counters_give_the_same_rates() {
+        let t0 = Instant::now();
+        let prev = libpod_sample(
+            &PodStats {
+                container_id: "c".into(),
+                cpu_nano: 1_000_000_000,
+                mem_usage: 5_000,
+                mem_limit: 1 << 30,
+                net_input: 0,
+                net_output: 100,
+                block_input: 0,
+                block_output: 0,
+                pids: 2,
+            },
+            t0,
+        );
+        let now = libpod_sample(
+            &PodStats {
+                container_id: "c".into(),
+                cpu_nano: 2_000_000_000,
+                mem_usage: 6_000,
+                mem_limit: 1 << 30,
+                net_input: 4_000,
+                net_output: 2_100,
+                block_input: 8_000,
+                block_output: 10_000,
+                pids: 3,
+            },
+            t0 + Duration::from_secs(2),
+        );
+        let s = rates("c", &now, Some(&prev.counters));
+        assert!((s.cpu_pct - 50.0).abs() < 0.01, "{}", s.cpu_pct);
+        assert_eq!(
+            (s.mem_used, s.mem_limit, s.pids),
+            (6_000, 1 << 30, 3),
+            "gauges as read"
+        );
+        assert_eq!((s.net_rx_bps, s.net_tx_bps), (2_000, 1_000));
+        assert_eq!((s.blk_read_bps, s.blk_write_bps), (4_000, 5_000));
     }
 
     #[test]

@@ -73,12 +73,10 @@ impl Differ {
     /// The frames that bring the hub from what it was told to `inv`; empty when nothing changed
     /// and nothing runs.
     pub fn next(&mut self, inv: &Inventory) -> Vec<WorkloadDelta> {
-        // A machine without an engine or systemd (or with both off) has nothing to report: the
-        // hub hears nothing, and its views show no workload section, until a source appears.
-        if !self.started && inv.engine == SourceState::Absent && inv.systemd == SourceState::Absent
-        {
-            return Vec::new();
-        }
+        // A machine without an engine or systemd (or with both off) still sends its first delta:
+        // full, both sources absent, nothing listed. That explicit "none" makes a hub that held an
+        // inventory from an earlier connection (the engine since removed, or the policy now off)
+        // drop it; after it, nothing is sent until a source appears.
         let came_back = |prev: &Option<SourceState>, now: &SourceState| {
             is_up(now) && prev.as_ref().is_some_and(|p| !is_up(p))
         };
@@ -324,14 +322,27 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_sent_until_a_source_exists() {
+    fn without_a_source_one_full_delta_says_none_then_nothing_until_one_appears() {
         let mut d = Differ::new(policy());
         let absent = Inventory {
             containers: Some(Vec::new()),
             units: Some(Vec::new()),
             ..Inventory::default()
         };
-        assert!(d.next(&absent).is_empty());
+        let none = d.next(&absent);
+        assert_eq!(
+            none,
+            [WorkloadDelta {
+                at_ms: absent.at_ms,
+                full: true,
+                policy: Some(policy()),
+                engine: Some(SourceState::Absent),
+                systemd: Some(SourceState::Absent),
+                ..WorkloadDelta::default()
+            }],
+            "the hub drops what it held"
+        );
+        assert!(d.next(&absent).is_empty(), "then quiet");
         assert!(d.next(&absent).is_empty());
         let a = c("a", ContainerState::Exited);
         let first = d.next(&inv(Some(vec![a.clone()])));

@@ -1,5 +1,6 @@
 //! Container history writer: finished container minutes go to one task that stores them in batched
-//! transactions and prunes what is past the minute retention of host history.
+//! transactions and prunes what is past `container_history_days` (by default the host history's
+//! minute retention).
 
 use super::MinuteRow;
 use crate::history::Retention;
@@ -60,7 +61,7 @@ impl ContainerHistory {
 }
 
 async fn prune(store: &Store, retention: Retention) {
-    let cut = now_ms().saturating_sub(u64::from(retention.minute_days) * 86_400_000);
+    let cut = now_ms().saturating_sub(u64::from(retention.container_days) * 86_400_000);
     match store
         .call(move |c| Ok(store::workloads::prune(c, cut)?))
         .await

@@ -9,7 +9,9 @@ use crate::harness::podman::{IMAGE, Podman};
 use crate::harness::{AgentSpec, DEADLINE, Fleet, agentd_bin, run_cmd, run_json, within};
 use agentd::AgentConfig;
 use agentd::config::{Access, ComposeMode};
-use agentd::workloads::{Differ, Inventory, WorkloadSettings, Workloads};
+use agentd::workloads::{
+    ContainerSource, Differ, Engine, Inventory, StatsApi, WorkloadSettings, Workloads,
+};
 use flotilla_wire::Role;
 use flotilla_wire::exec::{AgentEvent, ExecCommand, ExecEvent, ExecRequest, FailureKind};
 use flotilla_wire::workloads::{Access as WireAccess, ComposeAction, ContainerState, SourceState};
@@ -204,6 +206,142 @@ async fn inventory_and_stats_come_from_the_engine() {
         .expect("stopped container listed with --all");
     assert_eq!(quiet_row["info"]["state"], "exited");
     assert_eq!(quiet_row["agent_name"], "web-1");
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_stats_come_in_one_request_and_agree_with_the_per_container_api() {
+    let podman = Podman::start().await;
+    let burner = podman.container("burner", "while :; do :; done").await;
+    let idle = podman.container("idle", "sleep 3600").await;
+    let engine = Arc::new(Engine::new(vec![podman.socket.clone()]));
+    let mut bulk = ContainerSource::new(engine.clone());
+    let mut each = ContainerSource::new(engine).per_container_stats();
+    let (bulk_stats, each_stats) = within(
+        Duration::from_secs(60),
+        "both ways show the burner busy",
+        async {
+            loop {
+                let b = bulk.poll().await.inventory.expect("engine answers").1;
+                let e = each.poll().await.inventory.expect("engine answers").1;
+                let busy = |stats: &[flotilla_wire::workloads::ContainerStats]| {
+                    stats.iter().any(|s| s.id == burner && s.cpu_pct > 20.0)
+                };
+                if busy(&b) && busy(&e) {
+                    return (b, e);
+                }
+                // Rates need a second sample some time after the first; nothing signals a
+                // counter moving, and the deadline bounds the loop.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        bulk.stats_api(),
+        Some(StatsApi::Libpod),
+        "Podman: one request"
+    );
+    assert_eq!(each.stats_api(), Some(StatsApi::PerContainer));
+    for stats in [&bulk_stats, &each_stats] {
+        let ids: Vec<&str> = stats.iter().map(|s| s.id.as_str()).collect();
+        let mut want = vec![burner.as_str(), idle.as_str()];
+        want.sort();
+        assert_eq!(ids, want, "stats of the two running containers, by id");
+    }
+    for (b, e) in bulk_stats.iter().zip(&each_stats) {
+        assert!(b.mem_used > 0 && b.mem_limit >= b.mem_used, "{b:?}");
+        assert_eq!(b.mem_limit, e.mem_limit, "same limit: {b:?} {e:?}");
+        assert_eq!(b.pids, e.pids, "same processes: {b:?} {e:?}");
+        assert!(b.pids >= 1, "{b:?}");
+    }
+    let cpu = |stats: &[flotilla_wire::workloads::ContainerStats], id: &str| {
+        stats.iter().find(|s| s.id == id).map(|s| s.cpu_pct)
+    };
+    assert!(
+        cpu(&bulk_stats, &idle) < Some(5.0),
+        "the sleeper is idle: {bulk_stats:?}"
+    );
+    // A container stopped drops out of the one-request stats as from the list's running set.
+    podman.run(&["stop", "--time", "0", "idle"]).await;
+    let after = within(Duration::from_secs(30), "the idle one stopped", async {
+        loop {
+            let (list, stats) = bulk.poll().await.inventory.expect("engine answers");
+            if list
+                .iter()
+                .any(|c| c.id == idle && c.state != ContainerState::Running)
+            {
+                return stats;
+            }
+            // podman stop returned; the engine's list may lag by a moment (bounded by the deadline).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        after.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [burner.as_str()],
+        "stats of running containers only"
+    );
+    assert_eq!(bulk.stats_api(), Some(StatsApi::Libpod));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_back_without_sources_makes_the_hub_drop_its_old_inventory() {
+    let podman = Podman::start().await;
+    podman.container("steady", "sleep 3600").await;
+    let mut fleet = Fleet::builder()
+        .agent(agent("web-1", &podman, Access::Read))
+        .start()
+        .await;
+    let rows_of_web_1 = |out: &str| -> usize {
+        serde_json::from_str::<serde_json::Value>(out)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r["agent_name"] == "web-1")
+            .count()
+    };
+    within(Duration::from_secs(30), "ps lists steady", async {
+        loop {
+            let (status, out, err) = flotilla(&fleet, &["ps", "--all", "--json"]).await;
+            assert_eq!(status, 0, "{err}");
+            if rows_of_web_1(&out) == 1 {
+                return;
+            }
+            // The inventory reaches the hub at the agent's next sample; no event says so.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+
+    // The same agent comes back with containers and services off: it says "none", and the
+    // hub forgets the containers it kept while the agent was away.
+    fleet.stop_agent("web-1").await;
+    let (status, out, _) = flotilla(&fleet, &["ps", "--all", "--json"]).await;
+    assert_eq!((status, rows_of_web_1(&out)), (0, 1), "kept while offline");
+    let web = fleet.agent_mut("web-1");
+    web.config.containers = Access::Off;
+    web.config.services = Access::Off;
+    web.start();
+    web.wait_connected().await;
+    within(
+        Duration::from_secs(30),
+        "ps drops web-1's containers",
+        async {
+            loop {
+                let (status, out, err) = flotilla(&fleet, &["ps", "--all", "--json"]).await;
+                assert_eq!(status, 0, "{err}");
+                if rows_of_web_1(&out) == 0 {
+                    return;
+                }
+                // As above: the "none" comes with the agent's first sample.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        },
+    )
+    .await;
     fleet.shutdown().await;
 }
 
