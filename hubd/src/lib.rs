@@ -24,6 +24,7 @@ pub mod reload;
 pub mod service;
 mod session;
 pub mod settings;
+pub mod shell;
 pub mod stats;
 pub mod store;
 pub mod workloads;

@@ -1,0 +1,3 @@
+//! Interactive shells relayed by the hub, and their recordings.
+
+pub mod recording;
