@@ -144,7 +144,10 @@ pub(crate) async fn serve_open(
     // Bulk data yields to the control and metrics streams.
     let _ = send.set_priority(-1);
     let (result, what) = match open {
-        HubStreamOpen::Exec(_) | HubStreamOpen::Ping { .. } | HubStreamOpen::Logs(_) => {
+        HubStreamOpen::Exec(_)
+        | HubStreamOpen::Ping { .. }
+        | HubStreamOpen::Logs(_)
+        | HubStreamOpen::Shell(_) => {
             let _ = send.reset(flotilla_wire::ErrorCode::BadRequest.as_u32().into());
             return;
         }

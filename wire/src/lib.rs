@@ -16,6 +16,7 @@ pub mod io;
 pub mod limits;
 pub mod msg;
 pub mod sessions;
+pub mod shell;
 pub mod text;
 pub mod token;
 pub mod workloads;
