@@ -1,6 +1,8 @@
 //! Interactive shells: `StreamOpen::Shell` relays a PTY on an agent to one operator, and
 //! `StreamOpen::ShellJoin` lets an admin watch a live session.
 
+pub mod recording;
+
 use crate::HubCtx;
 use crate::admin::Actor;
 use flotilla_wire::ErrorCode;
