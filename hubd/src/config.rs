@@ -48,6 +48,12 @@ pub struct HubConfig {
     /// Log filter (`info`, `debug`, `hubd=debug,quinn=warn`…) when `RUST_LOG` is not set; SIGHUP
     /// applies a change.
     pub log_level: Option<String>,
+    /// Shell sessions whose recording cannot be written are ended, and new ones refused, so no
+    /// shell runs unrecorded; `false` lets them go on without a recording (a warning is logged).
+    pub recordings_required: bool,
+    /// Record what shell users type too. Off by default: keystrokes include passwords typed at
+    /// prompts that do not echo.
+    pub recordings_input: bool,
 }
 
 impl Default for HubConfig {
@@ -65,6 +71,8 @@ impl Default for HubConfig {
             history_ten_minute_days: 365,
             metrics_listen: None,
             log_level: None,
+            recordings_required: true,
+            recordings_input: false,
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct HubCtx {
     pub workloads: workloads::Workloads,
     /// Container history writer.
     pub container_history: workloads::history::ContainerHistory,
+    /// Live shell sessions and where they are recorded.
+    pub shells: Arc<shell::Shells>,
 }
 
 /// What `hubd init` made.
@@ -269,6 +271,11 @@ async fn open_ctx(
     let container_history =
         workloads::history::ContainerHistory::start(store.clone(), history.retention_watch()).await;
     let registry = Registry::new(config.metrics_interval_ms);
+    let shells = Arc::new(shell::Shells::new(
+        paths.data_dir.join(shell::RECORDINGS_DIR),
+        config.recordings_input,
+        config.recordings_required,
+    ));
     let ctx = HubCtx {
         store,
         registry,
@@ -282,6 +289,7 @@ async fn open_ctx(
         tickets,
         workloads: workloads::Workloads::default(),
         container_history,
+        shells,
     };
     Ok((Arc::new(ctx), store_thread))
 }
