@@ -48,6 +48,13 @@ pub struct HubConfig {
     /// Log filter (`info`, `debug`, `hubd=debug,quinn=warn`…) when `RUST_LOG` is not set; SIGHUP
     /// applies a change.
     pub log_level: Option<String>,
+    /// Shell recordings older than this (`90d`, `12h`) are deleted; their sessions stay listed.
+    pub recordings_max_age: String,
+    /// Total bytes of shell recordings kept; past it the oldest are deleted first.
+    pub recordings_max_bytes: u64,
+    /// Record what shell users type as well as what they see. Off by default: keystrokes hold
+    /// passwords typed at prompts that do not echo.
+    pub recordings_input: bool,
 }
 
 impl Default for HubConfig {
@@ -65,6 +72,9 @@ impl Default for HubConfig {
             history_ten_minute_days: 365,
             metrics_listen: None,
             log_level: None,
+            recordings_max_age: "90d".into(),
+            recordings_max_bytes: 10 << 30,
+            recordings_input: false,
         }
     }
 }
@@ -131,6 +141,24 @@ impl HubConfig {
                 "handshake_timeout_s = {} must be between 1 and 30",
                 self.handshake_timeout_s
             )));
+        }
+        match flotilla_wire::text::parse_duration(&self.recordings_max_age) {
+            Ok(d) if !d.is_zero() => {}
+            Ok(_) => {
+                return Err(HubError::Config(
+                    "recordings_max_age must be longer than 0 (e.g. 90d)".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(HubError::Config(format!(
+                    "recordings_max_age: {e} (e.g. 90d, 12h)"
+                )));
+            }
+        }
+        if self.recordings_max_bytes == 0 {
+            return Err(HubError::Config(
+                "recordings_max_bytes must be at least 1".into(),
+            ));
         }
         if let Some(level) = &self.log_level
             && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
@@ -202,6 +230,10 @@ impl HubPaths {
     /// hub resumes its former peers' sessions instead of a full handshake with each.
     pub fn ticket_key(&self) -> PathBuf {
         self.data_dir.join("tls-ticket.key")
+    }
+    /// Shell session recordings (0700; each file 0600).
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
     }
     /// Written at start-up with the bound address, for scripts and tests.
     pub fn addr_file(&self) -> PathBuf {

@@ -2,6 +2,7 @@
 //! `StreamOpen::ShellJoin` lets an admin watch a live session.
 
 pub mod recording;
+pub mod sessions;
 
 use crate::HubCtx;
 use crate::admin::Actor;
