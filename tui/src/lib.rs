@@ -23,6 +23,7 @@ pub mod format;
 pub mod history;
 pub mod keymap;
 pub mod mux;
+pub mod sessions;
 pub mod strings;
 pub mod ui;
 pub mod util;

@@ -84,14 +84,21 @@ pub struct SessionStart {
 /// on each resize, and [`Recorder::finish`] once, at the end.
 pub struct Recorder {
     id: ShellSessionId,
-    recording: Recording,
+    /// `None`: the session runs unrecorded (the recording could not be made and the hub does not
+    /// require one).
+    recording: Option<Recording>,
 }
 
 impl Recorder {
     /// Creates the recording file and the session's `live` row. A recording that cannot be made
-    /// refuses the session: nothing runs unrecorded. The refusal names the cause without the
-    /// hub's paths (the hub's log has them).
-    pub async fn start(ctx: &HubCtx, start: SessionStart) -> Result<Self, HubError> {
+    /// refuses the session when `required` (nothing runs unrecorded); otherwise the session is
+    /// listed without a recording. The refusal names the cause without the hub's paths (the
+    /// hub's log has them).
+    pub async fn start(
+        ctx: &HubCtx,
+        start: SessionStart,
+        required: bool,
+    ) -> Result<Self, HubError> {
         let started_ms = now_ms();
         let op = start.operator.clone();
         let operator_name = ctx
@@ -110,12 +117,22 @@ impl Recorder {
             term: start.term.clone(),
             record_input: ctx.sessions.record_input,
         };
-        let recording = Recording::create(&ctx.sessions.dir, meta)
-            .await
-            .map_err(|e| {
+        let recording = match Recording::create(&ctx.sessions.dir, meta).await {
+            Ok(r) => Some(r),
+            Err(e) if required => {
                 tracing::error!(session = %start.id, error = %e, "cannot record a shell session");
-                HubError::refused(ErrorCode::Internal, refusal_of(&e))
-            })?;
+                return Err(HubError::refused(ErrorCode::Internal, refusal_of(&e)));
+            }
+            Err(e) => {
+                tracing::warn!(session = %start.id, error = %e, "shell session runs unrecorded");
+                None
+            }
+        };
+        let file = if recording.is_some() {
+            format!("{}{RECORDING_SUFFIX}", start.id)
+        } else {
+            String::new()
+        };
         let row = NewSession {
             id: start.id,
             operator: start.operator,
@@ -125,7 +142,7 @@ impl Recorder {
             container: start.container.unwrap_or_default(),
             command,
             started_ms,
-            file: format!("{}{RECORDING_SUFFIX}", start.id),
+            file,
         };
         ctx.store
             .call(move |c| Ok(store::sessions::begin(c, &row)?))
@@ -141,25 +158,43 @@ impl Recorder {
         self.id
     }
 
+    /// Whether the session is being recorded.
+    pub fn recorded(&self) -> bool {
+        self.recording.is_some()
+    }
+
     /// Records output the client was sent. Cancel-safe (see [`Recording::output`]).
     pub async fn output(&self, data: &[u8]) -> Result<(), RecordingError> {
-        self.recording.output(now_ms(), data).await
+        match &self.recording {
+            Some(r) => r.output(now_ms(), data).await,
+            None => Ok(()),
+        }
     }
 
     /// Records input the client typed, when the hub records input. Cancel-safe.
     pub async fn input(&self, data: &[u8]) -> Result<(), RecordingError> {
-        self.recording.input(now_ms(), data).await
+        match &self.recording {
+            Some(r) => r.input(now_ms(), data).await,
+            None => Ok(()),
+        }
     }
 
     /// Records a resize. Cancel-safe.
     pub async fn resize(&self, size: WindowSize) -> Result<(), RecordingError> {
-        self.recording.resize(now_ms(), size.cols, size.rows).await
+        match &self.recording {
+            Some(r) => r.resize(now_ms(), size.cols, size.rows).await,
+            None => Ok(()),
+        }
     }
 
     /// Resolves once writing the recording failed: end the session with
-    /// `ShellEnd::RecordingFailed` and the message of [`refusal_of`]. Cancel-safe.
+    /// `ShellEnd::RecordingFailed` and the message of [`refusal_of`]. Never resolves for an
+    /// unrecorded session. Cancel-safe.
     pub async fn failed(&self) {
-        self.recording.failed().await;
+        match &self.recording {
+            Some(r) => r.failed().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Closes the recording, records how the session ended and lets retention run.
@@ -168,12 +203,15 @@ impl Recorder {
         ctx: &HubCtx,
         exit: Option<ShellExit>,
         reason: &str,
-    ) -> Result<RecordingSummary, RecordingError> {
+    ) -> Result<Option<RecordingSummary>, RecordingError> {
         let status = exit.map(ShellExit::status);
-        let result = self.recording.finish(status, reason).await;
+        let result = match self.recording {
+            Some(r) => r.finish(status, reason).await.map(Some),
+            None => Ok(None),
+        };
         let (bytes, size) = match &result {
-            Ok(s) => (s.output_bytes, s.size),
-            Err(_) => (0, 0),
+            Ok(Some(s)) => (s.output_bytes, s.size),
+            _ => (0, 0),
         };
         let reason = match &result {
             Ok(_) => reason.to_owned(),

@@ -286,6 +286,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Sessions { limit, json } => {
+            exec_like(&cli, |c| async move {
+                crate::sessions::sessions_command(&c, *limit, *json).await
+            })
+            .await
+        }
+        Command::Replay { id, speed, raw } => {
+            let opts = crate::sessions::ReplayOptions {
+                speed: *speed,
+                raw: *raw,
+            };
+            exec_like(&cli, |c| async move {
+                crate::sessions::replay_command(&c, *id, opts).await
+            })
+            .await
+        }
         Command::Audit { limit, json } => {
             exec_like(&cli, |c| async move {
                 crate::exec::audit_command(&c, *limit, *json).await
