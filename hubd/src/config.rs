@@ -52,8 +52,11 @@ pub struct HubConfig {
     pub recordings_max_age: String,
     /// Total bytes of shell recordings kept; past it the oldest are deleted first.
     pub recordings_max_bytes: u64,
-    /// Record what shell users type as well as what they see. Off by default: keystrokes hold
-    /// passwords typed at prompts that do not echo.
+    /// Shell sessions whose recording cannot be written are ended, and new ones refused, so no
+    /// shell runs unrecorded; `false` lets them go on without a recording (a warning is logged).
+    pub recordings_required: bool,
+    /// Record what shell users type too. Off by default: keystrokes include passwords typed at
+    /// prompts that do not echo.
     pub recordings_input: bool,
 }
 
@@ -74,6 +77,7 @@ impl Default for HubConfig {
             log_level: None,
             recordings_max_age: "90d".into(),
             recordings_max_bytes: 10 << 30,
+            recordings_required: true,
             recordings_input: false,
         }
     }

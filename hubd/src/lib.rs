@@ -81,6 +81,8 @@ pub struct HubCtx {
     pub container_history: workloads::history::ContainerHistory,
     /// Shell session records: where recordings go and how long they stay.
     pub sessions: shell::sessions::Sessions,
+    /// Live shell sessions and where they are recorded.
+    pub shells: Arc<shell::Shells>,
 }
 
 /// What `hubd init` made.
@@ -272,6 +274,11 @@ async fn open_ctx(
         workloads::history::ContainerHistory::start(store.clone(), history.retention_watch()).await;
     let registry = Registry::new(config.metrics_interval_ms);
     let config_for_sessions = config.clone();
+    let shells = Arc::new(shell::Shells::new(
+        paths.data_dir.join(shell::RECORDINGS_DIR),
+        config.recordings_input,
+        config.recordings_required,
+    ));
     let ctx = HubCtx {
         store,
         registry,
@@ -286,6 +293,7 @@ async fn open_ctx(
         workloads: workloads::Workloads::default(),
         container_history,
         sessions: shell::sessions::Sessions::new(paths.recordings_dir(), &config_for_sessions),
+        shells,
     };
     Ok((Arc::new(ctx), store_thread))
 }

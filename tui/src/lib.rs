@@ -24,6 +24,7 @@ pub mod history;
 pub mod keymap;
 pub mod mux;
 pub mod sessions;
+pub mod shell;
 pub mod strings;
 pub mod ui;
 pub mod util;

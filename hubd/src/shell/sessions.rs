@@ -1,12 +1,13 @@
-//! Shell sessions on the record: each session's row and recording ([`Recorder`]), the listing and
+//! Shell sessions on the record: each session's row (written by the relay through [`opened`] and [`ended`]), the listing and
 //! replay operators ask for, sessions a killed hub left live, and retention of recordings by age
 //! and total size. docs/shell.md ("Recording") says what is recorded and who may see it.
 
-use super::recording::{
-    CastReader, RECORDING_SUFFIX, Recording, RecordingError, RecordingMeta, RecordingSummary,
-};
+pub(crate) mod join;
+
+use super::recording::{CastReader, RecordingSummary};
 use crate::admin::Actor;
-use crate::store::sessions::{NewSession, SessionEnd, StoredRecording};
+pub use crate::store::sessions::NewSession;
+use crate::store::sessions::{SessionEnd, StoredRecording};
 use crate::store::{self, now_ms};
 use crate::{HubConfig, HubCtx, HubError};
 use flotilla_wire::ErrorCode;
@@ -14,7 +15,7 @@ use flotilla_wire::sessions::{
     CastData, EVENTS_PER_FRAME, MAX_SESSION_LIST, RECORDING_FRAME_BYTES, RecordingFrame,
     SessionRow, SessionState,
 };
-use flotilla_wire::shell::{ShellExit, ShellSessionId, WindowSize};
+use flotilla_wire::shell::ShellSessionId;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -33,7 +34,6 @@ pub struct Sessions {
     dir: PathBuf,
     max_age_ms: u64,
     max_bytes: u64,
-    record_input: bool,
     /// Wakes the pruner (a session ended).
     prune: Notify,
 }
@@ -47,7 +47,6 @@ impl Sessions {
             dir,
             max_age_ms: u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX),
             max_bytes: config.recordings_max_bytes,
-            record_input: config.recordings_input,
             prune: Notify::new(),
         }
     }
@@ -58,196 +57,64 @@ impl Sessions {
     }
 }
 
-/// What the shell relay knows when a session starts.
-#[derive(Clone, Debug)]
-pub struct SessionStart {
-    /// The session.
-    pub id: ShellSessionId,
-    /// Identity id of the operator.
-    pub operator: String,
-    /// Agent identity id.
-    pub agent: String,
-    /// Agent display name.
-    pub agent_name: String,
-    /// Container, `None` for the host.
-    pub container: Option<String>,
-    /// Command and arguments, empty for the login shell.
-    pub command: Vec<String>,
-    /// The client's terminal at the start.
-    pub size: WindowSize,
-    /// The client's `TERM`.
-    pub term: String,
-}
-
-/// A live session's recording and row. The relay calls [`Recorder::output`] with every chunk it
-/// sends the client (in order), [`Recorder::input`] with every chunk typed, [`Recorder::resize`]
-/// on each resize, and [`Recorder::finish`] once, at the end.
-pub struct Recorder {
-    id: ShellSessionId,
-    /// `None`: the session runs unrecorded (the recording could not be made and the hub does not
-    /// require one).
-    recording: Option<Recording>,
-}
-
-impl Recorder {
-    /// Creates the recording file and the session's `live` row. A recording that cannot be made
-    /// refuses the session when `required` (nothing runs unrecorded); otherwise the session is
-    /// listed without a recording. The refusal names the cause without the hub's paths (the
-    /// hub's log has them).
-    pub async fn start(
-        ctx: &HubCtx,
-        start: SessionStart,
-        required: bool,
-    ) -> Result<Self, HubError> {
-        let started_ms = now_ms();
-        let op = start.operator.clone();
-        let operator_name = ctx
+/// Records a session that has started (its agent answered): the `live` row listing and join
+/// go by. `row.operator_name` is looked up from `row.operator` when empty. Failures are logged:
+/// the session goes on (the audit log has its `shell.open`).
+pub(crate) async fn opened(ctx: &HubCtx, mut row: NewSession) {
+    if row.operator_name.is_empty() {
+        let op = row.operator.clone();
+        row.operator_name = match ctx
             .store
             .call(move |c| Ok(store::identities::find(c, &op)?))
-            .await?
-            .map_or_else(|| start.operator.clone(), |r| r.name);
-        let command = start.command.join(" ");
-        let meta = RecordingMeta {
-            id: start.id.to_string(),
-            started_ms,
-            cols: start.size.cols,
-            rows: start.size.rows,
-            command: command.clone(),
-            title: format!("{operator_name}@{}", start.agent_name),
-            term: start.term.clone(),
-            record_input: ctx.sessions.record_input,
-        };
-        let recording = match Recording::create(&ctx.sessions.dir, meta).await {
-            Ok(r) => Some(r),
-            Err(e) if required => {
-                tracing::error!(session = %start.id, error = %e, "cannot record a shell session");
-                return Err(HubError::refused(ErrorCode::Internal, refusal_of(&e)));
-            }
-            Err(e) => {
-                tracing::warn!(session = %start.id, error = %e, "shell session runs unrecorded");
-                None
-            }
-        };
-        let file = if recording.is_some() {
-            format!("{}{RECORDING_SUFFIX}", start.id)
-        } else {
-            String::new()
-        };
-        let row = NewSession {
-            id: start.id,
-            operator: start.operator,
-            operator_name,
-            agent: start.agent,
-            agent_name: start.agent_name,
-            container: start.container.unwrap_or_default(),
-            command,
-            started_ms,
-            file,
-        };
-        ctx.store
-            .call(move |c| Ok(store::sessions::begin(c, &row)?))
-            .await?;
-        Ok(Self {
-            id: start.id,
-            recording,
-        })
-    }
-
-    /// The session.
-    pub fn id(&self) -> ShellSessionId {
-        self.id
-    }
-
-    /// Whether the session is being recorded.
-    pub fn recorded(&self) -> bool {
-        self.recording.is_some()
-    }
-
-    /// Records output the client was sent. Cancel-safe (see [`Recording::output`]).
-    pub async fn output(&self, data: &[u8]) -> Result<(), RecordingError> {
-        match &self.recording {
-            Some(r) => r.output(now_ms(), data).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Records input the client typed, when the hub records input. Cancel-safe.
-    pub async fn input(&self, data: &[u8]) -> Result<(), RecordingError> {
-        match &self.recording {
-            Some(r) => r.input(now_ms(), data).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Records a resize. Cancel-safe.
-    pub async fn resize(&self, size: WindowSize) -> Result<(), RecordingError> {
-        match &self.recording {
-            Some(r) => r.resize(now_ms(), size.cols, size.rows).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Resolves once writing the recording failed: end the session with
-    /// `ShellEnd::RecordingFailed` and the message of [`refusal_of`]. Never resolves for an
-    /// unrecorded session. Cancel-safe.
-    pub async fn failed(&self) {
-        match &self.recording {
-            Some(r) => r.failed().await,
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Closes the recording, records how the session ended and lets retention run.
-    pub async fn finish(
-        self,
-        ctx: &HubCtx,
-        exit: Option<ShellExit>,
-        reason: &str,
-    ) -> Result<Option<RecordingSummary>, RecordingError> {
-        let status = exit.map(ShellExit::status);
-        let result = match self.recording {
-            Some(r) => r.finish(status, reason).await.map(Some),
-            None => Ok(None),
-        };
-        let (bytes, size) = match &result {
-            Ok(Some(s)) => (s.output_bytes, s.size),
-            _ => (0, 0),
-        };
-        let reason = match &result {
-            Ok(_) => reason.to_owned(),
-            Err(e) => format!("{reason}; {}", refusal_of(e)),
-        };
-        let end = SessionEnd {
-            ended_ms: Some(now_ms()),
-            exit: status,
-            reason,
-            bytes,
-            size,
-            state: SessionState::Ended,
-        };
-        let id = self.id;
-        if let Err(e) = ctx
-            .store
-            .call(move |c| Ok(store::sessions::finish(c, id, &end)?))
             .await
         {
-            tracing::error!(session = %id, error = %e, "cannot record how a shell session ended");
-        }
-        ctx.sessions.prune.notify_one();
-        result
+            Ok(Some(identity)) => identity.name,
+            _ => row.operator.clone(),
+        };
+    }
+    let id = row.id;
+    if let Err(e) = ctx
+        .store
+        .call(move |c| Ok(store::sessions::begin(c, &row)?))
+        .await
+    {
+        tracing::error!(session = %id, error = %e, "cannot record a shell session's start");
     }
 }
 
-/// What a user is told about a recording failure: the kind of failure, no paths.
-pub fn refusal_of(e: &RecordingError) -> String {
-    let why = match e {
-        RecordingError::Directory { .. } => "its recordings directory cannot be made".to_owned(),
-        RecordingError::Create { source, .. } | RecordingError::Write { source, .. } => {
-            format!("{}", source.kind())
-        }
-        other => other.to_string(),
+/// Records how a session ended (`bytes`: output its client was sent; `summary`: its recording,
+/// if one was written) and lets retention run.
+pub(crate) async fn ended(
+    ctx: &HubCtx,
+    id: ShellSessionId,
+    exit: Option<i32>,
+    reason: &str,
+    bytes: u64,
+    summary: Option<&RecordingSummary>,
+) {
+    let end = SessionEnd {
+        ended_ms: Some(now_ms()),
+        exit,
+        reason: reason.to_owned(),
+        bytes,
+        size: summary.map_or(0, |s| s.size),
+        state: SessionState::Ended,
     };
-    format!("the hub cannot write this session's recording ({why}); ask its admin")
+    if let Err(e) = ctx
+        .store
+        .call(move |c| Ok(store::sessions::finish(c, id, &end)?))
+        .await
+    {
+        tracing::error!(session = %id, error = %e, "cannot record how a shell session ended");
+    }
+    ctx.sessions.prune.notify_one();
+}
+
+/// The file name a recording at `path` is listed under (empty: none).
+pub(crate) fn file_name(path: Option<&Path>) -> String {
+    path.and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn forbidden(actor: &Actor, what: &str) -> HubError {
@@ -547,6 +414,7 @@ pub(crate) async fn pruner(ctx: std::sync::Arc<HubCtx>, cancel: CancellationToke
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shell::recording::RECORDING_SUFFIX;
 
     fn rec(id: u64, started_ms: u64, size: u64, live: bool) -> StoredRecording {
         StoredRecording {

@@ -171,6 +171,9 @@ pub enum Command {
     },
     /// Log lines of a container (AGENT/CONTAINER) or, with --unit, of a systemd unit's journal.
     Logs(crate::workloads::logs::LogsArgs),
+    /// A terminal on an agent (AGENT) or in one of its containers (AGENT/CONTAINER): the login
+    /// shell, or the program after `--` (needs shell = "on" on the agent).
+    Shell(crate::shell::ShellArgs),
     /// Start, stop, restart, kill or remove containers: SELECTOR/CONTAINER… (needs
     /// containers = "manage" on the agents).
     Container(crate::workloads::actions::ContainerArgs),
@@ -289,6 +292,7 @@ impl Command {
                 | Self::Sessions { .. }
                 | Self::Replay { .. }
                 | Self::Logs(_)
+                | Self::Shell(_)
                 | Self::Container(_)
                 | Self::Compose(_)
                 | Self::Ps { .. }

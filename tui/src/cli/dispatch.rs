@@ -257,6 +257,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Shell(crate::shell::ShellArgs { join: Some(id), .. }) => {
+            let id = *id;
+            exec_like(&cli, |c| async move {
+                crate::sessions::join_command(&c, id).await
+            })
+            .await
+        }
+        Command::Shell(args) => {
+            let req = match args.request(&crate::shell::local_term(), crate::shell::local_size()) {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            exec_like(&cli, |c| async move {
+                crate::shell::shell_command(&c, &req).await
+            })
+            .await
+        }
         Command::Container(args) => {
             let reqs = match args.requests() {
                 Ok(r) => r,
