@@ -259,13 +259,13 @@ pub async fn serve(
     }
     let started = match &open.container {
         None => match &policy.account {
-            Some(account) => pty::spawn(account, &exec.policy.env, &open).map(|(fd, child)| {
-                Terminal {
+            Some(account) => {
+                pty::spawn(account, &exec.policy.env, &open).map(|(fd, child)| Terminal {
                     reader: Reader::Host(fd.clone()),
                     writer: Writer::Host(fd),
                     control: Control::Host(child),
-                }
-            }),
+                })
+            }
             None => Err("shells are off on this agent".into()),
         },
         Some(name) => container::start(&exec.workloads.engine, name, &open)
@@ -294,7 +294,10 @@ pub async fn serve(
     let started = ShellFrame::Started {
         session_id: open.session_id,
     };
-    if write_frame(&mut send, &started, MAX_SHELL_FRAME).await.is_err() {
+    if write_frame(&mut send, &started, MAX_SHELL_FRAME)
+        .await
+        .is_err()
+    {
         term.hang_up().await;
         return;
     }

@@ -79,6 +79,8 @@ pub struct HubCtx {
     pub workloads: workloads::Workloads,
     /// Container history writer.
     pub container_history: workloads::history::ContainerHistory,
+    /// Shell session records: where recordings go and how long they stay.
+    pub sessions: shell::sessions::Sessions,
     /// Live shell sessions and where they are recorded.
     pub shells: Arc<shell::Shells>,
 }
@@ -271,6 +273,7 @@ async fn open_ctx(
     let container_history =
         workloads::history::ContainerHistory::start(store.clone(), history.retention_watch()).await;
     let registry = Registry::new(config.metrics_interval_ms);
+    let config_for_sessions = config.clone();
     let shells = Arc::new(shell::Shells::new(
         paths.data_dir.join(shell::RECORDINGS_DIR),
         config.recordings_input,
@@ -289,6 +292,7 @@ async fn open_ctx(
         tickets,
         workloads: workloads::Workloads::default(),
         container_history,
+        sessions: shell::sessions::Sessions::new(paths.recordings_dir(), &config_for_sessions),
         shells,
     };
     Ok((Arc::new(ctx), store_thread))
@@ -335,6 +339,7 @@ pub async fn start(
     let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port(), tickets).await?;
     exec::recover(&ctx).await;
     relay::recover(&ctx).await;
+    shell::sessions::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     let maint_listener = maint::bind(&paths.data_dir.join(maint::SOCKET))?;
     let metrics_listener = match ctx.config.metrics_listen {
@@ -389,6 +394,7 @@ pub async fn start(
         ));
     }
     tracker.spawn(log_stats(ctx.clone(), cancel.clone()));
+    tracker.spawn(shell::sessions::pruner(ctx.clone(), cancel.clone()));
     tracker.spawn(admin_socket::serve(
         ctx.clone(),
         admin_listener,

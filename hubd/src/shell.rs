@@ -7,12 +7,10 @@
 
 pub mod recording;
 mod relay;
+pub mod sessions;
 
 use crate::HubCtx;
 use crate::admin::Actor;
-use flotilla_wire::ErrorCode;
-use flotilla_wire::io::write_frame;
-use flotilla_wire::limits::MAX_SHELL_FRAME;
 use flotilla_wire::shell::{ShellFrame, ShellSessionId, WindowSize};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -126,10 +124,7 @@ impl Shells {
     }
 
     /// Registers a session; it is listed until the guard drops.
-    fn register(
-        self: &Arc<Self>,
-        session: LiveSession,
-    ) -> (Arc<LiveSession>, LiveGuard) {
+    fn register(self: &Arc<Self>, session: LiveSession) -> (Arc<LiveSession>, LiveGuard) {
         let session = Arc::new(session);
         deploy::sync::lock(&self.live).insert(session.id, session.clone());
         let guard = LiveGuard {
@@ -165,13 +160,11 @@ pub(crate) async fn serve(
 
 /// Serves one join of a live session (read-only).
 pub(crate) async fn serve_join(
-    _ctx: Arc<HubCtx>,
-    _actor: Actor,
-    mut send: quinn::SendStream,
-    _recv: quinn::RecvStream,
-    _cancel: CancellationToken,
+    ctx: Arc<HubCtx>,
+    actor: Actor,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    cancel: CancellationToken,
 ) {
-    let frame = ShellFrame::refused(ErrorCode::Internal, "joining is not served yet");
-    let _ = write_frame(&mut send, &frame, MAX_SHELL_FRAME).await;
-    let _ = send.finish();
+    sessions::join::serve(ctx, actor, send, recv, cancel).await
 }

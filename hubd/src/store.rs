@@ -6,6 +6,7 @@ pub mod identities;
 pub mod jobs;
 pub mod metrics;
 pub(crate) mod migrate;
+pub mod sessions;
 pub mod tokens;
 pub mod transfers;
 pub mod workloads;

@@ -23,6 +23,7 @@ pub mod format;
 pub mod history;
 pub mod keymap;
 pub mod mux;
+pub mod sessions;
 pub mod shell;
 pub mod strings;
 pub mod ui;

@@ -36,7 +36,12 @@ const DEFAULT_SIZE: WindowSize = WindowSize { cols: 80, rows: 24 };
 #[derive(clap::Args, Debug)]
 pub struct ShellArgs {
     /// AGENT, or AGENT/CONTAINER for a shell in one of its containers.
+    #[arg(required_unless_present = "join", default_value = "")]
     pub target: String,
+    /// Watch a live session read-only instead (admins; `flotilla sessions` lists the ids): its
+    /// operator is told you joined.
+    #[arg(long, value_name = "SESSION", value_parser = crate::sessions::parse_session_id, conflicts_with_all = ["target", "command"])]
+    pub join: Option<ShellSessionId>,
     /// Program and arguments to run instead of the login shell (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -48,10 +53,7 @@ impl ShellArgs {
         let (agent, container) = match self.target.split_once('/') {
             Some((a, c)) if !a.is_empty() && !c.is_empty() => (a.to_string(), Some(c.to_string())),
             Some(_) => {
-                return Err(format!(
-                    "{:?}: give AGENT or AGENT/CONTAINER",
-                    self.target
-                ));
+                return Err(format!("{:?}: give AGENT or AGENT/CONTAINER", self.target));
             }
             None if self.target.is_empty() => return Err("no agent given".into()),
             None => (self.target.clone(), None),
@@ -180,28 +182,29 @@ pub async fn run_shell(client: &Client, req: &ShellRequest) -> Result<ShellOutco
     send.write_opening(&StreamOpen::Shell, req, MAX_SHELL_FRAME)
         .await
         .map_err(|e| link.stream_error(e))?;
-    let _session: ShellSessionId = match read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME)
-        .await
-    {
-        Ok(Some(ShellFrame::Started { session_id })) => session_id,
-        Ok(Some(ShellFrame::Refused(r))) => {
-            return Ok(ShellOutcome::Refused {
-                code: r.code,
-                message: r.message,
-            });
-        }
-        Ok(Some(other)) => {
-            return Err(link.stream_error(format!("unexpected first frame {other:?}")));
-        }
-        Ok(None) => return Err(link.stream_error("hub closed the shell stream")),
-        Err(e) => return Err(link.stream_error(e)),
-    };
+    let _session: ShellSessionId =
+        match read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME).await {
+            Ok(Some(ShellFrame::Started { session_id })) => session_id,
+            Ok(Some(ShellFrame::Refused(r))) => {
+                return Ok(ShellOutcome::Refused {
+                    code: r.code,
+                    message: r.message,
+                });
+            }
+            Ok(Some(other)) => {
+                return Err(link.stream_error(format!("unexpected first frame {other:?}")));
+            }
+            Ok(None) => return Err(link.stream_error("hub closed the shell stream")),
+            Err(e) => return Err(link.stream_error(e)),
+        };
     let raw = RawGuard::enter();
     let result = relay(link, &mut send, &mut recv).await;
     drop(raw);
     match result {
         Ok(outcome) => Ok(outcome),
-        Err(e) => Ok(ShellOutcome::Ended(format!("connection to the hub lost: {e}"))),
+        Err(e) => Ok(ShellOutcome::Ended(format!(
+            "connection to the hub lost: {e}"
+        ))),
     }
 }
 

@@ -502,6 +502,18 @@ pub enum Query {
         /// Minutes back from now.
         minutes: u32,
     },
+    /// The newest shell sessions, newest first (operators their own, admins all), answered by
+    /// [`QueryReply::Sessions`] frames.
+    Sessions {
+        /// How many.
+        limit: u32,
+    },
+    /// One session's recording (operators their own, admins any), answered by
+    /// [`QueryReply::Recording`] frames: header, events, end.
+    Replay {
+        /// Which session.
+        session: crate::shell::ShellSessionId,
+    },
 }
 
 /// Hub to operator on a query stream.
@@ -525,6 +537,10 @@ pub enum QueryReply {
     Services(Vec<crate::workloads::UnitRow>),
     /// One container's history, oldest first.
     ContainerMinutes(Vec<crate::workloads::ContainerMinute>),
+    /// Shell sessions, at most [`crate::sessions::SESSIONS_PER_FRAME`] per frame.
+    Sessions(Vec<crate::sessions::SessionRow>),
+    /// A piece of a recording being replayed.
+    Recording(crate::sessions::RecordingFrame),
 }
 
 /// A job as stored.

@@ -5,6 +5,7 @@
 //! is byte-identical whatever the bytes were (asciicast itself can only hold text).
 
 use crate::Chunk;
+use crate::shell::ShellSessionId;
 use serde::{Deserialize, Serialize};
 
 /// Most events one [`RecordingFrame::Events`] carries by count; the hub also closes a frame once
@@ -61,8 +62,8 @@ impl SessionState {
 /// One shell session as listed by `flotilla sessions`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRow {
-    /// Session id (`sh-` and 16 hex digits).
-    pub id: String,
+    /// Session id.
+    pub id: ShellSessionId,
     /// Identity id of the operator who opened it.
     pub operator: String,
     /// That operator's display name when the session opened.

@@ -42,13 +42,7 @@ pub(super) fn login_of(uid: u32) -> Option<Login> {
         let mut found: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: every pointer is valid for the call; the strings it sets point into `buf`.
         let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pw,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut found,
-            )
+            libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut found)
         };
         if rc == libc::ERANGE && buf.len() < MAX_PASSWD_BUF {
             buf.resize(buf.len() * 2, 0);
@@ -293,7 +287,10 @@ impl HostChild {
         if self.exit.is_some() {
             return;
         }
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
             // SAFETY: as above.
             unsafe { libc::killpg(self.pid, libc::SIGKILL) };
             let _ = self.child.wait().await;

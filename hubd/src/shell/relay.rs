@@ -39,7 +39,12 @@ async fn audit(ctx: &HubCtx, actor: &Actor, action: &'static str, target: String
         .store
         .call(move |c| {
             Ok(store::audit::append(
-                c, now_ms(), &who, action, &target, &detail,
+                c,
+                now_ms(),
+                &who,
+                action,
+                &target,
+                &detail,
             )?)
         })
         .await;
@@ -136,7 +141,8 @@ pub(super) async fn serve(
         Ok(r) => Some(r),
         Err(e) if shells.recording_required => {
             tracing::error!(error = %e, "cannot record a shell session; refusing it");
-            let message = "the hub cannot record shell sessions (see its log), and recordings are required";
+            let message =
+                "the hub cannot record shell sessions (see its log), and recordings are required";
             return refuse(&mut send, ErrorCode::Internal, message).await;
         }
         Err(e) => {
@@ -215,6 +221,21 @@ pub(super) async fn serve(
     )
     .await;
     tracing::info!(actor = %actor.name, %target, %session_id, "shell started");
+    super::sessions::opened(
+        &ctx,
+        super::sessions::NewSession {
+            id: session_id,
+            operator: actor.name.clone(),
+            operator_name: String::new(),
+            agent: row.id.to_string(),
+            agent_name: row.name.clone(),
+            container: req.container.clone().unwrap_or_default(),
+            command: req.command.join(" "),
+            started_ms,
+            file: super::sessions::file_name(recording.as_ref().map(Recording::path)),
+        },
+    )
+    .await;
     let (notice_tx, notice_rx) = mpsc::channel(super::NOTICE_QUEUE);
     let (output, _) = broadcast::channel(super::LIVE_BACKLOG);
     let (live, _guard) = shells.register(LiveSession {
@@ -231,7 +252,10 @@ pub(super) async fn serve(
     let started = ShellFrame::Started { session_id };
     let counts = Counts::default();
     let mut recording = recording;
-    let outcome = if write_frame(&mut send, &started, MAX_SHELL_FRAME).await.is_err() {
+    let outcome = if write_frame(&mut send, &started, MAX_SHELL_FRAME)
+        .await
+        .is_err()
+    {
         Outcome::HungUp
     } else {
         let pipes = Pipes {
@@ -280,8 +304,21 @@ pub(super) async fn serve(
         reason: ShellEnd::Error,
         message: "the operator hung up".into(),
     })));
-    let recorded = match recording {
-        Some(rec) => match rec.finish(exit, &reason).await {
+    let finished = match recording {
+        Some(rec) => Some(rec.finish(exit, &reason).await),
+        None => None,
+    };
+    super::sessions::ended(
+        &ctx,
+        session_id,
+        exit,
+        &reason,
+        counts.output.load(Ordering::Relaxed),
+        finished.as_ref().and_then(|f| f.as_ref().ok()),
+    )
+    .await;
+    let recorded = match finished {
+        Some(finished) => match finished {
             Ok(summary) => format!(
                 "recording={} size={}",
                 summary
@@ -428,9 +465,14 @@ async fn relay(
                         tracing::error!(error = %e, "shell recording failed");
                         return recording_failed();
                     }
-                    counts.output.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    counts
+                        .output
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                     let frame = ShellFrame::Data(Chunk(data));
-                    if write_frame(operator_send, &frame, MAX_SHELL_FRAME).await.is_err() {
+                    if write_frame(operator_send, &frame, MAX_SHELL_FRAME)
+                        .await
+                        .is_err()
+                    {
                         return Outcome::HungUp;
                     }
                     if let ShellFrame::Data(Chunk(data)) = frame {
@@ -477,7 +519,10 @@ async fn relay(
                 }
                 _ => continue,
             }
-            if write_frame(agent_send, &frame, MAX_SHELL_FRAME).await.is_err() {
+            if write_frame(agent_send, &frame, MAX_SHELL_FRAME)
+                .await
+                .is_err()
+            {
                 return agent_gone("stopped reading keystrokes".into());
             }
         }
