@@ -8,7 +8,7 @@ use crate::harness::binaries::{Daemon, Hub, code, enrol, stderr};
 use crate::harness::exec::rss;
 use crate::harness::podman::Podman;
 use crate::harness::{
-    AgentSpec, DEADLINE, Fleet, WORK_DEADLINE, agentd_bin, in_own_process, run_cmd, within,
+    AgentSpec, DEADLINE, Fleet, WORK_DEADLINE, agentd_bin, in_own_process, within,
 };
 use agentd::AgentConfig;
 use agentd::config::{Access, ShellMode};
@@ -62,7 +62,19 @@ async fn shell_fleet(config: AgentConfig) -> Fleet {
 async fn shell_as(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let mut all = vec!["--no-mux", "--login-dir", dir.to_str().expect("utf-8"), "shell"];
     all.extend_from_slice(args);
-    let out = run_cmd(&flotilla_bin(), &all).await;
+    // Not `run_cmd`'s 10 s: a container exec through Podman on a busy 2-core box takes longer.
+    let out = within(
+        WORK_DEADLINE,
+        "flotilla shell",
+        tokio::process::Command::new(flotilla_bin())
+            .args(&all)
+            .env_remove("FLOTILLA_LOGIN_DIR")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run flotilla");
     (
         code(&out),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -497,5 +509,55 @@ async fn a_shell_runs_in_a_container_under_the_manage_policy() {
     assert_eq!(status, 1, "{err}");
     assert!(err.contains("no-such-box"), "{err}");
     podman.run(&["rm", "-f", &name]).await;
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s_in_the_console_hands_the_terminal_to_a_shell_and_takes_it_back() {
+    let fleet = shell_fleet(shell_on()).await;
+    let command = format!(
+        "NO_COLOR=1 {} --no-mux --login-dir {}",
+        flotilla_bin().display(),
+        fleet.admin_login().dir.display(),
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("the agent online", |s| {
+        s.contains("1/1 online") && s.contains("web-1")
+    })
+    .await;
+    tmux.key("Enter");
+    let agent_view = tmux
+        .wait_for("web-1's agent view", |s| s.contains("s shell"))
+        .await;
+    tmux.key("s");
+    // Typed once the shell shows its prompt, as a person would.
+    tmux.wait_for("the shell's prompt", |s| {
+        let s = s.trim_end();
+        !s.contains("s shell") && (s.ends_with('#') || s.ends_with('$'))
+    })
+    .await;
+    tmux.line("echo in-shell-$((2+3))");
+    tmux.wait_for("the shell on the normal screen", |s| {
+        s.contains("in-shell-5") && !s.contains("s shell")
+    })
+    .await;
+    tmux.line("exit 4");
+    let back = tmux
+        .wait_for("the console back with the shell's end", |s| {
+            s.contains("shell on web-1: exited with status 4")
+        })
+        .await;
+    assert!(
+        !back.contains("in-shell-5"),
+        "the console redrew the whole screen:\n{back}"
+    );
+    assert!(
+        back.contains("web-1") && agent_view.contains("web-1"),
+        "{back}"
+    );
+    // Keys reach the console again.
+    tmux.key("Escape");
+    tmux.wait_for("the fleet view", |s| s.contains("NAME")).await;
+    drop(tmux);
     fleet.shutdown().await;
 }
