@@ -386,10 +386,9 @@ mod tests {
 
     #[test]
     fn shell_examples_in_docs_parse_and_shell_settings_are_checked() {
-        let doc = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/shell.md"),
-        )
-        .expect("docs/shell.md");
+        let doc =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/shell.md"))
+                .expect("docs/shell.md");
         let mut found = 0;
         for block in doc.split("```toml\n").skip(1) {
             let text = block.split("```").next().unwrap_or_default();
@@ -398,7 +397,11 @@ mod tests {
             found += 1;
         }
         assert!(found > 0, "no agent.toml example found in docs/shell.md");
-        assert_eq!(AgentConfig::default().shell, ShellMode::Off, "shells are opted into");
+        assert_eq!(
+            AgentConfig::default().shell,
+            ShellMode::Off,
+            "shells are opted into"
+        );
         let err = |t: &str| parse(t).expect_err(t);
         assert_eq!(
             err("shell_idle_timeout = \"500ms\""),

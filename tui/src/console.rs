@@ -852,7 +852,12 @@ pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow:
     });
     let mut terminal = ratatui::init();
     let gate = Arc::new(InputGate::default());
-    spawn_input(&console.tracker, console.sender(), cancel.clone(), gate.clone());
+    spawn_input(
+        &console.tracker,
+        console.sender(),
+        cancel.clone(),
+        gate.clone(),
+    );
     let theme = Theme::from_env();
     let result = loop {
         match console.run_until_shell(&mut terminal, theme).await {

@@ -237,7 +237,11 @@ fn spawn_stdin() -> (
                 };
                 // SAFETY: one valid pollfd for the duration of the call.
                 let ready = unsafe { libc::poll(&mut fds, 1, KEY_POLL_MS) };
-                if ready == 0 || (ready < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted) {
+                if ready == 0
+                    || (ready < 0
+                        && std::io::Error::last_os_error().kind()
+                            == std::io::ErrorKind::Interrupted)
+                {
                     continue;
                 }
                 if ready < 0 {

@@ -60,7 +60,12 @@ async fn shell_fleet(config: AgentConfig) -> Fleet {
 
 /// `flotilla --no-mux --login-dir DIR shell ARGS…` with no terminal; (exit code, stdout, stderr).
 async fn shell_as(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut all = vec!["--no-mux", "--login-dir", dir.to_str().expect("utf-8"), "shell"];
+    let mut all = vec![
+        "--no-mux",
+        "--login-dir",
+        dir.to_str().expect("utf-8"),
+        "shell",
+    ];
     all.extend_from_slice(args);
     // Not `run_cmd`'s 10 s: a container exec through Podman on a busy 2-core box takes longer.
     let out = within(
@@ -107,7 +112,17 @@ impl Tmux {
             STARTED.fetch_add(1, Ordering::Relaxed)
         );
         let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &session, "-x", "80", "-y", "24", command])
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "80",
+                "-y",
+                "24",
+                command,
+            ])
             .status()
             .expect("tmux must be installed (.ci/run installs it)");
         assert!(status.success(), "tmux new-session failed");
@@ -115,10 +130,7 @@ impl Tmux {
     }
 
     fn tmux(&self, args: &[&str]) {
-        let status = Command::new("tmux")
-            .args(args)
-            .status()
-            .expect("tmux");
+        let status = Command::new("tmux").args(args).status().expect("tmux");
         assert!(status.success(), "tmux {args:?}");
     }
 
@@ -220,8 +232,10 @@ async fn keys_echo_resize_reaches_stty_and_the_exit_status_is_flotillas() {
     tmux.wait_for("the size after the resize", |s| s.contains(&resized))
         .await;
     tmux.line("exit 7");
-    tmux.wait_for("flotilla's exit status", |s| s.contains("flotilla-status=7"))
-        .await;
+    tmux.wait_for("flotilla's exit status", |s| {
+        s.contains("flotilla-status=7")
+    })
+    .await;
     let audit = audit_lines(&fleet).await;
     assert!(
         audit.iter().any(|l| l.contains("shell.open web-1")),
@@ -252,8 +266,10 @@ async fn ctrl_c_interrupts_a_sleep_on_the_agent() {
     tmux.wait_for("the sleep interrupted", |s| s.contains("after-sleep-130"))
         .await;
     tmux.line("exit");
-    tmux.wait_for("flotilla's exit status", |s| s.contains("flotilla-status=0"))
-        .await;
+    tmux.wait_for("flotilla's exit status", |s| {
+        s.contains("flotilla-status=0")
+    })
+    .await;
     drop(tmux);
     fleet.shutdown().await;
 }
@@ -447,9 +463,13 @@ async fn a_hub_killed_mid_session_ends_the_client_with_a_message() {
         .expect("spawn flotilla");
     let mut stdout = client.stdout.take().expect("stdout");
     let mut first = [0u8; 4];
-    within(DEADLINE, "the session's first output", stdout.read_exact(&mut first))
-        .await
-        .expect("output");
+    within(
+        DEADLINE,
+        "the session's first output",
+        stdout.read_exact(&mut first),
+    )
+    .await
+    .expect("output");
     assert_eq!(&first, b"live");
     let pid = hub.pid();
     crate::harness::binaries::signal(pid, "-KILL").await;
@@ -502,7 +522,9 @@ async fn a_shell_runs_in_a_container_under_the_manage_policy() {
     let (status, _, err) = shell_as(&dir, &[&format!("box-2/{name}"), "--", "true"]).await;
     assert_eq!(status, 1, "{err}");
     assert!(
-        err.contains("container shells need containers = \"manage\" in agent.toml (it is \"read\")"),
+        err.contains(
+            "container shells need containers = \"manage\" in agent.toml (it is \"read\")"
+        ),
         "{err}"
     );
     let (status, _, err) = shell_as(&dir, &["box-1/no-such-box", "--", "true"]).await;
@@ -557,7 +579,8 @@ async fn s_in_the_console_hands_the_terminal_to_a_shell_and_takes_it_back() {
     );
     // Keys reach the console again.
     tmux.key("Escape");
-    tmux.wait_for("the fleet view", |s| s.contains("NAME")).await;
+    tmux.wait_for("the fleet view", |s| s.contains("NAME"))
+        .await;
     drop(tmux);
     fleet.shutdown().await;
 }
