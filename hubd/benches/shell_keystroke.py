@@ -18,8 +18,9 @@ from local_sshd import LocalSshd
 ap = argparse.ArgumentParser()
 ap.add_argument("--keys", type=int, default=1000, help="timed keys per client")
 ap.add_argument("--port", type=int, default=2298)
+ap.add_argument("--bin-dir", help="where hubd, agentd and flotilla are (default target/release)")
 args = ap.parse_args()
-B = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "release")
+B = args.bin_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "release")
 sshd = LocalSshd(args.port, prefix="shell-keys-")
 d = sshd.dir
 hub = f"{d}/hub"

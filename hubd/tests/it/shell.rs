@@ -584,3 +584,59 @@ async fn s_in_the_console_hands_the_terminal_to_a_shell_and_takes_it_back() {
     drop(tmux);
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_stops_ends_the_session_and_leaves_no_process() {
+    let mut fleet = shell_fleet(shell_on()).await;
+    let mut client = tokio::process::Command::new(flotilla_bin())
+        .args(["--no-mux", "--login-dir"])
+        .arg(&fleet.admin_login().dir)
+        .args([
+            "shell",
+            "web-1",
+            "--",
+            "sh",
+            "-c",
+            "echo pid=$$.; exec sleep 600",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn flotilla");
+    let mut stdout = client.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let pid: i32 = within(DEADLINE, "the program's pid", async {
+        let mut buf = [0u8; 256];
+        loop {
+            let n = stdout.read(&mut buf).await.expect("read");
+            assert!(n > 0, "output ended before the pid");
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen);
+            if let Some(rest) = text.split("pid=").nth(1)
+                && let Some((pid, _)) = rest.split_once('.')
+            {
+                return pid.parse().expect("pid");
+            }
+        }
+    })
+    .await;
+    fleet.stop_agent("web-1").await;
+    assert!(
+        crate::harness::exec::process_gone(pid).await,
+        "the shell's program outlived its agent's link"
+    );
+    let status = within(WORK_DEADLINE, "flotilla's exit", client.wait())
+        .await
+        .expect("wait");
+    let mut err = String::new();
+    let mut stderr = client.stderr.take().expect("stderr");
+    let _ = stderr.read_to_string(&mut err).await;
+    assert_eq!(status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("shell ended: agent shutting down"),
+        "{err}"
+    );
+    fleet.shutdown().await;
+}
