@@ -20,7 +20,7 @@ use flotilla_wire::shell::{
 };
 use flotilla_wire::{Chunk, ErrorCode};
 use std::io::IsTerminal;
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
 /// Exit status when the session ended without the program's own (as ssh uses 255).
 pub const EXIT_SESSION_LOST: u8 = 255;
@@ -310,8 +310,6 @@ async fn relay(
     let mut winch = signal(SignalKind::window_change()).map_err(ClientError::Output)?;
     let mut term = signal(SignalKind::terminate()).map_err(ClientError::Output)?;
     let mut hup = signal(SignalKind::hangup()).map_err(ClientError::Output)?;
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
     let up = async {
         let mut keys_open = true;
         loop {
@@ -339,16 +337,18 @@ async fn relay(
             };
             match frame {
                 ShellFrame::Data(Chunk(data)) => {
-                    let written = async {
-                        stdout.write_all(&data).await?;
-                        stdout.flush().await
-                    };
-                    written.await.map_err(ClientError::Output)?;
+                    // Written here, on the runtime's one thread: a terminal takes a chunk in
+                    // microseconds, and handing each echo to a blocking thread would add two
+                    // thread wake-ups to every keystroke's round trip.
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&data)
+                        .and_then(|()| out.flush())
+                        .map_err(ClientError::Output)?;
                 }
                 ShellFrame::Notice(text) => {
                     let line = format!("\r\n[flotilla: {text}]\r\n");
-                    let _ = stderr.write_all(line.as_bytes()).await;
-                    let _ = stderr.flush().await;
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(line.as_bytes()).and_then(|()| err.flush());
                 }
                 ShellFrame::Exit(e) => return Ok(ShellOutcome::Exited(e)),
                 ShellFrame::Closed { reason, message } => {

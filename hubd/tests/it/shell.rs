@@ -634,9 +634,6 @@ async fn an_agent_that_stops_ends_the_session_and_leaves_no_process() {
     let mut stderr = client.stderr.take().expect("stderr");
     let _ = stderr.read_to_string(&mut err).await;
     assert_eq!(status.code(), Some(255), "{err}");
-    assert!(
-        err.contains("shell ended: agent shutting down"),
-        "{err}"
-    );
+    assert!(err.contains("shell ended: agent shutting down"), "{err}");
     fleet.shutdown().await;
 }
