@@ -756,7 +756,7 @@ mod tests {
     fn decompress(path: &Path) -> String {
         let mut text = String::new();
         // A finished file decodes whole.
-        io::Read::read_to_string(
+        Read::read_to_string(
             &mut GzDecoder::new(File::open(path).expect("open")),
             &mut text,
         )
