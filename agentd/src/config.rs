@@ -54,6 +54,16 @@ pub struct AgentConfig {
     pub services_allow: Vec<String>,
     /// Host depth collectors (`[host]`: GPUs, SMART, custom series; docs/host.md).
     pub host: crate::host::config::HostConfig,
+    /// Interactive shells (`flotilla shell`): `off` (the default: a shell is everything exec
+    /// allows and more, opted into per agent) or `on`.
+    pub shell: ShellMode,
+    /// Account whose login shell a session runs. Unset: agentd's own account, unless that is
+    /// root (root shells only when `shell_user = "root"` says so).
+    pub shell_user: Option<String>,
+    /// A session with neither input nor output for this long is ended (`90s`, `30m`; `0`: never).
+    pub shell_idle_timeout: String,
+    /// A session is ended after this long whatever happens (`12h`; `0`: never).
+    pub shell_max_session: String,
 }
 
 impl Default for AgentConfig {
@@ -76,8 +86,29 @@ impl Default for AgentConfig {
             services: Access::Read,
             services_allow: Vec::new(),
             host: crate::host::config::HostConfig::default(),
+            shell: ShellMode::Off,
+            shell_user: None,
+            shell_idle_timeout: DEFAULT_SHELL_IDLE_TIMEOUT.into(),
+            shell_max_session: DEFAULT_SHELL_MAX_SESSION.into(),
         }
     }
+}
+
+/// Default `shell_idle_timeout`: a forgotten terminal on a production machine should not stay
+/// open all night, and half an hour outlasts any pause for thought.
+pub const DEFAULT_SHELL_IDLE_TIMEOUT: &str = "30m";
+/// Default `shell_max_session`: a working day; longer work belongs in tmux on the machine.
+pub const DEFAULT_SHELL_MAX_SESSION: &str = "12h";
+
+/// Whether the hub may open interactive shells here (`shell` in agent.toml).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShellMode {
+    /// Refused, naming the policy.
+    #[default]
+    Off,
+    /// Allowed for operators and admins.
+    On,
 }
 
 /// Default SIGTERM-to-SIGKILL grace: long enough for a service to flush and exit, short enough that
@@ -253,6 +284,25 @@ impl AgentConfig {
                 "compose = \"on\" with containers = \"off\": compose acts on containers; set containers = \"read\" or \"manage\", or compose = \"off\"".into(),
             );
         }
+        if self.shell_user.as_ref().is_some_and(|u| u.is_empty()) {
+            return bad(
+                "shell_user is empty: name an account, or leave it out for agentd's own".into(),
+            );
+        }
+        for (key, text) in [
+            ("shell_idle_timeout", &self.shell_idle_timeout),
+            ("shell_max_session", &self.shell_max_session),
+        ] {
+            match flotilla_wire::text::parse_duration(text) {
+                Ok(d) if d.is_zero() || d.as_millis() >= 1000 => {}
+                Ok(_) => {
+                    return bad(format!(
+                        "{key} = {text:?} is under the 1 s minimum (use 0 for no limit)"
+                    ));
+                }
+                Err(e) => return bad(format!("{key}: {e}")),
+            }
+        }
         if let Some(i) = self.services_allow.iter().position(String::is_empty) {
             return bad(format!(
                 "services_allow entry {i} is empty: give a unit name or glob"
@@ -336,6 +386,42 @@ mod tests {
             found > 0,
             "no agent.toml example found in docs/workloads.md"
         );
+    }
+
+    #[test]
+    fn shell_examples_in_docs_parse_and_shell_settings_are_checked() {
+        let doc =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/shell.md"))
+                .expect("docs/shell.md");
+        let mut found = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            let cfg = parse(text).unwrap_or_else(|e| panic!("docs/shell.md example: {e}"));
+            assert_eq!(cfg.shell, ShellMode::On);
+            found += 1;
+        }
+        assert!(found > 0, "no agent.toml example found in docs/shell.md");
+        assert_eq!(
+            AgentConfig::default().shell,
+            ShellMode::Off,
+            "shells are opted into"
+        );
+        let err = |t: &str| parse(t).expect_err(t);
+        assert_eq!(
+            err("shell_idle_timeout = \"500ms\""),
+            "config: shell_idle_timeout = \"500ms\" is under the 1 s minimum (use 0 for no limit)"
+        );
+        assert_eq!(
+            err("shell_max_session = \"12x\""),
+            "config: shell_max_session: duration \"12x\": unknown unit \"x\" (use ms, s, m, h or d)"
+        );
+        assert_eq!(
+            err("shell_user = \"\""),
+            "config: shell_user is empty: name an account, or leave it out for agentd's own"
+        );
+        assert!(err("shell = \"yes\"").contains("unknown variant `yes`"));
+        let cfg = parse("shell = \"on\"\nshell_idle_timeout = \"0\"").expect("no limit");
+        assert_eq!(cfg.shell_idle_timeout, "0");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod platform;
 pub mod sampler;
 pub mod service;
 pub mod settings;
+pub mod shell;
 pub mod status;
 pub mod swarm;
 pub mod transfer;

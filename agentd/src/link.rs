@@ -501,6 +501,12 @@ async fn serve_hub_stream(
                 .instrument(span)
                 .await
         }
+        HubStreamOpen::Shell(open) => {
+            let span = tracing::info_span!("shell", session_id = %open.session_id);
+            crate::shell::serve(exec.clone(), send, recv, open)
+                .instrument(span)
+                .await
+        }
     }
 }
 

@@ -147,7 +147,8 @@ pub(crate) async fn serve_open(
         HubStreamOpen::Exec(_)
         | HubStreamOpen::Ping { .. }
         | HubStreamOpen::Logs(_)
-        | HubStreamOpen::HostReport => {
+        | HubStreamOpen::HostReport
+        | HubStreamOpen::Shell(_) => {
             let _ = send.reset(flotilla_wire::ErrorCode::BadRequest.as_u32().into());
             return;
         }

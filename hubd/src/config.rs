@@ -61,6 +61,16 @@ pub struct HubConfig {
     /// refuses the whole file if one rule is wrong.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alert: Vec<flotilla_wire::alerts::RuleSpec>,
+    /// Shell recordings older than this (`90d`, `12h`) are deleted; their sessions stay listed.
+    pub recordings_max_age: String,
+    /// Total bytes of shell recordings kept; past it the oldest are deleted first.
+    pub recordings_max_bytes: u64,
+    /// Shell sessions whose recording cannot be written are ended, and new ones refused, so no
+    /// shell runs unrecorded; `false` lets them go on without a recording (a warning is logged).
+    pub recordings_required: bool,
+    /// Record what shell users type too. Off by default: keystrokes include passwords typed at
+    /// prompts that do not echo.
+    pub recordings_input: bool,
 }
 
 impl Default for HubConfig {
@@ -82,6 +92,10 @@ impl Default for HubConfig {
             receiver: Vec::new(),
             notify: crate::notify::NotifyConfig::default(),
             alert: Vec::new(),
+            recordings_max_age: "90d".into(),
+            recordings_max_bytes: 10 << 30,
+            recordings_required: true,
+            recordings_input: false,
         }
     }
 }
@@ -159,6 +173,24 @@ impl HubConfig {
                 "handshake_timeout_s = {} must be between 1 and 30",
                 self.handshake_timeout_s
             )));
+        }
+        match flotilla_wire::text::parse_duration(&self.recordings_max_age) {
+            Ok(d) if !d.is_zero() => {}
+            Ok(_) => {
+                return Err(HubError::Config(
+                    "recordings_max_age must be longer than 0 (e.g. 90d)".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(HubError::Config(format!(
+                    "recordings_max_age: {e} (e.g. 90d, 12h)"
+                )));
+            }
+        }
+        if self.recordings_max_bytes == 0 {
+            return Err(HubError::Config(
+                "recordings_max_bytes must be at least 1".into(),
+            ));
         }
         if let Some(level) = &self.log_level
             && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
@@ -239,6 +271,10 @@ impl HubPaths {
     /// hub resumes its former peers' sessions instead of a full handshake with each.
     pub fn ticket_key(&self) -> PathBuf {
         self.data_dir.join("tls-ticket.key")
+    }
+    /// Shell session recordings (0700; each file 0600).
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
     }
     /// Written at start-up with the bound address, for scripts and tests.
     pub fn addr_file(&self) -> PathBuf {

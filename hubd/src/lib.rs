@@ -28,6 +28,7 @@ pub mod reload;
 pub mod service;
 mod session;
 pub mod settings;
+pub mod shell;
 pub mod stats;
 pub mod store;
 pub mod workloads;
@@ -88,6 +89,10 @@ pub struct HubCtx {
     pub alerts: alerts::Alerts,
     /// Latest host depth (GPUs, disk health, per-device I/O…) per agent.
     pub host: host::HostState,
+    /// Shell session records: where recordings go and how long they stay.
+    pub sessions: shell::sessions::Sessions,
+    /// Live shell sessions and where they are recorded.
+    pub shells: Arc<shell::Shells>,
 }
 
 /// What `hubd init` made.
@@ -280,6 +285,12 @@ async fn open_ctx(
         workloads::history::ContainerHistory::start(store.clone(), history.retention_watch()).await;
     let registry = Registry::new(config.metrics_interval_ms);
     let notifier = notify::Notifier::new(store.clone(), &config);
+    let config_for_sessions = config.clone();
+    let shells = Arc::new(shell::Shells::new(
+        paths.data_dir.join(shell::RECORDINGS_DIR),
+        config.recordings_input,
+        config.recordings_required,
+    ));
     let ctx = HubCtx {
         store,
         registry,
@@ -296,6 +307,8 @@ async fn open_ctx(
         notifier,
         alerts: alerts::Alerts::default(),
         host: host::HostState::default(),
+        sessions: shell::sessions::Sessions::new(paths.recordings_dir(), &config_for_sessions),
+        shells,
     };
     Ok((Arc::new(ctx), store_thread))
 }
@@ -341,6 +354,7 @@ pub async fn start(
     let (ctx, store_thread) = open_ctx(&paths, config.clone(), local_addr.port(), tickets).await?;
     exec::recover(&ctx).await;
     relay::recover(&ctx).await;
+    shell::sessions::recover(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     let maint_listener = maint::bind(&paths.data_dir.join(maint::SOCKET))?;
     let metrics_listener = match ctx.config.metrics_listen {
@@ -398,6 +412,7 @@ pub async fn start(
     tracker.spawn(notify::deliver::run(ctx.notifier.clone(), cancel.clone()));
     ctx.alerts.set_sink(Arc::new(ctx.notifier.clone()));
     alerts::Alerts::start(ctx.clone(), &tracker, cancel.clone()).await?;
+    tracker.spawn(shell::sessions::pruner(ctx.clone(), cancel.clone()));
     tracker.spawn(admin_socket::serve(
         ctx.clone(),
         admin_listener,

@@ -9,6 +9,7 @@ pub mod metrics;
 pub(crate) mod migrate;
 pub mod outbox;
 pub mod series;
+pub mod sessions;
 pub mod tokens;
 pub mod transfers;
 pub mod workloads;

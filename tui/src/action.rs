@@ -62,4 +62,6 @@ pub enum Action {
     Range(i32),
     /// Top-process tables a minute further back (-1) or nearer the present (+1).
     TopStep(i32),
+    /// Open a shell on the selected agent or in the selected container (the console steps aside).
+    Shell,
 }

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod host;
 pub mod output;
+pub mod shell;
 pub mod tree;
 #[cfg(test)]
 pub(crate) mod workload_tests;
@@ -284,6 +285,8 @@ pub struct App {
     pub confirm: Option<Confirm>,
     /// The fleet's alerts, for the header, the fleet view's markers and the alerts view.
     pub alerts: AlertBoard,
+    /// A shell asked for with `s` or `!`, for the terminal loop to run.
+    pub shell: Option<shell::ShellTarget>,
     /// The run started by an action key: its end is reported in the footer.
     action_run: Option<u64>,
     next_logs: u64,
@@ -351,6 +354,7 @@ impl App {
             container_history: None,
             confirm: None,
             alerts: AlertBoard::default(),
+            shell: None,
             action_run: None,
             next_logs: 1,
             visible: Vec::new(),
@@ -1278,6 +1282,7 @@ impl App {
             Action::TopStep(delta) => self.step_top(delta),
             Action::NextTab(delta) => self.next_tab(delta),
             Action::OpenLogs => self.open_logs(),
+            Action::Shell => self.open_shell(),
             Action::TogglePause => {
                 if let Some(l) = self.logs.as_mut() {
                     l.paused = !l.paused;

@@ -107,6 +107,7 @@ pub const FLEET: &[Binding] = &[
     b("f", "files", true, false),
     b("s", "sort", true, false),
     b("</>", "previous/next sort column", false, false),
+    b("!", "shell", false, true),
     b("space", "mark agent", false, false),
     b("*", "mark all filtered", false, false),
     b("u", "unmark all", false, false),
@@ -118,6 +119,7 @@ pub const AGENT: &[Binding] = &[
     b("tab", "containers/services", true, false),
     b(":", "run here", true, true),
     b("f", "files", true, false),
+    b("s", "shell", true, true),
     b("esc", "back", true, false),
     b("[/]", "chart span 5m-30d", false, false),
     b("↑↓/jk", "scroll usage and devices", false, false),
@@ -134,6 +136,7 @@ pub const CONTAINERS: &[Binding] = &[
     w("S/T/R", "start/stop/restart", false, Need::Containers),
     w("K/D", "kill/rm", false, Need::Containers),
     b(":", "run on its agent", false, true),
+    b("!", "shell in it", false, true),
     b("r", "refresh", false, false),
 ];
 
@@ -263,6 +266,7 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             KeyCode::Char('h') | KeyCode::Left | KeyCode::Backspace => Action::Back,
             KeyCode::Char(':') => Action::ExecPrompt,
             KeyCode::Char('f') => Action::OpenFiles,
+            KeyCode::Char('s' | '!') => Action::Shell,
             KeyCode::Tab => Action::NextTab(1),
             KeyCode::BackTab => Action::NextTab(-1),
             KeyCode::Char('[') => Action::Range(-1),
@@ -320,7 +324,8 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
         | Action::Copy
         | Action::Cancel
         | Action::AckAlert
-        | Action::SilenceAlert => Need::Act,
+        | Action::SilenceAlert
+        | Action::Shell => Need::Act,
         Action::Work(WorkAction::Container(_)) => Need::Containers,
         Action::Work(WorkAction::Service(_)) => Need::Services,
         _ => Need::Nothing,
@@ -335,6 +340,7 @@ fn workloads(kind: WorkKind, code: KeyCode) -> Option<Action> {
         (_, KeyCode::Char('s')) => Action::NextSort,
         (_, KeyCode::Char('r')) => Action::Refresh,
         (_, KeyCode::Char(':')) => Action::ExecPrompt,
+        (WorkKind::Containers, KeyCode::Char('!')) => Action::Shell,
         (_, KeyCode::Tab) => Action::NextTab(1),
         (_, KeyCode::BackTab) => Action::NextTab(-1),
         (_, KeyCode::Left | KeyCode::Char('h') | KeyCode::Backspace) => Action::Back,
@@ -386,6 +392,7 @@ fn fleet(code: KeyCode) -> Option<Action> {
         KeyCode::Char('u') => Action::ClearMarks,
         KeyCode::Char(':') => Action::ExecPrompt,
         KeyCode::Char('f') => Action::OpenFiles,
+        KeyCode::Char('!') => Action::Shell,
         code => scroll(code)?,
     })
 }

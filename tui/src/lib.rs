@@ -26,6 +26,8 @@ pub mod host;
 pub mod hostdetail;
 pub mod keymap;
 pub mod mux;
+pub mod sessions;
+pub mod shell;
 pub mod strings;
 pub mod ui;
 pub mod util;

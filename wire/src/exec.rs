@@ -532,6 +532,18 @@ pub enum Query {
         /// End of the span, ms since the epoch (exclusive).
         to_ms: u64,
     },
+    /// The newest shell sessions, newest first (operators their own, admins all), answered by
+    /// [`QueryReply::Sessions`] frames.
+    Sessions {
+        /// How many.
+        limit: u32,
+    },
+    /// One session's recording (operators their own, admins any), answered by
+    /// [`QueryReply::Recording`] frames: header, events, end.
+    Replay {
+        /// Which session.
+        session: crate::shell::ShellSessionId,
+    },
 }
 
 /// Hub to operator on a query stream.
@@ -562,6 +574,10 @@ pub enum QueryReply {
     /// Minutes of a [`Query::HostTop`], at most [`crate::history::TOP_MINUTES_PER_FRAME`] per
     /// frame, oldest first.
     HostTop(Vec<crate::history::TopMinute>),
+    /// Shell sessions, at most [`crate::sessions::SESSIONS_PER_FRAME`] per frame.
+    Sessions(Vec<crate::sessions::SessionRow>),
+    /// A piece of a recording being replayed.
+    Recording(crate::sessions::RecordingFrame),
 }
 
 /// A job as stored.

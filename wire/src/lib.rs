@@ -18,6 +18,8 @@ pub mod ids;
 pub mod io;
 pub mod limits;
 pub mod msg;
+pub mod sessions;
+pub mod shell;
 pub mod text;
 pub mod token;
 pub mod workloads;

@@ -21,6 +21,8 @@ pub enum StreamKind {
     Transfer,
     /// One container's or unit's logs.
     Logs,
+    /// One interactive shell session (or a join of one).
+    Shell,
 }
 
 /// Control frames are small: hello, welcome, a CSR and a certificate (a few KiB) with headroom.
@@ -42,6 +44,9 @@ pub const MAX_EXEC_REQUEST_FRAME: usize = 4 * 1024 * 1024;
 pub const MAX_TRANSFER_FRAME: usize = 512 * 1024;
 /// Log data travels in chunks of at most 64 KiB plus the envelope, as exec output does.
 pub const MAX_LOGS_FRAME: usize = 128 * 1024;
+/// Shell frames: terminal data in chunks of at most 16 KiB plus the envelope, or a request whose
+/// command line is at most 16 KiB; 64 KiB leaves room for both.
+pub const MAX_SHELL_FRAME: usize = 64 * 1024;
 /// Samples per back-fill frame: an hour at 1-minute resolution fits in one batch.
 pub const MAX_BACKFILL_BATCH: usize = 120;
 
@@ -57,6 +62,7 @@ impl StreamKind {
             Self::Exec => MAX_EXEC_FRAME,
             Self::Transfer => MAX_TRANSFER_FRAME,
             Self::Logs => MAX_LOGS_FRAME,
+            Self::Shell => MAX_SHELL_FRAME,
         }
     }
 }

@@ -184,6 +184,9 @@ pub enum HubStreamOpen {
     /// Run the slow host collectors (SMART) now: the agent answers one
     /// [`crate::host::HostReport`] on this stream and sends it on its metrics stream too.
     HostReport,
+    /// Start a shell on a PTY: [`crate::shell::ShellFrame`]s both ways, the agent's first being
+    /// `Started` or `Refused`.
+    Shell(crate::shell::ShellOpen),
 }
 
 /// Typed first frame of every stream but the control stream.
@@ -220,6 +223,12 @@ pub enum StreamOpen {
     /// Operator to hub, bidirectional: one [`crate::workloads::LogsRequest`], then
     /// [`crate::workloads::LogFrame`]s until `End` or `Error`, or until either side closes.
     Logs,
+    /// Operator to hub, bidirectional: one [`crate::shell::ShellRequest`], then
+    /// [`crate::shell::ShellFrame`]s both ways until `Exit`, `Closed` or `Refused`.
+    Shell,
+    /// Operator to hub, bidirectional: one [`crate::shell::ShellJoin`], then the live session's
+    /// [`crate::shell::ShellFrame`]s, read-only.
+    ShellJoin,
 }
 
 /// Frames on the metrics stream.

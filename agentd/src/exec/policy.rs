@@ -229,6 +229,8 @@ pub struct ExecPolicy {
     pub run_as: Option<super::account::RunAs>,
     /// Containers, compose and services keys.
     pub workloads: WorkloadSettings,
+    /// Interactive shells: `shell`, `shell_user` and the session limits.
+    pub shell: crate::shell::ShellPolicy,
 }
 
 impl ExecPolicy {
@@ -279,6 +281,7 @@ impl ExecPolicy {
             #[cfg(unix)]
             run_as,
             workloads: WorkloadSettings::from_config(cfg),
+            shell: crate::shell::ShellPolicy::from_config(cfg)?,
         })
     }
 

@@ -180,6 +180,20 @@ async fn answer(
             }
             Ok(())
         }
+        Query::Sessions { limit } => {
+            let rows = crate::shell::sessions::list(ctx, actor, limit).await?;
+            for page in rows.chunks(flotilla_wire::sessions::SESSIONS_PER_FRAME) {
+                reply(send, &QueryReply::Sessions(page.to_vec())).await?;
+            }
+            Ok(())
+        }
+        Query::Replay { session } => {
+            let mut replay = crate::shell::sessions::Replay::open(ctx, actor, session).await?;
+            while let Some(frame) = replay.next_frame().await? {
+                reply(send, &QueryReply::Recording(frame)).await?;
+            }
+            Ok(())
+        }
         Query::Jobs { limit } => {
             if !actor.role.can_act() {
                 return Err(forbidden(actor, "listing jobs").into());

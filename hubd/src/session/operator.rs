@@ -181,6 +181,8 @@ async fn serve_stream(
             }
             crate::relay::copy(ctx, actor, send, recv, cancel).await
         }
+        StreamOpen::Shell => crate::shell::serve(ctx, actor, send, recv, cancel).await,
+        StreamOpen::ShellJoin => crate::shell::serve_join(ctx, actor, send, recv, cancel).await,
         StreamOpen::Metrics | StreamOpen::Snapshot => {
             refuse(&mut send, &mut recv, ErrorCode::Forbidden)
         }

@@ -245,6 +245,28 @@ CREATE INDEX notify_outbox_receiver ON notify_outbox(receiver, state);
 "#,
     // 11: per-series host history and per-minute top processes, keyed by integers.
     super::series::MIGRATION,
+    // 12: shell sessions: who opened a shell where, how it ended, and its recording file (a name in
+    // the recordings directory, empty once retention pruned it).
+    r#"
+CREATE TABLE shell_sessions (
+    id            TEXT PRIMARY KEY,
+    operator      TEXT NOT NULL,
+    operator_name TEXT NOT NULL,
+    agent         TEXT NOT NULL,
+    agent_name    TEXT NOT NULL,
+    container     TEXT NOT NULL,
+    command       TEXT NOT NULL,
+    started_ms    INTEGER NOT NULL,
+    ended_ms      INTEGER,
+    exit          INTEGER,
+    reason        TEXT NOT NULL DEFAULT '',
+    bytes         INTEGER NOT NULL DEFAULT 0,
+    file          TEXT NOT NULL,
+    size          INTEGER NOT NULL DEFAULT 0,
+    state         TEXT NOT NULL
+);
+CREATE INDEX shell_sessions_started ON shell_sessions(started_ms);
+"#,
 ];
 
 /// Brings the schema up to date in one transaction per step.

@@ -60,4 +60,5 @@ mod notify;
 mod rejections;
 mod resumption;
 mod services;
+mod shell;
 mod workloads;

@@ -154,8 +154,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Shell sessions, newest first: who opened a shell where, how it ended, its recording
+    /// (operators see their own, admins all).
+    Sessions {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play a shell session's recording in this terminal, with its timing (pauses over 2 s are
+    /// shortened), or dump exactly what its client saw with --raw.
+    Replay {
+        /// Session id (from `flotilla sessions`).
+        #[arg(value_parser = crate::sessions::parse_session_id)]
+        id: flotilla_wire::shell::ShellSessionId,
+        /// Playback speed (2: twice as fast).
+        #[arg(long, default_value = "1", value_parser = crate::sessions::parse_speed)]
+        speed: f64,
+        /// Write the recorded output at once, byte for byte, without timing.
+        #[arg(long, alias = "instant")]
+        raw: bool,
+    },
     /// Log lines of a container (AGENT/CONTAINER) or, with --unit, of a systemd unit's journal.
     Logs(crate::workloads::logs::LogsArgs),
+    /// A terminal on an agent (AGENT) or in one of its containers (AGENT/CONTAINER): the login
+    /// shell, or the program after `--` (needs shell = "on" on the agent).
+    Shell(crate::shell::ShellArgs),
     /// Start, stop, restart, kill or remove containers: SELECTOR/CONTAINER… (needs
     /// containers = "manage" on the agents).
     Container(crate::workloads::actions::ContainerArgs),
@@ -278,7 +304,10 @@ impl Command {
                 | Self::Jobs { .. }
                 | Self::Job { .. }
                 | Self::Audit { .. }
+                | Self::Sessions { .. }
+                | Self::Replay { .. }
                 | Self::Logs(_)
+                | Self::Shell(_)
                 | Self::Container(_)
                 | Self::Compose(_)
                 | Self::Ps { .. }

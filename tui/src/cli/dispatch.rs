@@ -295,6 +295,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Shell(crate::shell::ShellArgs { join: Some(id), .. }) => {
+            let id = *id;
+            exec_like(&cli, |c| async move {
+                crate::sessions::join_command(&c, id).await
+            })
+            .await
+        }
+        Command::Shell(args) => {
+            let req = match args.request(&crate::shell::local_term(), crate::shell::local_size()) {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            exec_like(&cli, |c| async move {
+                crate::shell::shell_command(&c, &req).await
+            })
+            .await
+        }
         Command::Container(args) => {
             let reqs = match args.requests() {
                 Ok(r) => r,
@@ -321,6 +338,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             exec_like(&cli, |c| async move {
                 crate::exec::exec_command(&c, &req, args.json).await
+            })
+            .await
+        }
+        Command::Sessions { limit, json } => {
+            exec_like(&cli, |c| async move {
+                crate::sessions::sessions_command(&c, *limit, *json).await
+            })
+            .await
+        }
+        Command::Replay { id, speed, raw } => {
+            let opts = crate::sessions::ReplayOptions {
+                speed: *speed,
+                raw: *raw,
+            };
+            exec_like(&cli, |c| async move {
+                crate::sessions::replay_command(&c, *id, opts).await
             })
             .await
         }
