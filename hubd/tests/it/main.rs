@@ -53,4 +53,5 @@ mod metrics;
 mod rejections;
 mod resumption;
 mod services;
+mod sessions;
 mod workloads;
