@@ -316,6 +316,7 @@ mod tests {
         ShellArgs {
             target: target.into(),
             command: command.iter().map(|s| s.to_string()).collect(),
+            join: None,
         }
     }
 
