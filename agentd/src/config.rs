@@ -385,6 +385,42 @@ mod tests {
     }
 
     #[test]
+    fn shell_examples_in_docs_parse_and_shell_settings_are_checked() {
+        let doc =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/shell.md"))
+                .expect("docs/shell.md");
+        let mut found = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            let cfg = parse(text).unwrap_or_else(|e| panic!("docs/shell.md example: {e}"));
+            assert_eq!(cfg.shell, ShellMode::On);
+            found += 1;
+        }
+        assert!(found > 0, "no agent.toml example found in docs/shell.md");
+        assert_eq!(
+            AgentConfig::default().shell,
+            ShellMode::Off,
+            "shells are opted into"
+        );
+        let err = |t: &str| parse(t).expect_err(t);
+        assert_eq!(
+            err("shell_idle_timeout = \"500ms\""),
+            "config: shell_idle_timeout = \"500ms\" is under the 1 s minimum (use 0 for no limit)"
+        );
+        assert_eq!(
+            err("shell_max_session = \"12x\""),
+            "config: shell_max_session: duration \"12x\": unknown unit \"x\" (use ms, s, m, h or d)"
+        );
+        assert_eq!(
+            err("shell_user = \"\""),
+            "config: shell_user is empty: name an account, or leave it out for agentd's own"
+        );
+        assert!(err("shell = \"yes\"").contains("unknown variant `yes`"));
+        let cfg = parse("shell = \"on\"\nshell_idle_timeout = \"0\"").expect("no limit");
+        assert_eq!(cfg.shell_idle_timeout, "0");
+    }
+
+    #[test]
     fn bad_workload_settings_are_named() {
         let err = |t: &str| parse(t).expect_err(t);
         assert_eq!(

@@ -282,7 +282,7 @@ pub async fn serve(
             tracing::info!(actor = %open.actor, error = %message, "shell failed to start");
             let _ = write_frame(
                 &mut send,
-                &ShellFrame::refused(ErrorCode::BadRequest, message),
+                &ShellFrame::refused(ErrorCode::NotFound, message),
                 MAX_SHELL_FRAME,
             )
             .await;

@@ -52,4 +52,6 @@ pub enum Action {
     TogglePause,
     /// Act on the container or unit under the cursor.
     Work(WorkAction),
+    /// Open a shell on the selected agent or in the selected container (the console steps aside).
+    Shell,
 }

@@ -2,6 +2,7 @@
 //! queued as [`Command`]s that the console's network task picks up (see [`App::take_commands`]).
 
 pub mod output;
+pub mod shell;
 pub mod tree;
 #[cfg(test)]
 pub(crate) mod workload_tests;
@@ -264,6 +265,8 @@ pub struct App {
     pub container_history: Option<ContainerHistory>,
     /// A destructive action waiting for `y`.
     pub confirm: Option<Confirm>,
+    /// A shell asked for with `s` or `!`, for the terminal loop to run.
+    pub shell: Option<shell::ShellTarget>,
     /// The run started by an action key: its end is reported in the footer.
     action_run: Option<u64>,
     next_logs: u64,
@@ -329,6 +332,7 @@ impl App {
             logs: None,
             container_history: None,
             confirm: None,
+            shell: None,
             action_run: None,
             next_logs: 1,
             visible: Vec::new(),
@@ -1205,6 +1209,7 @@ impl App {
             },
             Action::NextTab(delta) => self.next_tab(delta),
             Action::OpenLogs => self.open_logs(),
+            Action::Shell => self.open_shell(),
             Action::TogglePause => {
                 if let Some(l) = self.logs.as_mut() {
                     l.paused = !l.paused;

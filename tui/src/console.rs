@@ -24,6 +24,7 @@ use ratatui::Terminal;
 use ratatui::backend::Backend;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -563,10 +564,21 @@ async fn session(
 
 /// Reads keys on a blocking task (crossterm's reader blocks) until the console is cancelled; it
 /// looks at the token between polls of at most 200 ms.
-fn spawn_input(tracker: &TaskTracker, tx: mpsc::Sender<Event>, cancel: CancellationToken) {
+fn spawn_input(
+    tracker: &TaskTracker,
+    tx: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+    gate: Arc<InputGate>,
+) {
     tracker.spawn_blocking(move || {
         use crossterm::event::{self, Event as Term, KeyEventKind};
         while !cancel.is_cancelled() {
+            if gate.paused.load(Ordering::SeqCst) {
+                gate.parked.store(true, Ordering::SeqCst);
+                std::thread::sleep(INPUT_GATE_PAUSE);
+                continue;
+            }
+            gate.parked.store(false, Ordering::SeqCst);
             match event::poll(Duration::from_millis(200)) {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -583,6 +595,35 @@ fn spawn_input(tracker: &TaskTracker, tx: mpsc::Sender<Event>, cancel: Cancellat
             }
         }
     });
+}
+
+/// Pause of the keyboard thread while a shell has the terminal: short, so the console answers
+/// keys again at once when the shell ends.
+const INPUT_GATE_PAUSE: Duration = Duration::from_millis(20);
+/// Longest wait for the keyboard thread to step aside (it polls for 200 ms at a time).
+const INPUT_GATE_WAIT: Duration = Duration::from_secs(1);
+
+/// Lets the terminal loop take the keyboard from the input thread (to hand it to a shell) and
+/// give it back, so that no key typed into the shell reaches the console.
+#[derive(Debug, Default)]
+struct InputGate {
+    paused: AtomicBool,
+    parked: AtomicBool,
+}
+
+impl InputGate {
+    /// Asks the input thread to stop reading and waits until it has (bounded).
+    async fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        while !self.parked.load(Ordering::SeqCst) && started.elapsed() < INPUT_GATE_WAIT {
+            tokio::time::sleep(INPUT_GATE_PAUSE).await;
+        }
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
 }
 
 /// The console without its terminal: the network task, the event queue and the state. The
@@ -745,17 +786,34 @@ impl Console {
         terminal: &mut Terminal<B>,
         theme: Theme,
     ) -> Result<(), B::Error> {
+        while self.run_until_shell(terminal, theme).await?.is_some() {
+            self.app.notice = Some("no terminal to hand a shell to".into());
+        }
+        Ok(())
+    }
+
+    /// As [`Console::run`], but returns when a shell is asked for (`s`, `!`), so that the caller
+    /// can hand it the real terminal and then call this again; `None` when the console quits.
+    pub async fn run_until_shell<B: Backend>(
+        &mut self,
+        terminal: &mut Terminal<B>,
+        theme: Theme,
+    ) -> Result<Option<crate::app::shell::ShellTarget>, B::Error> {
+        self.app.prepare();
         terminal.draw(|f| ui::render(&self.app, theme, f))?;
         while !self.app.quit {
             let Some(dirty) = self.step().await else {
                 break;
             };
+            if let Some(target) = self.app.take_shell() {
+                return Ok(Some(target));
+            }
             if dirty && !self.app.quit {
                 self.app.prepare();
                 terminal.draw(|f| ui::render(&self.app, theme, f))?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -767,6 +825,7 @@ impl Drop for Console {
 
 /// Opens the console attached to the hub of `login`, remembering commands in `history` if given.
 pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow::Result<u8> {
+    let shell_login = login.clone();
     let mut console = Console::attach(login, crate::util::now_ms());
     if let Some(file) = history {
         console = console.with_history(file);
@@ -792,8 +851,39 @@ pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow:
         }
     });
     let mut terminal = ratatui::init();
-    spawn_input(&console.tracker, console.sender(), cancel.clone());
-    let result = console.run(&mut terminal, Theme::from_env()).await;
+    let gate = Arc::new(InputGate::default());
+    spawn_input(
+        &console.tracker,
+        console.sender(),
+        cancel.clone(),
+        gate.clone(),
+    );
+    let theme = Theme::from_env();
+    let result = loop {
+        match console.run_until_shell(&mut terminal, theme).await {
+            Ok(Some(target)) => {
+                // The console steps aside: the shell gets the keyboard and the normal screen.
+                gate.pause().await;
+                ratatui::restore();
+                let how = crate::shell::run_for_console(
+                    &shell_login,
+                    &target.agent,
+                    target.container.as_deref(),
+                )
+                .await;
+                let _ = crossterm::terminal::enable_raw_mode();
+                let _ = crossterm::execute!(
+                    std::io::stdout(),
+                    crossterm::terminal::EnterAlternateScreen
+                );
+                let _ = terminal.clear();
+                gate.resume();
+                console.app.shell_ended(&target, &how);
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
     ratatui::restore();
     console.shutdown(QUIT_WAIT).await;
     result?;

@@ -105,6 +105,7 @@ pub const FLEET: &[Binding] = &[
     b(":", "run", true, true),
     b("f", "files", true, false),
     b("s", "sort", true, false),
+    b("!", "shell", false, true),
     b("space", "mark agent", false, false),
     b("*", "mark all filtered", false, false),
     b("u", "unmark all", false, false),
@@ -116,6 +117,7 @@ pub const AGENT: &[Binding] = &[
     b("tab", "containers/services", true, false),
     b(":", "run here", true, true),
     b("f", "files", true, false),
+    b("s", "shell", true, true),
     b("esc", "back", true, false),
 ];
 
@@ -129,6 +131,7 @@ pub const CONTAINERS: &[Binding] = &[
     w("S/T/R", "start/stop/restart", false, Need::Containers),
     w("K/D", "kill/rm", false, Need::Containers),
     b(":", "run on its agent", false, true),
+    b("!", "shell in it", false, true),
     b("r", "refresh", false, false),
 ];
 
@@ -246,6 +249,7 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             KeyCode::Char('h') | KeyCode::Left | KeyCode::Backspace => Action::Back,
             KeyCode::Char(':') => Action::ExecPrompt,
             KeyCode::Char('f') => Action::OpenFiles,
+            KeyCode::Char('s' | '!') => Action::Shell,
             KeyCode::Tab => Action::NextTab(1),
             KeyCode::BackTab => Action::NextTab(-1),
             _ => return None,
@@ -287,7 +291,7 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
         },
     };
     let needs = match action {
-        Action::ExecPrompt | Action::Copy | Action::Cancel => Need::Act,
+        Action::ExecPrompt | Action::Copy | Action::Cancel | Action::Shell => Need::Act,
         Action::Work(WorkAction::Container(_)) => Need::Containers,
         Action::Work(WorkAction::Service(_)) => Need::Services,
         _ => Need::Nothing,
@@ -302,6 +306,7 @@ fn workloads(kind: WorkKind, code: KeyCode) -> Option<Action> {
         (_, KeyCode::Char('s')) => Action::NextSort,
         (_, KeyCode::Char('r')) => Action::Refresh,
         (_, KeyCode::Char(':')) => Action::ExecPrompt,
+        (WorkKind::Containers, KeyCode::Char('!')) => Action::Shell,
         (_, KeyCode::Tab) => Action::NextTab(1),
         (_, KeyCode::BackTab) => Action::NextTab(-1),
         (_, KeyCode::Left | KeyCode::Char('h') | KeyCode::Backspace) => Action::Back,
@@ -352,6 +357,7 @@ fn fleet(code: KeyCode) -> Option<Action> {
         KeyCode::Char('u') => Action::ClearMarks,
         KeyCode::Char(':') => Action::ExecPrompt,
         KeyCode::Char('f') => Action::OpenFiles,
+        KeyCode::Char('!') => Action::Shell,
         code => scroll(code)?,
     })
 }

@@ -20,7 +20,7 @@ use flotilla_wire::shell::{
 };
 use flotilla_wire::{Chunk, ErrorCode};
 use std::io::IsTerminal;
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
 /// Exit status when the session ended without the program's own (as ssh uses 255).
 pub const EXIT_SESSION_LOST: u8 = 255;
@@ -198,8 +198,13 @@ pub async fn run_shell(client: &Client, req: &ShellRequest) -> Result<ShellOutco
             Err(e) => return Err(link.stream_error(e)),
         };
     let raw = RawGuard::enter();
-    let result = relay(link, &mut send, &mut recv).await;
+    let (keys, reader) = spawn_stdin();
+    let result = relay(link, &mut send, &mut recv, keys).await;
     drop(raw);
+    if let Some(reader) = reader {
+        // It notices the dropped receiver within KEY_POLL_MS.
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    }
     match result {
         Ok(outcome) => Ok(outcome),
         Err(e) => Ok(ShellOutcome::Ended(format!(
@@ -208,45 +213,103 @@ pub async fn run_shell(client: &Client, req: &ShellRequest) -> Result<ShellOutco
     }
 }
 
-/// Keystrokes from our standard input, read on a thread of their own (a blocking read cannot be
-/// cancelled; the thread ends with the process, or at end of input).
-fn spawn_stdin() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+/// How long the keyboard thread waits for a key before it checks whether the session ended: the
+/// most a console waits to get its keyboard back.
+const KEY_POLL_MS: i32 = 100;
+
+/// Keystrokes from our standard input, read on a thread of their own. It stops at the end of our
+/// input, or within [`KEY_POLL_MS`] of the receiver being dropped, so a console that ran the shell
+/// gets every later key back.
+fn spawn_stdin() -> (
+    tokio::sync::mpsc::Receiver<Vec<u8>>,
+    Option<std::thread::JoinHandle<()>>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(INPUT_QUEUE);
     let spawned = std::thread::Builder::new()
         .name("shell-stdin".into())
         .spawn(move || {
-            use std::io::Read;
-            let mut stdin = std::io::stdin();
             let mut buf = vec![0u8; MAX_SHELL_CHUNK];
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                            return;
-                        }
+            while !tx.is_closed() {
+                let mut fds = libc::pollfd {
+                    fd: 0,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                let ready = unsafe { libc::poll(&mut fds, 1, KEY_POLL_MS) };
+                if ready == 0
+                    || (ready < 0
+                        && std::io::Error::last_os_error().kind()
+                            == std::io::ErrorKind::Interrupted)
+                {
+                    continue;
+                }
+                if ready < 0 {
+                    return;
+                }
+                // SAFETY: reads at most `buf.len()` bytes into `buf` from standard input.
+                let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+                let Ok(n) = usize::try_from(n) else {
+                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                        continue;
                     }
+                    return;
+                };
+                if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    return;
                 }
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot read the terminal");
+    match spawned {
+        Ok(handle) => (rx, Some(handle)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the terminal");
+            (rx, None)
+        }
     }
-    rx
 }
+
+/// Runs a shell for the console on `agent` (or `agent/container`), which has stepped aside:
+/// connects with `login`, runs the session on the real terminal and says how it ended.
+pub async fn run_for_console(
+    login: &crate::client::Login,
+    agent: &str,
+    container: Option<&str>,
+) -> String {
+    let client = match Client::connect(login).await {
+        Ok(c) => c,
+        Err(e) => return format!("cannot reach the hub: {e}"),
+    };
+    let req = ShellRequest {
+        agent: agent.to_string(),
+        container: container.map(str::to_string),
+        command: Vec::new(),
+        term: local_term(),
+        size: local_size(),
+    };
+    let how = match run_shell(&client, &req).await {
+        Ok(outcome) => outcome
+            .message()
+            .unwrap_or_else(|| format!("exited with status {}", outcome.status())),
+        Err(e) => e.to_string(),
+    };
+    client.close_within(CONSOLE_CLOSE_WAIT).await;
+    how
+}
+
+/// Long enough for the close to reach the hub, short enough that the console is back at once.
+const CONSOLE_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 async fn relay(
     link: &crate::client::Link,
     send: &mut crate::client::SendHalf,
     recv: &mut crate::client::RecvHalf,
+    mut keys: tokio::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<ShellOutcome, ClientError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut keys = spawn_stdin();
     let mut winch = signal(SignalKind::window_change()).map_err(ClientError::Output)?;
     let mut term = signal(SignalKind::terminate()).map_err(ClientError::Output)?;
     let mut hup = signal(SignalKind::hangup()).map_err(ClientError::Output)?;
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
     let up = async {
         let mut keys_open = true;
         loop {
@@ -274,16 +337,18 @@ async fn relay(
             };
             match frame {
                 ShellFrame::Data(Chunk(data)) => {
-                    let written = async {
-                        stdout.write_all(&data).await?;
-                        stdout.flush().await
-                    };
-                    written.await.map_err(ClientError::Output)?;
+                    // Written here, on the runtime's one thread: a terminal takes a chunk in
+                    // microseconds, and handing each echo to a blocking thread would add two
+                    // thread wake-ups to every keystroke's round trip.
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&data)
+                        .and_then(|()| out.flush())
+                        .map_err(ClientError::Output)?;
                 }
                 ShellFrame::Notice(text) => {
                     let line = format!("\r\n[flotilla: {text}]\r\n");
-                    let _ = stderr.write_all(line.as_bytes()).await;
-                    let _ = stderr.flush().await;
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(line.as_bytes()).and_then(|()| err.flush());
                 }
                 ShellFrame::Exit(e) => return Ok(ShellOutcome::Exited(e)),
                 ShellFrame::Closed { reason, message } => {

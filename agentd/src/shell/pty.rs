@@ -24,13 +24,28 @@ const MAX_PASSWD_BUF: usize = 1 << 20;
 /// The master side of the PTY, non-blocking.
 pub(super) struct PtyFd(AsyncFd<OwnedFd>);
 
-/// The program and what sizes its terminal.
+/// The program and what sizes its terminal. Dropped without [`HostChild::hang_up`] (the link
+/// to the hub went away and its stream tasks were aborted), it kills the session's process group,
+/// so no shell outlives its session.
 pub(super) struct HostChild {
-    master: Box<dyn MasterPty + Send>,
+    master: Option<Box<dyn MasterPty + Send>>,
     child: tokio::process::Child,
     /// Its process id, which is also its process group and session (it calls `setsid`).
     pid: i32,
     exit: Option<ShellExit>,
+    hung_up: bool,
+}
+
+impl Drop for HostChild {
+    fn drop(&mut self) {
+        if !self.hung_up {
+            // SAFETY: signals to the process group we created (its id is the child's pid).
+            unsafe {
+                libc::killpg(self.pid, libc::SIGHUP);
+                libc::killpg(self.pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// The passwd entry of `uid`: name, home and login shell.
@@ -198,10 +213,11 @@ pub(super) fn spawn(
     Ok((
         Arc::new(PtyFd(fd)),
         HostChild {
-            master: pair.master,
+            master: Some(pair.master),
             child,
             pid,
             exit: None,
+            hung_up: false,
         },
     ))
 }
@@ -253,7 +269,9 @@ impl HostChild {
             pixel_width: 0,
             pixel_height: 0,
         };
-        if let Err(e) = self.master.resize(size) {
+        if let Some(master) = &self.master
+            && let Err(e) = master.resize(size)
+        {
             tracing::debug!(error = %e, "resize failed");
         }
     }
@@ -283,17 +301,16 @@ impl HostChild {
     pub(super) async fn hang_up(mut self, grace: Duration) {
         // SAFETY: signals to the process group we created (its id is the child's pid).
         unsafe { libc::killpg(self.pid, libc::SIGHUP) };
-        drop(self.master);
-        if self.exit.is_some() {
-            return;
-        }
-        if tokio::time::timeout(grace, self.child.wait())
-            .await
-            .is_err()
+        drop(self.master.take());
+        if self.exit.is_none()
+            && tokio::time::timeout(grace, self.child.wait())
+                .await
+                .is_err()
         {
             // SAFETY: as above.
             unsafe { libc::killpg(self.pid, libc::SIGKILL) };
             let _ = self.child.wait().await;
         }
+        self.hung_up = true;
     }
 }

@@ -53,6 +53,18 @@ async fn audit(ctx: &HubCtx, actor: &Actor, action: &'static str, target: String
     }
 }
 
+/// Closes and removes the recording of a session that never started (the agent refused or
+/// could not be reached): nothing ran, and the audit log says why.
+async fn discard(recording: Option<Recording>) {
+    if let Some(rec) = recording {
+        let path = rec.path().to_path_buf();
+        let _ = rec.finish(None, "never started").await;
+        if let Err(e) = tokio::fs::remove_file(&path).await {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove an unused recording");
+        }
+    }
+}
+
 /// How a session ended, from the hub's point of view.
 enum Outcome {
     /// The agent sent the last frame (`Exit` or `Closed`); it was forwarded.
@@ -172,9 +184,7 @@ pub(super) async fn serve(
     let (mut agent_send, mut agent_recv) = match opened {
         Ok(Ok((s, r, Some(ShellFrame::Started { .. })))) => (s, r),
         Ok(Ok((_, _, Some(ShellFrame::Refused(refusal))))) => {
-            if let Some(rec) = recording {
-                let _ = rec.finish(None, "refused by the agent").await;
-            }
+            discard(recording).await;
             audit(
                 &ctx,
                 &actor,
@@ -188,11 +198,13 @@ pub(super) async fn serve(
         Ok(Ok((_, _, other))) => {
             tracing::info!(agent = %row.name, frame = ?other, "shell: unexpected first frame");
             let message = format!("agent {} did not start the shell", row.name);
+            discard(recording).await;
             return refuse(&mut send, ErrorCode::Internal, message).await;
         }
         Ok(Err(e)) => {
             tracing::info!(agent = %row.name, error = %e, "shell: agent unreachable");
             let message = format!("could not reach agent {}", row.name);
+            discard(recording).await;
             return refuse(&mut send, ErrorCode::NotFound, message).await;
         }
         Err(_) => {
@@ -201,6 +213,7 @@ pub(super) async fn serve(
                 row.name,
                 SETUP_TIMEOUT.as_secs()
             );
+            discard(recording).await;
             return refuse(&mut send, ErrorCode::Timeout, message).await;
         }
     };

@@ -54,4 +54,5 @@ mod rejections;
 mod resumption;
 mod services;
 mod sessions;
+mod shell;
 mod workloads;
