@@ -2,6 +2,7 @@
 //! queued as [`Command`]s that the console's network task picks up (see [`App::take_commands`]).
 
 pub mod output;
+pub mod sessions;
 pub mod shell;
 pub mod tree;
 #[cfg(test)]
@@ -88,6 +89,8 @@ pub enum View {
     },
     /// A container's or unit's log (see [`App::logs`]).
     Logs,
+    /// Recorded shell sessions (see [`App::sessions`]).
+    Sessions,
 }
 
 impl View {
@@ -103,6 +106,7 @@ impl View {
             Self::Audit => "audit",
             Self::Workloads { kind, .. } => kind.title(),
             Self::Logs => "logs",
+            Self::Sessions => "sessions",
         }
     }
 }
@@ -267,6 +271,10 @@ pub struct App {
     pub confirm: Option<Confirm>,
     /// A shell asked for with `s` or `!`, for the terminal loop to run.
     pub shell: Option<shell::ShellTarget>,
+    /// The sessions view's list.
+    pub sessions: sessions::SessionsList,
+    /// A replay or join asked for in the sessions view, for the terminal loop to run.
+    pub session_play: Option<sessions::SessionPlay>,
     /// The run started by an action key: its end is reported in the footer.
     action_run: Option<u64>,
     next_logs: u64,
@@ -333,6 +341,8 @@ impl App {
             container_history: None,
             confirm: None,
             shell: None,
+            sessions: sessions::SessionsList::default(),
+            session_play: None,
             action_run: None,
             next_logs: 1,
             visible: Vec::new(),
@@ -410,6 +420,7 @@ impl App {
         let act = self.can_act();
         let mut grants = keymap::Grants {
             act,
+            admin: self.can_join(),
             ..keymap::Grants::default()
         };
         if let View::Workloads { kind, .. } = &self.view
@@ -662,6 +673,7 @@ impl App {
                 self.audit = fetched(result);
                 self.view == View::Audit
             }
+            Event::Sessions(result) => self.sessions_listed(result),
         }
     }
 
@@ -1016,6 +1028,7 @@ impl App {
                 }
             }
             View::Audit => self.commands.push(Command::Audit),
+            View::Sessions => self.commands.push(Command::Sessions),
             View::Workloads { agent, kind } => {
                 let agent = agent.clone();
                 match kind {
@@ -1128,6 +1141,7 @@ impl App {
                     self.job_selected =
                         (self.job_selected as i64 + i64::from(delta)).clamp(0, max) as usize;
                 }
+                View::Sessions => self.sessions.move_by(delta),
                 View::Audit => {
                     let len = match &self.audit {
                         Fetched::Ready(a) => a.len(),
@@ -1156,6 +1170,7 @@ impl App {
                 View::Agent(_) => {}
             },
             Action::Open => match &self.view {
+                View::Sessions => self.replay_selected(),
                 View::Fleet => {
                     if let Some(a) = self.selected_agent() {
                         let id = a.id.clone();
@@ -1210,6 +1225,7 @@ impl App {
             Action::NextTab(delta) => self.next_tab(delta),
             Action::OpenLogs => self.open_logs(),
             Action::Shell => self.open_shell(),
+            Action::Join => self.join_selected(),
             Action::TogglePause => {
                 if let Some(l) = self.logs.as_mut() {
                     l.paused = !l.paused;

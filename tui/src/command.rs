@@ -76,4 +76,6 @@ pub enum Command {
         /// Which stream.
         id: u64,
     },
+    /// The recorded shell sessions; answered by `Event::Sessions`.
+    Sessions,
 }

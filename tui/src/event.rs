@@ -111,4 +111,6 @@ pub enum Event {
         /// What happened.
         update: LogUpdate,
     },
+    /// Recorded shell sessions, newest first, or why not.
+    Sessions(Result<Vec<flotilla_wire::sessions::SessionRow>, String>),
 }

@@ -5,6 +5,7 @@ mod files;
 mod fleet;
 mod output;
 mod records;
+mod sessions;
 mod workloads;
 
 use crate::app::{App, Conn, PromptKind, View};
@@ -111,6 +112,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame<'_>) {
         View::Transfers => files::render_transfers(app, theme, frame, body),
         View::Jobs => records::render_jobs(app, theme, frame, body),
         View::Audit => records::render_audit(app, theme, frame, body),
+        View::Sessions => sessions::render(app, theme, frame, body),
     }
     render_footer(app, theme, frame, footer);
     if app.picker.is_some() {
