@@ -124,3 +124,107 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
         area,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Theme, render};
+    use crate::action::Action;
+    use crate::app::{App, View};
+    use crate::event::Event;
+    use flotilla_wire::Role;
+    use flotilla_wire::sessions::{SessionRow, SessionState};
+    use flotilla_wire::shell::ShellSessionId;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn screen(app: &App, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+        terminal
+            .draw(|f| render(app, Theme { color: false }, f))
+            .expect("draw");
+        let buf = terminal.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..height {
+            let mut line = String::new();
+            for x in 0..width {
+                line.push_str(buf[(x, y)].symbol());
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        assert!(
+            !out.chars()
+                .any(|c| c != '\n' && crate::util::must_escape(c)),
+            "{out:?}"
+        );
+        out
+    }
+
+    fn session(
+        n: u64,
+        who: &str,
+        agent: &str,
+        container: &str,
+        state: SessionState,
+        secs: u64,
+    ) -> SessionRow {
+        let started_ms = 1_765_000_000_000 - n * 3_600_000;
+        SessionRow {
+            id: ShellSessionId(0x1f2e_3d4c_5b6a_0000 + n),
+            operator: format!("o-{who}"),
+            operator_name: who.into(),
+            agent: agent.into(),
+            container: container.into(),
+            command: if container.is_empty() {
+                String::new()
+            } else {
+                "sh".into()
+            },
+            started_ms,
+            ended_ms: (state == SessionState::Ended).then_some(started_ms + secs * 1000),
+            exit: (state == SessionState::Ended).then_some(if n == 2 { 130 } else { 0 }),
+            reason: String::new(),
+            bytes: 4096 * n,
+            size: 1500 * n,
+            recorded: n != 4,
+            state,
+        }
+    }
+
+    fn sessions_app(role: Role) -> App {
+        let mut app = App::new(0);
+        app.update(Event::Connected(Box::new(flotilla_wire::msg::Welcome {
+            protocol_version: flotilla_wire::PROTOCOL_VERSION,
+            hub_version: "0.1.0".into(),
+            identity: flotilla_wire::IdentityId::from_random(Role::Admin, [9; 8]),
+            role,
+            name: "root".into(),
+            metrics_interval_ms: 5000,
+        })));
+        app.apply(Action::Show(View::Sessions));
+        app.update(Event::Sessions(Ok(vec![
+            session(0, "alice", "web-1", "", SessionState::Live, 0),
+            session(1, "bob\x1b[2J", "db-1", "postgres", SessionState::Ended, 42),
+            session(2, "alice", "web-1", "", SessionState::Ended, 3725),
+            session(3, "carol", "build-7", "", SessionState::Interrupted, 0),
+            session(4, "alice", "web-2", "", SessionState::Ended, 185),
+        ])));
+        app.apply(Action::Move(1));
+        app
+    }
+
+    #[test]
+    fn sessions_view() {
+        let app = sessions_app(Role::Admin);
+        insta::assert_snapshot!("sessions_80x24", screen(&app, 80, 24));
+        insta::assert_snapshot!("sessions_160x48", screen(&app, 160, 48));
+    }
+
+    #[test]
+    fn operators_see_no_join_key() {
+        let app = sessions_app(Role::Operator);
+        let shown = screen(&app, 80, 24);
+        assert!(shown.contains("enter replay"), "{shown}");
+        assert!(!shown.contains("join"), "{shown}");
+    }
+}
