@@ -31,6 +31,7 @@ mod harness;
 
 mod cli;
 mod console_actions;
+mod console_sessions;
 mod console_tasks;
 mod console_tmux;
 mod console_views;

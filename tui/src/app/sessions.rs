@@ -169,7 +169,11 @@ mod tests {
         app.apply(Action::Move(1));
         app.apply(Action::Join);
         assert_eq!(app.take_handoff(), None);
-        assert!(app.notice.as_deref().is_some_and(|n| n.contains("not live")));
+        assert!(
+            app.notice
+                .as_deref()
+                .is_some_and(|n| n.contains("not live"))
+        );
         app.apply(Action::Open);
         let Some(Handoff::Session(play)) = app.take_handoff() else {
             panic!("Enter asks for a replay");
@@ -187,7 +191,11 @@ mod tests {
             }))
         );
         app.session_play_ended(&play, "end of recording");
-        assert_eq!(app.view, View::Sessions, "the console comes back where it was");
+        assert_eq!(
+            app.view,
+            View::Sessions,
+            "the console comes back where it was"
+        );
         assert_eq!(app.sessions.selected, 0);
     }
 
@@ -195,7 +203,9 @@ mod tests {
     fn a_refused_list_says_why() {
         let mut app = App::new(0);
         app.apply(Action::Show(View::Sessions));
-        app.update(Event::Sessions(Err("viewers may not list shell sessions".into())));
+        app.update(Event::Sessions(Err(
+            "viewers may not list shell sessions".into()
+        )));
         assert!(matches!(app.sessions.rows, Fetched::Failed(ref e) if e.contains("viewers")));
         app.apply(Action::Open);
         assert_eq!(app.take_handoff(), None);
