@@ -504,9 +504,9 @@ async fn relay(
     };
     let up = async {
         loop {
-            let frame = match read_frame::<ShellFrame, _>(operator_recv, MAX_SHELL_FRAME).await {
-                Ok(Some(f)) => f,
-                Ok(None) | Err(_) => return Outcome::HungUp,
+            let Ok(Some(frame)) = read_frame::<ShellFrame, _>(operator_recv, MAX_SHELL_FRAME).await
+            else {
+                return Outcome::HungUp;
             };
             match &frame {
                 ShellFrame::Data(Chunk(data)) => {
