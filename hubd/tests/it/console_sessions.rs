@@ -235,3 +235,112 @@ async fn a_recorded_session_is_listed_and_enter_replays_it_then_gives_the_consol
     drop(tmux);
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn j_joins_a_live_session_read_only_and_any_key_leaves_it() {
+    let fleet = Fleet::builder()
+        .agent(AgentSpec::new("web-1").config(shell_on()))
+        .start()
+        .await;
+    // A live session: a shell reading what the test types.
+    let client = fleet.admin_client().await;
+    let (mut send, mut recv) = client.open_bi().await.expect("open stream");
+    let req = ShellRequest {
+        agent: "web-1".into(),
+        container: None,
+        command: vec!["sh".into()],
+        term: "xterm".into(),
+        size: WindowSize { cols: 80, rows: 24 },
+    };
+    send.write_opening(&StreamOpen::Shell, &req, MAX_SHELL_FRAME)
+        .await
+        .expect("send request");
+    let first = within(
+        DEADLINE,
+        "the shell's start",
+        read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME),
+    )
+    .await
+    .expect("read")
+    .expect("a frame");
+    let ShellFrame::Started { session_id: id } = first else {
+        panic!("shell not started: {first:?}");
+    };
+
+    let command = format!(
+        "NO_COLOR=1 {} --no-mux --login-dir {}",
+        flotilla_bin().display(),
+        fleet.admin_login().dir.display(),
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("the agent online", |s| s.contains("1/1 online"))
+        .await;
+    tmux.key("9");
+    let id_text = id.to_string();
+    tmux.wait_for("the live session listed", |s| {
+        s.lines()
+            .any(|l| l.contains(&id_text) && l.contains("live"))
+            && s.contains("j join live")
+    })
+    .await;
+    tmux.key("j");
+    // The owner is told of the join: from then on the joiner sees the output.
+    within(DEADLINE, "the join notice", async {
+        loop {
+            match read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME).await {
+                Ok(Some(ShellFrame::Notice(text))) if text.contains("joined") => return,
+                Ok(Some(f)) if f.is_last() => panic!("session ended: {f:?}"),
+                Ok(Some(_)) => {}
+                other => panic!("stream ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    flotilla_wire::io::write_frame(
+        &mut send,
+        &ShellFrame::Data(flotilla_wire::Chunk(b"echo joined-$((5*5))\n".to_vec())),
+        MAX_SHELL_FRAME,
+    )
+    .await
+    .expect("type into the session");
+    let watching = tmux
+        .wait_for("the live output in the joiner's terminal", |s| {
+            s.contains("joined-25")
+        })
+        .await;
+    assert!(
+        watching.contains(&format!("watching {id_text}")),
+        "{watching}"
+    );
+    tmux.key("x");
+    let back = tmux
+        .wait_for("the console back", |s| {
+            s.contains(&format!("watching {id_text}: stopped"))
+        })
+        .await;
+    assert!(back.contains("SESSION"), "{back}");
+    // The session itself goes on after the joiner left.
+    flotilla_wire::io::write_frame(
+        &mut send,
+        &ShellFrame::Data(flotilla_wire::Chunk(b"exit 5\n".to_vec())),
+        MAX_SHELL_FRAME,
+    )
+    .await
+    .expect("type into the session");
+    within(DEADLINE, "the session's exit", async {
+        loop {
+            match read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME).await {
+                Ok(Some(ShellFrame::Exit(exit))) => {
+                    assert_eq!(exit, ShellExit::Code(5));
+                    return;
+                }
+                Ok(Some(f)) if f.is_last() => panic!("session ended otherwise: {f:?}"),
+                Ok(Some(_)) => {}
+                other => panic!("stream ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    drop(tmux);
+    fleet.shutdown().await;
+}

@@ -210,4 +210,28 @@ mod tests {
         app.apply(Action::Open);
         assert_eq!(app.take_handoff(), None);
     }
+
+    #[test]
+    fn viewers_have_no_nine_and_operators_no_j() {
+        use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+        let key = |c| Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+        let mut viewer = App::new(0);
+        connected(&mut viewer, Role::Viewer);
+        viewer.take_commands();
+        viewer.update(key('9'));
+        assert_eq!(
+            viewer.view,
+            View::Fleet,
+            "the hub lists no sessions to viewers"
+        );
+        assert!(viewer.take_commands().is_empty());
+
+        let mut operator = App::new(0);
+        connected(&mut operator, Role::Operator);
+        operator.update(key('9'));
+        assert_eq!(operator.view, View::Sessions);
+        operator.update(Event::Sessions(Ok(vec![row(1, SessionState::Live)])));
+        operator.update(key('j'));
+        assert_eq!(operator.take_handoff(), None, "joins are for admins");
+    }
 }
