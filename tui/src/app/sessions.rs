@@ -62,7 +62,14 @@ impl App {
     }
 
     /// Takes the sessions list the hub sent (or why not), keeping the cursor on the list.
+    /// The cursor stays on the same session when a refresh brings newer ones above it.
     pub(super) fn sessions_listed(&mut self, result: Result<Vec<SessionRow>, String>) -> bool {
+        let was = self.sessions.selected_row().map(|r| r.id);
+        if let (Some(id), Ok(rows)) = (was, &result)
+            && let Some(at) = rows.iter().position(|r| r.id == id)
+        {
+            self.sessions.selected = at;
+        }
         self.sessions.rows = match result {
             Ok(rows) => Fetched::Ready(rows),
             Err(e) => Fetched::Failed(e),
@@ -190,6 +197,18 @@ mod tests {
                 join: true
             }))
         );
+        // A refresh with a newer session on top keeps the cursor on the same session.
+        app.apply(Action::Move(1));
+        app.update(Event::Sessions(Ok(vec![
+            row(3, SessionState::Live),
+            row(2, SessionState::Live),
+            row(1, SessionState::Ended),
+        ])));
+        assert_eq!(
+            app.sessions.selected_row().map(|r| r.id),
+            Some(ShellSessionId(1))
+        );
+        app.apply(Action::Move(-2));
         app.session_play_ended(&play, "end of recording");
         assert_eq!(
             app.view,
