@@ -355,6 +355,8 @@ pub async fn start(
     exec::recover(&ctx).await;
     relay::recover(&ctx).await;
     shell::sessions::recover(&ctx).await;
+    // Before serving, so a restart with tighter retention has applied it when it answers.
+    shell::sessions::prune(&ctx).await;
     let admin_listener = admin_socket::bind(&paths.admin_socket())?;
     let maint_listener = maint::bind(&paths.data_dir.join(maint::SOCKET))?;
     let metrics_listener = match ctx.config.metrics_listen {

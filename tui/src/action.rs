@@ -64,4 +64,6 @@ pub enum Action {
     TopStep(i32),
     /// Open a shell on the selected agent or in the selected container (the console steps aside).
     Shell,
+    /// Watch the selected live shell session read-only (the console steps aside).
+    Join,
 }

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod host;
 pub mod output;
+pub mod sessions;
 pub mod shell;
 pub mod tree;
 #[cfg(test)]
@@ -94,6 +95,8 @@ pub enum View {
     Logs,
     /// The fleet's alerts: firing, pending, silenced, recently resolved (see [`App::alerts`]).
     Alerts,
+    /// Recorded shell sessions (see [`App::sessions`]).
+    Sessions,
 }
 
 impl View {
@@ -110,6 +113,7 @@ impl View {
             Self::Workloads { kind, .. } => kind.title(),
             Self::Logs => "logs",
             Self::Alerts => "alerts",
+            Self::Sessions => "sessions",
         }
     }
 }
@@ -287,6 +291,10 @@ pub struct App {
     pub alerts: AlertBoard,
     /// A shell asked for with `s` or `!`, for the terminal loop to run.
     pub shell: Option<shell::ShellTarget>,
+    /// The sessions view's list.
+    pub sessions: sessions::SessionsList,
+    /// A replay or join asked for in the sessions view, for the terminal loop to run.
+    pub session_play: Option<sessions::SessionPlay>,
     /// The run started by an action key: its end is reported in the footer.
     action_run: Option<u64>,
     next_logs: u64,
@@ -355,6 +363,8 @@ impl App {
             confirm: None,
             alerts: AlertBoard::default(),
             shell: None,
+            sessions: sessions::SessionsList::default(),
+            session_play: None,
             action_run: None,
             next_logs: 1,
             visible: Vec::new(),
@@ -432,6 +442,7 @@ impl App {
         let act = self.can_act();
         let mut grants = keymap::Grants {
             act,
+            admin: self.can_join(),
             ..keymap::Grants::default()
         };
         if let View::Workloads { kind, .. } = &self.view
@@ -706,6 +717,7 @@ impl App {
                 }
                 true
             }
+            Event::Sessions(result) => self.sessions_listed(result),
         }
     }
 
@@ -1073,6 +1085,7 @@ impl App {
             }
             View::Audit => self.commands.push(Command::Audit),
             View::Alerts => self.ask_alerts(),
+            View::Sessions => self.commands.push(Command::Sessions),
             View::Workloads { agent, kind } => {
                 let agent = agent.clone();
                 match kind {
@@ -1185,6 +1198,7 @@ impl App {
                     self.job_selected =
                         (self.job_selected as i64 + i64::from(delta)).clamp(0, max) as usize;
                 }
+                View::Sessions => self.sessions.move_by(delta),
                 View::Audit => {
                     let len = match &self.audit {
                         Fetched::Ready(a) => a.len(),
@@ -1214,6 +1228,7 @@ impl App {
                 View::Agent(_) => self.scroll_host(delta),
             },
             Action::Open => match &self.view {
+                View::Sessions => self.replay_selected(),
                 View::Fleet => {
                     if let Some(a) = self.selected_agent() {
                         let id = a.id.clone();
@@ -1283,6 +1298,7 @@ impl App {
             Action::NextTab(delta) => self.next_tab(delta),
             Action::OpenLogs => self.open_logs(),
             Action::Shell => self.open_shell(),
+            Action::Join => self.join_selected(),
             Action::TogglePause => {
                 if let Some(l) = self.logs.as_mut() {
                     l.paused = !l.paused;

@@ -108,4 +108,6 @@ pub enum Command {
         /// End of the span, ms (exclusive).
         to_ms: u64,
     },
+    /// The recorded shell sessions; answered by `Event::Sessions`.
+    Sessions,
 }

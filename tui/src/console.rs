@@ -6,6 +6,7 @@
 //! them under [`QUIT_WAIT`]. Queues are bounded: commands wait in [`COMMAND_QUEUE`], and a copy's
 //! progress reaches a busy screen only if there is room (the copy's end always arrives).
 
+use crate::app::sessions::Handoff;
 use crate::app::{App, RECORDS_LIMIT};
 use crate::client::{Client, Login};
 use crate::command::Command;
@@ -146,6 +147,7 @@ async fn refuse(cmd: Command, tx: &mpsc::Sender<Event>) {
         Command::Jobs => Event::Jobs(Err(reason())),
         Command::Job(_) => Event::Job(Err(reason())),
         Command::Audit => Event::Audit(Err(reason())),
+        Command::Sessions => Event::Sessions(Err(reason())),
         Command::Containers { selector } => Event::Containers {
             selector,
             result: Err(reason()),
@@ -371,6 +373,12 @@ fn handle(
                 Err(e) => Err(e.to_string()),
             };
             Event::Job(result)
+        }),
+        Command::Sessions => spawner.request(tx, async move {
+            let result = crate::sessions::sessions(&client, RECORDS_LIMIT)
+                .await
+                .map_err(|e| e.to_string());
+            Event::Sessions(result)
         }),
         Command::Audit => spawner.request(tx, async move {
             let result = crate::exec::audit(&client, RECORDS_LIMIT)
@@ -841,21 +849,22 @@ impl Console {
         Ok(())
     }
 
-    /// As [`Console::run`], but returns when a shell is asked for (`s`, `!`), so that the caller
-    /// can hand it the real terminal and then call this again; `None` when the console quits.
+    /// As [`Console::run`], but returns when a shell (`s`, `!`), a replay or a join (sessions
+    /// view) is asked for, so that the caller can hand it the real terminal and then call this
+    /// again; `None` when the console quits.
     pub async fn run_until_shell<B: Backend>(
         &mut self,
         terminal: &mut Terminal<B>,
         theme: Theme,
-    ) -> Result<Option<crate::app::shell::ShellTarget>, B::Error> {
+    ) -> Result<Option<Handoff>, B::Error> {
         self.app.prepare();
         terminal.draw(|f| ui::render(&self.app, theme, f))?;
         while !self.app.quit {
             let Some(dirty) = self.step().await else {
                 break;
             };
-            if let Some(target) = self.app.take_shell() {
-                return Ok(Some(target));
+            if let Some(handoff) = self.app.take_handoff() {
+                return Ok(Some(handoff));
             }
             if dirty && !self.app.quit {
                 self.app.prepare();
@@ -910,16 +919,25 @@ pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow:
     let theme = Theme::from_env();
     let result = loop {
         match console.run_until_shell(&mut terminal, theme).await {
-            Ok(Some(target)) => {
+            Ok(Some(handoff)) => {
                 // The console steps aside: the shell gets the keyboard and the normal screen.
                 gate.pause().await;
                 ratatui::restore();
-                let how = crate::shell::run_for_console(
-                    &shell_login,
-                    &target.agent,
-                    target.container.as_deref(),
-                )
-                .await;
+                match handoff {
+                    Handoff::Shell(target) => {
+                        let how = crate::shell::run_for_console(
+                            &shell_login,
+                            &target.agent,
+                            target.container.as_deref(),
+                        )
+                        .await;
+                        console.app.shell_ended(&target, &how);
+                    }
+                    Handoff::Session(play) => {
+                        let how = crate::sessions::play_for_console(&shell_login, &play).await;
+                        console.app.session_play_ended(&play, &how);
+                    }
+                }
                 let _ = crossterm::terminal::enable_raw_mode();
                 let _ = crossterm::execute!(
                     std::io::stdout(),
@@ -927,7 +945,6 @@ pub async fn run_attached(login: Login, history: Option<HistoryFile>) -> anyhow:
                 );
                 let _ = terminal.clear();
                 gate.resume();
-                console.app.shell_ended(&target, &how);
             }
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),

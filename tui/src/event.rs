@@ -126,4 +126,6 @@ pub enum Event {
     },
     /// Host depth of the agent in view, as the hub holds it.
     HostView(Box<flotilla_wire::host::HostView>),
+    /// Recorded shell sessions, newest first, or why not.
+    Sessions(Result<Vec<flotilla_wire::sessions::SessionRow>, String>),
 }

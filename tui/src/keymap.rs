@@ -19,6 +19,8 @@ pub enum Need {
     Containers,
     /// Acting, on an agent whose policy manages units, for a unit in its allowlist.
     Services,
+    /// Admins only (joining a live shell session).
+    Admin,
 }
 
 /// What the keys of the current screen may do (see `App::grants`).
@@ -30,6 +32,8 @@ pub struct Grants {
     pub containers: bool,
     /// We may act on the unit under the cursor.
     pub services: bool,
+    /// We may watch others' live shell sessions: admins.
+    pub admin: bool,
 }
 
 impl Grants {
@@ -47,6 +51,7 @@ impl Grants {
             Need::Act => self.act,
             Need::Containers => self.act && self.containers,
             Need::Services => self.act && self.services,
+            Need::Admin => self.admin,
         }
     }
 }
@@ -93,6 +98,7 @@ pub const GLOBAL: &[Binding] = &[
     b("1-5", "fleet output transfers jobs audit", false, false),
     b("6/7", "all containers/services", false, false),
     b("8", "alerts", false, false),
+    w("9", "shell sessions", false, Need::Act),
     b("?", "help", true, false),
     b("esc", "back", false, false),
     b("q", "quit", true, false),
@@ -213,6 +219,15 @@ pub const ALERTS: &[Binding] = &[
     b("esc", "back", true, false),
 ];
 
+/// Bindings of the sessions view.
+pub const SESSIONS: &[Binding] = &[
+    b("↑↓", "select", false, false),
+    b("enter", "replay", true, false),
+    w("j", "join live (admins)", true, Need::Admin),
+    b("r", "refresh", false, false),
+    b("esc", "back", true, false),
+];
+
 /// The bindings of a view.
 pub fn bindings(view: &View) -> &'static [Binding] {
     match view {
@@ -233,6 +248,7 @@ pub fn bindings(view: &View) -> &'static [Binding] {
         } => SERVICES,
         View::Logs => LOGS,
         View::Alerts => ALERTS,
+        View::Sessions => SESSIONS,
     }
 }
 
@@ -260,6 +276,7 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             kind: WorkKind::Services,
         }),
         (_, KeyCode::Char('8')) => Action::Show(View::Alerts),
+        (_, KeyCode::Char('9')) => Action::Show(View::Sessions),
         (_, KeyCode::Esc) => Action::Back,
         (View::Fleet, code) => fleet(code)?,
         (View::Agent(_), code) => match code {
@@ -318,6 +335,12 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             KeyCode::Char('r') => Action::Refresh,
             code => scroll(code)?,
         },
+        (View::Sessions, code) => match code {
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => Action::Open,
+            KeyCode::Char('j') => Action::Join,
+            KeyCode::Char('r') => Action::Refresh,
+            code => scroll(code)?,
+        },
     };
     let needs = match action {
         Action::ExecPrompt
@@ -326,6 +349,9 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
         | Action::AckAlert
         | Action::SilenceAlert
         | Action::Shell => Need::Act,
+        Action::Join => Need::Admin,
+        // The hub lists sessions to operators and admins only.
+        Action::Show(View::Sessions) => Need::Act,
         Action::Work(WorkAction::Container(_)) => Need::Containers,
         Action::Work(WorkAction::Service(_)) => Need::Services,
         _ => Need::Nothing,
@@ -512,6 +538,7 @@ mod tests {
             View::Audit,
             View::Logs,
             View::Alerts,
+            View::Sessions,
             View::Agent(flotilla_wire::IdentityId::from_random(
                 flotilla_wire::Role::Agent,
                 [1; 8],
@@ -529,6 +556,7 @@ mod tests {
                 act: true,
                 containers: true,
                 services: true,
+                admin: true,
             };
             let f = footer(&view, all);
             assert!(f.chars().count() <= 80, "{view:?} footer too long: {f}");

@@ -85,7 +85,7 @@ pub fn session_json(s: &SessionRow) -> Value {
 }
 
 /// How long a session ran, as a table shows it.
-fn duration(s: &SessionRow) -> String {
+pub(crate) fn duration(s: &SessionRow) -> String {
     match (s.state, s.ended_ms) {
         (SessionState::Live, _) => "live".into(),
         (_, Some(end)) => {
@@ -284,5 +284,163 @@ pub async fn join_command(client: &Client, id: ShellSessionId) -> Result<u8, Cli
             }
             Err(e) => return Err(link.stream_error(e)),
         }
+    }
+}
+
+/// How often the key watcher of a console replay looks for a key, and so how soon it stops
+/// once the replay is over.
+const KEY_POLL: Duration = Duration::from_millis(100);
+
+/// Watches the keyboard (raw mode) on its own thread while the console has stepped aside for a
+/// replay or a join: any key press ends it.
+struct KeyWatch {
+    pressed: tokio::sync::mpsc::Receiver<()>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KeyWatch {
+    fn start() -> Self {
+        use crossterm::event::{self, Event as Term, KeyEventKind};
+        use std::sync::atomic::Ordering;
+        let (tx, pressed) = tokio::sync::mpsc::channel(1);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match event::poll(KEY_POLL) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => return,
+                }
+                match event::read() {
+                    Ok(Term::Key(k)) if k.kind == KeyEventKind::Press => {
+                        let _ = tx.try_send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Self {
+            pressed,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for a key press (at once if the keyboard cannot be read). Cancel-safe.
+    async fn pressed(&mut self) {
+        let _ = self.pressed.recv().await;
+    }
+
+    /// Stops the thread and waits for it, so that no key meant for the console is eaten here.
+    async fn finish(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Runs a replay (or, with `join`, a read-only watch of a live session) for the console, on the
+/// real terminal: the screen is cleared, the recording plays with its timing, and any key ends
+/// it. Returns how it ended, for the console's notice.
+pub async fn play_for_console(
+    login: &crate::client::Login,
+    play: &crate::app::sessions::SessionPlay,
+) -> String {
+    let client = match Client::connect(login).await {
+        Ok(c) => c,
+        Err(e) => return format!("cannot reach the hub: {e}"),
+    };
+    let _ = crossterm::terminal::enable_raw_mode();
+    let mut keys = KeyWatch::start();
+    let mut stdout = std::io::stdout();
+    let what = if play.join { "watching" } else { "replay of" };
+    let _ = write!(
+        stdout,
+        "\x1b[2J\x1b[H[{what} {}: any key or q ends it]\r\n",
+        play.id
+    );
+    let _ = stdout.flush();
+    let finished = if play.join {
+        tokio::select! {
+            r = watch_live(&client, play.id, &mut stdout) => Some(r.unwrap_or_else(|e| e.to_string())),
+            () = keys.pressed() => None,
+        }
+    } else {
+        let opts = ReplayOptions {
+            speed: 1.0,
+            raw: false,
+        };
+        tokio::select! {
+            r = replay(&client, play.id, opts, &mut stdout) => Some(match r {
+                Ok(false) => "end of recording".to_string(),
+                Ok(true) => "the recording stops there (live, or the hub stopped during it)".into(),
+                Err(e) => e.to_string(),
+            }),
+            () = keys.pressed() => None,
+        }
+    };
+    let how = match finished {
+        Some(how) => {
+            // Leave the last screen up until the viewer has read it.
+            let _ = write!(stdout, "\r\n[{how}; any key returns to the console]");
+            let _ = stdout.flush();
+            keys.pressed().await;
+            how
+        }
+        None => "stopped".into(),
+    };
+    keys.finish().await;
+    client.close_within(CONSOLE_CLOSE_WAIT).await;
+    how
+}
+
+/// Long enough for the close to reach the hub, short enough that the console is back at once.
+const CONSOLE_CLOSE_WAIT: Duration = Duration::from_millis(200);
+
+/// Writes a live session's output to `out` as it comes, with the hub's notices on their own
+/// lines, until it ends. Returns how it ended, in words.
+async fn watch_live<W: Write>(
+    client: &Client,
+    id: ShellSessionId,
+    out: &mut W,
+) -> Result<String, ClientError> {
+    let link = client.link();
+    let (mut send, mut recv) = client.open_bi().await?;
+    send.write_opening(
+        &StreamOpen::ShellJoin,
+        &ShellJoin { session_id: id },
+        MAX_SHELL_FRAME,
+    )
+    .await
+    .map_err(|e| link.stream_error(e))?;
+    loop {
+        let line = match read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME).await {
+            Ok(Some(ShellFrame::Started { .. })) => continue,
+            Ok(Some(ShellFrame::Data(chunk))) => {
+                out.write_all(&chunk.0).map_err(ClientError::Output)?;
+                out.flush().map_err(ClientError::Output)?;
+                continue;
+            }
+            Ok(Some(ShellFrame::Resize(size))) => {
+                format!("the session's terminal is now {}x{}", size.cols, size.rows)
+            }
+            Ok(Some(ShellFrame::Notice(text))) => Escaped(&text).to_string(),
+            Ok(Some(ShellFrame::Exit(exit))) => {
+                return Ok(format!("the program exited with {}", exit.status()));
+            }
+            Ok(Some(ShellFrame::Closed { reason, message })) => {
+                let sep = if message.is_empty() { "" } else { ": " };
+                return Ok(format!("{}{sep}{}", reason.describe(), Escaped(&message)));
+            }
+            Ok(Some(ShellFrame::Refused(r))) => return Err(ClientError::Refused(r)),
+            Ok(None) => return Ok("the hub ended the join".into()),
+            Err(e) => return Err(link.stream_error(e)),
+        };
+        write!(out, "\r\n[{line}]\r\n").map_err(ClientError::Output)?;
+        out.flush().map_err(ClientError::Output)?;
     }
 }

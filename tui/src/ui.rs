@@ -7,6 +7,7 @@ mod fleet;
 mod host;
 mod output;
 mod records;
+mod sessions;
 mod workloads;
 
 use crate::app::{App, Conn, PromptKind, View};
@@ -114,6 +115,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame<'_>) {
         View::Jobs => records::render_jobs(app, theme, frame, body),
         View::Audit => records::render_audit(app, theme, frame, body),
         View::Alerts => alerts::render(app, theme, frame, body),
+        View::Sessions => sessions::render(app, theme, frame, body),
     }
     render_footer(app, theme, frame, footer);
     if app.picker.is_some() {

@@ -756,11 +756,9 @@ mod tests {
     fn decompress(path: &Path) -> String {
         let mut text = String::new();
         // A finished file decodes whole.
-        Read::read_to_string(
-            &mut GzDecoder::new(File::open(path).expect("open")),
-            &mut text,
-        )
-        .expect("gunzip");
+        GzDecoder::new(File::open(path).expect("open"))
+            .read_to_string(&mut text)
+            .expect("gunzip");
         text
     }
 

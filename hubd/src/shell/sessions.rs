@@ -399,15 +399,16 @@ async fn doomed(
     out
 }
 
-/// Runs retention at start, after each session and every [`PRUNE_INTERVAL`], until cancelled.
+/// Runs retention after each session and every [`PRUNE_INTERVAL`], until cancelled (the hub's
+/// start prunes once before serving).
 pub(crate) async fn pruner(ctx: std::sync::Arc<HubCtx>, cancel: CancellationToken) {
     loop {
-        prune(&ctx).await;
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(PRUNE_INTERVAL) => {}
             () = ctx.sessions.prune.notified() => {}
         }
+        prune(&ctx).await;
     }
 }
 

@@ -13,7 +13,12 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 /// Wide terminals add the selector and timing columns.
 const WIDE: u16 = 120;
 
-fn placeholder<T>(fetched: &Fetched<T>, theme: Theme, frame: &mut Frame<'_>, area: Rect) -> bool {
+pub(super) fn placeholder<T>(
+    fetched: &Fetched<T>,
+    theme: Theme,
+    frame: &mut Frame<'_>,
+    area: Rect,
+) -> bool {
     let (text, style) = match fetched {
         Fetched::Loading => ("loading…".to_string(), theme.dim()),
         Fetched::Failed(e) => (escaped(e).into_owned(), theme.bad()),

@@ -1,0 +1,346 @@
+//! The console's sessions view against a real hub and a real agent: a shell session recorded by
+//! the hub appears in the view (`9`), `Enter` suspends the console and replays its output in the
+//! terminal, and any key gives back the console as it was. The real `flotilla` runs in tmux at
+//! 80x24 and the test reads the screen as a person would.
+
+use crate::harness::{AgentSpec, DEADLINE, Fleet, within};
+use agentd::AgentConfig;
+use agentd::config::ShellMode;
+use flotilla_wire::io::read_frame;
+use flotilla_wire::limits::MAX_SHELL_FRAME;
+use flotilla_wire::msg::StreamOpen;
+use flotilla_wire::sessions::SessionState;
+use flotilla_wire::shell::{ShellExit, ShellFrame, ShellRequest, WindowSize};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A screen change shows within a second; generous for a loaded CI box.
+const SCREEN_DEADLINE: Duration = Duration::from_secs(20);
+
+fn flotilla_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
+    assert!(
+        path.exists(),
+        "{} is missing: build it too (cargo build -p flotilla-tui)",
+        path.display()
+    );
+    path
+}
+
+/// Shells on, as the account the tests run as (root must be named explicitly).
+fn shell_on() -> AgentConfig {
+    let out = Command::new("id").arg("-un").output().expect("id");
+    AgentConfig {
+        shell: ShellMode::On,
+        shell_user: Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        ..AgentConfig::default()
+    }
+}
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Self {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let session = format!(
+            "flotilla-sessions-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        );
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "80",
+                "-y",
+                "24",
+                command,
+            ])
+            .status()
+            .expect("tmux must be installed (.ci/run installs it)");
+        assert!(status.success(), "tmux new-session failed");
+        Self { session }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .expect("capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn key(&self, key: &str) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.session, key])
+            .status()
+            .expect("tmux");
+        assert!(status.success(), "tmux send-keys {key}");
+    }
+
+    /// Polls the screen (a terminal has no change notification) until `ok`, within the deadline.
+    async fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let screen = self.screen();
+            if ok(&screen) {
+                return screen;
+            }
+            assert!(
+                started.elapsed() < SCREEN_DEADLINE,
+                "screen never showed {what}; last screen:\n{screen}"
+            );
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_session_is_listed_and_enter_replays_it_then_gives_the_console_back() {
+    let fleet = Fleet::builder()
+        .agent(AgentSpec::new("web-1").config(shell_on()))
+        .start()
+        .await;
+
+    // A session on the record: two lines of output a moment apart, then exit 3.
+    let client = fleet.admin_client().await;
+    let (mut send, mut recv) = client.open_bi().await.expect("open stream");
+    let req = ShellRequest {
+        agent: "web-1".into(),
+        container: None,
+        command: [
+            "sh",
+            "-c",
+            "echo replayed-$((6*7)); sleep 0.3; echo second-line; exit 3",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect(),
+        term: "xterm".into(),
+        size: WindowSize { cols: 80, rows: 24 },
+    };
+    send.write_opening(&StreamOpen::Shell, &req, MAX_SHELL_FRAME)
+        .await
+        .expect("send request");
+    let id = within(DEADLINE, "the session's end", async {
+        let mut id = None;
+        loop {
+            match read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME).await {
+                Ok(Some(ShellFrame::Started { session_id })) => id = Some(session_id),
+                Ok(Some(ShellFrame::Exit(exit))) => {
+                    assert_eq!(exit, ShellExit::Code(3));
+                    return id.expect("started before it exited");
+                }
+                Ok(Some(f)) if f.is_last() => panic!("session ended without an exit: {f:?}"),
+                Ok(Some(_)) => {}
+                other => panic!("stream ended without a last frame: {other:?}"),
+            }
+        }
+    })
+    .await;
+    within(DEADLINE, "the session's row to say ended", async {
+        loop {
+            let row = fleet
+                .ctx()
+                .store
+                .call(move |c| Ok(hubd::store::sessions::get(c, id)?))
+                .await
+                .expect("store");
+            if row.is_some_and(|(r, _)| r.state == SessionState::Ended) {
+                return;
+            }
+            // No event marks a row written; the store answers in microseconds.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    let command = format!(
+        "NO_COLOR=1 {} --no-mux --login-dir {}",
+        flotilla_bin().display(),
+        fleet.admin_login().dir.display(),
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("the agent online", |s| {
+        s.contains("1/1 online") && s.contains("web-1")
+    })
+    .await;
+    tmux.key("9");
+    let id_text = id.to_string();
+    let listed = tmux
+        .wait_for("the session in the sessions view", |s| {
+            s.contains(&id_text) && s.contains("enter replay")
+        })
+        .await;
+    let line = listed
+        .lines()
+        .find(|l| l.contains(&id_text))
+        .expect("the session's line");
+    assert!(
+        line.contains("admin") && line.contains("web-1") && line.contains("ended"),
+        "who, where and state on the line: {line}"
+    );
+    assert!(line.contains(" 3 "), "exit status 3 on the line: {line}");
+    assert!(
+        listed.lines().all(|l| l.chars().count() <= 80),
+        "fits 80 columns:\n{listed}"
+    );
+
+    tmux.key("Enter");
+    let played = tmux
+        .wait_for("the recording played to its end", |s| {
+            s.contains("second-line") && s.contains("any key returns to the console")
+        })
+        .await;
+    assert!(played.contains("replayed-42"), "{played}");
+    assert!(
+        !played.contains("enter replay"),
+        "the console stepped aside:\n{played}"
+    );
+
+    tmux.key("q");
+    let back = tmux
+        .wait_for("the console back in the sessions view", |s| {
+            s.contains(&format!("replay of {id_text}: end of recording"))
+        })
+        .await;
+    assert!(
+        back.contains("SESSION") && back.contains(&id_text),
+        "the sessions view as it was:\n{back}"
+    );
+    assert!(
+        !back.contains("replayed-42"),
+        "the console redrew the whole screen:\n{back}"
+    );
+    // Keys reach the console again.
+    tmux.key("Escape");
+    tmux.wait_for("the fleet view", |s| s.contains("NAME"))
+        .await;
+    drop(tmux);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn j_joins_a_live_session_read_only_and_any_key_leaves_it() {
+    let fleet = Fleet::builder()
+        .agent(AgentSpec::new("web-1").config(shell_on()))
+        .start()
+        .await;
+    // A live session: a shell reading what the test types.
+    let client = fleet.admin_client().await;
+    let (mut send, mut recv) = client.open_bi().await.expect("open stream");
+    let req = ShellRequest {
+        agent: "web-1".into(),
+        container: None,
+        command: vec!["sh".into()],
+        term: "xterm".into(),
+        size: WindowSize { cols: 80, rows: 24 },
+    };
+    send.write_opening(&StreamOpen::Shell, &req, MAX_SHELL_FRAME)
+        .await
+        .expect("send request");
+    let first = within(
+        DEADLINE,
+        "the shell's start",
+        read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME),
+    )
+    .await
+    .expect("read")
+    .expect("a frame");
+    let ShellFrame::Started { session_id: id } = first else {
+        panic!("shell not started: {first:?}");
+    };
+
+    let command = format!(
+        "NO_COLOR=1 {} --no-mux --login-dir {}",
+        flotilla_bin().display(),
+        fleet.admin_login().dir.display(),
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("the agent online", |s| s.contains("1/1 online"))
+        .await;
+    tmux.key("9");
+    let id_text = id.to_string();
+    tmux.wait_for("the live session listed", |s| {
+        s.lines()
+            .any(|l| l.contains(&id_text) && l.contains("live"))
+            && s.contains("j join live")
+    })
+    .await;
+    tmux.key("j");
+    // The owner is told of the join: from then on the joiner sees the output.
+    within(DEADLINE, "the join notice", async {
+        loop {
+            match read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME).await {
+                Ok(Some(ShellFrame::Notice(text))) if text.contains("joined") => return,
+                Ok(Some(f)) if f.is_last() => panic!("session ended: {f:?}"),
+                Ok(Some(_)) => {}
+                other => panic!("stream ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    flotilla_wire::io::write_frame(
+        &mut send,
+        &ShellFrame::Data(flotilla_wire::Chunk(b"echo joined-$((5*5))\n".to_vec())),
+        MAX_SHELL_FRAME,
+    )
+    .await
+    .expect("type into the session");
+    let watching = tmux
+        .wait_for("the live output in the joiner's terminal", |s| {
+            s.contains("joined-25")
+        })
+        .await;
+    assert!(
+        watching.contains(&format!("watching {id_text}")),
+        "{watching}"
+    );
+    tmux.key("x");
+    let back = tmux
+        .wait_for("the console back", |s| {
+            s.contains(&format!("watching {id_text}: stopped"))
+        })
+        .await;
+    assert!(back.contains("SESSION"), "{back}");
+    // The session itself goes on after the joiner left.
+    flotilla_wire::io::write_frame(
+        &mut send,
+        &ShellFrame::Data(flotilla_wire::Chunk(b"exit 5\n".to_vec())),
+        MAX_SHELL_FRAME,
+    )
+    .await
+    .expect("type into the session");
+    within(DEADLINE, "the session's exit", async {
+        loop {
+            match read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME).await {
+                Ok(Some(ShellFrame::Exit(exit))) => {
+                    assert_eq!(exit, ShellExit::Code(5));
+                    return;
+                }
+                Ok(Some(f)) if f.is_last() => panic!("session ended otherwise: {f:?}"),
+                Ok(Some(_)) => {}
+                other => panic!("stream ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    drop(tmux);
+    fleet.shutdown().await;
+}
