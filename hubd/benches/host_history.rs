@@ -101,6 +101,7 @@ fn main() {
         let retention = Retention {
             minute_days: 30,
             ten_minute_days: 365,
+            container_days: 30,
         };
         let (_keep, rx) = tokio::sync::watch::channel(retention);
         let history = HostHistory::start(store.clone(), rx).await;

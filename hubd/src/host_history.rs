@@ -772,6 +772,7 @@ mod tests {
         let (_keep, rx) = watch::channel(Retention {
             minute_days: 30,
             ten_minute_days: 365,
+            container_days: 30,
         });
         let history = HostHistory::start(store.clone(), rx).await;
         let id = IdentityId::from_random(Role::Agent, [5; 8]);
