@@ -7,7 +7,7 @@ use crate::session::describe_close;
 use crate::store;
 use crate::{HubCtx, HubError};
 use flotilla_wire::exec::HubStreamOpen;
-use flotilla_wire::host::{HostDetail, HostReport, HostView};
+use flotilla_wire::host::{HostDetail, HostReport, HostSummary, HostView};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::MAX_EXEC_FRAME;
 use flotilla_wire::{ErrorCode, IdentityId};
@@ -23,6 +23,19 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(120);
 struct Latest {
     detail: Option<HostDetail>,
     report: Option<HostReport>,
+    /// What consoles were last told, so only a change is pushed.
+    summary: HostSummary,
+}
+
+impl Latest {
+    /// The new summary when it differs from the one consoles hold.
+    fn resummarise(&mut self) -> Option<HostSummary> {
+        let now = HostSummary::of(self.detail.as_ref(), self.report.as_ref());
+        (now != self.summary).then(|| {
+            self.summary = now.clone();
+            now
+        })
+    }
 }
 
 /// Latest host detail and report per agent since the hub started. Kept after a disconnect, so
@@ -41,14 +54,32 @@ impl HostState {
         f(map.entry(id.clone()).or_default())
     }
 
-    /// Keeps `detail` as the agent's latest.
-    pub fn set_detail(&self, id: &IdentityId, detail: HostDetail) {
-        self.with(id, |l| l.detail = Some(detail));
+    /// Keeps `detail` as the agent's latest; returns the agent's summary when that changed.
+    pub fn set_detail(&self, id: &IdentityId, detail: HostDetail) -> Option<HostSummary> {
+        self.with(id, |l| {
+            l.detail = Some(detail);
+            l.resummarise()
+        })
     }
 
-    /// Keeps `report` as the agent's latest.
-    pub fn set_report(&self, id: &IdentityId, report: HostReport) {
-        self.with(id, |l| l.report = Some(report));
+    /// Keeps `report` as the agent's latest; returns the agent's summary when that changed.
+    pub fn set_report(&self, id: &IdentityId, report: HostReport) -> Option<HostSummary> {
+        self.with(id, |l| {
+            l.report = Some(report);
+            l.resummarise()
+        })
+    }
+
+    /// The summary of every agent with a GPU or a failed disk: what a console subscribing is told
+    /// after the snapshot.
+    pub fn summaries(&self) -> Vec<(IdentityId, HostSummary)> {
+        self.latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(_, l)| !l.summary.is_empty())
+            .map(|(id, l)| (id.clone(), l.summary.clone()))
+            .collect()
     }
 
     /// The latest detail of `id`, if any.
@@ -122,9 +153,19 @@ pub(crate) async fn query(
                 ));
             }
         };
-        ctx.host.set_report(&row.id, report);
+        publish_summary(ctx, &row.id, ctx.host.set_report(&row.id, report));
     }
     Ok(ctx.host.view(&row.id, &row.name))
+}
+
+/// Tells subscribed consoles of `id`'s new summary, if it changed.
+pub(crate) fn publish_summary(ctx: &HubCtx, id: &IdentityId, changed: Option<HostSummary>) {
+    if let Some(summary) = changed {
+        ctx.registry.publish(flotilla_wire::msg::FleetEvent::Host {
+            id: id.clone(),
+            summary,
+        });
+    }
 }
 
 /// Opens a [`HubStreamOpen::HostReport`] stream and reads the agent's one answer.

@@ -277,6 +277,8 @@ pub struct App {
     pub notice: Option<String>,
     /// Workload counts and policy per agent, from the hub's fleet events.
     pub workload_counts: HashMap<IdentityId, WorkloadCounts>,
+    /// GPUs and failed disks per agent that has any, from the hub's fleet events.
+    pub host_summaries: HashMap<IdentityId, flotilla_wire::host::HostSummary>,
     /// The containers list (an agent's tab or the fleet's).
     pub containers: WorkList<ContainerRow>,
     /// The units list (an agent's tab or the fleet's).
@@ -356,6 +358,7 @@ impl App {
             audit_scroll: 0,
             notice: None,
             workload_counts: HashMap::new(),
+            host_summaries: HashMap::new(),
             containers: WorkList::new(None),
             services: WorkList::new(None),
             logs: None,
@@ -727,6 +730,7 @@ impl App {
             FleetEvent::Snapshot(list) => {
                 // Counts follow the snapshot again, once per agent that has workloads.
                 self.workload_counts.clear();
+                self.host_summaries.clear();
                 self.agents = list.into_iter().map(|a| (a.id.clone(), a)).collect();
                 let ids: Vec<(IdentityId, Option<f32>)> = self
                     .agents
@@ -782,6 +786,14 @@ impl App {
                     self.view,
                     View::Fleet | View::Agent(_) | View::Workloads { .. }
                 );
+            }
+            FleetEvent::Host { id, summary } => {
+                if summary.is_empty() {
+                    self.host_summaries.remove(&id);
+                } else {
+                    self.host_summaries.insert(id, summary);
+                }
+                return matches!(self.view, View::Fleet);
             }
             FleetEvent::Lagged { .. } => {
                 // Alert pushes may be among the missed: the header's count is asked for again.

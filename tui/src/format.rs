@@ -285,6 +285,9 @@ pub fn event_json(ev: &FleetEvent) -> Value {
         FleetEvent::Alert(a) => {
             json!({ "event": "alert", "alert": crate::alerts::text::alert_json(a) })
         }
+        FleetEvent::Host { id, summary } => {
+            json!({ "event": "host", "id": id, "summary": summary })
+        }
     }
 }
 

@@ -87,6 +87,15 @@ pub async fn watch(client: &Client, metrics: bool, json: bool) -> Result<(), Cli
             .map_err(ClientError::Output)?,
             FleetEvent::Alert(a) => crate::util::outln!("{}", crate::alerts::text::event_line(a))
                 .map_err(ClientError::Output)?,
+            FleetEvent::Host { id, summary } => crate::util::outln!(
+                "host     {:<20} {} GPUs, mean {} max {}; {} disks failed SMART",
+                Escaped(&name(id)),
+                summary.gpus,
+                pct_or_dash(summary.gpu_util_mean_pct),
+                pct_or_dash(summary.gpu_util_max_pct),
+                summary.smart_failed
+            )
+            .map_err(ClientError::Output)?,
         }
     }
 }
@@ -113,4 +122,9 @@ pub async fn watch_files(
             crate::util::outln!("{}", files::event_line(&ev)).map_err(ClientError::Output)?;
         }
     }
+}
+
+/// `50%`, or `-` when no GPU reported utilisation.
+fn pct_or_dash(pct: Option<u8>) -> String {
+    pct.map_or_else(|| "-".into(), |p| format!("{p}%"))
 }

@@ -311,6 +311,52 @@ pub struct HostView {
     pub report: Option<HostReport>,
 }
 
+/// The few host-depth figures the fleet view shows per agent, pushed to consoles as
+/// [`crate::msg::FleetEvent::Host`] when they change. Utilisation is rounded to whole percent so a
+/// GPU's jitter does not push an event every sample.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSummary {
+    /// GPUs in the latest detail.
+    pub gpus: u32,
+    /// Mean utilisation of the GPUs that report one, whole percent; `None` when none does.
+    pub gpu_util_mean_pct: Option<u8>,
+    /// Highest utilisation among them, whole percent.
+    pub gpu_util_max_pct: Option<u8>,
+    /// Disks whose SMART self-assessment failed in the latest report.
+    pub smart_failed: u32,
+}
+
+impl HostSummary {
+    /// Summarises the latest detail and report (either may be missing).
+    pub fn of(detail: Option<&HostDetail>, report: Option<&HostReport>) -> Self {
+        let utils: Vec<f32> = detail
+            .map(|d| d.gpus.iter().filter_map(|g| g.util_pct).collect())
+            .unwrap_or_default();
+        let whole = |v: f32| v.clamp(0.0, 100.0).round() as u8;
+        let mean =
+            (!utils.is_empty()).then(|| whole(utils.iter().sum::<f32>() / utils.len() as f32));
+        let max = utils.iter().copied().reduce(f32::max).map(whole);
+        Self {
+            gpus: detail.map_or(0, |d| u32::try_from(d.gpus.len()).unwrap_or(u32::MAX)),
+            gpu_util_mean_pct: mean,
+            gpu_util_max_pct: max,
+            smart_failed: report.map_or(0, |r| {
+                let n = r
+                    .disks
+                    .iter()
+                    .filter(|d| d.health == SmartHealth::Failed)
+                    .count();
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }),
+        }
+    }
+
+    /// Whether there is nothing to show (no GPU, no failed disk).
+    pub fn is_empty(&self) -> bool {
+        self.gpus == 0 && self.smart_failed == 0
+    }
+}
+
 /// Cuts `cmd` to at most [`MAX_PROCESS_CMD`] bytes at a character boundary, marking a cut with `…`.
 pub fn shorten_cmd(cmd: &str) -> String {
     if cmd.len() <= MAX_PROCESS_CMD {
@@ -397,6 +443,49 @@ mod tests {
     use crate::limits::StreamKind;
     use crate::msg::{HubStreamOpen, MetricsFrame};
     use crate::{IdentityId, Role};
+
+    #[test]
+    fn summary_counts_gpus_and_failed_disks() {
+        let mut d = detail();
+        let mut g2 = d.gpus[0].clone();
+        d.gpus[0].util_pct = Some(20.4);
+        g2.util_pct = Some(79.6);
+        d.gpus.push(g2.clone());
+        g2.util_pct = None;
+        d.gpus.push(g2);
+        let mut r = HostReport::default();
+        for health in [
+            SmartHealth::Failed,
+            SmartHealth::Passed,
+            SmartHealth::Failed,
+        ] {
+            r.disks.push(DiskHealth {
+                health,
+                ..DiskHealth::default()
+            });
+        }
+        let s = HostSummary::of(Some(&d), Some(&r));
+        assert_eq!(
+            s,
+            HostSummary {
+                gpus: 3,
+                gpu_util_mean_pct: Some(50),
+                gpu_util_max_pct: Some(80),
+                smart_failed: 2,
+            }
+        );
+        assert!(HostSummary::of(None, None).is_empty());
+        let ev = crate::msg::FleetEvent::Host {
+            id: IdentityId::from_random(Role::Agent, [7; 8]),
+            summary: s,
+        };
+        let mut buf = bytes::BytesMut::new();
+        crate::encode(&ev, &mut buf, StreamKind::Events.max_frame()).expect("encode");
+        let back: crate::msg::FleetEvent = crate::decode(&mut buf, StreamKind::Events.max_frame())
+            .expect("decode")
+            .expect("complete");
+        assert_eq!(back, ev);
+    }
 
     fn detail() -> HostDetail {
         HostDetail {

@@ -637,6 +637,14 @@ pub enum FleetEvent {
     },
     /// An alert changed state (pending, firing, resolved), or was acknowledged or silenced.
     Alert(crate::alerts::AlertInfo),
+    /// An agent's host summary (GPUs, failed disks) changed (and once per agent with a GPU or a
+    /// failed disk, after the snapshot).
+    Host {
+        /// Which agent.
+        id: IdentityId,
+        /// The summary.
+        summary: crate::host::HostSummary,
+    },
 }
 
 /// Agents per frame in long lists: at about 500 bytes per summarised agent, 2,000 fit well under

@@ -58,9 +58,13 @@ pub(super) async fn serve(ctx: Arc<HubCtx>, id: IdentityId, mut recv: quinn::Rec
             }
             Ok(Some(MetricsFrame::HostDetail(detail))) => {
                 ctx.history.host.record_detail(&id, &detail).await;
-                ctx.host.set_detail(&id, detail);
+                let changed = ctx.host.set_detail(&id, detail);
+                crate::host::publish_summary(&ctx, &id, changed);
             }
-            Ok(Some(MetricsFrame::HostReport(report))) => ctx.host.set_report(&id, report),
+            Ok(Some(MetricsFrame::HostReport(report))) => {
+                let changed = ctx.host.set_report(&id, report);
+                crate::host::publish_summary(&ctx, &id, changed);
+            }
             Ok(Some(MetricsFrame::BackfillHost(minutes))) => {
                 tracing::debug!(minutes = minutes.len(), "host back-fill received");
                 ctx.history.host.record_backfill(&id, minutes).await;

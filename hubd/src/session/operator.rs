@@ -243,6 +243,19 @@ async fn serve_events(ctx: &HubCtx, send: &mut quinn::SendStream, cancel: Cancel
             return;
         }
     }
+    // And the host summaries (GPUs, failed disks) that are not empty.
+    for (id, summary) in ctx.host.summaries() {
+        if write_frame(
+            &mut ctx.stats.writer(StreamKind::Events, send),
+            &FleetEvent::Host { id, summary },
+            MAX_EVENTS_FRAME,
+        )
+        .await
+        .is_err()
+        {
+            return;
+        }
+    }
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => return,

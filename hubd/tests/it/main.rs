@@ -50,6 +50,7 @@ mod faults;
 mod files;
 mod files_nospace;
 mod host_agent;
+mod host_fleet;
 mod host_history;
 mod hostile_agent;
 mod hostile_hub;
