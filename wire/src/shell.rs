@@ -348,7 +348,7 @@ mod tests {
                 size: WindowSize { cols: 80, rows: 24 },
                 actor: "a".into(),
             })),
-            [6, 1, 0, 1, 2, b'i', b'd', 1, b't', 80, 24, 1, b'a']
+            [7, 1, 0, 1, 2, b'i', b'd', 1, b't', 80, 24, 1, b'a']
         );
         assert_eq!(
             enc(&ShellFrame::Data(Chunk(b"ls\r".to_vec()))),
