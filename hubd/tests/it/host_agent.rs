@@ -111,7 +111,11 @@ async fn flotilla_agent_shows_collectors_custom_series_health_and_the_cpu_burner
         let detail = &json["host"]["detail"];
         let burning = detail["top_cpu"].as_array().and_then(|l| {
             l.iter()
-                .find(|p| p["pid"].as_u64() == Some(burner_pid))
+                // A process sysinfo has seen once shows 0 % until its second sample.
+                .find(|p| {
+                    p["pid"].as_u64() == Some(burner_pid)
+                        && p["cpu_pct"].as_f64().is_some_and(|c| c > 5.0)
+                })
                 .cloned()
         });
         if let Some(p) = burning
@@ -139,10 +143,6 @@ async fn flotilla_agent_shows_collectors_custom_series_health_and_the_cpu_burner
     );
     assert!(
         proc_row["user"].as_str().is_some_and(|u| !u.is_empty()),
-        "{proc_row}"
-    );
-    assert!(
-        proc_row["cpu_pct"].as_f64().is_some_and(|c| c > 5.0),
         "{proc_row}"
     );
 
