@@ -58,6 +58,8 @@ async fn block_io_shows_a_file_written_with_fsync() {
     let mut last_at = before.at_ms;
     let start = Instant::now();
     while start.elapsed() < DEADLINE {
+        // Polled: the kernel's /proc/diskstats counters move when the writeback lands and
+        // announce nothing; each pass samples them afresh, bounded by DEADLINE.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let d = tokio::task::block_in_place(|| take_detail(&mut parts));
         let secs = (d.at_ms - last_at) as f64 / 1000.0;

@@ -62,6 +62,8 @@ async fn alerts_until(login: &Path, what: &str, ok: impl Fn(&[Value]) -> bool) -
             started.elapsed() < IDLE_DEADLINE,
             "alerts never showed {what}: {list:#?}"
         );
+        // Polled: this checks what `flotilla alerts` prints, a one-shot query with no push to wait
+        // on; bounded by the deadline above.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -104,6 +106,8 @@ async fn gauge_until(addr: SocketAddr, rule: &str, severity: &str, want: f64) ->
             started.elapsed() < IDLE_DEADLINE,
             "gauge of {rule} never read {want} (last {got:?})"
         );
+        // Polled: Prometheus metrics are pulled, so a scrape is the only way to read the gauge;
+        // bounded by the deadline above.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
