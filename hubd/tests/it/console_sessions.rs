@@ -3,6 +3,7 @@
 //! terminal, and any key gives back the console as it was. The real `flotilla` runs in tmux at
 //! 80x24 and the test reads the screen as a person would.
 
+use crate::console_tmux::{Tmux, flotilla_bin};
 use crate::harness::{AgentSpec, DEADLINE, Fleet, within};
 use agentd::AgentConfig;
 use agentd::config::ShellMode;
@@ -11,23 +12,8 @@ use flotilla_wire::limits::MAX_SHELL_FRAME;
 use flotilla_wire::msg::StreamOpen;
 use flotilla_wire::sessions::SessionState;
 use flotilla_wire::shell::{ShellExit, ShellFrame, ShellRequest, WindowSize};
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-/// A screen change shows within a second; generous for a loaded CI box.
-const SCREEN_DEADLINE: Duration = Duration::from_secs(20);
-
-fn flotilla_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build it too (cargo build -p flotilla-tui)",
-        path.display()
-    );
-    path
-}
+use std::time::Duration;
 
 /// Shells on, as the account the tests run as (root must be named explicitly).
 fn shell_on() -> AgentConfig {
@@ -36,78 +22,6 @@ fn shell_on() -> AgentConfig {
         shell: ShellMode::On,
         shell_user: Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
         ..AgentConfig::default()
-    }
-}
-
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Self {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let session = format!(
-            "flotilla-sessions-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::Relaxed)
-        );
-        let status = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &session,
-                "-x",
-                "80",
-                "-y",
-                "24",
-                command,
-            ])
-            .status()
-            .expect("tmux must be installed (.ci/run installs it)");
-        assert!(status.success(), "tmux new-session failed");
-        Self { session }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.session])
-            .output()
-            .expect("capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn key(&self, key: &str) {
-        let status = Command::new("tmux")
-            .args(["send-keys", "-t", &self.session, key])
-            .status()
-            .expect("tmux");
-        assert!(status.success(), "tmux send-keys {key}");
-    }
-
-    /// Polls the screen (a terminal has no change notification) until `ok`, within the deadline.
-    async fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let started = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tick.tick().await;
-            let screen = self.screen();
-            if ok(&screen) {
-                return screen;
-            }
-            assert!(
-                started.elapsed() < SCREEN_DEADLINE,
-                "screen never showed {what}; last screen:\n{screen}"
-            );
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .output();
     }
 }
 
@@ -181,7 +95,7 @@ async fn a_recorded_session_is_listed_and_enter_replays_it_then_gives_the_consol
         s.contains("1/1 online") && s.contains("web-1")
     })
     .await;
-    tmux.key("9");
+    tmux.keys(&["9"]);
     let id_text = id.to_string();
     let listed = tmux
         .wait_for("the session in the sessions view", |s| {
@@ -202,7 +116,7 @@ async fn a_recorded_session_is_listed_and_enter_replays_it_then_gives_the_consol
         "fits 80 columns:\n{listed}"
     );
 
-    tmux.key("Enter");
+    tmux.keys(&["Enter"]);
     let played = tmux
         .wait_for("the recording played to its end", |s| {
             s.contains("second-line") && s.contains("any key returns to the console")
@@ -214,7 +128,7 @@ async fn a_recorded_session_is_listed_and_enter_replays_it_then_gives_the_consol
         "the console stepped aside:\n{played}"
     );
 
-    tmux.key("q");
+    tmux.keys(&["q"]);
     let back = tmux
         .wait_for("the console back in the sessions view", |s| {
             s.contains(&format!("replay of {id_text}: end of recording"))
@@ -229,7 +143,7 @@ async fn a_recorded_session_is_listed_and_enter_replays_it_then_gives_the_consol
         "the console redrew the whole screen:\n{back}"
     );
     // Keys reach the console again.
-    tmux.key("Escape");
+    tmux.keys(&["Escape"]);
     tmux.wait_for("the fleet view", |s| s.contains("NAME"))
         .await;
     drop(tmux);
@@ -275,7 +189,7 @@ async fn j_joins_a_live_session_read_only_and_any_key_leaves_it() {
     let tmux = Tmux::start(&command);
     tmux.wait_for("the agent online", |s| s.contains("1/1 online"))
         .await;
-    tmux.key("9");
+    tmux.keys(&["9"]);
     let id_text = id.to_string();
     tmux.wait_for("the live session listed", |s| {
         s.lines()
@@ -283,7 +197,7 @@ async fn j_joins_a_live_session_read_only_and_any_key_leaves_it() {
             && s.contains("j join live")
     })
     .await;
-    tmux.key("j");
+    tmux.keys(&["j"]);
     // The owner is told of the join: from then on the joiner sees the output.
     within(DEADLINE, "the join notice", async {
         loop {
@@ -312,7 +226,7 @@ async fn j_joins_a_live_session_read_only_and_any_key_leaves_it() {
         watching.contains(&format!("watching {id_text}")),
         "{watching}"
     );
-    tmux.key("x");
+    tmux.keys(&["x"]);
     let back = tmux
         .wait_for("the console back", |s| {
             s.contains(&format!("watching {id_text}: stopped"))
