@@ -51,6 +51,37 @@ impl Tmux {
         assert!(status.success());
     }
 
+    /// The pane's size as tmux has it (the status line takes a row of the window).
+    pub(crate) fn pane_size(&self) -> String {
+        let out = Command::new("tmux")
+            .args([
+                "display-message",
+                "-p",
+                "-t",
+                &self.session,
+                "#{pane_height} #{pane_width}",
+            ])
+            .output()
+            .expect("display-message");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub(crate) fn resize(&self, cols: u16, rows: u16) {
+        let status = Command::new("tmux")
+            .args([
+                "resize-window",
+                "-t",
+                &self.session,
+                "-x",
+                &cols.to_string(),
+                "-y",
+                &rows.to_string(),
+            ])
+            .status()
+            .expect("resize-window");
+        assert!(status.success(), "tmux resize-window");
+    }
+
     /// Types `text` literally (no key names).
     pub(crate) fn text(&self, text: &str) {
         let status = Command::new("tmux")

@@ -4,6 +4,7 @@
 //! refusals, a 100 MiB burst with memory bounded, a hub killed under a session, and a shell in a
 //! Podman container.
 
+use crate::console_tmux::{Tmux, flotilla_bin};
 use crate::harness::binaries::{Daemon, Hub, code, enrol, stderr};
 use crate::harness::exec::rss;
 use crate::harness::podman::Podman;
@@ -13,24 +14,10 @@ use crate::harness::{
 use agentd::AgentConfig;
 use agentd::config::{Access, ShellMode};
 use flotilla_wire::Role;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
-
-/// A screen change shows within a second; generous for a loaded CI box.
-const SCREEN_DEADLINE: Duration = Duration::from_secs(20);
-
-fn flotilla_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build it too (cargo build -p flotilla-tui)",
-        path.display()
-    );
-    path
-}
 
 /// Shells on, as root (the tests run as root; a root shell must be chosen explicitly).
 fn shell_on() -> AgentConfig {
@@ -99,112 +86,6 @@ async fn audit_lines(fleet: &Fleet) -> Vec<String> {
         .collect()
 }
 
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Self {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let session = format!(
-            "flotilla-shell-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::Relaxed)
-        );
-        let status = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &session,
-                "-x",
-                "80",
-                "-y",
-                "24",
-                command,
-            ])
-            .status()
-            .expect("tmux must be installed (.ci/run installs it)");
-        assert!(status.success(), "tmux new-session failed");
-        Self { session }
-    }
-
-    fn tmux(&self, args: &[&str]) {
-        let status = Command::new("tmux").args(args).status().expect("tmux");
-        assert!(status.success(), "tmux {args:?}");
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.session])
-            .output()
-            .expect("capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Types `text` literally, then Enter.
-    fn line(&self, text: &str) {
-        self.tmux(&["send-keys", "-t", &self.session, "-l", text]);
-        self.tmux(&["send-keys", "-t", &self.session, "Enter"]);
-    }
-
-    fn key(&self, key: &str) {
-        self.tmux(&["send-keys", "-t", &self.session, key]);
-    }
-
-    /// The pane's size as tmux has it (the status line takes a row of the window).
-    fn pane_size(&self) -> String {
-        let out = Command::new("tmux")
-            .args([
-                "display-message",
-                "-p",
-                "-t",
-                &self.session,
-                "#{pane_height} #{pane_width}",
-            ])
-            .output()
-            .expect("display-message");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn resize(&self, cols: u16, rows: u16) {
-        self.tmux(&[
-            "resize-window",
-            "-t",
-            &self.session,
-            "-x",
-            &cols.to_string(),
-            "-y",
-            &rows.to_string(),
-        ]);
-    }
-
-    /// Polls the screen (a terminal has no change notification) until `ok`, within the deadline.
-    async fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let started = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tick.tick().await;
-            let screen = self.screen();
-            if ok(&screen) {
-                return screen;
-            }
-            assert!(
-                started.elapsed() < SCREEN_DEADLINE,
-                "screen never showed {what}; last screen:\n{screen}"
-            );
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .output();
-    }
-}
-
 /// `flotilla shell ARGS` in tmux, the pane kept after it exits with its status printed.
 fn shell_in_tmux(fleet: &Fleet, args: &str) -> Tmux {
     let command = format!(
@@ -219,19 +100,23 @@ fn shell_in_tmux(fleet: &Fleet, args: &str) -> Tmux {
 async fn keys_echo_resize_reaches_stty_and_the_exit_status_is_flotillas() {
     let fleet = shell_fleet(shell_on()).await;
     let tmux = shell_in_tmux(&fleet, "web-1 -- sh");
-    tmux.line("echo typed-$((40+2))");
+    tmux.text("echo typed-$((40+2))");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("the echo", |s| s.contains("typed-42")).await;
     let size = tmux.pane_size();
     assert!(size.ends_with(" 80"), "{size}");
-    tmux.line("stty size");
+    tmux.text("stty size");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("the first size", |s| s.contains(&size)).await;
     tmux.resize(100, 30);
     let resized = tmux.pane_size();
     assert!(resized.ends_with(" 100"), "{resized}");
-    tmux.line("stty size");
+    tmux.text("stty size");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("the size after the resize", |s| s.contains(&resized))
         .await;
-    tmux.line("exit 7");
+    tmux.text("exit 7");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("flotilla's exit status", |s| {
         s.contains("flotilla-status=7")
     })
@@ -255,17 +140,21 @@ async fn keys_echo_resize_reaches_stty_and_the_exit_status_is_flotillas() {
 async fn ctrl_c_interrupts_a_sleep_on_the_agent() {
     let fleet = shell_fleet(shell_on()).await;
     let tmux = shell_in_tmux(&fleet, "web-1 -- sh");
-    tmux.line("echo ready-$((1+1))");
+    tmux.text("echo ready-$((1+1))");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("the shell", |s| s.contains("ready-2")).await;
-    tmux.line("sleep 600");
+    tmux.text("sleep 600");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("the command echoed", |s| s.contains("sleep 600"))
         .await;
-    tmux.key("C-c");
+    tmux.keys(&["C-c"]);
     // A shell reports a foreground job killed by SIGINT as 130.
-    tmux.line("echo after-sleep-$?");
+    tmux.text("echo after-sleep-$?");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("the sleep interrupted", |s| s.contains("after-sleep-130"))
         .await;
-    tmux.line("exit");
+    tmux.text("exit");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("flotilla's exit status", |s| {
         s.contains("flotilla-status=0")
     })
@@ -547,23 +436,25 @@ async fn s_in_the_console_hands_the_terminal_to_a_shell_and_takes_it_back() {
         s.contains("1/1 online") && s.contains("web-1")
     })
     .await;
-    tmux.key("Enter");
+    tmux.keys(&["Enter"]);
     let agent_view = tmux
         .wait_for("web-1's agent view", |s| s.contains("s shell"))
         .await;
-    tmux.key("s");
+    tmux.keys(&["s"]);
     // Typed once the shell shows its prompt, as a person would.
     tmux.wait_for("the shell's prompt", |s| {
         let s = s.trim_end();
         !s.contains("s shell") && (s.ends_with('#') || s.ends_with('$'))
     })
     .await;
-    tmux.line("echo in-shell-$((2+3))");
+    tmux.text("echo in-shell-$((2+3))");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("the shell on the normal screen", |s| {
         s.contains("in-shell-5") && !s.contains("s shell")
     })
     .await;
-    tmux.line("exit 4");
+    tmux.text("exit 4");
+    tmux.keys(&["Enter"]);
     let back = tmux
         .wait_for("the console back with the shell's end", |s| {
             s.contains("shell on web-1: exited with status 4")
@@ -578,7 +469,7 @@ async fn s_in_the_console_hands_the_terminal_to_a_shell_and_takes_it_back() {
         "{back}"
     );
     // Keys reach the console again.
-    tmux.key("Escape");
+    tmux.keys(&["Escape"]);
     tmux.wait_for("the fleet view", |s| s.contains("NAME"))
         .await;
     drop(tmux);
