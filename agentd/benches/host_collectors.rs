@@ -4,8 +4,9 @@
 //! plus host detail) per interval and as a share of one core, the process's RSS, and the bytes of
 //! one sample and one detail as metrics frames. Figures in docs/benchmarks.md.
 //!
-//! `cargo bench -p flotilla-agentd --bench host_collectors [-- INTERVALS [agentd]]` (default 12
-//! intervals = 1 minute).
+//! `cargo bench -p flotilla-agentd --bench host_collectors [-- INTERVALS [agentd] [procs=N]]`
+//! (default 12 intervals = 1 minute). `procs=N` starts N idle processes (`sleep`) for the run, as on
+//! a machine with many services or containers: the process table is read whole each interval.
 //!
 //! With `agentd` as second argument it measures a whole agent instead: the release `hubd` and
 //! `agentd` (`cargo build --release -p flotilla-hubd -p flotilla-agentd` first) run on 127.0.0.1,
@@ -299,12 +300,54 @@ fn whole_agent(intervals: u32) {
     );
 }
 
+/// Idle child processes for the run's length, killed when dropped.
+struct IdleProcs(Vec<std::process::Child>);
+
+impl IdleProcs {
+    fn start(n: usize) -> Self {
+        Self(
+            (0..n)
+                .map(|_| {
+                    Command::new("sleep")
+                        .arg("3600")
+                        .stdin(Stdio::null())
+                        .spawn()
+                        .expect("spawn sleep")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for IdleProcs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
     let intervals: u32 = args.first().and_then(|a| a.parse().ok()).unwrap_or(12);
+    let extra: usize = args
+        .iter()
+        .find_map(|a| a.strip_prefix("procs=")?.parse().ok())
+        .unwrap_or(0);
+    let _idle = IdleProcs::start(extra);
+    println!(
+        "processes on the machine: {}",
+        std::fs::read_dir("/proc")
+            .map(|d| d
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .count())
+            .unwrap_or(0)
+    );
     if args.get(1).map(String::as_str) == Some("agentd") {
         whole_agent(intervals);
     } else {

@@ -14,6 +14,7 @@ pub mod diskstats;
 pub mod netdev;
 pub mod nvidia;
 pub mod processes;
+pub mod proctable;
 pub mod smart;
 
 use crate::metrics::Collector;

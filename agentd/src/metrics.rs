@@ -5,7 +5,7 @@ use flotilla_certs::clock::now_ms;
 use flotilla_wire::msg::{DiskUsage, MetricsSample, NetRate, ProcessInfo, Temperature};
 use std::collections::HashMap;
 use std::time::Instant;
-use sysinfo::{Components, Disks, Networks, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::{Components, Disks, Networks, System};
 
 /// How many processes each top list carries: "which process did it?" rarely needs more.
 const TOP_N: usize = 5;
@@ -26,6 +26,7 @@ pub struct Collector {
     disks: Disks,
     networks: Networks,
     components: Components,
+    procs: ProcSource,
     last: Option<Instant>,
     net_totals: HashMap<String, (u64, u64)>,
     disk_totals: (u64, u64),
@@ -46,6 +47,7 @@ impl Collector {
             components: Components::new_with_refreshed_list().unwrap_or_else(|_| {
                 Components::new().unwrap_or_else(|_| panic!("sysinfo components"))
             }),
+            procs: ProcSource::default(),
             last: None,
             net_totals: HashMap::new(),
             disk_totals: (0, 0),
@@ -64,16 +66,6 @@ impl Collector {
         self.last = Some(now);
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
-        self.system.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
-            // Without tasks: on Linux sysinfo lists every thread as a process of its own by default,
-            // which put `tokio-rt-worker` rows carrying their process's RSS in the top lists.
-            ProcessRefreshKind::nothing()
-                .with_cpu()
-                .with_memory()
-                .without_tasks(),
-        );
         self.disks.refresh(true);
         self.networks.refresh(true);
         self.components.refresh(true);
@@ -117,7 +109,7 @@ impl Collector {
                 })
             })
             .collect();
-        let procs = processes(&self.system);
+        let procs = self.procs.sample();
         MetricsSample {
             at_ms: now_ms(),
             cpu_pct: self.system.global_cpu_usage(),
@@ -154,20 +146,50 @@ impl Default for Collector {
     }
 }
 
-/// Processes only, never their threads: a thread shares its process's memory, so counting it would
-/// list the same RSS once per thread.
-fn processes(system: &System) -> Vec<ProcessInfo> {
-    system
-        .processes()
-        .iter()
-        .filter(|(_, p)| p.thread_kind().is_none())
-        .map(|(pid, p)| ProcessInfo {
-            pid: pid.as_u32(),
-            name: p.name().to_string_lossy().into_owned(),
-            cpu_pct: p.cpu_usage(),
-            rss: p.memory(),
-        })
-        .collect()
+/// Where the process table comes from: on Linux `/proc/PID/stat` alone (see `host::proctable`);
+/// elsewhere sysinfo's table.
+#[cfg(target_os = "linux")]
+type ProcSource = crate::host::proctable::ProcTable;
+#[cfg(not(target_os = "linux"))]
+type ProcSource = SysinfoProcs;
+
+/// sysinfo's process table, for systems without `/proc`.
+#[cfg(not(target_os = "linux"))]
+struct SysinfoProcs(System);
+
+#[cfg(not(target_os = "linux"))]
+impl Default for SysinfoProcs {
+    fn default() -> Self {
+        Self(System::new().unwrap_or_else(|_| panic!("sysinfo unavailable")))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl SysinfoProcs {
+    /// Processes only, never their threads: a thread shares its process's memory, so counting it
+    /// would list the same RSS once per thread.
+    fn sample(&mut self) -> Vec<ProcessInfo> {
+        use sysinfo::{ProcessRefreshKind, ProcessesToUpdate};
+        self.0.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing()
+                .with_cpu()
+                .with_memory()
+                .without_tasks(),
+        );
+        self.0
+            .processes()
+            .iter()
+            .filter(|(_, p)| p.thread_kind().is_none())
+            .map(|(pid, p)| ProcessInfo {
+                pid: pid.as_u32(),
+                name: p.name().to_string_lossy().into_owned(),
+                cpu_pct: p.cpu_usage(),
+                rss: p.memory(),
+            })
+            .collect()
+    }
 }
 
 fn top_by(procs: &[ProcessInfo], key: impl Fn(&ProcessInfo) -> f64) -> Vec<ProcessInfo> {
@@ -231,8 +253,8 @@ mod tests {
         let tids: Vec<u32> = (0..4).filter_map(|_| rx.recv().ok()).collect();
         assert_eq!(tids.len(), 4);
         let mut c = Collector::new();
-        let listed: Vec<u32> = processes(&c.system).iter().map(|p| p.pid).collect();
         let sample = c.sample();
+        let listed: Vec<u32> = c.procs.sample().iter().map(|p| p.pid).collect();
         release.wait();
         threads.into_iter().for_each(|t| t.join().expect("thread"));
         assert!(
