@@ -1,0 +1,230 @@
+//! The agent view's charts panel (`c`): the agent's per-device series on the left, one picked with
+//! ↑↓, and its history over the picker's span on the right as a line chart with a time axis
+//! (`-1h` … `now`) and a value axis, titled like the host-total charts (`net eth0 1h`) with the
+//! live values after the title.
+
+use crate::app::App;
+use crate::app::host::charts::{ChartSeries, custom_series_name, gpu_series_name};
+use crate::format;
+use crate::ui::Theme;
+use crate::util::escaped;
+use flotilla_wire::history::{Metric, SeriesKind, SeriesPoints};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph};
+
+/// Narrowest and widest series list: `net enp0s31f6` fits 18 columns, and the chart keeps the
+/// rest of an 80-column terminal.
+const LIST_WIDTH: (u16, u16) = (14, 24);
+
+/// Draws the list and the chart of the picked series into `area`.
+pub(in crate::ui) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect) {
+    let (list, at) = app.charted();
+    let list_w = (area.width / 4).clamp(LIST_WIDTH.0, LIST_WIDTH.1);
+    let [list_area, chart_area] =
+        Layout::horizontal([Constraint::Length(list_w), Constraint::Min(10)]).areas(area);
+    render_list(theme, frame, list_area, &list, at);
+    let Some(series) = at.and_then(|i| list.get(i)) else {
+        let block = Block::default().borders(Borders::TOP).title("charts");
+        frame.render_widget(
+            Paragraph::new("no per-device series reported yet").block(block),
+            chart_area,
+        );
+        return;
+    };
+    render_chart(app, theme, frame, chart_area, series);
+}
+
+fn render_list(
+    theme: Theme,
+    frame: &mut Frame<'_>,
+    area: Rect,
+    list: &[ChartSeries],
+    at: Option<usize>,
+) {
+    let rows = usize::from(area.height.saturating_sub(1)).max(1);
+    let at = at.unwrap_or(0);
+    // Keep the pick in view: scroll once it would fall below the last row.
+    let first = (at + 1).saturating_sub(rows);
+    let width = usize::from(area.width.saturating_sub(1));
+    let lines: Vec<Line<'_>> = list
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(rows)
+        .map(|(i, c)| {
+            let text: String = c.label().chars().take(width.saturating_sub(2)).collect();
+            if i == at {
+                Line::from(Span::styled(format!("› {text}"), theme.selected()))
+            } else {
+                Line::from(format!("  {text}"))
+            }
+        })
+        .collect();
+    let title = format!("series {}/{}", (at + 1).min(list.len()), list.len());
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title(title)),
+        area,
+    );
+}
+
+/// A value of `metric` as the axis and title show it: bytes (per second for rates), percent,
+/// degrees, or the bare number.
+fn value(metric: Metric, v: f64) -> String {
+    match metric {
+        Metric::DiskPct | Metric::GpuUtil | Metric::IoBusy => format!("{v:.0}%"),
+        Metric::Temp => format!("{v:.0}°C"),
+        Metric::DiskUsed | Metric::GpuMem => format::bytes(v.max(0.0) as u64),
+        m if m.is_bytes() => format!("{}/s", format::bytes(v.max(0.0) as u64)),
+        _ if v.abs() >= 100.0 || v.fract() == 0.0 => format!("{v:.0}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+/// The live values of `series` after its title: from the polled sample (mounts, interfaces,
+/// temperatures) or the hub's host depth (devices, GPUs, custom series).
+fn live(app: &App, series: &ChartSeries) -> String {
+    let name = series.selector.name.as_str();
+    let sample = app.focused_sample();
+    let detail = app.host_time.view.as_ref().and_then(|v| v.detail.as_ref());
+    let metric = series.metrics.first().copied();
+    match series.selector.kind {
+        SeriesKind::Disk => sample
+            .and_then(|s| s.disks.iter().find(|d| d.mount == name))
+            .map(|d| {
+                let pct = if d.total > 0 {
+                    d.used as f64 * 100.0 / d.total as f64
+                } else {
+                    0.0
+                };
+                format!("{pct:.0}% of {}", format::bytes(d.total))
+            }),
+        SeriesKind::Net => sample
+            .and_then(|s| s.nets.iter().find(|n| n.iface == name))
+            .map(|n| {
+                format!(
+                    "rx {}/s tx {}/s",
+                    format::bytes(n.rx_bps),
+                    format::bytes(n.tx_bps)
+                )
+            }),
+        SeriesKind::Io => detail
+            .and_then(|d| d.block_io.iter().find(|io| io.device == name))
+            .map(|io| {
+                format!(
+                    "read {}/s write {}/s",
+                    format::bytes(io.read_bps),
+                    format::bytes(io.write_bps)
+                )
+            }),
+        SeriesKind::Temp => sample
+            .and_then(|s| s.temps.iter().find(|t| t.label == name))
+            .map(|t| format!("{:.0}°C", t.celsius)),
+        SeriesKind::Gpu => detail
+            .and_then(|d| d.gpus.iter().find(|g| gpu_series_name(g) == name))
+            .and_then(|g| match metric {
+                Some(Metric::GpuMem) => g.mem_used.map(|used| {
+                    let total = g.mem_total.map(format::bytes).unwrap_or_default();
+                    format!("{} / {total}", format::bytes(used))
+                }),
+                _ => g.util_pct.map(|u| format!("{u:.0}%")),
+            }),
+        SeriesKind::Custom => detail.and_then(|d| {
+            d.custom.iter().find_map(|c| {
+                let listed = custom_series_name(&c.name, &c.labels);
+                (listed == name).then(|| value(Metric::Custom, c.value))
+            })
+        }),
+    }
+    .unwrap_or_default()
+}
+
+fn render_chart(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, series: &ChartSeries) {
+    let span_label = app.host_time.range_label();
+    let span_s = app.history_span_s() as f64;
+    let title = Line::from(vec![
+        Span::styled(format!("{} {span_label} ", series.label()), theme.heading()),
+        Span::raw(escaped(&live(app, series)).into_owned()),
+    ]);
+    let block = Block::default().borders(Borders::TOP).title(title);
+    let Some(answer) = app.chart_answer() else {
+        frame.render_widget(Paragraph::new("asking the hub…").block(block), area);
+        return;
+    };
+    let found = match &answer.result {
+        Ok(found) => found,
+        Err(e) => {
+            let text = format!("cannot read: {}", escaped(e));
+            frame.render_widget(Paragraph::new(text).block(block), area);
+            return;
+        }
+    };
+    let now = app.now_ms as f64;
+    let lines: Vec<(Metric, Vec<(f64, f64)>)> = series
+        .metrics
+        .iter()
+        .map(|m| {
+            let points = found
+                .iter()
+                .filter(|s: &&SeriesPoints| s.metric == *m)
+                .flat_map(|s| &s.points)
+                .map(|p| (((p.start_ms as f64 - now) / 1000.0).max(-span_s), p.avg))
+                .collect();
+            (*m, points)
+        })
+        .collect();
+    let Some(unit) = series.metrics.first().copied() else {
+        return;
+    };
+    let top = if series.is_pct() {
+        100.0
+    } else {
+        let peak = lines
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+            .fold(0.0_f64, f64::max);
+        if peak > 0.0 { peak * 1.1 } else { 1.0 }
+    };
+    let styles = [theme.ok(), theme.warn()];
+    let markers = [Marker::Braille, Marker::Dot];
+    let datasets: Vec<Dataset<'_>> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (m, points))| {
+            Dataset::default()
+                .name(m.field())
+                .marker(markers[i % markers.len()])
+                .graph_type(GraphType::Line)
+                .style(styles[i % styles.len()])
+                .data(points)
+        })
+        .collect();
+    let empty = lines.iter().all(|(_, p)| p.is_empty());
+    let chart = Chart::new(datasets)
+        .block(block)
+        .x_axis(
+            Axis::default()
+                .bounds([-span_s, 0.0])
+                .labels([format!("-{span_label}"), "now".to_string()])
+                .style(theme.dim()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, top])
+                .labels([value(unit, 0.0), value(unit, top)])
+                .style(theme.dim()),
+        )
+        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)));
+    frame.render_widget(chart, area);
+    if empty && area.height > 2 {
+        let note = Rect {
+            y: area.y + 1,
+            height: 1,
+            x: area.x + area.width / 3,
+            width: area.width - area.width / 3,
+        };
+        frame.render_widget(Paragraph::new("no history kept yet"), note);
+    }
+}
