@@ -6,8 +6,8 @@
 //! them under [`QUIT_WAIT`]. Queues are bounded: commands wait in [`COMMAND_QUEUE`], and a copy's
 //! progress reaches a busy screen only if there is room (the copy's end always arrives).
 
-use crate::app::sessions::Handoff;
 use crate::app::host::charts::ChartAnswer;
+use crate::app::sessions::Handoff;
 use crate::app::{App, RECORDS_LIMIT};
 use crate::client::{Client, Login};
 use crate::command::Command;

@@ -106,19 +106,17 @@ pub fn chart_series(sample: Option<&MetricsSample>, view: Option<&HostView>) -> 
         }));
     }
     if let Some(s) = sample {
-        out.extend(s.nets.iter().map(|n| {
-            ChartSeries::new(SeriesKind::Net, &n.iface, &[Metric::NetRx, Metric::NetTx])
-        }));
+        out.extend(
+            s.nets.iter().map(|n| {
+                ChartSeries::new(SeriesKind::Net, &n.iface, &[Metric::NetRx, Metric::NetTx])
+            }),
+        );
     }
     if let Some(d) = detail {
         for g in &d.gpus {
             let name = gpu_series_name(g);
             if g.util_pct.is_some() {
-                out.push(ChartSeries::new(
-                    SeriesKind::Gpu,
-                    &name,
-                    &[Metric::GpuUtil],
-                ));
+                out.push(ChartSeries::new(SeriesKind::Gpu, &name, &[Metric::GpuUtil]));
             }
             if g.mem_used.is_some() {
                 out.push(ChartSeries::new(SeriesKind::Gpu, name, &[Metric::GpuMem]));
@@ -249,9 +247,7 @@ impl App {
             SLOW_REFRESH_TICKS
         };
         let due = match &charts.asked {
-            Some((s, span, tick)) if *s == series && *span == since_s => {
-                ticks >= tick + LOST_TICKS
-            }
+            Some((s, span, tick)) if *s == series && *span == since_s => ticks >= tick + LOST_TICKS,
             _ => match &charts.answer {
                 Some(a) if a.series == series && a.since_s == since_s => {
                     ticks >= charts.answered_tick + every
@@ -416,7 +412,10 @@ mod tests {
         assert_eq!(asked(&mut app), [("disk /".to_string(), 3600)]);
         app.update(key(KeyCode::Char('j')));
         app.update(key(KeyCode::Char('j')));
-        assert_eq!(app.charted().0[app.charted().1.expect("pick")].label(), "net lo");
+        assert_eq!(
+            app.charted().0[app.charted().1.expect("pick")].label(),
+            "net lo"
+        );
         // Host depth puts a block device and a GPU before and after: the pick stays.
         assert!(app.update(Event::HostView(Box::new(view()))));
         let (list, at) = app.charted();

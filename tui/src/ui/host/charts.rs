@@ -13,7 +13,9 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph};
+use ratatui::widgets::{
+    Axis, Block, Borders, Chart, Dataset, GraphType, LegendPosition, Paragraph,
+};
 
 /// Narrowest and widest series list: `net enp0s31f6` fits 18 columns, and the chart keeps the
 /// rest of an 80-column terminal.
@@ -24,7 +26,9 @@ pub(in crate::ui) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area
     let (list, at) = app.charted();
     let list_w = (area.width / 4).clamp(LIST_WIDTH.0, LIST_WIDTH.1);
     let [list_area, chart_area] =
-        Layout::horizontal([Constraint::Length(list_w), Constraint::Min(10)]).areas(area);
+        Layout::horizontal([Constraint::Length(list_w), Constraint::Min(10)])
+            .spacing(1)
+            .areas(area);
     render_list(theme, frame, list_area, &list, at);
     let Some(series) = at.and_then(|i| list.get(i)) else {
         let block = Block::default().borders(Borders::TOP).title("charts");
@@ -216,6 +220,8 @@ fn render_chart(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, seri
                 .labels([value(unit, 0.0), value(unit, top)])
                 .style(theme.dim()),
         )
+        // The legend over the oldest points, not the newest.
+        .legend_position(Some(LegendPosition::TopLeft))
         .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)));
     frame.render_widget(chart, area);
     if empty && area.height > 2 {
@@ -226,5 +232,143 @@ fn render_chart(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, seri
             width: area.width - area.width / 3,
         };
         frame.render_widget(Paragraph::new("no history kept yet"), note);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::app::View;
+    use crate::app::host::charts::ChartAnswer;
+    use crate::app::workload_tests::{fixture, key, web1};
+    use crate::event::Event;
+    use crate::ui::{Theme, render};
+    use crossterm::event::KeyCode;
+    use flotilla_wire::Role;
+    use flotilla_wire::history::{Metric, SeriesPoint, SeriesPoints};
+    use flotilla_wire::msg::{DiskUsage, MetricsSample, NetRate};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn screen(app: &crate::app::App, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+        terminal
+            .draw(|f| render(app, Theme { color: false }, f))
+            .expect("draw");
+        let buf = terminal.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..height {
+            let mut line = String::new();
+            for x in 0..width {
+                line.push_str(buf[(x, y)].symbol());
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// web-1's view with the charts panel open on `eth0` and an hour of its history answered:
+    /// receive climbing to 10 KiB/s, send flat at 1 KiB/s.
+    fn charted() -> crate::app::App {
+        let mut app = fixture(Role::Viewer);
+        app.now_ms = 1_800_000_000_000;
+        app.view = View::Agent(web1());
+        app.agents.get_mut(&web1()).expect("web-1").latest = Some(MetricsSample {
+            disks: vec![DiskUsage {
+                mount: "/".into(),
+                used: 1 << 30,
+                total: 4 << 30,
+            }],
+            nets: vec![NetRate {
+                iface: "eth0".into(),
+                rx_bps: 10 << 10,
+                tx_bps: 1 << 10,
+            }],
+            ..MetricsSample::default()
+        });
+        app.update(key(KeyCode::Char('c')));
+        app.update(key(KeyCode::Char('j')));
+        let (list, at) = app.charted();
+        let series = list[at.expect("pick")].clone();
+        let minute = |i: u64| app.now_ms - (60 - i) * 60_000;
+        let points = |f: &dyn Fn(u64) -> f64| -> Vec<SeriesPoint> {
+            (0..60)
+                .map(|i| SeriesPoint {
+                    start_ms: minute(i),
+                    samples: 12,
+                    avg: f(i),
+                    max: f(i),
+                })
+                .collect()
+        };
+        let found = vec![
+            SeriesPoints {
+                metric: Metric::NetRx,
+                name: "eth0".into(),
+                resolution_s: 60,
+                points: points(&|i| (i * 10240 / 59) as f64),
+            },
+            SeriesPoints {
+                metric: Metric::NetTx,
+                name: "eth0".into(),
+                resolution_s: 60,
+                points: points(&|_| 1024.0),
+            },
+            SeriesPoints {
+                metric: Metric::NetRxErrors,
+                name: "eth0".into(),
+                resolution_s: 60,
+                points: points(&|_| 0.0),
+            },
+        ];
+        assert!(app.update(Event::HostSeries {
+            agent: web1().to_string(),
+            answer: Box::new(ChartAnswer {
+                series,
+                since_s: 3600,
+                result: Ok(found),
+            }),
+        }));
+        app
+    }
+
+    #[test]
+    fn an_interface_chart_has_its_title_live_values_and_axes_at_80x24() {
+        let app = charted();
+        let shown = screen(&app, 80, 24);
+        for want in [
+            "series 2/2",
+            "› net eth0",
+            "net eth0 1h rx 10.0K/s tx 1.0K/s",
+            "-1h",
+            "now",
+            "11.0K/s",
+        ] {
+            assert!(shown.contains(want), "no {want:?} in\n{shown}");
+        }
+        insta::assert_snapshot!("charts_net_80x24", shown);
+        insta::assert_snapshot!("charts_net_160x48", screen(&app, 160, 48));
+    }
+
+    #[test]
+    fn a_longer_span_waits_for_its_own_answer_and_an_error_is_said() {
+        let mut app = charted();
+        app.update(key(KeyCode::Char(']')));
+        let shown = screen(&app, 80, 24);
+        assert!(
+            shown.contains("net eth0 6h") && shown.contains("asking the hub…"),
+            "{shown}"
+        );
+        let (list, at) = app.charted();
+        app.update(Event::HostSeries {
+            agent: web1().to_string(),
+            answer: Box::new(ChartAnswer {
+                series: list[at.expect("pick")].clone(),
+                since_s: 6 * 3600,
+                result: Err("no agent \"web-1\"".into()),
+            }),
+        });
+        let shown = screen(&app, 80, 24);
+        assert!(shown.contains("cannot read: no agent \"web-1\""), "{shown}");
     }
 }
