@@ -9,6 +9,7 @@ use crate::format;
 use crate::ui::Theme;
 use crate::util::escaped;
 use flotilla_wire::history::{Metric, SeriesKind, SeriesPoints};
+use flotilla_wire::host::SmartHealth;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::symbols::Marker;
@@ -145,13 +146,37 @@ fn live(app: &App, series: &ChartSeries) -> String {
     .unwrap_or_default()
 }
 
+/// A block device's SMART health after its title (`smart passed`, `failed` in the alarm style),
+/// where the agent's report names the device (`/dev/sda` for `io sda`).
+fn smart(app: &App, theme: Theme, series: &ChartSeries) -> Option<Span<'static>> {
+    if series.selector.kind != SeriesKind::Io {
+        return None;
+    }
+    let report = app.host_time.view.as_ref()?.report.as_ref()?;
+    let disk = report
+        .disks
+        .iter()
+        .find(|d| d.device.rsplit('/').next() == Some(series.selector.name.as_str()))?;
+    let style = match disk.health {
+        SmartHealth::Failed => theme.bad(),
+        SmartHealth::Passed => theme.ok(),
+        _ => theme.dim(),
+    };
+    Some(Span::styled(
+        format!(" smart {}", disk.health.as_str()),
+        style,
+    ))
+}
+
 fn render_chart(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect, series: &ChartSeries) {
     let span_label = app.host_time.range_label();
     let span_s = app.history_span_s() as f64;
-    let title = Line::from(vec![
+    let mut title = vec![
         Span::styled(format!("{} {span_label} ", series.label()), theme.heading()),
         Span::raw(escaped(&live(app, series)).into_owned()),
-    ]);
+    ];
+    title.extend(smart(app, theme, series));
+    let title = Line::from(title);
     let block = Block::default().borders(Borders::TOP).title(title);
     let Some(answer) = app.chart_answer() else {
         frame.render_widget(Paragraph::new("asking the hub…").block(block), area);
@@ -348,6 +373,41 @@ mod tests {
         }
         insta::assert_snapshot!("charts_net_80x24", shown);
         insta::assert_snapshot!("charts_net_160x48", screen(&app, 160, 48));
+    }
+
+    #[test]
+    fn a_block_device_chart_says_its_disks_smart_health() {
+        use flotilla_wire::host::{BlockIo, DiskHealth, HostDetail, HostReport, HostView};
+        let mut app = charted();
+        let view = HostView {
+            id: web1(),
+            name: "web-1".into(),
+            detail: Some(HostDetail {
+                block_io: vec![BlockIo {
+                    device: "sda".into(),
+                    read_bps: 2048,
+                    ..BlockIo::default()
+                }],
+                ..HostDetail::default()
+            }),
+            report: Some(HostReport {
+                disks: vec![DiskHealth {
+                    device: "/dev/sda".into(),
+                    health: flotilla_wire::host::SmartHealth::Failed,
+                    ..DiskHealth::default()
+                }],
+                ..HostReport::default()
+            }),
+        };
+        assert!(app.update(Event::HostView(Box::new(view))));
+        // The block device comes before the interfaces: one up from eth0.
+        app.update(key(KeyCode::Char('k')));
+        let shown = screen(&app, 80, 24);
+        assert!(
+            shown.contains("io sda 1h read 2.0K/s write 0B/s smart failed"),
+            "{shown}"
+        );
+        assert!(shown.contains("series 2/3"), "{shown}");
     }
 
     #[test]
