@@ -62,6 +62,8 @@ pub enum Action {
     Range(i32),
     /// Top-process tables a minute further back (-1) or nearer the present (+1).
     TopStep(i32),
+    /// The agent view's per-device charts panel in place of usage and processes, or back.
+    Charts,
     /// Open a shell on the selected agent or in the selected container (the console steps aside).
     Shell,
     /// Watch the selected live shell session read-only (the console steps aside).

@@ -545,6 +545,7 @@ impl App {
                 if self.ticks.is_multiple_of(every) {
                     self.refresh_view();
                 }
+                self.ask_chart();
                 true
             }
             Event::Connected(w) => {
@@ -579,6 +580,7 @@ impl App {
             }
             Event::HostTop { from_ms, result } => self.apply_host_top(from_ms, result),
             Event::HostView(view) => self.apply_host_view(*view),
+            Event::HostSeries { agent, answer } => self.apply_host_series(&agent, *answer),
             Event::History(series) => {
                 let fresh = self.focused().as_ref() == Some(&series.id);
                 if fresh {
@@ -1307,6 +1309,7 @@ impl App {
             }
             Action::Range(delta) => self.step_range(delta),
             Action::TopStep(delta) => self.step_top(delta),
+            Action::Charts => self.toggle_charts(),
             Action::NextTab(delta) => self.next_tab(delta),
             Action::OpenLogs => self.open_logs(),
             Action::Shell => self.open_shell(),

@@ -110,4 +110,14 @@ pub enum Command {
     },
     /// The recorded shell sessions; answered by `Event::Sessions`.
     Sessions,
+    /// One per-device series of an agent over a span, as `flotilla metrics --series` asks;
+    /// answered by `Event::HostSeries`.
+    HostSeries {
+        /// Agent id.
+        agent: String,
+        /// The series and the metrics charted.
+        series: crate::app::host::charts::ChartSeries,
+        /// How far back, seconds.
+        since_s: u64,
+    },
 }

@@ -6,6 +6,7 @@
 //! them under [`QUIT_WAIT`]. Queues are bounded: commands wait in [`COMMAND_QUEUE`], and a copy's
 //! progress reaches a busy screen only if there is room (the copy's end always arrives).
 
+use crate::app::host::charts::ChartAnswer;
 use crate::app::sessions::Handoff;
 use crate::app::{App, RECORDS_LIMIT};
 use crate::client::{Client, Login};
@@ -174,6 +175,18 @@ async fn refuse(cmd: Command, tx: &mpsc::Sender<Event>) {
         Command::HostTop { from_ms, .. } => Event::HostTop {
             from_ms,
             result: Err(reason()),
+        },
+        Command::HostSeries {
+            agent,
+            series,
+            since_s,
+        } => Event::HostSeries {
+            agent,
+            answer: Box::new(ChartAnswer {
+                series,
+                since_s,
+                result: Err(reason()),
+            }),
         },
         Command::CancelExec { .. }
         | Command::Copy { .. }
@@ -422,6 +435,24 @@ fn handle(
                 .await
                 .map_err(|e| e.to_string());
             Event::HostTop { from_ms, result }
+        }),
+        Command::HostSeries {
+            agent,
+            series,
+            since_s,
+        } => spawner.request(tx, async move {
+            let spec = crate::host::cli::SeriesSpec(vec![series.selector.clone()]);
+            let result = crate::host::cli::series(&client, &agent, &spec, since_s)
+                .await
+                .map_err(|e| e.to_string());
+            Event::HostSeries {
+                agent,
+                answer: Box::new(ChartAnswer {
+                    series,
+                    since_s,
+                    result,
+                }),
+            }
         }),
         Command::Logs { id, request } => {
             logs.retain(|_, t| !t.is_cancelled());

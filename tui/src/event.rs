@@ -126,6 +126,13 @@ pub enum Event {
     },
     /// Host depth of the agent in view, as the hub holds it.
     HostView(Box<flotilla_wire::host::HostView>),
+    /// The hub's history of one per-device series, as asked by `Command::HostSeries`.
+    HostSeries {
+        /// Agent id as asked.
+        agent: String,
+        /// The series, span and buckets (or why not).
+        answer: Box<crate::app::host::charts::ChartAnswer>,
+    },
     /// Recorded shell sessions, newest first, or why not.
     Sessions(Result<Vec<flotilla_wire::sessions::SessionRow>, String>),
 }

@@ -128,7 +128,8 @@ pub const AGENT: &[Binding] = &[
     b("s", "shell", true, true),
     b("esc", "back", true, false),
     b("[/]", "chart span 5m-30d", false, false),
-    b("↑↓/jk", "scroll usage and devices", false, false),
+    b("c", "charts per disk, interface, GPU", false, false),
+    b("↑↓/jk", "scroll usage; pick the chart", false, false),
     b("</>", "top processes a minute back/forward", false, false),
 ];
 
@@ -290,6 +291,7 @@ pub fn action(view: &View, key: KeyEvent, grants: Grants) -> Option<Action> {
             KeyCode::Char(']') => Action::Range(1),
             KeyCode::Char('<') => Action::TopStep(-1),
             KeyCode::Char('>') => Action::TopStep(1),
+            KeyCode::Char('c') => Action::Charts,
             code => scroll(code)?,
         },
         (View::Workloads { kind, .. }, code) => workloads(*kind, code)?,

@@ -1,7 +1,9 @@
 //! The agent view's time controls and the fleet's sort columns in the real `flotilla` console in
 //! tmux at 80x24, against a real hub and real agentd processes: `]` and `[` change every chart's
-//! span, `j` scrolls the agent's block devices into view, `<` steps the top-process tables back to a minute the hub kept, `>` returns to live, and
-//! `<`/`>` in the fleet pick any sort column, shown in the header, ordering the rows by it.
+//! span, `j` scrolls the agent's block devices into view, `<` steps the top-process tables back to
+//! a minute the hub kept, `>` returns to live, `c` opens the per-device charts where `j` picks the
+//! loopback interface and its chart follows `]`, and `<`/`>` in the fleet pick any sort column,
+//! shown in the header, ordering the rows by it.
 
 use crate::console_tmux::{Tmux, flotilla_bin};
 use crate::harness::exec::{AgentSpec, exec_fleet};
@@ -106,6 +108,97 @@ async fn the_span_picker_relabels_charts_and_the_top_tables_step_back_a_minute()
     tmux.keys(&[">", ">"]);
     tmux.wait_for("the live tables again", |s| {
         s.contains("top by cpu") && s.contains("NAME") && !s.contains("ago)")
+    })
+    .await;
+    drop(tmux);
+    fleet.shutdown().await;
+}
+
+/// The `N` of the charts panel's `series N/M` title, where the screen shows it.
+fn picked_series(screen: &str) -> Option<usize> {
+    let at = screen.find("series ")? + "series ".len();
+    let rest = &screen[at..];
+    rest[..rest.find('/')?].parse().ok()
+}
+
+/// Whether the screen holds a point of a line chart (braille dots or the second line's dots): the
+/// host-total sparklines above use block characters only.
+fn has_chart_points(screen: &str) -> bool {
+    screen
+        .chars()
+        .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c) || c == '•')
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_loopback_interface_is_charted_over_time_and_follows_the_span_picker() {
+    let fleet = exec_fleet(vec![AgentSpec::any("web-1")]).await;
+    let command = format!(
+        "NO_COLOR=1 FLOTILLA_LOGIN_DIR={} {}",
+        fleet.paths.admin_dir().display(),
+        flotilla_bin().display()
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("the agent online", |s| s.contains("1/1 online"))
+        .await;
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("web-1's view", |s| s.contains("cpu % 1h"))
+        .await;
+    tmux.keys(&["c"]);
+    let mut screen = tmux
+        .wait_for("the series list with the first series picked", |s| {
+            picked_series(s) == Some(1) && s.contains("› ")
+        })
+        .await;
+    // Down the list to `lo`, one series at a time: mounts, block devices and other interfaces
+    // come first, and their number depends on the machine.
+    let mut steps = 0;
+    while !screen.lines().any(|l| l.contains("› net lo")) {
+        steps += 1;
+        assert!(steps <= 64, "no `net lo` in the series list:\n{screen}");
+        let before = picked_series(&screen).expect("a picked series");
+        tmux.keys(&["j"]);
+        screen = tmux
+            .wait_for("the next series picked", |s| {
+                picked_series(s) == Some(before + 1)
+            })
+            .await;
+    }
+    let screen = tmux
+        .wait_for("lo's chart over an hour with its axes and points", |s| {
+            s.contains("net lo 1h rx ")
+                && s.lines()
+                    .any(|l| l.trim_start().starts_with("-1h") && l.ends_with("now"))
+                && s.contains("B/s")
+                && has_chart_points(s)
+        })
+        .await;
+    assert!(
+        screen.lines().all(|l| l.chars().count() <= 80),
+        "nothing drawn past 80 columns:\n{screen}"
+    );
+    tmux.keys(&["]"]);
+    tmux.wait_for("lo's chart over six hours", |s| {
+        s.contains("net lo 6h rx ")
+            && !s.contains("net lo 1h")
+            && s.lines()
+                .any(|l| l.trim_start().starts_with("-6h") && l.ends_with("now"))
+            && has_chart_points(s)
+    })
+    .await;
+    tmux.keys(&["]", "]", "]", "]"]);
+    tmux.wait_for(
+        "lo's chart over thirty days, from ten-minute buckets",
+        |s| {
+            s.contains("net lo 30d rx ")
+                && s.lines()
+                    .any(|l| l.trim_start().starts_with("-30d") && l.ends_with("now"))
+        },
+    )
+    .await;
+    // `c` again: the usage panel and the top tables are back.
+    tmux.keys(&["c"]);
+    tmux.wait_for("usage and top tables again", |s| {
+        s.contains("usage") && s.contains("top by cpu") && picked_series(s).is_none()
     })
     .await;
     drop(tmux);

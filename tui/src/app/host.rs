@@ -6,6 +6,8 @@
 //! the hub for that minute's top processes ([`Command::HostTop`]); its answer is kept only while it
 //! is still the minute asked for.
 
+pub mod charts;
+
 use super::App;
 use crate::command::Command;
 use flotilla_wire::history::TopMinute;
@@ -47,6 +49,8 @@ pub struct HostTime {
     pub view: Option<HostView>,
     /// Lines the usage panel is scrolled by (↑↓), so host depth stays readable at 80x24.
     pub scroll: u16,
+    /// The per-device charts panel (`c`).
+    pub charts: charts::Charts,
 }
 
 impl Default for HostTime {
@@ -57,6 +61,7 @@ impl Default for HostTime {
             top: None,
             view: None,
             scroll: 0,
+            charts: charts::Charts::default(),
         }
     }
 }
@@ -93,6 +98,7 @@ impl App {
         if next != self.host_time.range {
             self.host_time.range = next;
             self.history = None;
+            self.ask_chart();
         }
     }
 
@@ -138,12 +144,18 @@ impl App {
         let fresh = self.focused().as_ref() == Some(&view.id);
         if fresh {
             self.host_time.view = Some(view);
+            self.ask_chart();
         }
         fresh
     }
 
-    /// ↑↓ in the agent view: scrolls the usage and host depth panel.
+    /// ↑↓ in the agent view: picks the charted series while the charts panel is open, else
+    /// scrolls the usage and host depth panel.
     pub(super) fn scroll_host(&mut self, delta: i32) {
+        if self.host_time.charts.open {
+            self.pick_chart(delta);
+            return;
+        }
         let next = (i64::from(self.host_time.scroll) + i64::from(delta)).clamp(0, 200);
         self.host_time.scroll = next as u16;
     }

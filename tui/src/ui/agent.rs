@@ -67,6 +67,10 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect,
     ];
     frame.render_widget(Paragraph::new(facts), facts_area);
     render_history(app, theme, frame, history_area);
+    if app.host_time.charts.open {
+        super::host::charts::render(app, theme, frame, rest);
+        return;
+    }
     let Some(s) = &a.latest else { return };
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);

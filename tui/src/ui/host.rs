@@ -2,6 +2,8 @@
 //! span (a 30-day span holds thousands of ten-minute buckets), and the top-process tables of a
 //! minute in the past as the hub kept them.
 
+pub(super) mod charts;
+
 use super::Theme;
 use crate::app::App;
 use crate::format;
