@@ -217,8 +217,11 @@ pub async fn run_shell(client: &Client, req: &ShellRequest) -> Result<ShellOutco
 enum Keyboard {
     /// A terminal, pipe or socket, watched by the reactor.
     Watched(AsyncFd<StdinFd>),
-    /// Input the reactor cannot watch (a file, `/dev/null`): a read never waits.
+    /// Input the reactor cannot watch because it is always ready (a file, `/dev/null`): a read
+    /// never waits.
     Direct,
+    /// No input to read (standard input is closed or cannot be watched).
+    Closed,
 }
 
 /// Descriptor 0, borrowed: the reactor watches it, and dropping this neither closes it nor
@@ -237,7 +240,14 @@ impl Keyboard {
         // nothing in this process closes or replaces it.
         match unsafe { AsyncFd::register_with_interest(StdinFd, tokio::io::Interest::READABLE) } {
             Ok(fd) => Self::Watched(fd),
-            Err(_) => Self::Direct,
+            Err(e) => match e.into_parts().1 {
+                // epoll refuses what never blocks (regular files, /dev/null).
+                e if e.raw_os_error() == Some(libc::EPERM) => Self::Direct,
+                e => {
+                    tracing::warn!(error = %e, "cannot read the terminal");
+                    Self::Closed
+                }
+            },
         }
     }
 
@@ -245,12 +255,16 @@ impl Keyboard {
     /// unless it returns.
     async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            if let Self::Watched(fd) = self {
-                let mut guard = fd.readable().await?;
-                if !input_waiting() {
-                    guard.clear_ready();
-                    continue;
+            match self {
+                Self::Watched(fd) => {
+                    let mut guard = fd.readable().await?;
+                    if !input_waiting() {
+                        guard.clear_ready();
+                        continue;
+                    }
                 }
+                Self::Direct => {}
+                Self::Closed => return Ok(0),
             }
             // SAFETY: reads at most `buf.len()` bytes into `buf` from standard input.
             let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
