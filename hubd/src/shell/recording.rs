@@ -32,12 +32,12 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flotilla_wire::Chunk;
 use flotilla_wire::sessions::{CastData, CastEvent, CastHeader};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use std::collections::VecDeque;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -236,6 +236,15 @@ impl Queue {
     fn stop(&self) {
         self.lock().stopped = true;
         self.room.notify_waiters();
+    }
+}
+
+/// Marks the queue stopped when the writer task ends, however it ends.
+struct StopOnExit<'a>(&'a Queue);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -496,13 +505,15 @@ impl Writer {
         failure: Arc<Mutex<Option<RecordingError>>>,
         failed: CancellationToken,
     ) -> Result<RecordingSummary, RecordingError> {
+        // However this task ends (a panic or an abort included), a relay waiting for room is
+        // released and told.
+        let _stop = StopOnExit(&queue);
         let result = self.serve(&queue).await;
         if let Err(e) = &result {
             tracing::warn!(path = %self.path.display(), error = %e, "recording failed");
             *deploy::sync::lock(&failure) = Some(e.clone());
             failed.cancel();
         }
-        queue.stop();
         result
     }
 

@@ -581,7 +581,11 @@ impl AgentFrames {
                 return Ok(Some(frame));
             }
             self.buf.reserve(AGENT_READ);
-            if recv.read_buf(&mut (&mut self.buf).limit(AGENT_READ)).await? == 0 {
+            if recv
+                .read_buf(&mut (&mut self.buf).limit(AGENT_READ))
+                .await?
+                == 0
+            {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
