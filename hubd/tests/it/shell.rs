@@ -1,8 +1,8 @@
 //! `flotilla shell` end to end: the real `flotilla` binary (in tmux where a person would type, or
 //! with its output read by the test), a real hub, and agents that start real programs on real
-//! PTYs: echo, `stty size` after a resize, Ctrl-C, exit status, piped input, the idle timeout, policy and role
-//! refusals, a 100 MiB burst with memory bounded, a hub killed under a session, and a shell in a
-//! Podman container.
+//! PTYs: echo, `stty size` after a resize, Ctrl-C, exit status, piped input, the idle timeout,
+//! policy and role refusals, a 100 MiB burst with memory bounded, a hub killed under a session,
+//! and a shell in a Podman container.
 
 use crate::console_tmux::{Tmux, flotilla_bin};
 use crate::harness::binaries::{Daemon, Hub, code, enrol, stderr};
