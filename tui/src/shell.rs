@@ -21,12 +21,11 @@ use flotilla_wire::shell::{
 use flotilla_wire::{Chunk, ErrorCode};
 use std::io::IsTerminal;
 use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use tokio::io::unix::AsyncFd;
 
 /// Exit status when the session ended without the program's own (as ssh uses 255).
 pub const EXIT_SESSION_LOST: u8 = 255;
-/// Keystroke chunks read ahead of the hub: typing never needs more, and a paste waits for the
-/// hub instead of filling memory.
-const INPUT_QUEUE: usize = 4;
 /// Terminal name sent when `TERM` is unset or not a plain terminfo name.
 const DEFAULT_TERM: &str = "xterm-256color";
 /// Size assumed when ours cannot be read (not a terminal).
@@ -198,13 +197,8 @@ pub async fn run_shell(client: &Client, req: &ShellRequest) -> Result<ShellOutco
             Err(e) => return Err(link.stream_error(e)),
         };
     let raw = RawGuard::enter();
-    let (keys, reader) = spawn_stdin();
-    let result = relay(link, &mut send, &mut recv, keys).await;
+    let result = relay(link, &mut send, &mut recv, Keyboard::new()).await;
     drop(raw);
-    if let Some(reader) = reader {
-        // It notices the dropped receiver within KEY_POLL_MS.
-        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-    }
     match result {
         Ok(outcome) => Ok(outcome),
         Err(e) => Ok(ShellOutcome::Ended(format!(
@@ -213,58 +207,96 @@ pub async fn run_shell(client: &Client, req: &ShellRequest) -> Result<ShellOutco
     }
 }
 
-/// How long the keyboard thread waits for a key before it checks whether the session ended: the
-/// most a console waits to get its keyboard back.
-const KEY_POLL_MS: i32 = 100;
+/// Our standard input, read on the runtime's own thread: its readiness comes from the runtime's
+/// reactor, so a key goes out to the hub from the thread that wakes for it, with no reading thread
+/// and channel to hand it over first (one thread wake-up less per keystroke; the shell keystroke
+/// bench in docs/benchmarks.md). The descriptor's flags are left as they are (the shell that
+/// started us shares them, and nothing would restore them after a SIGKILL): a read is only made
+/// once `poll` without a timeout has said it will not wait. Dropping it stops the reading at once,
+/// so a console that ran the shell gets every later key back.
+enum Keyboard {
+    /// A terminal, pipe or socket, watched by the reactor.
+    Watched(AsyncFd<StdinFd>),
+    /// Input the reactor cannot watch because it is always ready (a file, `/dev/null`): a read
+    /// never waits.
+    Direct,
+    /// No input to read (standard input is closed or cannot be watched).
+    Closed,
+}
 
-/// Keystrokes from our standard input, read on a thread of their own. It stops at the end of our
-/// input, or within [`KEY_POLL_MS`] of the receiver being dropped, so a console that ran the shell
-/// gets every later key back.
-fn spawn_stdin() -> (
-    tokio::sync::mpsc::Receiver<Vec<u8>>,
-    Option<std::thread::JoinHandle<()>>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel(INPUT_QUEUE);
-    let spawned = std::thread::Builder::new()
-        .name("shell-stdin".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; MAX_SHELL_CHUNK];
-            while !tx.is_closed() {
-                let mut fds = libc::pollfd {
-                    fd: 0,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd for the duration of the call.
-                let ready = unsafe { libc::poll(&mut fds, 1, KEY_POLL_MS) };
-                if ready == 0
-                    || (ready < 0
-                        && std::io::Error::last_os_error().kind()
-                            == std::io::ErrorKind::Interrupted)
-                {
-                    continue;
+/// Descriptor 0, borrowed: the reactor watches it, and dropping this neither closes it nor
+/// changes its flags.
+struct StdinFd;
+
+impl AsRawFd for StdinFd {
+    fn as_raw_fd(&self) -> RawFd {
+        libc::STDIN_FILENO
+    }
+}
+
+impl Keyboard {
+    fn new() -> Self {
+        // SAFETY: descriptor 0 stays open, on the same file description, while a session runs:
+        // nothing in this process closes or replaces it.
+        match unsafe { AsyncFd::register_with_interest(StdinFd, tokio::io::Interest::READABLE) } {
+            Ok(fd) => Self::Watched(fd),
+            Err(e) => match e.into_parts().1 {
+                // epoll refuses what never blocks (regular files, /dev/null).
+                e if e.raw_os_error() == Some(libc::EPERM) => Self::Direct,
+                e => {
+                    tracing::warn!(error = %e, "cannot read the terminal");
+                    Self::Closed
                 }
-                if ready < 0 {
-                    return;
-                }
-                // SAFETY: reads at most `buf.len()` bytes into `buf` from standard input.
-                let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-                let Ok(n) = usize::try_from(n) else {
-                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            },
+        }
+    }
+
+    /// The next bytes typed; `Ok(0)` at the end of our input. Cancel-safe: nothing is read
+    /// unless it returns.
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self {
+                Self::Watched(fd) => {
+                    let mut guard = fd.readable().await?;
+                    if !input_waiting() {
+                        guard.clear_ready();
                         continue;
                     }
-                    return;
-                };
-                if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
-                    return;
+                }
+                Self::Direct => {}
+                Self::Closed => return Ok(0),
+            }
+            // SAFETY: reads at most `buf.len()` bytes into `buf` from standard input.
+            let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+            match usize::try_from(n) {
+                Ok(n) => return Ok(n),
+                Err(_) => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
                 }
             }
-        });
-    match spawned {
-        Ok(handle) => (rx, Some(handle)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the terminal");
-            (rx, None)
+        }
+    }
+}
+
+/// Whether a read of standard input would return at once (bytes, end of input or an error).
+fn input_waiting() -> bool {
+    let mut fds = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut fds, 1, 0) };
+        if ready >= 0 {
+            return ready > 0;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // The read reports what is wrong.
+            return true;
         }
     }
 }
@@ -304,7 +336,7 @@ async fn relay(
     link: &crate::client::Link,
     send: &mut crate::client::SendHalf,
     recv: &mut crate::client::RecvHalf,
-    mut keys: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    keyboard: Keyboard,
 ) -> Result<ShellOutcome, ClientError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut winch = signal(SignalKind::window_change()).map_err(ClientError::Output)?;
@@ -312,12 +344,14 @@ async fn relay(
     let mut hup = signal(SignalKind::hangup()).map_err(ClientError::Output)?;
     let up = async {
         let mut keys_open = true;
+        let mut buf = vec![0u8; MAX_SHELL_CHUNK];
         loop {
             let frame = tokio::select! {
-                k = keys.recv(), if keys_open => match k {
-                    Some(data) => ShellFrame::Data(Chunk(data)),
-                    // End of our input: the session goes on until the program ends.
-                    None => { keys_open = false; continue; }
+                n = keyboard.read(&mut buf), if keys_open => match n {
+                    Ok(n) if n > 0 => ShellFrame::Data(Chunk(buf[..n].to_vec())),
+                    // End of our input (or a terminal gone): the session goes on until the
+                    // program ends.
+                    _ => { keys_open = false; continue; }
                 },
                 _ = winch.recv() => ShellFrame::Resize(local_size()),
                 _ = term.recv() => return Ok(ShellOutcome::Signalled(libc::SIGTERM)),

@@ -19,6 +19,12 @@
 //! keep up is slowed, never recorded with holes) that compresses them off the runtime and does a
 //! gzip sync flush at most [`FLUSH_INTERVAL`] after new data: a hub killed at any moment leaves a
 //! file readable up to its last flush (its reader reports it `truncated`).
+//!
+//! **Off the keystroke's path.** Queueing an event is a push under a lock; the writer is woken
+//! only for the first event after it went idle, when a batch has gathered, or to finish. While it
+//! has data waiting for its flush it takes whatever queued since at the flush. So a relayed echo
+//! costs no task wake-up here, which on the multi-thread runtime used to wake a second worker
+//! thread per chunk (shell keystroke bench in docs/benchmarks.md).
 
 use base64::Engine as _;
 use flate2::Compression;
@@ -26,12 +32,13 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flotilla_wire::Chunk;
 use flotilla_wire::sessions::{CastData, CastEvent, CastHeader};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +55,10 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Events queued to the writer. A session's relay waits when it is full: a disk that cannot keep
 /// up slows the session instead of growing memory or dropping output from the recording.
 const QUEUE_DEPTH: usize = 64;
+
+/// Queued events at which the writer is woken before its flush is due: half the queue, so that a
+/// burst keeps the writer busy instead of the relay waiting for room.
+const WAKE_AT_EVENTS: usize = QUEUE_DEPTH / 2;
 
 /// Longest header or event line the reader accepts: an output event holds at most one relayed
 /// chunk (64 KiB) escaped as JSON (at most 6 bytes per input byte) or base64, with headroom.
@@ -170,10 +181,87 @@ enum Op {
     Finish(Option<i32>, String),
 }
 
+impl Op {
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Output(_, d) | Self::Input(_, d) => d.len(),
+            Self::Resize(..) | Self::Finish(..) => 0,
+        }
+    }
+}
+
+/// The events between a session's relay and its writer task.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes the writer (it holds at most one permit, so no wake-up is lost).
+    work: Notify,
+    /// Wakes a relay waiting for room, once the writer took the queue or stopped.
+    room: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ops: VecDeque<Op>,
+    /// Bytes of the queued events.
+    bytes: usize,
+    /// The writer has nothing waiting for a flush: the next event must wake it.
+    idle: bool,
+    /// The [`Recording`] is gone: nothing more will be queued.
+    closed: bool,
+    /// The writer stopped (finished or failed): nothing more is taken.
+    stopped: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        deploy::sync::lock(&self.state)
+    }
+
+    /// Everything queued, and whether the [`Recording`] is gone. With nothing queued, `idle`
+    /// says whether the writer now waits for a first event (then the next one wakes it).
+    fn take(&self, idle: bool) -> (VecDeque<Op>, bool) {
+        let mut q = self.lock();
+        let ops = std::mem::take(&mut q.ops);
+        q.bytes = 0;
+        q.idle = idle && ops.is_empty();
+        let closed = q.closed;
+        drop(q);
+        if !ops.is_empty() {
+            self.room.notify_waiters();
+        }
+        (ops, closed)
+    }
+
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.room.notify_waiters();
+    }
+}
+
+/// Marks the queue stopped when the writer task ends, however it ends.
+struct StopOnExit<'a>(&'a Queue);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// Tells the writer that its [`Recording`] is gone, when dropped.
+struct Closer(Arc<Queue>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.work.notify_one();
+    }
+}
+
 /// A recording being written. Cloning is not offered: one session, one writer. Dropping it without
 /// [`Recording::finish`] still closes the file properly (its writer sees the queue close).
 pub struct Recording {
-    tx: mpsc::Sender<Op>,
+    queue: Closer,
     writer: JoinHandle<Result<RecordingSummary, RecordingError>>,
     failure: Arc<Mutex<Option<RecordingError>>>,
     failed: CancellationToken,
@@ -198,7 +286,7 @@ impl Recording {
         let encoder = tokio::task::spawn_blocking(move || open_encoder(&dir, &file_path, &header))
             .await
             .map_err(|_| RecordingError::Stopped { path: path.clone() })??;
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let queue = Arc::new(Queue::default());
         let failure = Arc::new(Mutex::new(None));
         let failed = CancellationToken::new();
         let state = Writer {
@@ -213,9 +301,9 @@ impl Recording {
             input_bytes: 0,
             events: 0,
         };
-        let writer = tokio::spawn(state.run(rx, failure.clone(), failed.clone()));
+        let writer = tokio::spawn(state.run(queue.clone(), failure.clone(), failed.clone()));
         Ok(Self {
-            tx,
+            queue: Closer(queue),
             writer,
             failure,
             failed,
@@ -262,17 +350,50 @@ impl Recording {
         exit: Option<i32>,
         reason: &str,
     ) -> Result<RecordingSummary, RecordingError> {
-        let _ = self.tx.send(Op::Finish(exit, reason.to_owned())).await;
-        drop(self.tx);
-        match self.writer.await {
+        let _ = self.send(Op::Finish(exit, reason.to_owned())).await;
+        let Self {
+            queue,
+            writer,
+            path,
+            ..
+        } = self;
+        drop(queue);
+        match writer.await {
             Ok(result) => result,
-            Err(_) => Err(RecordingError::Stopped { path: self.path }),
+            Err(_) => Err(RecordingError::Stopped { path }),
         }
     }
 
+    /// Queues `op`, waking the writer only when it must look now. Cancel-safe: only the wait for
+    /// room is a suspension point, and `op` is not queued then.
     async fn send(&self, op: Op) -> Result<(), RecordingError> {
-        if self.tx.send(op).await.is_ok() {
-            return Ok(());
+        let queue = &self.queue.0;
+        loop {
+            let room = queue.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut q = queue.lock();
+                if q.stopped {
+                    break;
+                }
+                if q.ops.len() < QUEUE_DEPTH {
+                    q.bytes += op.bytes();
+                    let finish = matches!(op, Op::Finish(..));
+                    q.ops.push_back(op);
+                    let wake = std::mem::take(&mut q.idle)
+                        || finish
+                        || q.ops.len() >= WAKE_AT_EVENTS
+                        || q.bytes >= WRITE_BATCH;
+                    drop(q);
+                    if wake {
+                        queue.work.notify_one();
+                    }
+                    return Ok(());
+                }
+            }
+            queue.work.notify_one();
+            room.await;
         }
         let stored = deploy::sync::lock(&self.failure).clone();
         Err(stored.unwrap_or_else(|| RecordingError::Stopped {
@@ -380,11 +501,14 @@ struct Writer {
 impl Writer {
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Op>,
+        queue: Arc<Queue>,
         failure: Arc<Mutex<Option<RecordingError>>>,
         failed: CancellationToken,
     ) -> Result<RecordingSummary, RecordingError> {
-        let result = self.serve(&mut rx).await;
+        // However this task ends (a panic or an abort included), a relay waiting for room is
+        // released and told.
+        let _stop = StopOnExit(&queue);
+        let result = self.serve(&queue).await;
         if let Err(e) = &result {
             tracing::warn!(path = %self.path.display(), error = %e, "recording failed");
             *deploy::sync::lock(&failure) = Some(e.clone());
@@ -393,44 +517,53 @@ impl Writer {
         result
     }
 
-    async fn serve(
-        &mut self,
-        rx: &mut mpsc::Receiver<Op>,
-    ) -> Result<RecordingSummary, RecordingError> {
+    async fn serve(&mut self, queue: &Queue) -> Result<RecordingSummary, RecordingError> {
         // Set when data reaches the file's buffers and not yet its disk; cleared by a flush.
         let mut flush_at: Option<Instant> = None;
-        let (exit, reason) = loop {
-            let op = tokio::select! {
-                op = rx.recv() => op,
-                () = sleep_until_some(flush_at) => {
-                    self.write_pending(true).await?;
-                    flush_at = None;
-                    continue;
+        let (exit, reason) = 'serve: loop {
+            let (ops, closed) = queue.take(flush_at.is_none());
+            let took = !ops.is_empty();
+            for op in ops {
+                match op {
+                    Op::Output(at, data) => {
+                        self.output_bytes += data.len() as u64;
+                        let bytes = self.output.take(&data);
+                        self.push_bytes(at, "o", &bytes);
+                    }
+                    Op::Input(at, data) => {
+                        self.input_bytes += data.len() as u64;
+                        let bytes = self.input.take(&data);
+                        self.push_bytes(at, "i", &bytes);
+                    }
+                    Op::Resize(at, cols, rows) => {
+                        let t = self.rel(at);
+                        self.push_line(t, "r", &format!("{cols}x{rows}"));
+                    }
+                    Op::Finish(exit, reason) => break 'serve (exit, reason),
                 }
-            };
-            match op {
-                Some(Op::Output(at, data)) => {
-                    self.output_bytes += data.len() as u64;
-                    let bytes = self.output.take(&data);
-                    self.push_bytes(at, "o", &bytes);
-                }
-                Some(Op::Input(at, data)) => {
-                    self.input_bytes += data.len() as u64;
-                    let bytes = self.input.take(&data);
-                    self.push_bytes(at, "i", &bytes);
-                }
-                Some(Op::Resize(at, cols, rows)) => {
-                    let t = self.rel(at);
-                    self.push_line(t, "r", &format!("{cols}x{rows}"));
-                }
-                Some(Op::Finish(exit, reason)) => break (exit, reason),
-                None => break (None, "recording dropped".to_owned()),
             }
-            if flush_at.is_none() {
+            if closed && !took {
+                break (None, "recording dropped".to_owned());
+            }
+            if took && flush_at.is_none() {
+                // Events queued from now on wait for this flush: none of them wakes the writer.
                 flush_at = Some(Instant::now() + FLUSH_INTERVAL);
+            }
+            if flush_at.is_some_and(|at| at <= Instant::now()) {
+                self.write_pending(true).await?;
+                flush_at = None;
+                continue;
             }
             if self.pending.len() >= WRITE_BATCH {
                 self.write_pending(false).await?;
+            }
+            if took {
+                // More may have queued meanwhile: look before sleeping.
+                continue;
+            }
+            tokio::select! {
+                () = queue.work.notified() => {}
+                () = sleep_until_some(flush_at) => {}
             }
         };
         let at = self.started_ms + self.last_at;

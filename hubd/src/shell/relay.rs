@@ -11,11 +11,12 @@ use crate::HubCtx;
 use crate::admin::Actor;
 use crate::shell::recording::{Recording, RecordingMeta};
 use crate::store::{self, now_ms};
-use flotilla_wire::io::{read_frame, write_frame};
+use flotilla_wire::frame;
+use flotilla_wire::io::{FrameError, read_frame, write_frame};
 use flotilla_wire::limits::MAX_SHELL_FRAME;
 use flotilla_wire::msg::HubStreamOpen;
 use flotilla_wire::shell::{
-    ShellEnd, ShellExit, ShellFrame, ShellOpen, ShellRequest, ShellSessionId,
+    MAX_SHELL_CHUNK, ShellEnd, ShellExit, ShellFrame, ShellOpen, ShellRequest, ShellSessionId,
 };
 use flotilla_wire::{Chunk, ErrorCode, Role};
 use std::sync::Arc;
@@ -431,24 +432,12 @@ async fn relay(
             message: format!("agent {agent}: {detail}"),
         })
     };
-    // Agent frames arrive through a one-slot channel so that the output loop can wait for them
-    // and for notices at once (reading a frame is not cancel-safe); the slot keeps back-pressure.
-    let (frames_tx, mut frames_rx) = mpsc::channel(1);
-    let read_agent = async {
-        loop {
-            let frame = read_frame::<ShellFrame, _>(agent_recv, MAX_SHELL_FRAME).await;
-            let end = !matches!(frame, Ok(Some(ShellFrame::Data(_) | ShellFrame::Notice(_))));
-            if frames_tx.send(frame).await.is_err() || end {
-                break;
-            }
-        }
-        std::future::pending::<()>().await;
-    };
     let rec = recording.as_ref();
     let down = async {
+        let mut frames = AgentFrames::default();
         loop {
             let frame = tokio::select! {
-                f = frames_rx.recv() => f,
+                f = frames.next(agent_recv) => f,
                 Some(text) = notices.recv() => {
                     let notice = ShellFrame::Notice(text);
                     if write_frame(operator_send, &notice, MAX_SHELL_FRAME).await.is_err() {
@@ -458,16 +447,15 @@ async fn relay(
                 }
             };
             let frame = match frame {
-                Some(Ok(Some(f))) => f,
-                Some(Ok(None)) => return agent_gone("ended the stream early".into()),
-                Some(Err(e)) => {
+                Ok(Some(f)) => f,
+                Ok(None) => return agent_gone("ended the stream early".into()),
+                Err(e) => {
                     let detail = conn
                         .close_reason()
                         .map(|r| crate::session::describe_close(&r))
                         .unwrap_or_else(|| e.to_string());
                     return agent_gone(detail);
                 }
-                None => return agent_gone("stream closed".into()),
             };
             match frame {
                 ShellFrame::Data(Chunk(data)) => {
@@ -547,7 +535,6 @@ async fn relay(
         }
     };
     tokio::select! {
-        () = read_agent => unreachable_outcome(),
         o = down => o,
         o = up => o,
         () = rec_failed => recording_failed(),
@@ -565,7 +552,46 @@ fn recording_failed() -> Outcome {
     })
 }
 
-/// The agent reader parks itself after its last frame, so it never completes.
-fn unreachable_outcome() -> Outcome {
-    Outcome::HungUp
+/// Bytes asked of the agent's stream at a time: one full output chunk and its frame envelope.
+const AGENT_READ: usize = MAX_SHELL_CHUNK + 64;
+
+/// Frames from the agent's stream, read so that waiting for the next one can be abandoned
+/// (cancel-safe: what was read stays buffered). The output loop can then wait for the agent and
+/// for notices in one `select!` of the session's task, instead of a reader in the same task
+/// handing each frame over a channel, which woke the task a second time per chunk and, on the
+/// multi-thread runtime, woke another worker thread for nothing (shell keystroke bench in
+/// docs/benchmarks.md). More is read only when no whole frame is buffered, and at most one
+/// chunk's worth, so the hub still holds about one chunk per session and QUIC flow control keeps
+/// the program on the agent at the operator's pace.
+#[derive(Default)]
+struct AgentFrames {
+    buf: bytes::BytesMut,
+}
+
+impl AgentFrames {
+    /// The next frame; `Ok(None)` at a clean end of the stream. Cancel-safe.
+    async fn next(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Option<ShellFrame>, FrameError> {
+        use bytes::BufMut;
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(frame) = frame::decode(&mut self.buf, MAX_SHELL_FRAME)? {
+                return Ok(Some(frame));
+            }
+            self.buf.reserve(AGENT_READ);
+            if recv
+                .read_buf(&mut (&mut self.buf).limit(AGENT_READ))
+                .await?
+                == 0
+            {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! `flotilla shell` end to end: the real `flotilla` binary (in tmux where a person would type, or
 //! with its output read by the test), a real hub, and agents that start real programs on real
-//! PTYs: echo, `stty size` after a resize, Ctrl-C, exit status, the idle timeout, policy and role
-//! refusals, a 100 MiB burst with memory bounded, a hub killed under a session, and a shell in a
-//! Podman container.
+//! PTYs: echo, `stty size` after a resize, Ctrl-C, exit status, piped input, the idle timeout,
+//! policy and role refusals, a 100 MiB burst with memory bounded, a hub killed under a session,
+//! and a shell in a Podman container.
 
 use crate::console_tmux::{Tmux, flotilla_bin};
 use crate::harness::binaries::{Daemon, Hub, code, enrol, stderr};
@@ -17,7 +17,7 @@ use flotilla_wire::Role;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Shells on, as root (the tests run as root; a root shell must be chosen explicitly).
 fn shell_on() -> AgentConfig {
@@ -185,6 +185,67 @@ async fn a_command_runs_on_a_pty_and_its_status_is_returned() {
     let (status, _, err) = shell_as(&dir, &["web-1", "--", "sh", "-c", "kill -9 $$"]).await;
     assert_eq!(status, 137, "{err}");
     assert!(err.contains("killed by signal 9"), "{err}");
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn input_piped_in_reaches_the_program_line_by_line() {
+    // Standard input a pipe, not a terminal: the keyboard is watched by the client's runtime, and
+    // a second line written only after the first was echoed must still be read.
+    let fleet = shell_fleet(shell_on()).await;
+    let mut child = tokio::process::Command::new(flotilla_bin())
+        .args(["--no-mux", "--login-dir"])
+        .arg(&fleet.admin_login().dir)
+        .args([
+            "shell",
+            "web-1",
+            "--",
+            "sh",
+            "-c",
+            "read a; read b; echo \"got $a $b\"",
+        ])
+        .env_remove("FLOTILLA_LOGIN_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn flotilla");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    stdin.write_all(b"one\n").await.expect("write");
+    within(DEADLINE, "the first line's echo", async {
+        while !String::from_utf8_lossy(&seen).contains("one") {
+            let n = stdout.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "output ended early: {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    stdin.write_all(b"two\n").await.expect("write");
+    drop(stdin);
+    within(WORK_DEADLINE, "the program's answer", async {
+        loop {
+            let n = stdout.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let status = within(WORK_DEADLINE, "flotilla exit", child.wait())
+        .await
+        .expect("wait");
+    let out = String::from_utf8_lossy(&seen);
+    assert!(out.contains("got one two"), "{out:?}");
+    assert_eq!(status.code(), Some(0), "{out:?}");
     fleet.shutdown().await;
 }
 
