@@ -752,6 +752,55 @@ async fn a_rule_firing_on_a_real_agent_reaches_the_webhook() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_hub_killed_at_a_rule_transition_notifies_it_exactly_once_after_the_restart() {
+    let receiver = Receiver::start(0).await;
+    let mut hub = Hub::init().await;
+    // `mem-used` fires with the agent's first sample; `mem-later` two seconds after it, which
+    // after the restart proves that the agent's fresh samples were evaluated.
+    let rules = "[[alert]]\nname = \"mem-used\"\nkind = \"mem\"\nabove = 0.0\nreceivers = [\"ops\"]\n\
+                 [[alert]]\nname = \"mem-later\"\nkind = \"mem\"\nabove = 0.0\nfor = \"2s\"\nreceivers = [\"ops\"]\n";
+    configure(
+        &hub,
+        &fast(200),
+        &format!("{}{rules}", webhook("ops", &receiver.url, "")),
+    );
+    hub.start().await;
+    let token = hub.token("agent", 1).await;
+    let paths = crate::harness::binaries::enrol(hub.dir.path(), "web-1", &token).await;
+    let mut agent = crate::harness::binaries::Agent::start(&paths);
+    agent.connected().await;
+    // The first sample follows the welcome at once: the kill lands within moments of the
+    // `mem-used` transition, before or after its commit. Either way it is told once: the alert
+    // state and its notification are stored together or not at all.
+    let mut child = hub.child.take().expect("running");
+    child.kill().await.expect("kill -9");
+    child.wait().await.expect("reaped");
+    // The agent finds the hub gone at its next missed heartbeat, then reconnects.
+    hub.start().await;
+    let got = receiver
+        .until("mem-later after the restart", |v| {
+            v.iter()
+                .any(|r| r.status == 200 && rules_of(r).iter().any(|x| x == "mem-later"))
+        })
+        .await;
+    let mut told: Vec<&str> = got
+        .iter()
+        .filter(|r| r.status == 200)
+        .filter(|r| {
+            r.body["alerts"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["rule"] == "mem-used" && x["state"] == "firing")
+            })
+        })
+        .map(|r| r.delivery.as_str())
+        .collect();
+    told.dedup();
+    assert_eq!(told.len(), 1, "mem-used firing told once: {got:#?}");
+    agent.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn slack_and_ntfy_receivers_get_their_own_formats() {
     let receiver = Receiver::start(0).await;
     let mut hub = Hub::init().await;
