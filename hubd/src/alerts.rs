@@ -4,7 +4,8 @@
 //!
 //! Delivery is not this module's business: every change of an alert to firing or resolved that
 //! no silence mutes becomes an [`AlertTransition`] handed to a [`TransitionSink`] (the notifier),
-//! which groups, stores and sends them.
+//! which routes it to receivers. The outbox rows it returns are committed here, in the same
+//! transaction as the alert rows of that change; the notifier groups and sends them from there.
 
 use crate::HubCtx;
 pub use crate::store::outbox::Routed;
