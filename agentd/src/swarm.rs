@@ -150,7 +150,7 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
         let source = overrides::OverriddenSource::new(
             SyntheticSource::new(i as u64),
             opts.overrides.clone().unwrap_or_default(),
-            agent_name,
+            agent_name.clone(),
         );
         set.spawn(crate::run_link(
             link,
@@ -158,11 +158,12 @@ pub async fn run(opts: SwarmOptions, cancel: CancellationToken) -> Result<(), Ag
             opts.metrics_interval_ms,
             watch::channel(0).0,
             (opts.containers + opts.units > 0).then(|| {
-                Box::new(workloads::SyntheticWorkloads::new(
-                    i as u64,
-                    opts.containers,
-                    opts.units,
-                )) as Box<dyn crate::link::WorkloadFeed>
+                let feed =
+                    workloads::SyntheticWorkloads::new(i as u64, opts.containers, opts.units);
+                Box::new(match opts.overrides.clone() {
+                    Some(file) => feed.forced_by(file, agent_name),
+                    None => feed,
+                }) as Box<dyn crate::link::WorkloadFeed>
             }),
             None,
             cancel.clone(),

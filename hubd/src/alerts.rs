@@ -4,9 +4,11 @@
 //!
 //! Delivery is not this module's business: every change of an alert to firing or resolved that
 //! no silence mutes becomes an [`AlertTransition`] handed to a [`TransitionSink`] (the notifier),
-//! which groups, stores and sends them.
+//! which routes it to receivers. The outbox rows it returns are committed here, in the same
+//! transaction as the alert rows of that change; the notifier groups and sends them from there.
 
 use crate::HubCtx;
+pub use crate::store::outbox::Routed;
 use crate::store::{self, now_ms};
 use deploy::sync::lock;
 use engine::{AgentFacts, CompiledRule, Engine, Output};
@@ -59,11 +61,17 @@ pub struct AlertTransition {
     pub receivers: Vec<String>,
 }
 
-/// Where transitions go. The notifier implements it; evaluation calls it with each batch of
-/// changes, outside any lock, and must not wait on delivery: implementations queue and return.
+/// Where transitions go. The notifier implements it. Evaluation calls [`TransitionSink::route`]
+/// with each batch of changes, outside any lock, and never waits on it: the rows it returns are
+/// committed to the outbox in the same store transaction as the alert state of that change (so a
+/// hub killed before the commit has stored neither, and evaluates the change again after its
+/// restart), then [`TransitionSink::committed`] is called.
 pub trait TransitionSink: Send + Sync {
-    /// Takes a batch of transitions, in the order they happened.
-    fn submit(&self, batch: Vec<AlertTransition>);
+    /// Takes a batch of transitions, in the order they happened; returns the outbox rows that
+    /// queue them (none for a sink that keeps nothing). Must not block.
+    fn route(&self, batch: Vec<AlertTransition>) -> Vec<Routed>;
+    /// Rows returned by `route` were committed: time to send them.
+    fn committed(&self) {}
 }
 
 /// The sink of a hub without receivers: logs each transition at info, so that an alert firing
@@ -72,7 +80,7 @@ pub trait TransitionSink: Send + Sync {
 pub struct LogSink;
 
 impl TransitionSink for LogSink {
-    fn submit(&self, batch: Vec<AlertTransition>) {
+    fn route(&self, batch: Vec<AlertTransition>) -> Vec<Routed> {
         for t in batch {
             tracing::info!(
                 alert_id = %t.alert_id,
@@ -88,7 +96,15 @@ impl TransitionSink for LogSink {
                 }
             );
         }
+        Vec::new()
     }
+}
+
+/// One engine call's rows for the database: alert state and the outbox rows of its transitions,
+/// committed together.
+struct Write {
+    rows: Output,
+    routed: Vec<Routed>,
 }
 
 pub mod api;
@@ -99,7 +115,8 @@ pub mod engine;
 const TICK: Duration = Duration::from_secs(1);
 /// Batches of alert rows queued for the database: each is one call's changes, so this many calls
 /// may be ahead of the writer before rows are dropped (and logged): the engine's memory stays
-/// right, only a restart would lose the dropped rows.
+/// right, only a restart would lose the dropped rows. A batch carrying notifications is never
+/// dropped: it waits for room in a task of its own.
 const WRITE_QUEUE: usize = 1024;
 
 /// Checks rule texts and compiles them: every error names the rule. `receivers` are the names
@@ -164,8 +181,8 @@ pub struct Alerts {
     /// Cancelled when the hub stops: agents dropped by the shutdown are not "offline".
     stopping: Mutex<CancellationToken>,
     sink: RwLock<Arc<dyn TransitionSink>>,
-    writes: mpsc::Sender<Output>,
-    writes_rx: Mutex<Option<mpsc::Receiver<Output>>>,
+    writes: mpsc::Sender<Write>,
+    writes_rx: Mutex<Option<mpsc::Receiver<Write>>>,
     /// Calls whose rows were dropped because the writer fell behind.
     pub dropped_writes: std::sync::atomic::AtomicU64,
 }
@@ -189,7 +206,7 @@ impl Default for Alerts {
 }
 
 impl Alerts {
-    fn with_rx(self, rx: mpsc::Receiver<Output>) -> Self {
+    fn with_rx(self, rx: mpsc::Receiver<Write>) -> Self {
         *lock(&self.writes_rx) = Some(rx);
         self
     }
@@ -203,7 +220,8 @@ impl Alerts {
     }
 
     /// Runs `f` on the engine and acts on what it changed: events to consoles, transitions to
-    /// the sink, rows to the writer. Never blocks on the database.
+    /// the sink to be routed, then the alert rows with the routed transitions to the writer,
+    /// which commits them together. Never blocks on the database.
     fn with_engine<T>(&self, ctx: &HubCtx, f: impl FnOnce(&mut Engine, &mut Output) -> T) -> T {
         let mut out = Output::default();
         let t = f(&mut lock(&self.engine), &mut out);
@@ -218,29 +236,50 @@ impl Alerts {
         for ev in out.events.drain(..) {
             ctx.registry.publish(FleetEvent::Alert(ev));
         }
-        if !out.transitions.is_empty() {
+        let routed = if out.transitions.is_empty() {
+            Vec::new()
+        } else {
             let batch = std::mem::take(&mut out.transitions);
-            let sink = self
-                .sink
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            sink.submit(batch);
+            self.sink().route(batch)
+        };
+        if out.upserts.is_empty() && out.deletes.is_empty() && routed.is_empty() {
+            return;
         }
-        if (!out.upserts.is_empty() || !out.deletes.is_empty())
-            && self.writes.try_send(out).is_err()
+        let write = Write { rows: out, routed };
+        let write = match self.writes.try_send(write) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(w) | mpsc::error::TrySendError::Closed(w)) => w,
+        };
+        if !write.routed.is_empty()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            let before = self
-                .dropped_writes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // Logged at the 1st, 2nd, 4th, 8th… drop: a backlog must not flood the log too.
-            if (before + 1).is_power_of_two() {
-                tracing::warn!(
-                    dropped = before + 1,
-                    "alert state writer behind: changes kept in memory only"
-                );
-            }
+            // Notifications are not dropped: this batch waits for room (it may then commit
+            // after a later one). Ends once queued, or at once when the writer has stopped.
+            let writes = self.writes.clone();
+            drop(rt.spawn(async move {
+                if writes.send(write).await.is_err() {
+                    tracing::warn!("alert writer stopped: notifications of this change are sent after the next start");
+                }
+            }));
+            return;
         }
+        let before = self
+            .dropped_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Logged at the 1st, 2nd, 4th, 8th… drop: a backlog must not flood the log too.
+        if (before + 1).is_power_of_two() {
+            tracing::warn!(
+                dropped = before + 1,
+                "alert state writer behind: changes kept in memory only"
+            );
+        }
+    }
+
+    fn sink(&self) -> Arc<dyn TransitionSink> {
+        self.sink
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every rule with its origin.
@@ -495,10 +534,11 @@ pub(crate) fn facts_of(row: &store::IdentityRow) -> AgentFacts {
     }
 }
 
-/// Writes alert rows in the order the engine changed them, one transaction per batch of calls;
-/// at shutdown, writes what is queued and ends.
-async fn write_rows(ctx: Arc<HubCtx>, mut rx: mpsc::Receiver<Output>, cancel: CancellationToken) {
-    let mut batch: Vec<Output> = Vec::new();
+/// Writes alert rows and the outbox rows of their transitions in the order the engine changed
+/// them, one transaction per batch of calls, then tells the sink its rows are committed; at
+/// shutdown, writes what is queued and ends.
+async fn write_rows(ctx: Arc<HubCtx>, mut rx: mpsc::Receiver<Write>, cancel: CancellationToken) {
+    let mut batch: Vec<Write> = Vec::new();
     let mut stopping = false;
     while !stopping {
         // Cancel-safe: `recv` loses nothing when the other branch wins.
@@ -523,19 +563,27 @@ async fn write_rows(ctx: Arc<HubCtx>, mut rx: mpsc::Receiver<Output>, cancel: Ca
             }
         }
         let work = std::mem::take(&mut batch);
+        let notifies = work.iter().any(|w| !w.routed.is_empty());
         let written = ctx
             .store
             .call(move |c| {
+                let now = now_ms();
                 let tx = c.transaction()?;
-                for o in &work {
-                    store::alerts::save_alerts(&tx, &o.upserts, &o.deletes)?;
+                for w in &work {
+                    store::alerts::save_alerts(&tx, &w.rows.upserts, &w.rows.deletes)?;
+                    store::outbox::enqueue(&tx, &w.routed, now)?;
                 }
                 tx.commit()?;
                 Ok(())
             })
             .await;
-        if let Err(e) = written {
-            tracing::error!(error = %e, "could not store alert state");
+        match written {
+            Ok(()) if notifies => ctx.alerts.sink().committed(),
+            Ok(()) => {}
+            Err(e) => tracing::error!(
+                error = %e,
+                "could not store alert state and notifications: they are evaluated again after a restart"
+            ),
         }
     }
 }

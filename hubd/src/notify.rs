@@ -4,8 +4,9 @@
 //! [`Notifier::submit`] routes transitions to receivers (by the rule's list and each receiver's
 //! severities), writes them to the outbox table in one store transaction and only then returns; a
 //! delivery task ([`Notifier::deliver`]) sends what is due, retries with back-off, gives up after
-//! `give_up_after_s` (with an audit entry), and marks a row sent after a 2xx. Transitions for one
-//! receiver within `group_wait_ms` share one message; during a receiver's quiet hours only
+//! `give_up_after_s` (with an audit entry), and marks a row sent after a 2xx. A receiver's first
+//! transition goes out after `group_wait_ms` (none by default); those arriving within
+//! `group_interval_ms` of its last message share the next one; during a receiver's quiet hours only
 //! critical ones go out and the others are held until the quiet hours end. Each message has a
 //! stable id (`X-Flotilla-Delivery`) so that a receiver can drop the duplicate a crash between
 //! "2xx received" and "marked sent" can cause.
@@ -189,42 +190,15 @@ impl Notifier {
 }
 
 impl crate::alerts::TransitionSink for Notifier {
-    /// Rule evaluation may not wait: the outbox write is queued on the store thread at once (in
-    /// order with every other write) and committed there, then the delivery task is woken. Only
-    /// a store queue that is full falls back to a task that waits for room; a hub killed in the
-    /// moment between this call and the commit loses the batch, as it would the alert state
-    /// written the same way. [`Notifier::submit`] is the variant that returns after the commit.
-    fn submit(&self, batch: Vec<AlertTransition>) {
-        let now = store::now_ms();
-        let routed = route(&self.plan(), batch, now);
-        if routed.is_empty() {
-            return;
-        }
-        let notifier = self.clone();
-        let job = move |c: &mut rusqlite::Connection| {
-            let written = c.transaction().and_then(|tx| {
-                outbox::enqueue(&tx, &routed, now)?;
-                tx.commit()
-            });
-            match written {
-                Ok(()) => notifier.wake(),
-                Err(e) => {
-                    tracing::error!(error = %e, "alert outbox not written: these notifications are lost")
-                }
-            }
-        };
-        if let Err(job) = self.inner.store.try_run(job) {
-            let store = self.inner.store.clone();
-            match tokio::runtime::Handle::try_current() {
-                // Ends once the job is queued: bounded by the store queue, not a loop.
-                Ok(rt) => drop(rt.spawn(async move {
-                    if store.run(job).await.is_err() {
-                        tracing::error!("alert outbox closed: notifications lost at shutdown");
-                    }
-                })),
-                Err(_) => tracing::error!("alert outbox busy and no runtime: notifications lost"),
-            }
-        }
+    /// Routes the batch now (receivers, severities, quiet hours as configured at this moment);
+    /// the alert writer commits the rows with the alert state of the same change, so
+    /// a transition is in the outbox exactly when the state that caused it is in the database.
+    fn route(&self, batch: Vec<AlertTransition>) -> Vec<outbox::Routed> {
+        route(&self.plan(), batch, store::now_ms())
+    }
+
+    fn committed(&self) {
+        self.wake();
     }
 }
 
@@ -232,6 +206,7 @@ impl crate::alerts::TransitionSink for Notifier {
 /// hold (non-critical, during quiet hours) with the end of the quiet hours as their due time.
 fn route(plan: &Plan, transitions: Vec<AlertTransition>, now: u64) -> Vec<outbox::Routed> {
     let group_wait = u64::from(plan.settings.group_wait_ms);
+    let group_interval = u64::from(plan.settings.group_interval_ms);
     let mut out = Vec::new();
     for mut t in transitions {
         let names: Vec<String> = if t.receivers.is_empty() {
@@ -257,6 +232,7 @@ fn route(plan: &Plan, transitions: Vec<AlertTransition>, now: u64) -> Vec<outbox
                 receiver: name,
                 transition: t.clone(),
                 due_ms: held_until.unwrap_or(now + group_wait),
+                group_interval_ms: group_interval,
                 held: held_until.is_some(),
             });
         }

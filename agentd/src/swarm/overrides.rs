@@ -5,8 +5,13 @@
 //! ```json
 //! { "*": { "cpu_pct": 10 },
 //!   "sw-00001": { "cpu_pct": 97, "disk_pct": { "/": 95 }, "temps": { "cpu": 90 },
-//!                 "clock_offset_ms": 5000 } }
+//!                 "clock_offset_ms": 5000,
+//!                 "containers": { "app-00": "exited" }, "units": { "svc-01.service": "failed" } } }
 //! ```
+//!
+//! `containers` and `units` force the state of synthetic workloads (`agentd swarm --containers`,
+//! `--units`) by name; a name no longer listed goes back to its own state, so a test can stop a
+//! container and start it again.
 //!
 //! `*` applies to every agent, then the agent's own entry; a missing or unreadable file forces
 //! nothing (the random values stand).
@@ -42,6 +47,57 @@ pub struct Forced {
     pub net_tx_bps: Option<u64>,
     /// Added to the sample's time: a clock running ahead (or behind, negative).
     pub clock_offset_ms: Option<i64>,
+    /// States forced on synthetic containers, by name.
+    pub containers: Option<BTreeMap<String, ForcedContainer>>,
+    /// States forced on synthetic units, by name.
+    pub units: Option<BTreeMap<String, ForcedUnit>>,
+}
+
+/// A state forced on a synthetic container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForcedContainer {
+    /// Running and healthy.
+    Running,
+    /// Running, failing its health check.
+    Unhealthy,
+    /// Being restarted by its restart policy (each time forced, one more restart is counted).
+    Restarting,
+    /// Stopped.
+    Exited,
+    /// Dead.
+    Dead,
+    /// Paused.
+    Paused,
+}
+
+/// A state forced on a synthetic unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForcedUnit {
+    /// Active and running.
+    Active,
+    /// Failed.
+    Failed,
+    /// Stopped cleanly.
+    Inactive,
+}
+
+/// The forced values for agent `name` in `file`: `*`'s entry, then the agent's own; nothing if
+/// the file is missing, too large or does not parse.
+pub(super) fn read(file: &std::path::Path, name: &str) -> Vec<Forced> {
+    let readable = std::fs::metadata(file).is_ok_and(|m| m.len() <= MAX_FILE);
+    let Some(all) = readable
+        .then(|| std::fs::read(file).ok())
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<HashMap<String, Forced>>(&b).ok())
+    else {
+        return Vec::new();
+    };
+    ["*", name]
+        .iter()
+        .filter_map(|k| all.get(*k).cloned())
+        .collect()
 }
 
 impl Forced {
@@ -108,18 +164,7 @@ impl OverriddenSource {
     }
 
     fn forced(&self) -> Vec<Forced> {
-        let readable = std::fs::metadata(&self.file).is_ok_and(|m| m.len() <= MAX_FILE);
-        let Some(all) = readable
-            .then(|| std::fs::read(&self.file).ok())
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<HashMap<String, Forced>>(&b).ok())
-        else {
-            return Vec::new();
-        };
-        ["*", self.name.as_str()]
-            .iter()
-            .filter_map(|k| all.get(*k).cloned())
-            .collect()
+        read(&self.file, &self.name)
     }
 }
 

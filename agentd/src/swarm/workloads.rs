@@ -1,12 +1,17 @@
 //! Synthetic containers and units for swarm agents: a fixed inventory per agent whose stats change
 //! every interval, sent over the real [`flotilla_wire::msg::MetricsFrame::Workloads`] path so the
-//! hub's inventory, counts, history and queries can be loaded without a container engine.
+//! hub's inventory, counts, history and queries can be loaded without a container engine. The
+//! swarm's override file can force a container's or unit's state ([`super::overrides`]): the
+//! change goes to the hub as an upsert in the next delta, as a real engine's would.
 
+use super::overrides::{self, ForcedContainer, ForcedUnit};
 use crate::link::WorkloadFeed;
 use flotilla_wire::workloads::{
     Access, ContainerInfo, ContainerState, ContainerStats, Health, PortMap, SourceState, UnitInfo,
     UnitStats, WORKLOADS_PER_FRAME, WorkloadDelta, WorkloadPolicy,
 };
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Every fifth container is stopped, so `ps` and `ps --all` differ.
 const STOPPED_EVERY: usize = 5;
@@ -35,13 +40,17 @@ pub(super) struct SyntheticWorkloads {
     rng: fastrand::Rng,
     containers: Vec<ContainerInfo>,
     units: Vec<UnitInfo>,
+    /// The inventory as drawn: what a container or unit goes back to when no longer forced.
+    base: (Vec<ContainerInfo>, Vec<UnitInfo>),
+    /// The override file and this agent's name in it.
+    forced: Option<(PathBuf, String)>,
 }
 
 impl SyntheticWorkloads {
     /// `containers` containers and `units` units, their ids and stats drawn from `seed`.
     pub(super) fn new(seed: u64, containers: usize, units: usize) -> Self {
         let started_ms = flotilla_certs::clock::now_ms().saturating_sub(3_600_000);
-        let containers = (0..containers)
+        let containers: Vec<ContainerInfo> = (0..containers)
             .map(|i| {
                 let stopped = i % STOPPED_EVERY == STOPPED_EVERY - 1;
                 ContainerInfo {
@@ -71,7 +80,7 @@ impl SyntheticWorkloads {
                 }
             })
             .collect();
-        let units = (0..units)
+        let units: Vec<UnitInfo> = (0..units)
             .map(|i| {
                 let failed = i % FAILED_UNIT_EVERY == FAILED_UNIT_EVERY - 1;
                 UnitInfo {
@@ -89,9 +98,90 @@ impl SyntheticWorkloads {
             .collect();
         Self {
             rng: fastrand::Rng::with_seed(seed),
+            base: (containers.clone(), units.clone()),
             containers,
             units,
+            forced: None,
         }
+    }
+
+    /// States forced by `file`'s entries for agent `name` apply from the next delta on.
+    pub(super) fn forced_by(mut self, file: PathBuf, name: String) -> Self {
+        self.forced = Some((file, name));
+        self
+    }
+
+    /// Applies the forced states (or the drawn ones where none is forced); returns what changed.
+    fn apply_forced(&mut self, at_ms: u64) -> (Vec<ContainerInfo>, Vec<UnitInfo>) {
+        let Some((file, name)) = &self.forced else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut want_c: BTreeMap<String, ForcedContainer> = BTreeMap::new();
+        let mut want_u: BTreeMap<String, ForcedUnit> = BTreeMap::new();
+        for f in overrides::read(file, name) {
+            want_c.extend(f.containers.unwrap_or_default());
+            want_u.extend(f.units.unwrap_or_default());
+        }
+        let mut changed_c = Vec::new();
+        for (c, base) in self.containers.iter_mut().zip(&self.base.0) {
+            let mut next = base.clone();
+            next.restart_count = c.restart_count;
+            match want_c.get(&c.name) {
+                None => {}
+                Some(ForcedContainer::Running) => {
+                    next.state = ContainerState::Running;
+                    next.health = Health::Healthy;
+                }
+                Some(ForcedContainer::Unhealthy) => {
+                    next.state = ContainerState::Running;
+                    next.health = Health::Unhealthy;
+                }
+                Some(ForcedContainer::Restarting) => next.state = ContainerState::Restarting,
+                Some(ForcedContainer::Exited) => next.state = ContainerState::Exited,
+                Some(ForcedContainer::Dead) => next.state = ContainerState::Dead,
+                Some(ForcedContainer::Paused) => next.state = ContainerState::Paused,
+            }
+            if next.state == ContainerState::Restarting && c.state != ContainerState::Restarting {
+                next.restart_count += 1;
+            }
+            if next.state != ContainerState::Running {
+                next.started_ms = None;
+            } else if c.state != ContainerState::Running {
+                next.started_ms = Some(at_ms);
+            } else {
+                next.started_ms = c.started_ms;
+            }
+            if next != *c {
+                *c = next.clone();
+                changed_c.push(next);
+            }
+        }
+        let mut changed_u = Vec::new();
+        for (u, base) in self.units.iter_mut().zip(&self.base.1) {
+            let mut next = base.clone();
+            next.restarts = u.restarts;
+            next.since_ms = u.since_ms;
+            let (active, sub) = match want_u.get(&u.name) {
+                None => (base.active_state.clone(), base.sub_state.clone()),
+                Some(ForcedUnit::Active) => ("active".into(), "running".into()),
+                Some(ForcedUnit::Failed) => ("failed".into(), "failed".into()),
+                Some(ForcedUnit::Inactive) => ("inactive".into(), "dead".into()),
+            };
+            next.main_pid = (active == "active").then_some(base.main_pid.unwrap_or(1000));
+            if active == "failed" && u.active_state != "failed" {
+                next.restarts += 1;
+            }
+            if active != u.active_state {
+                next.since_ms = Some(at_ms);
+            }
+            next.active_state = active;
+            next.sub_state = sub;
+            if next != *u {
+                *u = next.clone();
+                changed_u.push(next);
+            }
+        }
+        (changed_c, changed_u)
     }
 
     fn stats(&mut self, at_ms: u64) -> WorkloadDelta {
@@ -177,7 +267,12 @@ impl WorkloadFeed for SyntheticWorkloads {
         if self.containers.is_empty() && self.units.is_empty() {
             return Vec::new();
         }
-        vec![self.stats(at_ms)]
+        let (containers, units) = self.apply_forced(at_ms);
+        let mut d = self.stats(at_ms);
+        // A handful of forced changes: well within one frame's limit.
+        d.containers = containers;
+        d.units = units;
+        vec![d]
     }
 }
 
@@ -222,5 +317,57 @@ mod tests {
             "failed units (one in seven) have no stats"
         );
         assert!(!d.full && d.containers.is_empty());
+    }
+
+    #[test]
+    fn forced_states_go_out_as_upserts_and_lifting_them_restores_the_drawn_ones() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("overrides.json");
+        let mut w = SyntheticWorkloads::new(1, 3, 2).forced_by(file.clone(), "sw-1".into());
+        w.full(1);
+        assert!(w.delta(2)[0].containers.is_empty(), "nothing forced yet");
+        std::fs::write(
+            &file,
+            r#"{ "sw-1": { "containers": { "app-00": "exited", "app-02": "restarting" },
+                           "units": { "svc-00.service": "failed" } },
+                 "sw-2": { "containers": { "app-01": "exited" } } }"#,
+        )
+        .expect("write");
+        let d = w.delta(3).pop().expect("delta");
+        let states: Vec<(&str, ContainerState, u32)> = d
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.state, c.restart_count))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("app-00", ContainerState::Exited, 0),
+                ("app-02", ContainerState::Restarting, 1)
+            ]
+        );
+        assert_eq!(d.units.len(), 1);
+        assert_eq!(d.units[0].active_state, "failed");
+        assert!(
+            w.delta(4)[0].containers.is_empty(),
+            "sent once, not every interval"
+        );
+        std::fs::write(&file, "{}").expect("lift");
+        let d = w.delta(5).pop().expect("delta");
+        assert!(
+            d.containers
+                .iter()
+                .all(|c| c.state == ContainerState::Running)
+        );
+        assert_eq!(d.containers.len(), 2);
+        assert_eq!(d.units[0].active_state, "active");
+        assert_eq!(
+            d.containers
+                .iter()
+                .find(|c| c.name == "app-02")
+                .map(|c| c.restart_count),
+            Some(1),
+            "restarts are counted, not forgotten"
+        );
     }
 }

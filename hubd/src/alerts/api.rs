@@ -91,9 +91,10 @@ pub(crate) async fn answer(
                 ));
             }
             let now = now_ms();
+            let by = operator_name(ctx, actor).await?;
             let stored = store::alerts::StoredRule {
                 spec: rule.to_spec(),
-                added_by: actor.name.clone(),
+                added_by: by.clone(),
                 added_ms: now,
             };
             let (who, name, detail) = (
@@ -122,12 +123,11 @@ pub(crate) async fn answer(
                 return Err(bad(format!("alert rule {:?} already exists", rule.name)));
             }
             tracing::info!(actor = %actor.name, rule = %rule.name, "alert rule added");
-            ctx.alerts
-                .add_live(ctx, rule.clone(), actor.name.clone(), now);
+            ctx.alerts.add_live(ctx, rule.clone(), by.clone(), now);
             Ok(OpResponse::AlertRule(RuleInfo {
                 rule,
                 origin: RuleOrigin::Live,
-                added_by: actor.name.clone(),
+                added_by: by,
                 added_ms: now,
             }))
         }
@@ -178,9 +178,10 @@ pub(crate) async fn answer(
                 "operator",
             )?;
             check_comment(&comment, false)?;
+            let by = operator_name(ctx, actor).await?;
             let info = ctx
                 .alerts
-                .ack(ctx, id, &actor.name)
+                .ack(ctx, id, &by)
                 .map_err(|m| HubError::refused(ErrorCode::NotFound, m))?;
             audit(ctx, actor, "alert.ack", id.to_string(), comment).await?;
             Ok(OpResponse::Alert(info))
@@ -190,6 +191,7 @@ pub(crate) async fn answer(
             check_silence(&spec)?;
             let now = now_ms();
             let starts = spec.starts_ms.unwrap_or(now);
+            let by = operator_name(ctx, actor).await?;
             let (who, detail) = (
                 actor.name.clone(),
                 format!(
@@ -201,7 +203,7 @@ pub(crate) async fn answer(
                 .store
                 .call(move |c| {
                     let tx = c.transaction()?;
-                    let s = store::alerts::insert_silence(&tx, &spec, starts, &who, now)?;
+                    let s = store::alerts::insert_silence(&tx, &spec, starts, &by, now)?;
                     store::audit::append(
                         &tx,
                         now,
@@ -303,6 +305,21 @@ fn check_silence(spec: &SilenceSpec) -> Result<(), HubError> {
         ));
     }
     Ok(())
+}
+
+/// The name an operator is shown by in `acked_by`, `created_by` and `added_by`: the name its
+/// certificate was issued to (as `flotilla operators` lists it), or the actor's audit name
+/// (`local-admin`) where the request did not come from a certificate. The audit log keeps the
+/// identity id, which a name reused after a revocation cannot be confused with.
+async fn operator_name(ctx: &HubCtx, actor: &Actor) -> Result<String, HubError> {
+    let Some(id) = flotilla_wire::IdentityId::parse(&actor.name) else {
+        return Ok(actor.name.clone());
+    };
+    let row = ctx
+        .store
+        .call(move |c| Ok(store::identities::get(c, &id)?))
+        .await?;
+    Ok(row.map_or_else(|| actor.name.clone(), |r| r.name))
 }
 
 /// Longest silence: a year; a longer one is a disabled rule and should be removed instead.

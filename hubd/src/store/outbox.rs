@@ -1,7 +1,9 @@
 //! The alert outbox: one row per message to one receiver, written before anything is sent.
 //!
 //! A row is open for grouping while it is queued, untried and not yet due: transitions for the
-//! same receiver join it (up to [`MAX_GROUP`]). The delivery task claims due rows (attempts + 1
+//! same receiver join it (up to [`MAX_GROUP`]). A new row is due after the group wait, and no
+//! sooner than the group interval after the receiver's previous row: the first transition of a
+//! quiet receiver goes out at once, later ones in the interval share the next message. The delivery task claims due rows (attempts + 1
 //! and a lease as the next try, so that a crash mid-send retries after restart), then marks them
 //! sent after a 2xx, or schedules the next try, or gives up.
 
@@ -23,6 +25,8 @@ pub struct Routed {
     pub transition: AlertTransition,
     /// When its message is due: after the group wait, or at the end of quiet hours.
     pub due_ms: u64,
+    /// Shortest time between the due times of two messages to this receiver (not held ones).
+    pub group_interval_ms: u64,
     /// Held by quiet hours.
     pub held: bool,
 }
@@ -121,6 +125,19 @@ pub fn enqueue(conn: &Connection, routed: &[Routed], now_ms: u64) -> rusqlite::R
                 .execute(params![seq, payload])?;
             }
             None => {
+                let due_ms = if r.held {
+                    r.due_ms
+                } else {
+                    let last: Option<i64> = conn
+                        .prepare_cached(
+                            "SELECT MAX(due_ms) FROM notify_outbox WHERE receiver = ?1 AND held = 0",
+                        )?
+                        .query_row([&r.receiver], |row| row.get(0))?;
+                    last.map_or(r.due_ms, |last| {
+                        r.due_ms
+                            .max((last as u64).saturating_add(r.group_interval_ms))
+                    })
+                };
                 let payload = serde_json::to_string(&[&r.transition]).map_err(|_| bad_payload())?;
                 conn.prepare_cached(
                     "INSERT INTO notify_outbox (id, receiver, payload, items, created_ms, due_ms, \
@@ -132,7 +149,7 @@ pub fn enqueue(conn: &Connection, routed: &[Routed], now_ms: u64) -> rusqlite::R
                     r.receiver,
                     payload,
                     now_ms as i64,
-                    r.due_ms as i64,
+                    due_ms as i64,
                     r.held
                 ])?;
             }
@@ -323,6 +340,7 @@ mod tests {
             receiver: receiver.into(),
             transition: t(alert, Severity::Warning),
             due_ms,
+            group_interval_ms: 0,
             held,
         }
     }
@@ -403,5 +421,28 @@ mod tests {
             2,
             "sent and gave_up rows"
         );
+    }
+
+    #[test]
+    fn a_quiet_receiver_gets_the_first_at_once_and_the_rest_after_the_interval() {
+        let mut c = db();
+        let at = |alert: &str, now: u64| Routed {
+            group_interval_ms: 5000,
+            ..routed("ops", alert, now, false)
+        };
+        enqueue(&c, &[at("a1", 1000)], 1000).expect("first");
+        assert_eq!(claim(&mut c, 1000, 10, 60_000).expect("now").len(), 1);
+        // Within the interval: one message, due 5 s after the first.
+        enqueue(&c, &[at("a2", 2000)], 2000).expect("second");
+        enqueue(&c, &[at("a3", 3000)], 3000).expect("third");
+        assert!(claim(&mut c, 5999, 10, 60_000).expect("early").is_empty());
+        let grouped = claim(&mut c, 6000, 10, 60_000).expect("grouped");
+        assert_eq!(grouped.len(), 1);
+        assert_eq!(grouped[0].transitions.len(), 2);
+        // Quiet for longer than the interval: at once again.
+        enqueue(&c, &[at("a4", 20_000)], 20_000).expect("later");
+        let later = claim(&mut c, 20_000, 10, 60_000).expect("later");
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].transitions[0].subject, "a4");
     }
 }

@@ -13,7 +13,7 @@ use flotilla_wire::alerts::{
 };
 use flotilla_wire::exec::{ExecCommand, ExecRequest};
 use flotilla_wire::msg::{FleetEvent, OpRequest, OpResponse};
-use hubd::alerts::{AlertTransition, TransitionSink, TransitionState};
+use hubd::alerts::{AlertTransition, Routed, TransitionSink, TransitionState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,8 +27,9 @@ const INTERVAL_MS: u32 = 1000;
 struct Recorder(Mutex<Vec<AlertTransition>>);
 
 impl TransitionSink for Recorder {
-    fn submit(&self, batch: Vec<AlertTransition>) {
+    fn route(&self, batch: Vec<AlertTransition>) -> Vec<Routed> {
         self.0.lock().expect("recorder").extend(batch);
+        Vec::new()
     }
 }
 
@@ -523,6 +524,93 @@ async fn sensors_disks_clocks_certificates_containers_and_units_fire() {
         alerts(&fleet).await.iter().all(|a| a.rule != "probe"),
         "a dry run leaves nothing behind"
     );
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_stopped_unhealthy_restarting_and_failed_units_fire_and_resolve() {
+    let fleet = Fleet::new().await;
+    let rec = recorder(&fleet);
+    // app-00…app-03 run (app-01 is drawn unhealthy and matched by no rule), svc-00/01 are active.
+    let swarm = Swarm::start(&fleet, 1, 4, 2).await;
+    let agent = swarm.ids[0].clone();
+    let watched = [
+        ("down", ContainerCondition::Stopped, "app-00"),
+        ("sick", ContainerCondition::Unhealthy, "app-02"),
+        ("looping", ContainerCondition::Restarting, "app-03"),
+    ];
+    for (name, state, container) in watched {
+        let mut r = spec(name, "container");
+        r.state = Some(state);
+        r.matches = Some(container.into());
+        add(&fleet, r).await;
+    }
+    let mut units = spec("units", "unit_failed");
+    units.matches = Some("svc-*".into());
+    add(&fleet, units).await;
+    let subjects = [
+        ("down", "app-00"),
+        ("sick", "app-02"),
+        ("looping", "app-03"),
+        ("units", "svc-00.service"),
+    ];
+    let mut events = fleet.events();
+    let base = serde_json::json!({ "cpu_pct": 10, "mem_pct": 20 });
+    force(
+        &swarm.overrides,
+        serde_json::json!({ "*": base, "al-00000": {
+            "containers": { "app-00": "exited", "app-02": "unhealthy", "app-03": "restarting" },
+            "units": { "svc-00.service": "failed" }
+        } }),
+    );
+    let mut want = subjects.to_vec();
+    events
+        .until("every workload alert firing", WORK_DEADLINE * 2, |ev| {
+            if let FleetEvent::Alert(a) = ev
+                && a.agent == agent
+                && a.state == AlertState::Firing
+            {
+                want.retain(|(rule, subject)| !(a.rule == *rule && a.subject == *subject));
+            }
+            want.is_empty().then_some(())
+        })
+        .await;
+    let listed = alerts(&fleet).await;
+    let looping = listed
+        .iter()
+        .find(|a| a.rule == "looping")
+        .expect("restarting alert");
+    assert_eq!(looping.value, 1.0, "the restart count: {looping:?}");
+    assert!(
+        listed
+            .iter()
+            .all(|a| a.subject != "app-01" && a.subject != "svc-01.service"),
+        "only the forced workloads: {listed:?}"
+    );
+
+    // The container started again, healthy, settled; the unit active: every alert resolves.
+    force(&swarm.overrides, serde_json::json!({ "*": base }));
+    let mut want = subjects.to_vec();
+    events
+        .until("every workload alert resolved", WORK_DEADLINE * 2, |ev| {
+            if let FleetEvent::Alert(a) = ev
+                && a.agent == agent
+                && a.state == AlertState::Resolved
+            {
+                want.retain(|(rule, subject)| !(a.rule == *rule && a.subject == *subject));
+            }
+            want.is_empty().then_some(())
+        })
+        .await;
+    rec.until("four firings and four resolutions told", |t| t.len() >= 8)
+        .await;
+    for (rule, _) in subjects {
+        assert_eq!(
+            rec.of(rule, &agent),
+            [TransitionState::Firing, TransitionState::Resolved],
+            "{rule}"
+        );
+    }
     swarm.stop().await;
 }
 
