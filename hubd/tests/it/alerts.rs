@@ -429,7 +429,8 @@ async fn a_failed_job_fires_and_a_later_success_resolves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sensors_disks_clocks_certificates_containers_and_units_fire() {
+async fn sensors_disks_clocks_certificates_containers_and_units_fire_and_sensors_disks_clocks_resolve()
+ {
     let fleet = Fleet::new().await;
     let swarm = Swarm::start(&fleet, 2, 3, 7).await;
     let hot = swarm.ids[1].clone();
@@ -524,6 +525,101 @@ async fn sensors_disks_clocks_certificates_containers_and_units_fire() {
         alerts(&fleet).await.iter().all(|a| a.rule != "probe"),
         "a dry run leaves nothing behind"
     );
+
+    // Back to normal: the sensor, the mount and the clock resolve. (The certificate stays within
+    // the horizon until it is renewed; the container and unit rules resolve in their own test.)
+    force(
+        &swarm.overrides,
+        serde_json::json!({ "al-00001": {
+            "temps": { "cpu": 40 }, "disk_pct": { "/data": 50 }, "clock_offset_ms": 0
+        } }),
+    );
+    let mut want: Vec<(&str, &str)> =
+        vec![("hot-cpu", "cpu"), ("data-full", "/data"), ("skew", "")];
+    events
+        .until(
+            "sensor, mount and clock resolved on al-00001",
+            WORK_DEADLINE * 3,
+            |ev| {
+                if let FleetEvent::Alert(a) = ev
+                    && a.agent == hot
+                    && a.state == AlertState::Resolved
+                {
+                    want.retain(|(rule, subject)| !(a.rule == *rule && a.subject == *subject));
+                }
+                want.is_empty().then_some(())
+            },
+        )
+        .await;
+    let firing: Vec<String> = alerts(&fleet)
+        .await
+        .into_iter()
+        .filter(|a| a.agent == hot && a.state == AlertState::Firing)
+        .map(|a| a.rule)
+        .collect();
+    assert!(
+        !firing
+            .iter()
+            .any(|r| ["hot-cpu", "data-full", "skew"].contains(&r.as_str())),
+        "still firing: {firing:?}"
+    );
+    swarm.stop().await;
+}
+
+/// A mount filling fast is forecast full within the horizon (a line fitted over the lookback, as
+/// `predict_linear`) and fires; a clean-up that empties it resolves the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filling_disk_is_forecast_full_and_resolves_after_a_clean_up() {
+    let fleet = Fleet::new().await;
+    let swarm = Swarm::start(&fleet, 1, 0, 0).await;
+    let agent = swarm.ids[0].clone();
+    let mut events = fleet.events();
+    let mut rule = spec("filling", "disk_full");
+    rule.within = Some("1h".into());
+    rule.lookback = Some("1m".into());
+    add(&fleet, rule).await;
+    // Two points a second (a real disk at this rate is full in under a minute), bounded: the
+    // forecast needs a few seconds of history before it says anything.
+    let overrides = swarm.overrides.clone();
+    let stop_ramp = CancellationToken::new();
+    let ramp = tokio::spawn({
+        let stop = stop_ramp.clone();
+        async move {
+            for step in 0..100u32 {
+                let pct = (40 + step).min(95);
+                force(
+                    &overrides,
+                    serde_json::json!({ "al-00000": { "disk_pct": { "/data": pct } } }),
+                );
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    });
+    let firing = alert_event(&mut events, "filling", &agent, AlertState::Firing).await;
+    stop_ramp.cancel();
+    let _ = ramp.await;
+    assert_eq!(firing.subject, "/data");
+    assert!(
+        firing.value < 1.0,
+        "forecast {} h to full; at two points a second it is minutes",
+        firing.value
+    );
+    let other = alerts(&fleet).await;
+    assert!(
+        other
+            .iter()
+            .all(|a| a.rule != "filling" || a.subject == "/data"),
+        "only the filling mount: {other:?}"
+    );
+    force(
+        &swarm.overrides,
+        serde_json::json!({ "al-00000": { "disk_pct": { "/data": 20 } } }),
+    );
+    let resolved = alert_event(&mut events, "filling", &agent, AlertState::Resolved).await;
+    assert_eq!(resolved.subject, "/data");
     swarm.stop().await;
 }
 
