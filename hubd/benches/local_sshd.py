@@ -55,6 +55,10 @@ Subsystem sftp /usr/lib/openssh/sftp-server
   StrictHostKeyChecking yes
   BatchMode yes
 """)
+        # sshd refuses to start without its privilege-separation directory, which the package
+        # creates only when its service starts (never, on a machine where it was just installed).
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", f"{s}/sshd_config"])
         self.ssh = ["ssh", "-F", self.config]
         deadline = time.monotonic() + 10
