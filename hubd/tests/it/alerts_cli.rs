@@ -8,6 +8,7 @@
 
 use crate::deploy::prom::{self, Scrape};
 use crate::harness::binaries::{Agent, Hub, enrol};
+use crate::harness::flotilla_bin;
 use crate::harness::{IDLE_DEADLINE, run_cmd};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -18,16 +19,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The rule every test here adds: fires on every agent at its first sample.
 const RULE: &str = "cpu-any";
-
-fn flotilla_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
 
 /// `flotilla --no-mux --login-dir DIR args…`: exit code, stdout, stderr.
 async fn flotilla(login: &Path, args: &[&str]) -> (i32, String, String) {

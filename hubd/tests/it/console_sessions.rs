@@ -4,26 +4,14 @@
 //! 80x24 and the test reads the screen as a person would.
 
 use crate::console_tmux::{Tmux, flotilla_bin};
+use crate::harness::shell::{open_shell, shell_on};
 use crate::harness::{AgentSpec, DEADLINE, Fleet, within};
-use agentd::AgentConfig;
-use agentd::config::ShellMode;
 use flotilla_wire::io::read_frame;
 use flotilla_wire::limits::MAX_SHELL_FRAME;
 use flotilla_wire::msg::StreamOpen;
 use flotilla_wire::sessions::SessionState;
 use flotilla_wire::shell::{ShellExit, ShellFrame, ShellRequest, WindowSize};
-use std::process::Command;
 use std::time::Duration;
-
-/// Shells on, as the account the tests run as (root must be named explicitly).
-fn shell_on() -> AgentConfig {
-    let out = Command::new("id").arg("-un").output().expect("id");
-    AgentConfig {
-        shell: ShellMode::On,
-        shell_user: Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-        ..AgentConfig::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recorded_session_is_listed_and_enter_replays_it_then_gives_the_console_back() {
@@ -158,28 +146,7 @@ async fn j_joins_a_live_session_read_only_and_any_key_leaves_it() {
         .await;
     // A live session: a shell reading what the test types.
     let client = fleet.admin_client().await;
-    let (mut send, mut recv) = client.open_bi().await.expect("open stream");
-    let req = ShellRequest {
-        agent: "web-1".into(),
-        container: None,
-        command: vec!["sh".into()],
-        term: "xterm".into(),
-        size: WindowSize { cols: 80, rows: 24 },
-    };
-    send.write_opening(&StreamOpen::Shell, &req, MAX_SHELL_FRAME)
-        .await
-        .expect("send request");
-    let first = within(
-        DEADLINE,
-        "the shell's start",
-        read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME),
-    )
-    .await
-    .expect("read")
-    .expect("a frame");
-    let ShellFrame::Started { session_id: id } = first else {
-        panic!("shell not started: {first:?}");
-    };
+    let (mut send, mut recv, id) = open_shell(&client, &["sh"]).await;
 
     let command = format!(
         "NO_COLOR=1 {} --no-mux --login-dir {}",

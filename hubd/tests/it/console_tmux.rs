@@ -5,7 +5,7 @@
 //! from [`Scene::new`] (the console up, three agents online) and takes a user's steps from there.
 
 use crate::harness::exec::{AgentSpec, Fleet, exec_fleet};
-use std::path::{Path, PathBuf};
+pub(crate) use crate::harness::flotilla_bin;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -124,16 +124,6 @@ impl Drop for Tmux {
             .args(["kill-session", "-t", &self.session])
             .output();
     }
-}
-
-pub(crate) fn flotilla_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
 }
 
 /// Three exec agents (db-1 sharing a report) and the real console in tmux at 80x24, logged in as

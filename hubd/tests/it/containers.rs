@@ -5,6 +5,7 @@
 
 use crate::harness::binaries::{Daemon, code, stderr};
 use crate::harness::exec::exec_events;
+use crate::harness::flotilla_bin;
 use crate::harness::podman::{IMAGE, Podman};
 use crate::harness::{AgentSpec, DEADLINE, Fleet, agentd_bin, run_cmd, run_json, within};
 use agentd::AgentConfig;
@@ -15,14 +16,10 @@ use agentd::workloads::{
 use flotilla_wire::Role;
 use flotilla_wire::exec::{AgentEvent, ExecCommand, ExecEvent, ExecRequest, FailureKind};
 use flotilla_wire::workloads::{Access as WireAccess, ComposeAction, ContainerState, SourceState};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-fn flotilla_bin() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla")
-}
 
 /// Runs `flotilla --no-mux --login-dir DIR args…`; returns (exit code, stdout, stderr).
 async fn flotilla_as(dir: &Path, args: &[&str]) -> (i32, String, String) {

@@ -9,6 +9,7 @@
 
 use crate::harness::console::{key, keys, render, until};
 use crate::harness::files::{DEADLINE, Fleet, files_fleet_with, spec};
+use crate::harness::flotilla_bin;
 use crate::harness::{TestAgent, run_cmd, within};
 use crossterm::event::KeyCode;
 use flotilla::app::View;
@@ -21,7 +22,6 @@ use flotilla_wire::limits::{MAX_CONTROL_FRAME, MAX_METRICS_FRAME};
 use flotilla_wire::msg::{
     DiskUsage, FleetEvent, Hello, MetricsFrame, MetricsSample, ProcessInfo, StreamOpen,
 };
-use std::path::{Path, PathBuf};
 
 /// A file name that clears the screen of whoever lists it raw.
 const EVIL_FILE: &str = "evil\x1b[2Jname";
@@ -61,16 +61,6 @@ fn raw_controls(text: &str) -> Vec<char> {
                 || ('\u{2066}'..='\u{2069}').contains(&c)
         })
         .collect()
-}
-
-fn flotilla_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
 }
 
 /// An agent driven by hand: it said hello with hostile strings and sent one hostile sample.

@@ -24,9 +24,10 @@ pub(crate) mod exec;
 pub(crate) mod files;
 pub(crate) mod podman;
 pub(crate) mod proxy;
+pub(crate) mod shell;
 pub(crate) mod systemd;
 
-pub(crate) use binaries::{Daemon, HubProc, agentd_bin, hubd_bin, run_cmd, run_json};
+pub(crate) use binaries::{Daemon, HubProc, agentd_bin, flotilla_bin, hubd_bin, run_cmd, run_json};
 pub(crate) use client::{Client, dial_raw, test_hello};
 
 use agentd::{AgentConfig, AgentPaths, ExecMode, LinkState, RunningAgent};

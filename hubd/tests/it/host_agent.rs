@@ -4,19 +4,16 @@
 //! the top processes. `--health` runs SMART on the agent now, for operators only.
 
 use crate::harness::binaries::{code, stderr};
+use crate::harness::flotilla_bin;
 use crate::harness::{AgentSpec, Fleet, TEST_METRICS_MS, WORK_DEADLINE, run_cmd};
 use agentd::AgentConfig;
 use agentd::host::config::{HostConfig, PrometheusSource, ScriptSource};
 use flotilla_wire::Role;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn flotilla_bin() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla")
-}
 
 async fn agent_json(login: &Path, extra: &[&str]) -> (i32, Value, String) {
     let mut args = vec![

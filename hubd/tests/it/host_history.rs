@@ -5,6 +5,7 @@
 //! test waits for real minutes to pass: about three).
 
 use crate::harness::exec::query;
+use crate::harness::flotilla_bin;
 use crate::harness::{DEADLINE, Fleet, run_cmd, within};
 use agentd::AgentConfig;
 use flotilla_wire::exec::{Query, QueryReply};
@@ -12,7 +13,7 @@ use flotilla_wire::history::{Metric, SeriesKind, SeriesPoints, SeriesSelector, T
 use flotilla_wire::host::TopProcess;
 use flotilla_wire::{ErrorCode, IdentityId};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -25,16 +26,6 @@ const MINUTE_AFTER: Duration = Duration::from_secs(150);
 
 /// Pause between polls of the history (nothing to subscribe to: minutes are folded in memory).
 const POLL: Duration = Duration::from_millis(500);
-
-fn flotilla_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
 
 /// `flotilla --no-mux --login-dir DIR args… --json` that must succeed: its JSON.
 async fn flotilla_json(login_dir: &Path, args: &[&str]) -> Value {

@@ -11,6 +11,7 @@
 use crate::harness::binaries::{Daemon, HubProc, agentd_bin, hubd_bin, run_cmd, run_json};
 use crate::harness::exec::process_gone;
 use crate::harness::files::{partial_files, random_bytes};
+use crate::harness::flotilla_bin;
 use crate::harness::proxy::{FaultProxy, Faults};
 use crate::harness::{Client, DEADLINE, WORK_DEADLINE, mode_of, within};
 use flotilla_certs::JoinToken;
@@ -363,16 +364,6 @@ impl HubBox {
         let mut sub = admin.subscribe().await;
         sub.all_online(ids, WORK_DEADLINE).await;
     }
-}
-
-fn flotilla_bin() -> PathBuf {
-    let path = hubd_bin().with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
 }
 
 /// Waits until `ok` holds, asking again each time the hub writes to a file in its data directory

@@ -4,6 +4,7 @@
 //! policy; the journal reader's tail and follow on its own.
 
 use crate::harness::exec::{exec_text, query};
+use crate::harness::flotilla_bin;
 use crate::harness::systemd::{SystemdBox, UnitFile, podman_present};
 use crate::harness::{Daemon, Fleet, agentd_bin, run_cmd, run_json};
 use agentd::workloads::journal::{self, JournalRequest};
@@ -41,16 +42,6 @@ const ECHO: UnitFile = UnitFile {
     text: "[Unit]\nDescription=Flotilla test echo\n[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo hello-$$$$; echo \"<3>trouble-$$$$\"'\n",
     enabled: false,
 };
-
-fn flotilla_bin() -> std::path::PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")

@@ -6,10 +6,10 @@
 //! cannot be written refusing the session, and retention by size and age.
 
 use crate::harness::binaries::{Hub, enrol};
-use crate::harness::{AgentSpec, DEADLINE, Daemon, Fleet, agentd_bin, run_cmd, within};
-use agentd::AgentConfig;
-use agentd::config::ShellMode;
-use flotilla::client::{Client, RecvHalf, SendHalf};
+use crate::harness::flotilla_bin;
+use crate::harness::shell::{open_shell, shell_fleet, shell_on};
+use crate::harness::{DEADLINE, Daemon, Fleet, agentd_bin, run_cmd, within};
+use flotilla::client::{Client, RecvHalf};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::MAX_SHELL_FRAME;
 use flotilla_wire::msg::StreamOpen;
@@ -17,37 +17,10 @@ use flotilla_wire::sessions::{SessionRow, SessionState};
 use flotilla_wire::shell::{ShellFrame, ShellJoin, ShellRequest, ShellSessionId, WindowSize};
 use flotilla_wire::{Chunk, ErrorCode, Role};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-
-fn flotilla_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build it too (cargo build -p flotilla-tui)",
-        path.display()
-    );
-    path
-}
-
-/// Shells on, as the account the tests run as (root must be named explicitly).
-fn shell_on() -> AgentConfig {
-    let out = Command::new("id").arg("-un").output().expect("id");
-    AgentConfig {
-        shell: ShellMode::On,
-        shell_user: Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-        ..AgentConfig::default()
-    }
-}
-
-async fn shell_fleet() -> Fleet {
-    Fleet::builder()
-        .agent(AgentSpec::new("web-1").config(shell_on()))
-        .start()
-        .await
-}
 
 /// `flotilla --no-mux --login-dir DIR args…`: exit code, stdout bytes, stderr.
 async fn flotilla(login_dir: &Path, args: &[&str]) -> (i32, Vec<u8>, String) {
@@ -73,33 +46,6 @@ async fn sessions_json(login_dir: &Path) -> Vec<Value> {
         Ok(Value::Array(rows)) => rows,
         other => panic!("no JSON array ({other:?})"),
     }
-}
-
-/// Opens a shell on web-1 running `command`; returns the stream and the session id.
-async fn open_shell(client: &Client, command: &[&str]) -> (SendHalf, RecvHalf, ShellSessionId) {
-    let (mut send, mut recv) = client.open_bi().await.expect("open stream");
-    let req = ShellRequest {
-        agent: "web-1".into(),
-        container: None,
-        command: command.iter().map(ToString::to_string).collect(),
-        term: "xterm".into(),
-        size: WindowSize { cols: 80, rows: 24 },
-    };
-    send.write_opening(&StreamOpen::Shell, &req, MAX_SHELL_FRAME)
-        .await
-        .expect("send request");
-    let first = within(
-        DEADLINE,
-        "the shell's start",
-        read_frame::<ShellFrame, _>(&mut recv, MAX_SHELL_FRAME),
-    )
-    .await
-    .expect("read")
-    .expect("a frame");
-    let ShellFrame::Started { session_id } = first else {
-        panic!("shell not started: {first:?}");
-    };
-    (send, recv, session_id)
 }
 
 /// Reads frames up to the last one: the output bytes seen and that last frame.
@@ -146,7 +92,7 @@ async fn wait_state(fleet: &Fleet, id: ShellSessionId, state: SessionState) -> S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_replays_byte_identically_with_bytes_that_are_not_utf8() {
-    let fleet = shell_fleet().await;
+    let fleet = shell_fleet(shell_on()).await;
     let admin = fleet.paths.data_dir.join("admin");
     let client = fleet.admin_client().await;
     // Valid UTF-8, invalid bytes, and a character split across two writes (and so, likely,
@@ -207,7 +153,7 @@ async fn a_session_replays_byte_identically_with_bytes_that_are_not_utf8() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_admin_join_sees_live_output_and_the_owner_is_told() {
-    let fleet = shell_fleet().await;
+    let fleet = shell_fleet(shell_on()).await;
     let admin = fleet.paths.data_dir.join("admin");
     let alice = fleet.client_as(Role::Operator, "alice").await;
     let (mut send, mut recv, id) = open_shell(&alice, &["cat"]).await;
@@ -317,7 +263,7 @@ async fn join_answer(client: &Client, id: ShellSessionId) -> ShellFrame {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn viewers_and_operators_are_refused_a_join_and_unknown_sessions_are_named() {
-    let fleet = shell_fleet().await;
+    let fleet = shell_fleet(shell_on()).await;
     let alice = fleet.client_as(Role::Operator, "alice").await;
     let (_send, _recv, id) = open_shell(&alice, &["cat"]).await;
     for (role, name) in [(Role::Viewer, "vic"), (Role::Operator, "olga")] {
@@ -355,7 +301,7 @@ async fn viewers_and_operators_are_refused_a_join_and_unknown_sessions_are_named
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recording_that_cannot_be_written_refuses_the_session() {
-    let fleet = shell_fleet().await;
+    let fleet = shell_fleet(shell_on()).await;
     // A file where the recordings directory should be: nothing can be recorded there.
     std::fs::write(fleet.paths.recordings_dir(), b"not a directory").expect("block the dir");
     let client = fleet.admin_client().await;
@@ -394,7 +340,7 @@ async fn a_recording_that_cannot_be_written_refuses_the_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_deletes_the_oldest_recordings_by_size_then_by_age() {
-    let mut fleet = shell_fleet().await;
+    let mut fleet = shell_fleet(shell_on()).await;
     let client = fleet.admin_client().await;
     let mut ids = Vec::new();
     for i in 0..3 {

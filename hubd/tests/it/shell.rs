@@ -8,6 +8,7 @@ use crate::console_tmux::{Tmux, flotilla_bin};
 use crate::harness::binaries::{Daemon, Hub, code, enrol, stderr};
 use crate::harness::exec::rss;
 use crate::harness::podman::Podman;
+use crate::harness::shell::{shell_fleet, shell_on};
 use crate::harness::{
     AgentSpec, DEADLINE, Fleet, WORK_DEADLINE, agentd_bin, in_own_process, within,
 };
@@ -15,35 +16,9 @@ use agentd::AgentConfig;
 use agentd::config::{Access, ShellMode};
 use flotilla_wire::Role;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Shells on, as root (the tests run as root; a root shell must be chosen explicitly).
-fn shell_on() -> AgentConfig {
-    AgentConfig {
-        shell: ShellMode::On,
-        shell_user: Some(current_user()),
-        ..AgentConfig::default()
-    }
-}
-
-fn current_user() -> String {
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    let out = Command::new("id")
-        .args(["-un", &uid.to_string()])
-        .output()
-        .expect("id");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-async fn shell_fleet(config: AgentConfig) -> Fleet {
-    Fleet::builder()
-        .agent(AgentSpec::new("web-1").config(config))
-        .start()
-        .await
-}
 
 /// `flotilla --no-mux --login-dir DIR shell ARGS…` with no terminal; (exit code, stdout, stderr).
 async fn shell_as(dir: &Path, args: &[&str]) -> (i32, String, String) {

@@ -5,6 +5,7 @@
 //! over a private Podman, whose real containers `flotilla ps` lists.
 
 use crate::harness::exec::{exec_events, query};
+use crate::harness::flotilla_bin;
 use crate::harness::podman::{IMAGE, Podman};
 use crate::harness::{AgentSpec, DEADLINE, Fleet, IDLE_DEADLINE, run_cmd, within};
 use flotilla_wire::exec::{ExecCommand, ExecEvent, ExecRequest, Query, QueryReply};
@@ -13,7 +14,7 @@ use flotilla_wire::workloads::{ContainerAction, ContainerRow, ROWS_PER_FRAME};
 use flotilla_wire::{ErrorCode, IdentityId, Role};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -24,16 +25,6 @@ const AGENTS: usize = 12;
 const CONTAINERS: usize = 250;
 /// Units each reports: one in seven failed (2).
 const UNITS: usize = 14;
-
-fn flotilla_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hubd")).with_file_name("flotilla");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
 
 /// Runs `flotilla --no-mux --login-dir DIR args…`; returns exit code, stdout and stderr.
 async fn flotilla(login_dir: &Path, args: &[&str]) -> (i32, String, String) {

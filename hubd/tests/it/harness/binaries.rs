@@ -21,6 +21,18 @@ pub(crate) fn hubd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hubd"))
 }
 
+/// The `flotilla` binary next to it (built with the workspace, as `cargo nextest run --workspace`
+/// does).
+pub(crate) fn flotilla_bin() -> PathBuf {
+    let path = hubd_bin().with_file_name("flotilla");
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
 /// The `agentd` binary next to it (built when the agentd package is in the build, as with
 /// `cargo nextest run --workspace` or `-p flotilla-hubd -p flotilla-agentd`).
 pub(crate) fn agentd_bin() -> PathBuf {
