@@ -29,6 +29,8 @@ async fn a_recorded_session_is_listed_and_enter_replays_it_then_gives_the_consol
         command: [
             "sh",
             "-c",
+            // The pause is the recorded program's own, not a wait of the test's: the recording
+            // must keep the two lines' times apart for the replay to reproduce it.
             "echo replayed-$((6*7)); sleep 0.3; echo second-line; exit 3",
         ]
         .iter()

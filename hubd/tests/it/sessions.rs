@@ -5,10 +5,12 @@
 //! operators refused a join, a hub killed mid-session keeping its recording, a recording that
 //! cannot be written refusing the session, and retention by size and age.
 
-use crate::harness::binaries::{Hub, enrol};
+use crate::harness::binaries::Hub;
 use crate::harness::flotilla_bin;
-use crate::harness::shell::{open_shell, shell_fleet, shell_on};
-use crate::harness::{DEADLINE, Daemon, Fleet, agentd_bin, run_cmd, within};
+use crate::harness::shell::{
+    flotilla_shell, open_shell, shell_agent_process, shell_fleet, shell_on,
+};
+use crate::harness::{DEADLINE, Fleet, run_cmd, within};
 use flotilla::client::{Client, RecvHalf};
 use flotilla_wire::io::{read_frame, write_frame};
 use flotilla_wire::limits::MAX_SHELL_FRAME;
@@ -385,34 +387,12 @@ async fn retention_deletes_the_oldest_recordings_by_size_then_by_age() {
 async fn a_hub_killed_mid_session_keeps_the_recording_and_marks_it_interrupted() {
     let mut hub = Hub::init().await;
     hub.start().await;
-    let token = hub.token("agent", 1).await;
-    let paths = enrol(hub.dir.path(), "web-1", &token).await;
-    std::fs::write(
-        paths.data_dir.join(agentd::config::CONFIG_FILE),
-        toml::to_string(&shell_on()).expect("toml"),
-    )
-    .expect("agent.toml");
-    let data = paths.data_dir.to_str().expect("utf-8").to_string();
-    let mut agent = Daemon::spawn(&agentd_bin(), &["--data-dir", &data, "run"]);
-    agent.wait_log("connected to hub", DEADLINE).await;
+    let mut agent = shell_agent_process(&hub, "web-1").await;
     let admin = hub.data.join("admin");
-    let mut client = tokio::process::Command::new(flotilla_bin())
-        .args(["--no-mux", "--login-dir"])
-        .arg(&admin)
-        .args([
-            "shell",
-            "web-1",
-            "--",
-            "sh",
-            "-c",
-            "echo before-the-kill; sleep 600",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn flotilla");
+    let mut client = flotilla_shell(
+        &admin,
+        &["web-1", "--", "sh", "-c", "echo before-the-kill; sleep 600"],
+    );
     let mut stdout = client.stdout.take().expect("stdout");
     let mut first = [0u8; 15];
     within(DEADLINE, "the first output", stdout.read_exact(&mut first))

@@ -5,13 +5,11 @@
 //! and a shell in a Podman container.
 
 use crate::console_tmux::{Tmux, flotilla_bin};
-use crate::harness::binaries::{Daemon, Hub, code, enrol, stderr};
+use crate::harness::binaries::{Hub, code, stderr};
 use crate::harness::exec::rss;
 use crate::harness::podman::Podman;
-use crate::harness::shell::{shell_fleet, shell_on};
-use crate::harness::{
-    AgentSpec, DEADLINE, Fleet, WORK_DEADLINE, agentd_bin, in_own_process, within,
-};
+use crate::harness::shell::{flotilla_shell, shell_agent_process, shell_fleet, shell_on};
+use crate::harness::{AgentSpec, DEADLINE, Fleet, WORK_DEADLINE, in_own_process, within};
 use agentd::AgentConfig;
 use agentd::config::{Access, ShellMode};
 use flotilla_wire::Role;
@@ -311,23 +309,10 @@ async fn a_100_mib_burst_arrives_whole_with_memory_bounded() {
     const MAX_GROWTH: u64 = 48 * 1024 * 1024;
     let fleet = shell_fleet(shell_on()).await;
     let (before, _) = rss();
-    let mut child = tokio::process::Command::new(flotilla_bin())
-        .args(["--no-mux", "--login-dir"])
-        .arg(&fleet.admin_login().dir)
-        .args([
-            "shell",
-            "web-1",
-            "--",
-            "sh",
-            "-c",
-            "stty -opost; yes | head -c 100M",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn flotilla");
+    let mut child = flotilla_shell(
+        &fleet.admin_login().dir,
+        &["web-1", "--", "sh", "-c", "stty -opost; yes | head -c 100M"],
+    );
     let mut stdout = child.stdout.take().expect("stdout");
     let mut buf = vec![0u8; 64 * 1024];
     let (mut total, mut peak) = (0usize, before);
@@ -366,26 +351,11 @@ async fn a_100_mib_burst_arrives_whole_with_memory_bounded() {
 async fn a_hub_killed_mid_session_ends_the_client_with_a_message() {
     let mut hub = Hub::init().await;
     hub.start().await;
-    let token = hub.token("agent", 1).await;
-    let paths = enrol(hub.dir.path(), "box-1", &token).await;
-    std::fs::write(
-        paths.data_dir.join(agentd::config::CONFIG_FILE),
-        toml::to_string(&shell_on()).expect("toml"),
-    )
-    .expect("agent.toml");
-    let data = paths.data_dir.to_str().expect("utf-8").to_string();
-    let mut agent = Daemon::spawn(&agentd_bin(), &["--data-dir", &data, "run"]);
-    agent.wait_log("connected to hub", DEADLINE).await;
-    let mut client = tokio::process::Command::new(flotilla_bin())
-        .args(["--no-mux", "--login-dir"])
-        .arg(hub.data.join("admin"))
-        .args(["shell", "box-1", "--", "sh", "-c", "echo live; sleep 600"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn flotilla");
+    let mut agent = shell_agent_process(&hub, "box-1").await;
+    let mut client = flotilla_shell(
+        &hub.data.join("admin"),
+        &["box-1", "--", "sh", "-c", "echo live; sleep 600"],
+    );
     let mut stdout = client.stdout.take().expect("stdout");
     let mut first = [0u8; 4];
     within(
@@ -515,23 +485,10 @@ async fn s_in_the_console_hands_the_terminal_to_a_shell_and_takes_it_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_that_stops_ends_the_session_and_leaves_no_process() {
     let mut fleet = shell_fleet(shell_on()).await;
-    let mut client = tokio::process::Command::new(flotilla_bin())
-        .args(["--no-mux", "--login-dir"])
-        .arg(&fleet.admin_login().dir)
-        .args([
-            "shell",
-            "web-1",
-            "--",
-            "sh",
-            "-c",
-            "echo pid=$$.; exec sleep 600",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn flotilla");
+    let mut client = flotilla_shell(
+        &fleet.admin_login().dir,
+        &["web-1", "--", "sh", "-c", "echo pid=$$.; exec sleep 600"],
+    );
     let mut stdout = client.stdout.take().expect("stdout");
     let mut seen = Vec::new();
     let pid: i32 = within(DEADLINE, "the program's pid", async {
