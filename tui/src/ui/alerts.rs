@@ -143,7 +143,7 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Theme, render};
+
     use crate::app::alerts::tests::two_alerts;
     use crate::app::workload_tests::{fixture, key};
     use crate::app::{App, View};
@@ -151,25 +151,9 @@ mod tests {
     use crossterm::event::KeyCode;
     use flotilla_wire::Role;
     use flotilla_wire::alerts::{AlertState, SilenceId};
-    use ratatui::Terminal;
-    use ratatui::backend::TestBackend;
 
     fn screen(app: &App, width: u16, height: u16) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
-        terminal
-            .draw(|f| render(app, Theme { color: false }, f))
-            .expect("draw");
-        let buf = terminal.backend().buffer().clone();
-        let mut out = String::new();
-        for y in 0..height {
-            let mut line = String::new();
-            for x in 0..width {
-                line.push_str(buf[(x, y)].symbol());
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
+        crate::ui::render_text(app, width, height)
     }
 
     /// Firing critical on web-1, pending on db-1, one silenced and one resolved.

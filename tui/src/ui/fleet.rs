@@ -331,29 +331,13 @@ mod tests {
     use crate::app::App;
     use crate::app::workload_tests::{db1, fixture, web1};
     use crate::event::Event;
-    use crate::ui::{Theme, render};
+
     use flotilla_wire::Role;
     use flotilla_wire::host::HostSummary;
     use flotilla_wire::msg::FleetEvent;
-    use ratatui::Terminal;
-    use ratatui::backend::TestBackend;
 
     fn screen(app: &App, width: u16, height: u16) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
-        terminal
-            .draw(|f| render(app, Theme { color: false }, f))
-            .expect("draw");
-        let buf = terminal.backend().buffer().clone();
-        let mut out = String::new();
-        for y in 0..height {
-            let mut line = String::new();
-            for x in 0..width {
-                line.push_str(buf[(x, y)].symbol());
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
+        crate::ui::render_text(app, width, height)
     }
 
     fn host(app: &mut App, id: flotilla_wire::IdentityId, summary: HostSummary) {

@@ -127,31 +127,16 @@ pub(super) fn render(app: &App, theme: Theme, frame: &mut Frame<'_>, area: Rect)
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Theme, render};
+
     use crate::action::Action;
     use crate::app::{App, View};
     use crate::event::Event;
     use flotilla_wire::Role;
     use flotilla_wire::sessions::{SessionRow, SessionState};
     use flotilla_wire::shell::ShellSessionId;
-    use ratatui::Terminal;
-    use ratatui::backend::TestBackend;
 
     fn screen(app: &App, width: u16, height: u16) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
-        terminal
-            .draw(|f| render(app, Theme { color: false }, f))
-            .expect("draw");
-        let buf = terminal.backend().buffer().clone();
-        let mut out = String::new();
-        for y in 0..height {
-            let mut line = String::new();
-            for x in 0..width {
-                line.push_str(buf[(x, y)].symbol());
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
+        let out = crate::ui::render_text(app, width, height);
         assert!(
             !out.chars()
                 .any(|c| c != '\n' && crate::util::must_escape(c)),

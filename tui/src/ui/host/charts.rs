@@ -266,30 +266,14 @@ mod tests {
     use crate::app::host::charts::ChartAnswer;
     use crate::app::workload_tests::{fixture, key, web1};
     use crate::event::Event;
-    use crate::ui::{Theme, render};
+
     use crossterm::event::KeyCode;
     use flotilla_wire::Role;
     use flotilla_wire::history::{Metric, SeriesPoint, SeriesPoints};
     use flotilla_wire::msg::{DiskUsage, MetricsSample, NetRate};
-    use ratatui::Terminal;
-    use ratatui::backend::TestBackend;
 
     fn screen(app: &crate::app::App, width: u16, height: u16) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
-        terminal
-            .draw(|f| render(app, Theme { color: false }, f))
-            .expect("draw");
-        let buf = terminal.backend().buffer().clone();
-        let mut out = String::new();
-        for y in 0..height {
-            let mut line = String::new();
-            for x in 0..width {
-                line.push_str(buf[(x, y)].symbol());
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
+        crate::ui::render_text(app, width, height)
     }
 
     /// web-1's view with the charts panel open on `eth0` and an hour of its history answered:
